@@ -1,0 +1,225 @@
+//! Sign-up, sign-in and the clinics a person belongs to.
+
+use serde::{Deserialize, Serialize};
+
+use super::{password, Email, Password};
+use crate::db::Db;
+use crate::error::is_constraint;
+use crate::tenancy::{parse_clinic_name, slugify, Role, Tenant, TenantId, UserId};
+use crate::{Error, Result};
+
+/// The one message for a wrong password and an unknown email, so accounts cannot be
+/// discovered by signing in.
+pub const SIGN_IN_FAILED: &str = "That email and password don't match an account.";
+
+/// What a new clinic's owner enters.
+#[derive(Debug)]
+pub struct SignUp<'a> {
+    pub clinic_name: &'a str,
+    pub name: &'a str,
+    pub email: &'a str,
+    pub password: &'a str,
+}
+
+/// The person behind a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub name: String,
+}
+
+/// One clinic a person belongs to, with their role there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub tenant: Tenant,
+    pub role: Role,
+}
+
+/// A signed-in person acting in one clinic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Viewer {
+    pub user: User,
+    pub tenant: Tenant,
+    pub role: Role,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct MembershipRow {
+    pub id: TenantId,
+    pub name: String,
+    pub slug: String,
+    pub plan: String,
+    pub active: bool,
+    pub role: String,
+}
+
+impl TryFrom<MembershipRow> for Membership {
+    type Error = Error;
+    fn try_from(r: MembershipRow) -> Result<Self> {
+        Ok(Membership {
+            role: r.role.parse()?,
+            tenant: Tenant { id: r.id, name: r.name, slug: r.slug, plan: r.plan, active: r.active },
+        })
+    }
+}
+
+/// A person's name as shown to colleagues: trimmed, 1 to 100 characters.
+pub fn parse_person_name(raw: &str) -> Result<String> {
+    let name = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+    match name.chars().count() {
+        0 => Err(Error::invalid("Enter your name.")),
+        1..=100 => Ok(name),
+        _ => Err(Error::invalid("Your name can have at most 100 characters.")),
+    }
+}
+
+/// Creates a clinic and its owner's account, returning the new owner's id and clinic.
+#[tracing::instrument(skip_all)]
+pub async fn sign_up(db: &Db, input: SignUp<'_>) -> Result<(UserId, TenantId)> {
+    let clinic_name = parse_clinic_name(input.clinic_name)?;
+    let name = parse_person_name(input.name)?;
+    let email = Email::parse(input.email)?;
+    let password = Password::new(input.password)?;
+    let hash = password::hash(&password).await?;
+
+    let user_id = UserId::new();
+    let tenant_id = TenantId::new();
+    let mut tx = db.begin_tenant(tenant_id).await?;
+    insert_user(&mut tx, user_id, &email, &name, &hash).await?;
+
+    let base = slugify(&clinic_name);
+    let mut slug = base.clone();
+    for attempt in 0.. {
+        let inserted = sqlx::query(
+            "INSERT INTO tenants (id, name, slug) VALUES ($1, $2, $3) ON CONFLICT (slug) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(&clinic_name)
+        .bind(&slug)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            break;
+        }
+        if attempt >= 20 {
+            return Err(Error::Internal("could not find a free clinic slug".into()));
+        }
+        slug = format!("{base}-{}", random_suffix());
+    }
+    sqlx::query("INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'owner')")
+        .bind(tenant_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(%user_id, %tenant_id, "clinic signed up");
+    Ok((user_id, tenant_id))
+}
+
+pub(crate) async fn insert_user(
+    tx: &mut crate::db::Tx,
+    id: UserId,
+    email: &Email,
+    name: &str,
+    password_hash: &str,
+) -> Result<()> {
+    sqlx::query("INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(email.as_str())
+        .bind(name)
+        .bind(password_hash)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| {
+            if is_constraint(&e, "users_email_key") {
+                Error::Conflict("An account with this email already exists. Sign in instead.".into())
+            } else {
+                e.into()
+            }
+        })?;
+    Ok(())
+}
+
+fn random_suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..4).map(|_| char::from(b"abcdefghjkmnpqrstuvwxyz23456789"[rng.gen_range(0..31)])).collect()
+}
+
+/// Checks an email and password. Unknown emails and wrong passwords fail the same way, after
+/// the same amount of hashing work.
+#[tracing::instrument(skip_all)]
+pub async fn authenticate(db: &Db, email: &str, password: &str) -> Result<UserId> {
+    let failed = || Error::Unauthenticated(SIGN_IN_FAILED.into());
+    let attempt = Password::attempt(password);
+    let row: Option<(UserId, String)> = match Email::parse(email) {
+        Ok(email) => {
+            sqlx::query_as("SELECT id, password_hash FROM users WHERE lower(email) = $1")
+                .bind(email.normalized())
+                .fetch_optional(db.pool())
+                .await?
+        }
+        Err(_) => None,
+    };
+    let (id, hash) = match row {
+        Some((id, hash)) => (Some(id), Some(hash)),
+        None => (None, None),
+    };
+    if password::verify(&attempt, hash).await? {
+        id.ok_or_else(failed)
+    } else {
+        Err(failed())
+    }
+}
+
+/// Looks a user up by id.
+pub async fn user(db: &Db, id: UserId) -> Result<Option<User>> {
+    let row: Option<(UserId, String, String)> =
+        sqlx::query_as("SELECT id, email, name FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.map(|(id, email, name)| User { id, email, name }))
+}
+
+/// The clinics a person belongs to, by name. Runs in a user-scoped transaction: row-level
+/// security shows a person their own memberships and nobody else's.
+pub async fn memberships(db: &Db, user: UserId) -> Result<Vec<Membership>> {
+    let mut tx = db.begin_user(user).await?;
+    let rows: Vec<MembershipRow> = sqlx::query_as(
+        "SELECT t.id, t.name, t.slug, t.plan, t.active, m.role
+           FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+          WHERE m.user_id = $1
+          ORDER BY lower(t.name), t.id",
+    )
+    .bind(user)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    rows.into_iter().map(Membership::try_from).collect()
+}
+
+/// The person, clinic and role behind a session, or `None` when the person no longer belongs
+/// to that clinic (removed since they signed in).
+pub async fn viewer(db: &Db, user: UserId, tenant: TenantId) -> Result<Option<Viewer>> {
+    let Some(user) = self::user(db, user).await? else { return Ok(None) };
+    let mut tx = db.begin_tenant(tenant).await?;
+    let row: Option<MembershipRow> = sqlx::query_as(
+        "SELECT t.id, t.name, t.slug, t.plan, t.active, m.role
+           FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+          WHERE m.user_id = $1",
+    )
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    match row {
+        None => Ok(None),
+        Some(row) => {
+            let m = Membership::try_from(row)?;
+            Ok(Some(Viewer { user, tenant: m.tenant, role: m.role }))
+        }
+    }
+}

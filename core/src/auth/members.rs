@@ -1,0 +1,116 @@
+//! Members of a clinic: listing, changing roles and removing, with the rules that keep a
+//! clinic manageable (only owners touch owners; the last owner stays).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::db::{Db, Tx};
+use crate::tenancy::{Role, TenantId, UserId};
+use crate::{Error, Result};
+
+/// Who is doing something, and with which role in the clinic.
+#[derive(Clone, Copy, Debug)]
+pub struct Actor {
+    pub user: UserId,
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub user_id: UserId,
+    pub name: String,
+    pub email: String,
+    pub role: Role,
+    pub joined_at: OffsetDateTime,
+}
+
+const LAST_OWNER: &str = "A clinic needs at least one owner. Make someone else an owner first.";
+
+fn require_admin(actor: Actor) -> Result<()> {
+    if actor.role.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::forbidden("Only owners and admins can manage members."))
+    }
+}
+
+/// Everyone in the clinic, owners first, then by name.
+pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<Member>> {
+    require_admin(actor)?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let rows: Vec<(UserId, String, String, String, OffsetDateTime)> = sqlx::query_as(
+        "SELECT u.id, u.name, u.email, m.role, m.created_at
+           FROM memberships m JOIN users u ON u.id = m.user_id
+          ORDER BY CASE m.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END, lower(u.name)",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    rows.into_iter()
+        .map(|(user_id, name, email, role, joined_at)| {
+            Ok(Member { user_id, name, email, role: role.parse()?, joined_at })
+        })
+        .collect()
+}
+
+/// The role `target` holds, locked for the rest of the transaction.
+async fn role_of(tx: &mut Tx, target: UserId) -> Result<Role> {
+    let role: Option<String> = sqlx::query_scalar("SELECT role FROM memberships WHERE user_id = $1 FOR UPDATE")
+        .bind(target)
+        .fetch_optional(&mut **tx)
+        .await?;
+    role.ok_or(Error::NotFound)?.parse()
+}
+
+/// Owners other than `target`, counted with the owners' rows locked so two concurrent
+/// demotions cannot both pass.
+async fn other_owners(tx: &mut Tx, target: UserId) -> Result<i64> {
+    let owners: Vec<UserId> = sqlx::query_scalar("SELECT user_id FROM memberships WHERE role = 'owner' FOR UPDATE")
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(owners.iter().filter(|u| **u != target).count() as i64)
+}
+
+/// Gives `target` a new role in the clinic.
+#[tracing::instrument(skip(db))]
+pub async fn change_role(db: &Db, tenant: TenantId, actor: Actor, target: UserId, role: Role) -> Result<()> {
+    require_admin(actor)?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let current = role_of(&mut tx, target).await?;
+    if (current == Role::Owner || role == Role::Owner) && actor.role != Role::Owner {
+        return Err(Error::forbidden("Only an owner can make someone an owner or change an owner's role."));
+    }
+    if current == role {
+        return Ok(());
+    }
+    if current == Role::Owner && other_owners(&mut tx, target).await? == 0 {
+        return Err(Error::Conflict(LAST_OWNER.into()));
+    }
+    sqlx::query("UPDATE memberships SET role = $2 WHERE user_id = $1")
+        .bind(target)
+        .bind(role.as_str())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Removes `target` from the clinic (their account stays; they may belong to other clinics).
+#[tracing::instrument(skip(db))]
+pub async fn remove(db: &Db, tenant: TenantId, actor: Actor, target: UserId) -> Result<()> {
+    require_admin(actor)?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let current = role_of(&mut tx, target).await?;
+    if current == Role::Owner && actor.role != Role::Owner {
+        return Err(Error::forbidden("Only an owner can remove an owner."));
+    }
+    if current == Role::Owner && other_owners(&mut tx, target).await? == 0 {
+        return Err(Error::Conflict(LAST_OWNER.into()));
+    }
+    sqlx::query("DELETE FROM memberships WHERE user_id = $1")
+        .bind(target)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

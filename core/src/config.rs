@@ -1,0 +1,204 @@
+//! Configuration: environment variables read once at start into one typed struct. A missing
+//! or invalid value stops start-up with a message naming the variable.
+
+use std::collections::HashMap;
+use std::fmt;
+
+/// Default `DATABASE_URL`: the application role, which owns no table, so row-level security
+/// always applies to it.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://tessera_app:tessera@127.0.0.1:5432/tessera";
+/// Default `DATABASE_ADMIN_URL`: the role that owns the schema and runs migrations.
+pub const DEFAULT_DATABASE_ADMIN_URL: &str =
+    "postgres://tessera_owner:tessera@127.0.0.1:5432/tessera";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:3000";
+
+/// Every setting Tessera reads from its environment.
+#[derive(Clone)]
+pub struct Config {
+    /// `DATABASE_URL`: Postgres as the application role.
+    pub database_url: String,
+    /// `DATABASE_ADMIN_URL`: Postgres as the schema owner, used only to migrate.
+    pub database_admin_url: String,
+    /// `TESSERA_DB_MAX_CONNECTIONS`: pool size per process.
+    pub db_max_connections: u32,
+    /// `REDIS_URL`.
+    pub redis_url: String,
+    /// `TESSERA_REDIS_PREFIX`: prepended to every Redis key, so several deployments (or test
+    /// runs) can share one Redis.
+    pub redis_prefix: String,
+    /// `TESSERA_PUBLIC_URL`: the address people use to reach Tessera. Its origin is the one
+    /// accepted on state-changing requests, and an `https` URL makes cookies `Secure`.
+    pub public_url: String,
+    /// `TESSERA_MIGRATE_ON_START`: `serve` applies pending migrations before listening.
+    pub migrate_on_start: bool,
+    /// `TESSERA_TRUST_PROXY`: take the client address from `X-Forwarded-For` (only behind a
+    /// proxy that sets it).
+    pub trust_proxy: bool,
+    /// `TESSERA_INVITE_TTL_HOURS`: how long an invitation link stays valid.
+    pub invite_ttl_hours: i64,
+    /// `TESSERA_SESSION_TTL_HOURS`: a session ends after this long without activity.
+    pub session_ttl_hours: i64,
+}
+
+impl fmt::Debug for Config {
+    // URLs may carry passwords; never print them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("database_admin_url", &redact_url(&self.database_admin_url))
+            .field("db_max_connections", &self.db_max_connections)
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("public_url", &self.public_url)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .field("trust_proxy", &self.trust_proxy)
+            .field("invite_ttl_hours", &self.invite_ttl_hours)
+            .field("session_ttl_hours", &self.session_ttl_hours)
+            .finish()
+    }
+}
+
+/// A configuration problem, naming the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Self::from_vars(&vars)
+    }
+
+    /// Reads from a map of variables (the environment, or a test's own).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let database_url = url(get("DATABASE_URL"), "DATABASE_URL", DEFAULT_DATABASE_URL, &["postgres", "postgresql"])?;
+        let database_admin_url = url(
+            get("DATABASE_ADMIN_URL"),
+            "DATABASE_ADMIN_URL",
+            DEFAULT_DATABASE_ADMIN_URL,
+            &["postgres", "postgresql"],
+        )?;
+        let redis_url = url(get("REDIS_URL"), "REDIS_URL", DEFAULT_REDIS_URL, &["redis", "rediss"])?;
+        let public_url = url(get("TESSERA_PUBLIC_URL"), "TESSERA_PUBLIC_URL", DEFAULT_PUBLIC_URL, &["http", "https"])?
+            .trim_end_matches('/')
+            .to_string();
+        Ok(Self {
+            database_url,
+            database_admin_url,
+            db_max_connections: number(get("TESSERA_DB_MAX_CONNECTIONS"), "TESSERA_DB_MAX_CONNECTIONS", 10, 1, 1000)?,
+            redis_url,
+            redis_prefix: get("TESSERA_REDIS_PREFIX").unwrap_or("tessera:").to_string(),
+            public_url,
+            migrate_on_start: boolean(get("TESSERA_MIGRATE_ON_START"), "TESSERA_MIGRATE_ON_START", true)?,
+            trust_proxy: boolean(get("TESSERA_TRUST_PROXY"), "TESSERA_TRUST_PROXY", false)?,
+            invite_ttl_hours: number(get("TESSERA_INVITE_TTL_HOURS"), "TESSERA_INVITE_TTL_HOURS", 168, 1, 24 * 90)?,
+            session_ttl_hours: number(get("TESSERA_SESSION_TTL_HOURS"), "TESSERA_SESSION_TTL_HOURS", 24 * 7, 1, 24 * 365)?,
+        })
+    }
+
+    /// Cookies get `Secure` when Tessera is reached over HTTPS.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+
+    /// `scheme://host[:port]` of the public URL, as browsers send it in `Origin`.
+    pub fn public_origin(&self) -> &str {
+        let after_scheme = self.public_url.find("://").map(|i| i + 3).unwrap_or(0);
+        match self.public_url[after_scheme..].find('/') {
+            Some(i) => &self.public_url[..after_scheme + i],
+            None => &self.public_url,
+        }
+    }
+}
+
+fn url(value: Option<&str>, var: &'static str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+    let value = value.unwrap_or(default);
+    let scheme = value.split_once("://").map(|(s, _)| s).unwrap_or("");
+    if !schemes.contains(&scheme) {
+        return Err(ConfigError {
+            var,
+            message: format!("expected a URL starting with {}://", schemes.join(":// or ")),
+        });
+    }
+    Ok(value.to_string())
+}
+
+fn number<T>(value: Option<&str>, var: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    let Some(value) = value else { return Ok(default) };
+    match value.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(ConfigError { var, message: format!("expected a whole number from {min} to {max}, got {value:?}") }),
+    }
+}
+
+fn boolean(value: Option<&str>, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match value.map(|v| v.to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => Ok(true),
+        Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => Ok(false),
+        Some(v) => Err(ConfigError { var, message: format!("expected true or false, got {v:?}") }),
+    }
+}
+
+/// Replaces the password in `scheme://user:password@host` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((creds, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    match creds.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_make_a_local_run_work() {
+        let c = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.public_origin(), "http://127.0.0.1:3000");
+        assert!(!c.secure_cookies());
+        assert!(c.migrate_on_start);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let err = Config::from_vars(&vars(&[("TESSERA_DB_MAX_CONNECTIONS", "lots")])).unwrap_err();
+        assert_eq!(err.var, "TESSERA_DB_MAX_CONNECTIONS");
+        assert!(err.to_string().contains("TESSERA_DB_MAX_CONNECTIONS"));
+        let err = Config::from_vars(&vars(&[("REDIS_URL", "localhost:6379")])).unwrap_err();
+        assert_eq!(err.var, "REDIS_URL");
+        let err = Config::from_vars(&vars(&[("TESSERA_TRUST_PROXY", "maybe")])).unwrap_err();
+        assert_eq!(err.var, "TESSERA_TRUST_PROXY");
+    }
+
+    #[test]
+    fn https_public_url_makes_cookies_secure() {
+        let c = Config::from_vars(&vars(&[("TESSERA_PUBLIC_URL", "https://clinic.example.com/app/")])).unwrap();
+        assert!(c.secure_cookies());
+        assert_eq!(c.public_origin(), "https://clinic.example.com");
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let c = Config::from_vars(&vars(&[("DATABASE_URL", "postgres://app:hunter2@db/tessera")])).unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("app:***@db/tessera"));
+    }
+}

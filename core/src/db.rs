@@ -1,0 +1,112 @@
+//! Postgres access. All tenant work goes through [`Db::begin_tenant`], which opens a
+//! transaction with `app.tenant_id` set for that transaction only; the row-level-security
+//! policies in `migrations/` read it. The pool connects as the application role, which owns no
+//! table, so a query that forgets `WHERE tenant_id = ..` still sees only the current tenant.
+
+use std::time::Duration;
+
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::tenancy::{TenantId, UserId};
+use crate::Result;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// A transaction scoped by row-level security to one tenant, one user or one invitation.
+pub type Tx = Transaction<'static, Postgres>;
+
+/// The application's Postgres pool.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: PgPool,
+}
+
+impl Db {
+    /// Connects with the application role. Fails fast when Postgres does not answer.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        Self::connect_with(options, max_connections).await
+    }
+
+    pub async fn connect_with(options: PgConnectOptions, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool (tests).
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for queries on tables that belong to no tenant (users).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Opens a transaction in which only `tenant`'s rows are visible or writable.
+    pub async fn begin_tenant(&self, tenant: TenantId) -> Result<Tx> {
+        let mut tx = self.pool.begin().await?;
+        set_tenant(&mut tx, tenant).await?;
+        Ok(tx)
+    }
+
+    /// Opens a transaction in which a user sees their own memberships across clinics (and the
+    /// names of those clinics), and nothing else that belongs to a tenant.
+    pub async fn begin_user(&self, user: UserId) -> Result<Tx> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('app.user_id', $1, true)")
+            .bind(user.to_string())
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    /// Opens a transaction in which the holder of an invitation token sees that one invitation.
+    pub async fn begin_invitation(&self, token_hash: &[u8]) -> Result<Tx> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('app.invitation_token', encode($1, 'hex'), true)")
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    /// Readiness: Postgres answers a query.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Switches an open transaction to `tenant` (used when one transaction discovers its tenant,
+/// such as accepting an invitation).
+pub async fn set_tenant(tx: &mut Tx, tenant: TenantId) -> Result<()> {
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Creates the database if it is missing and applies pending migrations, as the schema owner.
+pub async fn migrate(admin_url: &str) -> Result<()> {
+    if !sqlx::Postgres::database_exists(admin_url).await? {
+        tracing::info!("creating the database");
+        sqlx::Postgres::create_database(admin_url).await?;
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(admin_url)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}

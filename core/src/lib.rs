@@ -1,0 +1,39 @@
+//! Tessera's multi-tenant core.
+//!
+//! Everything the product does to data goes through this crate: configuration, the Postgres
+//! pool with its tenant-scoped transactions (row-level security), Redis, and accounts
+//! (sign-up, sign-in, sessions, members and invitations). It knows nothing of Leptos, so it
+//! compiles and tests quickly; `app` and `server` call into it.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod redis_store;
+pub mod session_store;
+pub mod tenancy;
+
+pub use config::Config;
+pub use db::Db;
+pub use error::{Error, Result};
+pub use redis_store::Redis;
+pub use tenancy::{Role, TenantId, UserId};
+
+/// The shared services a request handler needs, cloned cheaply into every handler.
+#[derive(Clone)]
+pub struct Services {
+    pub config: std::sync::Arc<Config>,
+    pub db: Db,
+    pub redis: Redis,
+    pub throttle: auth::throttle::LoginThrottle,
+}
+
+impl Services {
+    /// Connects to Postgres (as the application role) and Redis.
+    pub async fn connect(config: Config) -> Result<Self> {
+        let db = Db::connect(&config.database_url, config.db_max_connections).await?;
+        let redis = Redis::connect(&config.redis_url, &config.redis_prefix).await?;
+        let throttle = auth::throttle::LoginThrottle::new(redis.clone(), Default::default());
+        Ok(Self { config: std::sync::Arc::new(config), db, redis, throttle })
+    }
+}

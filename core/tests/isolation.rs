@@ -1,0 +1,147 @@
+//! Row-level security: tenant work runs in transactions scoped to one tenant, and a query
+//! that forgets its tenant condition still returns only that tenant's rows.
+
+mod common;
+
+use common::{app_db, clinic};
+use sqlx::PgPool;
+use tessera_core::{auth, Role};
+
+/// Tenant-owned tables: `tenants` itself and every table with a `tenant_id` column, found from
+/// the catalogue so a table added later is covered without editing this test.
+async fn tenant_owned_tables(pool: &PgPool) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT c.relname::text, CASE WHEN c.relname = 'tenants' THEN 'id' ELSE 'tenant_id' END
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind = 'r'
+            AND (c.relname = 'tenants' OR EXISTS (
+                 SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped))
+          ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_tenant_owned_table_forces_row_level_security(pool: PgPool) {
+    let tables = tenant_owned_tables(&pool).await;
+    assert!(tables.len() >= 3, "expected tenants, memberships, invitations: {tables:?}");
+    for (table, _) in tables {
+        let (enabled, forced): (bool, bool) =
+            sqlx::query_as("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = $1")
+                .bind(&table)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(enabled && forced, "{table}: row-level security enabled={enabled} forced={forced}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_app_role_owns_nothing_and_cannot_bypass_policies(pool: PgPool) {
+    let (superuser, bypass): (bool, bool) =
+        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = 'tessera_app'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!superuser && !bypass);
+    let owned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND pg_get_userbyid(c.relowner) = 'tessera_app'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(owned, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
+    // Arrange: two clinics, each with a member and a pending invitation, so every
+    // tenant-owned table has rows of both.
+    let db = app_db(&pool).await;
+    let a = clinic(&db, "Alpha Clinic").await;
+    let b = clinic(&db, "Beta Clinic").await;
+    for c in [&a, &b] {
+        common::member(&db, c, &format!("staff-{}@example.com", c.tenant), Role::Staff).await;
+        auth::invitations::create(&db, c.tenant, c.owner_actor(), &format!("pending-{}@example.com", c.tenant), Role::Staff, time::Duration::days(1))
+            .await
+            .unwrap();
+    }
+
+    for (table, column) in tenant_owned_tables(&pool).await {
+        // Act: the same query with no tenant condition, in A's transaction, in B's, and in none.
+        let sql = format!("SELECT {column} FROM {table}");
+        let mut tx = db.begin_tenant(a.tenant).await.unwrap();
+        let in_a: Vec<uuid::Uuid> = sqlx::query_scalar(&sql).fetch_all(&mut *tx).await.unwrap();
+        tx.rollback().await.unwrap();
+        let mut tx = db.begin_tenant(b.tenant).await.unwrap();
+        let in_b: Vec<uuid::Uuid> = sqlx::query_scalar(&sql).fetch_all(&mut *tx).await.unwrap();
+        tx.rollback().await.unwrap();
+        let outside: Vec<uuid::Uuid> = sqlx::query_scalar(&sql).fetch_all(db.pool()).await.unwrap();
+
+        // Assert
+        assert!(!in_a.is_empty(), "{table}: tenant A sees its own rows");
+        assert!(in_a.iter().all(|t| *t == a.tenant.0), "{table}: tenant A saw another tenant's rows: {in_a:?}");
+        assert!(!in_b.is_empty() && in_b.iter().all(|t| *t == b.tenant.0), "{table}: tenant B: {in_b:?}");
+        assert!(outside.is_empty(), "{table}: outside any tenant transaction: {outside:?}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_tenant_setting_lasts_only_for_its_transaction(pool: PgPool) {
+    let db = app_db(&pool).await;
+    let a = clinic(&db, "Alpha Clinic").await;
+    // One connection, so the next query would reuse a leaked setting if there were one.
+    let mut conn = db.pool().acquire().await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(a.tenant.to_string()).execute(&mut *tx).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(seen, 1);
+    tx.commit().await.unwrap();
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&mut *conn).await.unwrap();
+    assert_eq!(after, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn writes_into_another_tenant_are_refused(pool: PgPool) {
+    let db = app_db(&pool).await;
+    let a = clinic(&db, "Alpha Clinic").await;
+    let b = clinic(&db, "Beta Clinic").await;
+
+    let mut tx = db.begin_tenant(a.tenant).await.unwrap();
+    let renamed = sqlx::query("UPDATE tenants SET name = 'Taken over' WHERE id = $1")
+        .bind(b.tenant)
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(renamed, 0, "an UPDATE cannot reach another tenant's row");
+    let deleted = sqlx::query("DELETE FROM memberships WHERE tenant_id = $1").bind(b.tenant).execute(&mut *tx).await.unwrap();
+    assert_eq!(deleted.rows_affected(), 0);
+    let insert = sqlx::query("INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'owner')")
+        .bind(b.tenant)
+        .bind(a.owner)
+        .execute(&mut *tx)
+        .await;
+    let err = insert.expect_err("inserting into another tenant must fail");
+    assert!(err.to_string().contains("row-level security"), "{err}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_user_scope_shows_only_that_users_memberships(pool: PgPool) {
+    let db = app_db(&pool).await;
+    let a = clinic(&db, "Alpha Clinic").await;
+    let b = clinic(&db, "Beta Clinic").await;
+    common::member(&db, &b, "colleague@example.com", Role::Staff).await;
+
+    let mut tx = db.begin_user(a.owner).await.unwrap();
+    let rows: Vec<(uuid::Uuid, uuid::Uuid)> =
+        sqlx::query_as("SELECT tenant_id, user_id FROM memberships").fetch_all(&mut *tx).await.unwrap();
+    let tenants: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM tenants").fetch_all(&mut *tx).await.unwrap();
+    let invitations: i64 = sqlx::query_scalar("SELECT count(*) FROM invitations").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(rows, vec![(a.tenant.0, a.owner.0)]);
+    assert_eq!(tenants, vec![a.tenant.0]);
+    assert_eq!(invitations, 0);
+}
