@@ -1,0 +1,89 @@
+//! Tessera's UI: the pages, their components and the server functions they call. Compiled
+//! twice: with `ssr` into the server binary, and with `hydrate` into the browser's wasm.
+
+pub mod api;
+pub mod components;
+pub mod dto;
+pub mod error;
+pub mod pages;
+#[cfg(feature = "ssr")]
+pub mod server;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::{path, SsrMode};
+
+use crate::api::{AcceptInvitation, SignIn, SignOut, SignUp, SwitchClinic};
+use crate::dto::SessionInfo;
+use crate::error::AppError;
+
+/// The HTML document around the app.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <meta name="color-scheme" content="light"/>
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// The actions that change who is signed in, and the session they refresh. Provided at the
+/// root so every page sees one session, refetched whenever one of them completes.
+#[derive(Clone, Copy)]
+pub struct Auth {
+    pub sign_up: ServerAction<SignUp>,
+    pub sign_in: ServerAction<SignIn>,
+    pub sign_out: ServerAction<SignOut>,
+    pub switch_clinic: ServerAction<SwitchClinic>,
+    pub accept_invitation: ServerAction<AcceptInvitation>,
+    pub session: Resource<Result<Option<SessionInfo>, AppError>>,
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    let sign_up = ServerAction::<SignUp>::new();
+    let sign_in = ServerAction::<SignIn>::new();
+    let sign_out = ServerAction::<SignOut>::new();
+    let switch_clinic = ServerAction::<SwitchClinic>::new();
+    let accept_invitation = ServerAction::<AcceptInvitation>::new();
+    let session = Resource::new(
+        move || {
+            (
+                sign_up.version().get(),
+                sign_in.version().get(),
+                sign_out.version().get(),
+                switch_clinic.version().get(),
+                accept_invitation.version().get(),
+            )
+        },
+        |_| api::get_session(),
+    );
+    provide_context(Auth { sign_up, sign_in, sign_out, switch_clinic, accept_invitation, session });
+
+    view! {
+        <Stylesheet id="leptos" href="/pkg/tessera.css"/>
+        <Title formatter=|title: String| if title.is_empty() { "Tessera".to_string() } else { format!("{title} · Tessera") }/>
+        <Router>
+            <Routes fallback=|| view! { <pages::errors::NotFound/> }>
+                <Route path=path!("/") view=pages::home::HomePage ssr=SsrMode::Async/>
+                <Route path=path!("/signin") view=pages::auth::SignInPage ssr=SsrMode::Async/>
+                <Route path=path!("/signup") view=pages::auth::SignUpPage ssr=SsrMode::Async/>
+                <Route path=path!("/invite/:token") view=pages::invite::InvitePage ssr=SsrMode::Async/>
+                <Route path=path!("/members") view=pages::members::MembersPage ssr=SsrMode::Async/>
+            </Routes>
+        </Router>
+    }
+}

@@ -1,0 +1,46 @@
+//! The Tessera server: builds the one axum `Router` that production and the tests both use.
+
+pub mod guard;
+pub mod health;
+
+use std::sync::Arc;
+
+use app::server::AppState;
+use app::{shell, App};
+use axum::routing::get;
+use axum::Router;
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tessera_core::session_store::RedisSessionStore;
+use tessera_core::Services;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "tessera_session";
+
+/// The whole application: pages, server functions, health, static files.
+pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
+    let config = Arc::clone(&services.config);
+    let sessions = SessionManagerLayer::new(RedisSessionStore::new(services.redis.clone()))
+        .with_name(SESSION_COOKIE)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(config.secure_cookies())
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(time::Duration::hours(config.session_ttl_hours)));
+    let state = AppState { leptos_options, services };
+    let routes = generate_route_list(App);
+
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .leptos_routes_with_context(&state, routes, || {}, {
+            let options = state.leptos_options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(sessions)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        .with_state(state)
+}

@@ -1,0 +1,185 @@
+//! Server functions: the UI's only way to the server. Each is a POST under `/api/`, checked
+//! for a same-site `Origin` by the server's middleware, and thin: session and role checks
+//! here, the work in `tessera_core`.
+
+use leptos::prelude::*;
+
+use crate::dto::*;
+use crate::error::AppError;
+
+#[cfg(feature = "ssr")]
+use crate::server::{self as srv, core_err, fail};
+
+/// Who is signed in, or `None`.
+#[server(endpoint = "session")]
+pub async fn get_session() -> Result<Option<SessionInfo>, AppError> {
+    let Some(v) = srv::viewer().await? else { return Ok(None) };
+    let services = srv::services()?;
+    let clinics = tessera_core::auth::memberships(&services.db, v.user.id).await.map_err(core_err)?;
+    Ok(Some(SessionInfo {
+        user_id: v.user.id.to_string(),
+        name: v.user.name,
+        email: v.user.email,
+        clinic: Clinic { id: v.tenant.id.to_string(), name: v.tenant.name, slug: v.tenant.slug },
+        role: srv::role_to_dto(v.role),
+        clinics: clinics
+            .into_iter()
+            .map(|m| ClinicChoice { id: m.tenant.id.to_string(), name: m.tenant.name, role: srv::role_to_dto(m.role) })
+            .collect(),
+    }))
+}
+
+/// Creates a clinic and its owner, and signs the owner in.
+#[server(endpoint = "sign_up")]
+pub async fn sign_up(clinic_name: String, name: String, email: String, password: String) -> Result<(), AppError> {
+    let services = srv::services()?;
+    let (user, tenant) = tessera_core::auth::sign_up(
+        &services.db,
+        tessera_core::auth::SignUp { clinic_name: &clinic_name, name: &name, email: &email, password: &password },
+    )
+    .await
+    .map_err(core_err)?;
+    srv::start_session(user, tenant).await?;
+    leptos_axum::redirect("/");
+    Ok(())
+}
+
+#[server(endpoint = "sign_in")]
+pub async fn sign_in(email: String, password: String) -> Result<(), AppError> {
+    let services = srv::services()?;
+    let ip = srv::client_ip();
+    services.throttle.attempt(&email, ip).await.map_err(core_err)?;
+    let user = tessera_core::auth::authenticate(&services.db, &email, &password).await.map_err(core_err)?;
+    services.throttle.succeeded(&email, ip).await.map_err(core_err)?;
+    let memberships = tessera_core::auth::memberships(&services.db, user).await.map_err(core_err)?;
+    let Some(first) = memberships.iter().find(|m| m.tenant.active).or(memberships.first()) else {
+        return Err(fail(AppError::Forbidden(
+            "Your account doesn't belong to any clinic any more. Ask a clinic admin to invite you again.".into(),
+        )));
+    };
+    srv::start_session(user, first.tenant.id).await?;
+    leptos_axum::redirect("/");
+    Ok(())
+}
+
+#[server(endpoint = "sign_out")]
+pub async fn sign_out() -> Result<(), AppError> {
+    srv::end_session().await?;
+    leptos_axum::redirect("/signin");
+    Ok(())
+}
+
+/// Moves the session to another clinic the person belongs to.
+#[server(endpoint = "switch_clinic")]
+pub async fn switch_clinic(tenant_id: String) -> Result<(), AppError> {
+    let v = srv::require_viewer().await?;
+    let tenant: tessera_core::TenantId = srv::parse_id(&tenant_id)?;
+    let services = srv::services()?;
+    match tessera_core::auth::viewer(&services.db, v.user.id, tenant).await.map_err(core_err)? {
+        Some(_) => srv::switch_session_tenant(tenant).await?,
+        None => return Err(fail(AppError::NotFound)),
+    }
+    leptos_axum::redirect("/");
+    Ok(())
+}
+
+#[server(endpoint = "members")]
+pub async fn list_members() -> Result<MembersPage, AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let actor = srv::actor(&v);
+    let members = tessera_core::auth::members::list(&services.db, v.tenant.id, actor).await.map_err(core_err)?;
+    let invitations =
+        tessera_core::auth::invitations::pending(&services.db, v.tenant.id, actor).await.map_err(core_err)?;
+    Ok(MembersPage {
+        me: v.user.id.to_string(),
+        my_role: srv::role_to_dto(v.role),
+        members: members
+            .into_iter()
+            .map(|m| MemberRow {
+                user_id: m.user_id.to_string(),
+                name: m.name,
+                email: m.email,
+                role: srv::role_to_dto(m.role),
+                joined: srv::date(m.joined_at),
+            })
+            .collect(),
+        invitations: invitations
+            .into_iter()
+            .map(|i| PendingInvite { id: i.id.to_string(), email: i.email, role: srv::role_to_dto(i.role), expires: srv::date(i.expires_at) })
+            .collect(),
+    })
+}
+
+#[server(endpoint = "invite_member")]
+pub async fn invite_member(email: String, role: String) -> Result<InviteCreated, AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let role = srv::parse_role(&role)?;
+    let ttl = time::Duration::hours(services.config.invite_ttl_hours);
+    let created = tessera_core::auth::invitations::create(&services.db, v.tenant.id, srv::actor(&v), &email, role, ttl)
+        .await
+        .map_err(core_err)?;
+    Ok(InviteCreated {
+        email: created.invitation.email,
+        role: srv::role_to_dto(created.invitation.role),
+        link: format!("{}/invite/{}", services.config.public_url, created.token),
+        expires: srv::date(created.invitation.expires_at),
+    })
+}
+
+#[server(endpoint = "change_member_role")]
+pub async fn change_member_role(user_id: String, role: String) -> Result<(), AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let target: tessera_core::UserId = srv::parse_id(&user_id)?;
+    tessera_core::auth::members::change_role(&services.db, v.tenant.id, srv::actor(&v), target, srv::parse_role(&role)?)
+        .await
+        .map_err(core_err)
+}
+
+#[server(endpoint = "remove_member")]
+pub async fn remove_member(user_id: String) -> Result<(), AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let target: tessera_core::UserId = srv::parse_id(&user_id)?;
+    tessera_core::auth::members::remove(&services.db, v.tenant.id, srv::actor(&v), target).await.map_err(core_err)
+}
+
+#[server(endpoint = "revoke_invitation")]
+pub async fn revoke_invitation(invitation_id: String) -> Result<(), AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let id: tessera_core::tenancy::InvitationId = srv::parse_id(&invitation_id)?;
+    tessera_core::auth::invitations::revoke(&services.db, v.tenant.id, srv::actor(&v), id).await.map_err(core_err)
+}
+
+/// What an invitation link offers; 404 for an unknown link, 410 for a used, expired or
+/// withdrawn one.
+#[server(endpoint = "invitation")]
+pub async fn get_invitation(token: String) -> Result<InvitationInfo, AppError> {
+    let services = srv::services()?;
+    let view = tessera_core::auth::invitations::lookup(&services.db, &token).await.map_err(core_err)?;
+    Ok(InvitationInfo {
+        clinic_name: view.clinic_name,
+        email: view.email,
+        role: srv::role_to_dto(view.role),
+        account_exists: view.account_exists,
+    })
+}
+
+#[server(endpoint = "accept_invitation")]
+pub async fn accept_invitation(token: String, name: Option<String>, password: String) -> Result<(), AppError> {
+    let services = srv::services()?;
+    let (user, tenant) = tessera_core::auth::invitations::accept(
+        &services.db,
+        &token,
+        name.as_deref().unwrap_or(""),
+        &password,
+    )
+    .await
+    .map_err(core_err)?;
+    srv::start_session(user, tenant).await?;
+    leptos_axum::redirect("/");
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Pieces shared by pages: the signed-in shell (clinic name, navigation, clinic switcher, user
+//! menu) and error display.
+
+use leptos::prelude::*;
+use leptos_router::components::{Redirect, A};
+use leptos_router::hooks::use_location;
+
+use crate::dto::SessionInfo;
+use crate::error::AppError;
+use crate::pages::errors::ErrorPage;
+use crate::Auth;
+
+/// Renders `children` inside the app shell for a signed-in person; sends everyone else to the
+/// sign-in page.
+#[component]
+pub fn Protected(children: ChildrenFn) -> impl IntoView {
+    let auth = expect_context::<Auth>();
+    let children = StoredValue::new(children);
+    view! {
+        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match auth.session.await {
+                    Ok(Some(info)) => view! { <Shell info=info>{children.read_value()()}</Shell> }.into_any(),
+                    Ok(None) => view! { <Redirect path="/signin"/> }.into_any(),
+                    Err(error) => view! { <ErrorPage error/> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn Shell(info: SessionInfo, children: Children) -> impl IntoView {
+    let auth = expect_context::<Auth>();
+    let is_admin = info.role.is_admin();
+    let pathname = use_location().pathname;
+    let current = move |p: &'static str| move || if pathname.get() == p { "page" } else { "false" };
+    let many_clinics = info.clinics.len() > 1;
+    let clinic_id = info.clinic.id.clone();
+    let clinics = info.clinics.clone();
+    view! {
+        <header class="topbar">
+            <div class="brand">
+                <span class="logo" aria-hidden="true">"◆"</span>
+                <span class="clinic-name" data-testid="clinic-name">{info.clinic.name.clone()}</span>
+            </div>
+            <nav class="mainnav" aria-label="Main">
+                <A href="/" attr:aria-current=current("/")>"Home"</A>
+                <Show when=move || is_admin>
+                    <A href="/members" attr:aria-current=current("/members")>"Members"</A>
+                </Show>
+            </nav>
+            <div class="top-actions">
+                <Show when=move || many_clinics>
+                    <ClinicSwitcher clinics=clinics.clone() current=clinic_id.clone()/>
+                </Show>
+                <details class="usermenu">
+                    <summary data-testid="user-menu">{info.name.clone()}</summary>
+                    <div class="usermenu-panel">
+                        <p class="muted">{info.email.clone()}</p>
+                        <p class="muted">{info.role.label()} " at " {info.clinic.name.clone()}</p>
+                        <ActionForm action=auth.sign_out>
+                            <button type="submit" class="secondary">"Sign out"</button>
+                        </ActionForm>
+                    </div>
+                </details>
+            </div>
+        </header>
+        <main class="content">{children()}</main>
+    }
+}
+
+#[component]
+fn ClinicSwitcher(clinics: Vec<crate::dto::ClinicChoice>, current: String) -> impl IntoView {
+    let auth = expect_context::<Auth>();
+    view! {
+        <ActionForm action=auth.switch_clinic attr:class="switcher" attr:data-testid="clinic-switcher">
+            <label class="visually-hidden" for="clinic-switch">"Clinic"</label>
+            <select id="clinic-switch" name="tenant_id">
+                {clinics.into_iter().map(|c| {
+                    let selected = c.id == current;
+                    view! { <option value=c.id selected=selected>{c.name}</option> }
+                }).collect_view()}
+            </select>
+            <button type="submit" class="secondary small">"Switch"</button>
+        </ActionForm>
+    }
+}
+
+/// The message of a failed action, announced to screen readers.
+#[component]
+pub fn ActionError<T, S>(value: S) -> impl IntoView
+where
+    T: Clone + Send + Sync + 'static,
+    S: Get<Value = Option<Result<T, AppError>>> + Send + Sync + 'static,
+{
+    move || {
+        value.get().and_then(|r| r.err()).map(|e| {
+            view! { <p class="error" role="alert">{e.to_string()}</p> }
+        })
+    }
+}

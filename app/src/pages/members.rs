@@ -1,0 +1,170 @@
+//! Members: everyone in the clinic, invitations by link, roles, removal. Owners and admins
+//! only; the server refuses everyone else with 403.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+use crate::api::{list_members, ChangeMemberRole, InviteMember, RemoveMember, RevokeInvitation};
+use crate::components::{ActionError, Protected};
+use crate::dto::{MembersPage as Page, Role};
+use crate::error::AppError;
+use crate::pages::errors::{ErrorPage, Forbidden};
+
+#[component]
+pub fn MembersPage() -> impl IntoView {
+    view! {
+        <Title text="Members"/>
+        <Protected>
+            <MembersLoader/>
+        </Protected>
+    }
+}
+
+/// Loads the page's data only once someone is known to be signed in, so a signed-out visitor
+/// is redirected rather than answered 401.
+#[component]
+fn MembersLoader() -> impl IntoView {
+    let invite = ServerAction::<InviteMember>::new();
+    let change = ServerAction::<ChangeMemberRole>::new();
+    let remove = ServerAction::<RemoveMember>::new();
+    let revoke = ServerAction::<RevokeInvitation>::new();
+    let data = Resource::new(
+        move || (invite.version().get(), change.version().get(), remove.version().get(), revoke.version().get()),
+        |_| list_members(),
+    );
+    view! {
+            <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match data.await {
+                        Ok(page) => view! { <Members page invite change remove revoke/> }.into_any(),
+                        Err(AppError::Forbidden(message)) => view! { <Forbidden message/> }.into_any(),
+                        Err(error) => view! { <ErrorPage error/> }.into_any(),
+                    }
+                })}
+            </Transition>
+    }
+}
+
+#[component]
+fn Members(
+    page: Page,
+    invite: ServerAction<InviteMember>,
+    change: ServerAction<ChangeMemberRole>,
+    remove: ServerAction<RemoveMember>,
+    revoke: ServerAction<RevokeInvitation>,
+) -> impl IntoView {
+    let my_role = page.my_role;
+    // Owners may grant any role; admins may grant admin or staff.
+    let grantable: Vec<Role> = Role::ALL.into_iter().filter(|r| my_role == Role::Owner || *r != Role::Owner).collect();
+    let grantable_invite = grantable.clone();
+    let count = page.members.len();
+    view! {
+        <div class="page-head">
+            <h1>"Members"</h1>
+            <p class="muted">{count} {if count == 1 { " person" } else { " people" }}</p>
+        </div>
+
+        <section class="card">
+            <h2>"Invite a colleague"</h2>
+            <p class="muted">"They get a link to set their password. Links work once and expire after a week."</p>
+            <ActionForm action=invite attr:class="inline-form">
+                <label>"Email" <input type="email" name="email" required placeholder="name@clinic.com"/></label>
+                <label>
+                    "Role"
+                    <select name="role">
+                        {grantable_invite.iter().map(|r| view! {
+                            <option value=r.as_str() selected=*r == Role::Staff>{r.label()}</option>
+                        }).collect_view()}
+                    </select>
+                </label>
+                <button type="submit" disabled=invite.pending()>"Create invitation"</button>
+            </ActionForm>
+            <ActionError value=invite.value()/>
+            {move || invite.value().get().and_then(|r| r.ok()).map(|created| view! {
+                <div class="notice" role="status">
+                    <p>"Send this link to " <strong>{created.email.clone()}</strong> " (" {created.role.label()} "). It works once, until " {created.expires.clone()} "."</p>
+                    <input class="copy" type="text" readonly value=created.link.clone() data-testid="invite-link" aria-label="Invitation link"/>
+                </div>
+            })}
+        </section>
+
+        <section class="card">
+            <h2>"People"</h2>
+            <ActionError value=change.value()/>
+            <ActionError value=remove.value()/>
+            <table class="table">
+                <thead><tr><th>"Name"</th><th>"Email"</th><th>"Role"</th><th>"Joined"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
+                <tbody>
+                    {page.members.into_iter().map(|m| {
+                        let is_me = m.user_id == page.me;
+                        let can_manage = my_role == Role::Owner || m.role != Role::Owner;
+                        let grantable = grantable.clone();
+                        let uid = m.user_id.clone();
+                        let uid_remove = m.user_id.clone();
+                        view! {
+                            <tr data-testid="member-row">
+                                <td>{m.name.clone()} {is_me.then(|| view! { <span class="badge">"you"</span> })}</td>
+                                <td>{m.email.clone()}</td>
+                                <td>
+                                    {if can_manage {
+                                        view! {
+                                            <ActionForm action=change attr:class="row-form">
+                                                <input type="hidden" name="user_id" value=uid.clone()/>
+                                                <select name="role" aria-label=format!("Role of {}", m.name)>
+                                                    {grantable.iter().map(|r| view! {
+                                                        <option value=r.as_str() selected=*r == m.role>{r.label()}</option>
+                                                    }).collect_view()}
+                                                </select>
+                                                <button type="submit" class="secondary small">"Save"</button>
+                                            </ActionForm>
+                                        }.into_any()
+                                    } else {
+                                        view! { <span>{m.role.label()}</span> }.into_any()
+                                    }}
+                                </td>
+                                <td>{m.joined.clone()}</td>
+                                <td>
+                                    {can_manage.then(|| view! {
+                                        <ActionForm action=remove attr:class="row-form">
+                                            <input type="hidden" name="user_id" value=uid_remove/>
+                                            <button type="submit" class="danger small">{if is_me { "Leave" } else { "Remove" }}</button>
+                                        </ActionForm>
+                                    })}
+                                </td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </section>
+
+        <section class="card">
+            <h2>"Pending invitations"</h2>
+            <ActionError value=revoke.value()/>
+            {if page.invitations.is_empty() {
+                view! { <p class="muted">"None."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="table">
+                        <thead><tr><th>"Email"</th><th>"Role"</th><th>"Expires"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
+                        <tbody>
+                            {page.invitations.into_iter().map(|i| view! {
+                                <tr data-testid="invitation-row">
+                                    <td>{i.email}</td>
+                                    <td>{i.role.label()}</td>
+                                    <td>{i.expires}</td>
+                                    <td>
+                                        <ActionForm action=revoke attr:class="row-form">
+                                            <input type="hidden" name="invitation_id" value=i.id/>
+                                            <button type="submit" class="secondary small">"Withdraw"</button>
+                                        </ActionForm>
+                                    </td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                }.into_any()
+            }}
+        </section>
+    }
+}

@@ -1,0 +1,5 @@
+pub mod auth;
+pub mod errors;
+pub mod home;
+pub mod invite;
+pub mod members;

@@ -1,0 +1,119 @@
+//! `server`: the one Tessera binary. `main` only wires: configuration, pools, migrations,
+//! router, listener.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tessera_core::config::redact_url;
+use tessera_core::{Config, Db, Redis, Services};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "server", about = "Tessera: multi-tenant AI agents for clinics")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the web app (the default).
+    Serve,
+    /// Create the database if missing and apply pending migrations, then exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => migrate(&config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> Result<(), String> {
+    tessera_core::db::migrate(&config.database_admin_url).await.map_err(|e| {
+        format!(
+            "could not migrate the database at DATABASE_ADMIN_URL ({}): {}",
+            redact_url(&config.database_admin_url),
+            error_chain(&e)
+        )
+    })?;
+    tracing::info!("database is up to date");
+    Ok(())
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let leptos_options = leptos::config::get_configuration(None)
+        .map_err(|e| format!("Leptos configuration (LEPTOS_OUTPUT_NAME, LEPTOS_SITE_ROOT, LEPTOS_SITE_ADDR): {e}"))?
+        .leptos_options;
+    if config.migrate_on_start {
+        migrate(&config).await?;
+    }
+    let db = Db::connect(&config.database_url, config.db_max_connections).await.map_err(|e| {
+        format!("could not connect to Postgres at DATABASE_URL ({}): {}", redact_url(&config.database_url), error_chain(&e))
+    })?;
+    let redis = Redis::connect(&config.redis_url, &config.redis_prefix)
+        .await
+        .map_err(|e| format!("could not connect to Redis at REDIS_URL ({}): {}", redact_url(&config.redis_url), error_chain(&e)))?;
+    let throttle = tessera_core::auth::throttle::LoginThrottle::new(redis.clone(), Default::default());
+    let addr = leptos_options.site_addr;
+    tracing::info!(?config, "starting");
+    let services = Services { config: std::sync::Arc::new(config), db, redis, throttle };
+    let app = server::router(services, leptos_options);
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("could not listen on {addr} (LEPTOS_SITE_ADDR): {e}"))?;
+    tracing::info!("listening on http://{addr}");
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| format!("server failed: {e}"))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,208 @@
+//! The real router over HTTP: accounts, sessions, roles, the Origin check and health.
+
+mod common;
+
+use common::{TestApp, PASSWORD};
+use sqlx::PgPool;
+
+fn cookie_value(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{}=", server::SESSION_COOKIE)))
+        .map(str::to_string)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn health_and_readiness_answer(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let client = reqwest::Client::new();
+    let res = client.get(format!("{}/healthz", app.url)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = client.get(format!("{}/readyz", app.url)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({ "postgres": "ok", "redis": "ok" }));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn sign_up_signs_the_owner_in_with_a_safe_cookie(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let browser = app.browser();
+    let res = app
+        .post(&browser, "sign_up", &[("clinic_name", "Harbour Clinic"), ("name", "Olivia"), ("email", "olivia@harbour.example"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(res.status(), 302, "a form post without JavaScript is redirected");
+    assert_eq!(res.headers()["location"], "/");
+    let cookie = cookie_value(&res).expect("session cookie");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "plain http in tests: {cookie}");
+
+    let session = app.session(&browser).await;
+    assert_eq!(session["clinic"]["name"], "Harbour Clinic");
+    assert_eq!(session["role"], "Owner");
+
+    let home = browser.get(&app.url).send().await.unwrap();
+    assert_eq!(home.status(), 200);
+    let html = home.text().await.unwrap();
+    assert!(html.contains("Harbour Clinic"), "home page names the clinic");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn sign_in_cycles_the_session_and_sign_out_ends_it(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let owner = app.browser();
+    app.sign_up(&owner, "Alpha", "a@alpha.example").await;
+    app.post(&owner, "sign_out", &[]).await;
+    assert_eq!(app.session(&owner).await, serde_json::Value::Null);
+
+    let first = app.post(&owner, "sign_in", &[("email", "A@Alpha.example"), ("password", PASSWORD)]).await;
+    assert_eq!(first.status(), 302);
+    let first_cookie = cookie_value(&first).unwrap();
+    assert_eq!(app.session(&owner).await["email"], "a@alpha.example");
+
+    let second = app.post(&owner, "sign_in", &[("email", "a@alpha.example"), ("password", PASSWORD)]).await;
+    let second_cookie = cookie_value(&second).unwrap();
+    assert_ne!(first_cookie.split(';').next(), second_cookie.split(';').next(), "a new id at each sign-in");
+
+    // The old session id no longer signs anyone in.
+    let stale = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let res = stale
+        .post(app.api("session"))
+        .header("origin", &app.url)
+        .header("cookie", first_cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap(), serde_json::Value::Null);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn wrong_password_and_unknown_email_get_the_same_answer(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let owner = app.browser();
+    app.sign_up(&owner, "Alpha", "a@alpha.example").await;
+    let client = app.browser();
+    let wrong = app.call(&client, "sign_in", &[("email", "a@alpha.example"), ("password", "wrong password!")]).await;
+    let unknown = app.call(&client, "sign_in", &[("email", "nobody@alpha.example"), ("password", PASSWORD)]).await;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(unknown.status(), 401);
+    assert_eq!(wrong.text().await.unwrap(), unknown.text().await.unwrap());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn repeated_failures_are_throttled(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let client = app.browser();
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        let res = app.call(&client, "sign_in", &[("email", "target@alpha.example"), ("password", "guess guess guess")]).await;
+        statuses.push(res.status().as_u16());
+    }
+    assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses[10], 429);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn bad_input_gets_a_4xx_with_a_message(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let client = app.browser();
+    let weak = app
+        .call(&client, "sign_up", &[("clinic_name", "Alpha"), ("name", "A"), ("email", "a@alpha.example"), ("password", "short")])
+        .await;
+    assert_eq!(weak.status(), 422);
+    assert!(weak.text().await.unwrap().contains("at least 10 characters"));
+
+    let missing = app.call(&client, "sign_up", &[("clinic_name", "Alpha")]).await;
+    assert_eq!(missing.status(), 422, "missing fields are the client's mistake");
+
+    app.sign_up(&client, "Alpha", "a@alpha.example").await;
+    let dup = app
+        .call(&app.browser(), "sign_up", &[("clinic_name", "Other"), ("name", "B"), ("email", "A@ALPHA.example"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(dup.status(), 409);
+    assert!(dup.text().await.unwrap().contains("already exists"));
+
+    let bad_id = app.call(&client, "remove_member", &[("user_id", "not-a-uuid")]).await;
+    assert_eq!(bad_id.status(), 404);
+
+    let unknown_page = client.get(format!("{}/no/such/page", app.url)).send().await.unwrap();
+    assert_eq!(unknown_page.status(), 404);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn cross_site_posts_are_refused(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let owner = app.browser();
+    app.sign_up(&owner, "Alpha", "a@alpha.example").await;
+
+    // The signed-in owner's cookies, sent by a form on another site.
+    let evil = owner
+        .post(app.api("invite_member"))
+        .header("origin", "https://evil.example")
+        .form(&[("email", "mallory@evil.example"), ("role", "owner")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil.status(), 403);
+
+    let no_origin = reqwest::Client::new().post(app.api("sign_out")).send().await.unwrap();
+    assert_eq!(no_origin.status(), 403);
+
+    let page: serde_json::Value = owner.post(app.api("members")).header("accept", "application/json").send().await.unwrap().json().await.unwrap();
+    assert!(page["invitations"].as_array().unwrap().is_empty(), "nothing was created");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn staff_are_refused_admin_pages_and_functions(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let owner = app.browser();
+    app.sign_up(&owner, "Alpha", "a@alpha.example").await;
+    let invite: serde_json::Value = app
+        .call(&owner, "invite_member", &[("email", "nurse@alpha.example"), ("role", "staff")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let link = invite["link"].as_str().unwrap();
+    let token = link.rsplit('/').next().unwrap();
+    assert!(link.starts_with(&format!("{}/invite/", app.url)));
+
+    let staff = app.browser();
+    let res = app.post(&staff, "accept_invitation", &[("token", token), ("name", "Nina Nurse"), ("password", PASSWORD)]).await;
+    assert_eq!(res.status(), 302);
+    assert_eq!(app.session(&staff).await["role"], "Staff");
+
+    let page = staff.get(format!("{}/members", app.url)).send().await.unwrap();
+    assert_eq!(page.status(), 403);
+    assert!(page.text().await.unwrap().contains("have access to this page"));
+    let list = app.call(&staff, "members", &[]).await;
+    assert_eq!(list.status(), 403);
+    let promote = app.call(&staff, "invite_member", &[("email", "x@alpha.example"), ("role", "admin")]).await;
+    assert_eq!(promote.status(), 403);
+
+    // The owner sees both people.
+    let members = owner.get(format!("{}/members", app.url)).send().await.unwrap();
+    assert_eq!(members.status(), 200);
+    let html = members.text().await.unwrap();
+    assert!(html.contains("Nina Nurse") && html.contains("a@alpha.example"));
+
+    // The used link now shows a clear page.
+    let again = app.call(&app.browser(), "invitation", &[("token", token)]).await;
+    assert_eq!(again.status(), 410);
+    let page = reqwest::get(format!("{}/invite/{token}", app.url)).await.unwrap();
+    assert!(page.text().await.unwrap().contains("already been used"));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn signed_out_visitors_are_sent_to_sign_in(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let client = app.browser();
+    let res = client.get(format!("{}/members", app.url)).send().await.unwrap();
+    assert!(res.status().is_redirection(), "{}", res.status());
+    assert_eq!(res.headers()["location"], "/signin");
+    let res = app.call(&client, "members", &[]).await;
+    assert_eq!(res.status(), 401);
+}
