@@ -72,6 +72,13 @@ pub fn App() -> impl IntoView {
         |_| api::get_session(),
     );
     provide_context(Auth { sign_up, sign_in, sign_out, switch_clinic, accept_invitation, session });
+    // Marks the page once the browser has taken over (effects run only there), so tests and
+    // scripts can wait for interactivity.
+    Effect::new(|_| {
+        if let Some(body) = document().body() {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
+    });
 
     view! {
         <Stylesheet id="leptos" href="/pkg/tessera.css"/>

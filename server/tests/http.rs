@@ -206,3 +206,37 @@ async fn signed_out_visitors_are_sent_to_sign_in(pool: PgPool) {
     let res = app.call(&client, "members", &[]).await;
     assert_eq!(res.status(), 401);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_member_of_two_clinics_switches_between_them(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let alpha = app.browser();
+    app.sign_up(&alpha, "Alpha", "a@alpha.example").await;
+    let beta = app.browser();
+    app.sign_up(&beta, "Beta", "b@beta.example").await;
+    let invite: serde_json::Value =
+        app.call(&beta, "invite_member", &[("email", "a@alpha.example"), ("role", "admin")]).await.json().await.unwrap();
+    let token = invite["link"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    // The existing account confirms with its own password; it now belongs to both clinics.
+    let res = app.post(&alpha, "accept_invitation", &[("token", &token), ("password", PASSWORD)]).await;
+    assert_eq!(res.status(), 302);
+    let session = app.session(&alpha).await;
+    assert_eq!(session["clinic"]["name"], "Beta");
+    let clinics: Vec<_> = session["clinics"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(clinics, ["Alpha", "Beta"]);
+
+    let alpha_id = session["clinics"][0]["id"].as_str().unwrap().to_string();
+    let res = app.post(&alpha, "switch_clinic", &[("tenant_id", &alpha_id)]).await;
+    assert_eq!(res.status(), 302);
+    let session = app.session(&alpha).await;
+    assert_eq!(session["clinic"]["name"], "Alpha");
+    assert_eq!(session["role"], "Owner");
+
+    // A clinic the person does not belong to is not found.
+    let beta_only = app.browser();
+    app.sign_up(&beta_only, "Gamma", "g@gamma.example").await;
+    let gamma_id = app.session(&beta_only).await["clinic"]["id"].as_str().unwrap().to_string();
+    let res = app.call(&alpha, "switch_clinic", &[("tenant_id", &gamma_id)]).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(app.session(&alpha).await["clinic"]["name"], "Alpha");
+}

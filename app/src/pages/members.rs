@@ -64,19 +64,22 @@ fn Members(
             <p class="muted">{count} {if count == 1 { " person" } else { " people" }}</p>
         </div>
 
-        <section class="card">
-            <h2>"Invite a colleague"</h2>
+        <section class="card" aria-labelledby="invite-heading">
+            <h2 id="invite-heading">"Invite a colleague"</h2>
             <p class="muted">"They get a link to set their password. Links work once and expire after a week."</p>
             <ActionForm action=invite attr:class="inline-form">
-                <label>"Email" <input type="email" name="email" required placeholder="name@clinic.com"/></label>
-                <label>
-                    "Role"
-                    <select name="role">
+                <div class="field">
+                    <label for="invite-email">"Email"</label>
+                    <input id="invite-email" type="email" name="email" required placeholder="name@clinic.com"/>
+                </div>
+                <div class="field">
+                    <label for="invite-role">"Role"</label>
+                    <select id="invite-role" name="role">
                         {grantable_invite.iter().map(|r| view! {
                             <option value=r.as_str() selected=*r == Role::Staff>{r.label()}</option>
                         }).collect_view()}
                     </select>
-                </label>
+                </div>
                 <button type="submit" disabled=invite.pending()>"Create invitation"</button>
             </ActionForm>
             <ActionError value=invite.value()/>
@@ -88,8 +91,8 @@ fn Members(
             })}
         </section>
 
-        <section class="card">
-            <h2>"People"</h2>
+        <section class="card" aria-labelledby="people-heading">
+            <h2 id="people-heading">"People"</h2>
             <ActionError value=change.value()/>
             <ActionError value=remove.value()/>
             <table class="table">
@@ -138,8 +141,8 @@ fn Members(
             </table>
         </section>
 
-        <section class="card">
-            <h2>"Pending invitations"</h2>
+        <section class="card" aria-labelledby="pending-heading">
+            <h2 id="pending-heading">"Pending invitations"</h2>
             <ActionError value=revoke.value()/>
             {if page.invitations.is_empty() {
                 view! { <p class="muted">"None."</p> }.into_any()

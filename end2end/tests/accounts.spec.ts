@@ -1,0 +1,99 @@
+import { expect, test } from "@playwright/test";
+import { PASSWORD, expectSignedInTo, open, signIn, signOut, signUp, uniqueEmail } from "./fixtures/pages";
+
+test("a clinic signs up, invites a staff member, and staff are refused the Members page", async ({ page, browser }) => {
+  const clinic = `Harbour Clinic ${Date.now()}`;
+  const ownerEmail = uniqueEmail("owner");
+
+  // Sign up a clinic: its owner lands in the app.
+  await signUp(page, clinic, "Olivia Owner", ownerEmail);
+  await expectSignedInTo(page, clinic);
+  await expect(page.getByRole("heading", { name: "Welcome, Olivia Owner" })).toBeVisible();
+
+  // Sign out, and back in.
+  await signOut(page);
+  await signIn(page, ownerEmail);
+  await expectSignedInTo(page, clinic);
+
+  // Invite a staff member from the Members page.
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Members" }).click();
+  await expect(page.getByRole("heading", { name: "Members", exact: true })).toBeVisible();
+  const staffEmail = uniqueEmail("nurse");
+  const inviteForm = page.getByRole("region", { name: "Invite a colleague" });
+  await inviteForm.getByLabel("Email").fill(staffEmail);
+  await inviteForm.getByLabel("Role").selectOption("staff");
+  await inviteForm.getByRole("button", { name: "Create invitation" }).click();
+  const linkField = page.getByTestId("invite-link");
+  await expect(linkField).toBeVisible();
+  const link = await linkField.inputValue();
+  expect(link).toContain("/invite/");
+  await expect(page.getByTestId("invitation-row").filter({ hasText: staffEmail })).toBeVisible();
+
+  // The staff member accepts in their own browser and is signed in.
+  const staffContext = await browser.newContext();
+  const staff = await staffContext.newPage();
+  await open(staff, link);
+  await expect(staff.getByRole("heading", { name: `Join ${clinic}` })).toBeVisible();
+  await staff.getByLabel("Your name").fill("Nina Nurse");
+  await staff.getByLabel("Choose a password").fill(PASSWORD);
+  await staff.getByRole("button", { name: `Join ${clinic}` }).click();
+  await expectSignedInTo(staff, clinic);
+  await expect(staff.getByTestId("my-role")).toHaveText("Staff");
+
+  // Staff sign out and sign in again with the password they chose.
+  await signOut(staff);
+  await signIn(staff, staffEmail);
+  await expectSignedInTo(staff, clinic);
+
+  // Staff see no Members link, and opening the page by address is refused.
+  await expect(staff.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Home" })).toBeVisible();
+  await expect(staff.getByRole("link", { name: /members/i })).toHaveCount(0);
+  const response = await staff.goto("/members");
+  expect(response?.status()).toBe(403);
+  await expect(staff.getByRole("heading", { name: "You don't have access to this page" })).toBeVisible();
+
+  // The owner now sees the new member, and the link no longer works.
+  await page.reload();
+  await expect(page.getByTestId("member-row").filter({ hasText: "Nina Nurse" })).toBeVisible();
+  await staff.goto(link);
+  await expect(staff.getByTestId("invitation-problem")).toContainText("already been used");
+  await staffContext.close();
+});
+
+test("bad input gets clear messages and nothing is lost", async ({ page }) => {
+  const email = uniqueEmail("dup");
+  await open(page, "/signup");
+  await expect(page.getByText("Use at least 10 characters")).toBeVisible();
+
+  // A weak password: the rule is shown, and the form keeps what was typed.
+  await page.getByLabel("Clinic name").fill("Weak Clinic");
+  await page.getByLabel("Your name").fill("Wendy");
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill("short");
+  // Bypass the browser's own minlength check to reach the server's.
+  await page.locator("form").evaluate((f) => f.setAttribute("novalidate", ""));
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page.getByRole("alert")).toContainText("at least 10 characters");
+  await expect(page.getByLabel("Clinic name")).toHaveValue("Weak Clinic");
+
+  // A proper sign-up, then the same email again.
+  await page.getByLabel("Password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expectSignedInTo(page, "Weak Clinic");
+  await signOut(page);
+  await signUp(page, "Second Clinic", "Someone", email.toUpperCase());
+  await expect(page.getByRole("alert")).toContainText("already exists");
+
+  // A wrong password gets the generic message.
+  await signIn(page, email, "not the right password");
+  await expect(page.getByRole("alert")).toContainText("don't match an account");
+
+  // An unknown invitation link gets a clear page.
+  await page.goto("/invite/not-a-real-token");
+  await expect(page.getByTestId("invitation-problem")).toBeVisible();
+
+  // An unknown page is a 404.
+  const res = await page.goto("/no/such/page");
+  expect(res?.status()).toBe(404);
+  await expect(page.getByRole("heading", { name: "Page not found" })).toBeVisible();
+});

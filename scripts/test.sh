@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets everything up (see setup.sh), then runs every test: the core against real Postgres and
+# Redis, the server's HTTP tests against the real router, and Playwright in Chromium against
+# the built server.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+
+# #[sqlx::test] makes a fresh database per test from here (tessera_owner may create databases).
+export DATABASE_URL="${TEST_DATABASE_URL:-postgres://tessera_owner:tessera@127.0.0.1:5432/tessera_test}"
+
+log "core tests"
+cargo test -p tessera-core
+
+log "server tests"
+cargo test -p server
+
+log "building the site (server and wasm)"
+cargo leptos build
+
+log "end-to-end tests"
+# A fresh database for each run; the server creates and migrates it at start.
+PGPASSWORD=tessera psql -h 127.0.0.1 -U tessera_owner -d tessera_test -q \
+  -c 'DROP DATABASE IF EXISTS tessera_e2e WITH (FORCE)'
+(cd end2end && TESSERA_SERVER_BIN="$CARGO_TARGET_DIR/debug/server" npx playwright test)
+
+log "all tests passed"
