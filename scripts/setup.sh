@@ -12,6 +12,9 @@ CARGO_LEPTOS_VERSION="0.3.7"
 WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera/target}"
 export PATH="$HOME/.cargo/bin:$PATH"
+# cargo-leptos sets this while building; setting it for plain cargo too keeps one shared build
+# (it is read at compile time, so a difference would rebuild the Leptos crates).
+export LEPTOS_OUTPUT_NAME=tessera
 PG_HOST=127.0.0.1
 PG_PORT=5432
 
