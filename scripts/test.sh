@@ -8,14 +8,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 # #[sqlx::test] makes a fresh database per test from here (tessera_owner may create databases).
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://tessera_owner:tessera@127.0.0.1:5432/tessera_test}"
 
-log "core tests"
-cargo test -p tessera-core
+# One cargo invocation for both packages, so they share one set of compiled dependencies; it
+# also builds the `server` binary the end-to-end tests run. (Not workspace-wide: that would
+# turn on the app's browser features too.)
+log "core and server tests"
+cargo test -p tessera-core -p server
 
-log "server tests"
-cargo test -p server
-
-log "building the site (server and wasm)"
-cargo leptos build
+log "building the browser side (wasm, CSS, static files)"
+cargo leptos build --frontend-only
 
 log "end-to-end tests"
 # A fresh database for each run; the server creates and migrates it at start.
