@@ -7,8 +7,10 @@
 
 pub mod auth;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod keys;
 pub mod redis_store;
 pub mod session_store;
 pub mod tenancy;

@@ -58,14 +58,19 @@ async fn the_app_role_owns_nothing_and_cannot_bypass_policies(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
-    // Arrange: two clinics, each with a member and a pending invitation, so every
-    // tenant-owned table has rows of both.
+    // Arrange: two clinics, each with a member, a pending invitation and a provider key, so
+    // every tenant-owned table has rows of both. A new tenant-owned table fails this test
+    // until rows for it are added here.
     let db = app_db(&pool).await;
+    let master = tessera_core::crypto::MasterKeys::random("v1");
     let a = clinic(&db, "Alpha Clinic").await;
     let b = clinic(&db, "Beta Clinic").await;
     for c in [&a, &b] {
         common::member(&db, c, &format!("staff-{}@example.com", c.tenant), Role::Staff).await;
         auth::invitations::create(&db, c.tenant, c.owner_actor(), &format!("pending-{}@example.com", c.tenant), Role::Staff, time::Duration::days(1))
+            .await
+            .unwrap();
+        tessera_core::keys::set(&db, &master, c.tenant, c.owner_actor(), tessera_core::keys::Provider::OpenAi, "sk-test-isolation-key", "")
             .await
             .unwrap();
     }

@@ -1,0 +1,314 @@
+//! Provider keys a clinic brings (BYOK): stored encrypted (see [`crate::crypto`]), listed by
+//! their last four characters only, decrypted just for the call that needs them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::auth::members::Actor;
+use crate::crypto::{self, DataKey, MasterKeys, Sealed, SecretContext, WrappedKey};
+use crate::db::{Db, Tx};
+use crate::tenancy::TenantId;
+use crate::{Error, Result};
+
+/// Where model calls go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Provider {
+    OpenAi,
+    Anthropic,
+    /// Any server speaking OpenAI's API at a base URL the clinic sets (Ollama, vLLM, ...).
+    OpenAiCompatible,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 3] = [Provider::OpenAi, Provider::Anthropic, Provider::OpenAiCompatible];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "openai",
+            Provider::Anthropic => "anthropic",
+            Provider::OpenAiCompatible => "openai_compatible",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "OpenAI",
+            Provider::Anthropic => "Anthropic",
+            Provider::OpenAiCompatible => "OpenAI-compatible endpoint",
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Provider {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "openai" => Ok(Provider::OpenAi),
+            "anthropic" => Ok(Provider::Anthropic),
+            "openai_compatible" => Ok(Provider::OpenAiCompatible),
+            other => Err(Error::invalid(format!(
+                "Unknown provider {other:?}: choose openai, anthropic or openai_compatible."
+            ))),
+        }
+    }
+}
+
+/// A stored key as admins see it: never the key itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderKeyInfo {
+    pub id: Uuid,
+    pub provider: Provider,
+    pub last_four: Option<String>,
+    pub base_url: Option<String>,
+    pub added_by: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+/// A decrypted key for one call. Its `Debug` prints nothing secret; the plaintext is zeroed
+/// when dropped.
+pub struct ResolvedKey {
+    pub provider: Provider,
+    pub secret: Option<SecretString>,
+    pub base_url: Option<String>,
+}
+
+impl fmt::Debug for ResolvedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedKey")
+            .field("provider", &self.provider)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+fn require_admin(actor: Actor) -> Result<()> {
+    if actor.role.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::forbidden("Only owners and admins can manage provider keys."))
+    }
+}
+
+fn parse_secret(raw: &str) -> Result<String> {
+    let key = raw.trim();
+    if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid("A key cannot contain spaces or line breaks. Paste it again."));
+    }
+    match key.len() {
+        0 => Err(Error::invalid("Paste the key.")),
+        1..=7 => Err(Error::invalid("That is too short to be a provider key.")),
+        8..=512 => Ok(key.to_string()),
+        _ => Err(Error::invalid("That is too long to be a provider key.")),
+    }
+}
+
+fn parse_base_url(raw: &str) -> Result<String> {
+    let url = raw.trim().trim_end_matches('/');
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') && !url.chars().any(char::is_whitespace) && url.len() <= 500 => {
+            Ok(url.to_string())
+        }
+        _ => Err(Error::invalid("Enter the endpoint's base URL, like http://localhost:11434/v1.")),
+    }
+}
+
+async fn data_key(tx: &mut Tx, master: &MasterKeys, tenant: TenantId, create: bool) -> Result<Option<DataKey>> {
+    let row: Option<(String, Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT master_version, nonce, wrapped_key FROM tenant_data_keys FOR UPDATE")
+            .fetch_optional(&mut **tx)
+            .await?;
+    match row {
+        Some((master_version, nonce, ciphertext)) => {
+            Ok(Some(crypto::unwrap(master, tenant, &WrappedKey { master_version, nonce, ciphertext })?))
+        }
+        None if create => {
+            let key = DataKey::generate();
+            let wrapped = crypto::wrap(master, tenant, &key)?;
+            sqlx::query("INSERT INTO tenant_data_keys (tenant_id, master_version, nonce, wrapped_key) VALUES ($1, $2, $3, $4)")
+                .bind(tenant)
+                .bind(&wrapped.master_version)
+                .bind(&wrapped.nonce)
+                .bind(&wrapped.ciphertext)
+                .execute(&mut **tx)
+                .await?;
+            Ok(Some(key))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Adds or replaces the clinic's key for `provider`. For an OpenAI-compatible endpoint the base
+/// URL is required and the key optional; for OpenAI and Anthropic the key is required.
+#[tracing::instrument(skip(db, master, secret))]
+pub async fn set(
+    db: &Db,
+    master: &MasterKeys,
+    tenant: TenantId,
+    actor: Actor,
+    provider: Provider,
+    secret: &str,
+    base_url: &str,
+) -> Result<ProviderKeyInfo> {
+    require_admin(actor)?;
+    let secret = match (provider, secret.trim().is_empty()) {
+        (Provider::OpenAiCompatible, true) => None,
+        _ => Some(SecretString::from(parse_secret(secret)?)),
+    };
+    let base_url = match provider {
+        Provider::OpenAiCompatible => Some(parse_base_url(base_url)?),
+        _ => None,
+    };
+    let mut tx = db.begin_tenant(tenant).await?;
+    let version: i32 = sqlx::query_scalar("SELECT version FROM provider_keys WHERE provider = $1 FOR UPDATE")
+        .bind(provider.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|v: i32| v + 1)
+        .unwrap_or(1);
+    let id = Uuid::new_v4();
+    let (sealed, last_four) = match &secret {
+        Some(secret) => {
+            let key = data_key(&mut tx, master, tenant, true).await?.ok_or_else(|| Error::Internal("no data key".into()))?;
+            let plain = secret.expose_secret();
+            let ctx = SecretContext { tenant, provider: provider.as_str(), key_id: id, version };
+            let sealed = crypto::seal(&key, ctx, plain.as_bytes())?;
+            let last_four: String = plain.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            (Some(sealed), Some(last_four))
+        }
+        None => (None, None),
+    };
+    sqlx::query(
+        "INSERT INTO provider_keys (id, tenant_id, provider, base_url, version, nonce, ciphertext, last_four, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (tenant_id, provider) DO UPDATE SET
+            id = EXCLUDED.id, base_url = EXCLUDED.base_url, version = EXCLUDED.version,
+            nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, last_four = EXCLUDED.last_four,
+            created_by = EXCLUDED.created_by, created_at = now(), last_used_at = NULL",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(provider.as_str())
+    .bind(&base_url)
+    .bind(version)
+    .bind(sealed.as_ref().map(|s| s.nonce.clone()))
+    .bind(sealed.as_ref().map(|s| s.ciphertext.clone()))
+    .bind(&last_four)
+    .bind(actor.user)
+    .execute(&mut *tx)
+    .await?;
+    let info = list_in(&mut tx).await?.into_iter().find(|k| k.id == id).ok_or(Error::NotFound)?;
+    tx.commit().await?;
+    tracing::info!(%tenant, provider = provider.as_str(), version, "provider key stored");
+    Ok(info)
+}
+
+async fn list_in(tx: &mut Tx) -> Result<Vec<ProviderKeyInfo>> {
+    let rows: Vec<(Uuid, String, Option<String>, Option<String>, Option<String>, OffsetDateTime, Option<OffsetDateTime>)> =
+        sqlx::query_as(
+            "SELECT k.id, k.provider, k.last_four, k.base_url, u.name, k.created_at, k.last_used_at
+               FROM provider_keys k LEFT JOIN users u ON u.id = k.created_by
+              ORDER BY k.provider",
+        )
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.into_iter()
+        .map(|(id, provider, last_four, base_url, added_by, created_at, last_used_at)| {
+            Ok(ProviderKeyInfo { id, provider: provider.parse()?, last_four, base_url, added_by, created_at, last_used_at })
+        })
+        .collect()
+}
+
+/// The clinic's keys, for admins.
+pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<ProviderKeyInfo>> {
+    require_admin(actor)?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let keys = list_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(keys)
+}
+
+/// Deletes the clinic's key for `provider`.
+pub async fn delete(db: &Db, tenant: TenantId, actor: Actor, provider: Provider) -> Result<()> {
+    require_admin(actor)?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let n = sqlx::query("DELETE FROM provider_keys WHERE provider = $1")
+        .bind(provider.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    if n == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(())
+}
+
+/// Decrypts the clinic's key for `provider` for one call, and notes that it was used.
+pub async fn resolve(db: &Db, master: &MasterKeys, tenant: TenantId, provider: Provider) -> Result<Option<ResolvedKey>> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    let row: Option<(Uuid, i32, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+        "UPDATE provider_keys SET last_used_at = now() WHERE provider = $1
+         RETURNING id, version, base_url, nonce, ciphertext",
+    )
+    .bind(provider.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((id, version, base_url, nonce, ciphertext)) = row else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    let secret = match (nonce, ciphertext) {
+        (Some(nonce), Some(ciphertext)) => {
+            let key = data_key(&mut tx, master, tenant, false).await?.ok_or_else(|| Error::Internal("data key missing".into()))?;
+            let ctx = SecretContext { tenant, provider: provider.as_str(), key_id: id, version };
+            let plain = crypto::open(&key, ctx, &Sealed { nonce, ciphertext })?;
+            let text = std::str::from_utf8(&plain).map_err(|_| Error::Internal("stored key is not UTF-8".into()))?;
+            Some(SecretString::from(text.to_string()))
+        }
+        _ => None,
+    };
+    tx.commit().await?;
+    Ok(Some(ResolvedKey { provider, secret, base_url }))
+}
+
+/// Re-wraps every tenant's data key with the current master key, leaving the secrets they
+/// encrypt untouched. Runs on the operator path: `owner` is a pool connected as the schema
+/// owner, whose `operator_rotation` policy lets it see every tenant's data key. Returns how many
+/// keys were re-wrapped.
+pub async fn rotate_master_key(owner: &sqlx::PgPool, master: &MasterKeys) -> Result<usize> {
+    let mut tx = owner.begin().await?;
+    let rows: Vec<(TenantId, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT tenant_id, master_version, nonce, wrapped_key FROM tenant_data_keys
+          WHERE master_version <> $1 FOR UPDATE",
+    )
+    .bind(master.current_version())
+    .fetch_all(&mut *tx)
+    .await?;
+    for (tenant, master_version, nonce, ciphertext) in &rows {
+        let key = crypto::unwrap(master, *tenant, &WrappedKey { master_version: master_version.clone(), nonce: nonce.clone(), ciphertext: ciphertext.clone() })?;
+        let wrapped = crypto::wrap(master, *tenant, &key)?;
+        sqlx::query("UPDATE tenant_data_keys SET master_version = $2, nonce = $3, wrapped_key = $4, rotated_at = now() WHERE tenant_id = $1")
+            .bind(tenant)
+            .bind(&wrapped.master_version)
+            .bind(&wrapped.nonce)
+            .bind(&wrapped.ciphertext)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len())
+}
