@@ -183,3 +183,57 @@ pub async fn accept_invitation(token: String, name: Option<String>, password: St
     leptos_axum::redirect("/");
     Ok(())
 }
+
+/// Every provider with the clinic's key for it, if any (admins only).
+#[server(endpoint = "provider_keys")]
+pub async fn list_provider_keys() -> Result<Vec<ProviderKeyRow>, AppError> {
+    use tessera_core::keys::Provider;
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let stored = tessera_core::keys::list(&services.db, v.tenant.id, srv::actor(&v)).await.map_err(core_err)?;
+    Ok(Provider::ALL
+        .into_iter()
+        .map(|p| {
+            let k = stored.iter().find(|k| k.provider == p);
+            ProviderKeyRow {
+                provider: p.as_str().to_string(),
+                label: p.label().to_string(),
+                configured: k.is_some(),
+                last_four: k.and_then(|k| k.last_four.clone()),
+                base_url: k.and_then(|k| k.base_url.clone()),
+                added_by: k.and_then(|k| k.added_by.clone()),
+                added: k.map(|k| srv::date(k.created_at)),
+                last_used: k.and_then(|k| k.last_used_at).map(srv::date),
+            }
+        })
+        .collect())
+}
+
+/// Adds or replaces the clinic's key for a provider. The key is encrypted at once and never
+/// sent back.
+#[server(endpoint = "save_provider_key")]
+pub async fn save_provider_key(provider: String, key: Option<String>, base_url: Option<String>) -> Result<(), AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let provider: tessera_core::keys::Provider = provider.parse().map_err(core_err)?;
+    tessera_core::keys::set(
+        &services.db,
+        services.master_keys(),
+        v.tenant.id,
+        srv::actor(&v),
+        provider,
+        key.as_deref().unwrap_or(""),
+        base_url.as_deref().unwrap_or(""),
+    )
+    .await
+    .map(|_| ())
+    .map_err(core_err)
+}
+
+#[server(endpoint = "delete_provider_key")]
+pub async fn delete_provider_key(provider: String) -> Result<(), AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let provider: tessera_core::keys::Provider = provider.parse().map_err(core_err)?;
+    tessera_core::keys::delete(&services.db, v.tenant.id, srv::actor(&v), provider).await.map_err(core_err)
+}

@@ -48,6 +48,7 @@ fn Shell(info: SessionInfo, children: Children) -> impl IntoView {
                 <A href="/" attr:aria-current=current("/")>"Home"</A>
                 <Show when=move || is_admin>
                     <A href="/members" attr:aria-current=current("/members")>"Members"</A>
+                    <A href="/settings/keys" attr:aria-current=current("/settings/keys")>"Provider keys"</A>
                 </Show>
             </nav>
             <div class="top-actions">

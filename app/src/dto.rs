@@ -102,3 +102,17 @@ pub struct InvitationInfo {
     pub role: Role,
     pub account_exists: bool,
 }
+
+/// A provider key as the admin page shows it: never the key itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderKeyRow {
+    /// `openai`, `anthropic` or `openai_compatible`.
+    pub provider: String,
+    pub label: String,
+    pub configured: bool,
+    pub last_four: Option<String>,
+    pub base_url: Option<String>,
+    pub added_by: Option<String>,
+    pub added: Option<String>,
+    pub last_used: Option<String>,
+}

@@ -39,6 +39,12 @@ pub struct Config {
     pub invite_ttl_hours: i64,
     /// `TESSERA_SESSION_TTL_HOURS`: a session ends after this long without activity.
     pub session_ttl_hours: i64,
+    /// `TESSERA_MASTER_KEYS`: versioned master keys for the clinics' provider keys
+    /// (`v2:<base64>,v1:<base64>`, current first). Unset: a publicly known development key,
+    /// refused when `TESSERA_PUBLIC_URL` is HTTPS.
+    pub master_keys: std::sync::Arc<crate::crypto::MasterKeys>,
+    /// True when no `TESSERA_MASTER_KEYS` was given.
+    pub development_master_key: bool,
 }
 
 impl fmt::Debug for Config {
@@ -55,6 +61,7 @@ impl fmt::Debug for Config {
             .field("trust_proxy", &self.trust_proxy)
             .field("invite_ttl_hours", &self.invite_ttl_hours)
             .field("session_ttl_hours", &self.session_ttl_hours)
+            .field("master_keys", &self.master_keys)
             .finish()
     }
 }
@@ -88,7 +95,24 @@ impl Config {
         let public_url = url(get("TESSERA_PUBLIC_URL"), "TESSERA_PUBLIC_URL", DEFAULT_PUBLIC_URL, &["http", "https"])?
             .trim_end_matches('/')
             .to_string();
+        let (master_keys, development_master_key) = match get("TESSERA_MASTER_KEYS") {
+            Some(raw) => (
+                crate::crypto::MasterKeys::parse(raw).map_err(|message| ConfigError { var: "TESSERA_MASTER_KEYS", message })?,
+                false,
+            ),
+            None if public_url.starts_with("https://") => {
+                return Err(ConfigError {
+                    var: "TESSERA_MASTER_KEYS",
+                    message: "required when TESSERA_PUBLIC_URL is https: set it to v1:<base64 of 32 random bytes> \
+                              (for example from `openssl rand -base64 32`)"
+                        .into(),
+                })
+            }
+            None => (crate::crypto::MasterKeys::development(), true),
+        };
         Ok(Self {
+            master_keys: std::sync::Arc::new(master_keys),
+            development_master_key,
             database_url,
             database_admin_url,
             db_max_connections: number(get("TESSERA_DB_MAX_CONNECTIONS"), "TESSERA_DB_MAX_CONNECTIONS", 10, 1, 1000)?,
@@ -189,9 +213,27 @@ mod tests {
 
     #[test]
     fn https_public_url_makes_cookies_secure() {
-        let c = Config::from_vars(&vars(&[("TESSERA_PUBLIC_URL", "https://clinic.example.com/app/")])).unwrap();
+        let c = Config::from_vars(&vars(&[
+            ("TESSERA_PUBLIC_URL", "https://clinic.example.com/app/"),
+            ("TESSERA_MASTER_KEYS", "v1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        ]))
+        .unwrap();
         assert!(c.secure_cookies());
         assert_eq!(c.public_origin(), "https://clinic.example.com");
+    }
+
+    #[test]
+    fn master_keys_are_required_behind_https_and_never_printed() {
+        let err = Config::from_vars(&vars(&[("TESSERA_PUBLIC_URL", "https://clinic.example.com")])).unwrap_err();
+        assert_eq!(err.var, "TESSERA_MASTER_KEYS");
+        let err = Config::from_vars(&vars(&[("TESSERA_MASTER_KEYS", "v1:not-base64!")])).unwrap_err();
+        assert_eq!(err.var, "TESSERA_MASTER_KEYS");
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let c = Config::from_vars(&vars(&[("TESSERA_MASTER_KEYS", &format!("v7:{key}"))])).unwrap();
+        assert_eq!(c.master_keys.current_version(), "v7");
+        assert!(!c.development_master_key);
+        assert!(!format!("{c:?}").contains(key));
+        assert!(Config::from_vars(&HashMap::new()).unwrap().development_master_key);
     }
 
     #[test]

@@ -31,11 +31,14 @@ pub struct Services {
 }
 
 impl Services {
-    /// Connects to Postgres (as the application role) and Redis.
-    pub async fn connect(config: Config) -> Result<Self> {
-        let db = Db::connect(&config.database_url, config.db_max_connections).await?;
-        let redis = Redis::connect(&config.redis_url, &config.redis_prefix).await?;
+    /// Assembles the services from connected pools.
+    pub fn new(config: Config, db: Db, redis: Redis) -> Self {
         let throttle = auth::throttle::LoginThrottle::new(redis.clone(), Default::default());
-        Ok(Self { config: std::sync::Arc::new(config), db, redis, throttle })
+        Self { config: std::sync::Arc::new(config), db, redis, throttle }
+    }
+
+    /// The master keys that protect the clinics' provider keys.
+    pub fn master_keys(&self) -> &crypto::MasterKeys {
+        &self.config.master_keys
     }
 }

@@ -97,3 +97,22 @@ test("bad input gets clear messages and nothing is lost", async ({ page }) => {
   expect(res?.status()).toBe(404);
   await expect(page.getByRole("heading", { name: "Page not found" })).toBeVisible();
 });
+
+test("an admin stores a provider key and sees only its last four characters", async ({ page }) => {
+  await signUp(page, `Key Clinic ${Date.now()}`, "Kim Admin", uniqueEmail("keys"));
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Provider keys" }).click();
+  const openai = page.getByTestId("provider-openai");
+  await expect(openai.getByTestId("key-status")).toHaveText("Not set.");
+  await openai.getByLabel("API key").fill("sk-test-playwright-secret-4321");
+  await openai.getByRole("button", { name: "Save" }).click();
+  await expect(openai.getByTestId("key-status")).toContainText("Key ending in …4321");
+  await expect(openai.getByTestId("key-status")).toContainText("by Kim Admin");
+
+  // After a reload the page still shows the last four only.
+  await page.reload();
+  await expect(page.getByTestId("provider-openai").getByTestId("key-status")).toContainText("…4321");
+  expect(await page.content()).not.toContain("playwright-secret");
+
+  await page.getByTestId("provider-openai").getByRole("button", { name: "Delete" }).click();
+  await expect(page.getByTestId("provider-openai").getByTestId("key-status")).toHaveText("Not set.");
+});

@@ -22,6 +22,9 @@ enum Command {
     Serve,
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
+    /// Re-wrap every clinic's data key with the current (first) key in TESSERA_MASTER_KEYS.
+    /// Keep the old key in the list until this has run; then it can be removed.
+    RotateMasterKey,
 }
 
 #[tokio::main]
@@ -40,6 +43,7 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(&config).await,
+        Command::RotateMasterKey => rotate_master_key(&config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,6 +66,22 @@ async fn migrate(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs on the operator path: as the schema owner (DATABASE_ADMIN_URL), whose policy lets it
+/// see every clinic's wrapped data key, and nothing else.
+async fn rotate_master_key(config: &Config) -> Result<(), String> {
+    if config.development_master_key {
+        return Err("TESSERA_MASTER_KEYS is not set: there is no key to rotate to".into());
+    }
+    let pool = sqlx::PgPool::connect(&config.database_admin_url).await.map_err(|e| {
+        format!("could not connect to Postgres at DATABASE_ADMIN_URL ({}): {}", redact_url(&config.database_admin_url), error_chain(&e))
+    })?;
+    let n = tessera_core::keys::rotate_master_key(&pool, &config.master_keys)
+        .await
+        .map_err(|e| format!("rotation failed, nothing was changed: {}", error_chain(&e)))?;
+    println!("re-wrapped {n} data key(s) with master key {}", config.master_keys.current_version());
+    Ok(())
+}
+
 async fn serve(config: Config) -> Result<(), String> {
     let leptos_options = leptos::config::get_configuration(None)
         .map_err(|e| format!("Leptos configuration (LEPTOS_OUTPUT_NAME, LEPTOS_SITE_ROOT, LEPTOS_SITE_ADDR): {e}"))?
@@ -75,10 +95,12 @@ async fn serve(config: Config) -> Result<(), String> {
     let redis = Redis::connect(&config.redis_url, &config.redis_prefix)
         .await
         .map_err(|e| format!("could not connect to Redis at REDIS_URL ({}): {}", redact_url(&config.redis_url), error_chain(&e)))?;
-    let throttle = tessera_core::auth::throttle::LoginThrottle::new(redis.clone(), Default::default());
     let addr = leptos_options.site_addr;
     tracing::info!(?config, "starting");
-    let services = Services { config: std::sync::Arc::new(config), db, redis, throttle };
+    if config.development_master_key {
+        tracing::warn!("TESSERA_MASTER_KEYS is not set: provider keys are encrypted with the public development key");
+    }
+    let services = Services::new(config, db, redis);
     let app = server::router(services, leptos_options);
 
     let listener = tokio::net::TcpListener::bind(addr)

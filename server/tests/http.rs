@@ -240,3 +240,51 @@ async fn a_member_of_two_clinics_switches_between_them(pool: PgPool) {
     assert_eq!(res.status(), 404);
     assert_eq!(app.session(&alpha).await["clinic"]["name"], "Alpha");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn provider_keys_are_write_only(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let owner = app.browser();
+    app.sign_up(&owner, "Alpha", "a@alpha.example").await;
+    let secret = "sk-live-verysecretvalue-7788";
+
+    let res = app.call(&owner, "save_provider_key", &[("provider", "openai"), ("key", secret)]).await;
+    assert_eq!(res.status(), 200);
+    assert!(!res.text().await.unwrap().contains("verysecret"));
+
+    let list = app.call(&owner, "provider_keys", &[]).await.text().await.unwrap();
+    assert!(!list.contains("verysecret"), "{list}");
+    let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let openai = rows.as_array().unwrap().iter().find(|r| r["provider"] == "openai").unwrap();
+    assert_eq!(openai["last_four"], "7788");
+    assert_eq!(openai["added_by"], "Olivia Owner");
+
+    let page = owner.get(format!("{}/settings/keys", app.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("…7788") && !html.contains("verysecret"));
+
+    let bad = app.call(&owner, "save_provider_key", &[("provider", "openai_compatible"), ("base_url", "not a url")]).await;
+    assert_eq!(bad.status(), 422);
+    let bad = app.call(&owner, "save_provider_key", &[("provider", "mistral"), ("key", secret)]).await;
+    assert_eq!(bad.status(), 422);
+    let ok = app
+        .call(&owner, "save_provider_key", &[("provider", "openai_compatible"), ("base_url", "http://127.0.0.1:11434/v1"), ("key", "")])
+        .await;
+    assert_eq!(ok.status(), 200);
+
+    // Staff may neither see nor change keys.
+    let invite: serde_json::Value =
+        app.call(&owner, "invite_member", &[("email", "s@alpha.example"), ("role", "staff")]).await.json().await.unwrap();
+    let token = invite["link"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    let staff = app.browser();
+    app.post(&staff, "accept_invitation", &[("token", &token), ("name", "Sam"), ("password", PASSWORD)]).await;
+    assert_eq!(app.call(&staff, "provider_keys", &[]).await.status(), 403);
+    assert_eq!(app.call(&staff, "delete_provider_key", &[("provider", "openai")]).await.status(), 403);
+    assert_eq!(staff.get(format!("{}/settings/keys", app.url)).send().await.unwrap().status(), 403);
+
+    let res = app.call(&owner, "delete_provider_key", &[("provider", "openai")]).await;
+    assert_eq!(res.status(), 200);
+    let list: serde_json::Value = app.call(&owner, "provider_keys", &[]).await.json().await.unwrap();
+    assert_eq!(list.as_array().unwrap().iter().find(|r| r["provider"] == "openai").unwrap()["configured"], false);
+}

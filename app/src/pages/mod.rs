@@ -2,4 +2,5 @@ pub mod auth;
 pub mod errors;
 pub mod home;
 pub mod invite;
+pub mod keys;
 pub mod members;

@@ -32,8 +32,7 @@ impl TestApp {
         }
         let config = Config::from_vars(&vars).unwrap();
         let redis = Redis::connect(&config.redis_url, &prefix).await.expect("connect to Redis");
-        let throttle = tessera_core::auth::throttle::LoginThrottle::new(redis.clone(), Default::default());
-        let services = Services { config: std::sync::Arc::new(config), db, redis, throttle };
+        let services = Services::new(config, db, redis);
         let leptos_options = LeptosOptions::builder().output_name("tessera").site_addr(addr).build();
         let app = server::router(services, leptos_options);
         tokio::spawn(async move {
