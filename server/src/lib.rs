@@ -42,5 +42,6 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(sessions)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
