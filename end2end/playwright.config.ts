@@ -5,6 +5,9 @@ import { defineConfig, devices } from "@playwright/test";
 const port = Number(process.env.E2E_PORT ?? 3100);
 const baseURL = `http://127.0.0.1:${port}`;
 const serverBin = process.env.TESSERA_SERVER_BIN ?? "../target/debug/server";
+// The simulator of the paid provider APIs (testkit), so no test reaches a real provider.
+const simPort = port + 99;
+const simBin = process.env.TESSERA_SIM_BIN ?? "../target/debug/provider-sim";
 
 export default defineConfig({
   testDir: "./tests",
@@ -31,7 +34,15 @@ export default defineConfig({
     },
   },
   projects: [{ name: "chromium", use: { ...devices["Desktop Chrome"] } }],
-  webServer: {
+  webServer: [
+    {
+      command: `${simBin} 127.0.0.1:${simPort}`,
+      url: `http://127.0.0.1:${simPort}/v1/models`,
+      // The models list answers 401 without a key, which Playwright counts as up.
+      timeout: 30_000,
+      reuseExistingServer: false,
+    },
+    {
     command: `${serverBin} serve`,
     cwd: "..",
     url: `${baseURL}/readyz`,
@@ -50,7 +61,10 @@ export default defineConfig({
       DATABASE_URL: process.env.E2E_DATABASE_URL ?? "postgres://tessera_app:tessera@127.0.0.1:5432/tessera_e2e",
       DATABASE_ADMIN_URL: process.env.E2E_DATABASE_ADMIN_URL ?? "postgres://tessera_owner:tessera@127.0.0.1:5432/tessera_e2e",
       TESSERA_REDIS_PREFIX: `e2e:${Date.now()}:`,
+      OPENAI_BASE_URL: `http://127.0.0.1:${simPort}/v1`,
+      ANTHROPIC_BASE_URL: `http://127.0.0.1:${simPort}/anthropic`,
       RUST_LOG: process.env.RUST_LOG ?? "warn",
     },
-  },
+    },
+  ],
 });

@@ -9,10 +9,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://tessera_owner:tessera@127.0.0.1:5432/tessera_test}"
 
 # One cargo invocation for both packages, so they share one set of compiled dependencies; it
-# also builds the `server` binary the end-to-end tests run. (Not workspace-wide: that would
+# also builds the `server` binary and the provider simulator the end-to-end tests run. (Not workspace-wide: that would
 # turn on the app's browser features too.)
 log "core and server tests"
-cargo test -p tessera-core -p server
+cargo test -p tessera-core -p server -p testkit
 
 log "building the browser side (wasm, CSS, static files)"
 cargo leptos build --frontend-only
@@ -21,6 +21,7 @@ log "end-to-end tests"
 # A fresh database for each run; the server creates and migrates it at start.
 PGPASSWORD=tessera psql -h 127.0.0.1 -U tessera_owner -d tessera_test -q \
   -c 'DROP DATABASE IF EXISTS tessera_e2e WITH (FORCE)'
-(cd end2end && TESSERA_SERVER_BIN="$CARGO_TARGET_DIR/debug/server" npx playwright test)
+(cd end2end && TESSERA_SERVER_BIN="$CARGO_TARGET_DIR/debug/server" \
+  TESSERA_SIM_BIN="$CARGO_TARGET_DIR/debug/provider-sim" npx playwright test)
 
 log "all tests passed"

@@ -237,3 +237,17 @@ pub async fn delete_provider_key(provider: String) -> Result<(), AppError> {
     let provider: tessera_core::keys::Provider = provider.parse().map_err(core_err)?;
     tessera_core::keys::delete(&services.db, v.tenant.id, srv::actor(&v), provider).await.map_err(core_err)
 }
+
+/// Makes one small real call with the clinic's key and reports what the provider said.
+#[server(endpoint = "test_provider_key")]
+pub async fn test_provider_key(provider: String) -> Result<KeyCheck, AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let provider: tessera_core::keys::Provider = provider.parse().map_err(core_err)?;
+    let key = tessera_core::keys::resolve(&services.db, services.master_keys(), v.tenant.id, provider)
+        .await
+        .map_err(core_err)?
+        .ok_or_else(|| fail(AppError::Invalid(format!("No {} key is saved yet.", provider.label()))))?;
+    let probe = tessera_core::llm::probe(&services.http, &services.config, &key).await;
+    Ok(KeyCheck { ok: probe.ok, message: probe.message })
+}

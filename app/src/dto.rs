@@ -116,3 +116,10 @@ pub struct ProviderKeyRow {
     pub added: Option<String>,
     pub last_used: Option<String>,
 }
+
+/// The result of the Test button on a provider key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCheck {
+    pub ok: bool,
+    pub message: String,
+}

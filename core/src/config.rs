@@ -45,6 +45,10 @@ pub struct Config {
     pub master_keys: std::sync::Arc<crate::crypto::MasterKeys>,
     /// True when no `TESSERA_MASTER_KEYS` was given.
     pub development_master_key: bool,
+    /// `OPENAI_BASE_URL`: OpenAI's API root.
+    pub openai_base_url: String,
+    /// `ANTHROPIC_BASE_URL`: Anthropic's API root.
+    pub anthropic_base_url: String,
 }
 
 impl fmt::Debug for Config {
@@ -62,6 +66,8 @@ impl fmt::Debug for Config {
             .field("invite_ttl_hours", &self.invite_ttl_hours)
             .field("session_ttl_hours", &self.session_ttl_hours)
             .field("master_keys", &self.master_keys)
+            .field("openai_base_url", &self.openai_base_url)
+            .field("anthropic_base_url", &self.anthropic_base_url)
             .finish()
     }
 }
@@ -110,7 +116,15 @@ impl Config {
             }
             None => (crate::crypto::MasterKeys::development(), true),
         };
+        let openai_base_url = url(get("OPENAI_BASE_URL"), "OPENAI_BASE_URL", "https://api.openai.com/v1", &["http", "https"])?
+            .trim_end_matches('/')
+            .to_string();
+        let anthropic_base_url = url(get("ANTHROPIC_BASE_URL"), "ANTHROPIC_BASE_URL", "https://api.anthropic.com", &["http", "https"])?
+            .trim_end_matches('/')
+            .to_string();
         Ok(Self {
+            openai_base_url,
+            anthropic_base_url,
             master_keys: std::sync::Arc::new(master_keys),
             development_master_key,
             database_url,

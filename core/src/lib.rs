@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod keys;
+pub mod llm;
 pub mod redis_store;
 pub mod session_store;
 pub mod tenancy;
@@ -28,13 +29,20 @@ pub struct Services {
     pub db: Db,
     pub redis: Redis,
     pub throttle: auth::throttle::LoginThrottle,
+    /// One HTTP client (connection pools) for every provider call.
+    pub http: reqwest::Client,
 }
 
 impl Services {
     /// Assembles the services from connected pools.
     pub fn new(config: Config, db: Db, redis: Redis) -> Self {
         let throttle = auth::throttle::LoginThrottle::new(redis.clone(), Default::default());
-        Self { config: std::sync::Arc::new(config), db, redis, throttle }
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Self { config: std::sync::Arc::new(config), db, redis, throttle, http }
     }
 
     /// The master keys that protect the clinics' provider keys.

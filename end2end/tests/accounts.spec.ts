@@ -108,10 +108,22 @@ test("an admin stores a provider key and sees only its last four characters", as
   await expect(openai.getByTestId("key-status")).toContainText("Key ending in …4321");
   await expect(openai.getByTestId("key-status")).toContainText("by Kim Admin");
 
+  // Test makes one real call (to the simulator) and shows what the provider said.
+  await openai.getByRole("button", { name: "Test" }).click();
+  await expect(openai.getByTestId("key-test-result")).toContainText("It works");
+  await openai.getByLabel("API key").fill("sk-invalid-key-for-test-0000");
+  await openai.getByRole("button", { name: "Replace" }).click();
+  await expect(openai.getByTestId("key-status")).toContainText("…0000");
+  await page.getByTestId("provider-openai").getByRole("button", { name: "Test" }).click();
+  await expect(page.getByTestId("provider-openai").getByTestId("key-test-result")).toContainText(
+    "Your OpenAI key was rejected: Incorrect API key provided",
+  );
+
   // After a reload the page still shows the last four only.
   await page.reload();
-  await expect(page.getByTestId("provider-openai").getByTestId("key-status")).toContainText("…4321");
+  await expect(page.getByTestId("provider-openai").getByTestId("key-status")).toContainText("…0000");
   expect(await page.content()).not.toContain("playwright-secret");
+  expect(await page.content()).not.toContain("invalid-key-for-test");
 
   await page.getByTestId("provider-openai").getByRole("button", { name: "Delete" }).click();
   await expect(page.getByTestId("provider-openai").getByTestId("key-status")).toHaveText("Not set.");

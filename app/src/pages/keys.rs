@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::api::{list_provider_keys, DeleteProviderKey, SaveProviderKey};
+use crate::api::{list_provider_keys, DeleteProviderKey, SaveProviderKey, TestProviderKey};
 use crate::components::{ActionError, Protected};
 use crate::dto::ProviderKeyRow;
 use crate::error::AppError;
@@ -66,6 +66,8 @@ fn Keys(rows: Vec<ProviderKeyRow>, save: ServerAction<SaveProviderKey>, delete: 
             let secret_id = format!("secret-{}", row.provider);
             let secret_for = secret_id.clone();
             let base_url = row.base_url.clone().unwrap_or_default();
+            let provider_test = row.provider.clone();
+            let test = ServerAction::<TestProviderKey>::new();
             view! {
                 <section class="card" aria-labelledby=heading_ref data-testid=testid>
                     <h2 id=heading_id>{row.label.clone()}</h2>
@@ -99,10 +101,22 @@ fn Keys(rows: Vec<ProviderKeyRow>, save: ServerAction<SaveProviderKey>, delete: 
                         <button type="submit" disabled=save.pending()>{if configured { "Replace" } else { "Save" }}</button>
                     </ActionForm>
                     {configured.then(|| view! {
-                        <ActionForm action=delete attr:class="row-form delete-key">
-                            <input type="hidden" name="provider" value=provider_delete/>
-                            <button type="submit" class="danger small">"Delete"</button>
-                        </ActionForm>
+                        <div class="key-actions">
+                            <ActionForm action=test attr:class="row-form">
+                                <input type="hidden" name="provider" value=provider_test/>
+                                <button type="submit" class="secondary small" disabled=test.pending()>
+                                    {move || if test.pending().get() { "Testing…" } else { "Test" }}
+                                </button>
+                            </ActionForm>
+                            <ActionForm action=delete attr:class="row-form">
+                                <input type="hidden" name="provider" value=provider_delete/>
+                                <button type="submit" class="danger small">"Delete"</button>
+                            </ActionForm>
+                        </div>
+                        <ActionError value=test.value()/>
+                        {move || test.value().get().and_then(|r| r.ok()).map(|check| view! {
+                            <p class=if check.ok { "notice" } else { "error" } role="status" data-testid="key-test-result">{check.message}</p>
+                        })}
                     })}
                 </section>
             }
