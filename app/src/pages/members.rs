@@ -66,7 +66,7 @@ fn Members(
 
         <section class="card" aria-labelledby="invite-heading">
             <h2 id="invite-heading">"Invite a colleague"</h2>
-            <p class="muted">"They get a link to set their password. Links work once and expire after a week."</p>
+            <p class="muted">"They get a link to set their password. Each link works once, until the date shown."</p>
             <ActionForm action=invite attr:class="inline-form">
                 <div class="field">
                     <label for="invite-email">"Email"</label>
