@@ -251,3 +251,38 @@ pub async fn test_provider_key(provider: String) -> Result<KeyCheck, AppError> {
     let probe = tessera_core::llm::probe(&services.http, &services.config, &key).await;
     Ok(KeyCheck { ok: probe.ok, message: probe.message })
 }
+
+#[server(endpoint = "api_keys")]
+pub async fn list_api_keys() -> Result<Vec<ApiKeyRow>, AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let keys = tessera_core::api_keys::list(&services.db, v.tenant.id, srv::actor(&v)).await.map_err(core_err)?;
+    Ok(keys
+        .into_iter()
+        .map(|k| ApiKeyRow {
+            id: k.id.to_string(),
+            name: k.name,
+            prefix: k.prefix,
+            created_by: k.created_by,
+            created: srv::date(k.created_at),
+            last_used: k.last_used_at.map(srv::date),
+            revoked: k.revoked_at.map(srv::date),
+        })
+        .collect())
+}
+
+#[server(endpoint = "create_api_key")]
+pub async fn create_api_key(name: String) -> Result<CreatedApiKey, AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let (info, token) = tessera_core::api_keys::create(&services.db, v.tenant.id, srv::actor(&v), &name).await.map_err(core_err)?;
+    Ok(CreatedApiKey { name: info.name, token })
+}
+
+#[server(endpoint = "revoke_api_key")]
+pub async fn revoke_api_key(id: String) -> Result<(), AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let id: uuid::Uuid = srv::parse_id(&id)?;
+    tessera_core::api_keys::revoke(&services.db, v.tenant.id, srv::actor(&v), id).await.map_err(core_err)
+}

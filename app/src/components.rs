@@ -49,6 +49,7 @@ fn Shell(info: SessionInfo, children: Children) -> impl IntoView {
                 <Show when=move || is_admin>
                     <A href="/members" attr:aria-current=current("/members")>"Members"</A>
                     <A href="/settings/keys" attr:aria-current=current("/settings/keys")>"Provider keys"</A>
+                    <A href="/settings/api-keys" attr:aria-current=current("/settings/api-keys")>"API keys"</A>
                 </Show>
             </nav>
             <div class="top-actions">

@@ -78,6 +78,16 @@ impl Db {
         Ok(tx)
     }
 
+    /// Opens a transaction in which the holder of an API key sees that one key's row.
+    pub async fn begin_api_key(&self, key_hash: &[u8]) -> Result<Tx> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('app.api_key_hash', encode($1, 'hex'), true)")
+            .bind(key_hash)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
     /// Readiness: Postgres answers a query.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

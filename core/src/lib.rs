@@ -5,6 +5,7 @@
 //! (sign-up, sign-in, sessions, members and invitations). It knows nothing of Leptos, so it
 //! compiles and tests quickly; `app` and `server` call into it.
 
+pub mod api_keys;
 pub mod auth;
 pub mod config;
 pub mod crypto;

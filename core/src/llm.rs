@@ -28,11 +28,22 @@ fn models_url(config: &Config, key: &ResolvedKey) -> Option<String> {
 }
 
 /// Checks a key with one small real call to its provider.
-#[tracing::instrument(skip_all, fields(provider = key.provider.as_str()))]
 pub async fn probe(http: &reqwest::Client, config: &Config, key: &ResolvedKey) -> Probe {
+    match list_models(http, config, key).await {
+        Ok(models) => Probe {
+            ok: true,
+            message: format!("It works: {} answered and offers {} models.", key.provider.label(), models.len()),
+        },
+        Err(message) => Probe { ok: false, message },
+    }
+}
+
+/// The models a key can use, as the provider lists them; `Err` is a message for people.
+#[tracing::instrument(skip_all, fields(provider = key.provider.as_str()))]
+pub async fn list_models(http: &reqwest::Client, config: &Config, key: &ResolvedKey) -> Result<Vec<String>, String> {
     let name = key.provider.label();
     let Some(url) = models_url(config, key) else {
-        return Probe { ok: false, message: format!("No base URL is set for the {name}.") };
+        return Err(format!("No base URL is set for the {name}."));
     };
     let mut req = http.get(&url).timeout(PROBE_TIMEOUT);
     if let Some(secret) = &key.secret {
@@ -44,11 +55,11 @@ pub async fn probe(http: &reqwest::Client, config: &Config, key: &ResolvedKey) -
     let res = match req.send().await {
         Ok(res) => res,
         Err(e) if e.is_timeout() => {
-            return Probe { ok: false, message: format!("{name} did not answer within {} seconds. Try again.", PROBE_TIMEOUT.as_secs()) }
+            return Err(format!("{name} did not answer within {} seconds. Try again.", PROBE_TIMEOUT.as_secs()))
         }
         Err(e) => {
             tracing::warn!(error = %e.without_url(), "provider unreachable");
-            return Probe { ok: false, message: format!("Could not reach {name} at {url}. Check the address and that it is running.") };
+            return Err(format!("Could not reach {name} at {url}. Check the address and that it is running."));
         }
     };
     let status = res.status();
@@ -61,13 +72,13 @@ pub async fn probe(http: &reqwest::Client, config: &Config, key: &ResolvedKey) -
     };
     let message = match status.as_u16() {
         200..=299 => {
-            let count = body["data"].as_array().map(|d| d.len()).unwrap_or(0);
-            return Probe { ok: true, message: format!("It works: {name} answered and offers {count} models.") };
+            let models = body["data"].as_array().map(Vec::as_slice).unwrap_or_default();
+            return Ok(models.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect());
         }
         401 | 403 => format!("Your {name} key was rejected: {provider_message}"),
         429 => format!("{name} is limiting requests with this key: {provider_message}"),
         500..=599 => format!("{name} is unavailable right now ({status}): {provider_message} Try again later."),
         _ => format!("{name} answered {status}: {provider_message}"),
     };
-    Probe { ok: false, message }
+    Err(message)
 }

@@ -58,7 +58,7 @@ async fn the_app_role_owns_nothing_and_cannot_bypass_policies(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
-    // Arrange: two clinics, each with a member, a pending invitation and a provider key, so
+    // Arrange: two clinics, each with a member, a pending invitation, a provider key and an API key, so
     // every tenant-owned table has rows of both. A new tenant-owned table fails this test
     // until rows for it are added here.
     let db = app_db(&pool).await;
@@ -73,6 +73,7 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
         tessera_core::keys::set(&db, &master, c.tenant, c.owner_actor(), tessera_core::keys::Provider::OpenAi, "sk-test-isolation-key", "")
             .await
             .unwrap();
+        tessera_core::api_keys::create(&db, c.tenant, c.owner_actor(), "isolation").await.unwrap();
     }
 
     for (table, column) in tenant_owned_tables(&pool).await {

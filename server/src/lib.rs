@@ -2,6 +2,7 @@
 
 pub mod guard;
 pub mod health;
+pub mod openai_api;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/v1/models", get(openai_api::models))
         .leptos_routes_with_context(&state, routes, || {}, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())

@@ -288,3 +288,43 @@ async fn provider_keys_are_write_only(pool: PgPool) {
     let list: serde_json::Value = app.call(&owner, "provider_keys", &[]).await.json().await.unwrap();
     assert_eq!(list.as_array().unwrap().iter().find(|r| r["provider"] == "openai").unwrap()["configured"], false);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_api_key_lists_the_clinics_models_until_revoked(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let owner = app.browser();
+    app.sign_up(&owner, "Alpha", "a@alpha.example").await;
+    app.call(&owner, "save_provider_key", &[("provider", "openai"), ("key", "sk-test-good-openai-1111")]).await;
+    app.call(&owner, "save_provider_key", &[("provider", "anthropic"), ("key", "sk-ant-good-anthropic-2222")]).await;
+    let created: serde_json::Value = app.call(&owner, "create_api_key", &[("name", "Scripts")]).await.json().await.unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+
+    // The key is shown once: the list has only its prefix.
+    let list = app.call(&owner, "api_keys", &[]).await.text().await.unwrap();
+    assert!(!list.contains(&token) && list.contains(&token[..12]));
+
+    let api = reqwest::Client::new();
+    let res = api.get(format!("{}/v1/models", app.url)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["object"], "list");
+    let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    for id in testkit::OPENAI_MODELS.iter().chain(testkit::ANTHROPIC_MODELS.iter()) {
+        assert!(ids.contains(id), "{id} missing from {ids:?}");
+    }
+
+    // Errors in OpenAI's shape.
+    let res = api.get(format!("{}/v1/models", app.url)).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "missing_api_key");
+
+    let rows: serde_json::Value = app.call(&owner, "api_keys", &[]).await.json().await.unwrap();
+    let id = rows[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(app.call(&owner, "revoke_api_key", &[("id", &id)]).await.status(), 200);
+    let res = api.get(format!("{}/v1/models", app.url)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+}

@@ -24,7 +24,11 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let url = format!("http://{addr}");
         let prefix = format!("test:{}:", uuid::Uuid::new_v4());
+        // Provider calls go to the simulator, never to a real provider.
+        let sim = testkit::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let mut vars = HashMap::new();
+        vars.insert("OPENAI_BASE_URL".to_string(), format!("http://{sim}/v1"));
+        vars.insert("ANTHROPIC_BASE_URL".to_string(), format!("http://{sim}/anthropic"));
         vars.insert("TESSERA_PUBLIC_URL".to_string(), url.clone());
         vars.insert("TESSERA_REDIS_PREFIX".to_string(), prefix.clone());
         if let Ok(redis_url) = std::env::var("REDIS_URL") {
