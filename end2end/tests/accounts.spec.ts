@@ -128,3 +128,35 @@ test("an admin stores a provider key and sees only its last four characters", as
   await page.getByTestId("provider-openai").getByRole("button", { name: "Delete" }).click();
   await expect(page.getByTestId("provider-openai").getByTestId("key-status")).toHaveText("Not set.");
 });
+
+test("an admin creates an API key that works once shown, and revokes it", async ({ page, request }) => {
+  await signUp(page, `API Clinic ${Date.now()}`, "Ada Admin", uniqueEmail("api"));
+  const nav = page.getByRole("navigation", { name: "Main" });
+  await nav.getByRole("link", { name: "Provider keys" }).click();
+  const openai = page.getByTestId("provider-openai");
+  await openai.getByLabel("API key").fill("sk-test-e2e-openai-5555");
+  await openai.getByRole("button", { name: "Save" }).click();
+  await expect(openai.getByTestId("key-status")).toContainText("…5555");
+
+  await nav.getByRole("link", { name: "API keys" }).click();
+  await page.getByLabel("Name").fill("Reception scripts");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const token = await page.getByTestId("new-api-key").inputValue();
+  expect(token).toMatch(/^tsk_/);
+
+  const models = await request.get("/v1/models", { headers: { Authorization: `Bearer ${token}` } });
+  expect(models.status()).toBe(200);
+  const body = await models.json();
+  expect(body.data.map((m: { id: string }) => m.id)).toContain("gpt-4o-mini");
+
+  // After a reload only the prefix remains.
+  await page.reload();
+  const row = page.getByTestId("api-key-row").filter({ hasText: "Reception scripts" });
+  await expect(row).toContainText(token.slice(0, 12));
+  expect(await page.content()).not.toContain(token);
+  await row.getByRole("button", { name: "Revoke" }).click();
+  await expect(page.getByTestId("api-key-row").filter({ hasText: "Reception scripts" })).toContainText("revoked");
+  const refused = await request.get("/v1/models", { headers: { Authorization: `Bearer ${token}` } });
+  expect(refused.status()).toBe(401);
+  expect((await refused.json()).error.code).toBe("invalid_api_key");
+});
