@@ -50,42 +50,32 @@ impl Db {
         &self.pool
     }
 
+    /// Opens a transaction with one row-level-security setting, for that transaction only.
+    async fn begin_scoped(&self, setting: &str, value: String) -> Result<Tx> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config($1, $2, true)").bind(setting).bind(value).execute(&mut *tx).await?;
+        Ok(tx)
+    }
+
     /// Opens a transaction in which only `tenant`'s rows are visible or writable.
     pub async fn begin_tenant(&self, tenant: TenantId) -> Result<Tx> {
-        let mut tx = self.pool.begin().await?;
-        set_tenant(&mut tx, tenant).await?;
-        Ok(tx)
+        self.begin_scoped("app.tenant_id", tenant.to_string()).await
     }
 
     /// Opens a transaction in which a user sees their own memberships across clinics (and the
     /// names of those clinics), and nothing else that belongs to a tenant.
     pub async fn begin_user(&self, user: UserId) -> Result<Tx> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('app.user_id', $1, true)")
-            .bind(user.to_string())
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        self.begin_scoped("app.user_id", user.to_string()).await
     }
 
     /// Opens a transaction in which the holder of an invitation token sees that one invitation.
     pub async fn begin_invitation(&self, token_hash: &[u8]) -> Result<Tx> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('app.invitation_token', encode($1, 'hex'), true)")
-            .bind(token_hash)
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        self.begin_scoped("app.invitation_token", hex(token_hash)).await
     }
 
     /// Opens a transaction in which the holder of an API key sees that one key's row.
     pub async fn begin_api_key(&self, key_hash: &[u8]) -> Result<Tx> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('app.api_key_hash', encode($1, 'hex'), true)")
-            .bind(key_hash)
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        self.begin_scoped("app.api_key_hash", hex(key_hash)).await
     }
 
     /// Readiness: Postgres answers a query.
@@ -93,6 +83,10 @@ impl Db {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Switches an open transaction to `tenant` (used when one transaction discovers its tenant,
