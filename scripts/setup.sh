@@ -66,7 +66,8 @@ if [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" != "PONG" ]; then
   apt_install redis-server
   if [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" != "PONG" ]; then
     log "starting Redis"
-    as_root redis-server --daemonize yes --bind 127.0.0.1 --port 6379 >/dev/null
+    # Sessions and throttles only: nothing here needs to survive a restart.
+    as_root redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp >/dev/null
     for _ in $(seq 1 20); do [ "$(redis-cli ping 2>/dev/null)" = "PONG" ] && break; sleep 0.5; done
   fi
   [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ] || { echo "Redis did not start on 127.0.0.1:6379" >&2; exit 1; }
