@@ -13,29 +13,51 @@ use crate::server::{self as srv, core_err, fail};
 /// Who is signed in, or `None`.
 #[server(endpoint = "session")]
 pub async fn get_session() -> Result<Option<SessionInfo>, AppError> {
-    let Some(v) = srv::viewer().await? else { return Ok(None) };
+    let Some(v) = srv::viewer().await? else {
+        return Ok(None);
+    };
     let services = srv::services()?;
-    let clinics = tessera_core::auth::memberships(&services.db, v.user.id).await.map_err(core_err)?;
+    let clinics = tessera_core::auth::memberships(&services.db, v.user.id)
+        .await
+        .map_err(core_err)?;
     Ok(Some(SessionInfo {
         user_id: v.user.id.to_string(),
         name: v.user.name,
         email: v.user.email,
-        clinic: Clinic { id: v.tenant.id.to_string(), name: v.tenant.name, slug: v.tenant.slug },
+        clinic: Clinic {
+            id: v.tenant.id.to_string(),
+            name: v.tenant.name,
+            slug: v.tenant.slug,
+        },
         role: srv::role_to_dto(v.role),
         clinics: clinics
             .into_iter()
-            .map(|m| ClinicChoice { id: m.tenant.id.to_string(), name: m.tenant.name, role: srv::role_to_dto(m.role) })
+            .map(|m| ClinicChoice {
+                id: m.tenant.id.to_string(),
+                name: m.tenant.name,
+                role: srv::role_to_dto(m.role),
+            })
             .collect(),
     }))
 }
 
 /// Creates a clinic and its owner, and signs the owner in.
 #[server(endpoint = "sign_up")]
-pub async fn sign_up(clinic_name: String, name: String, email: String, password: String) -> Result<(), AppError> {
+pub async fn sign_up(
+    clinic_name: String,
+    name: String,
+    email: String,
+    password: String,
+) -> Result<(), AppError> {
     let services = srv::services()?;
     let (user, tenant) = tessera_core::auth::sign_up(
         &services.db,
-        tessera_core::auth::SignUp { clinic_name: &clinic_name, name: &name, email: &email, password: &password },
+        tessera_core::auth::SignUp {
+            clinic_name: &clinic_name,
+            name: &name,
+            email: &email,
+            password: &password,
+        },
     )
     .await
     .map_err(core_err)?;
@@ -48,11 +70,27 @@ pub async fn sign_up(clinic_name: String, name: String, email: String, password:
 pub async fn sign_in(email: String, password: String) -> Result<(), AppError> {
     let services = srv::services()?;
     let ip = srv::client_ip();
-    services.throttle.attempt(&email, ip).await.map_err(core_err)?;
-    let user = tessera_core::auth::authenticate(&services.db, &email, &password).await.map_err(core_err)?;
-    services.throttle.succeeded(&email, ip).await.map_err(core_err)?;
-    let memberships = tessera_core::auth::memberships(&services.db, user).await.map_err(core_err)?;
-    let Some(first) = memberships.iter().find(|m| m.tenant.active).or(memberships.first()) else {
+    services
+        .throttle
+        .attempt(&email, ip)
+        .await
+        .map_err(core_err)?;
+    let user = tessera_core::auth::authenticate(&services.db, &email, &password)
+        .await
+        .map_err(core_err)?;
+    services
+        .throttle
+        .succeeded(&email, ip)
+        .await
+        .map_err(core_err)?;
+    let memberships = tessera_core::auth::memberships(&services.db, user)
+        .await
+        .map_err(core_err)?;
+    let Some(first) = memberships
+        .iter()
+        .find(|m| m.tenant.active)
+        .or(memberships.first())
+    else {
         return Err(fail(AppError::Forbidden(
             "Your account doesn't belong to any clinic any more. Ask a clinic admin to invite you again.".into(),
         )));
@@ -75,7 +113,10 @@ pub async fn switch_clinic(tenant_id: String) -> Result<(), AppError> {
     let v = srv::require_viewer().await?;
     let tenant: tessera_core::TenantId = srv::parse_id(&tenant_id)?;
     let services = srv::services()?;
-    match tessera_core::auth::viewer(&services.db, v.user.id, tenant).await.map_err(core_err)? {
+    match tessera_core::auth::viewer(&services.db, v.user.id, tenant)
+        .await
+        .map_err(core_err)?
+    {
         Some(_) => srv::switch_session_tenant(tenant).await?,
         None => return Err(fail(AppError::NotFound)),
     }
@@ -88,9 +129,12 @@ pub async fn list_members() -> Result<MembersPage, AppError> {
     let v = srv::require_admin().await?;
     let services = srv::services()?;
     let actor = srv::actor(&v);
-    let members = tessera_core::auth::members::list(&services.db, v.tenant.id, actor).await.map_err(core_err)?;
-    let invitations =
-        tessera_core::auth::invitations::pending(&services.db, v.tenant.id, actor).await.map_err(core_err)?;
+    let members = tessera_core::auth::members::list(&services.db, v.tenant.id, actor)
+        .await
+        .map_err(core_err)?;
+    let invitations = tessera_core::auth::invitations::pending(&services.db, v.tenant.id, actor)
+        .await
+        .map_err(core_err)?;
     Ok(MembersPage {
         me: v.user.id.to_string(),
         my_role: srv::role_to_dto(v.role),
@@ -106,7 +150,12 @@ pub async fn list_members() -> Result<MembersPage, AppError> {
             .collect(),
         invitations: invitations
             .into_iter()
-            .map(|i| PendingInvite { id: i.id.to_string(), email: i.email, role: srv::role_to_dto(i.role), expires: srv::date(i.expires_at) })
+            .map(|i| PendingInvite {
+                id: i.id.to_string(),
+                email: i.email,
+                role: srv::role_to_dto(i.role),
+                expires: srv::date(i.expires_at),
+            })
             .collect(),
     })
 }
@@ -117,9 +166,16 @@ pub async fn invite_member(email: String, role: String) -> Result<InviteCreated,
     let services = srv::services()?;
     let role = srv::parse_role(&role)?;
     let ttl = time::Duration::hours(services.config.invite_ttl_hours);
-    let created = tessera_core::auth::invitations::create(&services.db, v.tenant.id, srv::actor(&v), &email, role, ttl)
-        .await
-        .map_err(core_err)?;
+    let created = tessera_core::auth::invitations::create(
+        &services.db,
+        v.tenant.id,
+        srv::actor(&v),
+        &email,
+        role,
+        ttl,
+    )
+    .await
+    .map_err(core_err)?;
     Ok(InviteCreated {
         email: created.invitation.email,
         role: srv::role_to_dto(created.invitation.role),
@@ -133,9 +189,15 @@ pub async fn change_member_role(user_id: String, role: String) -> Result<(), App
     let v = srv::require_admin().await?;
     let services = srv::services()?;
     let target: tessera_core::UserId = srv::parse_id(&user_id)?;
-    tessera_core::auth::members::change_role(&services.db, v.tenant.id, srv::actor(&v), target, srv::parse_role(&role)?)
-        .await
-        .map_err(core_err)
+    tessera_core::auth::members::change_role(
+        &services.db,
+        v.tenant.id,
+        srv::actor(&v),
+        target,
+        srv::parse_role(&role)?,
+    )
+    .await
+    .map_err(core_err)
 }
 
 #[server(endpoint = "remove_member")]
@@ -143,7 +205,9 @@ pub async fn remove_member(user_id: String) -> Result<(), AppError> {
     let v = srv::require_admin().await?;
     let services = srv::services()?;
     let target: tessera_core::UserId = srv::parse_id(&user_id)?;
-    tessera_core::auth::members::remove(&services.db, v.tenant.id, srv::actor(&v), target).await.map_err(core_err)
+    tessera_core::auth::members::remove(&services.db, v.tenant.id, srv::actor(&v), target)
+        .await
+        .map_err(core_err)
 }
 
 #[server(endpoint = "revoke_invitation")]
@@ -151,7 +215,9 @@ pub async fn revoke_invitation(invitation_id: String) -> Result<(), AppError> {
     let v = srv::require_admin().await?;
     let services = srv::services()?;
     let id: tessera_core::tenancy::InvitationId = srv::parse_id(&invitation_id)?;
-    tessera_core::auth::invitations::revoke(&services.db, v.tenant.id, srv::actor(&v), id).await.map_err(core_err)
+    tessera_core::auth::invitations::revoke(&services.db, v.tenant.id, srv::actor(&v), id)
+        .await
+        .map_err(core_err)
 }
 
 /// What an invitation link offers; 404 for an unknown link, 410 for a used, expired or
@@ -159,7 +225,9 @@ pub async fn revoke_invitation(invitation_id: String) -> Result<(), AppError> {
 #[server(endpoint = "invitation")]
 pub async fn get_invitation(token: String) -> Result<InvitationInfo, AppError> {
     let services = srv::services()?;
-    let view = tessera_core::auth::invitations::lookup(&services.db, &token).await.map_err(core_err)?;
+    let view = tessera_core::auth::invitations::lookup(&services.db, &token)
+        .await
+        .map_err(core_err)?;
     Ok(InvitationInfo {
         clinic_name: view.clinic_name,
         email: view.email,
@@ -169,7 +237,11 @@ pub async fn get_invitation(token: String) -> Result<InvitationInfo, AppError> {
 }
 
 #[server(endpoint = "accept_invitation")]
-pub async fn accept_invitation(token: String, name: Option<String>, password: String) -> Result<(), AppError> {
+pub async fn accept_invitation(
+    token: String,
+    name: Option<String>,
+    password: String,
+) -> Result<(), AppError> {
     let services = srv::services()?;
     let (user, tenant) = tessera_core::auth::invitations::accept(
         &services.db,
@@ -190,7 +262,9 @@ pub async fn list_provider_keys() -> Result<Vec<ProviderKeyRow>, AppError> {
     use tessera_core::keys::Provider;
     let v = srv::require_admin().await?;
     let services = srv::services()?;
-    let stored = tessera_core::keys::list(&services.db, v.tenant.id, srv::actor(&v)).await.map_err(core_err)?;
+    let stored = tessera_core::keys::list(&services.db, v.tenant.id, srv::actor(&v))
+        .await
+        .map_err(core_err)?;
     Ok(Provider::ALL
         .into_iter()
         .map(|p| {
@@ -212,7 +286,11 @@ pub async fn list_provider_keys() -> Result<Vec<ProviderKeyRow>, AppError> {
 /// Adds or replaces the clinic's key for a provider. The key is encrypted at once and never
 /// sent back.
 #[server(endpoint = "save_provider_key")]
-pub async fn save_provider_key(provider: String, key: Option<String>, base_url: Option<String>) -> Result<(), AppError> {
+pub async fn save_provider_key(
+    provider: String,
+    key: Option<String>,
+    base_url: Option<String>,
+) -> Result<(), AppError> {
     let v = srv::require_admin().await?;
     let services = srv::services()?;
     let provider: tessera_core::keys::Provider = provider.parse().map_err(core_err)?;
@@ -235,7 +313,9 @@ pub async fn delete_provider_key(provider: String) -> Result<(), AppError> {
     let v = srv::require_admin().await?;
     let services = srv::services()?;
     let provider: tessera_core::keys::Provider = provider.parse().map_err(core_err)?;
-    tessera_core::keys::delete(&services.db, v.tenant.id, srv::actor(&v), provider).await.map_err(core_err)
+    tessera_core::keys::delete(&services.db, v.tenant.id, srv::actor(&v), provider)
+        .await
+        .map_err(core_err)
 }
 
 /// Makes one small real call with the clinic's key and reports what the provider said.
@@ -244,19 +324,30 @@ pub async fn test_provider_key(provider: String) -> Result<KeyCheck, AppError> {
     let v = srv::require_admin().await?;
     let services = srv::services()?;
     let provider: tessera_core::keys::Provider = provider.parse().map_err(core_err)?;
-    let key = tessera_core::keys::resolve(&services.db, services.master_keys(), v.tenant.id, provider)
-        .await
-        .map_err(core_err)?
-        .ok_or_else(|| fail(AppError::Invalid(format!("No {} key is saved yet.", provider.label()))))?;
+    let key =
+        tessera_core::keys::resolve(&services.db, services.master_keys(), v.tenant.id, provider)
+            .await
+            .map_err(core_err)?
+            .ok_or_else(|| {
+                fail(AppError::Invalid(format!(
+                    "No {} key is saved yet.",
+                    provider.label()
+                )))
+            })?;
     let probe = tessera_core::llm::probe(&services.http, &services.config, &key).await;
-    Ok(KeyCheck { ok: probe.ok, message: probe.message })
+    Ok(KeyCheck {
+        ok: probe.ok,
+        message: probe.message,
+    })
 }
 
 #[server(endpoint = "api_keys")]
 pub async fn list_api_keys() -> Result<Vec<ApiKeyRow>, AppError> {
     let v = srv::require_admin().await?;
     let services = srv::services()?;
-    let keys = tessera_core::api_keys::list(&services.db, v.tenant.id, srv::actor(&v)).await.map_err(core_err)?;
+    let keys = tessera_core::api_keys::list(&services.db, v.tenant.id, srv::actor(&v))
+        .await
+        .map_err(core_err)?;
     Ok(keys
         .into_iter()
         .map(|k| ApiKeyRow {
@@ -275,8 +366,14 @@ pub async fn list_api_keys() -> Result<Vec<ApiKeyRow>, AppError> {
 pub async fn create_api_key(name: String) -> Result<CreatedApiKey, AppError> {
     let v = srv::require_admin().await?;
     let services = srv::services()?;
-    let (info, token) = tessera_core::api_keys::create(&services.db, v.tenant.id, srv::actor(&v), &name).await.map_err(core_err)?;
-    Ok(CreatedApiKey { name: info.name, token })
+    let (info, token) =
+        tessera_core::api_keys::create(&services.db, v.tenant.id, srv::actor(&v), &name)
+            .await
+            .map_err(core_err)?;
+    Ok(CreatedApiKey {
+        name: info.name,
+        token,
+    })
 }
 
 #[server(endpoint = "revoke_api_key")]
@@ -284,5 +381,7 @@ pub async fn revoke_api_key(id: String) -> Result<(), AppError> {
     let v = srv::require_admin().await?;
     let services = srv::services()?;
     let id: uuid::Uuid = srv::parse_id(&id)?;
-    tessera_core::api_keys::revoke(&services.db, v.tenant.id, srv::actor(&v), id).await.map_err(core_err)
+    tessera_core::api_keys::revoke(&services.db, v.tenant.id, srv::actor(&v), id)
+        .await
+        .map_err(core_err)
 }

@@ -71,7 +71,14 @@ pub fn App() -> impl IntoView {
         },
         |_| api::get_session(),
     );
-    provide_context(Auth { sign_up, sign_in, sign_out, switch_clinic, accept_invitation, session });
+    provide_context(Auth {
+        sign_up,
+        sign_in,
+        sign_out,
+        switch_clinic,
+        accept_invitation,
+        session,
+    });
     // Marks the page once the browser has taken over (effects run only there), so tests and
     // scripts can wait for interactivity.
     Effect::new(|_| {

@@ -29,21 +29,27 @@ const USER: &str = "user_id";
 const TENANT: &str = "tenant_id";
 
 pub fn services() -> Result<Services, AppError> {
-    use_context::<AppState>().map(|s| s.services).ok_or_else(|| {
-        tracing::error!("AppState missing from context");
-        AppError::Internal
-    })
+    use_context::<AppState>()
+        .map(|s| s.services)
+        .ok_or_else(|| {
+            tracing::error!("AppState missing from context");
+            AppError::Internal
+        })
 }
 
 pub fn client_ip() -> Option<IpAddr> {
-    use_context::<http::request::Parts>().and_then(|p| p.extensions.get::<ClientIp>().and_then(|c| c.0))
+    use_context::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<ClientIp>().and_then(|c| c.0))
 }
 
 /// Sets the response status for `err` and returns it, for `map_err` at the end of a server
 /// function.
 pub fn fail(err: AppError) -> AppError {
     if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
-        res.set_status(http::StatusCode::from_u16(err.status()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR));
+        res.set_status(
+            http::StatusCode::from_u16(err.status())
+                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
+        );
     }
     err
 }
@@ -87,7 +93,11 @@ pub async fn start_session(user: UserId, tenant: TenantId) -> Result<(), AppErro
 }
 
 pub async fn switch_session_tenant(tenant: TenantId) -> Result<(), AppError> {
-    session().await?.insert(TENANT, tenant).await.map_err(session_err)
+    session()
+        .await?
+        .insert(TENANT, tenant)
+        .await
+        .map_err(session_err)
 }
 
 pub async fn end_session() -> Result<(), AppError> {
@@ -103,14 +113,28 @@ pub async fn viewer() -> Result<Option<Viewer>, AppError> {
     };
     let services = services()?;
     if let Some(tenant) = session.get::<TenantId>(TENANT).await.map_err(session_err)? {
-        if let Some(v) = auth::viewer(&services.db, user, tenant).await.map_err(core_err)? {
+        if let Some(v) = auth::viewer(&services.db, user, tenant)
+            .await
+            .map_err(core_err)?
+        {
             return Ok(Some(v));
         }
     }
-    let memberships = auth::memberships(&services.db, user).await.map_err(core_err)?;
-    if let Some(m) = memberships.iter().find(|m| m.tenant.active).or(memberships.first()) {
-        session.insert(TENANT, m.tenant.id).await.map_err(session_err)?;
-        return auth::viewer(&services.db, user, m.tenant.id).await.map_err(core_err);
+    let memberships = auth::memberships(&services.db, user)
+        .await
+        .map_err(core_err)?;
+    if let Some(m) = memberships
+        .iter()
+        .find(|m| m.tenant.active)
+        .or(memberships.first())
+    {
+        session
+            .insert(TENANT, m.tenant.id)
+            .await
+            .map_err(session_err)?;
+        return auth::viewer(&services.db, user, m.tenant.id)
+            .await
+            .map_err(core_err);
     }
     session.flush().await.map_err(session_err)?;
     Ok(None)
@@ -118,9 +142,14 @@ pub async fn viewer() -> Result<Option<Viewer>, AppError> {
 
 /// The viewer, or 401. A deactivated clinic answers 403.
 pub async fn require_viewer() -> Result<Viewer, AppError> {
-    let viewer = viewer().await?.ok_or_else(|| fail(AppError::Unauthenticated("Please sign in.".into())))?;
+    let viewer = viewer()
+        .await?
+        .ok_or_else(|| fail(AppError::Unauthenticated("Please sign in.".into())))?;
     if !viewer.tenant.active {
-        return Err(fail(AppError::Forbidden(format!("{} has been deactivated. Contact support.", viewer.tenant.name))));
+        return Err(fail(AppError::Forbidden(format!(
+            "{} has been deactivated. Contact support.",
+            viewer.tenant.name
+        ))));
     }
     Ok(viewer)
 }
@@ -129,13 +158,18 @@ pub async fn require_viewer() -> Result<Viewer, AppError> {
 pub async fn require_admin() -> Result<Viewer, AppError> {
     let viewer = require_viewer().await?;
     if !viewer.role.is_admin() {
-        return Err(fail(AppError::Forbidden("Only owners and admins of this clinic can open this page.".into())));
+        return Err(fail(AppError::Forbidden(
+            "Only owners and admins of this clinic can open this page.".into(),
+        )));
     }
     Ok(viewer)
 }
 
 pub fn actor(v: &Viewer) -> auth::members::Actor {
-    auth::members::Actor { user: v.user.id, role: v.role }
+    auth::members::Actor {
+        user: v.user.id,
+        role: v.role,
+    }
 }
 
 pub fn role_to_dto(r: tessera_core::Role) -> dto::Role {

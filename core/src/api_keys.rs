@@ -44,18 +44,27 @@ fn require_admin(actor: Actor) -> Result<()> {
     if actor.role.is_admin() {
         Ok(())
     } else {
-        Err(Error::forbidden("Only owners and admins can manage API keys."))
+        Err(Error::forbidden(
+            "Only owners and admins can manage API keys.",
+        ))
     }
 }
 
 /// Creates a key; returns it with the plaintext token, which is not stored and cannot be shown
 /// again.
 #[tracing::instrument(skip(db))]
-pub async fn create(db: &Db, tenant: TenantId, actor: Actor, name: &str) -> Result<(ApiKeyInfo, String)> {
+pub async fn create(
+    db: &Db,
+    tenant: TenantId,
+    actor: Actor,
+    name: &str,
+) -> Result<(ApiKeyInfo, String)> {
     require_admin(actor)?;
     let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
     if name.is_empty() || name.chars().count() > 80 {
-        return Err(Error::invalid("Give the key a name of 1 to 80 characters, such as where it will be used."));
+        return Err(Error::invalid(
+            "Give the key a name of 1 to 80 characters, such as where it will be used.",
+        ));
     }
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -73,7 +82,11 @@ pub async fn create(db: &Db, tenant: TenantId, actor: Actor, name: &str) -> Resu
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    let info = list(db, tenant, actor).await?.into_iter().find(|k| k.id == id).ok_or(Error::NotFound)?;
+    let info = list(db, tenant, actor)
+        .await?
+        .into_iter()
+        .find(|k| k.id == id)
+        .ok_or(Error::NotFound)?;
     Ok((info, token))
 }
 
@@ -81,26 +94,35 @@ pub async fn create(db: &Db, tenant: TenantId, actor: Actor, name: &str) -> Resu
 pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<ApiKeyInfo>> {
     require_admin(actor)?;
     let mut tx = db.begin_tenant(tenant).await?;
-    let rows: Vec<(Uuid, String, String, Option<String>, OffsetDateTime, Option<OffsetDateTime>, Option<OffsetDateTime>)> =
-        sqlx::query_as(
-            "SELECT k.id, k.name, k.prefix, u.name, k.created_at, k.last_used_at, k.revoked_at
+    let rows: Vec<(
+        Uuid,
+        String,
+        String,
+        Option<String>,
+        OffsetDateTime,
+        Option<OffsetDateTime>,
+        Option<OffsetDateTime>,
+    )> = sqlx::query_as(
+        "SELECT k.id, k.name, k.prefix, u.name, k.created_at, k.last_used_at, k.revoked_at
                FROM api_keys k LEFT JOIN users u ON u.id = k.created_by
               ORDER BY k.created_at DESC",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(rows
         .into_iter()
-        .map(|(id, name, prefix, created_by, created_at, last_used_at, revoked_at)| ApiKeyInfo {
-            id,
-            name,
-            prefix,
-            created_by,
-            created_at,
-            last_used_at,
-            revoked_at,
-        })
+        .map(
+            |(id, name, prefix, created_by, created_at, last_used_at, revoked_at)| ApiKeyInfo {
+                id,
+                name,
+                prefix,
+                created_by,
+                created_at,
+                last_used_at,
+                revoked_at,
+            },
+        )
         .collect())
 }
 
@@ -108,11 +130,12 @@ pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<ApiKeyI
 pub async fn revoke(db: &Db, tenant: TenantId, actor: Actor, id: Uuid) -> Result<()> {
     require_admin(actor)?;
     let mut tx = db.begin_tenant(tenant).await?;
-    let n = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let n =
+        sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     tx.commit().await?;
     if n == 0 {
         return Err(Error::NotFound);
@@ -144,7 +167,10 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Option<ApiCaller>> {
         return Ok(None);
     };
     set_tenant(&mut tx, tenant).await?;
-    let active: bool = sqlx::query_scalar("SELECT active FROM tenants WHERE id = $1").bind(tenant).fetch_one(&mut *tx).await?;
+    let active: bool = sqlx::query_scalar("SELECT active FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
     tx.commit().await?;
     if !active {
         return Err(Error::forbidden("This clinic has been deactivated."));

@@ -90,17 +90,32 @@ impl Config {
     /// Reads from a map of variables (the environment, or a test's own).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let database_url = url(get("DATABASE_URL"), "DATABASE_URL", DEFAULT_DATABASE_URL, &["postgres", "postgresql"])?;
+        let database_url = url(
+            get("DATABASE_URL"),
+            "DATABASE_URL",
+            DEFAULT_DATABASE_URL,
+            &["postgres", "postgresql"],
+        )?;
         let database_admin_url = url(
             get("DATABASE_ADMIN_URL"),
             "DATABASE_ADMIN_URL",
             DEFAULT_DATABASE_ADMIN_URL,
             &["postgres", "postgresql"],
         )?;
-        let redis_url = url(get("REDIS_URL"), "REDIS_URL", DEFAULT_REDIS_URL, &["redis", "rediss"])?;
-        let public_url = url(get("TESSERA_PUBLIC_URL"), "TESSERA_PUBLIC_URL", DEFAULT_PUBLIC_URL, &["http", "https"])?
-            .trim_end_matches('/')
-            .to_string();
+        let redis_url = url(
+            get("REDIS_URL"),
+            "REDIS_URL",
+            DEFAULT_REDIS_URL,
+            &["redis", "rediss"],
+        )?;
+        let public_url = url(
+            get("TESSERA_PUBLIC_URL"),
+            "TESSERA_PUBLIC_URL",
+            DEFAULT_PUBLIC_URL,
+            &["http", "https"],
+        )?
+        .trim_end_matches('/')
+        .to_string();
         let (master_keys, development_master_key) = match get("TESSERA_MASTER_KEYS") {
             Some(raw) => (
                 crate::crypto::MasterKeys::parse(raw).map_err(|message| ConfigError { var: "TESSERA_MASTER_KEYS", message })?,
@@ -116,12 +131,22 @@ impl Config {
             }
             None => (crate::crypto::MasterKeys::development(), true),
         };
-        let openai_base_url = url(get("OPENAI_BASE_URL"), "OPENAI_BASE_URL", "https://api.openai.com/v1", &["http", "https"])?
-            .trim_end_matches('/')
-            .to_string();
-        let anthropic_base_url = url(get("ANTHROPIC_BASE_URL"), "ANTHROPIC_BASE_URL", "https://api.anthropic.com", &["http", "https"])?
-            .trim_end_matches('/')
-            .to_string();
+        let openai_base_url = url(
+            get("OPENAI_BASE_URL"),
+            "OPENAI_BASE_URL",
+            "https://api.openai.com/v1",
+            &["http", "https"],
+        )?
+        .trim_end_matches('/')
+        .to_string();
+        let anthropic_base_url = url(
+            get("ANTHROPIC_BASE_URL"),
+            "ANTHROPIC_BASE_URL",
+            "https://api.anthropic.com",
+            &["http", "https"],
+        )?
+        .trim_end_matches('/')
+        .to_string();
         Ok(Self {
             openai_base_url,
             anthropic_base_url,
@@ -129,14 +154,38 @@ impl Config {
             development_master_key,
             database_url,
             database_admin_url,
-            db_max_connections: number(get("TESSERA_DB_MAX_CONNECTIONS"), "TESSERA_DB_MAX_CONNECTIONS", 10, 1, 1000)?,
+            db_max_connections: number(
+                get("TESSERA_DB_MAX_CONNECTIONS"),
+                "TESSERA_DB_MAX_CONNECTIONS",
+                10,
+                1,
+                1000,
+            )?,
             redis_url,
-            redis_prefix: get("TESSERA_REDIS_PREFIX").unwrap_or("tessera:").to_string(),
+            redis_prefix: get("TESSERA_REDIS_PREFIX")
+                .unwrap_or("tessera:")
+                .to_string(),
             public_url,
-            migrate_on_start: boolean(get("TESSERA_MIGRATE_ON_START"), "TESSERA_MIGRATE_ON_START", true)?,
+            migrate_on_start: boolean(
+                get("TESSERA_MIGRATE_ON_START"),
+                "TESSERA_MIGRATE_ON_START",
+                true,
+            )?,
             trust_proxy: boolean(get("TESSERA_TRUST_PROXY"), "TESSERA_TRUST_PROXY", false)?,
-            invite_ttl_hours: number(get("TESSERA_INVITE_TTL_HOURS"), "TESSERA_INVITE_TTL_HOURS", 168, 1, 24 * 90)?,
-            session_ttl_hours: number(get("TESSERA_SESSION_TTL_HOURS"), "TESSERA_SESSION_TTL_HOURS", 24 * 7, 1, 24 * 365)?,
+            invite_ttl_hours: number(
+                get("TESSERA_INVITE_TTL_HOURS"),
+                "TESSERA_INVITE_TTL_HOURS",
+                168,
+                1,
+                24 * 90,
+            )?,
+            session_ttl_hours: number(
+                get("TESSERA_SESSION_TTL_HOURS"),
+                "TESSERA_SESSION_TTL_HOURS",
+                24 * 7,
+                1,
+                24 * 365,
+            )?,
         })
     }
 
@@ -155,26 +204,45 @@ impl Config {
     }
 }
 
-fn url(value: Option<&str>, var: &'static str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+fn url(
+    value: Option<&str>,
+    var: &'static str,
+    default: &str,
+    schemes: &[&str],
+) -> Result<String, ConfigError> {
     let value = value.unwrap_or(default);
     let scheme = value.split_once("://").map(|(s, _)| s).unwrap_or("");
     if !schemes.contains(&scheme) {
         return Err(ConfigError {
             var,
-            message: format!("expected a URL starting with {}://", schemes.join(":// or ")),
+            message: format!(
+                "expected a URL starting with {}://",
+                schemes.join(":// or ")
+            ),
         });
     }
     Ok(value.to_string())
 }
 
-fn number<T>(value: Option<&str>, var: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
+fn number<T>(
+    value: Option<&str>,
+    var: &'static str,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
 {
-    let Some(value) = value else { return Ok(default) };
+    let Some(value) = value else {
+        return Ok(default);
+    };
     match value.parse::<T>() {
         Ok(n) if n >= min && n <= max => Ok(n),
-        _ => Err(ConfigError { var, message: format!("expected a whole number from {min} to {max}, got {value:?}") }),
+        _ => Err(ConfigError {
+            var,
+            message: format!("expected a whole number from {min} to {max}, got {value:?}"),
+        }),
     }
 }
 
@@ -183,14 +251,21 @@ fn boolean(value: Option<&str>, var: &'static str, default: bool) -> Result<bool
         None => Ok(default),
         Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => Ok(true),
         Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => Ok(false),
-        Some(v) => Err(ConfigError { var, message: format!("expected true or false, got {v:?}") }),
+        Some(v) => Err(ConfigError {
+            var,
+            message: format!("expected true or false, got {v:?}"),
+        }),
     }
 }
 
 /// Replaces the password in `scheme://user:password@host` with `***`.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let Some((creds, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((creds, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
     match creds.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_string(),
@@ -202,7 +277,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -229,7 +307,10 @@ mod tests {
     fn https_public_url_makes_cookies_secure() {
         let c = Config::from_vars(&vars(&[
             ("TESSERA_PUBLIC_URL", "https://clinic.example.com/app/"),
-            ("TESSERA_MASTER_KEYS", "v1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+            (
+                "TESSERA_MASTER_KEYS",
+                "v1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
         ]))
         .unwrap();
         assert!(c.secure_cookies());
@@ -238,21 +319,34 @@ mod tests {
 
     #[test]
     fn master_keys_are_required_behind_https_and_never_printed() {
-        let err = Config::from_vars(&vars(&[("TESSERA_PUBLIC_URL", "https://clinic.example.com")])).unwrap_err();
+        let err = Config::from_vars(&vars(&[(
+            "TESSERA_PUBLIC_URL",
+            "https://clinic.example.com",
+        )]))
+        .unwrap_err();
         assert_eq!(err.var, "TESSERA_MASTER_KEYS");
-        let err = Config::from_vars(&vars(&[("TESSERA_MASTER_KEYS", "v1:not-base64!")])).unwrap_err();
+        let err =
+            Config::from_vars(&vars(&[("TESSERA_MASTER_KEYS", "v1:not-base64!")])).unwrap_err();
         assert_eq!(err.var, "TESSERA_MASTER_KEYS");
         let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
         let c = Config::from_vars(&vars(&[("TESSERA_MASTER_KEYS", &format!("v7:{key}"))])).unwrap();
         assert_eq!(c.master_keys.current_version(), "v7");
         assert!(!c.development_master_key);
         assert!(!format!("{c:?}").contains(key));
-        assert!(Config::from_vars(&HashMap::new()).unwrap().development_master_key);
+        assert!(
+            Config::from_vars(&HashMap::new())
+                .unwrap()
+                .development_master_key
+        );
     }
 
     #[test]
     fn debug_output_hides_passwords() {
-        let c = Config::from_vars(&vars(&[("DATABASE_URL", "postgres://app:hunter2@db/tessera")])).unwrap();
+        let c = Config::from_vars(&vars(&[(
+            "DATABASE_URL",
+            "postgres://app:hunter2@db/tessera",
+        )]))
+        .unwrap();
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("app:***@db/tessera"));

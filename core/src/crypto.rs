@@ -30,7 +30,10 @@ pub struct MasterKeys {
 impl std::fmt::Debug for MasterKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let versions: Vec<&str> = self.keys.iter().map(|(v, _)| v.as_str()).collect();
-        f.debug_struct("MasterKeys").field("current", &self.current).field("versions", &versions).finish()
+        f.debug_struct("MasterKeys")
+            .field("current", &self.current)
+            .field("versions", &versions)
+            .finish()
     }
 }
 
@@ -39,28 +42,45 @@ impl MasterKeys {
     /// error message never contains key material.
     pub fn parse(raw: &str) -> std::result::Result<Self, String> {
         let mut keys: Vec<(String, Zeroizing<[u8; KEY_LEN]>)> = Vec::new();
-        for (i, entry) in raw.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+        for (i, entry) in raw
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .enumerate()
+        {
             let (version, b64) = entry
                 .split_once(':')
                 .ok_or_else(|| format!("entry {} is not VERSION:BASE64", i + 1))?;
             let version = version.trim();
-            if version.is_empty() || !version.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if version.is_empty()
+                || !version
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(format!("entry {} has an invalid version name", i + 1));
             }
             if keys.iter().any(|(v, _)| v == version) {
                 return Err(format!("version {version} appears twice"));
             }
             let bytes = Zeroizing::new(
-                STANDARD.decode(b64.trim()).map_err(|_| format!("key {version} is not valid base64"))?,
+                STANDARD
+                    .decode(b64.trim())
+                    .map_err(|_| format!("key {version} is not valid base64"))?,
             );
             if bytes.len() != KEY_LEN {
-                return Err(format!("key {version} must be 32 bytes (base64 of 32 random bytes), got {}", bytes.len()));
+                return Err(format!(
+                    "key {version} must be 32 bytes (base64 of 32 random bytes), got {}",
+                    bytes.len()
+                ));
             }
             let mut key = Zeroizing::new([0u8; KEY_LEN]);
             key.copy_from_slice(&bytes);
             keys.push((version.to_string(), key));
         }
-        let current = keys.first().map(|(v, _)| v.clone()).ok_or("no keys given")?;
+        let current = keys
+            .first()
+            .map(|(v, _)| v.clone())
+            .ok_or("no keys given")?;
         Ok(Self { current, keys })
     }
 
@@ -68,21 +88,35 @@ impl MasterKeys {
     pub fn development() -> Self {
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         key.copy_from_slice(b"tessera-development-only-key-000");
-        Self { current: "dev".into(), keys: vec![("dev".into(), key)] }
+        Self {
+            current: "dev".into(),
+            keys: vec![("dev".into(), key)],
+        }
     }
 
     /// A random key (tests).
     pub fn random(version: &str) -> Self {
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         rand::rngs::OsRng.fill_bytes(key.as_mut());
-        Self { current: version.into(), keys: vec![(version.into(), key)] }
+        Self {
+            current: version.into(),
+            keys: vec![(version.into(), key)],
+        }
     }
 
     /// These keys with `newer` as the current one (tests of rotation).
     pub fn rotated_to(&self, newer: &MasterKeys) -> Self {
         let mut keys = newer.keys.clone();
-        keys.extend(self.keys.iter().filter(|(v, _)| !newer.keys.iter().any(|(n, _)| n == v)).cloned());
-        Self { current: newer.current.clone(), keys }
+        keys.extend(
+            self.keys
+                .iter()
+                .filter(|(v, _)| !newer.keys.iter().any(|(n, _)| n == v))
+                .cloned(),
+        );
+        Self {
+            current: newer.current.clone(),
+            keys,
+        }
     }
 
     pub fn current_version(&self) -> &str {
@@ -90,7 +124,10 @@ impl MasterKeys {
     }
 
     fn get(&self, version: &str) -> Option<&[u8; KEY_LEN]> {
-        self.keys.iter().find(|(v, _)| v == version).map(|(_, k)| &**k)
+        self.keys
+            .iter()
+            .find(|(v, _)| v == version)
+            .map(|(_, k)| &**k)
     }
 }
 
@@ -131,7 +168,11 @@ pub struct SecretContext<'a> {
 
 impl SecretContext<'_> {
     fn aad(&self) -> Vec<u8> {
-        format!("tessera/secret/v1|{}|{}|{}|{}", self.tenant, self.provider, self.key_id, self.version).into_bytes()
+        format!(
+            "tessera/secret/v1|{}|{}|{}|{}",
+            self.tenant, self.provider, self.key_id, self.version
+        )
+        .into_bytes()
     }
 }
 
@@ -151,12 +192,24 @@ fn data_key_aad(tenant: TenantId) -> Vec<u8> {
 
 /// Wraps a tenant's data key with the current master key.
 pub fn wrap(master: &MasterKeys, tenant: TenantId, key: &DataKey) -> Result<WrappedKey> {
-    let mk = master.get(&master.current).ok_or_else(|| Error::Internal("current master key missing".into()))?;
+    let mk = master
+        .get(&master.current)
+        .ok_or_else(|| Error::Internal("current master key missing".into()))?;
     let n = nonce();
     let ciphertext = cipher(mk)
-        .encrypt(Nonce::from_slice(&n), Payload { msg: key.0.as_ref(), aad: &data_key_aad(tenant) })
+        .encrypt(
+            Nonce::from_slice(&n),
+            Payload {
+                msg: key.0.as_ref(),
+                aad: &data_key_aad(tenant),
+            },
+        )
         .map_err(|_| Error::Internal("data key encryption failed".into()))?;
-    Ok(WrappedKey { master_version: master.current.clone(), nonce: n.to_vec(), ciphertext })
+    Ok(WrappedKey {
+        master_version: master.current.clone(),
+        nonce: n.to_vec(),
+        ciphertext,
+    })
 }
 
 /// Unwraps a tenant's data key. Fails if the master key version is unknown, or if the wrapped
@@ -169,12 +222,22 @@ pub fn unwrap(master: &MasterKeys, tenant: TenantId, wrapped: &WrappedKey) -> Re
         ))
     })?;
     if wrapped.nonce.len() != NONCE_LEN {
-        return Err(Error::Internal("wrapped data key has a malformed nonce".into()));
+        return Err(Error::Internal(
+            "wrapped data key has a malformed nonce".into(),
+        ));
     }
     let plain = Zeroizing::new(
         cipher(mk)
-            .decrypt(Nonce::from_slice(&wrapped.nonce), Payload { msg: &wrapped.ciphertext, aad: &data_key_aad(tenant) })
-            .map_err(|_| Error::Internal("data key does not decrypt (tampered, or another tenant's)".into()))?,
+            .decrypt(
+                Nonce::from_slice(&wrapped.nonce),
+                Payload {
+                    msg: &wrapped.ciphertext,
+                    aad: &data_key_aad(tenant),
+                },
+            )
+            .map_err(|_| {
+                Error::Internal("data key does not decrypt (tampered, or another tenant's)".into())
+            })?,
     );
     if plain.len() != KEY_LEN {
         return Err(Error::Internal("data key has the wrong length".into()));
@@ -188,9 +251,18 @@ pub fn unwrap(master: &MasterKeys, tenant: TenantId, wrapped: &WrappedKey) -> Re
 pub fn seal(key: &DataKey, ctx: SecretContext<'_>, plaintext: &[u8]) -> Result<Sealed> {
     let n = nonce();
     let ciphertext = cipher(&key.0)
-        .encrypt(Nonce::from_slice(&n), Payload { msg: plaintext, aad: &ctx.aad() })
+        .encrypt(
+            Nonce::from_slice(&n),
+            Payload {
+                msg: plaintext,
+                aad: &ctx.aad(),
+            },
+        )
         .map_err(|_| Error::Internal("secret encryption failed".into()))?;
-    Ok(Sealed { nonce: n.to_vec(), ciphertext })
+    Ok(Sealed {
+        nonce: n.to_vec(),
+        ciphertext,
+    })
 }
 
 /// Decrypts a secret; fails when it was altered or `ctx` is not the one it was sealed with.
@@ -199,9 +271,17 @@ pub fn open(key: &DataKey, ctx: SecretContext<'_>, sealed: &Sealed) -> Result<Ze
         return Err(Error::Internal("secret has a malformed nonce".into()));
     }
     cipher(&key.0)
-        .decrypt(Nonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad: &ctx.aad() })
+        .decrypt(
+            Nonce::from_slice(&sealed.nonce),
+            Payload {
+                msg: &sealed.ciphertext,
+                aad: &ctx.aad(),
+            },
+        )
         .map(Zeroizing::new)
-        .map_err(|_| Error::Internal("secret does not decrypt (tampered, or bound to another tenant)".into()))
+        .map_err(|_| {
+            Error::Internal("secret does not decrypt (tampered, or bound to another tenant)".into())
+        })
 }
 
 #[cfg(test)]
@@ -209,7 +289,12 @@ mod tests {
     use super::*;
 
     fn ctx(tenant: TenantId, key_id: uuid::Uuid) -> SecretContext<'static> {
-        SecretContext { tenant, provider: "openai", key_id, version: 1 }
+        SecretContext {
+            tenant,
+            provider: "openai",
+            key_id,
+            version: 1,
+        }
     }
 
     #[test]
@@ -219,7 +304,10 @@ mod tests {
         let dk = DataKey::generate();
         let sealed = seal(&dk, ctx(tenant, id), b"sk-test-1234").unwrap();
         assert_ne!(sealed.ciphertext, b"sk-test-1234");
-        assert_eq!(&**open(&dk, ctx(tenant, id), &sealed).unwrap(), b"sk-test-1234");
+        assert_eq!(
+            &**open(&dk, ctx(tenant, id), &sealed).unwrap(),
+            b"sk-test-1234"
+        );
     }
 
     #[test]
@@ -240,7 +328,15 @@ mod tests {
         let sealed = seal(&dk, ctx(a, id), b"sk-test-1234").unwrap();
         // Even with the same data key, the binding to tenant and provider is checked.
         assert!(open(&dk, ctx(b, id), &sealed).is_err());
-        assert!(open(&dk, SecretContext { provider: "anthropic", ..ctx(a, id) }, &sealed).is_err());
+        assert!(open(
+            &dk,
+            SecretContext {
+                provider: "anthropic",
+                ..ctx(a, id)
+            },
+            &sealed
+        )
+        .is_err());
         // And a data key wrapped for A does not unwrap as B's.
         let master = MasterKeys::random("v1");
         let wrapped = wrap(&master, a, &dk).unwrap();
@@ -264,9 +360,20 @@ mod tests {
 
         // The secret was never touched, and opens with the re-wrapped key.
         let dk2 = unwrap(&both, tenant, &rewrapped).unwrap();
-        assert_eq!(&**open(&dk2, ctx(tenant, id), &sealed).unwrap(), b"sk-rotate");
+        assert_eq!(
+            &**open(&dk2, ctx(tenant, id), &sealed).unwrap(),
+            b"sk-rotate"
+        );
         // Without v1 the old wrapping is unreadable; with only v2 the new one is fine.
-        let only_v2 = MasterKeys { current: "v2".into(), keys: both.keys.iter().filter(|(v, _)| v == "v2").cloned().collect() };
+        let only_v2 = MasterKeys {
+            current: "v2".into(),
+            keys: both
+                .keys
+                .iter()
+                .filter(|(v, _)| v == "v2")
+                .cloned()
+                .collect(),
+        };
         assert!(unwrap(&only_v2, tenant, &wrapped_v1).is_err());
         assert!(unwrap(&only_v2, tenant, &rewrapped).is_ok());
     }

@@ -53,7 +53,11 @@ impl Db {
     /// Opens a transaction with one row-level-security setting, for that transaction only.
     async fn begin_scoped(&self, setting: &str, value: String) -> Result<Tx> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config($1, $2, true)").bind(setting).bind(value).execute(&mut *tx).await?;
+        sqlx::query("SELECT set_config($1, $2, true)")
+            .bind(setting)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
         Ok(tx)
     }
 
@@ -70,7 +74,8 @@ impl Db {
 
     /// Opens a transaction in which the holder of an invitation token sees that one invitation.
     pub async fn begin_invitation(&self, token_hash: &[u8]) -> Result<Tx> {
-        self.begin_scoped("app.invitation_token", hex(token_hash)).await
+        self.begin_scoped("app.invitation_token", hex(token_hash))
+            .await
     }
 
     /// Opens a transaction in which the holder of an API key sees that one key's row.

@@ -25,7 +25,11 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub const ALL: [Provider; 3] = [Provider::OpenAi, Provider::Anthropic, Provider::OpenAiCompatible];
+    pub const ALL: [Provider; 3] = [
+        Provider::OpenAi,
+        Provider::Anthropic,
+        Provider::OpenAiCompatible,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -98,14 +102,18 @@ fn require_admin(actor: Actor) -> Result<()> {
     if actor.role.is_admin() {
         Ok(())
     } else {
-        Err(Error::forbidden("Only owners and admins can manage provider keys."))
+        Err(Error::forbidden(
+            "Only owners and admins can manage provider keys.",
+        ))
     }
 }
 
 fn parse_secret(raw: &str) -> Result<String> {
     let key = raw.trim();
     if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Error::invalid("A key cannot contain spaces or line breaks. Paste it again."));
+        return Err(Error::invalid(
+            "A key cannot contain spaces or line breaks. Paste it again.",
+        ));
     }
     match key.len() {
         0 => Err(Error::invalid("Paste the key.")),
@@ -117,24 +125,45 @@ fn parse_secret(raw: &str) -> Result<String> {
 
 fn parse_base_url(raw: &str) -> Result<String> {
     let url = raw.trim().trim_end_matches('/');
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
     match rest {
-        Some(host) if !host.is_empty() && !host.starts_with('/') && !url.chars().any(char::is_whitespace) && url.len() <= 500 => {
+        Some(host)
+            if !host.is_empty()
+                && !host.starts_with('/')
+                && !url.chars().any(char::is_whitespace)
+                && url.len() <= 500 =>
+        {
             Ok(url.to_string())
         }
-        _ => Err(Error::invalid("Enter the endpoint's base URL, like http://localhost:11434/v1.")),
+        _ => Err(Error::invalid(
+            "Enter the endpoint's base URL, like http://localhost:11434/v1.",
+        )),
     }
 }
 
-async fn data_key(tx: &mut Tx, master: &MasterKeys, tenant: TenantId, create: bool) -> Result<Option<DataKey>> {
-    let row: Option<(String, Vec<u8>, Vec<u8>)> =
-        sqlx::query_as("SELECT master_version, nonce, wrapped_key FROM tenant_data_keys FOR UPDATE")
-            .fetch_optional(&mut **tx)
-            .await?;
+async fn data_key(
+    tx: &mut Tx,
+    master: &MasterKeys,
+    tenant: TenantId,
+    create: bool,
+) -> Result<Option<DataKey>> {
+    let row: Option<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT master_version, nonce, wrapped_key FROM tenant_data_keys FOR UPDATE",
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
     match row {
-        Some((master_version, nonce, ciphertext)) => {
-            Ok(Some(crypto::unwrap(master, tenant, &WrappedKey { master_version, nonce, ciphertext })?))
-        }
+        Some((master_version, nonce, ciphertext)) => Ok(Some(crypto::unwrap(
+            master,
+            tenant,
+            &WrappedKey {
+                master_version,
+                nonce,
+                ciphertext,
+            },
+        )?)),
         None if create => {
             let key = DataKey::generate();
             let wrapped = crypto::wrap(master, tenant, &key)?;
@@ -173,20 +202,35 @@ pub async fn set(
         _ => None,
     };
     let mut tx = db.begin_tenant(tenant).await?;
-    let version: i32 = sqlx::query_scalar("SELECT version FROM provider_keys WHERE provider = $1 FOR UPDATE")
-        .bind(provider.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|v: i32| v + 1)
-        .unwrap_or(1);
+    let version: i32 =
+        sqlx::query_scalar("SELECT version FROM provider_keys WHERE provider = $1 FOR UPDATE")
+            .bind(provider.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|v: i32| v + 1)
+            .unwrap_or(1);
     let id = Uuid::new_v4();
     let (sealed, last_four) = match &secret {
         Some(secret) => {
-            let key = data_key(&mut tx, master, tenant, true).await?.ok_or_else(|| Error::Internal("no data key".into()))?;
+            let key = data_key(&mut tx, master, tenant, true)
+                .await?
+                .ok_or_else(|| Error::Internal("no data key".into()))?;
             let plain = secret.expose_secret();
-            let ctx = SecretContext { tenant, provider: provider.as_str(), key_id: id, version };
+            let ctx = SecretContext {
+                tenant,
+                provider: provider.as_str(),
+                key_id: id,
+                version,
+            };
             let sealed = crypto::seal(&key, ctx, plain.as_bytes())?;
-            let last_four: String = plain.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            let last_four: String = plain
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             (Some(sealed), Some(last_four))
         }
         None => (None, None),
@@ -210,25 +254,46 @@ pub async fn set(
     .bind(actor.user)
     .execute(&mut *tx)
     .await?;
-    let info = list_in(&mut tx).await?.into_iter().find(|k| k.id == id).ok_or(Error::NotFound)?;
+    let info = list_in(&mut tx)
+        .await?
+        .into_iter()
+        .find(|k| k.id == id)
+        .ok_or(Error::NotFound)?;
     tx.commit().await?;
     tracing::info!(%tenant, provider = provider.as_str(), version, "provider key stored");
     Ok(info)
 }
 
 async fn list_in(tx: &mut Tx) -> Result<Vec<ProviderKeyInfo>> {
-    let rows: Vec<(Uuid, String, Option<String>, Option<String>, Option<String>, OffsetDateTime, Option<OffsetDateTime>)> =
-        sqlx::query_as(
-            "SELECT k.id, k.provider, k.last_four, k.base_url, u.name, k.created_at, k.last_used_at
+    let rows: Vec<(
+        Uuid,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        OffsetDateTime,
+        Option<OffsetDateTime>,
+    )> = sqlx::query_as(
+        "SELECT k.id, k.provider, k.last_four, k.base_url, u.name, k.created_at, k.last_used_at
                FROM provider_keys k LEFT JOIN users u ON u.id = k.created_by
               ORDER BY k.provider",
-        )
-        .fetch_all(&mut **tx)
-        .await?;
+    )
+    .fetch_all(&mut **tx)
+    .await?;
     rows.into_iter()
-        .map(|(id, provider, last_four, base_url, added_by, created_at, last_used_at)| {
-            Ok(ProviderKeyInfo { id, provider: provider.parse()?, last_four, base_url, added_by, created_at, last_used_at })
-        })
+        .map(
+            |(id, provider, last_four, base_url, added_by, created_at, last_used_at)| {
+                Ok(ProviderKeyInfo {
+                    id,
+                    provider: provider.parse()?,
+                    last_four,
+                    base_url,
+                    added_by,
+                    created_at,
+                    last_used_at,
+                })
+            },
+        )
         .collect()
 }
 
@@ -258,31 +323,49 @@ pub async fn delete(db: &Db, tenant: TenantId, actor: Actor, provider: Provider)
 }
 
 /// Decrypts the clinic's key for `provider` for one call, and notes that it was used.
-pub async fn resolve(db: &Db, master: &MasterKeys, tenant: TenantId, provider: Provider) -> Result<Option<ResolvedKey>> {
+pub async fn resolve(
+    db: &Db,
+    master: &MasterKeys,
+    tenant: TenantId,
+    provider: Provider,
+) -> Result<Option<ResolvedKey>> {
     let mut tx = db.begin_tenant(tenant).await?;
-    let row: Option<(Uuid, i32, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
-        "UPDATE provider_keys SET last_used_at = now() WHERE provider = $1
+    let row: Option<(Uuid, i32, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>)> =
+        sqlx::query_as(
+            "UPDATE provider_keys SET last_used_at = now() WHERE provider = $1
          RETURNING id, version, base_url, nonce, ciphertext",
-    )
-    .bind(provider.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
+        )
+        .bind(provider.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
     let Some((id, version, base_url, nonce, ciphertext)) = row else {
         tx.commit().await?;
         return Ok(None);
     };
     let secret = match (nonce, ciphertext) {
         (Some(nonce), Some(ciphertext)) => {
-            let key = data_key(&mut tx, master, tenant, false).await?.ok_or_else(|| Error::Internal("data key missing".into()))?;
-            let ctx = SecretContext { tenant, provider: provider.as_str(), key_id: id, version };
+            let key = data_key(&mut tx, master, tenant, false)
+                .await?
+                .ok_or_else(|| Error::Internal("data key missing".into()))?;
+            let ctx = SecretContext {
+                tenant,
+                provider: provider.as_str(),
+                key_id: id,
+                version,
+            };
             let plain = crypto::open(&key, ctx, &Sealed { nonce, ciphertext })?;
-            let text = std::str::from_utf8(&plain).map_err(|_| Error::Internal("stored key is not UTF-8".into()))?;
+            let text = std::str::from_utf8(&plain)
+                .map_err(|_| Error::Internal("stored key is not UTF-8".into()))?;
             Some(SecretString::from(text.to_string()))
         }
         _ => None,
     };
     tx.commit().await?;
-    Ok(Some(ResolvedKey { provider, secret, base_url }))
+    Ok(Some(ResolvedKey {
+        provider,
+        secret,
+        base_url,
+    }))
 }
 
 /// Re-wraps every tenant's data key with the current master key, leaving the secrets they
@@ -299,7 +382,15 @@ pub async fn rotate_master_key(owner: &sqlx::PgPool, master: &MasterKeys) -> Res
     .fetch_all(&mut *tx)
     .await?;
     for (tenant, master_version, nonce, ciphertext) in &rows {
-        let key = crypto::unwrap(master, *tenant, &WrappedKey { master_version: master_version.clone(), nonce: nonce.clone(), ciphertext: ciphertext.clone() })?;
+        let key = crypto::unwrap(
+            master,
+            *tenant,
+            &WrappedKey {
+                master_version: master_version.clone(),
+                nonce: nonce.clone(),
+                ciphertext: ciphertext.clone(),
+            },
+        )?;
         let wrapped = crypto::wrap(master, *tenant, &key)?;
         sqlx::query("UPDATE tenant_data_keys SET master_version = $2, nonce = $3, wrapped_key = $4, rotated_at = now() WHERE tenant_id = $1")
             .bind(tenant)

@@ -43,7 +43,13 @@ impl Services {
             .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        Self { config: std::sync::Arc::new(config), db, redis, throttle, http }
+        Self {
+            config: std::sync::Arc::new(config),
+            db,
+            redis,
+            throttle,
+            http,
+        }
     }
 
     /// The master keys that protect the clinics' provider keys.

@@ -13,7 +13,9 @@ pub struct Redis {
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("Redis")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -25,7 +27,10 @@ impl Redis {
             .set_response_timeout(std::time::Duration::from_secs(5))
             .set_number_of_retries(2);
         let conn = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Self { conn, prefix: prefix.into() })
+        Ok(Self {
+            conn,
+            prefix: prefix.into(),
+        })
     }
 
     /// A connection to issue commands on (cheap: it shares one multiplexed connection).

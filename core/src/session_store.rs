@@ -32,13 +32,17 @@ impl RedisSessionStore {
             self.delete(&record.id).await?;
             return Ok(true);
         }
-        let value = serde_json::to_string(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let value = serde_json::to_string(record)
+            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(&record.id)).arg(value).arg("EX").arg(ttl);
         if only_new {
             cmd.arg("NX");
         }
-        let reply: Option<String> = cmd.query_async(&mut self.redis.conn()).await.map_err(backend)?;
+        let reply: Option<String> = cmd
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(backend)?;
         Ok(reply.is_some())
     }
 }
@@ -64,7 +68,9 @@ impl SessionStore for RedisSessionStore {
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         let value: Option<String> = self.redis.conn().get(self.key(id)).await.map_err(backend)?;
         value
-            .map(|v| serde_json::from_str(&v).map_err(|e| session_store::Error::Decode(e.to_string())))
+            .map(|v| {
+                serde_json::from_str(&v).map_err(|e| session_store::Error::Decode(e.to_string()))
+            })
             .transpose()
     }
 

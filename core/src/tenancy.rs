@@ -92,7 +92,9 @@ impl FromStr for Role {
             "staff" => Ok(Role::Staff),
             "admin" => Ok(Role::Admin),
             "owner" => Ok(Role::Owner),
-            other => Err(Error::invalid(format!("Unknown role {other:?}: choose owner, admin or staff."))),
+            other => Err(Error::invalid(format!(
+                "Unknown role {other:?}: choose owner, admin or staff."
+            ))),
         }
     }
 }
@@ -118,7 +120,13 @@ struct TenantRow {
 
 impl From<TenantRow> for Tenant {
     fn from(r: TenantRow) -> Self {
-        Self { id: r.id, name: r.name, slug: r.slug, plan: r.plan, active: r.active }
+        Self {
+            id: r.id,
+            name: r.name,
+            slug: r.slug,
+            plan: r.plan,
+            active: r.active,
+        }
     }
 }
 
@@ -127,9 +135,13 @@ pub fn parse_clinic_name(raw: &str) -> Result<String> {
     let name = raw.split_whitespace().collect::<Vec<_>>().join(" ");
     match name.chars().count() {
         0 => Err(Error::invalid("Enter the clinic's name.")),
-        1 => Err(Error::invalid("The clinic's name needs at least 2 characters.")),
+        1 => Err(Error::invalid(
+            "The clinic's name needs at least 2 characters.",
+        )),
         2..=120 => Ok(name),
-        _ => Err(Error::invalid("The clinic's name can have at most 120 characters.")),
+        _ => Err(Error::invalid(
+            "The clinic's name can have at most 120 characters.",
+        )),
     }
 }
 
@@ -186,7 +198,10 @@ mod tests {
 
     #[test]
     fn clinic_names_are_trimmed_and_bounded() {
-        assert_eq!(parse_clinic_name("  North   Clinic ").unwrap(), "North Clinic");
+        assert_eq!(
+            parse_clinic_name("  North   Clinic ").unwrap(),
+            "North Clinic"
+        );
         assert!(parse_clinic_name(" ").is_err());
         assert!(parse_clinic_name(&"x".repeat(121)).is_err());
     }

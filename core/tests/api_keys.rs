@@ -12,33 +12,55 @@ use tessera_core::Role;
 async fn a_key_authenticates_until_revoked(pool: PgPool) {
     let db = app_db(&pool).await;
     let c = clinic(&db, "Alpha").await;
-    let (info, token) = api_keys::create(&db, c.tenant, c.owner_actor(), "  Front   desk ").await.unwrap();
+    let (info, token) = api_keys::create(&db, c.tenant, c.owner_actor(), "  Front   desk ")
+        .await
+        .unwrap();
     assert!(token.starts_with("tsk_") && token.len() == 47, "{token}");
     assert_eq!(info.name, "Front desk");
     assert!(token.starts_with(&info.prefix));
 
     let caller = api_keys::authenticate(&db, &token).await.unwrap().unwrap();
     assert_eq!((caller.key_id, caller.tenant), (info.id, c.tenant));
-    let listed = api_keys::list(&db, c.tenant, c.owner_actor()).await.unwrap();
+    let listed = api_keys::list(&db, c.tenant, c.owner_actor())
+        .await
+        .unwrap();
     assert!(listed[0].last_used_at.is_some());
     assert!(!format!("{listed:?}").contains(&token));
 
     // Only the hash is stored.
     let mut tx = db.begin_tenant(c.tenant).await.unwrap();
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT key_hash FROM api_keys").fetch_one(&mut *tx).await.unwrap();
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(stored.len(), 32);
 
-    api_keys::revoke(&db, c.tenant, c.owner_actor(), info.id).await.unwrap();
+    api_keys::revoke(&db, c.tenant, c.owner_actor(), info.id)
+        .await
+        .unwrap();
     assert_eq!(api_keys::authenticate(&db, &token).await.unwrap(), None);
-    assert!(api_keys::list(&db, c.tenant, c.owner_actor()).await.unwrap()[0].revoked_at.is_some());
+    assert!(api_keys::list(&db, c.tenant, c.owner_actor())
+        .await
+        .unwrap()[0]
+        .revoked_at
+        .is_some());
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn unknown_or_malformed_keys_are_refused(pool: PgPool) {
     let db = app_db(&pool).await;
-    for token in ["", "sk-not-ours", "tsk_doesnotexist", &format!("tsk_{}", "x".repeat(500))] {
-        assert_eq!(api_keys::authenticate(&db, token).await.unwrap(), None, "{token:?}");
+    for token in [
+        "",
+        "sk-not-ours",
+        "tsk_doesnotexist",
+        &format!("tsk_{}", "x".repeat(500)),
+    ] {
+        assert_eq!(
+            api_keys::authenticate(&db, token).await.unwrap(),
+            None,
+            "{token:?}"
+        );
     }
 }
 
@@ -47,13 +69,46 @@ async fn keys_belong_to_their_clinic(pool: PgPool) {
     let db = app_db(&pool).await;
     let a = clinic(&db, "Alpha").await;
     let b = clinic(&db, "Beta").await;
-    let (info, token) = api_keys::create(&db, a.tenant, a.owner_actor(), "A's key").await.unwrap();
-    assert_eq!(api_keys::revoke(&db, b.tenant, b.owner_actor(), info.id).await.unwrap_err().status_code(), 404);
-    assert!(api_keys::list(&db, b.tenant, b.owner_actor()).await.unwrap().is_empty());
-    assert_eq!(api_keys::authenticate(&db, &token).await.unwrap().unwrap().tenant, a.tenant);
+    let (info, token) = api_keys::create(&db, a.tenant, a.owner_actor(), "A's key")
+        .await
+        .unwrap();
+    assert_eq!(
+        api_keys::revoke(&db, b.tenant, b.owner_actor(), info.id)
+            .await
+            .unwrap_err()
+            .status_code(),
+        404
+    );
+    assert!(api_keys::list(&db, b.tenant, b.owner_actor())
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        api_keys::authenticate(&db, &token)
+            .await
+            .unwrap()
+            .unwrap()
+            .tenant,
+        a.tenant
+    );
 
     let staff = member(&db, &a, "staff@example.com", Role::Staff).await;
-    let staff = Actor { user: staff, role: Role::Staff };
-    assert_eq!(api_keys::create(&db, a.tenant, staff, "mine").await.unwrap_err().status_code(), 403);
-    assert_eq!(api_keys::create(&db, a.tenant, a.owner_actor(), "   ").await.unwrap_err().status_code(), 422);
+    let staff = Actor {
+        user: staff,
+        role: Role::Staff,
+    };
+    assert_eq!(
+        api_keys::create(&db, a.tenant, staff, "mine")
+            .await
+            .unwrap_err()
+            .status_code(),
+        403
+    );
+    assert_eq!(
+        api_keys::create(&db, a.tenant, a.owner_actor(), "   ")
+            .await
+            .unwrap_err()
+            .status_code(),
+        422
+    );
 }

@@ -26,15 +26,22 @@ async fn tenant_owned_tables(pool: &PgPool) -> Vec<(String, String)> {
 #[sqlx::test(migrations = "../migrations")]
 async fn every_tenant_owned_table_forces_row_level_security(pool: PgPool) {
     let tables = tenant_owned_tables(&pool).await;
-    assert!(tables.len() >= 3, "expected tenants, memberships, invitations: {tables:?}");
+    assert!(
+        tables.len() >= 3,
+        "expected tenants, memberships, invitations: {tables:?}"
+    );
     for (table, _) in tables {
-        let (enabled, forced): (bool, bool) =
-            sqlx::query_as("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = $1")
-                .bind(&table)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        assert!(enabled && forced, "{table}: row-level security enabled={enabled} forced={forced}");
+        let (enabled, forced): (bool, bool) = sqlx::query_as(
+            "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = $1",
+        )
+        .bind(&table)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(
+            enabled && forced,
+            "{table}: row-level security enabled={enabled} forced={forced}"
+        );
     }
 }
 
@@ -66,14 +73,37 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
     let a = clinic(&db, "Alpha Clinic").await;
     let b = clinic(&db, "Beta Clinic").await;
     for c in [&a, &b] {
-        common::member(&db, c, &format!("staff-{}@example.com", c.tenant), Role::Staff).await;
-        auth::invitations::create(&db, c.tenant, c.owner_actor(), &format!("pending-{}@example.com", c.tenant), Role::Staff, time::Duration::days(1))
+        common::member(
+            &db,
+            c,
+            &format!("staff-{}@example.com", c.tenant),
+            Role::Staff,
+        )
+        .await;
+        auth::invitations::create(
+            &db,
+            c.tenant,
+            c.owner_actor(),
+            &format!("pending-{}@example.com", c.tenant),
+            Role::Staff,
+            time::Duration::days(1),
+        )
+        .await
+        .unwrap();
+        tessera_core::keys::set(
+            &db,
+            &master,
+            c.tenant,
+            c.owner_actor(),
+            tessera_core::keys::Provider::OpenAi,
+            "sk-test-isolation-key",
+            "",
+        )
+        .await
+        .unwrap();
+        tessera_core::api_keys::create(&db, c.tenant, c.owner_actor(), "isolation")
             .await
             .unwrap();
-        tessera_core::keys::set(&db, &master, c.tenant, c.owner_actor(), tessera_core::keys::Provider::OpenAi, "sk-test-isolation-key", "")
-            .await
-            .unwrap();
-        tessera_core::api_keys::create(&db, c.tenant, c.owner_actor(), "isolation").await.unwrap();
     }
 
     for (table, column) in tenant_owned_tables(&pool).await {
@@ -89,9 +119,18 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
 
         // Assert
         assert!(!in_a.is_empty(), "{table}: tenant A sees its own rows");
-        assert!(in_a.iter().all(|t| *t == a.tenant.0), "{table}: tenant A saw another tenant's rows: {in_a:?}");
-        assert!(!in_b.is_empty() && in_b.iter().all(|t| *t == b.tenant.0), "{table}: tenant B: {in_b:?}");
-        assert!(outside.is_empty(), "{table}: outside any tenant transaction: {outside:?}");
+        assert!(
+            in_a.iter().all(|t| *t == a.tenant.0),
+            "{table}: tenant A saw another tenant's rows: {in_a:?}"
+        );
+        assert!(
+            !in_b.is_empty() && in_b.iter().all(|t| *t == b.tenant.0),
+            "{table}: tenant B: {in_b:?}"
+        );
+        assert!(
+            outside.is_empty(),
+            "{table}: outside any tenant transaction: {outside:?}"
+        );
     }
 }
 
@@ -102,11 +141,21 @@ async fn the_tenant_setting_lasts_only_for_its_transaction(pool: PgPool) {
     // One connection, so the next query would reuse a leaked setting if there were one.
     let mut conn = db.pool().acquire().await.unwrap();
     let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(a.tenant.to_string()).execute(&mut *tx).await.unwrap();
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&mut *tx).await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(a.tenant.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
     assert_eq!(seen, 1);
     tx.commit().await.unwrap();
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&mut *conn).await.unwrap();
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
     assert_eq!(after, 0);
 }
 
@@ -124,13 +173,18 @@ async fn writes_into_another_tenant_are_refused(pool: PgPool) {
         .unwrap()
         .rows_affected();
     assert_eq!(renamed, 0, "an UPDATE cannot reach another tenant's row");
-    let deleted = sqlx::query("DELETE FROM memberships WHERE tenant_id = $1").bind(b.tenant).execute(&mut *tx).await.unwrap();
-    assert_eq!(deleted.rows_affected(), 0);
-    let insert = sqlx::query("INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'owner')")
+    let deleted = sqlx::query("DELETE FROM memberships WHERE tenant_id = $1")
         .bind(b.tenant)
-        .bind(a.owner)
         .execute(&mut *tx)
-        .await;
+        .await
+        .unwrap();
+    assert_eq!(deleted.rows_affected(), 0);
+    let insert =
+        sqlx::query("INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, 'owner')")
+            .bind(b.tenant)
+            .bind(a.owner)
+            .execute(&mut *tx)
+            .await;
     let err = insert.expect_err("inserting into another tenant must fail");
     assert!(err.to_string().contains("row-level security"), "{err}");
 }
@@ -144,9 +198,18 @@ async fn a_user_scope_shows_only_that_users_memberships(pool: PgPool) {
 
     let mut tx = db.begin_user(a.owner).await.unwrap();
     let rows: Vec<(uuid::Uuid, uuid::Uuid)> =
-        sqlx::query_as("SELECT tenant_id, user_id FROM memberships").fetch_all(&mut *tx).await.unwrap();
-    let tenants: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM tenants").fetch_all(&mut *tx).await.unwrap();
-    let invitations: i64 = sqlx::query_scalar("SELECT count(*) FROM invitations").fetch_one(&mut *tx).await.unwrap();
+        sqlx::query_as("SELECT tenant_id, user_id FROM memberships")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    let tenants: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM tenants")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let invitations: i64 = sqlx::query_scalar("SELECT count(*) FROM invitations")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
     assert_eq!(rows, vec![(a.tenant.0, a.owner.0)]);
     assert_eq!(tenants, vec![a.tenant.0]);
     assert_eq!(invitations, 0);

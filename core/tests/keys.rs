@@ -18,7 +18,17 @@ async fn a_stored_key_is_listed_by_its_last_four_only(pool: PgPool) {
     let master = MasterKeys::random("v1");
     let c = clinic(&db, "Alpha").await;
 
-    let info = keys::set(&db, &master, c.tenant, c.owner_actor(), Provider::OpenAi, OPENAI_KEY, "").await.unwrap();
+    let info = keys::set(
+        &db,
+        &master,
+        c.tenant,
+        c.owner_actor(),
+        Provider::OpenAi,
+        OPENAI_KEY,
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(info.last_four.as_deref(), Some("1234"));
     assert_eq!(info.added_by.as_deref(), Some("Owner"));
     let listed = keys::list(&db, c.tenant, c.owner_actor()).await.unwrap();
@@ -27,15 +37,27 @@ async fn a_stored_key_is_listed_by_its_last_four_only(pool: PgPool) {
 
     // The database holds only ciphertext.
     let mut tx = db.begin_tenant(c.tenant).await.unwrap();
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT ciphertext FROM provider_keys").fetch_one(&mut *tx).await.unwrap();
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT ciphertext FROM provider_keys")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     assert!(!stored.windows(8).any(|w| w == b"abcdefgh"));
 
-    let resolved = keys::resolve(&db, &master, c.tenant, Provider::OpenAi).await.unwrap().unwrap();
-    assert_eq!(resolved.secret.as_ref().unwrap().expose_secret(), OPENAI_KEY);
+    let resolved = keys::resolve(&db, &master, c.tenant, Provider::OpenAi)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        resolved.secret.as_ref().unwrap().expose_secret(),
+        OPENAI_KEY
+    );
     assert!(!format!("{resolved:?}").contains("abcdefgh"));
     let used = keys::list(&db, c.tenant, c.owner_actor()).await.unwrap();
-    assert!(used[0].last_used_at.is_some(), "resolving records when the key was last used");
+    assert!(
+        used[0].last_used_at.is_some(),
+        "resolving records when the key was last used"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -44,18 +66,42 @@ async fn a_ciphertext_moved_to_another_tenant_does_not_decrypt(pool: PgPool) {
     let master = MasterKeys::random("v1");
     let a = clinic(&db, "Alpha").await;
     let b = clinic(&db, "Beta").await;
-    keys::set(&db, &master, a.tenant, a.owner_actor(), Provider::OpenAi, OPENAI_KEY, "").await.unwrap();
-    keys::set(&db, &master, b.tenant, b.owner_actor(), Provider::Anthropic, "sk-ant-bbbbbbbbbbbb", "").await.unwrap();
+    keys::set(
+        &db,
+        &master,
+        a.tenant,
+        a.owner_actor(),
+        Provider::OpenAi,
+        OPENAI_KEY,
+        "",
+    )
+    .await
+    .unwrap();
+    keys::set(
+        &db,
+        &master,
+        b.tenant,
+        b.owner_actor(),
+        Provider::Anthropic,
+        "sk-ant-bbbbbbbbbbbb",
+        "",
+    )
+    .await
+    .unwrap();
 
     // Someone with database access moves A's encrypted OpenAI key into B's rows.
     let mut tx = db.begin_tenant(a.tenant).await.unwrap();
-    let row: (uuid::Uuid, i32, Vec<u8>, Vec<u8>) =
-        sqlx::query_as("SELECT id, version, nonce, ciphertext FROM provider_keys WHERE provider = 'openai'")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
+    let row: (uuid::Uuid, i32, Vec<u8>, Vec<u8>) = sqlx::query_as(
+        "SELECT id, version, nonce, ciphertext FROM provider_keys WHERE provider = 'openai'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
     // Moved, not copied, so even the row id (part of the associated data) is the same.
-    sqlx::query("DELETE FROM provider_keys WHERE provider = 'openai'").execute(&mut *tx).await.unwrap();
+    sqlx::query("DELETE FROM provider_keys WHERE provider = 'openai'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let mut tx = db.begin_tenant(b.tenant).await.unwrap();
     sqlx::query(
@@ -72,7 +118,9 @@ async fn a_ciphertext_moved_to_another_tenant_does_not_decrypt(pool: PgPool) {
     .unwrap();
     tx.commit().await.unwrap();
 
-    let err = keys::resolve(&db, &master, b.tenant, Provider::OpenAi).await.unwrap_err();
+    let err = keys::resolve(&db, &master, b.tenant, Provider::OpenAi)
+        .await
+        .unwrap_err();
     assert_eq!(err.status_code(), 500);
     assert!(!err.to_string().contains("abcdefgh"));
 }
@@ -82,14 +130,26 @@ async fn a_tampered_ciphertext_does_not_decrypt(pool: PgPool) {
     let db = app_db(&pool).await;
     let master = MasterKeys::random("v1");
     let c = clinic(&db, "Alpha").await;
-    keys::set(&db, &master, c.tenant, c.owner_actor(), Provider::OpenAi, OPENAI_KEY, "").await.unwrap();
+    keys::set(
+        &db,
+        &master,
+        c.tenant,
+        c.owner_actor(),
+        Provider::OpenAi,
+        OPENAI_KEY,
+        "",
+    )
+    .await
+    .unwrap();
     let mut tx = db.begin_tenant(c.tenant).await.unwrap();
     sqlx::query("UPDATE provider_keys SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1)")
         .execute(&mut *tx)
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    assert!(keys::resolve(&db, &master, c.tenant, Provider::OpenAi).await.is_err());
+    assert!(keys::resolve(&db, &master, c.tenant, Provider::OpenAi)
+        .await
+        .is_err());
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -98,20 +158,52 @@ async fn rotating_the_master_key_rewraps_and_keys_still_decrypt(pool: PgPool) {
     let v1 = MasterKeys::random("v1");
     let a = clinic(&db, "Alpha").await;
     let b = clinic(&db, "Beta").await;
-    keys::set(&db, &v1, a.tenant, a.owner_actor(), Provider::OpenAi, OPENAI_KEY, "").await.unwrap();
-    keys::set(&db, &v1, b.tenant, b.owner_actor(), Provider::Anthropic, "sk-ant-bbbbbbbbbbbb", "").await.unwrap();
+    keys::set(
+        &db,
+        &v1,
+        a.tenant,
+        a.owner_actor(),
+        Provider::OpenAi,
+        OPENAI_KEY,
+        "",
+    )
+    .await
+    .unwrap();
+    keys::set(
+        &db,
+        &v1,
+        b.tenant,
+        b.owner_actor(),
+        Provider::Anthropic,
+        "sk-ant-bbbbbbbbbbbb",
+        "",
+    )
+    .await
+    .unwrap();
 
     let v2 = MasterKeys::random("v2");
     let both = v1.rotated_to(&v2);
     assert_eq!(keys::rotate_master_key(&pool, &both).await.unwrap(), 2);
-    assert_eq!(keys::rotate_master_key(&pool, &both).await.unwrap(), 0, "a second run has nothing to do");
+    assert_eq!(
+        keys::rotate_master_key(&pool, &both).await.unwrap(),
+        0,
+        "a second run has nothing to do"
+    );
 
     // After rotation v1 can be retired: v2 alone decrypts everything.
-    let a_key = keys::resolve(&db, &v2, a.tenant, Provider::OpenAi).await.unwrap().unwrap();
+    let a_key = keys::resolve(&db, &v2, a.tenant, Provider::OpenAi)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(a_key.secret.unwrap().expose_secret(), OPENAI_KEY);
-    let b_key = keys::resolve(&db, &v2, b.tenant, Provider::Anthropic).await.unwrap().unwrap();
+    let b_key = keys::resolve(&db, &v2, b.tenant, Provider::Anthropic)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(b_key.secret.unwrap().expose_secret(), "sk-ant-bbbbbbbbbbbb");
-    assert!(keys::resolve(&db, &v1, a.tenant, Provider::OpenAi).await.is_err());
+    assert!(keys::resolve(&db, &v1, a.tenant, Provider::OpenAi)
+        .await
+        .is_err());
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -119,19 +211,75 @@ async fn replacing_and_deleting_keys(pool: PgPool) {
     let db = app_db(&pool).await;
     let master = MasterKeys::random("v1");
     let c = clinic(&db, "Alpha").await;
-    keys::set(&db, &master, c.tenant, c.owner_actor(), Provider::OpenAi, OPENAI_KEY, "").await.unwrap();
-    keys::set(&db, &master, c.tenant, c.owner_actor(), Provider::OpenAi, "sk-test-replacement-9999", "").await.unwrap();
-    let resolved = keys::resolve(&db, &master, c.tenant, Provider::OpenAi).await.unwrap().unwrap();
-    assert_eq!(resolved.secret.unwrap().expose_secret(), "sk-test-replacement-9999");
+    keys::set(
+        &db,
+        &master,
+        c.tenant,
+        c.owner_actor(),
+        Provider::OpenAi,
+        OPENAI_KEY,
+        "",
+    )
+    .await
+    .unwrap();
+    keys::set(
+        &db,
+        &master,
+        c.tenant,
+        c.owner_actor(),
+        Provider::OpenAi,
+        "sk-test-replacement-9999",
+        "",
+    )
+    .await
+    .unwrap();
+    let resolved = keys::resolve(&db, &master, c.tenant, Provider::OpenAi)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        resolved.secret.unwrap().expose_secret(),
+        "sk-test-replacement-9999"
+    );
 
-    let ollama = keys::set(&db, &master, c.tenant, c.owner_actor(), Provider::OpenAiCompatible, "", "http://localhost:11434/v1/").await.unwrap();
-    assert_eq!(ollama.base_url.as_deref(), Some("http://localhost:11434/v1"));
+    let ollama = keys::set(
+        &db,
+        &master,
+        c.tenant,
+        c.owner_actor(),
+        Provider::OpenAiCompatible,
+        "",
+        "http://localhost:11434/v1/",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ollama.base_url.as_deref(),
+        Some("http://localhost:11434/v1")
+    );
     assert_eq!(ollama.last_four, None);
-    assert_eq!(keys::list(&db, c.tenant, c.owner_actor()).await.unwrap().len(), 2);
+    assert_eq!(
+        keys::list(&db, c.tenant, c.owner_actor())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 
-    keys::delete(&db, c.tenant, c.owner_actor(), Provider::OpenAi).await.unwrap();
-    assert!(keys::resolve(&db, &master, c.tenant, Provider::OpenAi).await.unwrap().is_none());
-    assert_eq!(keys::delete(&db, c.tenant, c.owner_actor(), Provider::OpenAi).await.unwrap_err().status_code(), 404);
+    keys::delete(&db, c.tenant, c.owner_actor(), Provider::OpenAi)
+        .await
+        .unwrap();
+    assert!(keys::resolve(&db, &master, c.tenant, Provider::OpenAi)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        keys::delete(&db, c.tenant, c.owner_actor(), Provider::OpenAi)
+            .await
+            .unwrap_err()
+            .status_code(),
+        404
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -140,14 +288,61 @@ async fn bad_keys_and_staff_are_refused(pool: PgPool) {
     let master = MasterKeys::random("v1");
     let c = clinic(&db, "Alpha").await;
     let staff = member(&db, &c, "staff@example.com", Role::Staff).await;
-    let staff = Actor { user: staff, role: Role::Staff };
+    let staff = Actor {
+        user: staff,
+        role: Role::Staff,
+    };
 
-    let set = |provider, secret: &'static str, url: &'static str| keys::set(&db, &master, c.tenant, c.owner_actor(), provider, secret, url);
-    assert_eq!(set(Provider::OpenAi, "", "").await.unwrap_err().status_code(), 422);
-    assert_eq!(set(Provider::OpenAi, "sk-a b c d e f", "").await.unwrap_err().status_code(), 422);
-    assert_eq!(set(Provider::OpenAiCompatible, "", "localhost:11434").await.unwrap_err().status_code(), 422);
-    let err = keys::set(&db, &master, c.tenant, staff, Provider::OpenAi, OPENAI_KEY, "").await.unwrap_err();
+    let set = |provider, secret: &'static str, url: &'static str| {
+        keys::set(
+            &db,
+            &master,
+            c.tenant,
+            c.owner_actor(),
+            provider,
+            secret,
+            url,
+        )
+    };
+    assert_eq!(
+        set(Provider::OpenAi, "", "")
+            .await
+            .unwrap_err()
+            .status_code(),
+        422
+    );
+    assert_eq!(
+        set(Provider::OpenAi, "sk-a b c d e f", "")
+            .await
+            .unwrap_err()
+            .status_code(),
+        422
+    );
+    assert_eq!(
+        set(Provider::OpenAiCompatible, "", "localhost:11434")
+            .await
+            .unwrap_err()
+            .status_code(),
+        422
+    );
+    let err = keys::set(
+        &db,
+        &master,
+        c.tenant,
+        staff,
+        Provider::OpenAi,
+        OPENAI_KEY,
+        "",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.status_code(), 403);
-    assert_eq!(keys::list(&db, c.tenant, staff).await.unwrap_err().status_code(), 403);
+    assert_eq!(
+        keys::list(&db, c.tenant, staff)
+            .await
+            .unwrap_err()
+            .status_code(),
+        403
+    );
     assert!("mistral".parse::<Provider>().is_err());
 }

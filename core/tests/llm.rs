@@ -8,10 +8,15 @@ use tessera_core::llm::probe;
 use tessera_core::Config;
 
 async fn config() -> Config {
-    let sim = testkit::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let sim = testkit::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let vars: HashMap<String, String> = [
         ("OPENAI_BASE_URL".to_string(), format!("http://{sim}/v1")),
-        ("ANTHROPIC_BASE_URL".to_string(), format!("http://{sim}/anthropic")),
+        (
+            "ANTHROPIC_BASE_URL".to_string(),
+            format!("http://{sim}/anthropic"),
+        ),
     ]
     .into_iter()
     .collect();
@@ -19,17 +24,31 @@ async fn config() -> Config {
 }
 
 fn key(provider: Provider, secret: &str) -> ResolvedKey {
-    ResolvedKey { provider, secret: Some(SecretString::from(secret.to_string())), base_url: None }
+    ResolvedKey {
+        provider,
+        secret: Some(SecretString::from(secret.to_string())),
+        base_url: None,
+    }
 }
 
 #[tokio::test]
 async fn working_keys_pass_the_check() {
     let config = config().await;
     let http = reqwest::Client::new();
-    let openai = probe(&http, &config, &key(Provider::OpenAi, "sk-test-good-key-1234")).await;
+    let openai = probe(
+        &http,
+        &config,
+        &key(Provider::OpenAi, "sk-test-good-key-1234"),
+    )
+    .await;
     assert!(openai.ok, "{openai:?}");
     assert!(openai.message.contains("2 models"));
-    let anthropic = probe(&http, &config, &key(Provider::Anthropic, "sk-ant-good-key-1234")).await;
+    let anthropic = probe(
+        &http,
+        &config,
+        &key(Provider::Anthropic, "sk-ant-good-key-1234"),
+    )
+    .await;
     assert!(anthropic.ok, "{anthropic:?}");
     let compatible = ResolvedKey {
         provider: Provider::OpenAiCompatible,
@@ -48,21 +67,61 @@ async fn a_rejected_key_says_so_with_the_providers_words_and_without_the_key() {
     let secret = "sk-invalid-0123456789abcdef";
     let res = probe(&http, &config, &key(Provider::OpenAi, secret)).await;
     assert!(!res.ok);
-    assert!(res.message.starts_with("Your OpenAI key was rejected: Incorrect API key provided"), "{}", res.message);
+    assert!(
+        res.message
+            .starts_with("Your OpenAI key was rejected: Incorrect API key provided"),
+        "{}",
+        res.message
+    );
     assert!(!res.message.contains(secret));
-    let res = probe(&http, &config, &key(Provider::Anthropic, "sk-test-not-anthropic")).await;
-    assert!(res.message.starts_with("Your Anthropic key was rejected"), "{}", res.message);
+    let res = probe(
+        &http,
+        &config,
+        &key(Provider::Anthropic, "sk-test-not-anthropic"),
+    )
+    .await;
+    assert!(
+        res.message.starts_with("Your Anthropic key was rejected"),
+        "{}",
+        res.message
+    );
 }
 
 #[tokio::test]
 async fn rate_limits_outages_and_unreachable_hosts_are_told_apart() {
     let config = config().await;
     let http = reqwest::Client::new();
-    let limited = probe(&http, &config, &key(Provider::OpenAi, "sk-ratelimited-1234")).await;
-    assert!(limited.message.contains("limiting requests"), "{}", limited.message);
-    let down = probe(&http, &config, &key(Provider::Anthropic, "sk-ant-outage-1234")).await;
-    assert!(down.message.contains("unavailable right now"), "{}", down.message);
-    let nowhere = ResolvedKey { provider: Provider::OpenAiCompatible, secret: None, base_url: Some("http://127.0.0.1:9/v1".into()) };
+    let limited = probe(
+        &http,
+        &config,
+        &key(Provider::OpenAi, "sk-ratelimited-1234"),
+    )
+    .await;
+    assert!(
+        limited.message.contains("limiting requests"),
+        "{}",
+        limited.message
+    );
+    let down = probe(
+        &http,
+        &config,
+        &key(Provider::Anthropic, "sk-ant-outage-1234"),
+    )
+    .await;
+    assert!(
+        down.message.contains("unavailable right now"),
+        "{}",
+        down.message
+    );
+    let nowhere = ResolvedKey {
+        provider: Provider::OpenAiCompatible,
+        secret: None,
+        base_url: Some("http://127.0.0.1:9/v1".into()),
+    };
     let res = probe(&http, &config, &nowhere).await;
-    assert!(res.message.starts_with("Could not reach"), "{}", res.message);
+    assert!(
+        res.message.starts_with("Could not reach"),
+        "{}",
+        res.message
+    );
 }

@@ -16,23 +16,39 @@ const ADDR: Option<IpAddr> = Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)));
 async fn an_account_is_throttled_after_its_limit_of_failures() {
     let throttle = LoginThrottle::new(
         common::redis().await,
-        ThrottleLimits { per_account: 3, per_address: 100, window_secs: 60 },
+        ThrottleLimits {
+            per_account: 3,
+            per_address: 100,
+            window_secs: 60,
+        },
     );
     for _ in 0..3 {
         throttle.attempt("Victim@example.com", ADDR).await.unwrap();
     }
-    let err = throttle.attempt("victim@example.com", ADDR).await.unwrap_err();
-    assert!(matches!(err, Error::RateLimited { retry_after_secs } if retry_after_secs > 0 && retry_after_secs <= 60));
+    let err = throttle
+        .attempt("victim@example.com", ADDR)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::RateLimited { retry_after_secs } if retry_after_secs > 0 && retry_after_secs <= 60)
+    );
     assert_eq!(err.status_code(), 429);
     // Another account from the same address is unaffected.
-    throttle.attempt("someone-else@example.com", ADDR).await.unwrap();
+    throttle
+        .attempt("someone-else@example.com", ADDR)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn a_successful_sign_in_starts_the_account_afresh() {
     let throttle = LoginThrottle::new(
         common::redis().await,
-        ThrottleLimits { per_account: 2, per_address: 100, window_secs: 60 },
+        ThrottleLimits {
+            per_account: 2,
+            per_address: 100,
+            window_secs: 60,
+        },
     );
     throttle.attempt("a@example.com", ADDR).await.unwrap();
     throttle.attempt("a@example.com", ADDR).await.unwrap();
@@ -44,10 +60,17 @@ async fn a_successful_sign_in_starts_the_account_afresh() {
 async fn an_address_is_throttled_across_accounts() {
     let throttle = LoginThrottle::new(
         common::redis().await,
-        ThrottleLimits { per_account: 100, per_address: 5, window_secs: 60 },
+        ThrottleLimits {
+            per_account: 100,
+            per_address: 5,
+            window_secs: 60,
+        },
     );
     for i in 0..5 {
-        throttle.attempt(&format!("user{i}@example.com"), ADDR).await.unwrap();
+        throttle
+            .attempt(&format!("user{i}@example.com"), ADDR)
+            .await
+            .unwrap();
     }
     assert!(throttle.attempt("user99@example.com", ADDR).await.is_err());
     let other = Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)));
@@ -58,7 +81,11 @@ async fn an_address_is_throttled_across_accounts() {
 async fn concurrent_guesses_cannot_pass_the_limit() {
     let throttle = LoginThrottle::new(
         common::redis().await,
-        ThrottleLimits { per_account: 5, per_address: 1000, window_secs: 60 },
+        ThrottleLimits {
+            per_account: 5,
+            per_address: 1000,
+            window_secs: 60,
+        },
     );
     let attempts = (0..50).map(|_| {
         let t = throttle.clone();
@@ -76,20 +103,27 @@ async fn sessions_round_trip_and_expire() {
     let store = RedisSessionStore::new(common::redis().await);
     let mut record = Record {
         id: Id::default(),
-        data: [("user_id".to_string(), serde_json::json!("abc"))].into_iter().collect(),
+        data: [("user_id".to_string(), serde_json::json!("abc"))]
+            .into_iter()
+            .collect(),
         expiry_date: time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
     };
     store.create(&mut record).await.unwrap();
     assert_eq!(store.load(&record.id).await.unwrap(), Some(record.clone()));
 
-    record.data.insert("tenant_id".into(), serde_json::json!("def"));
+    record
+        .data
+        .insert("tenant_id".into(), serde_json::json!("def"));
     store.save(&record).await.unwrap();
     assert_eq!(store.load(&record.id).await.unwrap().unwrap().data.len(), 2);
 
     store.delete(&record.id).await.unwrap();
     assert_eq!(store.load(&record.id).await.unwrap(), None);
 
-    let expired = Record { expiry_date: time::OffsetDateTime::now_utc() - time::Duration::seconds(1), ..record };
+    let expired = Record {
+        expiry_date: time::OffsetDateTime::now_utc() - time::Duration::seconds(1),
+        ..record
+    };
     store.save(&expired).await.unwrap();
     assert_eq!(store.load(&expired.id).await.unwrap(), None);
 }

@@ -25,14 +25,24 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         && !same_origin(req.headers(), config.public_origin())
     {
         tracing::warn!(path, "refused a cross-site request");
-        return (StatusCode::FORBIDDEN, "This request came from another site and was refused.").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "This request came from another site and was refused.",
+        )
+            .into_response();
     }
 
     let mut res = next.run(req).await;
     let headers = res.headers_mut();
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     res
 }
 
@@ -48,7 +58,9 @@ fn client_ip(req: &Request, trust_proxy: bool) -> Option<IpAddr> {
             return forwarded;
         }
     }
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// True when the request's `Origin` (or, failing that, `Referer`) is this site: the configured
@@ -56,7 +68,10 @@ fn client_ip(req: &Request, trust_proxy: bool) -> Option<IpAddr> {
 pub fn same_origin(headers: &HeaderMap, public_origin: &str) -> bool {
     let source = match headers.get(header::ORIGIN) {
         Some(origin) => origin.to_str().ok().map(str::to_string),
-        None => headers.get(header::REFERER).and_then(|r| r.to_str().ok()).map(origin_of),
+        None => headers
+            .get(header::REFERER)
+            .and_then(|r| r.to_str().ok())
+            .map(origin_of),
     };
     let Some(source) = source else { return false };
     if source.eq_ignore_ascii_case(public_origin) {
@@ -94,17 +109,44 @@ mod tests {
     #[test]
     fn same_site_requests_pass() {
         let public = "https://tessera.example.com";
-        assert!(same_origin(&headers(&[("origin", "https://tessera.example.com")]), public));
-        assert!(same_origin(&headers(&[("origin", "http://127.0.0.1:3000"), ("host", "127.0.0.1:3000")]), public));
-        assert!(same_origin(&headers(&[("referer", "https://tessera.example.com/members")]), public));
+        assert!(same_origin(
+            &headers(&[("origin", "https://tessera.example.com")]),
+            public
+        ));
+        assert!(same_origin(
+            &headers(&[
+                ("origin", "http://127.0.0.1:3000"),
+                ("host", "127.0.0.1:3000")
+            ]),
+            public
+        ));
+        assert!(same_origin(
+            &headers(&[("referer", "https://tessera.example.com/members")]),
+            public
+        ));
     }
 
     #[test]
     fn cross_site_or_unknown_requests_fail() {
         let public = "https://tessera.example.com";
-        assert!(!same_origin(&headers(&[("origin", "https://evil.example"), ("host", "tessera.example.com")]), public));
-        assert!(!same_origin(&headers(&[("origin", "null"), ("host", "tessera.example.com")]), public));
-        assert!(!same_origin(&headers(&[("host", "tessera.example.com")]), public));
-        assert!(!same_origin(&headers(&[("referer", "https://tessera.example.com.evil.example/")]), public));
+        assert!(!same_origin(
+            &headers(&[
+                ("origin", "https://evil.example"),
+                ("host", "tessera.example.com")
+            ]),
+            public
+        ));
+        assert!(!same_origin(
+            &headers(&[("origin", "null"), ("host", "tessera.example.com")]),
+            public
+        ));
+        assert!(!same_origin(
+            &headers(&[("host", "tessera.example.com")]),
+            public
+        ));
+        assert!(!same_origin(
+            &headers(&[("referer", "https://tessera.example.com.evil.example/")]),
+            public
+        ));
     }
 }

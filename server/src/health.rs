@@ -26,6 +26,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         Err(_) => "timeout",
     };
     let (pg, redis) = (status(pg), status(redis));
-    let code = if pg == "ok" && redis == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if pg == "ok" && redis == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(json!({ "postgres": pg, "redis": redis })))
 }

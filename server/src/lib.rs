@@ -29,8 +29,13 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         .with_same_site(SameSite::Lax)
         .with_secure(config.secure_cookies())
         .with_path("/")
-        .with_expiry(Expiry::OnInactivity(time::Duration::hours(config.session_ttl_hours)));
-    let state = AppState { leptos_options, services };
+        .with_expiry(Expiry::OnInactivity(time::Duration::hours(
+            config.session_ttl_hours,
+        )));
+    let state = AppState {
+        leptos_options,
+        services,
+    };
     let routes = generate_route_list(App);
 
     Router::new()
@@ -43,7 +48,10 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(sessions)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -30,7 +30,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let cli = Cli::parse();
     let config = match Config::from_env() {
@@ -55,13 +57,15 @@ async fn main() -> ExitCode {
 }
 
 async fn migrate(config: &Config) -> Result<(), String> {
-    tessera_core::db::migrate(&config.database_admin_url).await.map_err(|e| {
-        format!(
-            "could not migrate the database at DATABASE_ADMIN_URL ({}): {}",
-            redact_url(&config.database_admin_url),
-            error_chain(&e)
-        )
-    })?;
+    tessera_core::db::migrate(&config.database_admin_url)
+        .await
+        .map_err(|e| {
+            format!(
+                "could not migrate the database at DATABASE_ADMIN_URL ({}): {}",
+                redact_url(&config.database_admin_url),
+                error_chain(&e)
+            )
+        })?;
     tracing::info!("database is up to date");
     Ok(())
 }
@@ -72,13 +76,22 @@ async fn rotate_master_key(config: &Config) -> Result<(), String> {
     if config.development_master_key {
         return Err("TESSERA_MASTER_KEYS is not set: there is no key to rotate to".into());
     }
-    let pool = sqlx::PgPool::connect(&config.database_admin_url).await.map_err(|e| {
-        format!("could not connect to Postgres at DATABASE_ADMIN_URL ({}): {}", redact_url(&config.database_admin_url), error_chain(&e))
-    })?;
+    let pool = sqlx::PgPool::connect(&config.database_admin_url)
+        .await
+        .map_err(|e| {
+            format!(
+                "could not connect to Postgres at DATABASE_ADMIN_URL ({}): {}",
+                redact_url(&config.database_admin_url),
+                error_chain(&e)
+            )
+        })?;
     let n = tessera_core::keys::rotate_master_key(&pool, &config.master_keys)
         .await
         .map_err(|e| format!("rotation failed, nothing was changed: {}", error_chain(&e)))?;
-    println!("re-wrapped {n} data key(s) with master key {}", config.master_keys.current_version());
+    println!(
+        "re-wrapped {n} data key(s) with master key {}",
+        config.master_keys.current_version()
+    );
     Ok(())
 }
 
@@ -89,12 +102,24 @@ async fn serve(config: Config) -> Result<(), String> {
     if config.migrate_on_start {
         migrate(&config).await?;
     }
-    let db = Db::connect(&config.database_url, config.db_max_connections).await.map_err(|e| {
-        format!("could not connect to Postgres at DATABASE_URL ({}): {}", redact_url(&config.database_url), error_chain(&e))
-    })?;
+    let db = Db::connect(&config.database_url, config.db_max_connections)
+        .await
+        .map_err(|e| {
+            format!(
+                "could not connect to Postgres at DATABASE_URL ({}): {}",
+                redact_url(&config.database_url),
+                error_chain(&e)
+            )
+        })?;
     let redis = Redis::connect(&config.redis_url, &config.redis_prefix)
         .await
-        .map_err(|e| format!("could not connect to Redis at REDIS_URL ({}): {}", redact_url(&config.redis_url), error_chain(&e)))?;
+        .map_err(|e| {
+            format!(
+                "could not connect to Redis at REDIS_URL ({}): {}",
+                redact_url(&config.redis_url),
+                error_chain(&e)
+            )
+        })?;
     let addr = leptos_options.site_addr;
     tracing::info!(?config, "starting");
     if config.development_master_key {
@@ -107,10 +132,13 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("could not listen on {addr} (LEPTOS_SITE_ADDR): {e}"))?;
     tracing::info!("listening on http://{addr}");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|e| format!("server failed: {e}"))
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+    .map_err(|e| format!("server failed: {e}"))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -130,7 +158,8 @@ async fn shutdown() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

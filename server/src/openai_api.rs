@@ -12,14 +12,21 @@ use tessera_core::keys::{self, Provider};
 
 /// `{"error": {"message", "type", "code"}}` with a status.
 pub fn openai_error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
-    (status, Json(json!({ "error": { "message": message, "type": kind, "param": null, "code": code } }))).into_response()
+    (
+        status,
+        Json(json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })),
+    )
+        .into_response()
 }
 
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<ApiCaller, Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let Some(token) = token else {
         return Err(openai_error(
@@ -54,7 +61,14 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let services = &state.services;
     let mut data = Vec::new();
     for provider in Provider::ALL {
-        let key = match keys::resolve(&services.db, services.master_keys(), caller.tenant, provider).await {
+        let key = match keys::resolve(
+            &services.db,
+            services.master_keys(),
+            caller.tenant,
+            provider,
+        )
+        .await
+        {
             Ok(Some(key)) => key,
             Ok(None) => continue,
             Err(e) => {

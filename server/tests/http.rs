@@ -18,9 +18,17 @@ fn cookie_value(res: &reqwest::Response) -> Option<String> {
 async fn health_and_readiness_answer(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let client = reqwest::Client::new();
-    let res = client.get(format!("{}/healthz", app.url)).send().await.unwrap();
+    let res = client
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    let res = client.get(format!("{}/readyz", app.url)).send().await.unwrap();
+    let res = client
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body, serde_json::json!({ "postgres": "ok", "redis": "ok" }));
@@ -31,9 +39,22 @@ async fn sign_up_signs_the_owner_in_with_a_safe_cookie(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let browser = app.browser();
     let res = app
-        .post(&browser, "sign_up", &[("clinic_name", "Harbour Clinic"), ("name", "Olivia"), ("email", "olivia@harbour.example"), ("password", PASSWORD)])
+        .post(
+            &browser,
+            "sign_up",
+            &[
+                ("clinic_name", "Harbour Clinic"),
+                ("name", "Olivia"),
+                ("email", "olivia@harbour.example"),
+                ("password", PASSWORD),
+            ],
+        )
         .await;
-    assert_eq!(res.status(), 302, "a form post without JavaScript is redirected");
+    assert_eq!(
+        res.status(),
+        302,
+        "a form post without JavaScript is redirected"
+    );
     assert_eq!(res.headers()["location"], "/");
     let cookie = cookie_value(&res).expect("session cookie");
     assert!(cookie.contains("HttpOnly"), "{cookie}");
@@ -47,7 +68,10 @@ async fn sign_up_signs_the_owner_in_with_a_safe_cookie(pool: PgPool) {
     let home = browser.get(&app.url).send().await.unwrap();
     assert_eq!(home.status(), 200);
     let html = home.text().await.unwrap();
-    assert!(html.contains("Harbour Clinic"), "home page names the clinic");
+    assert!(
+        html.contains("Harbour Clinic"),
+        "home page names the clinic"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -58,17 +82,36 @@ async fn sign_in_cycles_the_session_and_sign_out_ends_it(pool: PgPool) {
     app.post(&owner, "sign_out", &[]).await;
     assert_eq!(app.session(&owner).await, serde_json::Value::Null);
 
-    let first = app.post(&owner, "sign_in", &[("email", "A@Alpha.example"), ("password", PASSWORD)]).await;
+    let first = app
+        .post(
+            &owner,
+            "sign_in",
+            &[("email", "A@Alpha.example"), ("password", PASSWORD)],
+        )
+        .await;
     assert_eq!(first.status(), 302);
     let first_cookie = cookie_value(&first).unwrap();
     assert_eq!(app.session(&owner).await["email"], "a@alpha.example");
 
-    let second = app.post(&owner, "sign_in", &[("email", "a@alpha.example"), ("password", PASSWORD)]).await;
+    let second = app
+        .post(
+            &owner,
+            "sign_in",
+            &[("email", "a@alpha.example"), ("password", PASSWORD)],
+        )
+        .await;
     let second_cookie = cookie_value(&second).unwrap();
-    assert_ne!(first_cookie.split(';').next(), second_cookie.split(';').next(), "a new id at each sign-in");
+    assert_ne!(
+        first_cookie.split(';').next(),
+        second_cookie.split(';').next(),
+        "a new id at each sign-in"
+    );
 
     // The old session id no longer signs anyone in.
-    let stale = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let stale = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let res = stale
         .post(app.api("session"))
         .header("origin", &app.url)
@@ -76,7 +119,10 @@ async fn sign_in_cycles_the_session_and_sign_out_ends_it(pool: PgPool) {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.json::<serde_json::Value>().await.unwrap(), serde_json::Value::Null);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap(),
+        serde_json::Value::Null
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -85,8 +131,23 @@ async fn wrong_password_and_unknown_email_get_the_same_answer(pool: PgPool) {
     let owner = app.browser();
     app.sign_up(&owner, "Alpha", "a@alpha.example").await;
     let client = app.browser();
-    let wrong = app.call(&client, "sign_in", &[("email", "a@alpha.example"), ("password", "wrong password!")]).await;
-    let unknown = app.call(&client, "sign_in", &[("email", "nobody@alpha.example"), ("password", PASSWORD)]).await;
+    let wrong = app
+        .call(
+            &client,
+            "sign_in",
+            &[
+                ("email", "a@alpha.example"),
+                ("password", "wrong password!"),
+            ],
+        )
+        .await;
+    let unknown = app
+        .call(
+            &client,
+            "sign_in",
+            &[("email", "nobody@alpha.example"), ("password", PASSWORD)],
+        )
+        .await;
     assert_eq!(wrong.status(), 401);
     assert_eq!(unknown.status(), 401);
     assert_eq!(wrong.text().await.unwrap(), unknown.text().await.unwrap());
@@ -98,7 +159,16 @@ async fn repeated_failures_are_throttled(pool: PgPool) {
     let client = app.browser();
     let mut statuses = Vec::new();
     for _ in 0..11 {
-        let res = app.call(&client, "sign_in", &[("email", "target@alpha.example"), ("password", "guess guess guess")]).await;
+        let res = app
+            .call(
+                &client,
+                "sign_in",
+                &[
+                    ("email", "target@alpha.example"),
+                    ("password", "guess guess guess"),
+                ],
+            )
+            .await;
         statuses.push(res.status().as_u16());
     }
     assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
@@ -110,25 +180,59 @@ async fn bad_input_gets_a_4xx_with_a_message(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let client = app.browser();
     let weak = app
-        .call(&client, "sign_up", &[("clinic_name", "Alpha"), ("name", "A"), ("email", "a@alpha.example"), ("password", "short")])
+        .call(
+            &client,
+            "sign_up",
+            &[
+                ("clinic_name", "Alpha"),
+                ("name", "A"),
+                ("email", "a@alpha.example"),
+                ("password", "short"),
+            ],
+        )
         .await;
     assert_eq!(weak.status(), 422);
-    assert!(weak.text().await.unwrap().contains("at least 10 characters"));
+    assert!(weak
+        .text()
+        .await
+        .unwrap()
+        .contains("at least 10 characters"));
 
-    let missing = app.call(&client, "sign_up", &[("clinic_name", "Alpha")]).await;
-    assert_eq!(missing.status(), 422, "missing fields are the client's mistake");
+    let missing = app
+        .call(&client, "sign_up", &[("clinic_name", "Alpha")])
+        .await;
+    assert_eq!(
+        missing.status(),
+        422,
+        "missing fields are the client's mistake"
+    );
 
     app.sign_up(&client, "Alpha", "a@alpha.example").await;
     let dup = app
-        .call(&app.browser(), "sign_up", &[("clinic_name", "Other"), ("name", "B"), ("email", "A@ALPHA.example"), ("password", PASSWORD)])
+        .call(
+            &app.browser(),
+            "sign_up",
+            &[
+                ("clinic_name", "Other"),
+                ("name", "B"),
+                ("email", "A@ALPHA.example"),
+                ("password", PASSWORD),
+            ],
+        )
         .await;
     assert_eq!(dup.status(), 409);
     assert!(dup.text().await.unwrap().contains("already exists"));
 
-    let bad_id = app.call(&client, "remove_member", &[("user_id", "not-a-uuid")]).await;
+    let bad_id = app
+        .call(&client, "remove_member", &[("user_id", "not-a-uuid")])
+        .await;
     assert_eq!(bad_id.status(), 404);
 
-    let unknown_page = client.get(format!("{}/no/such/page", app.url)).send().await.unwrap();
+    let unknown_page = client
+        .get(format!("{}/no/such/page", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown_page.status(), 404);
 }
 
@@ -148,11 +252,26 @@ async fn cross_site_posts_are_refused(pool: PgPool) {
         .unwrap();
     assert_eq!(evil.status(), 403);
 
-    let no_origin = reqwest::Client::new().post(app.api("sign_out")).send().await.unwrap();
+    let no_origin = reqwest::Client::new()
+        .post(app.api("sign_out"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no_origin.status(), 403);
 
-    let page: serde_json::Value = owner.post(app.api("members")).header("accept", "application/json").send().await.unwrap().json().await.unwrap();
-    assert!(page["invitations"].as_array().unwrap().is_empty(), "nothing was created");
+    let page: serde_json::Value = owner
+        .post(app.api("members"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        page["invitations"].as_array().unwrap().is_empty(),
+        "nothing was created"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -161,7 +280,11 @@ async fn staff_are_refused_admin_pages_and_functions(pool: PgPool) {
     let owner = app.browser();
     app.sign_up(&owner, "Alpha", "a@alpha.example").await;
     let invite: serde_json::Value = app
-        .call(&owner, "invite_member", &[("email", "nurse@alpha.example"), ("role", "staff")])
+        .call(
+            &owner,
+            "invite_member",
+            &[("email", "nurse@alpha.example"), ("role", "staff")],
+        )
         .await
         .json()
         .await
@@ -171,28 +294,60 @@ async fn staff_are_refused_admin_pages_and_functions(pool: PgPool) {
     assert!(link.starts_with(&format!("{}/invite/", app.url)));
 
     let staff = app.browser();
-    let res = app.post(&staff, "accept_invitation", &[("token", token), ("name", "Nina Nurse"), ("password", PASSWORD)]).await;
+    let res = app
+        .post(
+            &staff,
+            "accept_invitation",
+            &[
+                ("token", token),
+                ("name", "Nina Nurse"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
     assert_eq!(res.status(), 302);
     assert_eq!(app.session(&staff).await["role"], "Staff");
 
-    let page = staff.get(format!("{}/members", app.url)).send().await.unwrap();
+    let page = staff
+        .get(format!("{}/members", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 403);
-    assert!(page.text().await.unwrap().contains("have access to this page"));
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("have access to this page"));
     let list = app.call(&staff, "members", &[]).await;
     assert_eq!(list.status(), 403);
-    let promote = app.call(&staff, "invite_member", &[("email", "x@alpha.example"), ("role", "admin")]).await;
+    let promote = app
+        .call(
+            &staff,
+            "invite_member",
+            &[("email", "x@alpha.example"), ("role", "admin")],
+        )
+        .await;
     assert_eq!(promote.status(), 403);
 
     // The owner sees both people.
-    let members = owner.get(format!("{}/members", app.url)).send().await.unwrap();
+    let members = owner
+        .get(format!("{}/members", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(members.status(), 200);
     let html = members.text().await.unwrap();
     assert!(html.contains("Nina Nurse") && html.contains("a@alpha.example"));
 
     // The used link now shows a clear page.
-    let again = app.call(&app.browser(), "invitation", &[("token", token)]).await;
+    let again = app
+        .call(&app.browser(), "invitation", &[("token", token)])
+        .await;
     assert_eq!(again.status(), 410);
-    let page = reqwest::get(format!("{}/invite/{token}", app.url)).await.unwrap();
+    let page = reqwest::get(format!("{}/invite/{token}", app.url))
+        .await
+        .unwrap();
     assert!(page.text().await.unwrap().contains("already been used"));
 }
 
@@ -200,7 +355,11 @@ async fn staff_are_refused_admin_pages_and_functions(pool: PgPool) {
 async fn signed_out_visitors_are_sent_to_sign_in(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let client = app.browser();
-    let res = client.get(format!("{}/members", app.url)).send().await.unwrap();
+    let res = client
+        .get(format!("{}/members", app.url))
+        .send()
+        .await
+        .unwrap();
     assert!(res.status().is_redirection(), "{}", res.status());
     assert_eq!(res.headers()["location"], "/signin");
     let res = app.call(&client, "members", &[]).await;
@@ -214,19 +373,46 @@ async fn a_member_of_two_clinics_switches_between_them(pool: PgPool) {
     app.sign_up(&alpha, "Alpha", "a@alpha.example").await;
     let beta = app.browser();
     app.sign_up(&beta, "Beta", "b@beta.example").await;
-    let invite: serde_json::Value =
-        app.call(&beta, "invite_member", &[("email", "a@alpha.example"), ("role", "admin")]).await.json().await.unwrap();
-    let token = invite["link"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    let invite: serde_json::Value = app
+        .call(
+            &beta,
+            "invite_member",
+            &[("email", "a@alpha.example"), ("role", "admin")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = invite["link"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
     // The existing account confirms with its own password; it now belongs to both clinics.
-    let res = app.post(&alpha, "accept_invitation", &[("token", &token), ("password", PASSWORD)]).await;
+    let res = app
+        .post(
+            &alpha,
+            "accept_invitation",
+            &[("token", &token), ("password", PASSWORD)],
+        )
+        .await;
     assert_eq!(res.status(), 302);
     let session = app.session(&alpha).await;
     assert_eq!(session["clinic"]["name"], "Beta");
-    let clinics: Vec<_> = session["clinics"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+    let clinics: Vec<_> = session["clinics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(clinics, ["Alpha", "Beta"]);
 
     let alpha_id = session["clinics"][0]["id"].as_str().unwrap().to_string();
-    let res = app.post(&alpha, "switch_clinic", &[("tenant_id", &alpha_id)]).await;
+    let res = app
+        .post(&alpha, "switch_clinic", &[("tenant_id", &alpha_id)])
+        .await;
     assert_eq!(res.status(), 302);
     let session = app.session(&alpha).await;
     assert_eq!(session["clinic"]["name"], "Alpha");
@@ -235,8 +421,13 @@ async fn a_member_of_two_clinics_switches_between_them(pool: PgPool) {
     // A clinic the person does not belong to is not found.
     let beta_only = app.browser();
     app.sign_up(&beta_only, "Gamma", "g@gamma.example").await;
-    let gamma_id = app.session(&beta_only).await["clinic"]["id"].as_str().unwrap().to_string();
-    let res = app.call(&alpha, "switch_clinic", &[("tenant_id", &gamma_id)]).await;
+    let gamma_id = app.session(&beta_only).await["clinic"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = app
+        .call(&alpha, "switch_clinic", &[("tenant_id", &gamma_id)])
+        .await;
     assert_eq!(res.status(), 404);
     assert_eq!(app.session(&alpha).await["clinic"]["name"], "Alpha");
 }
@@ -248,45 +439,131 @@ async fn provider_keys_are_write_only(pool: PgPool) {
     app.sign_up(&owner, "Alpha", "a@alpha.example").await;
     let secret = "sk-live-verysecretvalue-7788";
 
-    let res = app.call(&owner, "save_provider_key", &[("provider", "openai"), ("key", secret)]).await;
+    let res = app
+        .call(
+            &owner,
+            "save_provider_key",
+            &[("provider", "openai"), ("key", secret)],
+        )
+        .await;
     assert_eq!(res.status(), 200);
     assert!(!res.text().await.unwrap().contains("verysecret"));
 
-    let list = app.call(&owner, "provider_keys", &[]).await.text().await.unwrap();
+    let list = app
+        .call(&owner, "provider_keys", &[])
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(!list.contains("verysecret"), "{list}");
     let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
-    let openai = rows.as_array().unwrap().iter().find(|r| r["provider"] == "openai").unwrap();
+    let openai = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["provider"] == "openai")
+        .unwrap();
     assert_eq!(openai["last_four"], "7788");
     assert_eq!(openai["added_by"], "Olivia Owner");
 
-    let page = owner.get(format!("{}/settings/keys", app.url)).send().await.unwrap();
+    let page = owner
+        .get(format!("{}/settings/keys", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("…7788") && !html.contains("verysecret"));
 
-    let bad = app.call(&owner, "save_provider_key", &[("provider", "openai_compatible"), ("base_url", "not a url")]).await;
+    let bad = app
+        .call(
+            &owner,
+            "save_provider_key",
+            &[("provider", "openai_compatible"), ("base_url", "not a url")],
+        )
+        .await;
     assert_eq!(bad.status(), 422);
-    let bad = app.call(&owner, "save_provider_key", &[("provider", "mistral"), ("key", secret)]).await;
+    let bad = app
+        .call(
+            &owner,
+            "save_provider_key",
+            &[("provider", "mistral"), ("key", secret)],
+        )
+        .await;
     assert_eq!(bad.status(), 422);
     let ok = app
-        .call(&owner, "save_provider_key", &[("provider", "openai_compatible"), ("base_url", "http://127.0.0.1:11434/v1"), ("key", "")])
+        .call(
+            &owner,
+            "save_provider_key",
+            &[
+                ("provider", "openai_compatible"),
+                ("base_url", "http://127.0.0.1:11434/v1"),
+                ("key", ""),
+            ],
+        )
         .await;
     assert_eq!(ok.status(), 200);
 
     // Staff may neither see nor change keys.
-    let invite: serde_json::Value =
-        app.call(&owner, "invite_member", &[("email", "s@alpha.example"), ("role", "staff")]).await.json().await.unwrap();
-    let token = invite["link"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    let invite: serde_json::Value = app
+        .call(
+            &owner,
+            "invite_member",
+            &[("email", "s@alpha.example"), ("role", "staff")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = invite["link"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
     let staff = app.browser();
-    app.post(&staff, "accept_invitation", &[("token", &token), ("name", "Sam"), ("password", PASSWORD)]).await;
+    app.post(
+        &staff,
+        "accept_invitation",
+        &[("token", &token), ("name", "Sam"), ("password", PASSWORD)],
+    )
+    .await;
     assert_eq!(app.call(&staff, "provider_keys", &[]).await.status(), 403);
-    assert_eq!(app.call(&staff, "delete_provider_key", &[("provider", "openai")]).await.status(), 403);
-    assert_eq!(staff.get(format!("{}/settings/keys", app.url)).send().await.unwrap().status(), 403);
+    assert_eq!(
+        app.call(&staff, "delete_provider_key", &[("provider", "openai")])
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        staff
+            .get(format!("{}/settings/keys", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
 
-    let res = app.call(&owner, "delete_provider_key", &[("provider", "openai")]).await;
+    let res = app
+        .call(&owner, "delete_provider_key", &[("provider", "openai")])
+        .await;
     assert_eq!(res.status(), 200);
-    let list: serde_json::Value = app.call(&owner, "provider_keys", &[]).await.json().await.unwrap();
-    assert_eq!(list.as_array().unwrap().iter().find(|r| r["provider"] == "openai").unwrap()["configured"], false);
+    let list: serde_json::Value = app
+        .call(&owner, "provider_keys", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["provider"] == "openai")
+            .unwrap()["configured"],
+        false
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -294,35 +571,90 @@ async fn an_api_key_lists_the_clinics_models_until_revoked(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let owner = app.browser();
     app.sign_up(&owner, "Alpha", "a@alpha.example").await;
-    app.call(&owner, "save_provider_key", &[("provider", "openai"), ("key", "sk-test-good-openai-1111")]).await;
-    app.call(&owner, "save_provider_key", &[("provider", "anthropic"), ("key", "sk-ant-good-anthropic-2222")]).await;
-    let created: serde_json::Value = app.call(&owner, "create_api_key", &[("name", "Scripts")]).await.json().await.unwrap();
+    app.call(
+        &owner,
+        "save_provider_key",
+        &[("provider", "openai"), ("key", "sk-test-good-openai-1111")],
+    )
+    .await;
+    app.call(
+        &owner,
+        "save_provider_key",
+        &[
+            ("provider", "anthropic"),
+            ("key", "sk-ant-good-anthropic-2222"),
+        ],
+    )
+    .await;
+    let created: serde_json::Value = app
+        .call(&owner, "create_api_key", &[("name", "Scripts")])
+        .await
+        .json()
+        .await
+        .unwrap();
     let token = created["token"].as_str().unwrap().to_string();
 
     // The key is shown once: the list has only its prefix.
-    let list = app.call(&owner, "api_keys", &[]).await.text().await.unwrap();
+    let list = app
+        .call(&owner, "api_keys", &[])
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(!list.contains(&token) && list.contains(&token[..12]));
 
     let api = reqwest::Client::new();
-    let res = api.get(format!("{}/v1/models", app.url)).bearer_auth(&token).send().await.unwrap();
+    let res = api
+        .get(format!("{}/v1/models", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["object"], "list");
-    let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    for id in testkit::OPENAI_MODELS.iter().chain(testkit::ANTHROPIC_MODELS.iter()) {
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    for id in testkit::OPENAI_MODELS
+        .iter()
+        .chain(testkit::ANTHROPIC_MODELS.iter())
+    {
         assert!(ids.contains(id), "{id} missing from {ids:?}");
     }
 
     // Errors in OpenAI's shape.
-    let res = api.get(format!("{}/v1/models", app.url)).send().await.unwrap();
+    let res = api
+        .get(format!("{}/v1/models", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "missing_api_key");
 
-    let rows: serde_json::Value = app.call(&owner, "api_keys", &[]).await.json().await.unwrap();
+    let rows: serde_json::Value = app
+        .call(&owner, "api_keys", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = rows[0]["id"].as_str().unwrap().to_string();
-    assert_eq!(app.call(&owner, "revoke_api_key", &[("id", &id)]).await.status(), 200);
-    let res = api.get(format!("{}/v1/models", app.url)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(
+        app.call(&owner, "revoke_api_key", &[("id", &id)])
+            .await
+            .status(),
+        200
+    );
+    let res = api
+        .get(format!("{}/v1/models", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_api_key");

@@ -46,23 +46,73 @@ async fn no_secret_appears_in_the_logs(pool: PgPool) {
     let provider_secret = "sk-test-LOGCHECK-secret-value-4242";
     let rejected_secret = "sk-invalid-LOGCHECK-rejected-8181";
 
-    app.call(&owner, "save_provider_key", &[("provider", "openai"), ("key", provider_secret)]).await;
-    let ok: serde_json::Value = app.call(&owner, "test_provider_key", &[("provider", "openai")]).await.json().await.unwrap();
+    app.call(
+        &owner,
+        "save_provider_key",
+        &[("provider", "openai"), ("key", provider_secret)],
+    )
+    .await;
+    let ok: serde_json::Value = app
+        .call(&owner, "test_provider_key", &[("provider", "openai")])
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ok["ok"], true);
-    let created: serde_json::Value = app.call(&owner, "create_api_key", &[("name", "Logs")]).await.json().await.unwrap();
+    let created: serde_json::Value = app
+        .call(&owner, "create_api_key", &[("name", "Logs")])
+        .await
+        .json()
+        .await
+        .unwrap();
     let token = created["token"].as_str().unwrap().to_string();
-    let res = reqwest::Client::new().get(format!("{}/v1/models", app.url)).bearer_auth(&token).send().await.unwrap();
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/models", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    app.call(&owner, "save_provider_key", &[("provider", "openai"), ("key", rejected_secret)]).await;
-    let bad: serde_json::Value = app.call(&owner, "test_provider_key", &[("provider", "openai")]).await.json().await.unwrap();
+    app.call(
+        &owner,
+        "save_provider_key",
+        &[("provider", "openai"), ("key", rejected_secret)],
+    )
+    .await;
+    let bad: serde_json::Value = app
+        .call(&owner, "test_provider_key", &[("provider", "openai")])
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(bad["ok"], false);
     assert!(!bad["message"].as_str().unwrap().contains(rejected_secret));
     // A wrong sign-in carries a password too.
-    app.call(&app.browser(), "sign_in", &[("email", "a@alpha.example"), ("password", "LOGCHECK-password-guess")]).await;
+    app.call(
+        &app.browser(),
+        "sign_in",
+        &[
+            ("email", "a@alpha.example"),
+            ("password", "LOGCHECK-password-guess"),
+        ],
+    )
+    .await;
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(text.contains("provider key stored") && text.contains("tessera_core"), "the flow was logged at all");
-    for secret in [provider_secret, rejected_secret, token.as_str(), "LOGCHECK-password-guess", "a long enough password"] {
-        assert!(!text.contains(secret), "a secret reached the logs: {secret}");
+    assert!(
+        text.contains("provider key stored") && text.contains("tessera_core"),
+        "the flow was logged at all"
+    );
+    for secret in [
+        provider_secret,
+        rejected_secret,
+        token.as_str(),
+        "LOGCHECK-password-guess",
+        "a long enough password",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "a secret reached the logs: {secret}"
+        );
     }
 }

@@ -29,7 +29,10 @@ enum Flavor {
 pub fn router() -> Router {
     Router::new()
         .route("/v1/models", get(models).with_state(Flavor::OpenAi))
-        .route("/anthropic/v1/models", get(models).with_state(Flavor::Anthropic))
+        .route(
+            "/anthropic/v1/models",
+            get(models).with_state(Flavor::Anthropic),
+        )
 }
 
 /// Serves the simulator on `addr` (port 0 for any free port); returns the bound address.
@@ -44,7 +47,12 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 
 fn key(headers: &HeaderMap, flavor: Flavor) -> Option<String> {
     let value = match flavor {
-        Flavor::OpenAi => headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")?.to_string(),
+        Flavor::OpenAi => headers
+            .get("authorization")?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?
+            .to_string(),
         Flavor::Anthropic => headers.get("x-api-key")?.to_str().ok()?.to_string(),
     };
     Some(value)
@@ -52,8 +60,12 @@ fn key(headers: &HeaderMap, flavor: Flavor) -> Option<String> {
 
 fn error(flavor: Flavor, status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
     let body = match flavor {
-        Flavor::OpenAi => json!({ "error": { "message": message, "type": kind, "param": null, "code": code } }),
-        Flavor::Anthropic => json!({ "type": "error", "error": { "type": kind, "message": message } }),
+        Flavor::OpenAi => {
+            json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
+        }
+        Flavor::Anthropic => {
+            json!({ "type": "error", "error": { "type": kind, "message": message } })
+        }
     };
     (status, Json(body)).into_response()
 }
@@ -65,20 +77,57 @@ fn check(headers: &HeaderMap, flavor: Flavor) -> Result<(), Response> {
         Flavor::Anthropic => ("sk-ant-", "authentication_error"),
     };
     if matches!(flavor, Flavor::Anthropic) && headers.get("anthropic-version").is_none() {
-        return Err(error(flavor, StatusCode::BAD_REQUEST, "invalid_request_error", "", "anthropic-version: header is required"));
+        return Err(error(
+            flavor,
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "",
+            "anthropic-version: header is required",
+        ));
     }
     let Some(key) = key(headers, flavor) else {
-        return Err(error(flavor, StatusCode::UNAUTHORIZED, auth_kind, "missing_api_key", "You didn't provide an API key."));
+        return Err(error(
+            flavor,
+            StatusCode::UNAUTHORIZED,
+            auth_kind,
+            "missing_api_key",
+            "You didn't provide an API key.",
+        ));
     };
     if !key.starts_with(prefix) || key.contains("invalid") {
-        let shown: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
-        return Err(error(flavor, StatusCode::UNAUTHORIZED, auth_kind, "invalid_api_key", &format!("Incorrect API key provided: ...{shown}.")));
+        let shown: String = key
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        return Err(error(
+            flavor,
+            StatusCode::UNAUTHORIZED,
+            auth_kind,
+            "invalid_api_key",
+            &format!("Incorrect API key provided: ...{shown}."),
+        ));
     }
     if key.contains("ratelimited") {
-        return Err(error(flavor, StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded", "Rate limit reached for requests."));
+        return Err(error(
+            flavor,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            "Rate limit reached for requests.",
+        ));
     }
     if key.contains("outage") {
-        return Err(error(flavor, StatusCode::SERVICE_UNAVAILABLE, "overloaded_error", "service_unavailable", "The server is overloaded. Please retry."));
+        return Err(error(
+            flavor,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded_error",
+            "service_unavailable",
+            "The server is overloaded. Please retry.",
+        ));
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 
 #[tokio::main]
 async fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3199".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:3199".into());
     let addr: std::net::SocketAddr = match addr.parse() {
         Ok(a) => a,
         Err(_) => {

@@ -23,7 +23,10 @@ pub fn ApiKeysPage() -> impl IntoView {
 fn ApiKeysLoader() -> impl IntoView {
     let create = ServerAction::<CreateApiKey>::new();
     let revoke = ServerAction::<RevokeApiKey>::new();
-    let data = Resource::new(move || (create.version().get(), revoke.version().get()), |_| list_api_keys());
+    let data = Resource::new(
+        move || (create.version().get(), revoke.version().get()),
+        |_| list_api_keys(),
+    );
     view! {
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
@@ -38,7 +41,11 @@ fn ApiKeysLoader() -> impl IntoView {
 }
 
 #[component]
-fn ApiKeys(rows: Vec<ApiKeyRow>, create: ServerAction<CreateApiKey>, revoke: ServerAction<RevokeApiKey>) -> impl IntoView {
+fn ApiKeys(
+    rows: Vec<ApiKeyRow>,
+    create: ServerAction<CreateApiKey>,
+    revoke: ServerAction<RevokeApiKey>,
+) -> impl IntoView {
     view! {
         <div class="page-head"><h1>"API keys"</h1></div>
         <p class="muted">

@@ -51,7 +51,9 @@ pub fn ErrorPage(error: AppError) -> impl IntoView {
     match error {
         AppError::Forbidden(message) => view! { <Forbidden message/> }.into_any(),
         AppError::NotFound => view! { <NotFound/> }.into_any(),
-        AppError::Unauthenticated(_) => view! { <leptos_router::components::Redirect path="/signin"/> }.into_any(),
+        AppError::Unauthenticated(_) => {
+            view! { <leptos_router::components::Redirect path="/signin"/> }.into_any()
+        }
         other => view! {
             <section class="card narrow">
                 <h1>"Something went wrong"</h1>

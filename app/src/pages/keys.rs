@@ -24,7 +24,10 @@ pub fn ProviderKeysPage() -> impl IntoView {
 fn KeysLoader() -> impl IntoView {
     let save = ServerAction::<SaveProviderKey>::new();
     let delete = ServerAction::<DeleteProviderKey>::new();
-    let data = Resource::new(move || (save.version().get(), delete.version().get()), |_| list_provider_keys());
+    let data = Resource::new(
+        move || (save.version().get(), delete.version().get()),
+        |_| list_provider_keys(),
+    );
     view! {
         <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
@@ -39,7 +42,11 @@ fn KeysLoader() -> impl IntoView {
 }
 
 #[component]
-fn Keys(rows: Vec<ProviderKeyRow>, save: ServerAction<SaveProviderKey>, delete: ServerAction<DeleteProviderKey>) -> impl IntoView {
+fn Keys(
+    rows: Vec<ProviderKeyRow>,
+    save: ServerAction<SaveProviderKey>,
+    delete: ServerAction<DeleteProviderKey>,
+) -> impl IntoView {
     view! {
         <div class="page-head">
             <h1>"Provider keys"</h1>

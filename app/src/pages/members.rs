@@ -29,7 +29,14 @@ fn MembersLoader() -> impl IntoView {
     let remove = ServerAction::<RemoveMember>::new();
     let revoke = ServerAction::<RevokeInvitation>::new();
     let data = Resource::new(
-        move || (invite.version().get(), change.version().get(), remove.version().get(), revoke.version().get()),
+        move || {
+            (
+                invite.version().get(),
+                change.version().get(),
+                remove.version().get(),
+                revoke.version().get(),
+            )
+        },
         |_| list_members(),
     );
     view! {
@@ -55,7 +62,10 @@ fn Members(
 ) -> impl IntoView {
     let my_role = page.my_role;
     // Owners may grant any role; admins may grant admin or staff.
-    let grantable: Vec<Role> = Role::ALL.into_iter().filter(|r| my_role == Role::Owner || *r != Role::Owner).collect();
+    let grantable: Vec<Role> = Role::ALL
+        .into_iter()
+        .filter(|r| my_role == Role::Owner || *r != Role::Owner)
+        .collect();
     let grantable_invite = grantable.clone();
     let count = page.members.len();
     view! {

@@ -59,7 +59,13 @@ impl TryFrom<MembershipRow> for Membership {
     fn try_from(r: MembershipRow) -> Result<Self> {
         Ok(Membership {
             role: r.role.parse()?,
-            tenant: Tenant { id: r.id, name: r.name, slug: r.slug, plan: r.plan, active: r.active },
+            tenant: Tenant {
+                id: r.id,
+                name: r.name,
+                slug: r.slug,
+                plan: r.plan,
+                active: r.active,
+            },
         })
     }
 }
@@ -134,7 +140,9 @@ pub(crate) async fn insert_user(
         .await
         .map_err(|e| {
             if is_constraint(&e, "users_email_key") {
-                Error::Conflict("An account with this email already exists. Sign in instead.".into())
+                Error::Conflict(
+                    "An account with this email already exists. Sign in instead.".into(),
+                )
             } else {
                 e.into()
             }
@@ -145,7 +153,9 @@ pub(crate) async fn insert_user(
 fn random_suffix() -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();
-    (0..4).map(|_| char::from(b"abcdefghjkmnpqrstuvwxyz23456789"[rng.gen_range(0..31)])).collect()
+    (0..4)
+        .map(|_| char::from(b"abcdefghjkmnpqrstuvwxyz23456789"[rng.gen_range(0..31)]))
+        .collect()
 }
 
 /// Checks an email and password. Unknown emails and wrong passwords fail the same way, after
@@ -204,7 +214,9 @@ pub async fn memberships(db: &Db, user: UserId) -> Result<Vec<Membership>> {
 /// The person, clinic and role behind a session, or `None` when the person no longer belongs
 /// to that clinic (removed since they signed in).
 pub async fn viewer(db: &Db, user: UserId, tenant: TenantId) -> Result<Option<Viewer>> {
-    let Some(user) = self::user(db, user).await? else { return Ok(None) };
+    let Some(user) = self::user(db, user).await? else {
+        return Ok(None);
+    };
     let mut tx = db.begin_tenant(tenant).await?;
     let row: Option<MembershipRow> = sqlx::query_as(
         "SELECT t.id, t.name, t.slug, t.plan, t.active, m.role
@@ -219,7 +231,11 @@ pub async fn viewer(db: &Db, user: UserId, tenant: TenantId) -> Result<Option<Vi
         None => Ok(None),
         Some(row) => {
             let m = Membership::try_from(row)?;
-            Ok(Some(Viewer { user, tenant: m.tenant, role: m.role }))
+            Ok(Some(Viewer {
+                user,
+                tenant: m.tenant,
+                role: m.role,
+            }))
         }
     }
 }

@@ -68,7 +68,9 @@ pub async fn create(
     ttl: time::Duration,
 ) -> Result<NewInvitation> {
     if !actor.role.is_admin() {
-        return Err(Error::forbidden("Only owners and admins can invite people."));
+        return Err(Error::forbidden(
+            "Only owners and admins can invite people.",
+        ));
     }
     if role == Role::Owner && actor.role != Role::Owner {
         return Err(Error::forbidden("Only an owner can invite another owner."));
@@ -82,7 +84,9 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     if already {
-        return Err(Error::Conflict(format!("{email} is already a member of this clinic.")));
+        return Err(Error::Conflict(format!(
+            "{email} is already a member of this clinic."
+        )));
     }
     sqlx::query(
         "UPDATE invitations SET revoked_at = now()
@@ -109,7 +113,13 @@ pub async fn create(
     .await?;
     tx.commit().await?;
     Ok(NewInvitation {
-        invitation: Invitation { id, email: email.to_string(), role, expires_at, created_at },
+        invitation: Invitation {
+            id,
+            email: email.to_string(),
+            role,
+            expires_at,
+            created_at,
+        },
         token,
     })
 }
@@ -117,7 +127,9 @@ pub async fn create(
 /// Invitations not yet accepted, revoked or expired, newest first.
 pub async fn pending(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<Invitation>> {
     if !actor.role.is_admin() {
-        return Err(Error::forbidden("Only owners and admins can see invitations."));
+        return Err(Error::forbidden(
+            "Only owners and admins can see invitations.",
+        ));
     }
     let mut tx = db.begin_tenant(tenant).await?;
     let rows: Vec<(InvitationId, String, String, OffsetDateTime, OffsetDateTime)> = sqlx::query_as(
@@ -130,7 +142,13 @@ pub async fn pending(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<Invi
     tx.commit().await?;
     rows.into_iter()
         .map(|(id, email, role, expires_at, created_at)| {
-            Ok(Invitation { id, email, role: role.parse()?, expires_at, created_at })
+            Ok(Invitation {
+                id,
+                email,
+                role: role.parse()?,
+                expires_at,
+                created_at,
+            })
         })
         .collect()
 }
@@ -138,7 +156,9 @@ pub async fn pending(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<Invi
 /// Withdraws a pending invitation; its link stops working.
 pub async fn revoke(db: &Db, tenant: TenantId, actor: Actor, id: InvitationId) -> Result<()> {
     if !actor.role.is_admin() {
-        return Err(Error::forbidden("Only owners and admins can withdraw invitations."));
+        return Err(Error::forbidden(
+            "Only owners and admins can withdraw invitations.",
+        ));
     }
     let mut tx = db.begin_tenant(tenant).await?;
     let n = sqlx::query("UPDATE invitations SET revoked_at = now() WHERE id = $1 AND accepted_at IS NULL AND revoked_at IS NULL")
@@ -173,7 +193,10 @@ const BY_TOKEN: &str = "SELECT id, tenant_id, email, role,
 
 async fn clinic_name(tx: &mut crate::db::Tx, tenant: TenantId) -> Result<String> {
     set_tenant(tx, tenant).await?;
-    Ok(sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1").bind(tenant).fetch_one(&mut **tx).await?)
+    Ok(sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_one(&mut **tx)
+        .await?)
 }
 
 fn usable(row: &InvitationRow) -> Result<()> {
@@ -189,10 +212,12 @@ fn usable(row: &InvitationRow) -> Result<()> {
 }
 
 async fn existing_user(db: &Db, email: &str) -> Result<Option<(UserId, String)>> {
-    Ok(sqlx::query_as("SELECT id, password_hash FROM users WHERE lower(email) = lower($1)")
-        .bind(email)
-        .fetch_optional(db.pool())
-        .await?)
+    Ok(
+        sqlx::query_as("SELECT id, password_hash FROM users WHERE lower(email) = lower($1)")
+            .bind(email)
+            .fetch_optional(db.pool())
+            .await?,
+    )
 }
 
 /// What an invitation link offers, or why it no longer works.
@@ -208,13 +233,23 @@ pub async fn lookup(db: &Db, token: &str) -> Result<InvitationView> {
     let clinic_name = clinic_name(&mut tx, row.tenant_id).await?;
     tx.commit().await?;
     let account_exists = existing_user(db, &row.email).await?.is_some();
-    Ok(InvitationView { clinic_name, email: row.email, role: row.role.parse()?, account_exists })
+    Ok(InvitationView {
+        clinic_name,
+        email: row.email,
+        role: row.role.parse()?,
+        account_exists,
+    })
 }
 
 /// Accepts an invitation. A new invitee chooses a name and password; someone who already has
 /// an account confirms with their password. Returns the member and the clinic joined.
 #[tracing::instrument(skip_all)]
-pub async fn accept(db: &Db, token: &str, name: &str, password: &str) -> Result<(UserId, TenantId)> {
+pub async fn accept(
+    db: &Db,
+    token: &str,
+    name: &str,
+    password: &str,
+) -> Result<(UserId, TenantId)> {
     let hash = hash_token(token);
     let mut tx = db.begin_invitation(&hash).await?;
     let row: InvitationRow = sqlx::query_as(&format!("{BY_TOKEN} FOR UPDATE"))

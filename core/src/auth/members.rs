@@ -30,7 +30,9 @@ fn require_admin(actor: Actor) -> Result<()> {
     if actor.role.is_admin() {
         Ok(())
     } else {
-        Err(Error::forbidden("Only owners and admins can manage members."))
+        Err(Error::forbidden(
+            "Only owners and admins can manage members.",
+        ))
     }
 }
 
@@ -48,37 +50,53 @@ pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<Member>
     tx.commit().await?;
     rows.into_iter()
         .map(|(user_id, name, email, role, joined_at)| {
-            Ok(Member { user_id, name, email, role: role.parse()?, joined_at })
+            Ok(Member {
+                user_id,
+                name,
+                email,
+                role: role.parse()?,
+                joined_at,
+            })
         })
         .collect()
 }
 
 /// The role `target` holds, locked for the rest of the transaction.
 async fn role_of(tx: &mut Tx, target: UserId) -> Result<Role> {
-    let role: Option<String> = sqlx::query_scalar("SELECT role FROM memberships WHERE user_id = $1 FOR UPDATE")
-        .bind(target)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let role: Option<String> =
+        sqlx::query_scalar("SELECT role FROM memberships WHERE user_id = $1 FOR UPDATE")
+            .bind(target)
+            .fetch_optional(&mut **tx)
+            .await?;
     role.ok_or(Error::NotFound)?.parse()
 }
 
 /// Owners other than `target`, counted with the owners' rows locked so two concurrent
 /// demotions cannot both pass.
 async fn other_owners(tx: &mut Tx, target: UserId) -> Result<i64> {
-    let owners: Vec<UserId> = sqlx::query_scalar("SELECT user_id FROM memberships WHERE role = 'owner' FOR UPDATE")
-        .fetch_all(&mut **tx)
-        .await?;
+    let owners: Vec<UserId> =
+        sqlx::query_scalar("SELECT user_id FROM memberships WHERE role = 'owner' FOR UPDATE")
+            .fetch_all(&mut **tx)
+            .await?;
     Ok(owners.iter().filter(|u| **u != target).count() as i64)
 }
 
 /// Gives `target` a new role in the clinic.
 #[tracing::instrument(skip(db))]
-pub async fn change_role(db: &Db, tenant: TenantId, actor: Actor, target: UserId, role: Role) -> Result<()> {
+pub async fn change_role(
+    db: &Db,
+    tenant: TenantId,
+    actor: Actor,
+    target: UserId,
+    role: Role,
+) -> Result<()> {
     require_admin(actor)?;
     let mut tx = db.begin_tenant(tenant).await?;
     let current = role_of(&mut tx, target).await?;
     if (current == Role::Owner || role == Role::Owner) && actor.role != Role::Owner {
-        return Err(Error::forbidden("Only an owner can make someone an owner or change an owner's role."));
+        return Err(Error::forbidden(
+            "Only an owner can make someone an owner or change an owner's role.",
+        ));
     }
     if current == role {
         return Ok(());

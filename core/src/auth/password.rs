@@ -30,13 +30,17 @@ impl Password {
     pub fn new(raw: &str) -> Result<Self> {
         let len = raw.chars().count();
         if len < MIN_LEN {
-            return Err(Error::invalid(format!("That password is too short. {RULE}")));
+            return Err(Error::invalid(format!(
+                "That password is too short. {RULE}"
+            )));
         }
         if len > MAX_LEN {
             return Err(Error::invalid(format!("That password is too long. {RULE}")));
         }
         if raw.trim().is_empty() {
-            return Err(Error::invalid(format!("A password cannot be only spaces. {RULE}")));
+            return Err(Error::invalid(format!(
+                "A password cannot be only spaces. {RULE}"
+            )));
         }
         Ok(Self(SecretString::from(raw)))
     }
@@ -76,7 +80,9 @@ pub async fn verify(password: &Password, stored: Option<String>) -> Result<bool>
         let stored = stored.unwrap_or_else(|| dummy_hash().to_string());
         let parsed = PasswordHash::new(&stored)
             .map_err(|e| Error::Internal(format!("stored password hash is malformed: {e}")))?;
-        let ok = Argon2::default().verify_password(password.expose().as_bytes(), &parsed).is_ok();
+        let ok = Argon2::default()
+            .verify_password(password.expose().as_bytes(), &parsed)
+            .is_ok();
         Ok(known && ok)
     })
     .await
@@ -104,7 +110,11 @@ mod tests {
         let h = hash(&pw).await.unwrap();
         assert!(h.starts_with("$argon2id$"), "{h}");
         assert!(verify(&pw, Some(h.clone())).await.unwrap());
-        assert!(!verify(&Password::attempt("correct horse battery!"), Some(h)).await.unwrap());
+        assert!(
+            !verify(&Password::attempt("correct horse battery!"), Some(h))
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]

@@ -20,7 +20,11 @@ pub struct ThrottleLimits {
 
 impl Default for ThrottleLimits {
     fn default() -> Self {
-        Self { per_account: 10, per_address: 100, window_secs: 15 * 60 }
+        Self {
+            per_account: 10,
+            per_address: 100,
+            window_secs: 15 * 60,
+        }
     }
 }
 
@@ -41,15 +45,24 @@ return {a, b, redis.call('TTL', KEYS[1]), redis.call('TTL', KEYS[2])}
 
 impl LoginThrottle {
     pub fn new(redis: Redis, limits: ThrottleLimits) -> Self {
-        Self { redis, limits, script: std::sync::Arc::new(redis::Script::new(ATTEMPT)) }
+        Self {
+            redis,
+            limits,
+            script: std::sync::Arc::new(redis::Script::new(ATTEMPT)),
+        }
     }
 
     fn keys(&self, email: &str, addr: Option<IpAddr>) -> (String, String) {
         // Hash the address so no email sits in Redis in the clear.
         let digest = Sha256::digest(email.trim().to_lowercase().as_bytes());
         let account: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        let addr = addr.map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
-        (self.redis.key(&format!("throttle:login:acct:{account}")), self.redis.key(&format!("throttle:login:addr:{addr}")))
+        let addr = addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        (
+            self.redis.key(&format!("throttle:login:acct:{account}")),
+            self.redis.key(&format!("throttle:login:addr:{addr}")),
+        )
     }
 
     /// Counts an attempt; refuses it when either counter is over its limit.
@@ -63,10 +76,14 @@ impl LoginThrottle {
             .invoke_async(&mut self.redis.conn())
             .await?;
         if a > self.limits.per_account {
-            return Err(Error::RateLimited { retry_after_secs: ttl_a.max(1) as u64 });
+            return Err(Error::RateLimited {
+                retry_after_secs: ttl_a.max(1) as u64,
+            });
         }
         if b > self.limits.per_address {
-            return Err(Error::RateLimited { retry_after_secs: ttl_b.max(1) as u64 });
+            return Err(Error::RateLimited {
+                retry_after_secs: ttl_b.max(1) as u64,
+            });
         }
         Ok(())
     }

@@ -18,29 +18,48 @@ impl TestApp {
         let options = (*owner_pool.connect_options())
             .clone()
             .username("tessera_app")
-            .password(&std::env::var("TESSERA_APP_DB_PASSWORD").unwrap_or_else(|_| "tessera".into()));
-        let db = Db::connect_with(options, 5).await.expect("connect as tessera_app");
+            .password(
+                &std::env::var("TESSERA_APP_DB_PASSWORD").unwrap_or_else(|_| "tessera".into()),
+            );
+        let db = Db::connect_with(options, 5)
+            .await
+            .expect("connect as tessera_app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let url = format!("http://{addr}");
         let prefix = format!("test:{}:", uuid::Uuid::new_v4());
         // Provider calls go to the simulator, never to a real provider.
-        let sim = testkit::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let sim = testkit::spawn("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         let mut vars = HashMap::new();
         vars.insert("OPENAI_BASE_URL".to_string(), format!("http://{sim}/v1"));
-        vars.insert("ANTHROPIC_BASE_URL".to_string(), format!("http://{sim}/anthropic"));
+        vars.insert(
+            "ANTHROPIC_BASE_URL".to_string(),
+            format!("http://{sim}/anthropic"),
+        );
         vars.insert("TESSERA_PUBLIC_URL".to_string(), url.clone());
         vars.insert("TESSERA_REDIS_PREFIX".to_string(), prefix.clone());
         if let Ok(redis_url) = std::env::var("REDIS_URL") {
             vars.insert("REDIS_URL".to_string(), redis_url);
         }
         let config = Config::from_vars(&vars).unwrap();
-        let redis = Redis::connect(&config.redis_url, &prefix).await.expect("connect to Redis");
+        let redis = Redis::connect(&config.redis_url, &prefix)
+            .await
+            .expect("connect to Redis");
         let services = Services::new(config, db, redis);
-        let leptos_options = LeptosOptions::builder().output_name("tessera").site_addr(addr).build();
+        let leptos_options = LeptosOptions::builder()
+            .output_name("tessera")
+            .site_addr(addr)
+            .build();
         let app = server::router(services, leptos_options);
         tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
         });
         Self { url }
     }
@@ -51,7 +70,10 @@ impl TestApp {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert("origin", self.url.parse().unwrap());
         // Browsers' form posts accept HTML; the server then answers a redirect with 302.
-        headers.insert("accept", "text/html,application/xhtml+xml,*/*;q=0.8".parse().unwrap());
+        headers.insert(
+            "accept",
+            "text/html,application/xhtml+xml,*/*;q=0.8".parse().unwrap(),
+        );
         reqwest::Client::builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
@@ -65,25 +87,59 @@ impl TestApp {
     }
 
     /// Posts a form the way a page without JavaScript does (redirects come back as 302).
-    pub async fn post(&self, client: &reqwest::Client, name: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    pub async fn post(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
         client.post(self.api(name)).form(form).send().await.unwrap()
     }
 
     /// Calls a server function the way the hydrated page does (JSON back).
-    pub async fn call(&self, client: &reqwest::Client, name: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        client.post(self.api(name)).header("accept", "application/json").form(form).send().await.unwrap()
+    pub async fn call(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        client
+            .post(self.api(name))
+            .header("accept", "application/json")
+            .form(form)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Signs up a clinic; the client is left signed in as its owner.
     pub async fn sign_up(&self, client: &reqwest::Client, clinic: &str, email: &str) {
         let res = self
-            .post(client, "sign_up", &[("clinic_name", clinic), ("name", "Olivia Owner"), ("email", email), ("password", PASSWORD)])
+            .post(
+                client,
+                "sign_up",
+                &[
+                    ("clinic_name", clinic),
+                    ("name", "Olivia Owner"),
+                    ("email", email),
+                    ("password", PASSWORD),
+                ],
+            )
             .await;
-        assert!(res.status().is_redirection() || res.status().is_success(), "sign up: {}", res.status());
+        assert!(
+            res.status().is_redirection() || res.status().is_success(),
+            "sign up: {}",
+            res.status()
+        );
     }
 
     pub async fn session(&self, client: &reqwest::Client) -> serde_json::Value {
-        let res = client.post(self.api("session")).header("accept", "application/json").send().await.unwrap();
+        let res = client
+            .post(self.api("session"))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200);
         res.json().await.unwrap()
     }
