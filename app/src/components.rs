@@ -7,7 +7,7 @@ use leptos_router::hooks::use_location;
 
 use crate::dto::SessionInfo;
 use crate::error::AppError;
-use crate::pages::errors::ErrorPage;
+use crate::pages::errors::{ErrorPage, Forbidden};
 use crate::Auth;
 
 /// Renders `children` inside the app shell for a signed-in person; sends everyone else to the
@@ -100,5 +100,41 @@ where
         value.get().and_then(|r| r.err()).map(|e| {
             view! { <p class="error" role="alert">{e.to_string()}</p> }
         })
+    }
+}
+
+/// An admin page's data: the page itself once loaded, the 403 page for someone who may not see
+/// it, or the error that stopped it.
+pub fn admin_data<T, V>(
+    data: Resource<Result<T, AppError>>,
+    render: impl Fn(T) -> V + Copy + Send + Sync + 'static,
+) -> impl IntoView
+where
+    T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static,
+    V: IntoView + 'static,
+{
+    view! {
+        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(value) => render(value).into_any(),
+                    Err(AppError::Forbidden(message)) => view! { <Forbidden message/> }.into_any(),
+                    Err(error) => view! { <ErrorPage error/> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+/// The centred card of the signed-out pages (sign-in, sign-up, invitations).
+#[component]
+pub fn AuthCard(children: Children) -> impl IntoView {
+    view! {
+        <main class="centered">
+            <section class="card narrow">
+                <p class="brandline"><span class="logo" aria-hidden="true">"◆"</span> "Tessera"</p>
+                {children()}
+            </section>
+        </main>
     }
 }

@@ -180,14 +180,6 @@ pub fn role_to_dto(r: tessera_core::Role) -> dto::Role {
     }
 }
 
-pub fn role_from_dto(r: dto::Role) -> tessera_core::Role {
-    match r {
-        dto::Role::Staff => tessera_core::Role::Staff,
-        dto::Role::Admin => tessera_core::Role::Admin,
-        dto::Role::Owner => tessera_core::Role::Owner,
-    }
-}
-
 /// Parses a role typed into a form field.
 pub fn parse_role(raw: &str) -> Result<tessera_core::Role, AppError> {
     raw.parse().map_err(core_err)

@@ -40,16 +40,6 @@ fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-fn require_admin(actor: Actor) -> Result<()> {
-    if actor.role.is_admin() {
-        Ok(())
-    } else {
-        Err(Error::forbidden(
-            "Only owners and admins can manage API keys.",
-        ))
-    }
-}
-
 /// Creates a key; returns it with the plaintext token, which is not stored and cannot be shown
 /// again.
 #[tracing::instrument(skip(db))]
@@ -59,7 +49,7 @@ pub async fn create(
     actor: Actor,
     name: &str,
 ) -> Result<(ApiKeyInfo, String)> {
-    require_admin(actor)?;
+    actor.require_admin("manage API keys")?;
     let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
     if name.is_empty() || name.chars().count() > 80 {
         return Err(Error::invalid(
@@ -92,7 +82,7 @@ pub async fn create(
 
 /// The clinic's keys, newest first, revoked ones included.
 pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<ApiKeyInfo>> {
-    require_admin(actor)?;
+    actor.require_admin("manage API keys")?;
     let mut tx = db.begin_tenant(tenant).await?;
     let rows: Vec<(
         Uuid,
@@ -128,7 +118,7 @@ pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<ApiKeyI
 
 /// Revokes a key: it stops working at once.
 pub async fn revoke(db: &Db, tenant: TenantId, actor: Actor, id: Uuid) -> Result<()> {
-    require_admin(actor)?;
+    actor.require_admin("manage API keys")?;
     let mut tx = db.begin_tenant(tenant).await?;
     let n =
         sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
@@ -137,10 +127,7 @@ pub async fn revoke(db: &Db, tenant: TenantId, actor: Actor, id: Uuid) -> Result
             .await?
             .rows_affected();
     tx.commit().await?;
-    if n == 0 {
-        return Err(Error::NotFound);
-    }
-    Ok(())
+    crate::error::one_row(n)
 }
 
 /// The caller behind a presented key, or `None` for a malformed, unknown or revoked key. A
@@ -152,20 +139,23 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Option<ApiCaller>> {
     }
     let key_hash = hash(token);
     let mut tx = db.begin_api_key(&key_hash).await?;
-    // Recording use at most once a minute keeps most requests free of a write.
-    let row: Option<(Uuid, TenantId)> = sqlx::query_as(
-        "UPDATE api_keys SET last_used_at = CASE
-                WHEN last_used_at IS NULL OR last_used_at < now() - interval '1 minute' THEN now()
-                ELSE last_used_at END
-          WHERE key_hash = $1 AND revoked_at IS NULL
-          RETURNING id, tenant_id",
+    let row: Option<(Uuid, TenantId, bool)> = sqlx::query_as(
+        "SELECT id, tenant_id, last_used_at IS NULL OR last_used_at < now() - interval '1 minute'
+           FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
     )
     .bind(&key_hash)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((key_id, tenant)) = row else {
+    let Some((key_id, tenant, stale)) = row else {
         return Ok(None);
     };
+    // Recording use at most once a minute keeps most requests free of a write.
+    if stale {
+        sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1")
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
+    }
     set_tenant(&mut tx, tenant).await?;
     let active: bool = sqlx::query_scalar("SELECT active FROM tenants WHERE id = $1")
         .bind(tenant)

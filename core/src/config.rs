@@ -196,11 +196,16 @@ impl Config {
 
     /// `scheme://host[:port]` of the public URL, as browsers send it in `Origin`.
     pub fn public_origin(&self) -> &str {
-        let after_scheme = self.public_url.find("://").map(|i| i + 3).unwrap_or(0);
-        match self.public_url[after_scheme..].find('/') {
-            Some(i) => &self.public_url[..after_scheme + i],
-            None => &self.public_url,
-        }
+        origin_of(&self.public_url)
+    }
+}
+
+/// `scheme://host[:port]` of a URL: everything before its path.
+pub fn origin_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
+    match url[after_scheme..].find('/') {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
     }
 }
 

@@ -40,11 +40,6 @@ impl Db {
         Ok(Self { pool })
     }
 
-    /// Wraps an existing pool (tests).
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
     /// The pool, for queries on tables that belong to no tenant (users).
     pub fn pool(&self) -> &PgPool {
         &self.pool

@@ -50,17 +50,21 @@ impl Error {
         }
     }
 
-    /// True for errors caused by the client, whose message is safe and useful to show.
-    pub fn is_client_error(&self) -> bool {
-        self.status_code() < 500
-    }
-
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
     }
 
     pub fn forbidden(msg: impl Into<String>) -> Self {
         Error::Forbidden(msg.into())
+    }
+}
+
+/// `NotFound` when a statement that targets one row changed none.
+pub fn one_row(rows_affected: u64) -> Result<()> {
+    if rows_affected == 0 {
+        Err(Error::NotFound)
+    } else {
+        Ok(())
     }
 }
 

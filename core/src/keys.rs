@@ -98,16 +98,6 @@ impl fmt::Debug for ResolvedKey {
     }
 }
 
-fn require_admin(actor: Actor) -> Result<()> {
-    if actor.role.is_admin() {
-        Ok(())
-    } else {
-        Err(Error::forbidden(
-            "Only owners and admins can manage provider keys.",
-        ))
-    }
-}
-
 fn parse_secret(raw: &str) -> Result<String> {
     let key = raw.trim();
     if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -192,7 +182,7 @@ pub async fn set(
     secret: &str,
     base_url: &str,
 ) -> Result<ProviderKeyInfo> {
-    require_admin(actor)?;
+    actor.require_admin("manage provider keys")?;
     let secret = match (provider, secret.trim().is_empty()) {
         (Provider::OpenAiCompatible, true) => None,
         _ => Some(SecretString::from(parse_secret(secret)?)),
@@ -299,7 +289,7 @@ async fn list_in(tx: &mut Tx) -> Result<Vec<ProviderKeyInfo>> {
 
 /// The clinic's keys, for admins.
 pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<ProviderKeyInfo>> {
-    require_admin(actor)?;
+    actor.require_admin("manage provider keys")?;
     let mut tx = db.begin_tenant(tenant).await?;
     let keys = list_in(&mut tx).await?;
     tx.commit().await?;
@@ -308,7 +298,7 @@ pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<Provide
 
 /// Deletes the clinic's key for `provider`.
 pub async fn delete(db: &Db, tenant: TenantId, actor: Actor, provider: Provider) -> Result<()> {
-    require_admin(actor)?;
+    actor.require_admin("manage provider keys")?;
     let mut tx = db.begin_tenant(tenant).await?;
     let n = sqlx::query("DELETE FROM provider_keys WHERE provider = $1")
         .bind(provider.as_str())
@@ -316,13 +306,11 @@ pub async fn delete(db: &Db, tenant: TenantId, actor: Actor, provider: Provider)
         .await?
         .rows_affected();
     tx.commit().await?;
-    if n == 0 {
-        return Err(Error::NotFound);
-    }
-    Ok(())
+    crate::error::one_row(n)
 }
 
-/// Decrypts the clinic's key for `provider` for one call, and notes that it was used.
+/// Decrypts the clinic's key for `provider` for one call, and notes that it was used (at most
+/// once a minute, so most calls write nothing).
 pub async fn resolve(
     db: &Db,
     master: &MasterKeys,
@@ -330,18 +318,31 @@ pub async fn resolve(
     provider: Provider,
 ) -> Result<Option<ResolvedKey>> {
     let mut tx = db.begin_tenant(tenant).await?;
-    let row: Option<(Uuid, i32, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>)> =
-        sqlx::query_as(
-            "UPDATE provider_keys SET last_used_at = now() WHERE provider = $1
-         RETURNING id, version, base_url, nonce, ciphertext",
-        )
-        .bind(provider.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some((id, version, base_url, nonce, ciphertext)) = row else {
+    let row: Option<(
+        Uuid,
+        i32,
+        Option<String>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        bool,
+    )> = sqlx::query_as(
+        "SELECT id, version, base_url, nonce, ciphertext,
+                last_used_at IS NULL OR last_used_at < now() - interval '1 minute'
+           FROM provider_keys WHERE provider = $1",
+    )
+    .bind(provider.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((id, version, base_url, nonce, ciphertext, stale)) = row else {
         tx.commit().await?;
         return Ok(None);
     };
+    if stale {
+        sqlx::query("UPDATE provider_keys SET last_used_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
     let secret = match (nonce, ciphertext) {
         (Some(nonce), Some(ciphertext)) => {
             let key = data_key(&mut tx, master, tenant, false)

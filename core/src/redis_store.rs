@@ -46,10 +46,6 @@ impl Redis {
         key
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Readiness: Redis answers PING.
     pub async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;

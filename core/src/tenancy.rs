@@ -109,27 +109,6 @@ pub struct Tenant {
     pub active: bool,
 }
 
-#[derive(sqlx::FromRow)]
-struct TenantRow {
-    id: TenantId,
-    name: String,
-    slug: String,
-    plan: String,
-    active: bool,
-}
-
-impl From<TenantRow> for Tenant {
-    fn from(r: TenantRow) -> Self {
-        Self {
-            id: r.id,
-            name: r.name,
-            slug: r.slug,
-            plan: r.plan,
-            active: r.active,
-        }
-    }
-}
-
 /// A clinic name: trimmed, 2 to 120 characters.
 pub fn parse_clinic_name(raw: &str) -> Result<String> {
     let name = raw.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -164,16 +143,6 @@ pub fn slugify(name: &str) -> String {
     } else {
         slug
     }
-}
-
-/// Loads the tenant of an open tenant transaction.
-pub async fn current_tenant(tx: &mut crate::db::Tx, id: TenantId) -> Result<Tenant> {
-    sqlx::query_as::<_, TenantRow>("SELECT id, name, slug, plan, active FROM tenants WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(Tenant::from)
-        .ok_or(Error::NotFound)
 }
 
 #[cfg(test)]

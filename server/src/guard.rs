@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use tessera_core::config::origin_of;
 
 /// Paths that authenticate by bearer token or signature rather than by cookie, so a
 /// cross-site form cannot act through them.
@@ -71,7 +72,7 @@ pub fn same_origin(headers: &HeaderMap, public_origin: &str) -> bool {
         None => headers
             .get(header::REFERER)
             .and_then(|r| r.to_str().ok())
-            .map(origin_of),
+            .map(|r| origin_of(r).to_string()),
     };
     let Some(source) = source else { return false };
     if source.eq_ignore_ascii_case(public_origin) {
@@ -83,14 +84,6 @@ pub fn same_origin(headers: &HeaderMap, public_origin: &str) -> bool {
             (scheme == "http" || scheme == "https") && authority.eq_ignore_ascii_case(host)
         }
         _ => false,
-    }
-}
-
-fn origin_of(url: &str) -> String {
-    let after_scheme = url.find("://").map(|i| i + 3).unwrap_or(0);
-    match url[after_scheme..].find('/') {
-        Some(i) => url[..after_scheme + i].to_string(),
-        None => url.to_string(),
     }
 }
 

@@ -14,6 +14,18 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+/// Connection options for the database behind `owner_pool` (a `#[sqlx::test]` pool, connected
+/// as the schema owner) as `tessera_app`, the role the server uses: it owns no table, so
+/// row-level security applies to everything it does. The password is `TESSERA_APP_DB_PASSWORD`
+/// or the local default (ignored where authentication is `trust`).
+pub fn app_role_options(owner_pool: &sqlx::PgPool) -> sqlx::postgres::PgConnectOptions {
+    let password = std::env::var("TESSERA_APP_DB_PASSWORD").unwrap_or_else(|_| "tessera".into());
+    (*owner_pool.connect_options())
+        .clone()
+        .username("tessera_app")
+        .password(&password)
+}
+
 /// The models the simulator lists.
 pub const OPENAI_MODELS: [&str; 2] = ["gpt-4o-mini", "gpt-4o"];
 pub const ANTHROPIC_MODELS: [&str; 2] = ["claude-3-5-haiku-latest", "claude-sonnet-4-0"];

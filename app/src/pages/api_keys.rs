@@ -4,10 +4,8 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::api::{list_api_keys, CreateApiKey, RevokeApiKey};
-use crate::components::{ActionError, Protected};
+use crate::components::{admin_data, ActionError, Protected};
 use crate::dto::ApiKeyRow;
-use crate::error::AppError;
-use crate::pages::errors::{ErrorPage, Forbidden};
 
 #[component]
 pub fn ApiKeysPage() -> impl IntoView {
@@ -27,17 +25,7 @@ fn ApiKeysLoader() -> impl IntoView {
         move || (create.version().get(), revoke.version().get()),
         |_| list_api_keys(),
     );
-    view! {
-        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match data.await {
-                    Ok(rows) => view! { <ApiKeys rows create revoke/> }.into_any(),
-                    Err(AppError::Forbidden(message)) => view! { <Forbidden message/> }.into_any(),
-                    Err(error) => view! { <ErrorPage error/> }.into_any(),
-                }
-            })}
-        </Transition>
-    }
+    admin_data(data, move |rows| view! { <ApiKeys rows create revoke/> })
 }
 
 #[component]

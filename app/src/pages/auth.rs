@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::{Redirect, A};
 
-use crate::components::ActionError;
+use crate::components::{ActionError, AuthCard};
 use crate::Auth;
 
 pub const PASSWORD_RULE: &str = "Use at least 10 characters (at most 128).";
@@ -29,9 +29,7 @@ pub fn SignInPage() -> impl IntoView {
     view! {
         <Title text="Sign in"/>
         <AwayIfSignedIn/>
-        <main class="centered">
-            <section class="card narrow">
-                <p class="brandline"><span class="logo" aria-hidden="true">"◆"</span> "Tessera"</p>
+        <AuthCard>
                 <h1>"Sign in"</h1>
                 <ActionForm action=auth.sign_in>
                     <label>"Email" <input type="email" name="email" autocomplete="username" required/></label>
@@ -40,8 +38,7 @@ pub fn SignInPage() -> impl IntoView {
                     <button type="submit" disabled=pending>"Sign in"</button>
                 </ActionForm>
                 <p class="muted">"New to Tessera? " <A href="/signup">"Create your clinic's account"</A></p>
-            </section>
-        </main>
+        </AuthCard>
     }
 }
 
@@ -52,9 +49,7 @@ pub fn SignUpPage() -> impl IntoView {
     view! {
         <Title text="Create your clinic"/>
         <AwayIfSignedIn/>
-        <main class="centered">
-            <section class="card narrow">
-                <p class="brandline"><span class="logo" aria-hidden="true">"◆"</span> "Tessera"</p>
+        <AuthCard>
                 <h1>"Create your clinic's account"</h1>
                 <p class="muted">"You will be its owner, and can invite your colleagues next."</p>
                 <ActionForm action=auth.sign_up>
@@ -70,7 +65,6 @@ pub fn SignUpPage() -> impl IntoView {
                     <button type="submit" disabled=pending>"Create account"</button>
                 </ActionForm>
                 <p class="muted">"Already have an account? " <A href="/signin">"Sign in"</A></p>
-            </section>
-        </main>
+        </AuthCard>
     }
 }

@@ -7,7 +7,7 @@ use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::get_invitation;
-use crate::components::ActionError;
+use crate::components::{ActionError, AuthCard};
 use crate::error::AppError;
 use crate::pages::auth::PASSWORD_RULE;
 use crate::Auth;
@@ -21,9 +21,7 @@ pub fn InvitePage() -> impl IntoView {
     let pending = auth.accept_invitation.pending();
     view! {
         <Title text="Join your clinic"/>
-        <main class="centered">
-            <section class="card narrow">
-                <p class="brandline"><span class="logo" aria-hidden="true">"◆"</span> "Tessera"</p>
+        <AuthCard>
                 <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
                     {move || Suspend::new(async move {
                         match invitation.await {
@@ -73,7 +71,6 @@ pub fn InvitePage() -> impl IntoView {
                         }
                     })}
                 </Suspense>
-            </section>
-        </main>
+        </AuthCard>
     }
 }

@@ -5,10 +5,8 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::api::{list_provider_keys, DeleteProviderKey, SaveProviderKey, TestProviderKey};
-use crate::components::{ActionError, Protected};
+use crate::components::{admin_data, ActionError, Protected};
 use crate::dto::ProviderKeyRow;
-use crate::error::AppError;
-use crate::pages::errors::{ErrorPage, Forbidden};
 
 #[component]
 pub fn ProviderKeysPage() -> impl IntoView {
@@ -28,17 +26,7 @@ fn KeysLoader() -> impl IntoView {
         move || (save.version().get(), delete.version().get()),
         |_| list_provider_keys(),
     );
-    view! {
-        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match data.await {
-                    Ok(rows) => view! { <Keys rows save delete/> }.into_any(),
-                    Err(AppError::Forbidden(message)) => view! { <Forbidden message/> }.into_any(),
-                    Err(error) => view! { <ErrorPage error/> }.into_any(),
-                }
-            })}
-        </Transition>
-    }
+    admin_data(data, move |rows| view! { <Keys rows save delete/> })
 }
 
 #[component]

@@ -5,10 +5,8 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::api::{list_members, ChangeMemberRole, InviteMember, RemoveMember, RevokeInvitation};
-use crate::components::{ActionError, Protected};
+use crate::components::{admin_data, ActionError, Protected};
 use crate::dto::{MembersPage as Page, Role};
-use crate::error::AppError;
-use crate::pages::errors::{ErrorPage, Forbidden};
 
 #[component]
 pub fn MembersPage() -> impl IntoView {
@@ -39,17 +37,10 @@ fn MembersLoader() -> impl IntoView {
         },
         |_| list_members(),
     );
-    view! {
-            <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
-                {move || Suspend::new(async move {
-                    match data.await {
-                        Ok(page) => view! { <Members page invite change remove revoke/> }.into_any(),
-                        Err(AppError::Forbidden(message)) => view! { <Forbidden message/> }.into_any(),
-                        Err(error) => view! { <ErrorPage error/> }.into_any(),
-                    }
-                })}
-            </Transition>
-    }
+    admin_data(
+        data,
+        move |page| view! { <Members page invite change remove revoke/> },
+    )
 }
 
 #[component]

@@ -67,11 +67,7 @@ pub async fn create(
     role: Role,
     ttl: time::Duration,
 ) -> Result<NewInvitation> {
-    if !actor.role.is_admin() {
-        return Err(Error::forbidden(
-            "Only owners and admins can invite people.",
-        ));
-    }
+    actor.require_admin("invite people")?;
     if role == Role::Owner && actor.role != Role::Owner {
         return Err(Error::forbidden("Only an owner can invite another owner."));
     }
@@ -126,11 +122,7 @@ pub async fn create(
 
 /// Invitations not yet accepted, revoked or expired, newest first.
 pub async fn pending(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<Invitation>> {
-    if !actor.role.is_admin() {
-        return Err(Error::forbidden(
-            "Only owners and admins can see invitations.",
-        ));
-    }
+    actor.require_admin("see invitations")?;
     let mut tx = db.begin_tenant(tenant).await?;
     let rows: Vec<(InvitationId, String, String, OffsetDateTime, OffsetDateTime)> = sqlx::query_as(
         "SELECT id, email, role, expires_at, created_at FROM invitations
@@ -155,11 +147,7 @@ pub async fn pending(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<Invi
 
 /// Withdraws a pending invitation; its link stops working.
 pub async fn revoke(db: &Db, tenant: TenantId, actor: Actor, id: InvitationId) -> Result<()> {
-    if !actor.role.is_admin() {
-        return Err(Error::forbidden(
-            "Only owners and admins can withdraw invitations.",
-        ));
-    }
+    actor.require_admin("withdraw invitations")?;
     let mut tx = db.begin_tenant(tenant).await?;
     let n = sqlx::query("UPDATE invitations SET revoked_at = now() WHERE id = $1 AND accepted_at IS NULL AND revoked_at IS NULL")
         .bind(id)
@@ -167,10 +155,7 @@ pub async fn revoke(db: &Db, tenant: TenantId, actor: Actor, id: InvitationId) -
         .await?
         .rows_affected();
     tx.commit().await?;
-    if n == 0 {
-        return Err(Error::NotFound);
-    }
-    Ok(())
+    crate::error::one_row(n)
 }
 
 #[derive(sqlx::FromRow)]

@@ -24,21 +24,24 @@ pub struct Member {
     pub joined_at: OffsetDateTime,
 }
 
-const LAST_OWNER: &str = "A clinic needs at least one owner. Make someone else an owner first.";
-
-fn require_admin(actor: Actor) -> Result<()> {
-    if actor.role.is_admin() {
-        Ok(())
-    } else {
-        Err(Error::forbidden(
-            "Only owners and admins can manage members.",
-        ))
+impl Actor {
+    /// Refuses anyone below admin with a 403 naming what they tried (`"manage members"`).
+    pub fn require_admin(self, to: &str) -> Result<()> {
+        if self.role.is_admin() {
+            Ok(())
+        } else {
+            Err(Error::forbidden(format!(
+                "Only owners and admins can {to}."
+            )))
+        }
     }
 }
 
+const LAST_OWNER: &str = "A clinic needs at least one owner. Make someone else an owner first.";
+
 /// Everyone in the clinic, owners first, then by name.
 pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<Member>> {
-    require_admin(actor)?;
+    actor.require_admin("manage members")?;
     let mut tx = db.begin_tenant(tenant).await?;
     let rows: Vec<(UserId, String, String, String, OffsetDateTime)> = sqlx::query_as(
         "SELECT u.id, u.name, u.email, m.role, m.created_at
@@ -90,7 +93,7 @@ pub async fn change_role(
     target: UserId,
     role: Role,
 ) -> Result<()> {
-    require_admin(actor)?;
+    actor.require_admin("manage members")?;
     let mut tx = db.begin_tenant(tenant).await?;
     let current = role_of(&mut tx, target).await?;
     if (current == Role::Owner || role == Role::Owner) && actor.role != Role::Owner {
@@ -116,7 +119,7 @@ pub async fn change_role(
 /// Removes `target` from the clinic (their account stays; they may belong to other clinics).
 #[tracing::instrument(skip(db))]
 pub async fn remove(db: &Db, tenant: TenantId, actor: Actor, target: UserId) -> Result<()> {
-    require_admin(actor)?;
+    actor.require_admin("manage members")?;
     let mut tx = db.begin_tenant(tenant).await?;
     let current = role_of(&mut tx, target).await?;
     if current == Role::Owner && actor.role != Role::Owner {

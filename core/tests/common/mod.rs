@@ -5,19 +5,9 @@ use sqlx::PgPool;
 use tessera_core::auth::members::Actor;
 use tessera_core::{auth, Db, Redis, Role, TenantId, UserId};
 
-/// The application role's password in the test cluster (ignored where auth is `trust`).
-pub const APP_ROLE_PASSWORD: &str = "tessera";
-
-/// A pool on the test database as `tessera_app`, the role the server uses: it owns no table,
-/// so row-level security applies to everything it does.
+/// A pool on the test database as `tessera_app`, the role the server uses.
 pub async fn app_db(owner_pool: &PgPool) -> Db {
-    let options = (*owner_pool.connect_options())
-        .clone()
-        .username("tessera_app")
-        .password(
-            &std::env::var("TESSERA_APP_DB_PASSWORD").unwrap_or_else(|_| APP_ROLE_PASSWORD.into()),
-        );
-    Db::connect_with(options, 5)
+    Db::connect_with(testkit::app_role_options(owner_pool), 5)
         .await
         .expect("connect as tessera_app")
 }

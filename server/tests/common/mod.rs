@@ -15,13 +15,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(owner_pool: &PgPool) -> Self {
-        let options = (*owner_pool.connect_options())
-            .clone()
-            .username("tessera_app")
-            .password(
-                &std::env::var("TESSERA_APP_DB_PASSWORD").unwrap_or_else(|_| "tessera".into()),
-            );
-        let db = Db::connect_with(options, 5)
+        let db = Db::connect_with(testkit::app_role_options(owner_pool), 5)
             .await
             .expect("connect as tessera_app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
