@@ -49,6 +49,23 @@ pub struct Config {
     pub openai_base_url: String,
     /// `ANTHROPIC_BASE_URL`: Anthropic's API root.
     pub anthropic_base_url: String,
+    /// `TESSERA_PLATFORM_OPENAI_KEY`: the platform's own OpenAI key, used for clinics that
+    /// brought none when their plan allows it.
+    pub platform_openai_key: Option<secrecy::SecretString>,
+    /// `TESSERA_PLATFORM_ANTHROPIC_KEY`: the same for Anthropic.
+    pub platform_anthropic_key: Option<secrecy::SecretString>,
+    /// `TESSERA_DEFAULT_MAX_TOKENS`: the reply limit used (and reserved) when a request sets none.
+    pub default_max_tokens: u32,
+    /// `TESSERA_PROVIDER_TIMEOUT_SECS`: how long to wait for a provider's first byte, and
+    /// between two streamed chunks.
+    pub provider_timeout_secs: u64,
+    /// `TESSERA_PROVIDER_RETRIES`: retries (with backoff) of a provider call that failed before
+    /// anything reached the client.
+    pub provider_retries: u32,
+    /// `TESSERA_ALLOW_PRIVATE_ENDPOINTS`: let clinics point an OpenAI-compatible endpoint at
+    /// loopback or private addresses (self-hosted single-clinic installs). Off by default, so a
+    /// clinic cannot make the server probe its own network.
+    pub allow_private_endpoints: bool,
 }
 
 impl fmt::Debug for Config {
@@ -68,6 +85,18 @@ impl fmt::Debug for Config {
             .field("master_keys", &self.master_keys)
             .field("openai_base_url", &self.openai_base_url)
             .field("anthropic_base_url", &self.anthropic_base_url)
+            .field(
+                "platform_openai_key",
+                &self.platform_openai_key.as_ref().map(|_| "***"),
+            )
+            .field(
+                "platform_anthropic_key",
+                &self.platform_anthropic_key.as_ref().map(|_| "***"),
+            )
+            .field("default_max_tokens", &self.default_max_tokens)
+            .field("provider_timeout_secs", &self.provider_timeout_secs)
+            .field("provider_retries", &self.provider_retries)
+            .field("allow_private_endpoints", &self.allow_private_endpoints)
             .finish()
     }
 }
@@ -147,9 +176,38 @@ impl Config {
         )?
         .trim_end_matches('/')
         .to_string();
+        let platform_key = |var: &str| get(var).map(|k| secrecy::SecretString::from(k.to_string()));
         Ok(Self {
             openai_base_url,
             anthropic_base_url,
+            platform_openai_key: platform_key("TESSERA_PLATFORM_OPENAI_KEY"),
+            platform_anthropic_key: platform_key("TESSERA_PLATFORM_ANTHROPIC_KEY"),
+            default_max_tokens: number(
+                get("TESSERA_DEFAULT_MAX_TOKENS"),
+                "TESSERA_DEFAULT_MAX_TOKENS",
+                1024,
+                1,
+                200_000,
+            )?,
+            provider_timeout_secs: number(
+                get("TESSERA_PROVIDER_TIMEOUT_SECS"),
+                "TESSERA_PROVIDER_TIMEOUT_SECS",
+                60,
+                1,
+                600,
+            )?,
+            provider_retries: number(
+                get("TESSERA_PROVIDER_RETRIES"),
+                "TESSERA_PROVIDER_RETRIES",
+                2,
+                0,
+                5,
+            )?,
+            allow_private_endpoints: boolean(
+                get("TESSERA_ALLOW_PRIVATE_ENDPOINTS"),
+                "TESSERA_ALLOW_PRIVATE_ENDPOINTS",
+                false,
+            )?,
             master_keys: std::sync::Arc::new(master_keys),
             development_master_key,
             database_url,

@@ -25,6 +25,15 @@ pub enum Error {
     /// An invitation link that can no longer be used.
     #[error("{0}")]
     Gone(String),
+    /// The month's token limit would be exceeded.
+    #[error("{}", over_budget_message(*used, *limit, *requested))]
+    OverBudget {
+        used: i64,
+        limit: i64,
+        requested: i64,
+        /// The plan's allowance, for messages.
+        included: i64,
+    },
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("database migration error")]
@@ -44,7 +53,7 @@ impl Error {
             Error::NotFound => 404,
             Error::Forbidden(_) => 403,
             Error::Unauthenticated(_) => 401,
-            Error::RateLimited { .. } => 429,
+            Error::RateLimited { .. } | Error::OverBudget { .. } => 429,
             Error::Gone(_) => 410,
             Error::Database(_) | Error::Migrate(_) | Error::Redis(_) | Error::Internal(_) => 500,
         }
@@ -71,4 +80,49 @@ pub fn one_row(rows_affected: u64) -> Result<()> {
 /// True when `err` is a violation of the named unique or check constraint.
 pub fn is_constraint(err: &sqlx::Error, name: &str) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.constraint() == Some(name))
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn over_budget_message(used: i64, limit: i64, requested: i64) -> String {
+    let ask = "An admin can raise the spending cap or change the plan under Billing.";
+    if used >= limit {
+        format!(
+            "Monthly token allowance used: {} of {} tokens. {ask}",
+            thousands(used),
+            thousands(limit)
+        )
+    } else {
+        format!(
+            "Monthly token allowance nearly used: {} of {} tokens, and this request could need up to {} (calls in progress hold some too). Ask for a shorter reply, or: {ask}",
+            thousands(used),
+            thousands(limit),
+            thousands(requested)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1_000_000), "1,000,000");
+        assert_eq!(super::thousands(-12_345), "-12,345");
+    }
 }

@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod keys;
 pub mod llm;
+pub mod metering;
 pub mod redis_store;
 pub mod session_store;
 pub mod tenancy;
@@ -32,6 +33,8 @@ pub struct Services {
     pub throttle: auth::throttle::LoginThrottle,
     /// One HTTP client (connection pools) for every provider call.
     pub http: reqwest::Client,
+    /// The one path for model calls.
+    pub gateway: llm::Gateway,
 }
 
 impl Services {
@@ -43,12 +46,15 @@ impl Services {
             .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
+        let config = std::sync::Arc::new(config);
+        let gateway = llm::Gateway::new(config.clone(), db.clone(), redis.clone(), http.clone());
         Self {
-            config: std::sync::Arc::new(config),
+            config,
             db,
             redis,
             throttle,
             http,
+            gateway,
         }
     }
 

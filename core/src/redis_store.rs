@@ -7,6 +7,7 @@ use crate::Result;
 
 #[derive(Clone)]
 pub struct Redis {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: std::sync::Arc<str>,
 }
@@ -26,8 +27,9 @@ impl Redis {
             .set_connection_timeout(std::time::Duration::from_secs(5))
             .set_response_timeout(std::time::Duration::from_secs(5))
             .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Self {
+            client,
             conn,
             prefix: prefix.into(),
         })
@@ -36,6 +38,11 @@ impl Redis {
     /// A connection to issue commands on (cheap: it shares one multiplexed connection).
     pub fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// A connection of its own for subscribing to channels.
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+        Ok(self.client.get_async_pubsub().await?)
     }
 
     /// `prefix + name`.

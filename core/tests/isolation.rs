@@ -65,7 +65,7 @@ async fn the_app_role_owns_nothing_and_cannot_bypass_policies(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
-    // Arrange: two clinics, each with a member, a pending invitation, a provider key and an API key, so
+    // Arrange: two clinics, each with a member, a pending invitation, a provider key, an API key and a usage event, so
     // every tenant-owned table has rows of both. A new tenant-owned table fails this test
     // until rows for it are added here.
     let db = app_db(&pool).await;
@@ -104,6 +104,30 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
         tessera_core::api_keys::create(&db, c.tenant, c.owner_actor(), "isolation")
             .await
             .unwrap();
+        let id = uuid::Uuid::new_v4();
+        tessera_core::metering::write_events(
+            &db,
+            &[tessera_core::metering::UsageEvent {
+                id,
+                tenant: c.tenant,
+                user: Some(c.owner),
+                api_key: None,
+                provider: "openai".into(),
+                model: "gpt-4o-mini".into(),
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                cached_tokens: 0,
+                cost_micro_usd: 1,
+                latency_ms: 1,
+                estimated: false,
+                streamed: false,
+                cancelled: false,
+                idempotency_key: id.to_string(),
+                occurred_at_ms: tessera_core::metering::now_ms(),
+            }],
+        )
+        .await
+        .unwrap();
     }
 
     for (table, column) in tenant_owned_tables(&pool).await {

@@ -4,15 +4,47 @@
 //! Keys decide the answer, so tests can provoke each case: an OpenAI key must start with
 //! `sk-` and an Anthropic key with `sk-ant-`; a key containing `invalid` is rejected (401),
 //! `ratelimited` gets 429 and `outage` gets 503, each in the provider's own error shape.
+//!
+//! Routes:
+//! - `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/embeddings` (OpenAI,
+//!   `Authorization: Bearer`);
+//! - `GET /anthropic/v1/models`, `POST /anthropic/v1/messages` (Anthropic, `x-api-key` and
+//!   `anthropic-version`);
+//! - `GET /sim/stats`: `{"requests": n}`, the number of chat, messages and embeddings requests
+//!   received so far (whatever their outcome).
+//!
+//! Everything is deterministic. Tokens are counted by a toy tokenizer, [`count_tokens`] (one
+//! token per whitespace-separated word); prompts cost [`prompt_tokens`]; the reply is
+//! [`reply_text`], cut to `max_tokens` words by [`limit_reply`].
+//!
+//! Directives in the text of the last user message (for embeddings: the inputs joined by
+//! newlines) steer the answer, `[sim:NAME]` or `[sim:NAME=VALUE]`:
+//! - `[sim:status=CODE]`: answer HTTP CODE (400..=599) in the provider's error shape;
+//! - `[sim:flaky=N]`: the first N requests carrying this exact text get 503, later ones succeed;
+//! - `[sim:fail_midstream]`: a stream sends its first events (the opening ones and two words),
+//!   then the connection is cut with no terminating chunk; unstreamed, the answer is 500;
+//! - `[sim:no_usage]`: an OpenAI stream never sends its usage chunk (Anthropic: ignored);
+//! - `[sim:latency=MS]`: wait MS milliseconds before answering (overrides
+//!   [`SimOptions::latency_ms`]);
+//! - `[sim:chunk_ms=MS]`: wait MS milliseconds between streamed events (overrides
+//!   [`SimOptions::chunk_ms`]);
+//! - `[sim:words=N]`: the reply is exactly N words, `word1 word2 ... wordN`.
+//!
+//! Order of checks: the key, then the request body (400), then latency, `status`, `flaky`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Connection options for the database behind `owner_pool` (a `#[sqlx::test]` pool, connected
 /// as the schema owner) as `tessera_app`, the role the server uses: it owns no table, so
@@ -36,23 +68,63 @@ enum Flavor {
     Anthropic,
 }
 
-/// The simulator's routes: OpenAI under `/v1/models` with `Authorization: Bearer`, Anthropic
-/// under `/anthropic/v1/models` with `x-api-key`.
+/// Global behaviour of a simulator; directives in a request override it for that request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimOptions {
+    /// Milliseconds to wait before answering a chat, messages or embeddings request.
+    pub latency_ms: u64,
+    /// Milliseconds to wait between two streamed events.
+    pub chunk_ms: u64,
+}
+
+/// Shared state of one simulator.
+#[derive(Clone, Default)]
+struct Sim {
+    options: SimOptions,
+    /// Requests seen so far per `[sim:flaky=N]` text.
+    flaky: Arc<Mutex<HashMap<String, u32>>>,
+    /// Chat, messages and embeddings requests received.
+    requests: Arc<AtomicU64>,
+    /// Source of response ids.
+    ids: Arc<AtomicU64>,
+}
+
+/// The simulator's routes (see the crate documentation), with default [`SimOptions`].
 pub fn router() -> Router {
+    router_with(SimOptions::default())
+}
+
+/// The simulator's routes with the given global options.
+pub fn router_with(options: SimOptions) -> Router {
+    let sim = Sim {
+        options,
+        ..Sim::default()
+    };
     Router::new()
         .route("/v1/models", get(models).with_state(Flavor::OpenAi))
         .route(
             "/anthropic/v1/models",
             get(models).with_state(Flavor::Anthropic),
         )
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/anthropic/v1/messages", post(messages))
+        .route("/sim/stats", get(stats))
+        .with_state(sim)
 }
 
 /// Serves the simulator on `addr` (port 0 for any free port); returns the bound address.
 pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    spawn_with(addr, SimOptions::default()).await
+}
+
+/// Serves the simulator with the given options on `addr` (port 0 for any free port); returns
+/// the bound address.
+pub async fn spawn_with(addr: SocketAddr, options: SimOptions) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router()).await;
+        let _ = axum::serve(listener, router_with(options)).await;
     });
     Ok(bound)
 }
@@ -162,4 +234,755 @@ async fn models(State(flavor): State<Flavor>, headers: HeaderMap) -> Response {
         }))
         .into_response(),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic behaviour
+// ---------------------------------------------------------------------------------------------
+
+/// The most words `[sim:words=N]` produces.
+pub const MAX_WORDS: usize = 100_000;
+
+/// The simulator's toy tokenizer: one token per whitespace-separated word.
+pub fn count_tokens(text: &str) -> i64 {
+    text.split_whitespace().count() as i64
+}
+
+/// Prompt tokens of a request, for both flavors: `3 + count_tokens(text)` per text, plus 3.
+/// The texts are every message's content in order and, for Anthropic, the `system` prompt
+/// first when the request has one. A message's content made of parts is its text parts
+/// joined by newlines; parts of other types count nothing.
+pub fn prompt_tokens(texts: &[&str]) -> i64 {
+    texts.iter().map(|t| 3 + count_tokens(t)).sum::<i64>() + 3
+}
+
+/// The simulated reply to `last_user_message` (the text of the last `user` message):
+/// `"Simulated reply from <model>: <its words, at most 12>"`, leaving out `[sim:...]`
+/// directives, with words separated by single spaces. With `[sim:words=N]` in the message, the
+/// reply is exactly N words instead, `"word1 word2 ... wordN"` (N at most [`MAX_WORDS`]).
+/// Before `max_tokens` (see [`limit_reply`]).
+pub fn reply_text(model: &str, last_user_message: &str) -> String {
+    if let Some(n) = directive_num(last_user_message, "words") {
+        let n = usize::try_from(n).unwrap_or(MAX_WORDS).min(MAX_WORDS);
+        return (1..=n)
+            .map(|i| format!("word{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    let echoed: Vec<&str> = last_user_message
+        .split_whitespace()
+        .filter(|w| !(w.starts_with("[sim:") && w.ends_with(']')))
+        .take(12)
+        .collect();
+    let reply = format!("Simulated reply from {model}: {}", echoed.join(" "));
+    reply.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The reply as sent: cut to its first `max_tokens` words when it has more, in which case the
+/// flag is true (finish reason `length` / stop reason `max_tokens`). completion tokens /
+/// output tokens are `count_tokens` of the returned text.
+pub fn limit_reply(reply: &str, max_tokens: Option<i64>) -> (String, bool) {
+    match max_tokens {
+        Some(max) if count_tokens(reply) > max => {
+            let kept: Vec<&str> = reply
+                .split_whitespace()
+                .take(usize::try_from(max).unwrap_or(0))
+                .collect();
+            (kept.join(" "), true)
+        }
+        _ => (reply.to_string(), false),
+    }
+}
+
+/// The simulator's embedding of `text`: `dimensions` numbers drawn from a generator seeded
+/// with the FNV-1a hash of the text, L2-normalised. The same text always gives the same vector.
+pub fn embedding(text: &str, dimensions: usize) -> Vec<f32> {
+    let mut state = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let mut v: Vec<f64> = (0..dimensions)
+        .map(|_| {
+            // splitmix64
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v.into_iter().map(|x| x as f32).collect()
+}
+
+/// The value of directive `[sim:NAME=VALUE]` (`""` for `[sim:NAME]`) in `text`, if present.
+fn directive<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let mut rest = text;
+    while let Some(start) = rest.find("[sim:") {
+        let after = &rest[start + 5..];
+        let end = after.find(']')?;
+        let inner = &after[..end];
+        let (n, v) = inner.split_once('=').unwrap_or((inner, ""));
+        if n.trim() == name {
+            return Some(v.trim());
+        }
+        rest = &after[end + 1..];
+    }
+    None
+}
+
+fn directive_num(text: &str, name: &str) -> Option<u64> {
+    directive(text, name)?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// A 400 `invalid_request_error` naming the faulty parameter.
+fn bad_request(flavor: Flavor, param: &str, message: &str) -> Response {
+    let body = match flavor {
+        Flavor::OpenAi => json!({ "error": {
+            "message": message, "type": "invalid_request_error", "param": param, "code": null,
+        } }),
+        Flavor::Anthropic => {
+            json!({ "type": "error", "error": { "type": "invalid_request_error", "message": message } })
+        }
+    };
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// An error answer with `status`, in the provider's shape.
+fn status_error(flavor: Flavor, status: StatusCode) -> Response {
+    let anthropic = matches!(flavor, Flavor::Anthropic);
+    let (kind, code, message) = match status.as_u16() {
+        400 => ("invalid_request_error", "", "Simulated invalid request."),
+        401 if anthropic => ("authentication_error", "", "invalid x-api-key"),
+        401 => (
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        ),
+        403 if anthropic => ("permission_error", "", "Simulated permission error."),
+        404 if anthropic => ("not_found_error", "", "Simulated not found."),
+        404 => (
+            "invalid_request_error",
+            "model_not_found",
+            "The model does not exist or you do not have access to it.",
+        ),
+        413 if anthropic => ("request_too_large", "", "Request exceeds the maximum size."),
+        429 => (
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            "Rate limit reached for requests.",
+        ),
+        503 => (
+            "overloaded_error",
+            "service_unavailable",
+            "The server is overloaded. Please retry.",
+        ),
+        529 => ("overloaded_error", "overloaded", "Overloaded"),
+        500..=599 if anthropic => ("api_error", "", "Internal server error"),
+        500..=599 => (
+            "server_error",
+            "",
+            "The server had an error while processing your request.",
+        ),
+        _ => ("invalid_request_error", "", "Simulated request error."),
+    };
+    let body = match flavor {
+        Flavor::OpenAi => json!({ "error": {
+            "message": message, "type": kind, "param": null,
+            "code": if code.is_empty() { Value::Null } else { json!(code) },
+        } }),
+        Flavor::Anthropic => {
+            json!({ "type": "error", "error": { "type": kind, "message": message } })
+        }
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Applies latency, `[sim:status]` and `[sim:flaky]` for a request whose directive text is
+/// `text`; `Err` is the answer to send instead.
+async fn prelude(sim: &Sim, flavor: Flavor, text: &str) -> Result<(), Response> {
+    let latency = directive_num(text, "latency").unwrap_or(sim.options.latency_ms);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if let Some(code) = directive_num(text, "status") {
+        if let Some(status) = u16::try_from(code)
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .filter(|s| s.is_client_error() || s.is_server_error())
+        {
+            return Err(status_error(flavor, status));
+        }
+    }
+    if let Some(n) = directive_num(text, "flaky") {
+        let mut seen = sim.flaky.lock().unwrap_or_else(|e| e.into_inner());
+        let count = seen.entry(text.to_string()).or_insert(0);
+        if u64::from(*count) < n {
+            *count += 1;
+            return Err(status_error(flavor, StatusCode::SERVICE_UNAVAILABLE));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------------------------
+
+/// What the simulator needs from a chat (OpenAI) or messages (Anthropic) request.
+struct Conversation {
+    model: String,
+    /// System prompt (Anthropic) and every message content, for `prompt_tokens`.
+    texts: Vec<String>,
+    last_user: String,
+    max_tokens: Option<i64>,
+    stream: bool,
+    include_usage: bool,
+}
+
+/// A message content: a string, or text parts joined by newlines (`None` if neither).
+fn content_text(v: &Value, null_ok: bool) -> Option<String> {
+    match v {
+        Value::Null if null_ok => Some(String::new()),
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter(|p| p["type"] == "text")
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        _ => None,
+    }
+}
+
+fn parse_json(flavor: Flavor, body: &Bytes) -> Result<Value, Response> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) if v.is_object() => Ok(v),
+        _ => Err(match flavor {
+            Flavor::OpenAi => bad_request(
+                flavor,
+                "",
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)",
+            ),
+            Flavor::Anthropic => bad_request(flavor, "", "There was an error parsing the body of your request."),
+        }),
+    }
+}
+
+fn parse_messages(flavor: Flavor, req: &Value) -> Result<(Vec<String>, String), Response> {
+    let anthropic = matches!(flavor, Flavor::Anthropic);
+    let missing = |what: &str| match flavor {
+        Flavor::OpenAi => bad_request(
+            flavor,
+            what,
+            &format!("Missing required parameter: '{what}'."),
+        ),
+        Flavor::Anthropic => bad_request(flavor, what, &format!("{what}: Field required")),
+    };
+    let list = match &req["messages"] {
+        Value::Null => return Err(missing("messages")),
+        Value::Array(list) if !list.is_empty() => list,
+        Value::Array(_) if anthropic => {
+            return Err(bad_request(
+                flavor,
+                "messages",
+                "messages: at least one message is required",
+            ))
+        }
+        Value::Array(_) => {
+            return Err(bad_request(
+                flavor,
+                "messages",
+                "[] is too short - 'messages'",
+            ))
+        }
+        _ => {
+            return Err(bad_request(
+                flavor,
+                "messages",
+                &match flavor {
+                    Flavor::OpenAi => "Invalid type for 'messages': expected an array.".to_string(),
+                    Flavor::Anthropic => "messages: Input should be a valid list".to_string(),
+                },
+            ))
+        }
+    };
+    let mut texts = Vec::new();
+    let mut last_user = String::new();
+    for (i, m) in list.iter().enumerate() {
+        let invalid = || {
+            bad_request(
+                flavor,
+                &format!("messages.[{i}]"),
+                &format!("Invalid value for 'messages[{i}]'."),
+            )
+        };
+        let Some(role) = m["role"].as_str() else {
+            return Err(invalid());
+        };
+        let Some(text) = content_text(&m["content"], !anthropic) else {
+            return Err(invalid());
+        };
+        if role == "user" {
+            last_user = text.clone();
+        }
+        texts.push(text);
+    }
+    Ok((texts, last_user))
+}
+
+fn parse_model(flavor: Flavor, req: &Value) -> Result<String, Response> {
+    match &req["model"] {
+        Value::String(m) if !m.is_empty() => Ok(m.clone()),
+        Value::Null => Err(match flavor {
+            Flavor::OpenAi => bad_request(flavor, "model", "you must provide a model parameter"),
+            Flavor::Anthropic => bad_request(flavor, "model", "model: Field required"),
+        }),
+        _ => Err(bad_request(flavor, "model", "Invalid value for 'model'.")),
+    }
+}
+
+fn parse_openai_chat(body: &Bytes) -> Result<Conversation, Response> {
+    let flavor = Flavor::OpenAi;
+    let req = parse_json(flavor, body)?;
+    let model = parse_model(flavor, &req)?;
+    let (texts, last_user) = parse_messages(flavor, &req)?;
+    let mut max_tokens = None;
+    for param in ["max_tokens", "max_completion_tokens"] {
+        match &req[param] {
+            Value::Null => {}
+            v => match v.as_i64() {
+                Some(n) if n >= 1 => max_tokens = Some(n),
+                _ => {
+                    return Err(bad_request(
+                        flavor,
+                        param,
+                        &format!("Invalid '{param}': expected an integer of at least 1."),
+                    ))
+                }
+            },
+        }
+    }
+    Ok(Conversation {
+        model,
+        texts,
+        last_user,
+        max_tokens,
+        stream: req["stream"].as_bool().unwrap_or(false),
+        include_usage: req["stream_options"]["include_usage"]
+            .as_bool()
+            .unwrap_or(false),
+    })
+}
+
+fn parse_anthropic_messages(body: &Bytes) -> Result<Conversation, Response> {
+    let flavor = Flavor::Anthropic;
+    let req = parse_json(flavor, body)?;
+    let model = parse_model(flavor, &req)?;
+    let max_tokens = match &req["max_tokens"] {
+        Value::Null => {
+            return Err(bad_request(
+                flavor,
+                "max_tokens",
+                "max_tokens: Field required",
+            ))
+        }
+        v => match v.as_i64() {
+            Some(n) if n >= 1 => n,
+            _ => {
+                return Err(bad_request(
+                    flavor,
+                    "max_tokens",
+                    "max_tokens: Input should be a valid integer greater than or equal to 1",
+                ))
+            }
+        },
+    };
+    let (messages, last_user) = parse_messages(flavor, &req)?;
+    let mut texts = Vec::new();
+    match &req["system"] {
+        Value::Null => {}
+        v => match content_text(v, false) {
+            Some(system) => texts.push(system),
+            None => {
+                return Err(bad_request(
+                    flavor,
+                    "system",
+                    "system: Input should be a valid string or list of text blocks",
+                ))
+            }
+        },
+    }
+    texts.extend(messages);
+    Ok(Conversation {
+        model,
+        texts,
+        last_user,
+        max_tokens: Some(max_tokens),
+        stream: req["stream"].as_bool().unwrap_or(false),
+        include_usage: false,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------------------------
+
+type Event = Result<Bytes, std::io::Error>;
+
+/// Pause before a `[sim:fail_midstream]` cut, so the events before it are flushed first.
+const CUT_DELAY_MS: u64 = 50;
+
+/// An event stream of `events`, `chunk_ms` apart.
+fn sse(events: Vec<Event>, chunk_ms: u64) -> Response {
+    let body = futures_util::stream::unfold(
+        (events.into_iter(), true),
+        move |(mut events, first)| async move {
+            let event = events.next()?;
+            if !first && chunk_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(chunk_ms)).await;
+            }
+            if event.is_err() {
+                // Let what was sent reach the client (headers included) before the cut.
+                tokio::time::sleep(Duration::from_millis(CUT_DELAY_MS)).await;
+            }
+            Some((event, (events, false)))
+        },
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(body))
+        .expect("valid response")
+}
+
+fn cut() -> Event {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "simulated failure mid-stream",
+    ))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The pieces of a reply as streamed: each word followed by a space except the last.
+fn pieces(reply: &str) -> Vec<String> {
+    let words: Vec<&str> = reply.split_whitespace().collect();
+    let n = words.len();
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            if i + 1 < n {
+                format!("{w} ")
+            } else {
+                (*w).to_string()
+            }
+        })
+        .collect()
+}
+
+async fn stats(State(sim): State<Sim>) -> Response {
+    Json(json!({ "requests": sim.requests.load(Ordering::SeqCst) })).into_response()
+}
+
+async fn chat_completions(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+    sim.requests.fetch_add(1, Ordering::SeqCst);
+    let flavor = Flavor::OpenAi;
+    if let Err(res) = check(&headers, flavor) {
+        return res;
+    }
+    let conv = match parse_openai_chat(&body) {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    let directives = conv.last_user.as_str();
+    if let Err(res) = prelude(&sim, flavor, directives).await {
+        return res;
+    }
+    let fail = directive(directives, "fail_midstream").is_some();
+    if fail && !conv.stream {
+        return status_error(flavor, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
+    let prompt = prompt_tokens(&texts);
+    let (reply, truncated) =
+        limit_reply(&reply_text(&conv.model, &conv.last_user), conv.max_tokens);
+    let completion = count_tokens(&reply);
+    let finish = if truncated { "length" } else { "stop" };
+    let usage = json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": { "cached_tokens": 0, "audio_tokens": 0 },
+        "completion_tokens_details": {
+            "reasoning_tokens": 0, "audio_tokens": 0,
+            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
+        },
+    });
+    let id = format!(
+        "chatcmpl-sim-{}",
+        sim.ids.fetch_add(1, Ordering::SeqCst) + 1
+    );
+    let created = now();
+    if !conv.stream {
+        return Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": conv.model,
+            "choices": [{
+                "index": 0,
+                "message": { "role": "assistant", "content": reply, "refusal": null, "annotations": [] },
+                "logprobs": null,
+                "finish_reason": finish,
+            }],
+            "usage": usage,
+            "service_tier": "default",
+            "system_fingerprint": "fp_sim",
+        }))
+        .into_response();
+    }
+    let send_usage = conv.include_usage && directive(directives, "no_usage").is_none();
+    let chunk = |choices: Value, usage: Option<Value>| -> Event {
+        let mut c = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": conv.model,
+            "service_tier": "default",
+            "system_fingerprint": "fp_sim",
+            "choices": choices,
+        });
+        if send_usage {
+            c["usage"] = usage.unwrap_or(Value::Null);
+        }
+        Ok(Bytes::from(format!("data: {c}\n\n")))
+    };
+    let choice = |delta: Value, finish: Option<&str>| json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }]);
+    let mut events = vec![chunk(
+        choice(
+            json!({ "role": "assistant", "content": "", "refusal": null }),
+            None,
+        ),
+        None,
+    )];
+    for (i, piece) in pieces(&reply).into_iter().enumerate() {
+        if fail && i == 2 {
+            break;
+        }
+        events.push(chunk(choice(json!({ "content": piece }), None), None));
+    }
+    if fail {
+        events.push(cut());
+    } else {
+        events.push(chunk(choice(json!({}), Some(finish)), None));
+        if send_usage {
+            events.push(chunk(json!([]), Some(usage)));
+        }
+        events.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+    }
+    sse(
+        events,
+        directive_num(directives, "chunk_ms").unwrap_or(sim.options.chunk_ms),
+    )
+}
+
+async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+    sim.requests.fetch_add(1, Ordering::SeqCst);
+    let flavor = Flavor::Anthropic;
+    if let Err(res) = check(&headers, flavor) {
+        return res;
+    }
+    let conv = match parse_anthropic_messages(&body) {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    let directives = conv.last_user.as_str();
+    if let Err(res) = prelude(&sim, flavor, directives).await {
+        return res;
+    }
+    let fail = directive(directives, "fail_midstream").is_some();
+    if fail && !conv.stream {
+        return status_error(flavor, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
+    let input = prompt_tokens(&texts);
+    let (reply, truncated) =
+        limit_reply(&reply_text(&conv.model, &conv.last_user), conv.max_tokens);
+    let output = count_tokens(&reply);
+    let stop = if truncated { "max_tokens" } else { "end_turn" };
+    let id = format!("msg_sim_{}", sim.ids.fetch_add(1, Ordering::SeqCst) + 1);
+    if !conv.stream {
+        return Json(json!({
+            "id": id,
+            "type": "message",
+            "role": "assistant",
+            "model": conv.model,
+            "content": [{ "type": "text", "text": reply }],
+            "stop_reason": stop,
+            "stop_sequence": null,
+            "usage": {
+                "input_tokens": input,
+                "output_tokens": output,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "service_tier": "standard",
+            },
+        }))
+        .into_response();
+    }
+    let event = |data: Value| -> Event {
+        let kind = data["type"].as_str().unwrap_or("").to_string();
+        Ok(Bytes::from(format!("event: {kind}\ndata: {data}\n\n")))
+    };
+    let mut events = vec![
+        event(json!({ "type": "message_start", "message": {
+            "id": id,
+            "type": "message",
+            "role": "assistant",
+            "model": conv.model,
+            "content": [],
+            "stop_reason": null,
+            "stop_sequence": null,
+            "usage": {
+                "input_tokens": input,
+                "output_tokens": 1,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "service_tier": "standard",
+            },
+        } })),
+        event(json!({ "type": "content_block_start", "index": 0,
+            "content_block": { "type": "text", "text": "" } })),
+        event(json!({ "type": "ping" })),
+    ];
+    for (i, piece) in pieces(&reply).into_iter().enumerate() {
+        if fail && i == 2 {
+            break;
+        }
+        events.push(event(json!({ "type": "content_block_delta", "index": 0,
+            "delta": { "type": "text_delta", "text": piece } })));
+    }
+    if fail {
+        events.push(cut());
+    } else {
+        events.push(event(json!({ "type": "content_block_stop", "index": 0 })));
+        events.push(event(json!({ "type": "message_delta",
+            "delta": { "stop_reason": stop, "stop_sequence": null },
+            "usage": { "output_tokens": output } })));
+        events.push(event(json!({ "type": "message_stop" })));
+    }
+    sse(
+        events,
+        directive_num(directives, "chunk_ms").unwrap_or(sim.options.chunk_ms),
+    )
+}
+
+/// Standard base64 of `bytes`, as OpenAI sends `encoding_format: "base64"` embeddings.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+async fn embeddings(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+    sim.requests.fetch_add(1, Ordering::SeqCst);
+    let flavor = Flavor::OpenAi;
+    if let Err(res) = check(&headers, flavor) {
+        return res;
+    }
+    let req = match parse_json(flavor, &body) {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let model = match parse_model(flavor, &req) {
+        Ok(m) => m,
+        Err(res) => return res,
+    };
+    let inputs: Vec<String> = match &req["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect(),
+        Value::Null => return bad_request(flavor, "input", "Missing required parameter: 'input'."),
+        _ => {
+            return bad_request(
+                flavor,
+                "input",
+                "'input' must be a string or a non-empty array of strings.",
+            )
+        }
+    };
+    let dimensions = match &req["dimensions"] {
+        Value::Null => 16,
+        v => match v.as_u64() {
+            Some(d @ 1..=4096) => d as usize,
+            _ => {
+                return bad_request(
+                    flavor,
+                    "dimensions",
+                    "Invalid 'dimensions': expected an integer between 1 and 4096.",
+                )
+            }
+        },
+    };
+    let base64_format = req["encoding_format"] == "base64";
+    let directives = inputs.join("\n");
+    if let Err(res) = prelude(&sim, flavor, &directives).await {
+        return res;
+    }
+    let tokens: i64 = inputs.iter().map(|i| count_tokens(i)).sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let vector = embedding(text, dimensions);
+            let value = if base64_format {
+                let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64(&bytes))
+            } else {
+                json!(vector)
+            };
+            json!({ "object": "embedding", "index": index, "embedding": value })
+        })
+        .collect();
+    Json(json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
+    }))
+    .into_response()
 }

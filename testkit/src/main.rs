@@ -1,5 +1,29 @@
 //! `provider-sim [ADDR]`: serves the provider simulator (default 127.0.0.1:3199) for
 //! end-to-end tests and benchmarks.
+//!
+//! Environment: `SIM_LATENCY_MS` (wait before each chat, messages or embeddings answer) and
+//! `SIM_CHUNK_MS` (wait between streamed events), whole milliseconds, default 0.
+
+/// The milliseconds in environment variable `name` (0 when unset or empty).
+fn millis(name: &str) -> u64 {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => 0,
+        Ok(v) if v.trim().is_empty() => 0,
+        Ok(v) => match v.trim().parse() {
+            Ok(ms) => ms,
+            Err(_) => {
+                eprintln!(
+                    "provider-sim: {name} must be a whole number of milliseconds (got {v:?})"
+                );
+                std::process::exit(2);
+            }
+        },
+        Err(std::env::VarError::NotUnicode(v)) => {
+            eprintln!("provider-sim: {name} must be a whole number of milliseconds (got {v:?})");
+            std::process::exit(2);
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() {
@@ -13,7 +37,11 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    match testkit::spawn(addr).await {
+    let options = testkit::SimOptions {
+        latency_ms: millis("SIM_LATENCY_MS"),
+        chunk_ms: millis("SIM_CHUNK_MS"),
+    };
+    match testkit::spawn_with(addr, options).await {
         Ok(bound) => println!("provider simulator listening on http://{bound}"),
         Err(e) => {
             eprintln!("provider-sim: cannot listen on {addr}: {e}");

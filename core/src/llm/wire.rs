@@ -1,0 +1,395 @@
+//! The providers' wire formats: OpenAI chat completions (also spoken by OpenAI-compatible
+//! servers) and Anthropic Messages, as request bodies, JSON replies and server-sent events.
+//!
+//! The gateway forwards text, not provider objects, so each reply is reduced to
+//! [`Piece`]s: text deltas, the finish reason, the usage, and the end.
+
+use serde_json::{json, Value};
+
+use super::{ChatMessage, MessageRole, Usage};
+use crate::keys::Provider;
+
+/// One thing a provider said, in any format.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Piece {
+    Text(String),
+    /// Why generation stopped, in OpenAI's words (`stop`, `length`, ...).
+    Finish(String),
+    /// Usage so far; later pieces may complete it (Anthropic sends prompt and completion
+    /// tokens in different events).
+    Usage(Usage),
+    /// The provider's end-of-stream marker.
+    Done,
+    /// An error event inside a stream.
+    Error(String),
+}
+
+/// The request body for a chat call.
+pub fn request_body(
+    provider: Provider,
+    model: &str,
+    messages: &[ChatMessage],
+    max_tokens: u32,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    stop: &[String],
+    stream: bool,
+) -> Value {
+    match provider {
+        Provider::Anthropic => {
+            let system: Vec<&str> = messages
+                .iter()
+                .filter(|m| m.role == MessageRole::System)
+                .map(|m| m.content.as_str())
+                .collect();
+            let turns: Vec<Value> = messages
+                .iter()
+                .filter(|m| m.role != MessageRole::System)
+                .map(|m| json!({ "role": m.role.as_str(), "content": m.content }))
+                .collect();
+            let mut body = json!({
+                "model": model,
+                "max_tokens": max_tokens,
+                "messages": turns,
+                "stream": stream,
+            });
+            if !system.is_empty() {
+                body["system"] = Value::String(system.join("\n\n"));
+            }
+            if let Some(t) = temperature {
+                // Anthropic's range is 0..=1; OpenAI's 0..=2.
+                body["temperature"] = json!(t.clamp(0.0, 1.0));
+            }
+            if let Some(p) = top_p {
+                body["top_p"] = json!(p);
+            }
+            if !stop.is_empty() {
+                body["stop_sequences"] = json!(stop);
+            }
+            body
+        }
+        Provider::OpenAi | Provider::OpenAiCompatible => {
+            let msgs: Vec<Value> = messages
+                .iter()
+                .map(|m| json!({ "role": m.role.as_str(), "content": m.content }))
+                .collect();
+            let mut body = json!({ "model": model, "messages": msgs, "stream": stream });
+            // OpenAI replaced max_tokens with max_completion_tokens; compatible servers
+            // (Ollama, vLLM) still read max_tokens.
+            let limit_field = if provider == Provider::OpenAi {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            body[limit_field] = json!(max_tokens);
+            if stream {
+                body["stream_options"] = json!({ "include_usage": true });
+            }
+            if let Some(t) = temperature {
+                body["temperature"] = json!(t);
+            }
+            if let Some(p) = top_p {
+                body["top_p"] = json!(p);
+            }
+            if !stop.is_empty() {
+                body["stop"] = json!(stop);
+            }
+            body
+        }
+    }
+}
+
+/// A complete (non-streamed) reply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub text: String,
+    pub finish_reason: String,
+    pub usage: Option<Usage>,
+}
+
+fn openai_usage(v: &Value) -> Option<Usage> {
+    let prompt = v["prompt_tokens"].as_i64()?;
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: v["completion_tokens"].as_i64().unwrap_or(0),
+        cached_tokens: v["prompt_tokens_details"]["cached_tokens"]
+            .as_i64()
+            .unwrap_or(0),
+        estimated: false,
+    })
+}
+
+fn anthropic_stop(reason: &str) -> String {
+    match reason {
+        "max_tokens" => "length",
+        "end_turn" | "stop_sequence" => "stop",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        other => other,
+    }
+    .to_string()
+}
+
+/// Reads a JSON reply; `None` when it is not the shape the provider documents.
+pub fn parse_reply(provider: Provider, body: &Value) -> Option<Reply> {
+    match provider {
+        Provider::Anthropic => {
+            let text: String = body["content"]
+                .as_array()?
+                .iter()
+                .filter(|b| b["type"] == "text")
+                .filter_map(|b| b["text"].as_str())
+                .collect();
+            let u = &body["usage"];
+            let usage = u["input_tokens"].as_i64().map(|input| {
+                let cache_read = u["cache_read_input_tokens"].as_i64().unwrap_or(0);
+                let cache_write = u["cache_creation_input_tokens"].as_i64().unwrap_or(0);
+                Usage {
+                    // Anthropic counts cached input apart; Tessera's prompt tokens include it,
+                    // as OpenAI's do.
+                    prompt_tokens: input + cache_read + cache_write,
+                    completion_tokens: u["output_tokens"].as_i64().unwrap_or(0),
+                    cached_tokens: cache_read,
+                    estimated: false,
+                }
+            });
+            Some(Reply {
+                text,
+                finish_reason: anthropic_stop(body["stop_reason"].as_str().unwrap_or("end_turn")),
+                usage,
+            })
+        }
+        Provider::OpenAi | Provider::OpenAiCompatible => {
+            let choice = body["choices"].get(0)?;
+            Some(Reply {
+                text: choice["message"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                finish_reason: choice["finish_reason"]
+                    .as_str()
+                    .unwrap_or("stop")
+                    .to_string(),
+                usage: openai_usage(&body["usage"]),
+            })
+        }
+    }
+}
+
+/// Splits a byte stream into server-sent events (`event:` and `data:` fields).
+#[derive(Default)]
+pub struct SseParser {
+    buf: Vec<u8>,
+    event: Option<String>,
+    data: String,
+}
+
+/// One server-sent event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl SseParser {
+    /// Feeds bytes; returns the events they complete.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        let mut start = 0;
+        while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
+            let mut line = &self.buf[start..start + pos];
+            start += pos + 1;
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            if line.is_empty() {
+                if !self.data.is_empty() || self.event.is_some() {
+                    out.push(SseEvent {
+                        event: self.event.take(),
+                        data: std::mem::take(&mut self.data),
+                    });
+                }
+                continue;
+            }
+            let line = String::from_utf8_lossy(line);
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line.as_ref(), ""),
+            };
+            match field {
+                "data" => {
+                    if !self.data.is_empty() {
+                        self.data.push('\n');
+                    }
+                    self.data.push_str(value);
+                }
+                "event" => self.event = Some(value.to_string()),
+                _ => {}
+            }
+        }
+        self.buf.drain(..start);
+        out
+    }
+}
+
+/// Turns one streamed event into pieces.
+pub fn parse_event(provider: Provider, ev: &SseEvent, out: &mut Vec<Piece>) {
+    match provider {
+        Provider::OpenAi | Provider::OpenAiCompatible => {
+            if ev.data.trim() == "[DONE]" {
+                out.push(Piece::Done);
+                return;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                return;
+            };
+            if let Some(message) = v["error"]["message"].as_str() {
+                out.push(Piece::Error(message.to_string()));
+                return;
+            }
+            if let Some(choice) = v["choices"].get(0) {
+                if let Some(text) = choice["delta"]["content"].as_str() {
+                    if !text.is_empty() {
+                        out.push(Piece::Text(text.to_string()));
+                    }
+                }
+                if let Some(reason) = choice["finish_reason"].as_str() {
+                    out.push(Piece::Finish(reason.to_string()));
+                }
+            }
+            if let Some(usage) = openai_usage(&v["usage"]) {
+                out.push(Piece::Usage(usage));
+            }
+        }
+        Provider::Anthropic => {
+            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                return;
+            };
+            match v["type"].as_str().unwrap_or_default() {
+                "message_start" => {
+                    let u = &v["message"]["usage"];
+                    if let Some(input) = u["input_tokens"].as_i64() {
+                        let cache_read = u["cache_read_input_tokens"].as_i64().unwrap_or(0);
+                        let cache_write = u["cache_creation_input_tokens"].as_i64().unwrap_or(0);
+                        out.push(Piece::Usage(Usage {
+                            prompt_tokens: input + cache_read + cache_write,
+                            completion_tokens: u["output_tokens"].as_i64().unwrap_or(0),
+                            cached_tokens: cache_read,
+                            estimated: false,
+                        }));
+                    }
+                }
+                "content_block_delta" => {
+                    if let Some(text) = v["delta"]["text"].as_str() {
+                        if !text.is_empty() {
+                            out.push(Piece::Text(text.to_string()));
+                        }
+                    }
+                }
+                "message_delta" => {
+                    if let Some(reason) = v["delta"]["stop_reason"].as_str() {
+                        out.push(Piece::Finish(anthropic_stop(reason)));
+                    }
+                    if let Some(output) = v["usage"]["output_tokens"].as_i64() {
+                        // Completion tokens only: merged with message_start's prompt tokens.
+                        out.push(Piece::Usage(Usage {
+                            prompt_tokens: -1,
+                            completion_tokens: output,
+                            cached_tokens: -1,
+                            estimated: false,
+                        }));
+                    }
+                }
+                "message_stop" => out.push(Piece::Done),
+                "error" => out.push(Piece::Error(
+                    v["error"]["message"]
+                        .as_str()
+                        .unwrap_or("stream error")
+                        .to_string(),
+                )),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Merges a usage piece into what is known so far (`-1` fields leave a value unchanged).
+pub fn merge_usage(known: Option<Usage>, new: Usage) -> Usage {
+    let base = known.unwrap_or_default();
+    Usage {
+        prompt_tokens: if new.prompt_tokens >= 0 {
+            new.prompt_tokens
+        } else {
+            base.prompt_tokens
+        },
+        completion_tokens: if new.completion_tokens >= 0 {
+            new.completion_tokens
+        } else {
+            base.completion_tokens
+        },
+        cached_tokens: if new.cached_tokens >= 0 {
+            new.cached_tokens
+        } else {
+            base.cached_tokens
+        },
+        estimated: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_split_across_chunks() {
+        let mut p = SseParser::default();
+        assert!(p.feed(b"event: message_start\r\ndata: {\"a\"").is_empty());
+        let evs = p.feed(b":1}\r\n\r\ndata: [DONE]\n\n");
+        assert_eq!(
+            evs,
+            vec![
+                SseEvent {
+                    event: Some("message_start".into()),
+                    data: "{\"a\":1}".into()
+                },
+                SseEvent {
+                    event: None,
+                    data: "[DONE]".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn anthropic_usage_merges_across_events() {
+        let mut out = Vec::new();
+        let ev = |data: &str| SseEvent {
+            event: None,
+            data: data.into(),
+        };
+        parse_event(
+            Provider::Anthropic,
+            &ev(
+                r#"{"type":"message_start","message":{"usage":{"input_tokens":12,"output_tokens":1}}}"#,
+            ),
+            &mut out,
+        );
+        parse_event(
+            Provider::Anthropic,
+            &ev(
+                r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":7}}"#,
+            ),
+            &mut out,
+        );
+        let mut usage = None;
+        for p in &out {
+            if let Piece::Usage(u) = p {
+                usage = Some(merge_usage(usage, *u));
+            }
+        }
+        let u = usage.unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (12, 7));
+        assert!(out.contains(&Piece::Finish("length".into())));
+    }
+}

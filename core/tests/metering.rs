@@ -1,0 +1,245 @@
+//! Budgets, settlement and the ledger, against the real Redis and Postgres.
+
+mod common;
+
+use common::{app_db, clinic, redis};
+use sqlx::PgPool;
+use tessera_core::metering::{self, LedgerWriter, Metering, UsageEvent};
+use tessera_core::{Error, TenantId};
+
+/// Puts `tenant` on a plan that includes `included` tokens and allows no overage.
+pub async fn set_allowance(owner: &PgPool, tenant: TenantId, included: i64) {
+    let plan = format!("test_{}", included);
+    sqlx::query(
+        "INSERT INTO plans (id, name, included_tokens, overage_micro_usd_per_1k)
+         VALUES ($1, 'Test', $2, 3000) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&plan)
+    .bind(included)
+    .execute(owner)
+    .await
+    .unwrap();
+    // Row-level security applies to the owner too: scope the update to the tenant.
+    let mut tx = owner.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let n = sqlx::query("UPDATE tenants SET plan = $2, spending_cap_micro_usd = 0 WHERE id = $1")
+        .bind(tenant)
+        .bind(&plan)
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(n, 1);
+    tx.commit().await.unwrap();
+}
+
+fn event(r: &metering::Reservation, prompt: i64, completion: i64) -> UsageEvent {
+    UsageEvent {
+        id: r.id,
+        tenant: r.tenant,
+        user: None,
+        api_key: None,
+        provider: "openai".into(),
+        model: "gpt-4o-mini".into(),
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        cached_tokens: 0,
+        cost_micro_usd: 7,
+        latency_ms: 12,
+        estimated: false,
+        streamed: false,
+        cancelled: false,
+        idempotency_key: r.id.to_string(),
+        occurred_at_ms: metering::now_ms(),
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn concurrent_reservations_never_exceed_the_limit(pool: PgPool) {
+    // Arrange: a budget that admits exactly 7 reservations of 100.
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Budget Clinic").await;
+    set_allowance(&pool, c.tenant, 750).await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let m = Metering::new(db.clone(), redis().await);
+
+    // Act: 200 at once.
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let m = m.clone();
+            let limits = limits.clone();
+            tokio::spawn(async move { m.reserve(c.tenant, &limits, 100).await })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => admitted.push(r),
+            Err(Error::OverBudget { limit, .. }) => {
+                assert_eq!(limit, 750);
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+
+    // Assert
+    assert_eq!(admitted.len(), 7);
+    assert_eq!(refused, 193);
+    let month = admitted[0].month.clone();
+    let (_, reserved) = m.month_usage(c.tenant, &month).await.unwrap();
+    assert_eq!(reserved, 700);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn settling_counts_real_usage_and_releasing_charges_nothing(pool: PgPool) {
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Settle Clinic").await;
+    set_allowance(&pool, c.tenant, 1000).await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let m = Metering::new(db.clone(), redis().await);
+
+    let a = m.reserve(c.tenant, &limits, 600).await.unwrap();
+    let month = a.month.clone();
+    // A second worst case does not fit while the first is held...
+    assert!(matches!(
+        m.reserve(c.tenant, &limits, 600).await,
+        Err(Error::OverBudget { .. })
+    ));
+    // ...but fits once the first settles at its real (smaller) usage.
+    let ev = event(&a, 30, 20);
+    m.settle(a, &ev).await.unwrap();
+    let b = m.reserve(c.tenant, &limits, 600).await.unwrap();
+    m.release(b).await.unwrap();
+
+    let (usage, reserved) = m.month_usage(c.tenant, &month).await.unwrap();
+    assert_eq!(
+        (usage.tokens, usage.requests, usage.cost_micro_usd, reserved),
+        (50, 1, 7, 0)
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_reservation_left_by_a_crash_expires(pool: PgPool) {
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Crash Clinic").await;
+    set_allowance(&pool, c.tenant, 100).await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let mut m = Metering::new(db.clone(), redis().await);
+    m.reservation_ttl = std::time::Duration::from_millis(50);
+
+    let abandoned = m.reserve(c.tenant, &limits, 100).await.unwrap();
+    assert!(m.reserve(c.tenant, &limits, 100).await.is_err());
+    std::mem::forget(abandoned);
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    let r = m.reserve(c.tenant, &limits, 100).await.unwrap();
+    m.release(r).await.unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn counters_are_rebuilt_from_the_ledger_after_a_flush(pool: PgPool) {
+    // Arrange: some settled calls, written to the ledger.
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Rebuild Clinic").await;
+    set_allowance(&pool, c.tenant, 1_000_000).await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let r = redis().await;
+    let m = Metering::new(db.clone(), r.clone());
+    let mut month = String::new();
+    for i in 1..=5 {
+        let res = m.reserve(c.tenant, &limits, 1000).await.unwrap();
+        month = res.month.clone();
+        let ev = event(&res, 10 * i, i);
+        m.settle(res, &ev).await.unwrap();
+    }
+    let writer = LedgerWriter::new(db.clone(), r.clone());
+    assert_eq!(writer.drain_all().await.unwrap(), 5);
+    let before = m.month_usage(c.tenant, &month).await.unwrap().0;
+
+    // Act: Redis loses everything of ours.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(r.key("*"))
+        .query_async(&mut r.conn())
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut r.conn())
+        .await
+        .unwrap();
+
+    // Assert: the live view comes back equal to the ledger.
+    let after = m.month_usage(c.tenant, &month).await.unwrap().0;
+    let ledger = metering::ledger_totals(&db, c.tenant, &month)
+        .await
+        .unwrap();
+    assert_eq!(after, ledger);
+    assert_eq!(after, before);
+    assert_eq!((after.tokens, after.requests), (150 + 15, 5));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_writer_crash_mid_batch_loses_and_doubles_nothing(pool: PgPool) {
+    // Arrange: three settled events in the hand-off.
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Ledger Clinic").await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let r = redis().await;
+    let m = Metering::new(db.clone(), r.clone());
+    let mut month = String::new();
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        let res = m.reserve(c.tenant, &limits, 100).await.unwrap();
+        month = res.month.clone();
+        let ev = event(&res, 5, 5);
+        events.push(ev.clone());
+        m.settle(res, &ev).await.unwrap();
+    }
+
+    // Act: one writer takes the batch and dies before writing it; another takes over, and a
+    // replay of events already written changes nothing.
+    let crashed = LedgerWriter::new(db.clone(), r.clone());
+    assert_eq!(crashed.read_and_abandon(10).await.unwrap(), 3);
+    let mut survivor = LedgerWriter::new(db.clone(), r.clone());
+    survivor.claim_after = std::time::Duration::ZERO;
+    assert_eq!(survivor.drain_all().await.unwrap(), 3);
+    metering::write_events(&db, &events).await.unwrap();
+
+    // Assert
+    let totals = metering::ledger_totals(&db, c.tenant, &month)
+        .await
+        .unwrap();
+    assert_eq!((totals.requests, totals.tokens), (3, 30));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_ledger_is_isolated_and_append_only_for_the_app(pool: PgPool) {
+    let db = app_db(&pool).await;
+    let a = clinic(&db, "Alpha Ledger").await;
+    let b = clinic(&db, "Beta Ledger").await;
+    let limits = metering::limits(&db, a.tenant).await.unwrap();
+    let m = Metering::new(db.clone(), redis().await);
+    let res = m.reserve(a.tenant, &limits, 10).await.unwrap();
+    let month = res.month.clone();
+    let ev = event(&res, 1, 1);
+    metering::write_events(&db, &[ev]).await.unwrap();
+    m.release(res).await.unwrap();
+
+    assert_eq!(
+        metering::ledger_totals(&db, b.tenant, &month)
+            .await
+            .unwrap()
+            .requests,
+        0
+    );
+    let mut tx = db.begin_tenant(a.tenant).await.unwrap();
+    let denied = sqlx::query("UPDATE usage_events SET prompt_tokens = 0")
+        .execute(&mut *tx)
+        .await;
+    assert!(denied.is_err(), "the app role must not rewrite the ledger");
+}
