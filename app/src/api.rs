@@ -294,6 +294,16 @@ pub async fn save_provider_key(
     let v = srv::require_admin().await?;
     let services = srv::services()?;
     let provider: tessera_core::keys::Provider = provider.parse().map_err(core_err)?;
+    let base_url = base_url.as_deref().unwrap_or("").trim();
+    if provider == tessera_core::keys::Provider::OpenAiCompatible
+        && !base_url.is_empty()
+        && !services.config.allow_private_endpoints
+    {
+        // Refuse addresses inside the server's own network before storing anything.
+        tessera_core::llm::guard_endpoint(base_url)
+            .await
+            .map_err(|e| fail(AppError::Invalid(e.message)))?;
+    }
     tessera_core::keys::set(
         &services.db,
         services.master_keys(),
@@ -301,11 +311,15 @@ pub async fn save_provider_key(
         srv::actor(&v),
         provider,
         key.as_deref().unwrap_or(""),
-        base_url.as_deref().unwrap_or(""),
+        base_url,
     )
     .await
-    .map(|_| ())
-    .map_err(core_err)
+    .map_err(core_err)?;
+    services
+        .gateway
+        .invalidate(tessera_core::llm::Change::Tenant(v.tenant.id))
+        .await;
+    Ok(())
 }
 
 #[server(endpoint = "delete_provider_key")]
@@ -315,7 +329,12 @@ pub async fn delete_provider_key(provider: String) -> Result<(), AppError> {
     let provider: tessera_core::keys::Provider = provider.parse().map_err(core_err)?;
     tessera_core::keys::delete(&services.db, v.tenant.id, srv::actor(&v), provider)
         .await
-        .map_err(core_err)
+        .map_err(core_err)?;
+    services
+        .gateway
+        .invalidate(tessera_core::llm::Change::Tenant(v.tenant.id))
+        .await;
+    Ok(())
 }
 
 /// Makes one small real call with the clinic's key and reports what the provider said.
@@ -383,5 +402,10 @@ pub async fn revoke_api_key(id: String) -> Result<(), AppError> {
     let id: uuid::Uuid = srv::parse_id(&id)?;
     tessera_core::api_keys::revoke(&services.db, v.tenant.id, srv::actor(&v), id)
         .await
-        .map_err(core_err)
+        .map_err(core_err)?;
+    services
+        .gateway
+        .invalidate(tessera_core::llm::Change::ApiKey(id))
+        .await;
+    Ok(())
 }

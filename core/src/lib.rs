@@ -58,6 +58,13 @@ impl Services {
         }
     }
 
+    /// Starts the work a serving process does in the background: the ledger writer (draining
+    /// settled usage into Postgres) and the listener that keeps in-process caches fresh.
+    pub fn start_background(&self) {
+        tokio::spawn(metering::LedgerWriter::new(self.db.clone(), self.redis.clone()).run());
+        self.gateway.listen();
+    }
+
     /// The master keys that protect the clinics' provider keys.
     pub fn master_keys(&self) -> &crypto::MasterKeys {
         &self.config.master_keys

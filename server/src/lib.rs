@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use app::server::AppState;
 use app::{shell, App};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -42,6 +42,7 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/v1/models", get(openai_api::models))
+        .route("/v1/chat/completions", post(openai_api::chat_completions))
         .leptos_routes_with_context(&state, routes, || {}, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())

@@ -126,6 +126,7 @@ async fn serve(config: Config) -> Result<(), String> {
         tracing::warn!("TESSERA_MASTER_KEYS is not set: provider keys are encrypted with the public development key");
     }
     let services = Services::new(config, db, redis);
+    services.start_background();
     let app = server::router(services, leptos_options);
 
     let listener = tokio::net::TcpListener::bind(addr)

@@ -11,6 +11,10 @@ use tessera_core::{Config, Db, Redis, Services};
 
 pub struct TestApp {
     pub url: String,
+    /// The services behind the server (same database and Redis prefix).
+    pub services: Services,
+    /// The provider simulator the server calls.
+    pub sim: SocketAddr,
 }
 
 impl TestApp {
@@ -34,6 +38,8 @@ impl TestApp {
         );
         vars.insert("TESSERA_PUBLIC_URL".to_string(), url.clone());
         vars.insert("TESSERA_REDIS_PREFIX".to_string(), prefix.clone());
+        // The simulator listens on loopback.
+        vars.insert("TESSERA_ALLOW_PRIVATE_ENDPOINTS".to_string(), "true".into());
         if let Ok(redis_url) = std::env::var("REDIS_URL") {
             vars.insert("REDIS_URL".to_string(), redis_url);
         }
@@ -42,11 +48,12 @@ impl TestApp {
             .await
             .expect("connect to Redis");
         let services = Services::new(config, db, redis);
+        services.start_background();
         let leptos_options = LeptosOptions::builder()
             .output_name("tessera")
             .site_addr(addr)
             .build();
-        let app = server::router(services, leptos_options);
+        let app = server::router(services.clone(), leptos_options);
         tokio::spawn(async move {
             axum::serve(
                 listener,
@@ -55,7 +62,7 @@ impl TestApp {
             .await
             .unwrap();
         });
-        Self { url }
+        Self { url, services, sim }
     }
 
     /// A browser-like client: keeps cookies, does not follow redirects, sends this site's

@@ -1,0 +1,563 @@
+//! `/v1/chat/completions` through the whole gateway (API key, budget, provider key, call,
+//! settle, ledger) against the provider simulator, over real HTTP.
+
+mod common;
+
+use common::TestApp;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tessera_core::auth::members::Actor;
+use tessera_core::keys::Provider;
+use tessera_core::metering::{self, LedgerWriter};
+use tessera_core::{auth, Role, TenantId};
+
+struct Clinic {
+    tenant: TenantId,
+    token: String,
+}
+
+/// A clinic with an OpenAI and an Anthropic key that work, and an API key.
+async fn clinic(app: &TestApp, name: &str) -> Clinic {
+    let db = &app.services.db;
+    let email = format!(
+        "owner@{}.example.com",
+        name.to_lowercase().replace(' ', "-")
+    );
+    let (owner, tenant) = auth::sign_up(
+        db,
+        auth::SignUp {
+            clinic_name: name,
+            name: "Owner",
+            email: &email,
+            password: common::PASSWORD,
+        },
+    )
+    .await
+    .unwrap();
+    let actor = Actor {
+        user: owner,
+        role: Role::Owner,
+    };
+    let master = app.services.master_keys();
+    tessera_core::keys::set(
+        db,
+        master,
+        tenant,
+        actor,
+        Provider::OpenAi,
+        "sk-test-good-key",
+        "",
+    )
+    .await
+    .unwrap();
+    tessera_core::keys::set(
+        db,
+        master,
+        tenant,
+        actor,
+        Provider::Anthropic,
+        "sk-ant-test-good-key",
+        "",
+    )
+    .await
+    .unwrap();
+    let (_, token) = tessera_core::api_keys::create(db, tenant, actor, "tests")
+        .await
+        .unwrap();
+    Clinic { tenant, token }
+}
+
+async fn chat(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", app.url))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `data:` payloads of an event stream.
+fn sse_data(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(str::to_string)
+        .collect()
+}
+
+async fn ledger(app: &TestApp, tenant: TenantId) -> metering::MonthUsage {
+    LedgerWriter::new(app.services.db.clone(), app.services.redis.clone())
+        .drain_all()
+        .await
+        .unwrap();
+    let month = metering::month_of(time::OffsetDateTime::now_utc());
+    metering::ledger_totals(&app.services.db, tenant, &month)
+        .await
+        .unwrap()
+}
+
+async fn live(app: &TestApp, tenant: TenantId) -> (metering::MonthUsage, i64) {
+    let month = metering::month_of(time::OffsetDateTime::now_utc());
+    app.services
+        .gateway
+        .metering
+        .month_usage(tenant, &month)
+        .await
+        .unwrap()
+}
+
+async fn estimated_events(app: &TestApp, tenant: TenantId) -> Vec<(bool, bool, bool, i64)> {
+    let mut tx = app.services.db.begin_tenant(tenant).await.unwrap();
+    let rows = sqlx::query_as(
+        "SELECT streamed, estimated, cancelled, completion_tokens FROM usage_events ORDER BY occurred_at",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    rows
+}
+
+async fn sim_requests(app: &TestApp) -> i64 {
+    let stats: Value = reqwest::get(format!("http://{}/sim/stats", app.sim))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["requests"].as_i64().unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_json_completion_answers_in_openais_shape_and_is_recorded(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = clinic(&app, "Json Clinic").await;
+
+    let res = chat(
+        &app,
+        &c.token,
+        json!({ "model": "gpt-4o-mini", "messages": [
+            { "role": "system", "content": "Be brief." },
+            { "role": "user", "content": "What is triage?" }
+        ] }),
+    )
+    .await;
+
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        testkit::reply_text("gpt-4o-mini", "What is triage?")
+    );
+    let prompt = testkit::prompt_tokens(&["Be brief.", "What is triage?"]);
+    let completion = testkit::count_tokens(&testkit::reply_text("gpt-4o-mini", "What is triage?"));
+    assert_eq!(body["usage"]["prompt_tokens"], prompt);
+    assert_eq!(body["usage"]["completion_tokens"], completion);
+    assert_eq!(body["usage"]["total_tokens"], prompt + completion);
+    let recorded = ledger(&app, c.tenant).await;
+    assert_eq!(
+        (recorded.tokens, recorded.requests),
+        (prompt + completion, 1)
+    );
+    assert!(recorded.cost_micro_usd > 0, "gpt-4o-mini has a price");
+    let (counted, reserved) = live(&app, c.tenant).await;
+    assert_eq!((counted.tokens, reserved), (prompt + completion, 0));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn streamed_usage_is_reported_and_recorded(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = clinic(&app, "Stream Clinic").await;
+
+    let res = chat(
+        &app,
+        &c.token,
+        json!({ "model": "gpt-4o", "stream": true, "stream_options": { "include_usage": true },
+                "messages": [{ "role": "user", "content": "Summarise the handover notes" }] }),
+    )
+    .await;
+
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let data = sse_data(&res.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    let expected = testkit::reply_text("gpt-4o", "Summarise the handover notes");
+    assert_eq!(text, expected);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(chunks.last().unwrap()["choices"], json!([]));
+    let total = testkit::prompt_tokens(&["Summarise the handover notes"])
+        + testkit::count_tokens(&expected);
+    assert_eq!(usage["total_tokens"], total);
+
+    let recorded = ledger(&app, c.tenant).await;
+    assert_eq!((recorded.tokens, recorded.requests), (total, 1));
+    assert_eq!(estimated_events(&app, c.tenant).await[0].0, true);
+    assert_eq!(estimated_events(&app, c.tenant).await[0].1, false);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_stream_without_usage_is_counted_and_marked_estimated(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = clinic(&app, "Estimate Clinic").await;
+
+    let res = chat(
+        &app,
+        &c.token,
+        json!({ "model": "gpt-4o", "stream": true,
+                "messages": [{ "role": "user", "content": "hello [sim:no_usage]" }] }),
+    )
+    .await;
+    let data = sse_data(&res.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    // Not asked for: no usage chunk reaches the client.
+    assert!(data.iter().all(|d| !d.contains("\"usage\":{")));
+
+    let recorded = ledger(&app, c.tenant).await;
+    assert_eq!(recorded.requests, 1);
+    let events = estimated_events(&app, c.tenant).await;
+    assert!(events[0].1, "marked estimated");
+    assert!(events[0].3 > 0, "never zero for a reply with text");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn anthropic_models_go_to_anthropic_in_json_and_stream(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = clinic(&app, "Anthropic Clinic").await;
+    let messages = json!([
+        { "role": "system", "content": "You are a clinic assistant." },
+        { "role": "user", "content": "List the opening hours" }
+    ]);
+    let expected_prompt =
+        testkit::prompt_tokens(&["You are a clinic assistant.", "List the opening hours"]);
+    let reply = testkit::reply_text("claude-3-5-haiku-latest", "List the opening hours");
+
+    let res = chat(
+        &app,
+        &c.token,
+        json!({ "model": "claude-3-5-haiku-latest", "max_tokens": 100, "messages": messages }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], reply);
+    assert_eq!(body["usage"]["prompt_tokens"], expected_prompt);
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+
+    let res = chat(
+        &app,
+        &c.token,
+        json!({ "model": "claude-3-5-haiku-latest", "stream": true,
+        "stream_options": { "include_usage": true }, "messages": messages }),
+    )
+    .await;
+    let data = sse_data(&res.text().await.unwrap());
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["prompt_tokens"], expected_prompt);
+    assert_eq!(
+        usage["usage"]["completion_tokens"],
+        testkit::count_tokens(&reply)
+    );
+
+    let recorded = ledger(&app, c.tenant).await;
+    assert_eq!(recorded.requests, 2);
+    assert_eq!(
+        recorded.tokens,
+        2 * (expected_prompt + testkit::count_tokens(&reply))
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn failed_calls_are_not_charged(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = clinic(&app, "Failure Clinic").await;
+
+    // A provider outage: retried (3 attempts in all), then a clear 502.
+    let before = sim_requests(&app).await;
+    let res = chat(
+        &app,
+        &c.token,
+        json!({ "model": "gpt-4o-mini",
+        "messages": [{ "role": "user", "content": "hi [sim:status=503]" }] }),
+    )
+    .await;
+    assert_eq!(res.status(), 502);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OpenAI is unavailable"),
+        "{body}"
+    );
+    assert_eq!(sim_requests(&app).await - before, 3);
+
+    // A bad request is not retried.
+    let before = sim_requests(&app).await;
+    let res = chat(
+        &app,
+        &c.token,
+        json!({ "model": "gpt-4o-mini",
+        "messages": [{ "role": "user", "content": "hi [sim:status=400]" }] }),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(sim_requests(&app).await - before, 1);
+
+    // A stream that breaks part-way: the client gets an error event, not [DONE].
+    let res = chat(
+        &app,
+        &c.token,
+        json!({ "model": "gpt-4o-mini", "stream": true,
+        "messages": [{ "role": "user", "content": "hi [sim:fail_midstream]" }] }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let data = sse_data(&res.text().await.unwrap());
+    assert!(data.last().unwrap().contains("\"error\""), "{data:?}");
+
+    // Nothing was charged, and nothing is left reserved.
+    let recorded = ledger(&app, c.tenant).await;
+    assert_eq!(recorded.requests, 0);
+    let (counted, reserved) = live(&app, c.tenant).await;
+    assert_eq!((counted.tokens, reserved), (0, 0));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_flaky_provider_is_retried_before_the_first_byte_and_charged_once(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = clinic(&app, "Flaky Clinic").await;
+    for stream in [false, true] {
+        let res = chat(
+            &app,
+            &c.token,
+            json!({ "model": "gpt-4o-mini", "stream": stream,
+            "messages": [{ "role": "user", "content": format!("hi {stream} [sim:flaky=2]") }] }),
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        res.text().await.unwrap();
+    }
+    assert_eq!(ledger(&app, c.tenant).await.requests, 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rejected_and_missing_keys_and_unknown_models_get_clear_errors(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = clinic(&app, "Error Clinic").await;
+    let db = &app.services.db;
+    let (owner, _) = {
+        let mut tx = db.begin_tenant(c.tenant).await.unwrap();
+        let row: (uuid::Uuid, String) =
+            sqlx::query_as("SELECT user_id, role FROM memberships LIMIT 1")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        tx.commit().await.unwrap();
+        row
+    };
+    let actor = Actor {
+        user: tessera_core::UserId(owner),
+        role: Role::Owner,
+    };
+    tessera_core::keys::set(
+        db,
+        app.services.master_keys(),
+        c.tenant,
+        actor,
+        Provider::OpenAi,
+        "sk-invalid-key-1234",
+        "",
+    )
+    .await
+    .unwrap();
+    app.services
+        .gateway
+        .invalidate(tessera_core::llm::Change::Tenant(c.tenant))
+        .await;
+
+    let res = chat(
+        &app,
+        &c.token,
+        json!({ "model": "gpt-4o", "messages": [{ "role": "user", "content": "hi" }] }),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("Your OpenAI key was rejected"), "{text}");
+    assert!(!text.contains("sk-invalid-key-1234"));
+
+    tessera_core::keys::delete(db, c.tenant, actor, Provider::Anthropic)
+        .await
+        .unwrap();
+    app.services
+        .gateway
+        .invalidate(tessera_core::llm::Change::Tenant(c.tenant))
+        .await;
+    let res = chat(
+        &app,
+        &c.token,
+        json!({ "model": "claude-sonnet-4-0", "messages": [{ "role": "user", "content": "hi" }] }),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "provider_key_missing");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("No Anthropic key is set"));
+
+    let res = chat(
+        &app,
+        &c.token,
+        json!({ "model": "llama3", "messages": [{ "role": "user", "content": "hi" }] }),
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+
+    // Client mistakes are 400s that say what to fix.
+    for (body, needle) in [
+        (json!({ "messages": [] }), "model"),
+        (json!({ "model": "gpt-4o" }), "messages"),
+        (
+            json!({ "model": "gpt-4o", "messages": [{ "role": "tool", "content": "x" }] }),
+            "role",
+        ),
+        (
+            json!({ "model": "gpt-4o", "max_tokens": 0, "messages": [{ "role": "user", "content": "x" }] }),
+            "max_tokens",
+        ),
+        (
+            json!({ "model": "gpt-4o", "temperature": 7, "messages": [{ "role": "user", "content": "x" }] }),
+            "temperature",
+        ),
+    ] {
+        let res = chat(&app, &c.token, body).await;
+        assert_eq!(res.status(), 400);
+        let text = res.text().await.unwrap();
+        assert!(text.contains(needle), "{text}");
+    }
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", app.url))
+        .bearer_auth(&c.token)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(ledger(&app, c.tenant).await.requests, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_hundred_concurrent_requests_never_spend_past_the_budget(pool: PgPool) {
+    // Arrange: a budget that admits exactly N worst cases. Each call waits at the provider, so
+    // all of them are in flight at once.
+    let app = TestApp::spawn(&pool).await;
+    let c = clinic(&app, "Budget Clinic").await;
+    let content = "check the budget [sim:latency=1500]";
+    let messages = [tessera_core::llm::ChatMessage {
+        role: tessera_core::llm::MessageRole::User,
+        content: content.into(),
+    }];
+    let worst = tessera_core::llm::prompt_upper_bound(&messages) + 20;
+    const N: i64 = 5;
+    let limit = N * worst + worst - 1;
+    sqlx::query("INSERT INTO plans (id, name, included_tokens, overage_micro_usd_per_1k) VALUES ('tiny', 'Tiny', $1, 3000)")
+        .bind(limit)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(c.tenant.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tenants SET plan = 'tiny'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // Act
+    let client = reqwest::Client::new();
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let req = client
+                .post(format!("{}/v1/chat/completions", app.url))
+                .bearer_auth(&c.token)
+                .json(&json!({ "model": "gpt-4o-mini", "max_tokens": 20,
+                               "messages": [{ "role": "user", "content": content }] }));
+            tokio::spawn(async move {
+                let res = req.send().await.unwrap();
+                let status = res.status().as_u16();
+                (status, res.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut refused = 0;
+    for call in calls {
+        let (status, text) = call.await.unwrap();
+        match status {
+            200 => ok += 1,
+            429 => {
+                assert!(text.contains("Monthly token allowance"), "{text}");
+                assert!(text.contains("insufficient_quota"), "{text}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {text}"),
+        }
+    }
+
+    // Assert
+    assert!(ok >= 1 && ok <= N, "{ok} calls ran with room for {N}");
+    assert_eq!(ok + refused, 200);
+    let recorded = ledger(&app, c.tenant).await;
+    assert_eq!(recorded.requests, ok);
+    assert!(
+        recorded.tokens <= limit,
+        "spent {} of {limit}",
+        recorded.tokens
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_revoked_api_key_stops_working_at_once(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = clinic(&app, "Revoke Clinic").await;
+    let body = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hi" }] });
+    assert_eq!(chat(&app, &c.token, body.clone()).await.status(), 200);
+
+    // Revoked through the admin page, which announces it to every replica's cache.
+    let client = app.browser();
+    app.post(
+        &client,
+        "sign_in",
+        &[
+            ("email", "owner@revoke-clinic.example.com"),
+            ("password", common::PASSWORD),
+        ],
+    )
+    .await;
+    let keys: Value = app
+        .call(&client, "api_keys", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = keys[0]["id"].as_str().unwrap().to_string();
+    let res = app.call(&client, "revoke_api_key", &[("id", &id)]).await;
+    assert!(res.status().is_success(), "{}", res.status());
+
+    assert_eq!(chat(&app, &c.token, body).await.status(), 401);
+}
