@@ -66,7 +66,9 @@ if [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" != "PONG" ]; then
   apt_install redis-server
   if [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" != "PONG" ]; then
     log "starting Redis"
-    # Sessions and throttles only: nothing here needs to survive a restart.
+    # A local Redis for development and tests keeps nothing on disk. Production runs Redis with
+    # append-only persistence, because settled usage waits there briefly on its way to the
+    # ledger (see core/src/metering.rs).
     as_root redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp >/dev/null
     for _ in $(seq 1 20); do [ "$(redis-cli ping 2>/dev/null)" = "PONG" ] && break; sleep 0.5; done
   fi
@@ -95,5 +97,17 @@ if [ "$(cat end2end/node_modules/.tessera-lock 2>/dev/null)" != "$lock_hash" ]; 
   (cd end2end && npm ci --no-audit --no-fund --loglevel=error)
   echo "$lock_hash" > end2end/node_modules/.tessera-lock
 fi
+
+# --- The OpenAI Python SDK, for the test that drives /v1 with it -------------------------------
+TESSERA_VENV="${TESSERA_VENV:-$HOME/.cache/tessera/venv}"
+req_hash="$(sha256sum end2end/sdk/requirements.txt | cut -d' ' -f1)"
+if [ "$(cat "$TESSERA_VENV/.tessera-req" 2>/dev/null)" != "$req_hash" ]; then
+  log "installing the OpenAI Python SDK into $TESSERA_VENV"
+  command -v python3 >/dev/null || apt_install python3
+  python3 -m venv "$TESSERA_VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$TESSERA_VENV"; }
+  "$TESSERA_VENV/bin/pip" install --quiet --disable-pip-version-check -r end2end/sdk/requirements.txt
+  echo "$req_hash" > "$TESSERA_VENV/.tessera-req"
+fi
+export TESSERA_PYTHON="$TESSERA_VENV/bin/python"
 
 log "set-up complete"

@@ -1,0 +1,71 @@
+"""The official OpenAI Python SDK against Tessera's /v1 API: a JSON call, a streamed call with
+usage, and the SDK's own error classes for Tessera's errors.
+
+Run by server/tests/openai_sdk.rs with TESSERA_BASE_URL (…/v1) and TESSERA_API_KEY set. Prints
+one JSON line with what it saw; exits non-zero when a check fails.
+"""
+
+import json
+import os
+import sys
+
+import openai
+from openai import OpenAI
+
+
+def main() -> int:
+    client = OpenAI(base_url=os.environ["TESSERA_BASE_URL"], api_key=os.environ["TESSERA_API_KEY"], max_retries=0)
+
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What does triage mean?"},
+        ],
+        max_tokens=50,
+    )
+    assert reply.object == "chat.completion", reply
+    text = reply.choices[0].message.content
+    assert text and "triage" in text, text
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+    stream = client.chat.completions.create(
+        model="claude-3-5-haiku-latest",
+        messages=[{"role": "user", "content": "List the clinic opening hours"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    parts, usage = [], None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            parts.append(chunk.choices[0].delta.content)
+        if chunk.usage is not None:
+            usage = chunk.usage
+    streamed = "".join(parts)
+    assert "opening hours" in streamed, streamed
+    assert usage is not None and usage.completion_tokens > 0, usage
+
+    try:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+        raise AssertionError("an unknown model must fail")
+    except openai.NotFoundError as e:
+        assert "no-such-model" in str(e), e
+
+    try:
+        OpenAI(base_url=os.environ["TESSERA_BASE_URL"], api_key="tsk_not_a_real_key", max_retries=0).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+        raise AssertionError("a wrong key must fail")
+    except openai.AuthenticationError:
+        pass
+
+    print(json.dumps({
+        "json_total_tokens": reply.usage.total_tokens,
+        "stream_total_tokens": usage.total_tokens,
+        "sdk_version": openai.__version__,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

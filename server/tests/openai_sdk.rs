@@ -1,0 +1,91 @@
+//! The official `openai` Python package against `/v1`: a JSON call and a streamed call, both
+//! recorded in the ledger.
+//!
+//! The interpreter is `TESSERA_PYTHON` (scripts/test.sh points it at a virtual environment with
+//! end2end/sdk/requirements.txt installed), else `python3`. Without the package the test fails
+//! under CI and is skipped, saying so, elsewhere.
+
+mod common;
+
+use std::process::Command;
+
+use common::TestApp;
+use sqlx::PgPool;
+use tessera_core::auth::members::Actor;
+use tessera_core::keys::Provider;
+use tessera_core::metering::{self, LedgerWriter};
+use tessera_core::{auth, Role};
+
+fn python() -> Option<String> {
+    let python = std::env::var("TESSERA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import openai"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the openai Python package is required under CI: set TESSERA_PYTHON (scripts/test.sh does)"
+    );
+    eprintln!("SKIPPED: {python} cannot import openai; run scripts/test.sh or set TESSERA_PYTHON");
+    None
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_openai_python_sdk_works_against_v1(pool: PgPool) {
+    let Some(python) = python() else { return };
+    let app = TestApp::spawn(&pool).await;
+    let db = &app.services.db;
+    let (owner, tenant) = auth::sign_up(
+        db,
+        auth::SignUp {
+            clinic_name: "SDK Clinic",
+            name: "Owner",
+            email: "owner@sdk.example.com",
+            password: common::PASSWORD,
+        },
+    )
+    .await
+    .unwrap();
+    let actor = Actor { user: owner, role: Role::Owner };
+    let master = app.services.master_keys();
+    tessera_core::keys::set(db, master, tenant, actor, Provider::OpenAi, "sk-sdk-test-key", "").await.unwrap();
+    tessera_core::keys::set(db, master, tenant, actor, Provider::Anthropic, "sk-ant-sdk-test-key", "").await.unwrap();
+    let (_, token) = tessera_core::api_keys::create(db, tenant, actor, "sdk").await.unwrap();
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../end2end/sdk/openai_sdk.py");
+    // On a blocking thread: the server under test runs on this test's runtime.
+    let base_url = format!("{}/v1", app.url);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .arg(script)
+            .env("TESSERA_BASE_URL", base_url)
+            .env("TESSERA_API_KEY", &token)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the SDK script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+
+    LedgerWriter::new(db.clone(), app.services.redis.clone())
+        .drain_all()
+        .await
+        .unwrap();
+    let month = metering::month_of(time::OffsetDateTime::now_utc());
+    let recorded = metering::ledger_totals(db, tenant, &month).await.unwrap();
+    assert_eq!(recorded.requests, 2, "the JSON and the streamed call; failures are not charged");
+    assert_eq!(
+        recorded.tokens,
+        seen["json_total_tokens"].as_i64().unwrap() + seen["stream_total_tokens"].as_i64().unwrap()
+    );
+}
