@@ -409,3 +409,63 @@ pub async fn revoke_api_key(id: String) -> Result<(), AppError> {
         .await;
     Ok(())
 }
+
+/// This month's use against the plan, from the live counters.
+#[server(endpoint = "usage_summary")]
+pub async fn get_usage() -> Result<UsageSummary, AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let limits = services
+        .gateway
+        .limits(v.tenant.id)
+        .await
+        .map_err(core_err)?;
+    let month = tessera_core::metering::month_of(time::OffsetDateTime::now_utc());
+    let (usage, reserved) = services
+        .gateway
+        .metering
+        .month_usage(v.tenant.id, &month)
+        .await
+        .map_err(core_err)?;
+    Ok(UsageSummary {
+        plan_name: limits.plan_name.clone(),
+        month,
+        included_tokens: limits.included_tokens,
+        token_limit: limits.token_limit(),
+        used_tokens: usage.tokens,
+        reserved_tokens: reserved,
+        requests: usage.requests,
+        cost_micro_usd: usage.cost_micro_usd,
+        overage_micro_usd_per_1k: limits.overage_micro_usd_per_1k,
+        spending_cap_micro_usd: limits.spending_cap_micro_usd,
+    })
+}
+
+/// Sets the monthly spending cap beyond the allowance: `stop` (none: calls stop when the
+/// allowance is used up), `cap` (up to `amount` dollars) or `none` (no cap).
+#[server(endpoint = "set_spending_cap")]
+pub async fn set_spending_cap(mode: String, amount: Option<String>) -> Result<(), AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let cap = match mode.as_str() {
+        "stop" => Some(0),
+        "none" => None,
+        "cap" => Some(
+            crate::dto::parse_dollars(amount.as_deref().unwrap_or(""))
+                .map_err(|m| fail(AppError::Invalid(m)))?,
+        ),
+        _ => {
+            return Err(fail(AppError::Invalid(
+                "Choose how to handle use beyond the allowance.".into(),
+            )))
+        }
+    };
+    tessera_core::metering::set_spending_cap(&services.db, v.tenant.id, srv::actor(&v), cap)
+        .await
+        .map_err(core_err)?;
+    services
+        .gateway
+        .invalidate(tessera_core::llm::Change::Tenant(v.tenant.id))
+        .await;
+    Ok(())
+}

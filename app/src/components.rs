@@ -50,6 +50,7 @@ fn Shell(info: SessionInfo, children: Children) -> impl IntoView {
                     <A href="/members" attr:aria-current=current("/members")>"Members"</A>
                     <A href="/settings/keys" attr:aria-current=current("/settings/keys")>"Provider keys"</A>
                     <A href="/settings/api-keys" attr:aria-current=current("/settings/api-keys")>"API keys"</A>
+                    <A href="/settings/usage" attr:aria-current=current("/settings/usage")>"Usage"</A>
                 </Show>
             </nav>
             <div class="top-actions">

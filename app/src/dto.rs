@@ -141,3 +141,100 @@ pub struct CreatedApiKey {
     pub name: String,
     pub token: String,
 }
+
+/// Admin -> Usage: this month's use against the plan and the spending cap.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageSummary {
+    pub plan_name: String,
+    /// `YYYY-MM` (UTC).
+    pub month: String,
+    /// Tokens included each month; `None`: unlimited.
+    pub included_tokens: Option<i64>,
+    /// Allowance plus what the cap buys; `None`: no limit.
+    pub token_limit: Option<i64>,
+    pub used_tokens: i64,
+    /// Held by calls in progress.
+    pub reserved_tokens: i64,
+    pub requests: i64,
+    /// Provider list price of this month's calls, in micro-dollars.
+    pub cost_micro_usd: i64,
+    /// Price of 1,000 tokens beyond the allowance, in micro-dollars.
+    pub overage_micro_usd_per_1k: i64,
+    /// `None`: no cap.
+    pub spending_cap_micro_usd: Option<i64>,
+}
+
+/// Reads a dollar amount (`12`, `12.5`, `$1,200.00`) as micro-dollars.
+pub fn parse_dollars(raw: &str) -> Result<i64, String> {
+    let cleaned: String = raw
+        .trim()
+        .trim_start_matches('$')
+        .chars()
+        .filter(|c| *c != ',' && !c.is_whitespace())
+        .collect();
+    let bad = || format!("{:?} is not an amount in dollars, such as 25 or 12.50.", raw.trim());
+    if cleaned.is_empty() {
+        return Err("Enter an amount in dollars, such as 25 or 12.50.".into());
+    }
+    let (whole, cents) = match cleaned.split_once('.') {
+        Some((w, c)) => (w, c),
+        None => (cleaned.as_str(), ""),
+    };
+    if whole.is_empty() && cents.is_empty()
+        || !whole.chars().all(|c| c.is_ascii_digit())
+        || !cents.chars().all(|c| c.is_ascii_digit())
+        || cents.len() > 2
+    {
+        return Err(bad());
+    }
+    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+    if whole > 1_000_000 {
+        return Err("The cap can be at most $1,000,000 a month.".into());
+    }
+    let cents: i64 = format!("{cents:0<2}").parse().map_err(|_| bad())?;
+    Ok(whole * 1_000_000 + cents * 10_000)
+}
+
+/// Micro-dollars as `$1,234.56` (small amounts keep four decimals: `$0.0042`).
+pub fn dollars(micro: i64) -> String {
+    if micro > 0 && micro < 10_000 {
+        return format!("${:.4}", micro as f64 / 1_000_000.0);
+    }
+    let cents = (micro + 5_000) / 10_000;
+    format!("${}.{:02}", thousands(cents / 100), cents % 100)
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollars_round_trip() {
+        assert_eq!(parse_dollars("12.5"), Ok(12_500_000));
+        assert_eq!(parse_dollars("$1,200.00"), Ok(1_200_000_000));
+        assert_eq!(parse_dollars("0"), Ok(0));
+        assert!(parse_dollars("-3").is_err());
+        assert!(parse_dollars("1.234").is_err());
+        assert!(parse_dollars("").is_err());
+        assert!(parse_dollars("abc").is_err());
+        assert_eq!(dollars(1_200_000_000), "$1,200.00");
+        assert_eq!(dollars(4_200), "$0.0042");
+        assert_eq!(dollars(0), "$0.00");
+    }
+}

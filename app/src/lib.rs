@@ -99,6 +99,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/members") view=pages::members::MembersPage ssr=SsrMode::Async/>
                 <Route path=path!("/settings/keys") view=pages::keys::ProviderKeysPage ssr=SsrMode::Async/>
                 <Route path=path!("/settings/api-keys") view=pages::api_keys::ApiKeysPage ssr=SsrMode::Async/>
+                <Route path=path!("/settings/usage") view=pages::usage::UsagePage ssr=SsrMode::Async/>
             </Routes>
         </Router>
     }

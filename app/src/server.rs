@@ -64,7 +64,9 @@ pub fn core_err(err: tessera_core::Error) -> AppError {
         E::Forbidden(m) => AppError::Forbidden(m),
         E::Unauthenticated(m) => AppError::Unauthenticated(m),
         E::Gone(m) => AppError::Gone(m),
-        e @ E::RateLimited { .. } => AppError::TooManyRequests(e.to_string()),
+        e @ (E::RateLimited { .. } | E::OverBudget { .. }) => {
+            AppError::TooManyRequests(e.to_string())
+        }
         other => {
             tracing::error!(error = ?other, source = ?std::error::Error::source(&other), "request failed");
             AppError::Internal

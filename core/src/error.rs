@@ -99,7 +99,7 @@ pub fn thousands(n: i64) -> String {
 }
 
 fn over_budget_message(used: i64, limit: i64, requested: i64) -> String {
-    let ask = "An admin can raise the spending cap or change the plan under Billing.";
+    let ask = "An admin can raise the monthly spending cap under Usage, or change the plan.";
     if used >= limit {
         format!(
             "Monthly token allowance used: {} of {} tokens. {ask}",
@@ -108,10 +108,10 @@ fn over_budget_message(used: i64, limit: i64, requested: i64) -> String {
         )
     } else {
         format!(
-            "Monthly token allowance nearly used: {} of {} tokens, and this request could need up to {} (calls in progress hold some too). Ask for a shorter reply, or: {ask}",
-            thousands(used),
-            thousands(limit),
-            thousands(requested)
+            "Not enough of this month's token allowance is left: this request could need up to {} tokens, and {} of {} remain (calls in progress hold some). Lower max_tokens or shorten the conversation. {ask}",
+            thousands(requested),
+            thousands(limit - used),
+            thousands(limit)
         )
     }
 }

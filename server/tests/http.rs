@@ -329,6 +329,37 @@ async fn staff_are_refused_admin_pages_and_functions(pool: PgPool) {
         )
         .await;
     assert_eq!(promote.status(), 403);
+    assert_eq!(app.call(&staff, "usage_summary", &[]).await.status(), 403);
+    let cap = app
+        .call(&staff, "set_spending_cap", &[("mode", "none")])
+        .await;
+    assert_eq!(cap.status(), 403);
+    let page = staff
+        .get(format!("{}/settings/usage", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 403);
+
+    // The owner sets a cap: a bad amount is a 422 that says why; a good one raises the limit.
+    let bad = app
+        .call(&owner, "set_spending_cap", &[("mode", "cap"), ("amount", "lots")])
+        .await;
+    assert_eq!(bad.status(), 422);
+    assert!(bad.text().await.unwrap().contains("not an amount in dollars"));
+    let ok = app
+        .call(&owner, "set_spending_cap", &[("mode", "cap"), ("amount", "3")])
+        .await;
+    assert!(ok.status().is_success(), "{}", ok.status());
+    let usage: serde_json::Value = app
+        .call(&owner, "usage_summary", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    // $3 at the starter plan's $0.003 per 1,000 tokens buys 1,000,000 more tokens.
+    assert_eq!(usage["token_limit"], 2_000_000);
+    assert_eq!(usage["plan_name"], "Starter");
 
     // The owner sees both people.
     let members = owner

@@ -5,3 +5,4 @@ pub mod home;
 pub mod invite;
 pub mod keys;
 pub mod members;
+pub mod usage;

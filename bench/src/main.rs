@@ -1,0 +1,598 @@
+//! `gateway-bench`: what Tessera's gateway adds to a model call, in latency and in CPU, measured
+//! against a direct call to the provider and a bare proxy in the same run. See `bench/README.md`.
+//!
+//! `gateway-bench run --sim URL --tessera URL [options]` sets up a clinic, starts the bare proxy
+//! as a child process, loads each path and prints Markdown tables (results also as JSON with
+//! `--out`). `gateway-bench proxy --upstream URL` is that bare proxy. `bench/gateway.sh` starts
+//! everything and runs it.
+
+mod cpu;
+mod load;
+mod proxy;
+mod setup;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use cpu::{Group, Watched};
+use load::{Measured, Target};
+use serde_json::{json, Value};
+use tessera_core::Config;
+
+const USAGE: &str = "\
+usage: gateway-bench run --sim URL --tessera URL [options]
+       gateway-bench proxy --upstream URL [--listen HOST:PORT]
+
+run options:
+  --sim URL            the provider simulator, e.g. http://127.0.0.1:3199
+  --tessera URL        the Tessera server, e.g. http://127.0.0.1:3000
+  --server-pid PID     the server process (default: the one `server serve` running)
+  --sim-pid PID        the simulator process (default: the one `provider-sim` running)
+  --concurrency LIST   client loops per run, comma-separated (default 1,32)
+  --requests LIST      measured requests per run, one per concurrency (default 1000,5000)
+  --warmup N           requests before each measured run (default: a tenth, at least 50)
+  --settle-ms MS       pause after each run before reading CPU, so deferred work
+                       (the ledger writer) is counted (default 500)
+  --model NAME         model asked for (default gpt-4o-mini)
+  --out FILE           also write the results as JSON
+
+The database, Redis and master keys come from the same environment as the server's
+(DATABASE_URL, DATABASE_ADMIN_URL, TESSERA_MASTER_KEYS).";
+
+/// The OpenAI key stored for the clinic and sent on the direct and proxied paths.
+const PROVIDER_KEY: &str = "sk-bench-key";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    Direct,
+    Proxy,
+    Tessera,
+}
+
+impl Path {
+    const ALL: [Path; 3] = [Path::Direct, Path::Proxy, Path::Tessera];
+    fn name(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Proxy => "bare proxy",
+            Path::Tessera => "tessera",
+        }
+    }
+    /// The CPU attributed to what this path puts between client and provider.
+    fn groups(self) -> &'static [Group] {
+        match self {
+            Path::Direct => &[],
+            Path::Proxy => &[Group::Proxy],
+            Path::Tessera => &[Group::Server, Group::Redis, Group::Postgres],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Json,
+    Sse,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Json => "JSON",
+            Kind::Sse => "SSE",
+        }
+    }
+}
+
+struct Options {
+    sim: String,
+    tessera: String,
+    server_pid: Option<u32>,
+    sim_pid: Option<u32>,
+    runs: Vec<(usize, usize)>,
+    warmup: Option<usize>,
+    settle: Duration,
+    model: String,
+    out: Option<String>,
+}
+
+fn list(v: &str, what: &str) -> Result<Vec<usize>, String> {
+    v.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{what}: expected positive whole numbers, got {v:?}"))
+        })
+        .collect()
+}
+
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        sim: String::new(),
+        tessera: String::new(),
+        server_pid: None,
+        sim_pid: None,
+        runs: Vec::new(),
+        warmup: None,
+        settle: Duration::from_millis(500),
+        model: "gpt-4o-mini".into(),
+        out: None,
+    };
+    let mut concurrency = vec![1, 32];
+    let mut requests = vec![1000, 5000];
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
+        let pid = |v: String| v.parse::<u32>().map_err(|_| format!("{a}: not a pid: {v:?}"));
+        match a.as_str() {
+            "--sim" => o.sim = value()?.trim_end_matches('/').to_string(),
+            "--tessera" => o.tessera = value()?.trim_end_matches('/').to_string(),
+            "--server-pid" => o.server_pid = Some(pid(value()?)?),
+            "--sim-pid" => o.sim_pid = Some(pid(value()?)?),
+            "--concurrency" => concurrency = list(&value()?, a)?,
+            "--requests" => requests = list(&value()?, a)?,
+            "--warmup" => {
+                o.warmup = Some(
+                    value()?
+                        .parse()
+                        .map_err(|_| "--warmup: expected a whole number".to_string())?,
+                )
+            }
+            "--settle-ms" => {
+                o.settle = Duration::from_millis(
+                    value()?
+                        .parse()
+                        .map_err(|_| "--settle-ms: expected a whole number".to_string())?,
+                )
+            }
+            "--model" => o.model = value()?,
+            "--out" => o.out = Some(value()?),
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if o.sim.is_empty() || o.tessera.is_empty() {
+        return Err("--sim and --tessera are required".into());
+    }
+    if requests.len() == 1 {
+        requests = vec![requests[0]; concurrency.len()];
+    }
+    if requests.len() != concurrency.len() {
+        return Err("--requests needs one value, or one per --concurrency value".into());
+    }
+    o.runs = concurrency.into_iter().zip(requests).collect();
+    Ok(o)
+}
+
+/// The one process matching, or an error asking for its pid.
+fn one_pid(given: Option<u32>, program: &str, arg: Option<&str>, flag: &str) -> Result<u32, String> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    match cpu::find_program(program, arg)[..] {
+        [p] => Ok(p),
+        [] => Err(format!("no `{program}` process found; pass {flag}")),
+        _ => Err(format!("several `{program}` processes found; pass {flag}")),
+    }
+}
+
+/// The bare proxy, as a child process killed when this is dropped.
+struct ProxyProcess {
+    child: std::process::Child,
+    url: String,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl ProxyProcess {
+    fn start(upstream: &str) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+        let mut child = std::process::Command::new(exe)
+            .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting the bare proxy: {e}"))?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        let read = stdout.read_line(&mut line);
+        let url = line.trim().strip_prefix("listening on ").map(str::to_string);
+        match (read, url) {
+            (Ok(_), Some(url)) => Ok(Self {
+                child,
+                url,
+                _stdout: stdout,
+            }),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!("the bare proxy did not start (said {line:?})"))
+            }
+        }
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn request_body(model: &str, kind: Kind) -> Bytes {
+    let mut body = json!({
+        "model": model,
+        "messages": [
+            { "role": "system", "content": "You are the front-desk assistant of a small clinic." },
+            { "role": "user", "content": "Summarise the clinic's opening hours for a patient in one short sentence." },
+        ],
+        "max_tokens": 64,
+    });
+    if kind == Kind::Sse {
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({ "include_usage": true });
+    }
+    Bytes::from(body.to_string())
+}
+
+/// One measured run.
+struct Row {
+    path: Path,
+    kind: Kind,
+    concurrency: usize,
+    warmup: usize,
+    measured: Measured,
+    /// CPU milliseconds per measured request, by process group.
+    cpu_ms: HashMap<Group, f64>,
+}
+
+impl Row {
+    fn gateway_cpu_ms(&self) -> f64 {
+        self.path.groups().iter().map(|g| self.cpu_ms[g]).sum()
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+fn signed(v: i64) -> String {
+    if v > 0 {
+        format!("+{v}")
+    } else {
+        v.to_string()
+    }
+}
+
+struct Derived {
+    kind: Kind,
+    concurrency: usize,
+    tessera_p50: i64,
+    tessera_p99: i64,
+    proxy_p50: i64,
+    proxy_p99: i64,
+    cpu_ratio: Option<f64>,
+}
+
+fn derive(rows: &[Row]) -> Vec<Derived> {
+    let mut out = Vec::new();
+    for kind in [Kind::Json, Kind::Sse] {
+        let mut cs: Vec<usize> = rows
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.concurrency)
+            .collect();
+        cs.dedup();
+        for c in cs {
+            let get = |p: Path| {
+                rows.iter()
+                    .find(|r| r.kind == kind && r.concurrency == c && r.path == p)
+            };
+            let (Some(d), Some(x), Some(t)) = (get(Path::Direct), get(Path::Proxy), get(Path::Tessera))
+            else {
+                continue;
+            };
+            let added = |r: &Row, p: f64| r.measured.percentile(p) as i64 - d.measured.percentile(p) as i64;
+            let proxy_cpu = x.gateway_cpu_ms();
+            out.push(Derived {
+                kind,
+                concurrency: c,
+                tessera_p50: added(t, 50.0),
+                tessera_p99: added(t, 99.0),
+                proxy_p50: added(x, 50.0),
+                proxy_p99: added(x, 99.0),
+                cpu_ratio: (proxy_cpu > 0.0).then(|| t.gateway_cpu_ms() / proxy_cpu),
+            });
+        }
+    }
+    out
+}
+
+fn print_tables(rows: &[Row], derived: &[Derived]) {
+    println!("| path | body | concurrency | p50 (ms) | p99 (ms) | requests/s | CPU ms/request |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.0} | {:.3} |",
+            r.path.name(),
+            r.kind.name(),
+            r.concurrency,
+            ms(r.measured.percentile(50.0)),
+            ms(r.measured.percentile(99.0)),
+            r.measured.requests_per_second(),
+            r.gateway_cpu_ms(),
+        );
+    }
+    println!();
+    println!("CPU ms per request, by process (the gateway's share is server + redis + postgres for tessera, proxy for the bare proxy):");
+    println!();
+    print!("| path | body | concurrency |");
+    for g in Group::ALL {
+        print!(" {} |", g.name());
+    }
+    println!();
+    println!("|---|---|---:|{}", "---:|".repeat(Group::ALL.len()));
+    for r in rows {
+        print!("| {} | {} | {} |", r.path.name(), r.kind.name(), r.concurrency);
+        for g in Group::ALL {
+            print!(" {:.3} |", r.cpu_ms[&g]);
+        }
+        println!();
+    }
+    println!();
+    println!("| body | concurrency | tessera added p50 (µs) | tessera added p99 (µs) | bare proxy added p50 (µs) | bare proxy added p99 (µs) | CPU/request tessera ÷ bare proxy |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for d in derived {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            d.kind.name(),
+            d.concurrency,
+            signed(d.tessera_p50),
+            signed(d.tessera_p99),
+            signed(d.proxy_p50),
+            signed(d.proxy_p99),
+            d.cpu_ratio
+                .map(|r| format!("{r:.1}×"))
+                .unwrap_or_else(|| "n/a".into()),
+        );
+    }
+}
+
+fn to_json(rows: &[Row], derived: &[Derived], meta: Value) -> Value {
+    let runs: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let cpu: serde_json::Map<String, Value> = Group::ALL
+                .iter()
+                .map(|g| (g.name().to_string(), json!(r.cpu_ms[g])))
+                .collect();
+            json!({
+                "path": r.path.name(),
+                "body": r.kind.name(),
+                "concurrency": r.concurrency,
+                "warmup": r.warmup,
+                "requests": r.measured.latencies_us.len() + r.measured.errors,
+                "errors": r.measured.errors,
+                "first_error": r.measured.first_error,
+                "p50_us": r.measured.percentile(50.0),
+                "p90_us": r.measured.percentile(90.0),
+                "p99_us": r.measured.percentile(99.0),
+                "max_us": r.measured.latencies_us.last().copied().unwrap_or(0),
+                "wall_s": r.measured.wall.as_secs_f64(),
+                "requests_per_second": r.measured.requests_per_second(),
+                "gateway_cpu_ms_per_request": r.gateway_cpu_ms(),
+                "cpu_ms_per_request": cpu,
+            })
+        })
+        .collect();
+    let derived: Vec<Value> = derived
+        .iter()
+        .map(|d| {
+            json!({
+                "body": d.kind.name(),
+                "concurrency": d.concurrency,
+                "tessera_added_p50_us": d.tessera_p50,
+                "tessera_added_p99_us": d.tessera_p99,
+                "proxy_added_p50_us": d.proxy_p50,
+                "proxy_added_p99_us": d.proxy_p99,
+                "cpu_per_request_tessera_over_proxy": d.cpu_ratio,
+            })
+        })
+        .collect();
+    json!({ "meta": meta, "runs": runs, "derived": derived })
+}
+
+async fn run(o: Options) -> Result<bool, String> {
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let database = config
+        .database_url
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let server_pid = one_pid(o.server_pid, "server", Some("serve"), "--server-pid")?;
+    let sim_pid = one_pid(o.sim_pid, "provider-sim", None, "--sim-pid")?;
+    let tick = cpu::clock_ticks_per_second();
+
+    eprintln!("setting up a clinic, its OpenAI key and an API key");
+    let clinic = setup::clinic(&config, PROVIDER_KEY).await?;
+    let proxy = ProxyProcess::start(&o.sim)?;
+    let proxy_pid = proxy.child.id();
+    let watched = Watched {
+        fixed: vec![
+            (Group::Server, server_pid),
+            (Group::Sim, sim_pid),
+            (Group::Proxy, proxy_pid),
+            (Group::Client, std::process::id()),
+        ],
+        database,
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
+    let target = |p: Path| match p {
+        Path::Direct => Target {
+            url: format!("{}/v1/chat/completions", o.sim),
+            authorization: format!("Bearer {PROVIDER_KEY}"),
+        },
+        Path::Proxy => Target {
+            url: format!("{}/v1/chat/completions", proxy.url),
+            authorization: format!("Bearer {PROVIDER_KEY}"),
+        },
+        Path::Tessera => Target {
+            url: format!("{}/v1/chat/completions", o.tessera),
+            authorization: format!("Bearer {}", clinic.token),
+        },
+    };
+
+    // One call on each path first, so a broken set-up fails at once and clearly.
+    let mut tessera_ok = 0usize;
+    for p in Path::ALL {
+        for kind in [Kind::Json, Kind::Sse] {
+            let m = load::run(&client, &target(p), request_body(&o.model, kind), kind == Kind::Sse, 1, 1).await;
+            if let Some(e) = m.first_error {
+                return Err(format!("{} {} does not work: {e}", p.name(), kind.name()));
+            }
+            if p == Path::Tessera {
+                tessera_ok += 1;
+            }
+        }
+    }
+
+    let mut rows = Vec::new();
+    for kind in [Kind::Json, Kind::Sse] {
+        let body = request_body(&o.model, kind);
+        let stream = kind == Kind::Sse;
+        for &(c, n) in &o.runs {
+            for p in Path::ALL {
+                let t = target(p);
+                let warmup = o.warmup.unwrap_or((n / 10).max(50));
+                let w = load::run(&client, &t, body.clone(), stream, c, warmup).await;
+                tokio::time::sleep(o.settle).await;
+                let before = watched.sample();
+                let m = load::run(&client, &t, body.clone(), stream, c, n).await;
+                tokio::time::sleep(o.settle).await;
+                let after = watched.sample();
+                let used = cpu::used(&before, &after);
+                let per_request = n.max(1) as f64;
+                let cpu_ms = used
+                    .into_iter()
+                    .map(|(g, t)| (g, t as f64 * 1000.0 / tick as f64 / per_request))
+                    .collect();
+                if p == Path::Tessera {
+                    tessera_ok += w.latencies_us.len() + m.latencies_us.len();
+                }
+                let row = Row {
+                    path: p,
+                    kind,
+                    concurrency: c,
+                    warmup,
+                    measured: m,
+                    cpu_ms,
+                };
+                eprintln!(
+                    "{:<10} {:<4} c={:<3} n={:<6} p50 {} ms  p99 {} ms  {:>6.0} req/s  gateway CPU {:.3} ms/req{}",
+                    p.name(),
+                    kind.name(),
+                    c,
+                    n,
+                    ms(row.measured.percentile(50.0)),
+                    ms(row.measured.percentile(99.0)),
+                    row.measured.requests_per_second(),
+                    row.gateway_cpu_ms(),
+                    match (&row.measured.first_error, w.first_error.as_ref()) {
+                        (Some(e), _) | (None, Some(e)) =>
+                            format!("  {} errors, first: {e}", row.measured.errors + w.errors),
+                        _ => String::new(),
+                    }
+                );
+                rows.push(row);
+            }
+        }
+    }
+    drop(proxy);
+
+    // Every successful call through Tessera should reach the Postgres ledger.
+    let waited = Instant::now();
+    let mut recorded = setup::ledger_rows(&clinic.db, clinic.tenant).await?;
+    while recorded < tessera_ok as i64 && waited.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        recorded = setup::ledger_rows(&clinic.db, clinic.tenant).await?;
+    }
+    let derived = derive(&rows);
+    print_tables(&rows, &derived);
+    println!();
+    println!(
+        "Ledger: {recorded} of {tessera_ok} successful calls through Tessera recorded in Postgres."
+    );
+    let errors: usize = rows.iter().map(|r| r.measured.errors).sum();
+    if let Some(out) = &o.out {
+        let meta = json!({
+            "clock_ticks_per_second": tick,
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "model": o.model,
+            "settle_ms": o.settle.as_millis() as u64,
+            "unix_time": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            "ledger_expected": tessera_ok,
+            "ledger_recorded": recorded,
+            "errors": errors,
+        });
+        let text = serde_json::to_string_pretty(&to_json(&rows, &derived, meta))
+            .map_err(|e| e.to_string())?;
+        std::fs::write(out, text + "\n").map_err(|e| format!("writing {out}: {e}"))?;
+        eprintln!("results written to {out}");
+    }
+    Ok(errors == 0 && recorded == tessera_ok as i64)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("proxy") => proxy::main(&args[1..]).await,
+        Some("run") => match parse_options(&args[1..]) {
+            Err(e) if e.is_empty() => {
+                println!("{USAGE}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gateway-bench: {e}\n\n{USAGE}");
+                ExitCode::from(2)
+            }
+            Ok(o) => match run(o).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("gateway-bench: some calls failed or were not recorded (see above)");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("gateway-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        },
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}

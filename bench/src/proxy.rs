@@ -1,0 +1,104 @@
+//! The bare proxy: `POST /v1/chat/completions` forwarded to the provider as it came, and the
+//! answer streamed back untouched. No authentication, no accounting: the baseline for what any
+//! proxy in the path costs. It runs as its own process (`gateway-bench proxy`) so that its CPU
+//! can be read alone.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+
+#[derive(Clone)]
+struct Upstream {
+    client: reqwest::Client,
+    url: String,
+}
+
+async fn forward(State(up): State<Upstream>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut request = up.client.post(&up.url).body(body);
+    for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+        if let Some(value) = headers.get(&name) {
+            request = request.header(name, value);
+        }
+    }
+    match request.send().await {
+        Ok(res) => {
+            let mut out = Response::builder().status(res.status());
+            for name in [header::CONTENT_TYPE, header::CACHE_CONTROL] {
+                if let Some(value) = res.headers().get(&name) {
+                    out = out.header(name, value);
+                }
+            }
+            out.body(Body::from_stream(res.bytes_stream()))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.without_url().to_string()).into_response(),
+    }
+}
+
+/// `gateway-bench proxy --upstream URL [--listen ADDR]`: serves until killed. Prints
+/// `listening on http://ADDR` once bound.
+pub async fn main(args: &[String]) -> ExitCode {
+    let mut listen = "127.0.0.1:0".to_string();
+    let mut upstream = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next()) {
+            ("--listen", Some(v)) => listen = v.clone(),
+            ("--upstream", Some(v)) => upstream = Some(v.trim_end_matches('/').to_string()),
+            _ => {
+                eprintln!("usage: gateway-bench proxy --upstream URL [--listen HOST:PORT]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(upstream) = upstream else {
+        eprintln!("usage: gateway-bench proxy --upstream URL [--listen HOST:PORT]");
+        return ExitCode::from(2);
+    };
+    let addr: SocketAddr = match listen.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            eprintln!("proxy: --listen must be HOST:PORT (got {listen:?})");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("proxy: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = match reqwest::Client::builder().no_proxy().build() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("proxy: HTTP client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = Upstream {
+        client,
+        url: format!("{upstream}/v1/chat/completions"),
+    };
+    let app = Router::new()
+        .route("/v1/chat/completions", post(forward))
+        .with_state(state);
+    match listener.local_addr() {
+        Ok(bound) => println!("listening on http://{bound}"),
+        Err(e) => {
+            eprintln!("proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Err(e) = axum::serve(listener, app).await {
+        eprintln!("proxy: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
