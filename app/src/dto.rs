@@ -172,7 +172,12 @@ pub fn parse_dollars(raw: &str) -> Result<i64, String> {
         .chars()
         .filter(|c| *c != ',' && !c.is_whitespace())
         .collect();
-    let bad = || format!("{:?} is not an amount in dollars, such as 25 or 12.50.", raw.trim());
+    let bad = || {
+        format!(
+            "{:?} is not an amount in dollars, such as 25 or 12.50.",
+            raw.trim()
+        )
+    };
     if cleaned.is_empty() {
         return Err("Enter an amount in dollars, such as 25 or 12.50.".into());
     }
@@ -187,7 +192,11 @@ pub fn parse_dollars(raw: &str) -> Result<i64, String> {
     {
         return Err(bad());
     }
-    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
     if whole > 1_000_000 {
         return Err("The cap can be at most $1,000,000 a month.".into());
     }

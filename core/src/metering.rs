@@ -602,10 +602,31 @@ impl LedgerWriter {
                 None => poisoned.push(id.clone()),
             }
         }
-        write_events(&self.db, &events).await?;
+        if let Err(e) = write_events(&self.db, &events).await {
+            if !is_integrity_violation(&e) {
+                // Postgres is unavailable or similar: leave the batch pending and retry.
+                return Err(e);
+            }
+            // One event breaks a constraint (say its clinic was deleted meanwhile): write the
+            // others one by one and set aside the ones that cannot be written.
+            for event in &events {
+                if let Err(e) = write_events(&self.db, std::slice::from_ref(event)).await {
+                    if !is_integrity_violation(&e) {
+                        return Err(e);
+                    }
+                    if let Some((id, _)) = entries.iter().find(|(_, p)| {
+                        p.as_deref()
+                            .and_then(|p| serde_json::from_slice::<UsageEvent>(p).ok())
+                            .is_some_and(|ev| ev.id == event.id)
+                    }) {
+                        poisoned.push(id.clone());
+                    }
+                }
+            }
+        }
         for id in &poisoned {
             // Kept aside for an operator rather than retried forever.
-            tracing::error!(entry = %id, "unreadable usage event moved to ledger-dead");
+            tracing::error!(entry = %id, "usage event that cannot be written moved to ledger-dead");
             let payload = entries
                 .iter()
                 .find(|(i, _)| i == id)
@@ -674,6 +695,11 @@ impl LedgerWriter {
         }
         Ok(n)
     }
+}
+
+/// A constraint violation (SQLSTATE class 23): retrying cannot help.
+fn is_integrity_violation(e: &Error) -> bool {
+    matches!(e, Error::Database(sqlx::Error::Database(db)) if db.code().is_some_and(|c| c.starts_with("23")))
 }
 
 /// `[[id, [field, value, ...]], ...]` to `(id, value of field "e")`.

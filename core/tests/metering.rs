@@ -243,3 +243,40 @@ async fn the_ledger_is_isolated_and_append_only_for_the_app(pool: PgPool) {
         .await;
     assert!(denied.is_err(), "the app role must not rewrite the ledger");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_event_that_cannot_be_written_is_set_aside_without_blocking_others(pool: PgPool) {
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Aside Clinic").await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let r = redis().await;
+    let m = Metering::new(db.clone(), r.clone());
+    let good = m.reserve(c.tenant, &limits, 100).await.unwrap();
+    let month = good.month.clone();
+    let ev = event(&good, 4, 6);
+    m.settle(good, &ev).await.unwrap();
+    // An event of a clinic that no longer exists.
+    let gone = metering::Reservation {
+        id: uuid::Uuid::new_v4(),
+        tenant: TenantId::new(),
+        month: month.clone(),
+        amount: 0,
+        started_at: time::OffsetDateTime::now_utc(),
+    };
+    let orphan = event(&gone, 1, 1);
+    m.settle(gone, &orphan).await.unwrap();
+
+    let writer = LedgerWriter::new(db.clone(), r.clone());
+    assert_eq!(writer.drain_all().await.unwrap(), 2);
+
+    let totals = metering::ledger_totals(&db, c.tenant, &month)
+        .await
+        .unwrap();
+    assert_eq!((totals.requests, totals.tokens), (1, 10));
+    let dead: i64 = redis::cmd("XLEN")
+        .arg(r.key("ledger-dead"))
+        .query_async(&mut r.conn())
+        .await
+        .unwrap();
+    assert_eq!(dead, 1);
+}

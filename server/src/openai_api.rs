@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tessera_core::keys::{self, Provider};
+use tessera_core::keys::Provider;
 use tessera_core::llm::{
     Caller, ChatMessage, ChatOutcome, ChatRequest, LlmError, MessageRole, StreamEvent, Usage,
 };
@@ -84,14 +84,7 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let services = &state.services;
     let mut data = Vec::new();
     for provider in Provider::ALL {
-        let key = match keys::resolve(
-            &services.db,
-            services.master_keys(),
-            caller.tenant,
-            provider,
-        )
-        .await
-        {
+        let key = match services.gateway.usable_key(caller.tenant, provider).await {
             Ok(Some(key)) => key,
             Ok(None) => continue,
             Err(e) => {

@@ -463,7 +463,7 @@ async fn two_hundred_concurrent_requests_never_spend_past_the_budget(pool: PgPoo
     // all of them are in flight at once.
     let app = TestApp::spawn(&pool).await;
     let c = clinic(&app, "Budget Clinic").await;
-    let content = "check the budget [sim:latency=1500]";
+    let content = "check the budget [sim:latency=3000]";
     let messages = [tessera_core::llm::ChatMessage {
         role: tessera_core::llm::MessageRole::User,
         content: content.into(),
@@ -560,4 +560,91 @@ async fn a_revoked_api_key_stops_working_at_once(pool: PgPool) {
     assert!(res.status().is_success(), "{}", res.status());
 
     assert_eq!(chat(&app, &c.token, body).await.status(), 401);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_platform_key_serves_clinics_without_one_when_the_plan_allows(pool: PgPool) {
+    let app = TestApp::spawn_with(
+        &pool,
+        &[("TESSERA_PLATFORM_OPENAI_KEY", "sk-platform-key-0001")],
+    )
+    .await;
+    let c = clinic(&app, "Platform Clinic").await;
+    let db = &app.services.db;
+    let mut tx = db.begin_tenant(c.tenant).await.unwrap();
+    sqlx::query("DELETE FROM provider_keys WHERE provider = 'openai'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    app.services
+        .gateway
+        .invalidate(tessera_core::llm::Change::Tenant(c.tenant))
+        .await;
+    let body = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hi" }] });
+
+    assert_eq!(chat(&app, &c.token, body.clone()).await.status(), 200);
+    let models: Value = reqwest::Client::new()
+        .get(format!("{}/v1/models", app.url))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(models.to_string().contains("gpt-4o-mini"), "{models}");
+
+    // A plan without platform keys: the clinic must bring its own.
+    sqlx::query("UPDATE plans SET platform_keys = false WHERE id = 'starter'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    app.services
+        .gateway
+        .invalidate(tessera_core::llm::Change::Tenant(c.tenant))
+        .await;
+    let res = chat(&app, &c.token, body).await;
+    assert_eq!(res.status(), 400);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("No OpenAI key is set for this clinic"));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_stream_the_client_stops_is_charged_for_what_was_generated(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = clinic(&app, "Stop Clinic").await;
+    let mut res = chat(&app, &c.token, json!({ "model": "gpt-4o-mini", "stream": true, "max_tokens": 500,
+        "messages": [{ "role": "user", "content": "long please [sim:words=300] [sim:chunk_ms=20]" }] })).await;
+    assert_eq!(res.status(), 200);
+    let mut seen = String::new();
+    while seen.matches("\"content\"").count() < 10 {
+        seen.push_str(&String::from_utf8_lossy(
+            &res.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    drop(res);
+
+    // The gateway notices, ends the provider call and settles what was generated.
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        ledger(&app, c.tenant).await;
+        events = estimated_events(&app, c.tenant).await;
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(events.len(), 1, "one call, recorded");
+    let (streamed, estimated, cancelled, completion) = events[0];
+    assert!(streamed && estimated && cancelled);
+    assert!(
+        completion > 0 && completion < 300,
+        "charged {completion} of 300 words"
+    );
+    let (_, reserved) = live(&app, c.tenant).await;
+    assert_eq!(reserved, 0);
 }

@@ -343,12 +343,24 @@ async fn staff_are_refused_admin_pages_and_functions(pool: PgPool) {
 
     // The owner sets a cap: a bad amount is a 422 that says why; a good one raises the limit.
     let bad = app
-        .call(&owner, "set_spending_cap", &[("mode", "cap"), ("amount", "lots")])
+        .call(
+            &owner,
+            "set_spending_cap",
+            &[("mode", "cap"), ("amount", "lots")],
+        )
         .await;
     assert_eq!(bad.status(), 422);
-    assert!(bad.text().await.unwrap().contains("not an amount in dollars"));
+    assert!(bad
+        .text()
+        .await
+        .unwrap()
+        .contains("not an amount in dollars"));
     let ok = app
-        .call(&owner, "set_spending_cap", &[("mode", "cap"), ("amount", "3")])
+        .call(
+            &owner,
+            "set_spending_cap",
+            &[("mode", "cap"), ("amount", "3")],
+        )
         .await;
     assert!(ok.status().is_success(), "{}", ok.status());
     let usage: serde_json::Value = app

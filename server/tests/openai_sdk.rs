@@ -50,11 +50,36 @@ async fn the_openai_python_sdk_works_against_v1(pool: PgPool) {
     )
     .await
     .unwrap();
-    let actor = Actor { user: owner, role: Role::Owner };
+    let actor = Actor {
+        user: owner,
+        role: Role::Owner,
+    };
     let master = app.services.master_keys();
-    tessera_core::keys::set(db, master, tenant, actor, Provider::OpenAi, "sk-sdk-test-key", "").await.unwrap();
-    tessera_core::keys::set(db, master, tenant, actor, Provider::Anthropic, "sk-ant-sdk-test-key", "").await.unwrap();
-    let (_, token) = tessera_core::api_keys::create(db, tenant, actor, "sdk").await.unwrap();
+    tessera_core::keys::set(
+        db,
+        master,
+        tenant,
+        actor,
+        Provider::OpenAi,
+        "sk-sdk-test-key",
+        "",
+    )
+    .await
+    .unwrap();
+    tessera_core::keys::set(
+        db,
+        master,
+        tenant,
+        actor,
+        Provider::Anthropic,
+        "sk-ant-sdk-test-key",
+        "",
+    )
+    .await
+    .unwrap();
+    let (_, token) = tessera_core::api_keys::create(db, tenant, actor, "sdk")
+        .await
+        .unwrap();
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../end2end/sdk/openai_sdk.py");
     // On a blocking thread: the server under test runs on this test's runtime.
@@ -83,7 +108,10 @@ async fn the_openai_python_sdk_works_against_v1(pool: PgPool) {
         .unwrap();
     let month = metering::month_of(time::OffsetDateTime::now_utc());
     let recorded = metering::ledger_totals(db, tenant, &month).await.unwrap();
-    assert_eq!(recorded.requests, 2, "the JSON and the streamed call; failures are not charged");
+    assert_eq!(
+        recorded.requests, 2,
+        "the JSON and the streamed call; failures are not charged"
+    );
     assert_eq!(
         recorded.tokens,
         seen["json_total_tokens"].as_i64().unwrap() + seen["stream_total_tokens"].as_i64().unwrap()

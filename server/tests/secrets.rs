@@ -73,12 +73,45 @@ async fn no_secret_appears_in_the_logs(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    // Chat calls through the gateway, JSON and streamed; neither answer carries a secret.
+    let mut answers = String::new();
+    for stream in [false, true] {
+        let res = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", app.url))
+            .bearer_auth(&token)
+            .json(
+                &serde_json::json!({ "model": "gpt-4o-mini", "stream": stream,
+                "messages": [{ "role": "user", "content": "hello" }] }),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        answers.push_str(&res.text().await.unwrap());
+    }
     app.call(
         &owner,
         "save_provider_key",
         &[("provider", "openai"), ("key", rejected_secret)],
     )
     .await;
+    // The rejected key's error, through the gateway, in JSON and as an API answer.
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", app.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "model": "gpt-4o-mini",
+            "messages": [{ "role": "user", "content": "hello" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    answers.push_str(&res.text().await.unwrap());
+    for secret in [provider_secret, rejected_secret] {
+        assert!(
+            !answers.contains(secret),
+            "a secret reached a response: {secret}"
+        );
+    }
     let bad: serde_json::Value = app
         .call(&owner, "test_provider_key", &[("provider", "openai")])
         .await

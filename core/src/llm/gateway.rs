@@ -234,6 +234,22 @@ impl Gateway {
         }))
     }
 
+    /// The key a call to `provider` would use: the clinic's own, else the platform's when the
+    /// plan allows it.
+    pub async fn usable_key(
+        &self,
+        tenant: TenantId,
+        provider: Provider,
+    ) -> crate::Result<Option<Arc<ResolvedKey>>> {
+        if let Some(key) = self.clinic_key(tenant, provider).await? {
+            return Ok(Some(key));
+        }
+        if self.limits(tenant).await?.platform_keys {
+            return Ok(self.platform_key(provider));
+        }
+        Ok(None)
+    }
+
     /// The provider and key for `model`: the clinic's key, else the platform's when the plan
     /// allows, else the clinic's OpenAI-compatible endpoint for models no provider claims.
     async fn choose(

@@ -19,6 +19,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(owner_pool: &PgPool) -> Self {
+        Self::spawn_with(owner_pool, &[]).await
+    }
+
+    /// As [`TestApp::spawn`], with extra configuration variables.
+    pub async fn spawn_with(owner_pool: &PgPool, extra: &[(&str, &str)]) -> Self {
         let db = Db::connect_with(testkit::app_role_options(owner_pool), 5)
             .await
             .expect("connect as tessera_app");
@@ -42,6 +47,9 @@ impl TestApp {
         vars.insert("TESSERA_ALLOW_PRIVATE_ENDPOINTS".to_string(), "true".into());
         if let Ok(redis_url) = std::env::var("REDIS_URL") {
             vars.insert("REDIS_URL".to_string(), redis_url);
+        }
+        for (k, v) in extra {
+            vars.insert(k.to_string(), v.to_string());
         }
         let config = Config::from_vars(&vars).unwrap();
         let redis = Redis::connect(&config.redis_url, &prefix)
