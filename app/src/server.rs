@@ -61,7 +61,7 @@ pub fn core_err(err: tessera_core::Error) -> AppError {
         E::Invalid(m) => AppError::Invalid(m),
         E::Conflict(m) => AppError::Conflict(m),
         E::NotFound => AppError::NotFound,
-        E::Forbidden(m) => AppError::Forbidden(m),
+        E::Forbidden(m) | E::PlanLimit(m) => AppError::Forbidden(m),
         E::Unauthenticated(m) => AppError::Unauthenticated(m),
         E::Gone(m) => AppError::Gone(m),
         e @ (E::RateLimited { .. } | E::OverBudget { .. }) => {

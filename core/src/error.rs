@@ -25,6 +25,9 @@ pub enum Error {
     /// An invitation link that can no longer be used.
     #[error("{0}")]
     Gone(String),
+    /// The clinic's plan does not allow this (for example another agent).
+    #[error("{0}")]
+    PlanLimit(String),
     /// The month's token limit would be exceeded.
     #[error("{}", over_budget_message(*used, *limit, *requested))]
     OverBudget {
@@ -51,7 +54,7 @@ impl Error {
             Error::Invalid(_) => 422,
             Error::Conflict(_) => 409,
             Error::NotFound => 404,
-            Error::Forbidden(_) => 403,
+            Error::Forbidden(_) | Error::PlanLimit(_) => 403,
             Error::Unauthenticated(_) => 401,
             Error::RateLimited { .. } | Error::OverBudget { .. } => 429,
             Error::Gone(_) => 410,

@@ -5,8 +5,10 @@
 //! (sign-up, sign-in, sessions, members and invitations). It knows nothing of Leptos, so it
 //! compiles and tests quickly; `app` and `server` call into it.
 
+pub mod agents;
 pub mod api_keys;
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod crypto;
 pub mod db;

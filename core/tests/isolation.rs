@@ -65,7 +65,7 @@ async fn the_app_role_owns_nothing_and_cannot_bypass_policies(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
-    // Arrange: two clinics, each with a member, a pending invitation, a provider key, an API key and a usage event, so
+    // Arrange: two clinics, each with a member, a pending invitation, a provider key, an API key, a usage event, an agent and a conversation, so
     // every tenant-owned table has rows of both. A new tenant-owned table fails this test
     // until rows for it are added here.
     let db = app_db(&pool).await;
@@ -102,6 +102,28 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
         .await
         .unwrap();
         tessera_core::api_keys::create(&db, c.tenant, c.owner_actor(), "isolation")
+            .await
+            .unwrap();
+        let agent = tessera_core::agents::create(
+            &db,
+            c.tenant,
+            c.owner_actor(),
+            &tessera_core::agents::AgentInput {
+                name: "Isolation agent".into(),
+                model: "gpt-4o-mini".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let who = tessera_core::chat::Chatter {
+            tenant: c.tenant,
+            user: c.owner,
+        };
+        let conversation = tessera_core::chat::start(&db, who, agent.id, "hello")
+            .await
+            .unwrap();
+        tessera_core::chat::post(&db, who, conversation, "hello")
             .await
             .unwrap();
         let id = uuid::Uuid::new_v4();

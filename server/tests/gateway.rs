@@ -648,3 +648,69 @@ async fn a_stream_the_client_stops_is_charged_for_what_was_generated(pool: PgPoo
     let (_, reserved) = live(&app, c.tenant).await;
     assert_eq!(reserved, 0);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_agent_is_reachable_as_a_model(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = clinic(&app, "Agent Api Clinic").await;
+    let db = &app.services.db;
+    let mut tx = db.begin_tenant(c.tenant).await.unwrap();
+    let owner: uuid::Uuid = sqlx::query_scalar("SELECT user_id FROM memberships LIMIT 1")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let actor = Actor {
+        user: tessera_core::UserId(owner),
+        role: Role::Owner,
+    };
+    tessera_core::agents::create(
+        db,
+        c.tenant,
+        actor,
+        &tessera_core::agents::AgentInput {
+            name: "Front Desk".into(),
+            model: "claude-3-5-haiku-latest".into(),
+            system_prompt: "Answer as the front desk.".into(),
+            max_reply_tokens: "5".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    let res = chat(
+        &app,
+        &c.token,
+        json!({ "model": "agent:front-desk",
+        "messages": [{ "role": "user", "content": "When do you open tomorrow morning?" }] }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    // The agent's model answered, its instructions were sent, and its reply limit applied.
+    assert!(
+        body["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("claude-3-5-haiku"),
+        "{body}"
+    );
+    assert_eq!(
+        body["usage"]["prompt_tokens"],
+        testkit::prompt_tokens(&[
+            "Answer as the front desk.",
+            "When do you open tomorrow morning?"
+        ])
+    );
+    assert_eq!(body["usage"]["completion_tokens"], 5);
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+
+    let res = chat(
+        &app,
+        &c.token,
+        json!({ "model": "agent:nobody", "messages": [{ "role": "user", "content": "hi" }] }),
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+}

@@ -312,6 +312,14 @@ impl Gateway {
         }
         // Who.
         let limits = self.limits(caller.tenant).await?;
+        // An agent named as the model brings its own model, instructions and limits.
+        let req = match req.model.strip_prefix(crate::agents::MODEL_PREFIX) {
+            Some(slug) => match crate::agents::by_slug(&self.db, caller.tenant, slug).await? {
+                Some(agent) => crate::agents::apply(&agent, req),
+                None => return Err(LlmError::unknown_model(&req.model)),
+            },
+            None => req,
+        };
         if !limits.active {
             return Err(Error::forbidden("This clinic has been deactivated.").into());
         }

@@ -1,0 +1,354 @@
+//! Agents: a clinic's configured assistants (a name, a system prompt, a model and its settings).
+//! Admins manage them, within the plan's limit; staff chat with them; the API reaches one as the
+//! model `agent:<slug>`.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::auth::members::Actor;
+use crate::db::Db;
+use crate::tenancy::TenantId;
+use crate::{Error, Result};
+
+/// The prefix that names an agent as a model in the API.
+pub const MODEL_PREFIX: &str = "agent:";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Agent {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub description: String,
+    pub system_prompt: String,
+    pub model: String,
+    /// Hundredths (70 = 0.7).
+    pub temperature_pct: i32,
+    pub max_reply_tokens: i32,
+    pub context_tokens: i32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl Agent {
+    pub fn temperature(&self) -> f32 {
+        self.temperature_pct as f32 / 100.0
+    }
+}
+
+/// What an admin fills in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentInput {
+    pub name: String,
+    pub description: String,
+    pub system_prompt: String,
+    pub model: String,
+    /// As typed: `0.7`.
+    pub temperature: String,
+    pub max_reply_tokens: String,
+    pub context_tokens: String,
+}
+
+#[derive(Debug)]
+struct Valid {
+    name: String,
+    description: String,
+    system_prompt: String,
+    model: String,
+    temperature_pct: i32,
+    max_reply_tokens: i32,
+    context_tokens: i32,
+}
+
+fn whole(raw: &str, field: &str, default: i32, min: i32, max: i32) -> Result<i32> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(default);
+    }
+    match raw.replace(',', "").parse::<i32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(Error::invalid(format!(
+            "{field} must be a whole number from {min} to {max}."
+        ))),
+    }
+}
+
+fn validate(input: &AgentInput) -> Result<Valid> {
+    let name = input.name.trim().to_string();
+    if name.is_empty() {
+        return Err(Error::invalid("Give the agent a name."));
+    }
+    if name.chars().count() > 80 {
+        return Err(Error::invalid("The name can be at most 80 characters."));
+    }
+    let description = input.description.trim().to_string();
+    if description.chars().count() > 500 {
+        return Err(Error::invalid(
+            "The description can be at most 500 characters.",
+        ));
+    }
+    let system_prompt = input.system_prompt.trim().to_string();
+    if system_prompt.chars().count() > 20_000 {
+        return Err(Error::invalid(
+            "The instructions can be at most 20,000 characters.",
+        ));
+    }
+    let model = input.model.trim().to_string();
+    if model.is_empty() {
+        return Err(Error::invalid("Choose the model the agent uses."));
+    }
+    if model.len() > 200 || model.starts_with(MODEL_PREFIX) || model.contains(char::is_whitespace) {
+        return Err(Error::invalid(format!("{model:?} is not a model name.")));
+    }
+    let temperature_pct = {
+        let raw = input.temperature.trim();
+        if raw.is_empty() {
+            70
+        } else {
+            match raw.parse::<f64>() {
+                Ok(t) if (0.0..=2.0).contains(&t) => (t * 100.0).round() as i32,
+                _ => {
+                    return Err(Error::invalid(
+                        "Temperature must be a number from 0 to 2, such as 0.7.",
+                    ))
+                }
+            }
+        }
+    };
+    Ok(Valid {
+        name,
+        description,
+        system_prompt,
+        model,
+        temperature_pct,
+        max_reply_tokens: whole(&input.max_reply_tokens, "Max reply tokens", 1024, 1, 32_000)?,
+        context_tokens: whole(&input.context_tokens, "Context budget", 8000, 500, 200_000)?,
+    })
+}
+
+/// A URL- and API-friendly name: `Front Desk Helper` -> `front-desk-helper`.
+pub fn slugify(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.to_lowercase().chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let slug: String = slug.chars().take(50).collect();
+    let slug = slug.trim_end_matches('-').to_string();
+    if slug.is_empty() {
+        "agent".into()
+    } else {
+        slug
+    }
+}
+
+const COLUMNS: &str = "id, slug, name, description, system_prompt, model, temperature_pct, max_reply_tokens, context_tokens, created_at, updated_at";
+
+/// Every agent of the clinic, by name. Anyone in the clinic may list them.
+pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<Agent>> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    let rows = sqlx::query_as::<_, Agent>(&format!(
+        "SELECT {COLUMNS} FROM agents ORDER BY lower(name), created_at"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+pub async fn get(db: &Db, tenant: TenantId, id: Uuid) -> Result<Agent> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    let row = sqlx::query_as::<_, Agent>(&format!("SELECT {COLUMNS} FROM agents WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    row.ok_or(Error::NotFound)
+}
+
+pub async fn by_slug(db: &Db, tenant: TenantId, slug: &str) -> Result<Option<Agent>> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    let row = sqlx::query_as::<_, Agent>(&format!("SELECT {COLUMNS} FROM agents WHERE slug = $1"))
+        .bind(slug.trim())
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Creates an agent, refusing one beyond the plan's limit (checked under a lock on the clinic,
+/// so two admins at once cannot both take the last place).
+pub async fn create(db: &Db, tenant: TenantId, actor: Actor, input: &AgentInput) -> Result<Agent> {
+    actor.require_admin("manage agents")?;
+    let v = validate(input)?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let (max, plan): (Option<i32>, String) = sqlx::query_as(
+        "SELECT p.max_agents, p.name FROM tenants t JOIN plans p ON p.id = t.plan WHERE t.id = $1 FOR UPDATE OF t",
+    )
+    .bind(tenant)
+    .fetch_one(&mut *tx)
+    .await?;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM agents")
+        .fetch_one(&mut *tx)
+        .await?;
+    if let Some(max) = max {
+        if count >= i64::from(max) {
+            return Err(Error::PlanLimit(format!(
+                "The {plan} plan allows {max} agents, and this clinic has {count}. Upgrade the plan under Billing to add more, or delete an agent."
+            )));
+        }
+    }
+    let base = slugify(&v.name);
+    let taken: Vec<String> =
+        sqlx::query_scalar("SELECT slug FROM agents WHERE slug = $1 OR slug LIKE $1 || '-%'")
+            .bind(&base)
+            .fetch_all(&mut *tx)
+            .await?;
+    let slug = (1..)
+        .map(|n| {
+            if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            }
+        })
+        .find(|s| !taken.contains(s))
+        .unwrap_or(base);
+    let agent = sqlx::query_as::<_, Agent>(&format!(
+        "INSERT INTO agents (id, tenant_id, slug, name, description, system_prompt, model, temperature_pct, max_reply_tokens, context_tokens, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(tenant)
+    .bind(&slug)
+    .bind(&v.name)
+    .bind(&v.description)
+    .bind(&v.system_prompt)
+    .bind(&v.model)
+    .bind(v.temperature_pct)
+    .bind(v.max_reply_tokens)
+    .bind(v.context_tokens)
+    .bind(actor.user)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(agent)
+}
+
+/// Changes an agent's settings (its slug stays, so API callers keep working).
+pub async fn update(
+    db: &Db,
+    tenant: TenantId,
+    actor: Actor,
+    id: Uuid,
+    input: &AgentInput,
+) -> Result<Agent> {
+    actor.require_admin("manage agents")?;
+    let v = validate(input)?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let agent = sqlx::query_as::<_, Agent>(&format!(
+        "UPDATE agents SET name = $2, description = $3, system_prompt = $4, model = $5, temperature_pct = $6,
+                max_reply_tokens = $7, context_tokens = $8, updated_at = now()
+          WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&v.name)
+    .bind(&v.description)
+    .bind(&v.system_prompt)
+    .bind(&v.model)
+    .bind(v.temperature_pct)
+    .bind(v.max_reply_tokens)
+    .bind(v.context_tokens)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    agent.ok_or(Error::NotFound)
+}
+
+/// Deletes an agent. Conversations with it stay readable.
+pub async fn delete(db: &Db, tenant: TenantId, actor: Actor, id: Uuid) -> Result<()> {
+    actor.require_admin("manage agents")?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let n = sqlx::query("DELETE FROM agents WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    crate::error::one_row(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_friendly() {
+        assert_eq!(slugify("Front Desk Helper"), "front-desk-helper");
+        assert_eq!(slugify("  Triage -- Nurse!! "), "triage-nurse");
+        assert_eq!(slugify("Ärztin"), "rztin");
+        assert_eq!(slugify("!!!"), "agent");
+    }
+
+    #[test]
+    fn input_is_checked_with_messages() {
+        let ok = AgentInput {
+            name: "Triage".into(),
+            model: "gpt-4o-mini".into(),
+            ..Default::default()
+        };
+        let v = validate(&ok).unwrap();
+        assert_eq!(
+            (v.temperature_pct, v.max_reply_tokens, v.context_tokens),
+            (70, 1024, 8000)
+        );
+        let bad_temp = AgentInput {
+            temperature: "3".into(),
+            ..ok.clone()
+        };
+        assert!(validate(&bad_temp)
+            .unwrap_err()
+            .to_string()
+            .contains("Temperature"));
+        let no_model = AgentInput {
+            model: " ".into(),
+            ..ok.clone()
+        };
+        assert!(validate(&no_model).is_err());
+        let bad_ctx = AgentInput {
+            context_tokens: "10".into(),
+            ..ok
+        };
+        assert!(validate(&bad_ctx)
+            .unwrap_err()
+            .to_string()
+            .contains("Context budget"));
+    }
+}
+
+/// A request to `agent:<slug>` as the agent makes it: its model, its instructions first, its
+/// reply limit and temperature unless the caller set lower or other ones, and the history cut to
+/// its context budget.
+pub fn apply(agent: &Agent, mut req: crate::llm::ChatRequest) -> crate::llm::ChatRequest {
+    let (system, turns): (Vec<_>, Vec<_>) = req
+        .messages
+        .into_iter()
+        .partition(|m| m.role == crate::llm::MessageRole::System);
+    let mut instructions = agent.system_prompt.trim().to_string();
+    for m in system {
+        if !instructions.is_empty() {
+            instructions.push_str("\n\n");
+        }
+        instructions.push_str(&m.content);
+    }
+    req.messages = crate::chat::context(&instructions, &turns, i64::from(agent.context_tokens));
+    req.model = agent.model.clone();
+    let limit = agent.max_reply_tokens.max(1) as u32;
+    req.max_tokens = Some(req.max_tokens.map_or(limit, |m| m.min(limit)));
+    req.temperature = req.temperature.or(Some(agent.temperature()));
+    req
+}

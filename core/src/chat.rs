@@ -1,0 +1,403 @@
+//! Conversations between a member of a clinic and one of its agents. A conversation is private
+//! to the person who started it: every query here is bound to that person, and anyone else
+//! (in the clinic or not) gets `NotFound`.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::agents::Agent;
+use crate::db::Db;
+use crate::llm::{estimate_tokens, ChatMessage, MessageRole};
+use crate::tenancy::{TenantId, UserId};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Conversation {
+    pub id: Uuid,
+    pub agent_id: Option<Uuid>,
+    pub agent_name: Option<String>,
+    pub title: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Message {
+    pub id: Uuid,
+    pub role: String,
+    pub content: String,
+    /// `pending`, `complete`, `stopped` or `failed`.
+    pub status: String,
+    pub error: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+/// Who is chatting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chatter {
+    pub tenant: TenantId,
+    pub user: UserId,
+}
+
+const MAX_MESSAGE_CHARS: usize = 32_000;
+
+/// A title from the first message: its first line, shortened at a word.
+pub fn title_from(message: &str) -> String {
+    let line = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("New conversation");
+    if line.chars().count() <= 60 {
+        return line.to_string();
+    }
+    let cut: String = line.chars().take(60).collect();
+    let cut = match cut.rfind(' ') {
+        Some(i) if i > 20 => &cut[..i],
+        _ => &cut,
+    };
+    format!("{}…", cut.trim_end())
+}
+
+fn check_text(text: &str) -> Result<&str> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(Error::invalid("Write a message first."));
+    }
+    if text.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(Error::invalid(format!(
+            "A message can be at most {} characters.",
+            crate::error::thousands(MAX_MESSAGE_CHARS as i64)
+        )));
+    }
+    Ok(text)
+}
+
+const CONVERSATION: &str =
+    "SELECT c.id, c.agent_id, a.name AS agent_name, c.title, c.created_at, c.updated_at
+                              FROM conversations c LEFT JOIN agents a ON a.id = c.agent_id";
+
+/// The person's conversations, newest first.
+pub async fn list(db: &Db, who: Chatter) -> Result<Vec<Conversation>> {
+    let mut tx = db.begin_tenant(who.tenant).await?;
+    let rows = sqlx::query_as::<_, Conversation>(&format!(
+        "{CONVERSATION} WHERE c.user_id = $1 ORDER BY c.updated_at DESC LIMIT 200"
+    ))
+    .bind(who.user)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// One of the person's conversations with its messages, oldest first.
+pub async fn get(db: &Db, who: Chatter, id: Uuid) -> Result<(Conversation, Vec<Message>)> {
+    let mut tx = db.begin_tenant(who.tenant).await?;
+    let conv = sqlx::query_as::<_, Conversation>(&format!(
+        "{CONVERSATION} WHERE c.id = $1 AND c.user_id = $2"
+    ))
+    .bind(id)
+    .bind(who.user)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound)?;
+    let messages = sqlx::query_as::<_, Message>(
+        "SELECT id, role, content, status, error, created_at FROM messages
+          WHERE conversation_id = $1 ORDER BY created_at, role DESC",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((conv, messages))
+}
+
+/// Starts a conversation with `agent`, titled from the first message.
+pub async fn start(db: &Db, who: Chatter, agent: Uuid, first_message: &str) -> Result<Uuid> {
+    let text = check_text(first_message)?;
+    let mut tx = db.begin_tenant(who.tenant).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1)")
+        .bind(agent)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        return Err(Error::invalid(
+            "That agent no longer exists. Choose another.",
+        ));
+    }
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO conversations (id, tenant_id, user_id, agent_id, title) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id)
+        .bind(who.tenant)
+        .bind(who.user)
+        .bind(agent)
+        .bind(title_from(text))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Adds the person's message and a pending reply to it; returns the reply's id, which the
+/// stream that generates it is keyed by.
+pub async fn post(db: &Db, who: Chatter, conversation: Uuid, text: &str) -> Result<Uuid> {
+    let text = check_text(text)?;
+    let mut tx = db.begin_tenant(who.tenant).await?;
+    let owned: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2)",
+    )
+    .bind(conversation)
+    .bind(who.user)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !owned {
+        return Err(Error::NotFound);
+    }
+    let busy: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = $1 AND status = 'pending'
+                          AND created_at > now() - interval '10 minutes')",
+    )
+    .bind(conversation)
+    .fetch_one(&mut *tx)
+    .await?;
+    if busy {
+        return Err(Error::Conflict(
+            "The agent is still answering. Wait for the reply or stop it first.".into(),
+        ));
+    }
+    sqlx::query("INSERT INTO messages (id, tenant_id, conversation_id, role, content) VALUES ($1, $2, $3, 'user', $4)")
+        .bind(Uuid::new_v4())
+        .bind(who.tenant)
+        .bind(conversation)
+        .bind(text)
+        .execute(&mut *tx)
+        .await?;
+    let reply = Uuid::new_v4();
+    sqlx::query("INSERT INTO messages (id, tenant_id, conversation_id, role, status) VALUES ($1, $2, $3, 'assistant', 'pending')")
+        .bind(reply)
+        .bind(who.tenant)
+        .bind(conversation)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE conversations SET updated_at = now() WHERE id = $1")
+        .bind(conversation)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(reply)
+}
+
+/// What generating a pending reply needs: the agent and the history before it.
+pub struct PendingReply {
+    pub conversation: Uuid,
+    pub agent: Option<Agent>,
+    /// Earlier messages, oldest first (failed and empty ones left out).
+    pub history: Vec<ChatMessage>,
+}
+
+/// Claims a pending reply of the person's for generation. `NotFound` if it is not theirs or
+/// no longer pending (so a reply is generated once).
+pub async fn claim(db: &Db, who: Chatter, reply: Uuid) -> Result<PendingReply> {
+    let mut tx = db.begin_tenant(who.tenant).await?;
+    let row: Option<(Uuid, Option<Uuid>)> = sqlx::query_as(
+        "SELECT c.id, c.agent_id FROM messages m JOIN conversations c ON c.id = m.conversation_id
+          WHERE m.id = $1 AND m.status = 'pending' AND c.user_id = $2 FOR UPDATE OF m",
+    )
+    .bind(reply)
+    .bind(who.user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (conversation, agent_id) = row.ok_or(Error::NotFound)?;
+    // Marked as being generated: an empty, still-pending reply with a start time.
+    let claimed =
+        sqlx::query("UPDATE messages SET error = 'generating' WHERE id = $1 AND error IS NULL")
+            .bind(reply)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    if claimed == 0 {
+        return Err(Error::Conflict(
+            "This reply is already being generated.".into(),
+        ));
+    }
+    let agent = match agent_id {
+        Some(id) => sqlx::query_as::<_, Agent>(
+            "SELECT id, slug, name, description, system_prompt, model, temperature_pct, max_reply_tokens, context_tokens, created_at, updated_at FROM agents WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?,
+        None => None,
+    };
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT role, content FROM messages
+          WHERE conversation_id = $1 AND id <> $2 AND status IN ('complete', 'stopped') AND content <> ''
+          ORDER BY created_at, role DESC",
+    )
+    .bind(conversation)
+    .bind(reply)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let history = rows
+        .into_iter()
+        .map(|(role, content)| ChatMessage {
+            role: if role == "user" {
+                MessageRole::User
+            } else {
+                MessageRole::Assistant
+            },
+            content,
+        })
+        .collect();
+    Ok(PendingReply {
+        conversation,
+        agent,
+        history,
+    })
+}
+
+/// Stores how a reply ended: its text, and `complete`, `stopped` or `failed` (with a message).
+pub async fn finish(
+    db: &Db,
+    tenant: TenantId,
+    reply: Uuid,
+    content: &str,
+    status: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    sqlx::query("UPDATE messages SET content = $2, status = $3, error = $4 WHERE id = $1")
+        .bind(reply)
+        .bind(content)
+        .bind(status)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn rename(db: &Db, who: Chatter, id: Uuid, title: &str) -> Result<()> {
+    let title = title.trim();
+    if title.is_empty() || title.chars().count() > 120 {
+        return Err(Error::invalid("A title needs 1 to 120 characters."));
+    }
+    let mut tx = db.begin_tenant(who.tenant).await?;
+    let n = sqlx::query("UPDATE conversations SET title = $3 WHERE id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(who.user)
+        .bind(title)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    crate::error::one_row(n)
+}
+
+pub async fn delete(db: &Db, who: Chatter, id: Uuid) -> Result<()> {
+    let mut tx = db.begin_tenant(who.tenant).await?;
+    let n = sqlx::query("DELETE FROM conversations WHERE id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(who.user)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    crate::error::one_row(n)
+}
+
+/// The messages sent to the model: the system prompt always, then as much recent history as
+/// fits in `budget` tokens (oldest turns dropped first). The newest message is always kept.
+pub fn context(system_prompt: &str, history: &[ChatMessage], budget: i64) -> Vec<ChatMessage> {
+    let mut out = Vec::new();
+    let mut used = 0;
+    if !system_prompt.trim().is_empty() {
+        used += estimate_tokens(system_prompt) + 4;
+        out.push(ChatMessage {
+            role: MessageRole::System,
+            content: system_prompt.to_string(),
+        });
+    }
+    let mut kept = Vec::new();
+    for (i, m) in history.iter().enumerate().rev() {
+        let cost = estimate_tokens(&m.content) + 4;
+        if i + 1 != history.len() && used + cost > budget {
+            break;
+        }
+        used += cost;
+        kept.push(m.clone());
+    }
+    // Never start with a reply the model did not see the question to.
+    while kept.len() > 1
+        && kept
+            .last()
+            .is_some_and(|m| m.role == MessageRole::Assistant)
+    {
+        kept.pop();
+    }
+    out.extend(kept.into_iter().rev());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: MessageRole, words: usize, tag: &str) -> ChatMessage {
+        ChatMessage {
+            role,
+            content: format!("{tag} {}", "word ".repeat(words))
+                .trim()
+                .to_string(),
+        }
+    }
+
+    #[test]
+    fn titles_come_from_the_first_line() {
+        assert_eq!(title_from("\n  Dosage question\nmore"), "Dosage question");
+        let long =
+            "Could you summarise the discharge instructions for the patient in bed twelve please";
+        let t = title_from(long);
+        assert!(t.ends_with('…') && t.chars().count() <= 61, "{t}");
+    }
+
+    #[test]
+    fn context_keeps_the_system_prompt_and_the_newest_turns() {
+        // m0 (user) .. m10 (user), alternating.
+        let history: Vec<ChatMessage> = (0..11)
+            .map(|i| {
+                let role = if i % 2 == 0 {
+                    MessageRole::User
+                } else {
+                    MessageRole::Assistant
+                };
+                msg(role, 20, &format!("m{i}"))
+            })
+            .collect();
+        let tags = |ms: &[ChatMessage]| -> Vec<String> {
+            ms.iter()
+                .map(|m| m.content.split(' ').next().unwrap().to_string())
+                .collect()
+        };
+        let all = context("Be kind.", &history, 100_000);
+        assert_eq!(all.len(), 12);
+        assert_eq!(all[0].role, MessageRole::System);
+
+        // Every message costs the same; the system prompt 2 + 4 = 6.
+        let per = estimate_tokens(&history[10].content) + 4;
+        assert_eq!(per, estimate_tokens(&history[1].content) + 4);
+        let trimmed = context("Be kind.", &history, 6 + per * 3);
+        assert_eq!(trimmed[0].content, "Be kind.");
+        assert_eq!(tags(&trimmed[1..]), ["m8", "m9", "m10"]);
+
+        // Room for two: the older of them is a reply whose question was cut, so it goes too.
+        let two = context("Be kind.", &history, 6 + per * 2);
+        assert_eq!(tags(&two[1..]), ["m10"]);
+
+        // The newest message stays even when it alone is over budget.
+        let tiny = context("", &history, 1);
+        assert_eq!(tags(&tiny), ["m10"]);
+    }
+}
