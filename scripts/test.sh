@@ -11,8 +11,8 @@ export DATABASE_URL="${TEST_DATABASE_URL:-postgres://tessera_owner:tessera@127.0
 # One cargo invocation for both packages, so they share one set of compiled dependencies; it
 # also builds the `server` binary and the provider simulator the end-to-end tests run. (Not workspace-wide: that would
 # turn on the app's browser features too.)
-log "core and server tests"
-cargo test -p tessera-core -p server -p testkit
+log "core, app and server tests"
+cargo test -p tessera-core -p server -p testkit -p app
 
 log "building the browser side (wasm, CSS, static files)"
 cargo leptos build --frontend-only

@@ -469,3 +469,224 @@ pub async fn set_spending_cap(mode: String, amount: Option<String>) -> Result<()
         .await;
     Ok(())
 }
+
+#[cfg(feature = "ssr")]
+fn agent_row(a: tessera_core::agents::Agent) -> AgentRow {
+    AgentRow {
+        id: a.id.to_string(),
+        temperature: format!("{}", a.temperature()),
+        slug: a.slug,
+        name: a.name,
+        description: a.description,
+        system_prompt: a.system_prompt,
+        model: a.model,
+        max_reply_tokens: a.max_reply_tokens,
+        context_tokens: a.context_tokens,
+    }
+}
+
+/// Admin -> Agents: the agents, the plan's limit, and the models the clinic's keys offer.
+#[server(endpoint = "agents")]
+pub async fn get_agents_page() -> Result<AgentsPage, AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let agents = tessera_core::agents::list(&services.db, v.tenant.id)
+        .await
+        .map_err(core_err)?;
+    let limits = services
+        .gateway
+        .limits(v.tenant.id)
+        .await
+        .map_err(core_err)?;
+    let max_agents = tessera_core::agents::max_agents(&services.db, v.tenant.id)
+        .await
+        .map_err(core_err)?;
+    let mut models = Vec::new();
+    for provider in tessera_core::keys::Provider::ALL {
+        if let Ok(Some(key)) = services.gateway.usable_key(v.tenant.id, provider).await {
+            if let Ok(list) =
+                tessera_core::llm::list_models(&services.http, &services.config, &key).await
+            {
+                models.extend(list);
+            }
+        }
+    }
+    models.sort();
+    models.dedup();
+    Ok(AgentsPage {
+        agents: agents.into_iter().map(agent_row).collect(),
+        plan_name: limits.plan_name,
+        max_agents,
+        models,
+    })
+}
+
+/// Creates an agent (no `id`) or changes one.
+#[server(endpoint = "save_agent")]
+#[allow(clippy::too_many_arguments)]
+pub async fn save_agent(
+    id: Option<String>,
+    name: String,
+    description: Option<String>,
+    system_prompt: Option<String>,
+    model: String,
+    temperature: Option<String>,
+    max_reply_tokens: Option<String>,
+    context_tokens: Option<String>,
+) -> Result<AgentRow, AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let input = tessera_core::agents::AgentInput {
+        name,
+        description: description.unwrap_or_default(),
+        system_prompt: system_prompt.unwrap_or_default(),
+        model,
+        temperature: temperature.unwrap_or_default(),
+        max_reply_tokens: max_reply_tokens.unwrap_or_default(),
+        context_tokens: context_tokens.unwrap_or_default(),
+    };
+    let agent = match id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(id) => {
+            let id: uuid::Uuid = srv::parse_id(id)?;
+            tessera_core::agents::update(&services.db, v.tenant.id, srv::actor(&v), id, &input)
+                .await
+        }
+        None => {
+            tessera_core::agents::create(&services.db, v.tenant.id, srv::actor(&v), &input).await
+        }
+    }
+    .map_err(core_err)?;
+    Ok(agent_row(agent))
+}
+
+#[server(endpoint = "delete_agent")]
+pub async fn delete_agent(id: String) -> Result<(), AppError> {
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let id: uuid::Uuid = srv::parse_id(&id)?;
+    tessera_core::agents::delete(&services.db, v.tenant.id, srv::actor(&v), id)
+        .await
+        .map_err(core_err)
+}
+
+#[cfg(feature = "ssr")]
+fn chatter(v: &tessera_core::auth::Viewer) -> tessera_core::chat::Chatter {
+    tessera_core::chat::Chatter {
+        tenant: v.tenant.id,
+        user: v.user.id,
+    }
+}
+
+/// The chat start page: the person's conversations (newest first) and the clinic's agents.
+#[server(endpoint = "chat_home")]
+pub async fn get_chat_home() -> Result<ChatHome, AppError> {
+    let v = srv::require_viewer().await?;
+    let services = srv::services()?;
+    let conversations = tessera_core::chat::list(&services.db, chatter(&v))
+        .await
+        .map_err(core_err)?;
+    let agents = tessera_core::agents::list(&services.db, v.tenant.id)
+        .await
+        .map_err(core_err)?;
+    Ok(ChatHome {
+        conversations: conversations
+            .into_iter()
+            .map(|c| ConversationRow {
+                id: c.id.to_string(),
+                title: c.title,
+                agent_name: c.agent_name,
+                updated: srv::date(c.updated_at),
+            })
+            .collect(),
+        agents: agents.into_iter().map(agent_row).collect(),
+    })
+}
+
+/// One of the person's conversations. Anyone else gets 404.
+#[server(endpoint = "conversation")]
+pub async fn get_conversation(id: String) -> Result<ConversationView, AppError> {
+    let v = srv::require_viewer().await?;
+    let services = srv::services()?;
+    let id: uuid::Uuid = srv::parse_id(&id)?;
+    let (c, messages) = tessera_core::chat::get(&services.db, chatter(&v), id)
+        .await
+        .map_err(core_err)?;
+    Ok(ConversationView {
+        id: c.id.to_string(),
+        title: c.title,
+        agent_name: c.agent_name,
+        messages: messages
+            .into_iter()
+            .map(|m| {
+                let generating = m.status == "pending" && m.error.as_deref() == Some("generating");
+                MessageView {
+                    id: m.id.to_string(),
+                    role: m.role,
+                    content: m.content,
+                    status: if generating {
+                        "generating".into()
+                    } else {
+                        m.status
+                    },
+                    error: if generating { None } else { m.error },
+                }
+            })
+            .collect(),
+    })
+}
+
+/// Starts a conversation with an agent; its first reply streams from `/chat/replies/<id>`.
+#[server(endpoint = "start_conversation")]
+pub async fn start_conversation(agent_id: String, text: String) -> Result<Sent, AppError> {
+    let v = srv::require_viewer().await?;
+    let services = srv::services()?;
+    let agent: uuid::Uuid = agent_id
+        .trim()
+        .parse()
+        .map_err(|_| fail(AppError::Invalid("Choose an agent to talk to.".into())))?;
+    let conversation = tessera_core::chat::start(&services.db, chatter(&v), agent, &text)
+        .await
+        .map_err(core_err)?;
+    let reply = tessera_core::chat::post(&services.db, chatter(&v), conversation, &text)
+        .await
+        .map_err(core_err)?;
+    Ok(Sent {
+        conversation_id: conversation.to_string(),
+        reply_id: reply.to_string(),
+    })
+}
+
+/// Adds a message to a conversation; its reply streams from `/chat/replies/<id>`.
+#[server(endpoint = "send_message")]
+pub async fn send_message(conversation_id: String, text: String) -> Result<Sent, AppError> {
+    let v = srv::require_viewer().await?;
+    let services = srv::services()?;
+    let id: uuid::Uuid = srv::parse_id(&conversation_id)?;
+    let reply = tessera_core::chat::post(&services.db, chatter(&v), id, &text)
+        .await
+        .map_err(core_err)?;
+    Ok(Sent {
+        conversation_id,
+        reply_id: reply.to_string(),
+    })
+}
+
+#[server(endpoint = "rename_conversation")]
+pub async fn rename_conversation(id: String, title: String) -> Result<(), AppError> {
+    let v = srv::require_viewer().await?;
+    let services = srv::services()?;
+    let id: uuid::Uuid = srv::parse_id(&id)?;
+    tessera_core::chat::rename(&services.db, chatter(&v), id, &title)
+        .await
+        .map_err(core_err)
+}
+
+#[server(endpoint = "delete_conversation")]
+pub async fn delete_conversation(id: String) -> Result<(), AppError> {
+    let v = srv::require_viewer().await?;
+    let services = srv::services()?;
+    let id: uuid::Uuid = srv::parse_id(&id)?;
+    tessera_core::chat::delete(&services.db, chatter(&v), id)
+        .await
+        .map_err(core_err)
+}

@@ -247,3 +247,68 @@ mod tests {
         assert_eq!(dollars(0), "$0.00");
     }
 }
+
+/// An agent as the UI shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRow {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub description: String,
+    pub system_prompt: String,
+    pub model: String,
+    /// As typed: `0.7`.
+    pub temperature: String,
+    pub max_reply_tokens: i32,
+    pub context_tokens: i32,
+}
+
+/// Admin -> Agents: the agents, the plan's limit and the models the clinic can use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentsPage {
+    pub agents: Vec<AgentRow>,
+    pub plan_name: String,
+    pub max_agents: Option<i32>,
+    pub models: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationRow {
+    pub id: String,
+    pub title: String,
+    pub agent_name: Option<String>,
+    pub updated: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageView {
+    pub id: String,
+    /// `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+    /// `pending`, `generating`, `complete`, `stopped` or `failed`.
+    pub status: String,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationView {
+    pub id: String,
+    pub title: String,
+    pub agent_name: Option<String>,
+    pub messages: Vec<MessageView>,
+}
+
+/// The chat start page: the conversations and the agents to start one with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatHome {
+    pub conversations: Vec<ConversationRow>,
+    pub agents: Vec<AgentRow>,
+}
+
+/// A message sent: where its reply will stream from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    pub conversation_id: String,
+    pub reply_id: String,
+}

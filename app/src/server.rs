@@ -25,8 +25,9 @@ pub struct AppState {
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub Option<IpAddr>);
 
-const USER: &str = "user_id";
-const TENANT: &str = "tenant_id";
+/// Session keys: the signed-in person and their current clinic.
+pub const USER: &str = "user_id";
+pub const TENANT: &str = "tenant_id";
 
 pub fn services() -> Result<Services, AppError> {
     use_context::<AppState>()

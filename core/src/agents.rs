@@ -352,3 +352,14 @@ pub fn apply(agent: &Agent, mut req: crate::llm::ChatRequest) -> crate::llm::Cha
     req.temperature = req.temperature.or(Some(agent.temperature()));
     req
 }
+
+/// The plan's agent limit for a clinic (`None`: unlimited).
+pub async fn max_agents(db: &Db, tenant: TenantId) -> Result<Option<i32>> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    let max: Option<i32> =
+        sqlx::query_scalar("SELECT p.max_agents FROM tenants t JOIN plans p ON p.id = t.plan")
+            .fetch_one(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(max)
+}

@@ -1,5 +1,6 @@
 //! The Tessera server: builds the one axum `Router` that production and the tests both use.
 
+pub mod chat_stream;
 pub mod guard;
 pub mod health;
 pub mod openai_api;
@@ -43,6 +44,7 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/v1/models", get(openai_api::models))
         .route("/v1/chat/completions", post(openai_api::chat_completions))
+        .route("/chat/replies/{id}", get(chat_stream::reply_stream))
         .leptos_routes_with_context(&state, routes, || {}, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())

@@ -1,5 +1,7 @@
+pub mod agents;
 pub mod api_keys;
 pub mod auth;
+pub mod chat;
 pub mod errors;
 pub mod home;
 pub mod invite;

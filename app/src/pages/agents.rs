@@ -1,0 +1,147 @@
+//! Admin -> Agents: create, edit and delete the clinic's agents, within the plan's limit.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+use crate::api::{get_agents_page, DeleteAgent, SaveAgent};
+use crate::components::{admin_data, ActionError, Protected};
+use crate::dto::{AgentRow, AgentsPage};
+
+#[component]
+pub fn AgentsAdminPage() -> impl IntoView {
+    view! {
+        <Title text="Agents"/>
+        <Protected>
+            <AgentsLoader/>
+        </Protected>
+    }
+}
+
+#[component]
+fn AgentsLoader() -> impl IntoView {
+    let save = ServerAction::<SaveAgent>::new();
+    let delete = ServerAction::<DeleteAgent>::new();
+    let data = Resource::new(
+        move || (save.version().get(), delete.version().get()),
+        |_| get_agents_page(),
+    );
+    admin_data(data, move |page| view! { <Agents page save delete/> })
+}
+
+/// The fields of an agent, empty for a new one.
+#[component]
+fn AgentFields(agent: Option<AgentRow>, models: Vec<String>, prefix: String) -> impl IntoView {
+    let a = agent.clone().unwrap_or(AgentRow {
+        id: String::new(),
+        slug: String::new(),
+        name: String::new(),
+        description: String::new(),
+        system_prompt: String::new(),
+        model: models.first().cloned().unwrap_or_default(),
+        temperature: "0.7".into(),
+        max_reply_tokens: 1024,
+        context_tokens: 8000,
+    });
+    let id = |f: &str| format!("{prefix}-{f}");
+    let list = id("models");
+    view! {
+        <input type="hidden" name="id" value=a.id.clone()/>
+        <div class="field">
+            <label for=id("name")>"Name"</label>
+            <input id=id("name") type="text" name="name" required maxlength="80" value=a.name.clone() placeholder="Front desk"/>
+        </div>
+        <div class="field">
+            <label for=id("description")>"Description"</label>
+            <input id=id("description") type="text" name="description" maxlength="500" value=a.description.clone() placeholder="Answers questions about opening hours and bookings"/>
+        </div>
+        <div class="field">
+            <label for=id("prompt")>"Instructions (system prompt)"</label>
+            <textarea id=id("prompt") name="system_prompt" rows="4" maxlength="20000">{a.system_prompt.clone()}</textarea>
+        </div>
+        <div class="field-row">
+            <div class="field">
+                <label for=id("model")>"Model"</label>
+                <input id=id("model") type="text" name="model" required list=list.clone() value=a.model.clone() placeholder="gpt-4o-mini"/>
+                <datalist id=list>
+                    {models.into_iter().map(|m| view! { <option value=m.clone()></option> }).collect_view()}
+                </datalist>
+            </div>
+            <div class="field">
+                <label for=id("temperature")>"Temperature (0–2)"</label>
+                <input id=id("temperature") type="text" inputmode="decimal" name="temperature" value=a.temperature.clone()/>
+            </div>
+            <div class="field">
+                <label for=id("max")>"Max reply tokens"</label>
+                <input id=id("max") type="text" inputmode="numeric" name="max_reply_tokens" value=a.max_reply_tokens.to_string()/>
+            </div>
+            <div class="field">
+                <label for=id("context")>"Context budget (tokens)"</label>
+                <input id=id("context") type="text" inputmode="numeric" name="context_tokens" value=a.context_tokens.to_string()/>
+            </div>
+        </div>
+    }
+}
+
+#[component]
+fn Agents(
+    page: AgentsPage,
+    save: ServerAction<SaveAgent>,
+    delete: ServerAction<DeleteAgent>,
+) -> impl IntoView {
+    let count = page.agents.len();
+    let limit = match page.max_agents {
+        Some(max) => format!("{count} of {max} agents on the {} plan.", page.plan_name),
+        None => format!("{count} agents; the {} plan has no limit.", page.plan_name),
+    };
+    let full = page.max_agents.is_some_and(|max| count as i32 >= max);
+    let models = StoredValue::new(page.models.clone());
+    view! {
+        <div class="page-head"><h1>"Agents"</h1></div>
+        <p class="muted">"Agents are the assistants your staff chat with. The API reaches one as the model " <code>"agent:<name>"</code> "."</p>
+        <p data-testid="agent-limit">{limit}</p>
+        <ActionError value=save.value()/>
+        <ActionError value=delete.value()/>
+        {move || save.value().get().and_then(|r| r.ok()).map(|a| view! {
+            <p class="notice" role="status">{format!("Saved {}.", a.name)}</p>
+        })}
+        <section class="card" aria-labelledby="new-agent-heading">
+            <h2 id="new-agent-heading">"New agent"</h2>
+            {full.then(|| view! {
+                <p class="notice warn" data-testid="agent-limit-reached">"This plan's agent limit is reached. Upgrade the plan under Billing, or delete an agent, to add another."</p>
+            })}
+            <ActionForm action=save attr:class="stack-form">
+                <AgentFields agent=None models=models.get_value() prefix="new".to_string()/>
+                <button type="submit" disabled=save.pending()>"Create agent"</button>
+            </ActionForm>
+        </section>
+        <section class="card" aria-labelledby="agents-heading">
+            <h2 id="agents-heading">"Agents"</h2>
+            {if page.agents.is_empty() {
+                view! { <p class="muted">"No agents yet."</p> }.into_any()
+            } else {
+                page.agents.into_iter().map(|a| {
+                    let id = a.id.clone();
+                    let prefix = format!("agent-{}", a.slug);
+                    let name = a.name.clone();
+                    view! {
+                        <article class="agent" data-testid="agent-row">
+                            <h3>{a.name.clone()} " " <code class="muted small">{format!("agent:{}", a.slug)}</code></h3>
+                            <p class="muted">{a.description.clone()} " · " {a.model.clone()}</p>
+                            <details>
+                                <summary>"Edit"</summary>
+                                <ActionForm action=save attr:class="stack-form">
+                                    <AgentFields agent=Some(a.clone()) models=models.get_value() prefix=prefix/>
+                                    <button type="submit">"Save changes"</button>
+                                </ActionForm>
+                            </details>
+                            <ActionForm action=delete attr:class="row-form">
+                                <input type="hidden" name="id" value=id/>
+                                <button type="submit" class="danger small" aria-label=format!("Delete {name}")>"Delete"</button>
+                            </ActionForm>
+                        </article>
+                    }
+                }).collect_view().into_any()
+            }}
+        </section>
+    }
+}

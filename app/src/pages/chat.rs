@@ -1,0 +1,388 @@
+//! Chat: the person's conversations with the clinic's agents. Replies stream in token by token
+//! from `/chat/replies/<id>` (server-sent events); Stop closes the stream, and the server keeps
+//! (and charges) only what was generated. Conversations are private: anyone else gets 404.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_meta::Title;
+use leptos_router::components::A;
+use leptos_router::hooks::{use_navigate, use_params_map};
+
+use crate::api::{
+    get_chat_home, get_conversation, send_message, DeleteConversation, RenameConversation,
+    StartConversation,
+};
+use crate::components::{admin_data, ActionError, Protected};
+use crate::dto::{ChatHome, ConversationView, MessageView};
+
+#[component]
+pub fn ChatHomePage() -> impl IntoView {
+    view! {
+        <Title text="Chat"/>
+        <Protected>
+            <ChatHomeLoader/>
+        </Protected>
+    }
+}
+
+#[component]
+fn ChatHomeLoader() -> impl IntoView {
+    let data = Resource::new(|| (), |_| get_chat_home());
+    admin_data(data, move |home| view! { <ChatStart home/> })
+}
+
+#[component]
+fn ChatStart(home: ChatHome) -> impl IntoView {
+    let start = ServerAction::<StartConversation>::new();
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(sent)) = start.value().get() {
+            navigate(
+                &format!("/chat/{}", sent.conversation_id),
+                Default::default(),
+            );
+        }
+    });
+    let no_agents = home.agents.is_empty();
+    view! {
+        <div class="page-head"><h1>"Chat"</h1></div>
+        <div class="chat-home">
+            <section class="card" aria-labelledby="start-heading">
+                <h2 id="start-heading">"New conversation"</h2>
+                {if no_agents {
+                    view! { <p class="muted" data-testid="no-agents">"This clinic has no agents yet. An admin can create one under Agents."</p> }.into_any()
+                } else {
+                    view! {
+                        <ActionForm action=start attr:class="stack-form">
+                            <div class="field">
+                                <label for="agent">"Agent"</label>
+                                <select id="agent" name="agent_id" required>
+                                    {home.agents.iter().map(|a| view! {
+                                        <option value=a.id.clone()>{a.name.clone()}{(!a.description.is_empty()).then(|| format!(" — {}", a.description))}</option>
+                                    }).collect_view()}
+                                </select>
+                            </div>
+                            <div class="field">
+                                <label for="first-message">"Message"</label>
+                                <textarea id="first-message" name="text" rows="3" required maxlength="32000" placeholder="Ask the agent…"></textarea>
+                            </div>
+                            <button type="submit" disabled=start.pending()>"Start"</button>
+                        </ActionForm>
+                        <ActionError value=start.value()/>
+                    }.into_any()
+                }}
+            </section>
+            <section class="card" aria-labelledby="conversations-heading">
+                <h2 id="conversations-heading">"Your conversations"</h2>
+                {if home.conversations.is_empty() {
+                    view! { <p class="muted">"None yet."</p> }.into_any()
+                } else {
+                    view! {
+                        <ul class="conversations">
+                            {home.conversations.into_iter().map(|c| view! {
+                                <li data-testid="conversation-row">
+                                    <A href=format!("/chat/{}", c.id)>{c.title.clone()}</A>
+                                    <span class="muted small">{c.agent_name.clone().unwrap_or_else(|| "deleted agent".into())} " · " {c.updated.clone()}</span>
+                                </li>
+                            }).collect_view()}
+                        </ul>
+                    }.into_any()
+                }}
+            </section>
+        </div>
+    }
+}
+
+#[component]
+pub fn ConversationPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").unwrap_or_default();
+    let data = Resource::new(id, get_conversation);
+    view! {
+        <Title text="Conversation"/>
+        <Protected>
+            {admin_data(data, move |c| view! { <Conversation c/> })}
+        </Protected>
+    }
+}
+
+/// A live reply stream in the browser.
+#[cfg(feature = "hydrate")]
+mod live {
+    use wasm_bindgen::prelude::*;
+    use wasm_bindgen::JsCast;
+    use web_sys::{Event, EventSource, MessageEvent};
+
+    pub struct Live {
+        source: EventSource,
+        _handlers: Vec<Closure<dyn FnMut(MessageEvent)>>,
+        _on_error: Closure<dyn FnMut(Event)>,
+    }
+
+    impl Live {
+        pub fn close(&self) {
+            self.source.close();
+        }
+    }
+
+    fn text_of(e: &MessageEvent) -> String {
+        e.data()
+            .as_string()
+            .and_then(|s| serde_json::from_str::<String>(&s).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn open(
+        url: &str,
+        on_delta: impl Fn(String) + 'static,
+        on_done: impl Fn() + 'static,
+        on_failed: impl Fn(String) + 'static + Clone,
+    ) -> Option<Live> {
+        let source = EventSource::new(url).ok()?;
+        let delta =
+            Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| on_delta(text_of(&e)));
+        let done = Closure::<dyn FnMut(MessageEvent)>::new(move |_e: MessageEvent| on_done());
+        let failed_cb = on_failed.clone();
+        let failed =
+            Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| failed_cb(text_of(&e)));
+        let src = source.clone();
+        // The connection broke (or the reply was already generated): stop reconnecting.
+        let on_error = Closure::<dyn FnMut(Event)>::new(move |_e: Event| {
+            if src.ready_state() != EventSource::CLOSED {
+                src.close();
+                on_failed(
+                    "The connection to the server was lost. Reload the page to see what was saved."
+                        .into(),
+                );
+            }
+        });
+        source
+            .add_event_listener_with_callback("delta", delta.as_ref().unchecked_ref())
+            .ok()?;
+        source
+            .add_event_listener_with_callback("done", done.as_ref().unchecked_ref())
+            .ok()?;
+        source
+            .add_event_listener_with_callback("failed", failed.as_ref().unchecked_ref())
+            .ok()?;
+        source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        Some(Live {
+            source,
+            _handlers: vec![delta, done, failed],
+            _on_error: on_error,
+        })
+    }
+}
+
+fn set_status(messages: RwSignal<Vec<MessageView>>, id: &str, status: &str, error: Option<String>) {
+    messages.update(|ms| {
+        if let Some(m) = ms.iter_mut().find(|m| m.id == id) {
+            m.status = status.into();
+            m.error = error;
+        }
+    });
+}
+
+#[component]
+fn Conversation(c: ConversationView) -> impl IntoView {
+    let messages = RwSignal::new(c.messages.clone());
+    let title = RwSignal::new(c.title.clone());
+    let draft = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    // The reply being streamed, if any.
+    let streaming = RwSignal::new(None::<String>);
+    let conversation = StoredValue::new(c.id.clone());
+    #[cfg(feature = "hydrate")]
+    let live = StoredValue::new_local(None::<live::Live>);
+
+    let start = move |reply: String| {
+        streaming.set(Some(reply.clone()));
+        #[cfg(feature = "hydrate")]
+        {
+            let (r1, r2, r3) = (reply.clone(), reply.clone(), reply.clone());
+            let opened = live::open(
+                &format!("/chat/replies/{reply}"),
+                move |text| {
+                    messages.update(|ms| {
+                        if let Some(m) = ms.iter_mut().find(|m| m.id == r1) {
+                            m.content.push_str(&text);
+                            m.status = "streaming".into();
+                        }
+                    })
+                },
+                move || {
+                    set_status(messages, &r2, "complete", None);
+                    streaming.set(None);
+                    live.with_value(|l| {
+                        if let Some(l) = l {
+                            l.close()
+                        }
+                    });
+                },
+                move |message| {
+                    set_status(messages, &r3, "failed", Some(message));
+                    streaming.set(None);
+                },
+            );
+            live.set_value(opened);
+        }
+    };
+
+    // A reply waiting for its first token (just after the conversation started) starts now.
+    Effect::new(move |ran: Option<()>| {
+        if ran.is_none() {
+            let pending = messages.with_untracked(|ms| {
+                ms.last()
+                    .filter(|m| m.role == "assistant" && m.status == "pending")
+                    .map(|m| m.id.clone())
+            });
+            if let Some(id) = pending {
+                start(id);
+            }
+        }
+    });
+
+    let stop = move |_| {
+        #[cfg(feature = "hydrate")]
+        live.with_value(|l| {
+            if let Some(l) = l {
+                l.close()
+            }
+        });
+        if let Some(id) = streaming.get_untracked() {
+            set_status(messages, &id, "stopped", None);
+        }
+        streaming.set(None);
+    };
+
+    let send = move || {
+        let text = draft.get_untracked();
+        if text.trim().is_empty() || streaming.get_untracked().is_some() {
+            return;
+        }
+        error.set(None);
+        let id = conversation.get_value();
+        spawn_local(async move {
+            match send_message(id, text.clone()).await {
+                Ok(sent) => {
+                    draft.set(String::new());
+                    messages.update(|ms| {
+                        ms.push(MessageView {
+                            id: format!("local-{}", sent.reply_id),
+                            role: "user".into(),
+                            content: text,
+                            status: "complete".into(),
+                            error: None,
+                        });
+                        ms.push(MessageView {
+                            id: sent.reply_id.clone(),
+                            role: "assistant".into(),
+                            content: String::new(),
+                            status: "pending".into(),
+                            error: None,
+                        });
+                    });
+                    start(sent.reply_id);
+                }
+                // The draft stays, so nothing typed is lost.
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        });
+    };
+
+    let rename = ServerAction::<RenameConversation>::new();
+    let delete = ServerAction::<DeleteConversation>::new();
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(())) = delete.value().get() {
+            navigate("/chat", Default::default());
+        }
+    });
+    let new_title = RwSignal::new(c.title.clone());
+    Effect::new(move |_| {
+        if let Some(Ok(())) = rename.value().get() {
+            title.set(new_title.get_untracked());
+        }
+    });
+    let agent = c
+        .agent_name
+        .clone()
+        .unwrap_or_else(|| "deleted agent".into());
+    let (id_rename, id_delete, first_title) = (c.id.clone(), c.id.clone(), c.title.clone());
+
+    view! {
+        <div class="chat">
+            <div class="page-head chat-head">
+                <A href="/chat" attr:class="back">"← Conversations"</A>
+                <h1 data-testid="conversation-title">{move || title.get()}</h1>
+                <span class="muted">"with " {agent}</span>
+                <details class="chat-menu">
+                    <summary>"Rename or delete"</summary>
+                    <ActionForm action=rename attr:class="inline-form">
+                        <input type="hidden" name="id" value=id_rename/>
+                        <label for="rename-title" class="visually-hidden">"Title"</label>
+                        <input id="rename-title" type="text" name="title" required maxlength="120" value=first_title on:input=move |ev| new_title.set(event_target_value(&ev))/>
+                        <button type="submit" class="small">"Rename"</button>
+                    </ActionForm>
+                    <ActionForm action=delete attr:class="inline-form">
+                        <input type="hidden" name="id" value=id_delete/>
+                        <button type="submit" class="danger small">"Delete conversation"</button>
+                    </ActionForm>
+                    <ActionError value=rename.value()/>
+                    <ActionError value=delete.value()/>
+                </details>
+            </div>
+            <div class="messages" role="log" aria-live="polite" aria-label="Conversation" data-testid="messages">
+                <For each=move || messages.get() key=|m| (m.id.clone(), m.status.clone(), m.content.len()) let:m>
+                    <Bubble m/>
+                </For>
+            </div>
+            {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            <form class="composer" on:submit=move |ev| { ev.prevent_default(); send(); }>
+                <label for="composer-text" class="visually-hidden">"Message"</label>
+                <textarea
+                    id="composer-text"
+                    rows="2"
+                    maxlength="32000"
+                    placeholder="Message the agent — Enter sends, Shift+Enter adds a line"
+                    prop:value=move || draft.get()
+                    on:input=move |ev| draft.set(event_target_value(&ev))
+                    on:keydown=move |ev| {
+                        if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+                            ev.prevent_default();
+                            send();
+                        }
+                    }
+                ></textarea>
+                {move || if streaming.get().is_some() {
+                    view! { <button type="button" class="danger" on:click=stop>"Stop"</button> }.into_any()
+                } else {
+                    view! { <button type="submit">"Send"</button> }.into_any()
+                }}
+            </form>
+        </div>
+    }
+}
+
+#[component]
+fn Bubble(m: MessageView) -> impl IntoView {
+    let class = format!("bubble {} {}", m.role, m.status);
+    let body = if m.role == "assistant" {
+        let html = crate::markdown::render(&m.content);
+        view! { <div class="md" inner_html=html></div> }.into_any()
+    } else {
+        view! { <div class="text">{m.content.clone()}</div> }.into_any()
+    };
+    let note = match m.status.as_str() {
+        "pending" | "generating" if m.content.is_empty() => Some(view! { <p class="muted small" data-testid="thinking">"Thinking…"</p> }.into_any()),
+        "stopped" => Some(view! { <p class="muted small" data-testid="stopped">"Stopped."</p> }.into_any()),
+        "failed" => Some(view! { <p class="error" data-testid="reply-error">{m.error.clone().unwrap_or_else(|| "The reply failed. Try again.".into())}</p> }.into_any()),
+        _ => None,
+    };
+    view! {
+        <div class=class data-testid=format!("message-{}", m.role)>
+            {body}
+            {note}
+        </div>
+    }
+}

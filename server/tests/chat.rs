@@ -1,0 +1,253 @@
+//! Chat over HTTP: agents through server functions, replies streamed from /chat/replies/{id},
+//! privacy, and the allowance message.
+
+mod common;
+
+use common::{TestApp, PASSWORD};
+use serde_json::Value;
+use sqlx::PgPool;
+
+async fn owner_with_agent(app: &TestApp, clinic: &str, email: &str) -> reqwest::Client {
+    let owner = app.browser();
+    app.sign_up(&owner, clinic, email).await;
+    let res = app
+        .call(
+            &owner,
+            "save_provider_key",
+            &[("provider", "openai"), ("key", "sk-test-chat-key")],
+        )
+        .await;
+    assert!(res.status().is_success());
+    let res = app
+        .call(
+            &owner,
+            "save_agent",
+            &[
+                ("name", "Front Desk"),
+                ("model", "gpt-4o-mini"),
+                ("system_prompt", "You answer for the front desk."),
+            ],
+        )
+        .await;
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    owner
+}
+
+async fn agent_id(app: &TestApp, client: &reqwest::Client) -> String {
+    let home: Value = app
+        .call(client, "chat_home", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    home["agents"][0]["id"].as_str().unwrap().to_string()
+}
+
+fn events(text: &str) -> Vec<(String, String)> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or("")
+                .to_string();
+            let data = e
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap_or("")
+                .to_string();
+            (name, data)
+        })
+        .collect()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_reply_streams_once_and_is_saved(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let owner = owner_with_agent(&app, "Chat Clinic", "o@chat.example").await;
+    let agent = agent_id(&app, &owner).await;
+
+    let sent: Value = app
+        .call(
+            &owner,
+            "start_conversation",
+            &[("agent_id", &agent), ("text", "When are you open?")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reply = sent["reply_id"].as_str().unwrap();
+    let conversation = sent["conversation_id"].as_str().unwrap();
+
+    let res = owner
+        .get(format!("{}/chat/replies/{reply}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let evs = events(&res.text().await.unwrap());
+    let text: String = evs
+        .iter()
+        .filter(|(n, _)| n == "delta")
+        .map(|(_, d)| serde_json::from_str::<String>(d).unwrap())
+        .collect();
+    assert_eq!(
+        text,
+        testkit::reply_text("gpt-4o-mini", "When are you open?")
+    );
+    assert_eq!(evs.last().unwrap().0, "done");
+
+    // Generated once.
+    let again = owner
+        .get(format!("{}/chat/replies/{reply}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+
+    // Reloading shows the saved conversation, rendered on the server.
+    let page = owner
+        .get(format!("{}/chat/{conversation}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("When are you open?") && html.contains("Simulated reply from gpt-4o-mini")
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn conversations_are_private_over_http(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let owner = owner_with_agent(&app, "Private Chat", "o@private.example").await;
+    let agent = agent_id(&app, &owner).await;
+    let sent: Value = app
+        .call(
+            &owner,
+            "start_conversation",
+            &[("agent_id", &agent), ("text", "Confidential note")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let conversation = sent["conversation_id"].as_str().unwrap().to_string();
+    let reply = sent["reply_id"].as_str().unwrap().to_string();
+
+    // A colleague in the same clinic.
+    let invite: Value = app
+        .call(
+            &owner,
+            "invite_member",
+            &[("email", "nurse@private.example"), ("role", "staff")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = invite["link"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let colleague = app.browser();
+    app.post(
+        &colleague,
+        "accept_invitation",
+        &[("token", &token), ("name", "Nina"), ("password", PASSWORD)],
+    )
+    .await;
+    // Someone in another clinic.
+    let stranger = app.browser();
+    app.sign_up(&stranger, "Elsewhere", "s@elsewhere.example")
+        .await;
+
+    for other in [&colleague, &stranger] {
+        let page = other
+            .get(format!("{}/chat/{conversation}", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 404);
+        assert!(!page.text().await.unwrap().contains("Confidential note"));
+        let call = app
+            .call(other, "conversation", &[("id", &conversation)])
+            .await;
+        assert_eq!(call.status(), 404);
+        let stream = other
+            .get(format!("{}/chat/replies/{reply}", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 404);
+        let post = app
+            .call(
+                other,
+                "send_message",
+                &[("conversation_id", &conversation), ("text", "hi")],
+            )
+            .await;
+        assert_eq!(post.status(), 404);
+    }
+    // Staff may chat but not manage agents.
+    let res = app
+        .call(
+            &colleague,
+            "save_agent",
+            &[("name", "X"), ("model", "gpt-4o")],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_used_up_allowance_fails_the_reply_with_the_allowance_message(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let owner = owner_with_agent(&app, "Allowance Chat", "o@allowance.example").await;
+    let agent = agent_id(&app, &owner).await;
+    sqlx::query("UPDATE plans SET included_tokens = 10 WHERE id = 'starter'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let sent: Value = app
+        .call(
+            &owner,
+            "start_conversation",
+            &[("agent_id", &agent), ("text", "hello")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reply = sent["reply_id"].as_str().unwrap();
+    let res = owner
+        .get(format!("{}/chat/replies/{reply}", app.url))
+        .send()
+        .await
+        .unwrap();
+    let evs = events(&res.text().await.unwrap());
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].0, "failed");
+    assert!(evs[0].1.contains("token allowance"), "{}", evs[0].1);
+    let conv: Value = app
+        .call(
+            &owner,
+            "conversation",
+            &[("id", sent["conversation_id"].as_str().unwrap())],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(conv["messages"][1]["status"], "failed");
+    assert!(conv["messages"][1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("token allowance"));
+}
