@@ -1,0 +1,103 @@
+import { execFileSync } from "node:child_process";
+import { expect, test } from "@playwright/test";
+import { PASSWORD, expectSignedInTo, open, signUp, uniqueEmail } from "./fixtures/pages";
+
+/** Runs SQL as the schema owner on the end-to-end database (to use up an allowance quickly). */
+function ownerSql(sql: string) {
+  const url = process.env.E2E_DATABASE_ADMIN_URL ?? "postgres://tessera_owner:tessera@127.0.0.1:5432/tessera_e2e";
+  execFileSync("psql", [url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql]);
+}
+
+test("an admin creates an agent; staff chat with streaming, stop a reply, reload, and see the allowance message", async ({ page, browser }) => {
+  const clinic = `Chat Clinic ${Date.now()}`;
+  await signUp(page, clinic, "Ada Admin", uniqueEmail("chat-admin"));
+  const nav = page.getByRole("navigation", { name: "Main" });
+  await nav.getByRole("link", { name: "Provider keys" }).click();
+  const openai = page.getByTestId("provider-openai");
+  await openai.getByLabel("API key").fill("sk-test-e2e-chat-1212");
+  await openai.getByRole("button", { name: "Save" }).click();
+  await expect(openai.getByTestId("key-status")).toContainText("…1212");
+
+  // The admin creates an agent.
+  await nav.getByRole("link", { name: "Agents" }).click();
+  const form = page.getByRole("region", { name: "New agent" });
+  await form.getByLabel("Name").fill("Front Desk");
+  await form.getByLabel("Description").fill("Opening hours and bookings");
+  await form.getByLabel("Instructions (system prompt)").fill("You answer for the front desk. Be brief.");
+  await form.getByLabel("Model").fill("gpt-4o-mini");
+  await form.getByRole("button", { name: "Create agent" }).click();
+  await expect(page.getByTestId("agent-row").filter({ hasText: "Front Desk" })).toContainText("agent:front-desk");
+  await expect(page.getByTestId("agent-limit")).toHaveText("1 of 3 agents on the Starter plan.");
+
+  // ...and invites a staff member.
+  await nav.getByRole("link", { name: "Members" }).click();
+  const invite = page.getByRole("region", { name: "Invite a colleague" });
+  await invite.getByLabel("Email").fill(uniqueEmail("chat-nurse"));
+  await invite.getByLabel("Role").selectOption("staff");
+  await invite.getByRole("button", { name: "Create invitation" }).click();
+  const link = await page.getByTestId("invite-link").inputValue();
+  const staffContext = await browser.newContext();
+  const staff = await staffContext.newPage();
+  await open(staff, link);
+  await staff.getByLabel("Your name").fill("Nina Nurse");
+  await staff.getByLabel("Choose a password").fill(PASSWORD);
+  await staff.getByRole("button", { name: `Join ${clinic}` }).click();
+  await expectSignedInTo(staff, clinic);
+
+  // Staff start a conversation; the reply streams in word by word.
+  await staff.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Chat" }).click();
+  await staff.getByLabel("Agent").selectOption({ label: "Front Desk — Opening hours and bookings" });
+  await staff.getByLabel("Message").fill("When are you open on Saturday? [sim:chunk_ms=200]");
+  await staff.getByRole("button", { name: "Start" }).click();
+  await expect(staff).toHaveURL(/\/chat\/[0-9a-f-]{36}$/);
+  await expect(staff.getByTestId("conversation-title")).toHaveText("When are you open on Saturday? [sim:chunk_ms=200]");
+  const replies = staff.getByTestId("message-assistant");
+  // Part of the reply is on the page while the rest is still coming (Stop is offered).
+  await expect(replies.first()).toContainText("Simulated reply");
+  await expect(staff.getByRole("button", { name: "Stop" })).toBeVisible();
+  await expect(replies.first()).toContainText("Simulated reply from gpt-4o-mini: When are you open on Saturday?");
+  await expect(staff.getByRole("button", { name: "Send" })).toBeVisible();
+
+  // A second, long reply is stopped midway: what was generated stays.
+  const composer = staff.getByLabel("Message", { exact: true });
+  await composer.fill("Tell me everything [sim:words=400] [sim:chunk_ms=40]");
+  await composer.press("Enter");
+  await expect(replies.nth(1)).toContainText("word5");
+  await staff.getByRole("button", { name: "Stop" }).click();
+  await expect(replies.nth(1).getByTestId("stopped")).toBeVisible();
+  await expect(replies.nth(1)).not.toContainText("word400");
+
+  // Shift+Enter adds a line instead of sending.
+  await composer.fill("first line");
+  await composer.press("Shift+Enter");
+  await composer.pressSequentially("second line");
+  await expect(composer).toHaveValue("first line\nsecond line");
+  await composer.fill("");
+
+  // After a reload the conversation is there, rendered on the server.
+  await staff.reload();
+  await staff.locator("body[data-hydrated]").waitFor();
+  await expect(staff.getByTestId("message-user")).toHaveCount(2);
+  await expect(replies.first()).toContainText("Simulated reply from gpt-4o-mini");
+  await expect(replies.nth(1)).toContainText("word1 word2");
+  await expect(replies.nth(1).getByTestId("stopped")).toBeVisible();
+
+  // With the allowance used up, the chat says so and who can change it.
+  const session = await (await page.request.post("/api/session", { headers: { Accept: "application/json", Origin: new URL(page.url()).origin } })).json();
+  ownerSql(
+    `INSERT INTO plans (id, name, included_tokens, overage_micro_usd_per_1k) VALUES ('e2e_tiny', 'Tiny', 20, 3000) ON CONFLICT (id) DO NOTHING;
+     BEGIN; SELECT set_config('app.tenant_id', '${session.clinic.id}', true); UPDATE tenants SET plan = 'e2e_tiny'; COMMIT;`,
+  );
+  // Saving the cap announces the clinic's change to every server, so the new plan applies at once.
+  await nav.getByRole("link", { name: "Usage" }).click();
+  await page.getByLabel("Stop model calls until next month").check();
+  await page.getByRole("button", { name: "Save" }).click();
+  await expect(page.getByRole("status")).toHaveText("Saved.");
+  await expect(page.getByTestId("usage-banner")).toContainText("Monthly token allowance used");
+
+  await composer.fill("One more question");
+  await composer.press("Enter");
+  await expect(staff.getByTestId("reply-error")).toContainText("Monthly token allowance used");
+  await expect(staff.getByTestId("reply-error")).toContainText("An admin can raise the monthly spending cap");
+  await staffContext.close();
+});
