@@ -617,19 +617,12 @@ pub async fn get_conversation(id: String) -> Result<ConversationView, AppError> 
         agent_name: c.agent_name,
         messages: messages
             .into_iter()
-            .map(|m| {
-                let generating = m.status == "pending" && m.error.as_deref() == Some("generating");
-                MessageView {
-                    id: m.id.to_string(),
-                    role: m.role,
-                    content: m.content,
-                    status: if generating {
-                        "generating".into()
-                    } else {
-                        m.status
-                    },
-                    error: if generating { None } else { m.error },
-                }
+            .map(|m| MessageView {
+                id: m.id.to_string(),
+                role: m.role,
+                content: m.content,
+                status: m.status,
+                error: m.error,
             })
             .collect(),
     })

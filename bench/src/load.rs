@@ -139,7 +139,8 @@ pub async fn run(
             }
             Err(e) => {
                 out.errors += 1;
-                out.first_error.get_or_insert(format!("client loop failed: {e}"));
+                out.first_error
+                    .get_or_insert(format!("client loop failed: {e}"));
             }
         }
     }

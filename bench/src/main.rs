@@ -3,13 +3,15 @@
 //!
 //! `gateway-bench run --sim URL --tessera URL [options]` sets up a clinic, starts the bare proxy
 //! as a child process, loads each path and prints Markdown tables (results also as JSON with
-//! `--out`). `gateway-bench proxy --upstream URL` is that bare proxy. `bench/gateway.sh` starts
-//! everything and runs it.
+//! `--out`). `gateway-bench proxy --upstream URL` is that bare proxy, and `gateway-bench sim` the
+//! provider simulator served with `TCP_NODELAY`. `bench/gateway.sh` starts everything and runs
+//! it.
 
 mod cpu;
 mod load;
 mod proxy;
 mod setup;
+mod sim;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -25,14 +27,16 @@ use tessera_core::Config;
 const USAGE: &str = "\
 usage: gateway-bench run --sim URL --tessera URL [options]
        gateway-bench proxy --upstream URL [--listen HOST:PORT]
+       gateway-bench sim [HOST:PORT]
 
 run options:
   --sim URL            the provider simulator, e.g. http://127.0.0.1:3199
   --tessera URL        the Tessera server, e.g. http://127.0.0.1:3000
   --server-pid PID     the server process (default: the one `server serve` running)
-  --sim-pid PID        the simulator process (default: the one `provider-sim` running)
+  --sim-pid PID        the simulator process (default: the one `provider-sim` or
+                       `gateway-bench sim` running)
   --concurrency LIST   client loops per run, comma-separated (default 1,32)
-  --requests LIST      measured requests per run, one per concurrency (default 1000,5000)
+  --requests LIST      measured requests per run, one per concurrency (default 2000,10000)
   --warmup N           requests before each measured run (default: a tenth, at least 50)
   --settle-ms MS       pause after each run before reading CPU, so deferred work
                        (the ledger writer) is counted (default 500)
@@ -123,7 +127,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         out: None,
     };
     let mut concurrency = vec![1, 32];
-    let mut requests = vec![1000, 5000];
+    let mut requests = vec![2000, 10000];
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -131,7 +135,10 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                 .cloned()
                 .ok_or_else(|| format!("{a} needs a value"))
         };
-        let pid = |v: String| v.parse::<u32>().map_err(|_| format!("{a}: not a pid: {v:?}"));
+        let pid = |v: String| {
+            v.parse::<u32>()
+                .map_err(|_| format!("{a}: not a pid: {v:?}"))
+        };
         match a.as_str() {
             "--sim" => o.sim = value()?.trim_end_matches('/').to_string(),
             "--tessera" => o.tessera = value()?.trim_end_matches('/').to_string(),
@@ -172,15 +179,24 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-/// The one process matching, or an error asking for its pid.
-fn one_pid(given: Option<u32>, program: &str, arg: Option<&str>, flag: &str) -> Result<u32, String> {
+/// The one process running one of `programs` (name, first argument), or an error asking for its
+/// pid.
+fn one_pid(
+    given: Option<u32>,
+    programs: &[(&str, Option<&str>)],
+    flag: &str,
+) -> Result<u32, String> {
     if let Some(p) = given {
         return Ok(p);
     }
-    match cpu::find_program(program, arg)[..] {
+    let found: Vec<u32> = programs
+        .iter()
+        .flat_map(|(program, arg)| cpu::find_program(program, *arg))
+        .collect();
+    match found[..] {
         [p] => Ok(p),
-        [] => Err(format!("no `{program}` process found; pass {flag}")),
-        _ => Err(format!("several `{program}` processes found; pass {flag}")),
+        [] => Err(format!("no {programs:?} process found; pass {flag}")),
+        _ => Err(format!("several {programs:?} processes found; pass {flag}")),
     }
 }
 
@@ -203,7 +219,10 @@ impl ProxyProcess {
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
         let read = stdout.read_line(&mut line);
-        let url = line.trim().strip_prefix("listening on ").map(str::to_string);
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .map(str::to_string);
         match (read, url) {
             (Ok(_), Some(url)) => Ok(Self {
                 child,
@@ -255,7 +274,10 @@ struct Row {
 
 impl Row {
     fn gateway_cpu_ms(&self) -> f64 {
-        self.path.groups().iter().map(|g| self.cpu_ms[g]).sum()
+        self.path
+            .groups()
+            .iter()
+            .fold(0.0, |sum, g| sum + self.cpu_ms[g])
     }
 }
 
@@ -295,11 +317,13 @@ fn derive(rows: &[Row]) -> Vec<Derived> {
                 rows.iter()
                     .find(|r| r.kind == kind && r.concurrency == c && r.path == p)
             };
-            let (Some(d), Some(x), Some(t)) = (get(Path::Direct), get(Path::Proxy), get(Path::Tessera))
+            let (Some(d), Some(x), Some(t)) =
+                (get(Path::Direct), get(Path::Proxy), get(Path::Tessera))
             else {
                 continue;
             };
-            let added = |r: &Row, p: f64| r.measured.percentile(p) as i64 - d.measured.percentile(p) as i64;
+            let added =
+                |r: &Row, p: f64| r.measured.percentile(p) as i64 - d.measured.percentile(p) as i64;
             let proxy_cpu = x.gateway_cpu_ms();
             out.push(Derived {
                 kind,
@@ -340,7 +364,12 @@ fn print_tables(rows: &[Row], derived: &[Derived]) {
     println!();
     println!("|---|---|---:|{}", "---:|".repeat(Group::ALL.len()));
     for r in rows {
-        print!("| {} | {} | {} |", r.path.name(), r.kind.name(), r.concurrency);
+        print!(
+            "| {} | {} | {} |",
+            r.path.name(),
+            r.kind.name(),
+            r.concurrency
+        );
         for g in Group::ALL {
             print!(" {:.3} |", r.cpu_ms[&g]);
         }
@@ -420,8 +449,12 @@ async fn run(o: Options) -> Result<bool, String> {
         .next()
         .unwrap_or_default()
         .to_string();
-    let server_pid = one_pid(o.server_pid, "server", Some("serve"), "--server-pid")?;
-    let sim_pid = one_pid(o.sim_pid, "provider-sim", None, "--sim-pid")?;
+    let server_pid = one_pid(o.server_pid, &[("server", Some("serve"))], "--server-pid")?;
+    let sim_pid = one_pid(
+        o.sim_pid,
+        &[("provider-sim", None), ("gateway-bench", Some("sim"))],
+        "--sim-pid",
+    )?;
     let tick = cpu::clock_ticks_per_second();
 
     eprintln!("setting up a clinic, its OpenAI key and an API key");
@@ -461,7 +494,15 @@ async fn run(o: Options) -> Result<bool, String> {
     let mut tessera_ok = 0usize;
     for p in Path::ALL {
         for kind in [Kind::Json, Kind::Sse] {
-            let m = load::run(&client, &target(p), request_body(&o.model, kind), kind == Kind::Sse, 1, 1).await;
+            let m = load::run(
+                &client,
+                &target(p),
+                request_body(&o.model, kind),
+                kind == Kind::Sse,
+                1,
+                1,
+            )
+            .await;
             if let Some(e) = m.first_error {
                 return Err(format!("{} {} does not work: {e}", p.name(), kind.name()));
             }
@@ -470,6 +511,21 @@ async fn run(o: Options) -> Result<bool, String> {
             }
         }
     }
+
+    // What the watched processes use with no load at all (pollers, other work on the shared
+    // PostgreSQL and Redis): the floor under every CPU figure below.
+    let idle_window = Duration::from_secs(3);
+    let before = watched.sample();
+    tokio::time::sleep(idle_window).await;
+    let idle: HashMap<Group, f64> = cpu::used(&before, &watched.sample())
+        .into_iter()
+        .map(|(g, t)| {
+            (
+                g,
+                t as f64 * 1000.0 / tick as f64 / idle_window.as_secs_f64(),
+            )
+        })
+        .collect();
 
     let mut rows = Vec::new();
     for kind in [Kind::Json, Kind::Sse] {
@@ -537,6 +593,14 @@ async fn run(o: Options) -> Result<bool, String> {
     println!(
         "Ledger: {recorded} of {tessera_ok} successful calls through Tessera recorded in Postgres."
     );
+    println!(
+        "Idle, before the runs (CPU ms per second): {}.",
+        Group::ALL
+            .iter()
+            .map(|g| format!("{} {:.1}", g.name(), idle[g]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let errors: usize = rows.iter().map(|r| r.measured.errors).sum();
     if let Some(out) = &o.out {
         let meta = json!({
@@ -550,6 +614,10 @@ async fn run(o: Options) -> Result<bool, String> {
                 .unwrap_or(0),
             "ledger_expected": tessera_ok,
             "ledger_recorded": recorded,
+            "idle_cpu_ms_per_second": Group::ALL
+                .iter()
+                .map(|g| (g.name().to_string(), json!(idle[g])))
+                .collect::<serde_json::Map<String, Value>>(),
             "errors": errors,
         });
         let text = serde_json::to_string_pretty(&to_json(&rows, &derived, meta))
@@ -565,6 +633,7 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("proxy") => proxy::main(&args[1..]).await,
+        Some("sim") => sim::main(&args[1..]).await,
         Some("run") => match parse_options(&args[1..]) {
             Err(e) if e.is_empty() => {
                 println!("{USAGE}");

@@ -1,7 +1,8 @@
 //! The bare proxy: `POST /v1/chat/completions` forwarded to the provider as it came, and the
 //! answer streamed back untouched. No authentication, no accounting: the baseline for what any
 //! proxy in the path costs. It runs as its own process (`gateway-bench proxy`) so that its CPU
-//! can be read alone.
+//! can be read alone. Its connections set `TCP_NODELAY`, so streamed events are not held back
+//! by Nagle's algorithm.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::Router;
 
 #[derive(Clone)]
@@ -96,6 +98,10 @@ pub async fn main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // Each streamed event goes out at once, as from any proxy built for streaming.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(e) = axum::serve(listener, app).await {
         eprintln!("proxy: {e}");
         return ExitCode::FAILURE;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use tessera_core::config::redact_url;
 use tessera_core::{Config, Db, Redis, Services};
@@ -133,6 +134,11 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("could not listen on {addr} (LEPTOS_SITE_ADDR): {e}"))?;
     tracing::info!("listening on http://{addr}");
+    // Streamed replies are many small writes: send each at once rather than waiting for the
+    // client's acknowledgement of the previous one (Nagle's algorithm adds ~40 ms per event).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

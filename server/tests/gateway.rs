@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tessera_core::auth::members::Actor;
 use tessera_core::keys::Provider;
-use tessera_core::metering::{self, LedgerWriter};
+use tessera_core::metering;
 use tessera_core::{auth, Role, TenantId};
 
 struct Clinic {
@@ -86,10 +86,7 @@ fn sse_data(text: &str) -> Vec<String> {
 }
 
 async fn ledger(app: &TestApp, tenant: TenantId) -> metering::MonthUsage {
-    LedgerWriter::new(app.services.db.clone(), app.services.redis.clone())
-        .drain_all()
-        .await
-        .unwrap();
+    app.flush_ledger().await;
     let month = metering::month_of(time::OffsetDateTime::now_utc());
     metering::ledger_totals(&app.services.db, tenant, &month)
         .await

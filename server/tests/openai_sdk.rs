@@ -13,7 +13,7 @@ use common::TestApp;
 use sqlx::PgPool;
 use tessera_core::auth::members::Actor;
 use tessera_core::keys::Provider;
-use tessera_core::metering::{self, LedgerWriter};
+use tessera_core::metering;
 use tessera_core::{auth, Role};
 
 fn python() -> Option<String> {
@@ -102,10 +102,7 @@ async fn the_openai_python_sdk_works_against_v1(pool: PgPool) {
     );
     let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
 
-    LedgerWriter::new(db.clone(), app.services.redis.clone())
-        .drain_all()
-        .await
-        .unwrap();
+    app.flush_ledger().await;
     let month = metering::month_of(time::OffsetDateTime::now_utc());
     let recorded = metering::ledger_totals(db, tenant, &month).await.unwrap();
     assert_eq!(

@@ -124,6 +124,10 @@ pub async fn spawn_with(addr: SocketAddr, options: SimOptions) -> std::io::Resul
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
+        // Streams are many small writes: no Nagle delay between them, as with the real APIs.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let _ = axum::serve(listener, router_with(options)).await;
     });
     Ok(bound)

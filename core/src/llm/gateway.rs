@@ -300,7 +300,7 @@ impl Gateway {
     }
 
     /// Makes one chat call through every step: who, budget, key, call, settle.
-    #[tracing::instrument(skip_all, fields(tenant = %caller.tenant, model = %req.model, stream = req.stream))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %caller.tenant, model = %req.model, stream = req.stream))]
     pub async fn chat(&self, caller: &Caller, req: ChatRequest) -> Result<ChatOutcome, LlmError> {
         if req.messages.is_empty() {
             return Err(LlmError::bad_request(

@@ -64,7 +64,9 @@ impl TestApp {
         let app = server::router(services.clone(), leptos_options);
         tokio::spawn(async move {
             axum::serve(
-                listener,
+                axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .await
@@ -89,6 +91,29 @@ impl TestApp {
             .default_headers(headers)
             .build()
             .unwrap()
+    }
+
+    /// Waits until every settled usage event is in the Postgres ledger (the server's own
+    /// ledger writer runs too; this one helps and then waits for the hand-off to be empty).
+    pub async fn flush_ledger(&self) {
+        let writer = tessera_core::metering::LedgerWriter::new(
+            self.services.db.clone(),
+            self.services.redis.clone(),
+        );
+        let stream = self.services.gateway.metering.ledger_stream();
+        for _ in 0..100 {
+            writer.drain_all().await.unwrap();
+            let left: i64 = redis::cmd("XLEN")
+                .arg(&stream)
+                .query_async(&mut self.services.redis.conn())
+                .await
+                .unwrap();
+            if left == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the ledger hand-off did not empty");
     }
 
     pub fn api(&self, name: &str) -> String {

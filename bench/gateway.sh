@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The gateway benchmark (see bench/README.md): builds the release binaries, starts the provider
+# simulator and a Tessera server on free ports with their own database and Redis key prefix,
+# runs gateway-bench against them, and stops everything on exit.
+#
+#   bash bench/gateway.sh [gateway-bench run options, e.g. --requests 400,4000]
+#
+# Environment: BENCH_DB (database name, default tessera_bench), BENCH_OUT (JSON results,
+# default $CARGO_TARGET_DIR/gateway-bench.json), RUST_LOG (the server's, default warn),
+# SIM_LATENCY_MS (the simulator's wait before each answer, default 0),
+# BENCH_SIM (`bench`, the default: testkit's simulator served by `gateway-bench sim` with
+# TCP_NODELAY; `provider-sim`: the testkit binary, whose streamed replies stall ~40 ms on a
+# kept-alive connection).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera/target}"
+export PATH="$HOME/.cargo/bin:$PATH"
+# Read at compile time by the Leptos crates: the same value as every other build shares it.
+export LEPTOS_OUTPUT_NAME=tessera
+# Every hop is on loopback; never through a proxy from the environment.
+export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
+
+BENCH_DB="${BENCH_DB:-tessera_bench}"
+BENCH_OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/gateway-bench.json}"
+BENCH_SIM="${BENCH_SIM:-bench}"
+case "$BENCH_SIM" in
+  bench | provider-sim) ;;
+  *) echo "BENCH_SIM must be bench or provider-sim (got $BENCH_SIM)" >&2; exit 2 ;;
+esac
+PG="127.0.0.1:5432"
+REDIS_HOST=127.0.0.1
+REDIS_PORT=6379
+
+log() { printf '\033[1;36m==> %s\033[0m\n' "$*" >&2; }
+
+# --- PostgreSQL, Redis and the database roles ------------------------------------------------
+ready() {
+  pg_isready -q -h "${PG%:*}" -p "${PG#*:}" 2>/dev/null \
+    && [ "$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ] \
+    && PGPASSWORD=tessera psql -h "${PG%:*}" -p "${PG#*:}" -U tessera_owner -d tessera -tAc 'SELECT 1' >/dev/null 2>&1
+}
+if ! ready; then
+  log "PostgreSQL, Redis or the database roles are missing: running scripts/setup.sh"
+  bash scripts/setup.sh
+fi
+
+# --- release builds --------------------------------------------------------------------------
+log "building the release binaries (long the first time)"
+cargo build --release -p server --bin server
+if [ "$BENCH_SIM" = provider-sim ]; then
+  cargo build --release -p testkit --bin provider-sim
+fi
+cargo build --release -p tessera-bench --bin gateway-bench
+BIN="$CARGO_TARGET_DIR/release"
+if [ "$BENCH_SIM" = provider-sim ]; then
+  SIM_CMD=("$BIN/provider-sim")
+else
+  SIM_CMD=("$BIN/gateway-bench" sim)
+fi
+
+# --- processes -------------------------------------------------------------------------------
+WORK="$(mktemp -d)"
+SIM_PID=""
+SERVER_PID=""
+REDIS_PREFIX="bench:$(date +%s):$$:"
+cleanup() {
+  local status=$?
+  for pid in "$SERVER_PID" "$SIM_PID"; do
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
+  # The run's Redis keys (counters, the drained ledger stream).
+  redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" --scan --pattern "${REDIS_PREFIX}*" 2>/dev/null \
+    | xargs -r redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" del >/dev/null 2>&1 || true
+  if [ "$status" -ne 0 ]; then
+    for f in "$WORK"/*.log; do
+      [ -s "$f" ] || continue
+      echo "--- last lines of $(basename "$f")" >&2
+      tail -n 20 "$f" >&2
+    done
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A port nothing listens on (the server needs a fixed one; the simulator picks its own).
+free_port() {
+  local port
+  for _ in $(seq 1 100); do
+    port=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  echo "no free port found" >&2
+  return 1
+}
+
+SIM_LATENCY_MS="${SIM_LATENCY_MS:-0}"
+log "starting the provider simulator (${SIM_CMD[*]##*/}, SIM_LATENCY_MS=$SIM_LATENCY_MS)"
+SIM_LATENCY_MS="$SIM_LATENCY_MS" SIM_CHUNK_MS=0 "${SIM_CMD[@]}" 127.0.0.1:0 >"$WORK/sim.log" 2>&1 &
+SIM_PID=$!
+SIM_URL=""
+for _ in $(seq 1 100); do
+  SIM_URL="$(sed -n 's/^provider simulator listening on \(http:.*\)$/\1/p' "$WORK/sim.log")"
+  [ -n "$SIM_URL" ] && break
+  kill -0 "$SIM_PID" 2>/dev/null || { echo "the simulator exited" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$SIM_URL" ] || { echo "the simulator did not start" >&2; exit 1; }
+
+PORT="$(free_port)"
+export DATABASE_URL="postgres://tessera_app:tessera@$PG/$BENCH_DB"
+export DATABASE_ADMIN_URL="postgres://tessera_owner:tessera@$PG/$BENCH_DB"
+export REDIS_URL="redis://$REDIS_HOST:$REDIS_PORT"
+export TESSERA_REDIS_PREFIX="$REDIS_PREFIX"
+export TESSERA_PUBLIC_URL="http://127.0.0.1:$PORT"
+export OPENAI_BASE_URL="$SIM_URL/v1"
+export ANTHROPIC_BASE_URL="$SIM_URL/anthropic"
+export LEPTOS_SITE_ADDR="127.0.0.1:$PORT"
+export LEPTOS_SITE_ROOT="$CARGO_TARGET_DIR/site"
+export LEPTOS_SITE_PKG_DIR=pkg
+export RUST_LOG="${RUST_LOG:-warn}"
+
+log "starting Tessera on 127.0.0.1:$PORT (database $BENCH_DB, Redis prefix $REDIS_PREFIX)"
+"$BIN/server" serve >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 120); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" 2>/dev/null && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { echo "the server exited" >&2; exit 1; }
+  sleep 0.5
+done
+curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" || { echo "the server is not ready" >&2; exit 1; }
+
+log "running the benchmark"
+"$BIN/gateway-bench" run \
+  --sim "$SIM_URL" \
+  --tessera "http://127.0.0.1:$PORT" \
+  --server-pid "$SERVER_PID" \
+  --sim-pid "$SIM_PID" \
+  --out "$BENCH_OUT" \
+  "$@"
