@@ -48,6 +48,8 @@ if ! pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; then
   pg_isready -q -h "$PG_HOST" -p "$PG_PORT" || { echo "PostgreSQL did not start on $PG_HOST:$PG_PORT" >&2; exit 1; }
 fi
 
+# Extra psql arguments may be given; the SQL comes on standard input.
+# shellcheck disable=SC2120
 psql_superuser() {
   if psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1; then
     psql -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -q "$@"
