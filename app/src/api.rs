@@ -643,6 +643,9 @@ pub async fn start_conversation(agent_id: String, text: String) -> Result<Sent, 
     let reply = tessera_core::chat::post(&services.db, chatter(&v), conversation, &text)
         .await
         .map_err(core_err)?;
+    // A form posted before the page was interactive lands on the conversation, whose page then
+    // starts the reply.
+    leptos_axum::redirect(&format!("/chat/{conversation}"));
     Ok(Sent {
         conversation_id: conversation.to_string(),
         reply_id: reply.to_string(),

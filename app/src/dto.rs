@@ -206,6 +206,9 @@ pub fn parse_dollars(raw: &str) -> Result<i64, String> {
 
 /// Micro-dollars as `$1,234.56` (small amounts keep four decimals: `$0.0042`).
 pub fn dollars(micro: i64) -> String {
+    if micro > 0 && micro < 100 {
+        return "under $0.0001".into();
+    }
     if micro > 0 && micro < 10_000 {
         return format!("${:.4}", micro as f64 / 1_000_000.0);
     }
@@ -244,6 +247,7 @@ mod tests {
         assert!(parse_dollars("abc").is_err());
         assert_eq!(dollars(1_200_000_000), "$1,200.00");
         assert_eq!(dollars(4_200), "$0.0042");
+        assert_eq!(dollars(13), "under $0.0001");
         assert_eq!(dollars(0), "$0.00");
     }
 }

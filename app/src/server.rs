@@ -33,7 +33,13 @@ pub fn services() -> Result<Services, AppError> {
     use_context::<AppState>()
         .map(|s| s.services)
         .ok_or_else(|| {
-            tracing::error!("AppState missing from context");
+            if use_context::<http::request::Parts>().is_some() {
+                tracing::error!("AppState missing from context");
+            } else {
+                // A resource of a render that was already replaced (a suspense rendered its
+                // children again) finishing after its scope was disposed; its result is unused.
+                tracing::debug!("server function ran outside a request scope");
+            }
             AppError::Internal
         })
 }

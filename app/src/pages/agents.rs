@@ -126,7 +126,10 @@ fn Agents(
                     view! {
                         <article class="agent" data-testid="agent-row">
                             <h3>{a.name.clone()} " " <code class="muted small">{format!("agent:{}", a.slug)}</code></h3>
-                            <p class="muted">{a.description.clone()} " · " {a.model.clone()}</p>
+                            <p class="muted">
+                                {(!a.description.is_empty()).then(|| format!("{} · ", a.description))}
+                                {a.model.clone()}
+                            </p>
                             <details>
                                 <summary>"Edit"</summary>
                                 <ActionForm action=save attr:class="stack-form">
