@@ -6,66 +6,9 @@ mod common;
 use common::TestApp;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tessera_core::auth::members::Actor;
 use tessera_core::keys::Provider;
 use tessera_core::metering;
-use tessera_core::{auth, Role, TenantId};
-
-struct Clinic {
-    tenant: TenantId,
-    token: String,
-}
-
-/// A clinic with an OpenAI and an Anthropic key that work, and an API key.
-async fn clinic(app: &TestApp, name: &str) -> Clinic {
-    let db = &app.services.db;
-    let email = format!(
-        "owner@{}.example.com",
-        name.to_lowercase().replace(' ', "-")
-    );
-    let (owner, tenant) = auth::sign_up(
-        db,
-        auth::SignUp {
-            clinic_name: name,
-            name: "Owner",
-            email: &email,
-            password: common::PASSWORD,
-        },
-    )
-    .await
-    .unwrap();
-    let actor = Actor {
-        user: owner,
-        role: Role::Owner,
-    };
-    let master = app.services.master_keys();
-    tessera_core::keys::set(
-        db,
-        master,
-        tenant,
-        actor,
-        Provider::OpenAi,
-        "sk-test-good-key",
-        "",
-    )
-    .await
-    .unwrap();
-    tessera_core::keys::set(
-        db,
-        master,
-        tenant,
-        actor,
-        Provider::Anthropic,
-        "sk-ant-test-good-key",
-        "",
-    )
-    .await
-    .unwrap();
-    let (_, token) = tessera_core::api_keys::create(db, tenant, actor, "tests")
-        .await
-        .unwrap();
-    Clinic { tenant, token }
-}
+use tessera_core::TenantId;
 
 async fn chat(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
     reqwest::Client::new()
@@ -128,7 +71,7 @@ async fn sim_requests(app: &TestApp) -> i64 {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_json_completion_answers_in_openais_shape_and_is_recorded(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
-    let c = clinic(&app, "Json Clinic").await;
+    let c = app.api_clinic("Json Clinic").await;
 
     let res = chat(
         &app,
@@ -165,7 +108,7 @@ async fn a_json_completion_answers_in_openais_shape_and_is_recorded(pool: PgPool
 #[sqlx::test(migrations = "../migrations")]
 async fn streamed_usage_is_reported_and_recorded(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
-    let c = clinic(&app, "Stream Clinic").await;
+    let c = app.api_clinic("Stream Clinic").await;
 
     let res = chat(
         &app,
@@ -204,7 +147,7 @@ async fn streamed_usage_is_reported_and_recorded(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_stream_without_usage_is_counted_and_marked_estimated(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
-    let c = clinic(&app, "Estimate Clinic").await;
+    let c = app.api_clinic("Estimate Clinic").await;
 
     let res = chat(
         &app,
@@ -228,7 +171,7 @@ async fn a_stream_without_usage_is_counted_and_marked_estimated(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn anthropic_models_go_to_anthropic_in_json_and_stream(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
-    let c = clinic(&app, "Anthropic Clinic").await;
+    let c = app.api_clinic("Anthropic Clinic").await;
     let messages = json!([
         { "role": "system", "content": "You are a clinic assistant." },
         { "role": "user", "content": "List the opening hours" }
@@ -275,7 +218,7 @@ async fn anthropic_models_go_to_anthropic_in_json_and_stream(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn failed_calls_are_not_charged(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
-    let c = clinic(&app, "Failure Clinic").await;
+    let c = app.api_clinic("Failure Clinic").await;
 
     // A provider outage: retried (3 attempts in all), then a clear 502.
     let before = sim_requests(&app).await;
@@ -331,7 +274,7 @@ async fn failed_calls_are_not_charged(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_flaky_provider_is_retried_before_the_first_byte_and_charged_once(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
-    let c = clinic(&app, "Flaky Clinic").await;
+    let c = app.api_clinic("Flaky Clinic").await;
     for stream in [false, true] {
         let res = chat(
             &app,
@@ -349,22 +292,9 @@ async fn a_flaky_provider_is_retried_before_the_first_byte_and_charged_once(pool
 #[sqlx::test(migrations = "../migrations")]
 async fn rejected_and_missing_keys_and_unknown_models_get_clear_errors(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
-    let c = clinic(&app, "Error Clinic").await;
+    let c = app.api_clinic("Error Clinic").await;
     let db = &app.services.db;
-    let (owner, _) = {
-        let mut tx = db.begin_tenant(c.tenant).await.unwrap();
-        let row: (uuid::Uuid, String) =
-            sqlx::query_as("SELECT user_id, role FROM memberships LIMIT 1")
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap();
-        tx.commit().await.unwrap();
-        row
-    };
-    let actor = Actor {
-        user: tessera_core::UserId(owner),
-        role: Role::Owner,
-    };
+    let actor = c.owner;
     tessera_core::keys::set(
         db,
         app.services.master_keys(),
@@ -459,7 +389,7 @@ async fn two_hundred_concurrent_requests_never_spend_past_the_budget(pool: PgPoo
     // Arrange: a budget that admits exactly N worst cases. Each call waits at the provider, so
     // all of them are in flight at once.
     let app = TestApp::spawn(&pool).await;
-    let c = clinic(&app, "Budget Clinic").await;
+    let c = app.api_clinic("Budget Clinic").await;
     let content = "check the budget [sim:latency=3000]";
     let messages = [tessera_core::llm::ChatMessage {
         role: tessera_core::llm::MessageRole::User,
@@ -531,7 +461,7 @@ async fn two_hundred_concurrent_requests_never_spend_past_the_budget(pool: PgPoo
 #[sqlx::test(migrations = "../migrations")]
 async fn a_revoked_api_key_stops_working_at_once(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
-    let c = clinic(&app, "Revoke Clinic").await;
+    let c = app.api_clinic("Revoke Clinic").await;
     let body = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hi" }] });
     assert_eq!(chat(&app, &c.token, body.clone()).await.status(), 200);
 
@@ -566,7 +496,7 @@ async fn the_platform_key_serves_clinics_without_one_when_the_plan_allows(pool: 
         &[("TESSERA_PLATFORM_OPENAI_KEY", "sk-platform-key-0001")],
     )
     .await;
-    let c = clinic(&app, "Platform Clinic").await;
+    let c = app.api_clinic("Platform Clinic").await;
     let db = &app.services.db;
     let mut tx = db.begin_tenant(c.tenant).await.unwrap();
     sqlx::query("DELETE FROM provider_keys WHERE provider = 'openai'")
@@ -613,7 +543,7 @@ async fn the_platform_key_serves_clinics_without_one_when_the_plan_allows(pool: 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_stream_the_client_stops_is_charged_for_what_was_generated(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
-    let c = clinic(&app, "Stop Clinic").await;
+    let c = app.api_clinic("Stop Clinic").await;
     let mut res = chat(&app, &c.token, json!({ "model": "gpt-4o-mini", "stream": true, "max_tokens": 500,
         "messages": [{ "role": "user", "content": "long please [sim:words=300] [sim:chunk_ms=20]" }] })).await;
     assert_eq!(res.status(), 200);
@@ -649,18 +579,9 @@ async fn a_stream_the_client_stops_is_charged_for_what_was_generated(pool: PgPoo
 #[sqlx::test(migrations = "../migrations")]
 async fn an_agent_is_reachable_as_a_model(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
-    let c = clinic(&app, "Agent Api Clinic").await;
+    let c = app.api_clinic("Agent Api Clinic").await;
     let db = &app.services.db;
-    let mut tx = db.begin_tenant(c.tenant).await.unwrap();
-    let owner: uuid::Uuid = sqlx::query_scalar("SELECT user_id FROM memberships LIMIT 1")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let actor = Actor {
-        user: tessera_core::UserId(owner),
-        role: Role::Owner,
-    };
+    let actor = c.owner;
     tessera_core::agents::create(
         db,
         c.tenant,

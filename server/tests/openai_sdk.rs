@@ -11,10 +11,7 @@ use std::process::Command;
 
 use common::TestApp;
 use sqlx::PgPool;
-use tessera_core::auth::members::Actor;
-use tessera_core::keys::Provider;
 use tessera_core::metering;
-use tessera_core::{auth, Role};
 
 fn python() -> Option<String> {
     let python = std::env::var("TESSERA_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -38,48 +35,9 @@ fn python() -> Option<String> {
 async fn the_openai_python_sdk_works_against_v1(pool: PgPool) {
     let Some(python) = python() else { return };
     let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("SDK Clinic").await;
+    let (tenant, token) = (c.tenant, c.token);
     let db = &app.services.db;
-    let (owner, tenant) = auth::sign_up(
-        db,
-        auth::SignUp {
-            clinic_name: "SDK Clinic",
-            name: "Owner",
-            email: "owner@sdk.example.com",
-            password: common::PASSWORD,
-        },
-    )
-    .await
-    .unwrap();
-    let actor = Actor {
-        user: owner,
-        role: Role::Owner,
-    };
-    let master = app.services.master_keys();
-    tessera_core::keys::set(
-        db,
-        master,
-        tenant,
-        actor,
-        Provider::OpenAi,
-        "sk-sdk-test-key",
-        "",
-    )
-    .await
-    .unwrap();
-    tessera_core::keys::set(
-        db,
-        master,
-        tenant,
-        actor,
-        Provider::Anthropic,
-        "sk-ant-sdk-test-key",
-        "",
-    )
-    .await
-    .unwrap();
-    let (_, token) = tessera_core::api_keys::create(db, tenant, actor, "sdk")
-        .await
-        .unwrap();
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../end2end/sdk/openai_sdk.py");
     // On a blocking thread: the server under test runs on this test's runtime.

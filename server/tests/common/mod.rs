@@ -180,3 +180,56 @@ impl TestApp {
 }
 
 pub const PASSWORD: &str = "a long enough password";
+
+/// A clinic set up through the core for API tests.
+pub struct ApiClinic {
+    pub tenant: tessera_core::TenantId,
+    pub owner: tessera_core::auth::members::Actor,
+    /// An API key (`tsk_...`).
+    pub token: String,
+}
+
+impl TestApp {
+    /// A clinic whose owner's email is made from `name`, with OpenAI and Anthropic keys the
+    /// simulator accepts, and an API key.
+    pub async fn api_clinic(&self, name: &str) -> ApiClinic {
+        use tessera_core::keys::Provider;
+        let db = &self.services.db;
+        let email = format!(
+            "owner@{}.example.com",
+            name.to_lowercase().replace(' ', "-")
+        );
+        let (user, tenant) = tessera_core::auth::sign_up(
+            db,
+            tessera_core::auth::SignUp {
+                clinic_name: name,
+                name: "Owner",
+                email: &email,
+                password: PASSWORD,
+            },
+        )
+        .await
+        .unwrap();
+        let owner = tessera_core::auth::members::Actor {
+            user,
+            role: tessera_core::Role::Owner,
+        };
+        let master = self.services.master_keys();
+        for (provider, key) in [
+            (Provider::OpenAi, "sk-test-good-key"),
+            (Provider::Anthropic, "sk-ant-test-good-key"),
+        ] {
+            tessera_core::keys::set(db, master, tenant, owner, provider, key, "")
+                .await
+                .unwrap();
+        }
+        let (_, token) = tessera_core::api_keys::create(db, tenant, owner, "tests")
+            .await
+            .unwrap();
+        ApiClinic {
+            tenant,
+            owner,
+            token,
+        }
+    }
+}
