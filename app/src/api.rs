@@ -556,6 +556,10 @@ pub async fn save_agent(
         }
     }
     .map_err(core_err)?;
+    services
+        .gateway
+        .invalidate(tessera_core::llm::Change::Tenant(v.tenant.id))
+        .await;
     Ok(agent_row(agent))
 }
 
@@ -566,7 +570,12 @@ pub async fn delete_agent(id: String) -> Result<(), AppError> {
     let id: uuid::Uuid = srv::parse_id(&id)?;
     tessera_core::agents::delete(&services.db, v.tenant.id, srv::actor(&v), id)
         .await
-        .map_err(core_err)
+        .map_err(core_err)?;
+    services
+        .gateway
+        .invalidate(tessera_core::llm::Change::Tenant(v.tenant.id))
+        .await;
+    Ok(())
 }
 
 #[cfg(feature = "ssr")]

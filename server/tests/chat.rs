@@ -251,3 +251,50 @@ async fn a_used_up_allowance_fails_the_reply_with_the_allowance_message(pool: Pg
         .unwrap()
         .contains("token allowance"));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_edited_agent_applies_to_the_api_at_once(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let owner = owner_with_agent(&app, "Edit Agent", "o@edit.example").await;
+    app.call(
+        &owner,
+        "save_provider_key",
+        &[("provider", "anthropic"), ("key", "sk-ant-test-edit")],
+    )
+    .await;
+    let created: Value = app
+        .call(&owner, "create_api_key", &[("name", "edit")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    let ask = || {
+        reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", app.url))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "model": "agent:front-desk", "messages": [{ "role": "user", "content": "hi" }] }))
+            .send()
+    };
+    let first: Value = ask().await.unwrap().json().await.unwrap();
+    assert_eq!(first["model"], "gpt-4o-mini");
+
+    let id = agent_id(&app, &owner).await;
+    let res = app
+        .call(
+            &owner,
+            "save_agent",
+            &[
+                ("id", &id),
+                ("name", "Front Desk"),
+                ("model", "claude-3-5-haiku-latest"),
+            ],
+        )
+        .await;
+    assert!(res.status().is_success());
+    let second: Value = ask().await.unwrap().json().await.unwrap();
+    assert_eq!(second["model"], "claude-3-5-haiku-latest");
+
+    app.call(&owner, "delete_agent", &[("id", &id)]).await;
+    assert_eq!(ask().await.unwrap().status(), 404);
+}

@@ -102,7 +102,7 @@ pub enum ChatOutcome {
 /// What changed, for cache invalidation across replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// A clinic's provider keys, plan, cap or status.
+    /// A clinic's provider keys, agents, plan, cap or status.
     Tenant(TenantId),
     /// An API key was revoked.
     ApiKey(Uuid),
@@ -148,6 +148,7 @@ pub struct Gateway {
     api_keys: Arc<TtlCache<[u8; 32], ApiCaller>>,
     limits: Arc<TtlCache<TenantId, Limits>>,
     provider_keys: Arc<TtlCache<(TenantId, Provider), Option<Arc<ResolvedKey>>>>,
+    agents: Arc<TtlCache<(TenantId, String), Option<Arc<crate::agents::Agent>>>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -168,6 +169,7 @@ impl Gateway {
             api_keys: Arc::new(TtlCache::new(CACHE_TTL, 100_000)),
             limits: Arc::new(TtlCache::new(LIMITS_TTL, 100_000)),
             provider_keys: Arc::new(TtlCache::new(CACHE_TTL, 100_000)),
+            agents: Arc::new(TtlCache::new(LIMITS_TTL, 100_000)),
         }
     }
 
@@ -204,6 +206,23 @@ impl Gateway {
         let l = metering::limits(&self.db, tenant).await?;
         self.limits.insert(tenant, l.clone());
         Ok(l)
+    }
+
+    /// An agent by its slug, from the cache when possible.
+    async fn agent(
+        &self,
+        tenant: TenantId,
+        slug: &str,
+    ) -> crate::Result<Option<Arc<crate::agents::Agent>>> {
+        let key = (tenant, slug.to_string());
+        if let Some(a) = self.agents.get(&key) {
+            return Ok(a);
+        }
+        let a = crate::agents::by_slug(&self.db, tenant, slug)
+            .await?
+            .map(Arc::new);
+        self.agents.insert(key, a.clone());
+        Ok(a)
     }
 
     async fn clinic_key(
@@ -314,7 +333,7 @@ impl Gateway {
         let limits = self.limits(caller.tenant).await?;
         // An agent named as the model brings its own model, instructions and limits.
         let req = match req.model.strip_prefix(crate::agents::MODEL_PREFIX) {
-            Some(slug) => match crate::agents::by_slug(&self.db, caller.tenant, slug).await? {
+            Some(slug) => match self.agent(caller.tenant, slug).await? {
                 Some(agent) => crate::agents::apply(&agent, req),
                 None => return Err(LlmError::unknown_model(&req.model)),
             },
@@ -485,6 +504,7 @@ impl Gateway {
             Change::Tenant(t) => {
                 self.limits.remove_where(|k, _| *k == t);
                 self.provider_keys.remove_where(|(k, _), _| *k == t);
+                self.agents.remove_where(|(k, _), _| *k == t);
             }
             Change::ApiKey(id) => self.api_keys.remove_where(|_, c| c.key_id == id),
         }
@@ -494,6 +514,7 @@ impl Gateway {
         self.api_keys.clear();
         self.limits.clear();
         self.provider_keys.clear();
+        self.agents.clear();
     }
 
     /// Listens for changes announced by any replica, for as long as the process runs. While
