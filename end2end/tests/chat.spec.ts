@@ -1,12 +1,5 @@
-import { execFileSync } from "node:child_process";
 import { expect, test } from "@playwright/test";
-import { PASSWORD, expectSignedInTo, open, signUp, uniqueEmail } from "./fixtures/pages";
-
-/** Runs SQL as the schema owner on the end-to-end database (to use up an allowance quickly). */
-function ownerSql(sql: string) {
-  const url = process.env.E2E_DATABASE_ADMIN_URL ?? "postgres://tessera_owner:tessera@127.0.0.1:5432/tessera_e2e";
-  execFileSync("psql", [url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql]);
-}
+import { PASSWORD, expectSignedInTo, open, ownerSql, signUp, uniqueEmail } from "./fixtures/pages";
 
 test("an admin creates an agent; staff chat with streaming, stop a reply, reload, and see the allowance message", async ({ page, browser }) => {
   const clinic = `Chat Clinic ${Date.now()}`;

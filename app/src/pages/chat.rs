@@ -174,6 +174,24 @@ mod live {
     }
 }
 
+#[cfg(feature = "hydrate")]
+fn poll_until_saved(conversation: String, messages: RwSignal<Vec<MessageView>>) {
+    leptos::leptos_dom::helpers::set_timeout(
+        move || {
+            spawn_local(async move {
+                if let Ok(c) = get_conversation(conversation.clone()).await {
+                    let generating = c.messages.last().is_some_and(|m| m.status == "generating");
+                    messages.set(c.messages);
+                    if generating {
+                        poll_until_saved(conversation, messages);
+                    }
+                }
+            })
+        },
+        std::time::Duration::from_secs(2),
+    );
+}
+
 fn set_status(messages: RwSignal<Vec<MessageView>>, id: &str, status: &str, error: Option<String>) {
     messages.update(|ms| {
         if let Some(m) = ms.iter_mut().find(|m| m.id == id) {
@@ -238,6 +256,12 @@ fn Conversation(c: ConversationView) -> impl IntoView {
             });
             if let Some(id) = pending {
                 start(id);
+            }
+            // A reply being generated for an earlier visit of this page (it was reloaded):
+            // check back until it is saved.
+            #[cfg(feature = "hydrate")]
+            if messages.with_untracked(|ms| ms.last().is_some_and(|m| m.status == "generating")) {
+                poll_until_saved(conversation.get_value(), messages);
             }
         }
     });
