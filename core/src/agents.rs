@@ -350,6 +350,7 @@ pub fn apply(agent: &Agent, mut req: crate::llm::ChatRequest) -> crate::llm::Cha
     let limit = agent.max_reply_tokens.max(1) as u32;
     req.max_tokens = Some(req.max_tokens.map_or(limit, |m| m.min(limit)));
     req.temperature = req.temperature.or(Some(agent.temperature()));
+    req.agent = Some(agent.id);
     req
 }
 

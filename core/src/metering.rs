@@ -121,6 +121,9 @@ pub struct UsageEvent {
     pub tenant: TenantId,
     pub user: Option<UserId>,
     pub api_key: Option<Uuid>,
+    /// The agent the call was made through, if any.
+    #[serde(default)]
+    pub agent: Option<Uuid>,
     pub provider: String,
     pub model: String,
     pub prompt_tokens: i64,
@@ -369,6 +372,7 @@ impl Metering {
             tenant: reservation.tenant,
             user: None,
             api_key: None,
+            agent: None,
             provider: String::new(),
             model: String::new(),
             prompt_tokens: 0,
@@ -756,16 +760,19 @@ pub async fn write_events(db: &Db, events: &[UsageEvent]) -> Result<()> {
         sqlx::query(
             "INSERT INTO usage_events (id, tenant_id, user_id, api_key_id, provider, model,
                     prompt_tokens, completion_tokens, cached_tokens, cost_micro_usd, latency_ms,
-                    estimated, streamed, cancelled, idempotency_key, occurred_at)
+                    estimated, streamed, cancelled, idempotency_key, occurred_at, agent_id)
              SELECT u.id, $1, u.user_id, u.api_key_id, u.provider, u.model, u.prompt_tokens,
                     u.completion_tokens, u.cached_tokens, u.cost, u.latency_ms, u.estimated,
-                    u.streamed, u.cancelled, u.idempotency_key, u.occurred_at
+                    u.streamed, u.cancelled, u.idempotency_key, u.occurred_at,
+                    -- An agent deleted since the call is recorded as none.
+                    (SELECT a.id FROM agents a WHERE a.id = u.agent_id)
                FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
                            $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::int[],
-                           $12::bool[], $13::bool[], $14::bool[], $15::text[], $16::timestamptz[])
+                           $12::bool[], $13::bool[], $14::bool[], $15::text[], $16::timestamptz[],
+                           $17::uuid[])
                  AS u(id, user_id, api_key_id, provider, model, prompt_tokens, completion_tokens,
                       cached_tokens, cost, latency_ms, estimated, streamed, cancelled,
-                      idempotency_key, occurred_at)
+                      idempotency_key, occurred_at, agent_id)
              ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
         )
         .bind(tenant)
@@ -804,6 +811,7 @@ pub async fn write_events(db: &Db, events: &[UsageEvent]) -> Result<()> {
                 .collect::<Vec<_>>(),
         )
         .bind(occurred)
+        .bind(events.iter().map(|e| e.agent).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
@@ -897,4 +905,114 @@ mod tests {
         assert_eq!(prices.cost("gpt-4o", 1, 0), 3);
         assert_eq!(prices.cost("unknown", 1000, 1000), 0);
     }
+}
+
+/// How the usage dashboard splits a day's tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Breakdown {
+    Model,
+    Agent,
+    /// The person, or the API key, that made the call.
+    Caller,
+}
+
+/// One day's use for one model, agent or caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DailyUsage {
+    pub day: time::Date,
+    pub key: String,
+    pub tokens: i64,
+    pub requests: i64,
+    pub cost_micro_usd: i64,
+}
+
+/// A clinic's use in `month`, per day and per `by`, from the ledger.
+pub async fn daily_usage(
+    db: &Db,
+    tenant: TenantId,
+    month: &str,
+    by: Breakdown,
+) -> Result<Vec<DailyUsage>> {
+    let (start, end) = month_bounds(month)?;
+    let key = match by {
+        Breakdown::Model => "e.model",
+        Breakdown::Agent => "coalesce(a.name, 'No agent')",
+        Breakdown::Caller => "coalesce(u.name, 'API key ' || k.name, 'Removed')",
+    };
+    let sql = format!(
+        "SELECT (e.occurred_at AT TIME ZONE 'UTC')::date AS day, {key} AS key,
+                sum(e.prompt_tokens + e.completion_tokens)::bigint, count(*), sum(e.cost_micro_usd)::bigint
+           FROM usage_events e
+           LEFT JOIN agents a ON a.id = e.agent_id
+           LEFT JOIN users u ON u.id = e.user_id
+           LEFT JOIN api_keys k ON k.id = e.api_key_id
+          WHERE e.occurred_at >= $1 AND e.occurred_at < $2
+          GROUP BY 1, 2 ORDER BY 1, 2"
+    );
+    let mut tx = db.begin_tenant(tenant).await?;
+    let rows: Vec<(time::Date, String, i64, i64, i64)> = sqlx::query_as(&sql)
+        .bind(start)
+        .bind(end)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|(day, key, tokens, requests, cost_micro_usd)| DailyUsage {
+            day,
+            key,
+            tokens,
+            requests,
+            cost_micro_usd,
+        })
+        .collect())
+}
+
+/// One ledger row as the CSV export shows it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct LedgerRow {
+    pub occurred_at: OffsetDateTime,
+    pub provider: String,
+    pub model: String,
+    pub agent: Option<String>,
+    pub person: Option<String>,
+    pub api_key: Option<String>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cost_micro_usd: i64,
+    pub latency_ms: i32,
+    pub estimated: bool,
+    pub streamed: bool,
+    pub cancelled: bool,
+    pub idempotency_key: String,
+}
+
+/// Every ledger row of a clinic in `month`, oldest first.
+pub async fn ledger_rows(db: &Db, tenant: TenantId, month: &str) -> Result<Vec<LedgerRow>> {
+    let (start, end) = month_bounds(month)?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let rows = sqlx::query_as::<_, LedgerRow>(
+        "SELECT e.occurred_at, e.provider, e.model, a.name AS agent, u.name AS person, k.name AS api_key,
+                e.prompt_tokens, e.completion_tokens, e.cached_tokens, e.cost_micro_usd, e.latency_ms,
+                e.estimated, e.streamed, e.cancelled, e.idempotency_key
+           FROM usage_events e
+           LEFT JOIN agents a ON a.id = e.agent_id
+           LEFT JOIN users u ON u.id = e.user_id
+           LEFT JOIN api_keys k ON k.id = e.api_key_id
+          WHERE e.occurred_at >= $1 AND e.occurred_at < $2
+          ORDER BY e.occurred_at, e.id",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// The month before `month` (`YYYY-MM`).
+pub fn previous_month(month: &str) -> Result<String> {
+    let (start, _) = month_bounds(month)?;
+    Ok(month_of(start - time::Duration::days(1)))
 }

@@ -134,6 +134,7 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
                 tenant: c.tenant,
                 user: Some(c.owner),
                 api_key: None,
+                agent: Some(agent.id),
                 provider: "openai".into(),
                 model: "gpt-4o-mini".into(),
                 prompt_tokens: 1,

@@ -43,6 +43,7 @@ fn event(r: &metering::Reservation, prompt: i64, completion: i64) -> UsageEvent 
         tenant: r.tenant,
         user: None,
         api_key: None,
+        agent: None,
         provider: "openai".into(),
         model: "gpt-4o-mini".into(),
         prompt_tokens: prompt,
@@ -279,4 +280,90 @@ async fn an_event_that_cannot_be_written_is_set_aside_without_blocking_others(po
         .await
         .unwrap();
     assert_eq!(dead, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_dashboard_splits_a_month_by_model_agent_and_caller(pool: PgPool) {
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Dash Clinic").await;
+    let agent = tessera_core::agents::create(
+        &db,
+        c.tenant,
+        c.owner_actor(),
+        &tessera_core::agents::AgentInput {
+            name: "Triage".into(),
+            model: "gpt-4o-mini".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (key, _) = tessera_core::api_keys::create(&db, c.tenant, c.owner_actor(), "Reception")
+        .await
+        .unwrap();
+    let now = metering::now_ms();
+    let mk = |model: &str, agent: Option<uuid::Uuid>, user: bool, tokens: i64| {
+        let id = uuid::Uuid::new_v4();
+        UsageEvent {
+            id,
+            tenant: c.tenant,
+            user: user.then_some(c.owner),
+            api_key: (!user).then_some(key.id),
+            agent,
+            provider: "openai".into(),
+            model: model.into(),
+            prompt_tokens: tokens,
+            completion_tokens: 0,
+            cached_tokens: 0,
+            cost_micro_usd: 1,
+            latency_ms: 1,
+            estimated: false,
+            streamed: false,
+            cancelled: false,
+            idempotency_key: id.to_string(),
+            occurred_at_ms: now,
+        }
+    };
+    let events = [
+        mk("gpt-4o-mini", Some(agent.id), true, 10),
+        mk("gpt-4o-mini", None, false, 20),
+        mk("claude-sonnet-4-0", None, false, 5),
+    ];
+    metering::write_events(&db, &events).await.unwrap();
+    let month = metering::month_of(time::OffsetDateTime::now_utc());
+
+    let by = |b| {
+        let db = db.clone();
+        let month = month.clone();
+        async move {
+            metering::daily_usage(&db, c.tenant, &month, b)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.key, r.tokens))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        by(metering::Breakdown::Model).await,
+        [
+            ("claude-sonnet-4-0".to_string(), 5),
+            ("gpt-4o-mini".to_string(), 30)
+        ]
+    );
+    assert_eq!(
+        by(metering::Breakdown::Agent).await,
+        [("No agent".to_string(), 25), ("Triage".to_string(), 10)]
+    );
+    assert_eq!(
+        by(metering::Breakdown::Caller).await,
+        [
+            ("API key Reception".to_string(), 25),
+            ("Owner".to_string(), 10)
+        ]
+    );
+    let rows = metering::ledger_rows(&db, c.tenant, &month).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().any(|r| r.agent.as_deref() == Some("Triage")));
+    assert_eq!(metering::previous_month("2027-01").unwrap(), "2026-12");
 }

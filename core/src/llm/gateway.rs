@@ -54,6 +54,8 @@ pub struct ChatRequest {
     pub top_p: Option<f32>,
     pub stop: Vec<String>,
     pub stream: bool,
+    /// The agent making the call, recorded with its usage (set by [`crate::agents::apply`]).
+    pub agent: Option<Uuid>,
 }
 
 /// A finished reply.
@@ -373,6 +375,7 @@ impl Gateway {
         let call = Call {
             gateway: self.clone(),
             caller: *caller,
+            agent: req.agent,
             chosen,
             model: req.model.clone(),
             messages: req.messages,
@@ -575,6 +578,7 @@ pub fn provider_for_model(model: &str) -> Option<Provider> {
 struct Call {
     gateway: Gateway,
     caller: Caller,
+    agent: Option<Uuid>,
     chosen: Chosen,
     model: String,
     messages: Vec<ChatMessage>,
@@ -589,6 +593,7 @@ impl Call {
             tenant: self.caller.tenant,
             user: self.caller.user,
             api_key: self.caller.api_key,
+            agent: self.agent,
             provider: self.chosen.provider.as_str().to_string(),
             model: self.model.clone(),
             prompt_tokens: usage.prompt_tokens,
