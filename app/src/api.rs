@@ -695,3 +695,99 @@ pub async fn delete_conversation(id: String) -> Result<(), AppError> {
         .await
         .map_err(core_err)
 }
+
+/// Admin -> Usage: a month's tokens per day by model, by agent and by person or API key, and
+/// the month before for comparison. `month` is `YYYY-MM` (UTC); the current month by default.
+#[server(endpoint = "usage_dashboard")]
+pub async fn get_usage_dashboard(month: Option<String>) -> Result<UsageDashboard, AppError> {
+    use tessera_core::metering::{self, Breakdown};
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let month = match month.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+        Some(m) => m.to_string(),
+        None => metering::month_of(time::OffsetDateTime::now_utc()),
+    };
+    let previous = metering::previous_month(&month).map_err(core_err)?;
+    let days = u32::from(
+        time::Month::try_from(
+            month
+                .split_once('-')
+                .and_then(|(_, m)| m.parse().ok())
+                .unwrap_or(1),
+        )
+        .map(|m| m.length(month.get(..4).and_then(|y| y.parse().ok()).unwrap_or(1970)))
+        .unwrap_or(31),
+    );
+    let mut charts = Vec::new();
+    let mut requests_per_day = vec![0i64; days as usize];
+    let (mut tokens, mut requests, mut cost) = (0, 0, 0);
+    for (by, title) in [
+        (Breakdown::Model, "Tokens per day by model"),
+        (Breakdown::Agent, "Tokens per day by agent"),
+        (Breakdown::Caller, "Tokens per day by person or API key"),
+    ] {
+        let rows = metering::daily_usage(&services.db, v.tenant.id, &month, by)
+            .await
+            .map_err(core_err)?;
+        let mut series: Vec<ChartSeries> = Vec::new();
+        for r in &rows {
+            let day = usize::from(r.day.day()) - 1;
+            let s = match series.iter_mut().position(|s| s.name == r.key) {
+                Some(i) => &mut series[i],
+                None => {
+                    series.push(ChartSeries {
+                        name: r.key.clone(),
+                        values: vec![0; days as usize],
+                    });
+                    series.last_mut().expect("just pushed")
+                }
+            };
+            if let Some(v) = s.values.get_mut(day) {
+                *v += r.tokens;
+            }
+            if by == Breakdown::Model {
+                tokens += r.tokens;
+                requests += r.requests;
+                cost += r.cost_micro_usd;
+                if let Some(n) = requests_per_day.get_mut(day) {
+                    *n += r.requests;
+                }
+            }
+        }
+        // Largest first; the rest beyond seven share one colour as "Other".
+        series.sort_by_key(|s| std::cmp::Reverse(s.values.iter().sum::<i64>()));
+        if series.len() > 8 {
+            let rest = series.split_off(7);
+            let mut other = vec![0; days as usize];
+            for s in rest {
+                for (o, v) in other.iter_mut().zip(s.values) {
+                    *o += v;
+                }
+            }
+            series.push(ChartSeries {
+                name: "Other".into(),
+                values: other,
+            });
+        }
+        charts.push(DailyChart {
+            title: title.into(),
+            series,
+        });
+    }
+    let before = metering::ledger_totals(&services.db, v.tenant.id, &previous)
+        .await
+        .map_err(core_err)?;
+    Ok(UsageDashboard {
+        month,
+        previous_month: previous,
+        days,
+        charts,
+        requests_per_day,
+        tokens,
+        requests,
+        cost_micro_usd: cost,
+        previous_tokens: before.tokens,
+        previous_requests: before.requests,
+        previous_cost_micro_usd: before.cost_micro_usd,
+    })
+}

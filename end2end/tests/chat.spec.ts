@@ -83,6 +83,11 @@ test("an admin creates an agent; staff chat with streaming, stop a reply, reload
   );
   // Saving the cap announces the clinic's change to every server, so the new plan applies at once.
   await nav.getByRole("link", { name: "Usage" }).click();
+  // The dashboard already shows the staff member's chat, by agent and by person.
+  const byAgent = page.getByTestId("usage-chart").filter({ hasText: "Tokens per day by agent" });
+  await expect(byAgent.locator("svg rect").first()).toBeVisible();
+  await expect(byAgent).toContainText("Front Desk");
+  await expect(page.getByTestId("usage-chart").filter({ hasText: "by person" })).toContainText("Nina Nurse");
   await page.getByLabel("Stop model calls until next month").check();
   await page.getByRole("button", { name: "Save" }).click();
   await expect(page.getByRole("status")).toHaveText("Saved.");

@@ -4,6 +4,7 @@ pub mod chat_stream;
 pub mod guard;
 pub mod health;
 pub mod openai_api;
+pub mod usage_export;
 
 use std::sync::Arc;
 
@@ -45,6 +46,7 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         .route("/v1/models", get(openai_api::models))
         .route("/v1/chat/completions", post(openai_api::chat_completions))
         .route("/chat/replies/{id}", get(chat_stream::reply_stream))
+        .route("/settings/usage/export.csv", get(usage_export::export))
         .leptos_routes_with_context(&state, routes, || {}, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())

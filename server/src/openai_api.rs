@@ -234,6 +234,7 @@ fn parse(body: &[u8]) -> Result<Parsed, Response> {
             top_p,
             stop,
             stream,
+            agent: None,
         },
         include_usage,
     })

@@ -298,3 +298,91 @@ async fn an_edited_agent_applies_to_the_api_at_once(pool: PgPool) {
     app.call(&owner, "delete_agent", &[("id", &id)]).await;
     assert_eq!(ask().await.unwrap().status(), 404);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_usage_dashboard_and_export_show_a_chat_just_made(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let owner = owner_with_agent(&app, "Dashboard Chat", "o@dashboard.example").await;
+    let agent = agent_id(&app, &owner).await;
+    let sent: Value = app
+        .call(
+            &owner,
+            "start_conversation",
+            &[("agent_id", &agent), ("text", "Count me")],
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reply = sent["reply_id"].as_str().unwrap();
+    owner
+        .get(format!("{}/chat/replies/{reply}", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    app.flush_ledger().await;
+
+    let dash: Value = app
+        .call(&owner, "usage_dashboard", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dash["requests"], 1);
+    assert!(dash["tokens"].as_i64().unwrap() > 0);
+    let by_agent = &dash["charts"][1];
+    assert_eq!(by_agent["series"][0]["name"], "Front Desk");
+    assert_eq!(dash["charts"][2]["series"][0]["name"], "Olivia Owner");
+    let page = owner
+        .get(format!("{}/settings/usage", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<svg") && page.contains("Front Desk"),
+        "the chart is drawn on the server"
+    );
+
+    let csv = owner
+        .get(format!("{}/settings/usage/export.csv", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), 200);
+    assert!(csv.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let text = csv.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("occurred_at,provider,model,agent,person"));
+    assert!(
+        lines[1].contains(",openai,gpt-4o-mini,Front Desk,Olivia Owner,"),
+        "{}",
+        lines[1]
+    );
+
+    let bad = owner
+        .get(format!(
+            "{}/settings/usage/export.csv?month=2026-13",
+            app.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let stranger = app.browser();
+    let res = stranger
+        .get(format!("{}/settings/usage/export.csv", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}

@@ -4,9 +4,11 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::api::{get_usage, SetSpendingCap};
+use crate::api::{get_usage, get_usage_dashboard, SetSpendingCap};
 use crate::components::{admin_data, ActionError, Protected};
-use crate::dto::{dollars, thousands, UsageSummary};
+use crate::dto::{
+    dollars, stacked_bars_svg, thousands, UsageDashboard, UsageSummary, CHART_COLOURS,
+};
 
 #[component]
 pub fn UsagePage() -> impl IntoView {
@@ -22,7 +24,69 @@ pub fn UsagePage() -> impl IntoView {
 fn UsageLoader() -> impl IntoView {
     let save = ServerAction::<SetSpendingCap>::new();
     let data = Resource::new(move || save.version().get(), |_| get_usage());
-    admin_data(data, move |u| view! { <Usage u save/> })
+    let dashboard = Resource::new(|| (), |_| get_usage_dashboard(None));
+    view! {
+        {admin_data(data, move |u| view! { <Usage u save/> })}
+        {admin_data(dashboard, move |d| view! { <Dashboard d/> })}
+    }
+}
+
+fn change(now: i64, before: i64) -> String {
+    if before == 0 {
+        return if now == 0 {
+            "no change".into()
+        } else {
+            "none last month".into()
+        };
+    }
+    let pct = (now - before) * 100 / before;
+    if pct >= 0 {
+        format!("+{pct}% on last month")
+    } else {
+        format!("{pct}% on last month")
+    }
+}
+
+#[component]
+fn Dashboard(d: UsageDashboard) -> impl IntoView {
+    let export = format!("/settings/usage/export.csv?month={}", d.month);
+    let days = d.days;
+    view! {
+        <section class="card" aria-labelledby="compare-heading">
+            <h2 id="compare-heading">{format!("{} against {}", d.month, d.previous_month)}</h2>
+            <table class="table compare">
+                <thead><tr><th></th><th>"This month"</th><th>"Last month"</th><th>"Change"</th></tr></thead>
+                <tbody>
+                    <tr><th scope="row">"Tokens"</th><td data-testid="dash-tokens">{thousands(d.tokens)}</td><td>{thousands(d.previous_tokens)}</td><td>{change(d.tokens, d.previous_tokens)}</td></tr>
+                    <tr><th scope="row">"Requests"</th><td>{thousands(d.requests)}</td><td>{thousands(d.previous_requests)}</td><td>{change(d.requests, d.previous_requests)}</td></tr>
+                    <tr><th scope="row">"Provider list price"</th><td>{dollars(d.cost_micro_usd)}</td><td>{dollars(d.previous_cost_micro_usd)}</td><td>{change(d.cost_micro_usd, d.previous_cost_micro_usd)}</td></tr>
+                </tbody>
+            </table>
+            <p><a href=export download="">"Download this month's ledger (CSV)"</a></p>
+        </section>
+        {d.charts.into_iter().map(|chart| {
+            let svg = stacked_bars_svg(&chart.series, days, &chart.title);
+            let empty = chart.series.is_empty();
+            view! {
+                <section class="card chart-card" data-testid="usage-chart">
+                    <h2>{chart.title.clone()}</h2>
+                    {if empty {
+                        view! { <p class="muted">"No calls this month yet."</p> }.into_any()
+                    } else {
+                        view! {
+                            <div class="chart" inner_html=svg></div>
+                            <ul class="legend">
+                                {chart.series.iter().enumerate().map(|(i, s)| view! {
+                                    <li><span class="swatch" style=format!("background: {}", CHART_COLOURS[i % CHART_COLOURS.len()])></span>
+                                        {s.name.clone()} " · " {thousands(s.values.iter().sum::<i64>())} " tokens"</li>
+                                }).collect_view()}
+                            </ul>
+                        }.into_any()
+                    }}
+                </section>
+            }
+        }).collect_view()}
+    }
 }
 
 #[component]
