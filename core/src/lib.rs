@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod api_keys;
 pub mod auth;
+pub mod billing;
 pub mod chat;
 pub mod config;
 pub mod crypto;
