@@ -11,6 +11,9 @@ CARGO_LEPTOS_VERSION="0.3.7"
 # The wasm-bindgen CLI must match the crate in Cargo.lock exactly.
 WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera/target}"
+# CI builds each fresh checkout once: incremental caches (kept per checkout path) would only
+# fill the disk.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 export PATH="$HOME/.cargo/bin:$PATH"
 # cargo-leptos sets this while building; setting it for plain cargo too keeps one shared build
 # (it is read at compile time, so a difference would rebuild the Leptos crates).
