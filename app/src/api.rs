@@ -10,6 +10,15 @@ use crate::error::AppError;
 #[cfg(feature = "ssr")]
 use crate::server::{self as srv, core_err, fail};
 
+/// Drops every replica's cached view of the clinic (keys, agents, plan, cap) after a change.
+#[cfg(feature = "ssr")]
+async fn clinic_changed(services: &tessera_core::Services, tenant: tessera_core::TenantId) {
+    services
+        .gateway
+        .invalidate(tessera_core::llm::Change::Tenant(tenant))
+        .await;
+}
+
 /// Who is signed in, or `None`.
 #[server(endpoint = "session")]
 pub async fn get_session() -> Result<Option<SessionInfo>, AppError> {
@@ -315,10 +324,7 @@ pub async fn save_provider_key(
     )
     .await
     .map_err(core_err)?;
-    services
-        .gateway
-        .invalidate(tessera_core::llm::Change::Tenant(v.tenant.id))
-        .await;
+    clinic_changed(&services, v.tenant.id).await;
     Ok(())
 }
 
@@ -330,10 +336,7 @@ pub async fn delete_provider_key(provider: String) -> Result<(), AppError> {
     tessera_core::keys::delete(&services.db, v.tenant.id, srv::actor(&v), provider)
         .await
         .map_err(core_err)?;
-    services
-        .gateway
-        .invalidate(tessera_core::llm::Change::Tenant(v.tenant.id))
-        .await;
+    clinic_changed(&services, v.tenant.id).await;
     Ok(())
 }
 
@@ -463,10 +466,7 @@ pub async fn set_spending_cap(mode: String, amount: Option<String>) -> Result<()
     tessera_core::metering::set_spending_cap(&services.db, v.tenant.id, srv::actor(&v), cap)
         .await
         .map_err(core_err)?;
-    services
-        .gateway
-        .invalidate(tessera_core::llm::Change::Tenant(v.tenant.id))
-        .await;
+    clinic_changed(&services, v.tenant.id).await;
     Ok(())
 }
 
@@ -556,10 +556,7 @@ pub async fn save_agent(
         }
     }
     .map_err(core_err)?;
-    services
-        .gateway
-        .invalidate(tessera_core::llm::Change::Tenant(v.tenant.id))
-        .await;
+    clinic_changed(&services, v.tenant.id).await;
     Ok(agent_row(agent))
 }
 
@@ -571,10 +568,7 @@ pub async fn delete_agent(id: String) -> Result<(), AppError> {
     tessera_core::agents::delete(&services.db, v.tenant.id, srv::actor(&v), id)
         .await
         .map_err(core_err)?;
-    services
-        .gateway
-        .invalidate(tessera_core::llm::Change::Tenant(v.tenant.id))
-        .await;
+    clinic_changed(&services, v.tenant.id).await;
     Ok(())
 }
 
@@ -708,16 +702,8 @@ pub async fn get_usage_dashboard(month: Option<String>) -> Result<UsageDashboard
         None => metering::month_of(time::OffsetDateTime::now_utc()),
     };
     let previous = metering::previous_month(&month).map_err(core_err)?;
-    let days = u32::from(
-        time::Month::try_from(
-            month
-                .split_once('-')
-                .and_then(|(_, m)| m.parse().ok())
-                .unwrap_or(1),
-        )
-        .map(|m| m.length(month.get(..4).and_then(|y| y.parse().ok()).unwrap_or(1970)))
-        .unwrap_or(31),
-    );
+    let (start, end) = metering::month_bounds(&month).map_err(core_err)?;
+    let days = (end - start).whole_days() as u32;
     let mut charts = Vec::new();
     let mut requests_per_day = vec![0i64; days as usize];
     let (mut tokens, mut requests, mut cost) = (0, 0, 0);

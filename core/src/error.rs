@@ -34,8 +34,6 @@ pub enum Error {
         used: i64,
         limit: i64,
         requested: i64,
-        /// The plan's allowance, for messages.
-        included: i64,
     },
     #[error("database error")]
     Database(#[from] sqlx::Error),

@@ -141,12 +141,6 @@ pub struct UsageEvent {
     pub occurred_at_ms: i64,
 }
 
-impl UsageEvent {
-    pub fn total_tokens(&self) -> i64 {
-        self.prompt_tokens + self.completion_tokens
-    }
-}
-
 /// A clinic's use in one month.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonthUsage {
@@ -176,7 +170,8 @@ pub fn month_of(at: OffsetDateTime) -> String {
     format!("{:04}-{:02}", at.year(), u8::from(at.month()))
 }
 
-fn month_bounds(month: &str) -> Result<(OffsetDateTime, OffsetDateTime)> {
+/// The first instant of `month` (`YYYY-MM`, UTC) and of the month after it.
+pub fn month_bounds(month: &str) -> Result<(OffsetDateTime, OffsetDateTime)> {
     let bad = || Error::invalid(format!("{month:?} is not a month (YYYY-MM)."));
     let (y, m) = month.split_once('-').ok_or_else(bad)?;
     let y: i32 = y.parse().map_err(|_| bad())?;
@@ -251,6 +246,11 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
 "#;
 
+/// The Redis stream that hands settled events to the ledger writer.
+fn ledger_stream(redis: &Redis) -> String {
+    redis.key("ledger")
+}
+
 /// Counters outlive their month by this long (for the dashboard's "last month").
 const COUNTER_TTL_SECS: i64 = 70 * 24 * 3600;
 /// The consumer group that writes the ledger.
@@ -296,7 +296,7 @@ impl Metering {
 
     /// The Redis stream that hands settled events to the ledger writer.
     pub fn ledger_stream(&self) -> String {
-        self.redis.key("ledger")
+        ledger_stream(&self.redis)
     }
 
     /// Reserves `amount` tokens for one call, or fails with [`Error::OverBudget`].
@@ -344,7 +344,6 @@ impl Metering {
                         used,
                         limit,
                         requested: amount,
-                        included: limits.included_tokens.unwrap_or(limit),
                     })
                 }
                 _ => {
@@ -362,44 +361,41 @@ impl Metering {
     pub async fn settle(&self, reservation: Reservation, event: &UsageEvent) -> Result<()> {
         let json = serde_json::to_string(event)
             .map_err(|e| Error::Internal(format!("usage event: {e}")))?;
-        self.run_settle(&reservation, &json, event).await
+        self.run_settle(
+            &reservation,
+            &json,
+            event.prompt_tokens,
+            event.completion_tokens,
+            event.cost_micro_usd,
+        )
+        .await
     }
 
     /// Gives a reservation's tokens back without charging anything (the call failed).
     pub async fn release(&self, reservation: Reservation) -> Result<()> {
-        let empty = UsageEvent {
-            id: reservation.id,
-            tenant: reservation.tenant,
-            user: None,
-            api_key: None,
-            agent: None,
-            provider: String::new(),
-            model: String::new(),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cached_tokens: 0,
-            cost_micro_usd: 0,
-            latency_ms: 0,
-            estimated: false,
-            streamed: false,
-            cancelled: false,
-            idempotency_key: String::new(),
-            occurred_at_ms: 0,
-        };
-        self.run_settle(&reservation, "", &empty).await
+        self.run_settle(&reservation, "", 0, 0, 0).await
     }
 
-    async fn run_settle(&self, r: &Reservation, json: &str, event: &UsageEvent) -> Result<()> {
+    /// Runs the settle script: releases `r`, and with a non-empty `event_json` counts its tokens
+    /// and cost and hands the event to the ledger.
+    async fn run_settle(
+        &self,
+        r: &Reservation,
+        event_json: &str,
+        prompt_tokens: i64,
+        completion_tokens: i64,
+        cost_micro_usd: i64,
+    ) -> Result<()> {
         let _: i64 = self
             .settle
             .key(self.counters_key(r.tenant, &r.month))
             .key(self.reservations_key(r.tenant, &r.month))
             .key(self.ledger_stream())
             .arg(r.id.to_string())
-            .arg(json)
-            .arg(event.prompt_tokens)
-            .arg(event.completion_tokens)
-            .arg(event.cost_micro_usd)
+            .arg(event_json)
+            .arg(prompt_tokens)
+            .arg(completion_tokens)
+            .arg(cost_micro_usd)
             .invoke_async(&mut self.redis.conn())
             .await?;
         Ok(())
@@ -502,6 +498,8 @@ pub struct LedgerWriter {
     redis: Redis,
     stream: String,
     consumer: String,
+    /// The consumer group exists (created once, and again after an error).
+    group_ready: Arc<std::sync::atomic::AtomicBool>,
     /// Entries another writer took but did not acknowledge for this long are claimed.
     pub claim_after: Duration,
     pub batch: usize,
@@ -509,12 +507,13 @@ pub struct LedgerWriter {
 
 impl LedgerWriter {
     pub fn new(db: Db, redis: Redis) -> Self {
-        let stream = redis.key("ledger");
+        let stream = ledger_stream(&redis);
         Self {
             db,
             redis,
             stream,
             consumer: format!("writer-{}", Uuid::new_v4()),
+            group_ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             claim_after: Duration::from_secs(30),
             batch: 500,
         }
@@ -537,6 +536,9 @@ impl LedgerWriter {
     }
 
     async fn ensure_group(&self) -> Result<()> {
+        if self.group_ready.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
         let created: redis::RedisResult<String> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&self.stream)
@@ -546,15 +548,54 @@ impl LedgerWriter {
             .query_async(&mut self.redis.conn())
             .await;
         match created {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e.into()),
+            Ok(_) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e.into()),
         }
+        self.group_ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Up to `count` entries never delivered to any writer.
+    async fn read_new(&self, count: usize) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+        let read: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(LEDGER_GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(">")
+            .query_async(&mut self.redis.conn())
+            .await?;
+        let mut entries = Vec::new();
+        if let Value::Array(streams) = read {
+            for s in streams {
+                if let Value::Array(parts) = s {
+                    if parts.len() == 2 {
+                        entries.extend(parse_entries(&parts[1]));
+                    }
+                }
+            }
+        }
+        Ok(entries)
     }
 
     /// Writes one batch: entries abandoned by a crashed writer first, then new ones. Returns how
     /// many entries it handled.
     pub async fn drain_once(&self) -> Result<usize> {
+        let result = self.drain_batch().await;
+        if result.is_err() {
+            // The group may be gone with a flushed Redis: create it again next time.
+            self.group_ready
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn drain_batch(&self) -> Result<usize> {
         self.ensure_group().await?;
         let claimed: Value = redis::cmd("XAUTOCLAIM")
             .arg(&self.stream)
@@ -571,41 +612,24 @@ impl LedgerWriter {
             _ => Vec::new(),
         };
         if entries.is_empty() {
-            let read: Value = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(LEDGER_GROUP)
-                .arg(&self.consumer)
-                .arg("COUNT")
-                .arg(self.batch)
-                .arg("STREAMS")
-                .arg(&self.stream)
-                .arg(">")
-                .query_async(&mut self.redis.conn())
-                .await?;
-            if let Value::Array(streams) = read {
-                for s in streams {
-                    if let Value::Array(parts) = s {
-                        if parts.len() == 2 {
-                            entries.extend(parse_entries(&parts[1]));
-                        }
-                    }
-                }
-            }
+            entries = self.read_new(self.batch).await?;
         }
         if entries.is_empty() {
             return Ok(0);
         }
-        let mut events = Vec::with_capacity(entries.len());
-        let mut poisoned = Vec::new();
-        for (id, payload) in &entries {
-            match payload
-                .as_deref()
-                .and_then(|p| serde_json::from_slice::<UsageEvent>(p).ok())
-            {
-                Some(e) => events.push(e),
-                None => poisoned.push(id.clone()),
-            }
-        }
+        // Each entry's event, read once; `None` for one that cannot be read.
+        let parsed: Vec<Option<UsageEvent>> = entries
+            .iter()
+            .map(|(_, payload)| {
+                payload
+                    .as_deref()
+                    .and_then(|p| serde_json::from_slice::<UsageEvent>(p).ok())
+            })
+            .collect();
+        let mut aside: Vec<usize> = (0..entries.len())
+            .filter(|&i| parsed[i].is_none())
+            .collect();
+        let events: Vec<UsageEvent> = parsed.iter().flatten().cloned().collect();
         if let Err(e) = write_events(&self.db, &events).await {
             if !is_integrity_violation(&e) {
                 // Postgres is unavailable or similar: leave the batch pending and retry.
@@ -613,34 +637,25 @@ impl LedgerWriter {
             }
             // One event breaks a constraint (say its clinic was deleted meanwhile): write the
             // others one by one and set aside the ones that cannot be written.
-            for event in &events {
+            for (i, event) in parsed.iter().enumerate() {
+                let Some(event) = event else { continue };
                 if let Err(e) = write_events(&self.db, std::slice::from_ref(event)).await {
                     if !is_integrity_violation(&e) {
                         return Err(e);
                     }
-                    if let Some((id, _)) = entries.iter().find(|(_, p)| {
-                        p.as_deref()
-                            .and_then(|p| serde_json::from_slice::<UsageEvent>(p).ok())
-                            .is_some_and(|ev| ev.id == event.id)
-                    }) {
-                        poisoned.push(id.clone());
-                    }
+                    aside.push(i);
                 }
             }
         }
-        for id in &poisoned {
+        for &i in &aside {
             // Kept aside for an operator rather than retried forever.
+            let (id, payload) = &entries[i];
             tracing::error!(entry = %id, "usage event that cannot be written moved to ledger-dead");
-            let payload = entries
-                .iter()
-                .find(|(i, _)| i == id)
-                .and_then(|(_, p)| p.clone())
-                .unwrap_or_default();
             let _: String = redis::cmd("XADD")
                 .arg(self.redis.key("ledger-dead"))
                 .arg("*")
                 .arg("e")
-                .arg(payload)
+                .arg(payload.clone().unwrap_or_default())
                 .query_async(&mut self.redis.conn())
                 .await?;
         }
@@ -676,28 +691,7 @@ impl LedgerWriter {
     #[doc(hidden)]
     pub async fn read_and_abandon(&self, count: usize) -> Result<usize> {
         self.ensure_group().await?;
-        let read: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(LEDGER_GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("STREAMS")
-            .arg(&self.stream)
-            .arg(">")
-            .query_async(&mut self.redis.conn())
-            .await?;
-        let mut n = 0;
-        if let Value::Array(streams) = read {
-            for s in streams {
-                if let Value::Array(parts) = s {
-                    if parts.len() == 2 {
-                        n += parse_entries(&parts[1]).len();
-                    }
-                }
-            }
-        }
-        Ok(n)
+        Ok(self.read_new(count).await?.len())
     }
 }
 

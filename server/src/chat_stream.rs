@@ -12,7 +12,7 @@
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use app::server::{AppState, TENANT, USER};
+use app::server::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tessera_core::chat::{self, Chatter};
 use tessera_core::llm::{Caller, ChatOutcome, ChatRequest, StreamEvent};
-use tessera_core::{auth, Db, TenantId, UserId};
+use tessera_core::{Db, TenantId};
 use tower_sessions::Session;
 use uuid::Uuid;
 
@@ -90,20 +90,11 @@ pub async fn reply_stream(
     Path(reply): Path<String>,
 ) -> Response {
     let services = state.services.clone();
-    let (Ok(Some(user)), Ok(Some(tenant))) = (
-        session.get::<UserId>(USER).await,
-        session.get::<TenantId>(TENANT).await,
-    ) else {
-        return (StatusCode::UNAUTHORIZED, "Please sign in.").into_response();
+    let v = match crate::signed_in::viewer(&state, &session).await {
+        Ok(v) => v,
+        Err(res) => return res,
     };
-    match auth::viewer(&services.db, user, tenant).await {
-        Ok(Some(v)) if v.tenant.active => {}
-        Ok(_) => return (StatusCode::FORBIDDEN, "No access to this clinic.").into_response(),
-        Err(e) => {
-            tracing::error!(error = ?e, "viewer lookup failed");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-    }
+    let (user, tenant) = (v.user.id, v.tenant.id);
     let Ok(reply) = reply.parse::<Uuid>() else {
         return StatusCode::NOT_FOUND.into_response();
     };

@@ -4,6 +4,7 @@ pub mod chat_stream;
 pub mod guard;
 pub mod health;
 pub mod openai_api;
+pub mod signed_in;
 pub mod usage_export;
 
 use std::sync::Arc;

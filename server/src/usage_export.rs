@@ -1,11 +1,11 @@
 //! `GET /settings/usage/export.csv?month=YYYY-MM`: a clinic's ledger for one month as CSV, for
 //! its owners and admins.
 
-use app::server::{AppState, TENANT, USER};
+use app::server::AppState;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tessera_core::{auth, metering, TenantId, UserId};
+use tessera_core::metering;
 use tower_sessions::Session;
 
 #[derive(serde::Deserialize)]
@@ -33,26 +33,18 @@ pub async fn export(
     Query(params): Query<Params>,
 ) -> Response {
     let services = &state.services;
-    let (Ok(Some(user)), Ok(Some(tenant))) = (
-        session.get::<UserId>(USER).await,
-        session.get::<TenantId>(TENANT).await,
-    ) else {
-        return (StatusCode::UNAUTHORIZED, "Please sign in.").into_response();
+    let v = match crate::signed_in::viewer(&state, &session).await {
+        Ok(v) => v,
+        Err(res) => return res,
     };
-    match auth::viewer(&services.db, user, tenant).await {
-        Ok(Some(v)) if v.role.is_admin() => {}
-        Ok(_) => {
-            return (
-                StatusCode::FORBIDDEN,
-                "Only owners and admins of this clinic can export usage.",
-            )
-                .into_response()
-        }
-        Err(e) => {
-            tracing::error!(error = ?e, "viewer lookup failed");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
+    if !v.role.is_admin() {
+        return (
+            StatusCode::FORBIDDEN,
+            "Only owners and admins of this clinic can export usage.",
+        )
+            .into_response();
     }
+    let tenant = v.tenant.id;
     let month = params
         .month
         .filter(|m| !m.trim().is_empty())

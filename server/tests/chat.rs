@@ -139,23 +139,7 @@ async fn conversations_are_private_over_http(pool: PgPool) {
     let reply = sent["reply_id"].as_str().unwrap().to_string();
 
     // A colleague in the same clinic.
-    let invite: Value = app
-        .call(
-            &owner,
-            "invite_member",
-            &[("email", "nurse@private.example"), ("role", "staff")],
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let token = invite["link"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let token = app.invite(&owner, "nurse@private.example", "staff").await;
     let colleague = app.browser();
     app.post(
         &colleague,

@@ -416,23 +416,7 @@ async fn a_member_of_two_clinics_switches_between_them(pool: PgPool) {
     app.sign_up(&alpha, "Alpha", "a@alpha.example").await;
     let beta = app.browser();
     app.sign_up(&beta, "Beta", "b@beta.example").await;
-    let invite: serde_json::Value = app
-        .call(
-            &beta,
-            "invite_member",
-            &[("email", "a@alpha.example"), ("role", "admin")],
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let token = invite["link"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let token = app.invite(&beta, "a@alpha.example", "admin").await;
     // The existing account confirms with its own password; it now belongs to both clinics.
     let res = app
         .post(
@@ -548,23 +532,7 @@ async fn provider_keys_are_write_only(pool: PgPool) {
     assert_eq!(ok.status(), 200);
 
     // Staff may neither see nor change keys.
-    let invite: serde_json::Value = app
-        .call(
-            &owner,
-            "invite_member",
-            &[("email", "s@alpha.example"), ("role", "staff")],
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let token = invite["link"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let token = app.invite(&owner, "s@alpha.example", "staff").await;
     let staff = app.browser();
     app.post(
         &staff,

@@ -167,6 +167,27 @@ impl TestApp {
         );
     }
 
+    /// Invites `email` as `role` from `inviter`'s clinic; returns the token of the link.
+    pub async fn invite(&self, inviter: &reqwest::Client, email: &str, role: &str) -> String {
+        let invite: serde_json::Value = self
+            .call(
+                inviter,
+                "invite_member",
+                &[("email", email), ("role", role)],
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        invite["link"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
     pub async fn session(&self, client: &reqwest::Client) -> serde_json::Value {
         let res = client
             .post(self.api("session"))
