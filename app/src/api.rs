@@ -29,7 +29,9 @@ pub async fn get_session() -> Result<Option<SessionInfo>, AppError> {
     let clinics = tessera_core::auth::memberships(&services.db, v.user.id)
         .await
         .map_err(core_err)?;
+    let payment_notice = payment_notice(&services, &v).await?;
     Ok(Some(SessionInfo {
+        payment_notice,
         user_id: v.user.id.to_string(),
         name: v.user.name,
         email: v.user.email,
@@ -48,6 +50,113 @@ pub async fn get_session() -> Result<Option<SessionInfo>, AppError> {
             })
             .collect(),
     }))
+}
+
+/// The failed-payment banner for this person, if the clinic has one (from the cached limits,
+/// so it costs no query on most pages).
+#[cfg(feature = "ssr")]
+async fn payment_notice(
+    services: &tessera_core::Services,
+    v: &tessera_core::auth::Viewer,
+) -> Result<Option<PaymentNotice>, AppError> {
+    use tessera_core::billing;
+    let limits = services
+        .gateway
+        .limits(v.tenant.id)
+        .await
+        .map_err(core_err)?;
+    let Some(failed) = limits.payment_failed_at else {
+        return Ok(None);
+    };
+    let grace = services.config.billing_grace_days;
+    let who = if v.role.is_admin() {
+        "Update the payment method under Billing → Manage billing"
+    } else {
+        "Ask an owner or admin of the clinic to update the payment method"
+    };
+    let now = time::OffsetDateTime::now_utc();
+    Ok(Some(match billing::payment_block(Some(failed), grace, now) {
+        Some(_) => PaymentNotice {
+            message: format!(
+                "Model calls are paused: a payment failed on {} and the grace period has ended. {who}; calls resume as soon as a payment succeeds.",
+                billing::day(failed)
+            ),
+            blocked: true,
+        },
+        None => PaymentNotice {
+            message: format!(
+                "A payment failed on {}. {who} by {}, or model calls will pause.",
+                billing::day(failed),
+                billing::day(billing::grace_ends(failed, grace))
+            ),
+            blocked: false,
+        },
+    }))
+}
+
+/// Admin -> Billing: the plan, this month's use against the allowance, the projected overage,
+/// and the plans on offer.
+#[server(endpoint = "billing")]
+pub async fn get_billing() -> Result<BillingOverview, AppError> {
+    use tessera_core::{billing, metering};
+    let v = srv::require_admin().await?;
+    let services = srv::services()?;
+    let account = billing::account(&services.db, v.tenant.id)
+        .await
+        .map_err(core_err)?;
+    let plans = billing::plans(services.db.pool()).await.map_err(core_err)?;
+    let limits = services
+        .gateway
+        .limits(v.tenant.id)
+        .await
+        .map_err(core_err)?;
+    let now = time::OffsetDateTime::now_utc();
+    let month = metering::month_of(now);
+    let (start, end) = metering::month_bounds(&month).map_err(core_err)?;
+    let (usage, _) = services
+        .gateway
+        .metering
+        .month_usage(v.tenant.id, &month)
+        .await
+        .map_err(core_err)?;
+    let agents = tessera_core::agents::list(&services.db, v.tenant.id)
+        .await
+        .map_err(core_err)?
+        .len() as i64;
+    let plan = &account.plan;
+    let option = |p: &billing::Plan| PlanOption {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        base_price_micro_usd: p.base_price_micro_usd,
+        included_tokens: p.included_tokens,
+        storage_mb: p.storage_mb,
+        overage_micro_usd_per_1k: p.overage_micro_usd_per_1k,
+        max_agents: p.max_agents,
+        self_serve: p.self_serve,
+    };
+    Ok(BillingOverview {
+        enabled: services.stripe.is_some(),
+        plan: option(plan),
+        period_start: billing::day(start),
+        period_end: billing::day(end - time::Duration::seconds(1)),
+        live_subscription: account.has_live_subscription(),
+        subscription_status: account.subscription_status.clone(),
+        has_customer: account.stripe_customer_id.is_some(),
+        used_tokens: usage.tokens,
+        overage_tokens: plan
+            .included_tokens
+            .map_or(0, |i| (usage.tokens - i).max(0)),
+        projected_overage_micro_usd: billing::projected_overage_micro_usd(
+            usage.tokens,
+            plan.included_tokens,
+            plan.overage_micro_usd_per_1k,
+            limits.spending_cap_micro_usd,
+            (now - start).whole_seconds(),
+            (end - start).whole_seconds(),
+        ),
+        agents,
+        plans: plans.iter().map(option).collect(),
+    })
 }
 
 /// Creates a clinic and its owner, and signs the owner in.

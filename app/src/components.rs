@@ -53,6 +53,7 @@ fn Shell(info: SessionInfo, children: Children) -> impl IntoView {
                     <A href="/settings/keys" attr:aria-current=current("/settings/keys")>"Provider keys"</A>
                     <A href="/settings/api-keys" attr:aria-current=current("/settings/api-keys")>"API keys"</A>
                     <A href="/settings/usage" attr:aria-current=current("/settings/usage")>"Usage"</A>
+                    <A href="/settings/billing" attr:aria-current=current("/settings/billing")>"Billing"</A>
                 </Show>
             </nav>
             <div class="top-actions">
@@ -71,6 +72,11 @@ fn Shell(info: SessionInfo, children: Children) -> impl IntoView {
                 </details>
             </div>
         </header>
+        {info.payment_notice.clone().map(|n| view! {
+            <div class="notice warn payment-banner" class:blocked=n.blocked role="alert" data-testid="payment-banner">
+                {n.message}
+            </div>
+        })}
         <main class="content">{children()}</main>
     }
 }

@@ -58,6 +58,53 @@ pub struct SessionInfo {
     pub clinic: Clinic,
     pub role: Role,
     pub clinics: Vec<ClinicChoice>,
+    /// A failed payment, as the banner on every page says it (worded for the person's role).
+    pub payment_notice: Option<PaymentNotice>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentNotice {
+    pub message: String,
+    /// Model calls are stopped (the grace period has ended).
+    pub blocked: bool,
+}
+
+/// A plan as the Billing page offers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanOption {
+    pub id: String,
+    pub name: String,
+    /// Micro-dollars a month; `None`: priced by agreement.
+    pub base_price_micro_usd: Option<i64>,
+    pub included_tokens: Option<i64>,
+    pub storage_mb: Option<i64>,
+    pub overage_micro_usd_per_1k: i64,
+    pub max_agents: Option<i32>,
+    pub self_serve: bool,
+}
+
+/// Admin -> Billing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillingOverview {
+    /// Stripe is configured on this server.
+    pub enabled: bool,
+    pub plan: PlanOption,
+    /// `1 Nov 2026`, `30 Nov 2026`: the calendar month the allowance is counted over.
+    pub period_start: String,
+    pub period_end: String,
+    /// Stripe's subscription status, if there is a subscription.
+    pub subscription_status: Option<String>,
+    /// The subscription is running (a plan change then goes through the portal).
+    pub live_subscription: bool,
+    /// The clinic has a Stripe customer (so the portal can open).
+    pub has_customer: bool,
+    pub used_tokens: i64,
+    /// Tokens beyond the allowance so far this month.
+    pub overage_tokens: i64,
+    /// What the overage would cost by the end of the month at the current rate.
+    pub projected_overage_micro_usd: i64,
+    pub agents: i64,
+    pub plans: Vec<PlanOption>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

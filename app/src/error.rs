@@ -21,6 +21,9 @@ pub enum AppError {
     Gone(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// A service Tessera depends on (Stripe) failed; the message says what to do.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("Something went wrong on our side. Please try again.")]
     Internal,
     /// The request did not reach the server or its answer could not be read.
@@ -38,6 +41,7 @@ impl AppError {
             AppError::Conflict(_) => 409,
             AppError::Gone(_) => 410,
             AppError::TooManyRequests(_) => 429,
+            AppError::Unavailable(_) => 503,
             AppError::Internal | AppError::Transport(_) => 500,
         }
     }

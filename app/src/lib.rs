@@ -101,6 +101,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/settings/keys") view=pages::keys::ProviderKeysPage ssr=SsrMode::Async/>
                 <Route path=path!("/settings/api-keys") view=pages::api_keys::ApiKeysPage ssr=SsrMode::Async/>
                 <Route path=path!("/settings/usage") view=pages::usage::UsagePage ssr=SsrMode::Async/>
+                <Route path=path!("/settings/billing") view=pages::billing::BillingPage ssr=SsrMode::Async/>
                 <Route path=path!("/agents") view=pages::agents::AgentsAdminPage ssr=SsrMode::Async/>
                 <Route path=path!("/chat") view=pages::chat::ChatHomePage ssr=SsrMode::Async/>
                 <Route path=path!("/chat/:id") view=pages::chat::ConversationPage ssr=SsrMode::Async/>

@@ -71,6 +71,7 @@ pub fn core_err(err: tessera_core::Error) -> AppError {
         E::Forbidden(m) | E::PlanLimit(m) => AppError::Forbidden(m),
         E::Unauthenticated(m) => AppError::Unauthenticated(m),
         E::Gone(m) => AppError::Gone(m),
+        E::Unavailable(m) => AppError::Unavailable(m),
         e @ (E::RateLimited { .. } | E::OverBudget { .. }) => {
             AppError::TooManyRequests(e.to_string())
         }

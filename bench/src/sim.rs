@@ -25,6 +25,7 @@ pub async fn main(args: &[String]) -> ExitCode {
         (Ok(latency_ms), Ok(chunk_ms)) => testkit::SimOptions {
             latency_ms,
             chunk_ms,
+            ..Default::default()
         },
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("sim: {e}");

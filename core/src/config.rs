@@ -66,6 +66,28 @@ pub struct Config {
     /// loopback or private addresses (self-hosted single-clinic installs). Off by default, so a
     /// clinic cannot make the server probe its own network.
     pub allow_private_endpoints: bool,
+    /// Stripe, when billing is on (`STRIPE_SECRET_KEY` set); `None` turns billing off: plans
+    /// are then set by operators only.
+    pub stripe: Option<StripeConfig>,
+    /// `TESSERA_BILLING_GRACE_DAYS`: how long model calls go on after a failed payment.
+    pub billing_grace_days: u32,
+    /// `TESSERA_METER_INTERVAL_SECS`: how often the meter worker looks for overage to report.
+    pub meter_interval_secs: u64,
+    /// `TESSERA_METER_DELAY_SECS`: how long after an hour ends its overage is reported, so that
+    /// calls still on their way into the ledger are counted in their own hour.
+    pub meter_delay_secs: u64,
+}
+
+/// How to reach Stripe.
+#[derive(Clone)]
+pub struct StripeConfig {
+    /// `STRIPE_SECRET_KEY` (`sk_...` or a restricted `rk_...`).
+    pub secret_key: secrecy::SecretString,
+    /// `STRIPE_WEBHOOK_SECRET`: the endpoint's signing secrets (`whsec_...`), comma-separated
+    /// while one is being rolled.
+    pub webhook_secrets: Vec<secrecy::SecretString>,
+    /// `STRIPE_API_BASE`: Stripe's API (`https://api.stripe.com/`), or the simulator in tests.
+    pub api_base: String,
 }
 
 impl fmt::Debug for Config {
@@ -97,6 +119,19 @@ impl fmt::Debug for Config {
             .field("provider_timeout_secs", &self.provider_timeout_secs)
             .field("provider_retries", &self.provider_retries)
             .field("allow_private_endpoints", &self.allow_private_endpoints)
+            .field(
+                "stripe",
+                &self.stripe.as_ref().map(|s| {
+                    format!(
+                        "secret key ***, {} webhook secret(s), {}",
+                        s.webhook_secrets.len(),
+                        s.api_base
+                    )
+                }),
+            )
+            .field("billing_grace_days", &self.billing_grace_days)
+            .field("meter_interval_secs", &self.meter_interval_secs)
+            .field("meter_delay_secs", &self.meter_delay_secs)
             .finish()
     }
 }
@@ -176,6 +211,7 @@ impl Config {
         )?
         .trim_end_matches('/')
         .to_string();
+        let stripe = stripe_config(&get)?;
         let platform_key = |var: &str| get(var).map(|k| secrecy::SecretString::from(k.to_string()));
         Ok(Self {
             openai_base_url,
@@ -207,6 +243,28 @@ impl Config {
                 get("TESSERA_ALLOW_PRIVATE_ENDPOINTS"),
                 "TESSERA_ALLOW_PRIVATE_ENDPOINTS",
                 false,
+            )?,
+            stripe,
+            billing_grace_days: number(
+                get("TESSERA_BILLING_GRACE_DAYS"),
+                "TESSERA_BILLING_GRACE_DAYS",
+                7,
+                0,
+                90,
+            )?,
+            meter_interval_secs: number(
+                get("TESSERA_METER_INTERVAL_SECS"),
+                "TESSERA_METER_INTERVAL_SECS",
+                60,
+                1,
+                3600,
+            )?,
+            meter_delay_secs: number(
+                get("TESSERA_METER_DELAY_SECS"),
+                "TESSERA_METER_DELAY_SECS",
+                300,
+                0,
+                86_400,
             )?,
             master_keys: std::sync::Arc::new(master_keys),
             development_master_key,
@@ -307,6 +365,63 @@ where
             message: format!("expected a whole number from {min} to {max}, got {value:?}"),
         }),
     }
+}
+
+/// Stripe's settings: all or nothing, each checked for the shape Stripe gives it.
+fn stripe_config<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<Option<StripeConfig>, ConfigError> {
+    let Some(secret) = get("STRIPE_SECRET_KEY") else {
+        if get("STRIPE_WEBHOOK_SECRET").is_some() {
+            return Err(ConfigError {
+                var: "STRIPE_SECRET_KEY",
+                message:
+                    "required when STRIPE_WEBHOOK_SECRET is set (Dashboard → Developers → API keys)"
+                        .into(),
+            });
+        }
+        return Ok(None);
+    };
+    if !(secret.starts_with("sk_") || secret.starts_with("rk_")) {
+        return Err(ConfigError {
+            var: "STRIPE_SECRET_KEY",
+            message: "expected a secret key starting with sk_ (or a restricted key, rk_)".into(),
+        });
+    }
+    let webhook_secrets: Vec<secrecy::SecretString> = get("STRIPE_WEBHOOK_SECRET")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| secrecy::SecretString::from(s.to_string()))
+        .collect();
+    if webhook_secrets.is_empty() {
+        return Err(ConfigError {
+            var: "STRIPE_WEBHOOK_SECRET",
+            message: "required with STRIPE_SECRET_KEY: the webhook endpoint's signing secret (whsec_...), so plan changes reach Tessera".into(),
+        });
+    }
+    if webhook_secrets
+        .iter()
+        .any(|s| !secrecy::ExposeSecret::expose_secret(s).starts_with("whsec_"))
+    {
+        return Err(ConfigError {
+            var: "STRIPE_WEBHOOK_SECRET",
+            message: "expected signing secrets starting with whsec_, comma-separated".into(),
+        });
+    }
+    let api_base = url(
+        get("STRIPE_API_BASE"),
+        "STRIPE_API_BASE",
+        "https://api.stripe.com/",
+        &["http", "https"],
+    )?;
+    let api_base = format!("{}/", api_base.trim_end_matches('/'));
+    Ok(Some(StripeConfig {
+        secret_key: secrecy::SecretString::from(secret.to_string()),
+        webhook_secrets,
+        api_base,
+    }))
 }
 
 fn boolean(value: Option<&str>, var: &'static str, default: bool) -> Result<bool, ConfigError> {
@@ -413,5 +528,42 @@ mod tests {
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("app:***@db/tessera"));
+    }
+
+    #[test]
+    fn stripe_settings_come_together_and_are_checked() {
+        assert!(Config::from_vars(&HashMap::new()).unwrap().stripe.is_none());
+        let err = Config::from_vars(&vars(&[("STRIPE_SECRET_KEY", "sk_test_1")])).unwrap_err();
+        assert_eq!(err.var, "STRIPE_WEBHOOK_SECRET");
+        let err = Config::from_vars(&vars(&[("STRIPE_WEBHOOK_SECRET", "whsec_1")])).unwrap_err();
+        assert_eq!(err.var, "STRIPE_SECRET_KEY");
+        let err = Config::from_vars(&vars(&[
+            ("STRIPE_SECRET_KEY", "pk_test_1"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_1"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "STRIPE_SECRET_KEY");
+        let err = Config::from_vars(&vars(&[
+            ("STRIPE_SECRET_KEY", "sk_test_1"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_1,oops"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "STRIPE_WEBHOOK_SECRET");
+        let c = Config::from_vars(&vars(&[
+            ("STRIPE_SECRET_KEY", "sk_test_secret123"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_new, whsec_old"),
+            ("STRIPE_API_BASE", "http://127.0.0.1:1/stripe"),
+        ]))
+        .unwrap();
+        let stripe = c.stripe.as_ref().unwrap();
+        assert_eq!(stripe.webhook_secrets.len(), 2);
+        assert_eq!(stripe.api_base, "http://127.0.0.1:1/stripe/");
+        let printed = format!("{c:?}");
+        assert!(
+            !printed.contains("secret123") && !printed.contains("whsec_new"),
+            "{printed}"
+        );
+        let err = Config::from_vars(&vars(&[("TESSERA_BILLING_GRACE_DAYS", "soon")])).unwrap_err();
+        assert_eq!(err.var, "TESSERA_BILLING_GRACE_DAYS");
     }
 }

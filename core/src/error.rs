@@ -35,6 +35,9 @@ pub enum Error {
         limit: i64,
         requested: i64,
     },
+    /// A service Tessera depends on (Stripe) failed; the message says what to do.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("database migration error")]
@@ -56,6 +59,7 @@ impl Error {
             Error::Unauthenticated(_) => 401,
             Error::RateLimited { .. } | Error::OverBudget { .. } => 429,
             Error::Gone(_) => 410,
+            Error::Unavailable(_) => 503,
             Error::Database(_) | Error::Migrate(_) | Error::Redis(_) | Error::Internal(_) => 500,
         }
     }

@@ -38,6 +38,8 @@ pub struct Services {
     pub http: reqwest::Client,
     /// The one path for model calls.
     pub gateway: llm::Gateway,
+    /// Stripe, when billing is configured.
+    pub stripe: Option<billing::StripeApi>,
 }
 
 impl Services {
@@ -51,7 +53,18 @@ impl Services {
             .unwrap_or_default();
         let config = std::sync::Arc::new(config);
         let gateway = llm::Gateway::new(config.clone(), db.clone(), redis.clone(), http.clone());
+        let stripe = config
+            .stripe
+            .as_ref()
+            .and_then(|c| match billing::StripeApi::new(c) {
+                Ok(api) => Some(api),
+                Err(e) => {
+                    tracing::error!(error = %e, "Stripe client could not be built; billing is off");
+                    None
+                }
+            });
         Self {
+            stripe,
             config,
             db,
             redis,
@@ -62,10 +75,24 @@ impl Services {
     }
 
     /// Starts the work a serving process does in the background: the ledger writer (draining
-    /// settled usage into Postgres) and the listener that keeps in-process caches fresh.
+    /// settled usage into Postgres), the listener that keeps in-process caches fresh, and, with
+    /// Stripe configured, the meter worker reporting overage.
     pub fn start_background(&self) {
         tokio::spawn(metering::LedgerWriter::new(self.db.clone(), self.redis.clone()).run());
         self.gateway.listen();
+        self.start_meter_worker();
+    }
+
+    /// Starts the worker that reports overage to Stripe (nothing without Stripe).
+    pub fn start_meter_worker(&self) {
+        if let Some(api) = self.stripe.clone() {
+            tokio::spawn(billing::meter::run(
+                self.db.clone(),
+                api,
+                std::time::Duration::from_secs(self.config.meter_interval_secs),
+                std::time::Duration::from_secs(self.config.meter_delay_secs),
+            ));
+        }
     }
 
     /// The master keys that protect the clinics' provider keys.

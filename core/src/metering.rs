@@ -55,6 +55,8 @@ pub struct Limits {
     pub spending_cap_micro_usd: Option<i64>,
     /// Whether the platform's own provider keys may serve this clinic.
     pub platform_keys: bool,
+    /// When a payment failed and no later one succeeded (see `billing::payment_block`).
+    pub payment_failed_at: Option<OffsetDateTime>,
 }
 
 impl Limits {
@@ -73,15 +75,25 @@ impl Limits {
 /// Reads a clinic's limits.
 pub async fn limits(db: &Db, tenant: TenantId) -> Result<Limits> {
     let mut tx = db.begin_tenant(tenant).await?;
-    let row: Option<(String, String, bool, Option<i64>, i64, Option<i64>, bool)> = sqlx::query_as(
+    #[allow(clippy::type_complexity)]
+    let row: Option<(
+        String,
+        String,
+        bool,
+        Option<i64>,
+        i64,
+        Option<i64>,
+        bool,
+        Option<OffsetDateTime>,
+    )> = sqlx::query_as(
         "SELECT p.id, p.name, t.active, p.included_tokens, p.overage_micro_usd_per_1k,
-                t.spending_cap_micro_usd, p.platform_keys
+                t.spending_cap_micro_usd, p.platform_keys, t.payment_failed_at
            FROM tenants t JOIN plans p ON p.id = t.plan",
     )
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    let (plan, plan_name, active, included_tokens, overage, cap, platform_keys) =
+    let (plan, plan_name, active, included_tokens, overage, cap, platform_keys, payment_failed_at) =
         row.ok_or(Error::NotFound)?;
     Ok(Limits {
         plan,
@@ -91,6 +103,7 @@ pub async fn limits(db: &Db, tenant: TenantId) -> Result<Limits> {
         overage_micro_usd_per_1k: overage,
         spending_cap_micro_usd: cap,
         platform_keys,
+        payment_failed_at,
     })
 }
 
@@ -859,6 +872,7 @@ mod tests {
             overage_micro_usd_per_1k: overage,
             spending_cap_micro_usd: cap,
             platform_keys: true,
+            payment_failed_at: None,
         }
     }
 

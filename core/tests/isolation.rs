@@ -151,6 +151,32 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
         )
         .await
         .unwrap();
+        // Billing: a Stripe customer, a webhook event applied to the clinic, an outbox row.
+        let customer = format!("cus_{}", c.tenant.0.simple());
+        let mut tx = db.begin_tenant(c.tenant).await.unwrap();
+        sqlx::query("UPDATE tenants SET stripe_customer_id = $1")
+            .bind(&customer)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO meter_outbox (tenant_id, hour, identifier, stripe_customer_id, tokens)
+             VALUES ($1, date_trunc('hour', now()), $2, $3, 1)",
+        )
+        .bind(c.tenant)
+        .bind(format!("isolation-{}", c.tenant))
+        .bind(&customer)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let event = serde_json::json!({
+            "id": format!("evt_{}", c.tenant.0.simple()), "type": "invoice.paid", "created": 1,
+            "data": { "object": { "customer": customer } }
+        });
+        tessera_core::billing::webhook::handle(&db, event.to_string().as_bytes())
+            .await
+            .unwrap();
     }
 
     for (table, column) in tenant_owned_tables(&pool).await {

@@ -1,5 +1,6 @@
 //! The Tessera server: builds the one axum `Router` that production and the tests both use.
 
+pub mod billing_routes;
 pub mod chat_stream;
 pub mod guard;
 pub mod health;
@@ -48,6 +49,9 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         .route("/v1/chat/completions", post(openai_api::chat_completions))
         .route("/chat/replies/{id}", get(chat_stream::reply_stream))
         .route("/settings/usage/export.csv", get(usage_export::export))
+        .route("/webhooks/stripe", post(billing_routes::stripe_webhook))
+        .route("/settings/billing/checkout", post(billing_routes::checkout))
+        .route("/settings/billing/portal", post(billing_routes::portal))
         .leptos_routes_with_context(&state, routes, || {}, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())

@@ -26,6 +26,27 @@ enum Command {
     /// Re-wrap every clinic's data key with the current (first) key in TESSERA_MASTER_KEYS.
     /// Keep the old key in the list until this has run; then it can be removed.
     RotateMasterKey,
+    /// Create in Stripe, if missing, the token meter and each self-serve plan's product, base
+    /// price and metered overage price (found again by lookup key; safe to run again).
+    StripeSync,
+    /// Operator commands for one clinic.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Run only the background work (ledger writer, Stripe overage meter), no web server.
+    Worker,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Put a clinic on a plan (enterprise is set this way, not bought). Limits apply at once.
+    SetPlan {
+        /// The clinic's slug.
+        slug: String,
+        /// starter, professional or enterprise.
+        plan: String,
+    },
 }
 
 #[tokio::main]
@@ -47,6 +68,11 @@ async fn main() -> ExitCode {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(&config).await,
         Command::RotateMasterKey => rotate_master_key(&config).await,
+        Command::StripeSync => stripe_sync(config).await,
+        Command::Tenant {
+            command: TenantCommand::SetPlan { slug, plan },
+        } => set_plan(config, &slug, &plan).await,
+        Command::Worker => worker(config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,13 +122,8 @@ async fn rotate_master_key(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn serve(config: Config) -> Result<(), String> {
-    let leptos_options = leptos::config::get_configuration(None)
-        .map_err(|e| format!("Leptos configuration (LEPTOS_OUTPUT_NAME, LEPTOS_SITE_ROOT, LEPTOS_SITE_ADDR): {e}"))?
-        .leptos_options;
-    if config.migrate_on_start {
-        migrate(&config).await?;
-    }
+/// Connects the pools the way `serve` does.
+async fn services(config: Config) -> Result<Services, String> {
     let db = Db::connect(&config.database_url, config.db_max_connections)
         .await
         .map_err(|e| {
@@ -121,12 +142,80 @@ async fn serve(config: Config) -> Result<(), String> {
                 error_chain(&e)
             )
         })?;
+    Ok(Services::new(config, db, redis))
+}
+
+async fn stripe_sync(config: Config) -> Result<(), String> {
+    let services = services(config).await?;
+    let Some(api) = &services.stripe else {
+        return Err("STRIPE_SECRET_KEY is not set: there is no Stripe account to set up".into());
+    };
+    let plans = tessera_core::billing::plans(services.db.pool())
+        .await
+        .map_err(|e| format!("could not read the plans: {}", error_chain(&e)))?;
+    let items = api
+        .sync_catalog(&plans)
+        .await
+        .map_err(|e| format!("Stripe catalogue not complete: {e}"))?;
+    for item in &items {
+        println!("{item}");
+    }
+    let made = items.iter().filter(|i| i.created).count();
+    println!("{made} created, {} already there", items.len() - made);
+    Ok(())
+}
+
+async fn set_plan(config: Config, slug: &str, plan: &str) -> Result<(), String> {
+    let admin = sqlx::PgPool::connect(&config.database_admin_url)
+        .await
+        .map_err(|e| {
+            format!(
+                "could not connect to Postgres at DATABASE_ADMIN_URL ({}): {}",
+                redact_url(&config.database_admin_url),
+                error_chain(&e)
+            )
+        })?;
+    let tenant = tessera_core::billing::set_plan(&admin, slug, plan)
+        .await
+        .map_err(|e| match e {
+            tessera_core::Error::Invalid(m) => m,
+            other => error_chain(&other),
+        })?;
+    // Running servers drop the clinic's cached limits now rather than in a minute.
+    let services = services(config).await?;
+    services
+        .gateway
+        .invalidate(tessera_core::llm::Change::Tenant(tenant))
+        .await;
+    println!("{slug} is now on the {plan} plan");
+    Ok(())
+}
+
+async fn worker(config: Config) -> Result<(), String> {
+    let services = services(config).await?;
+    tokio::spawn(
+        tessera_core::metering::LedgerWriter::new(services.db.clone(), services.redis.clone())
+            .run(),
+    );
+    services.start_meter_worker();
+    tracing::info!("worker running");
+    shutdown().await;
+    Ok(())
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let leptos_options = leptos::config::get_configuration(None)
+        .map_err(|e| format!("Leptos configuration (LEPTOS_OUTPUT_NAME, LEPTOS_SITE_ROOT, LEPTOS_SITE_ADDR): {e}"))?
+        .leptos_options;
+    if config.migrate_on_start {
+        migrate(&config).await?;
+    }
     let addr = leptos_options.site_addr;
     tracing::info!(?config, "starting");
     if config.development_master_key {
         tracing::warn!("TESSERA_MASTER_KEYS is not set: provider keys are encrypted with the public development key");
     }
-    let services = Services::new(config, db, redis);
+    let services = services(config).await?;
     services.start_background();
     let app = server::router(services, leptos_options);
 

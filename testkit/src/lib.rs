@@ -11,7 +11,8 @@
 //! - `GET /anthropic/v1/models`, `POST /anthropic/v1/messages` (Anthropic, `x-api-key` and
 //!   `anthropic-version`);
 //! - `GET /sim/stats`: `{"requests": n}`, the number of chat, messages and embeddings requests
-//!   received so far (whatever their outcome).
+//!   received so far (whatever their outcome);
+//! - `/stripe/...`: Stripe (see [`stripe`]).
 //!
 //! Everything is deterministic. Tokens are counted by a toy tokenizer, [`count_tokens`] (one
 //! token per whitespace-separated word); prompts cost [`prompt_tokens`]; the reply is
@@ -46,6 +47,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+pub mod stripe;
+
 /// Connection options for the database behind `owner_pool` (a `#[sqlx::test]` pool, connected
 /// as the schema owner) as `tessera_app`, the role the server uses: it owns no table, so
 /// row-level security applies to everything it does. The password is `TESSERA_APP_DB_PASSWORD`
@@ -69,12 +72,14 @@ enum Flavor {
 }
 
 /// Global behaviour of a simulator; directives in a request override it for that request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SimOptions {
     /// Milliseconds to wait before answering a chat, messages or embeddings request.
     pub latency_ms: u64,
     /// Milliseconds to wait between two streamed events.
     pub chunk_ms: u64,
+    /// The Stripe simulator's webhook endpoint.
+    pub stripe: stripe::StripeSimOptions,
 }
 
 /// Shared state of one simulator.
@@ -96,6 +101,7 @@ pub fn router() -> Router {
 
 /// The simulator's routes with the given global options.
 pub fn router_with(options: SimOptions) -> Router {
+    let stripe = stripe::router(options.stripe.clone());
     let sim = Sim {
         options,
         ..Sim::default()
@@ -111,6 +117,7 @@ pub fn router_with(options: SimOptions) -> Router {
         .route("/anthropic/v1/messages", post(messages))
         .route("/sim/stats", get(stats))
         .with_state(sim)
+        .nest("/stripe", stripe)
 }
 
 /// Serves the simulator on `addr` (port 0 for any free port); returns the bound address.

@@ -2,7 +2,9 @@
 //! end-to-end tests and benchmarks.
 //!
 //! Environment: `SIM_LATENCY_MS` (wait before each chat, messages or embeddings answer) and
-//! `SIM_CHUNK_MS` (wait between streamed events), whole milliseconds, default 0.
+//! `SIM_CHUNK_MS` (wait between streamed events), whole milliseconds, default 0;
+//! `SIM_STRIPE_WEBHOOK_URL` and `SIM_STRIPE_WEBHOOK_SECRET`: where the Stripe simulator
+//! delivers its signed webhook events.
 
 /// The milliseconds in environment variable `name` (0 when unset or empty).
 fn millis(name: &str) -> u64 {
@@ -40,6 +42,14 @@ async fn main() {
     let options = testkit::SimOptions {
         latency_ms: millis("SIM_LATENCY_MS"),
         chunk_ms: millis("SIM_CHUNK_MS"),
+        stripe: testkit::stripe::StripeSimOptions {
+            webhook_url: std::env::var("SIM_STRIPE_WEBHOOK_URL")
+                .ok()
+                .filter(|v| !v.is_empty()),
+            webhook_secret: std::env::var("SIM_STRIPE_WEBHOOK_SECRET")
+                .ok()
+                .filter(|v| !v.is_empty()),
+        },
     };
     match testkit::spawn_with(addr, options).await {
         Ok(bound) => println!("provider simulator listening on http://{bound}"),

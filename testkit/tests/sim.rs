@@ -643,6 +643,7 @@ async fn latency_and_chunk_delays() {
         SimOptions {
             latency_ms: 0,
             chunk_ms: 10,
+            ..SimOptions::default()
         },
     )
     .await

@@ -1,6 +1,7 @@
 pub mod agents;
 pub mod api_keys;
 pub mod auth;
+pub mod billing;
 pub mod chat;
 pub mod errors;
 pub mod home;

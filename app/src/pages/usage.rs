@@ -24,7 +24,9 @@ pub fn UsagePage() -> impl IntoView {
 fn UsageLoader() -> impl IntoView {
     let save = ServerAction::<SetSpendingCap>::new();
     let data = Resource::new(move || save.version().get(), |_| get_usage());
-    let dashboard = Resource::new(|| (), |_| get_usage_dashboard(None));
+    // `?month=YYYY-MM` picks the month of the dashboard (the form below sets it).
+    let query = leptos_router::hooks::use_query_map();
+    let dashboard = Resource::new(move || query.read().get("month"), get_usage_dashboard);
     view! {
         {admin_data(data, move |u| view! { <Usage u save/> })}
         {admin_data(dashboard, move |d| view! { <Dashboard d/> })}
@@ -36,14 +38,14 @@ fn change(now: i64, before: i64) -> String {
         return if now == 0 {
             "no change".into()
         } else {
-            "none last month".into()
+            "none the month before".into()
         };
     }
     let pct = (now - before) * 100 / before;
     if pct >= 0 {
-        format!("+{pct}% on last month")
+        format!("+{pct}% on the month before")
     } else {
-        format!("{pct}% on last month")
+        format!("{pct}% on the month before")
     }
 }
 
@@ -54,15 +56,20 @@ fn Dashboard(d: UsageDashboard) -> impl IntoView {
     view! {
         <section class="card" aria-labelledby="compare-heading">
             <h2 id="compare-heading">{format!("{} against {}", d.month, d.previous_month)}</h2>
+            <form method="get" action="/settings/usage" class="inline-form month-picker">
+                <label for="dashboard-month">"Month"</label>
+                <input type="month" id="dashboard-month" name="month" value=d.month.clone() required/>
+                <button type="submit" class="secondary small">"Show"</button>
+            </form>
             <table class="table compare">
-                <thead><tr><th></th><th>"This month"</th><th>"Last month"</th><th>"Change"</th></tr></thead>
+                <thead><tr><th></th><th>{d.month.clone()}</th><th>{d.previous_month.clone()}</th><th>"Change"</th></tr></thead>
                 <tbody>
                     <tr><th scope="row">"Tokens"</th><td data-testid="dash-tokens">{thousands(d.tokens)}</td><td>{thousands(d.previous_tokens)}</td><td>{change(d.tokens, d.previous_tokens)}</td></tr>
                     <tr><th scope="row">"Requests"</th><td>{thousands(d.requests)}</td><td>{thousands(d.previous_requests)}</td><td>{change(d.requests, d.previous_requests)}</td></tr>
                     <tr><th scope="row">"Provider list price"</th><td>{dollars(d.cost_micro_usd)}</td><td>{dollars(d.previous_cost_micro_usd)}</td><td>{change(d.cost_micro_usd, d.previous_cost_micro_usd)}</td></tr>
                 </tbody>
             </table>
-            <p><a href=export download="">"Download this month's ledger (CSV)"</a></p>
+            <p><a href=export download="">{format!("Download the ledger of {} (CSV)", d.month)}</a></p>
         </section>
         {d.charts.into_iter().map(|chart| {
             let svg = stacked_bars_svg(&chart.series, days, &chart.title);
@@ -71,7 +78,7 @@ fn Dashboard(d: UsageDashboard) -> impl IntoView {
                 <section class="card chart-card" data-testid="usage-chart">
                     <h2>{chart.title.clone()}</h2>
                     {if empty {
-                        view! { <p class="muted">"No calls this month yet."</p> }.into_any()
+                        view! { <p class="muted">"No calls in this month."</p> }.into_any()
                     } else {
                         view! {
                             <div class="chart" inner_html=svg></div>

@@ -344,6 +344,13 @@ impl Gateway {
         if !limits.active {
             return Err(Error::forbidden("This clinic has been deactivated.").into());
         }
+        if let Some(message) = crate::billing::payment_block(
+            limits.payment_failed_at,
+            self.config.billing_grace_days,
+            time::OffsetDateTime::now_utc(),
+        ) {
+            return Err(LlmError::new(super::LlmErrorKind::PaymentOverdue, message));
+        }
         // Key (before the budget, so a missing key costs no reservation).
         let chosen = self.choose(caller.tenant, &limits, &req.model).await?;
         // Budget: the worst case.

@@ -22,7 +22,8 @@ impl TestApp {
         Self::spawn_with(owner_pool, &[]).await
     }
 
-    /// As [`TestApp::spawn`], with extra configuration variables.
+    /// As [`TestApp::spawn`], with extra configuration variables (`{sim}` in a value stands
+    /// for the simulator's address).
     pub async fn spawn_with(owner_pool: &PgPool, extra: &[(&str, &str)]) -> Self {
         let db = Db::connect_with(testkit::app_role_options(owner_pool), 5)
             .await
@@ -49,7 +50,7 @@ impl TestApp {
             vars.insert("REDIS_URL".to_string(), redis_url);
         }
         for (k, v) in extra {
-            vars.insert(k.to_string(), v.to_string());
+            vars.insert(k.to_string(), v.replace("{sim}", &sim.to_string()));
         }
         let config = Config::from_vars(&vars).unwrap();
         let redis = Redis::connect(&config.redis_url, &prefix)

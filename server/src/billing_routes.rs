@@ -1,0 +1,159 @@
+//! Billing routes outside the Leptos pages:
+//! - `POST /webhooks/stripe`: Stripe's webhook deliveries, verified then applied once
+//!   (`tessera_core::billing::webhook`);
+//! - `POST /settings/billing/checkout` (`plan=...`) and `POST /settings/billing/portal`: plain
+//!   forms on the Billing page (they work without wasm) answered with a redirect to Stripe's
+//!   hosted Checkout or Customer Portal. Cookie-authenticated, so the request guard's
+//!   same-origin check covers them.
+
+use app::server::AppState;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use secrecy::ExposeSecret;
+use tessera_core::auth::members::Actor;
+use tessera_core::billing::{self, webhook::Outcome, ReturnUrls};
+use tessera_core::llm::Change;
+use tower_sessions::Session;
+
+/// Where the Billing page lives; errors come back to it as `?error=...`.
+const BILLING_PAGE: &str = "/settings/billing";
+
+pub async fn stripe_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let services = &state.services;
+    let Some(stripe) = &services.config.stripe else {
+        return (
+            StatusCode::NOT_FOUND,
+            "Billing is not configured on this server.",
+        )
+            .into_response();
+    };
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let secrets: Vec<&str> = stripe
+        .webhook_secrets
+        .iter()
+        .map(|s| s.expose_secret())
+        .collect();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if let Err(e) = billing::verify_signature(
+        signature,
+        &body,
+        &secrets,
+        now,
+        billing::SIGNATURE_TOLERANCE_SECS,
+    ) {
+        tracing::warn!(error = %e, "refused a webhook delivery");
+        return (StatusCode::BAD_REQUEST, format!("Webhook refused: {e}.")).into_response();
+    }
+    match billing::webhook::handle(&services.db, &body).await {
+        Ok(outcome) => {
+            if let Outcome::Applied(tenant) = &outcome {
+                // Plan, status or payment changed: limits apply at once on every replica.
+                services.gateway.invalidate(Change::Tenant(*tenant)).await;
+            }
+            Json(serde_json::json!({ "received": true, "outcome": format!("{outcome:?}") }))
+                .into_response()
+        }
+        Err(e) if e.status_code() < 500 => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e) => {
+            // A 5xx makes Stripe deliver it again later.
+            tracing::error!(error = ?e, "webhook not applied");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct CheckoutForm {
+    plan: String,
+}
+
+/// Back to the Billing page with a message.
+fn back_with_error(message: &str) -> Response {
+    let encoded: String = message
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Redirect::to(&format!("{BILLING_PAGE}?error={encoded}")).into_response()
+}
+
+/// Sends the admin to Stripe, or back with what went wrong.
+fn to_stripe(result: tessera_core::Result<String>) -> Response {
+    match result {
+        Ok(url) => Redirect::to(&url).into_response(),
+        Err(e) if e.status_code() < 500 || e.status_code() == 503 => {
+            back_with_error(&e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, "billing redirect failed");
+            back_with_error("Something went wrong on our side. Please try again.")
+        }
+    }
+}
+
+pub async fn checkout(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<CheckoutForm>,
+) -> Response {
+    let services = &state.services;
+    let v = match crate::signed_in::viewer(&state, &session).await {
+        Ok(v) => v,
+        Err(res) => return res,
+    };
+    let Some(api) = &services.stripe else {
+        return back_with_error("Billing is not configured on this server.");
+    };
+    let base = &services.config.public_url;
+    let urls = ReturnUrls {
+        success: format!("{base}{BILLING_PAGE}?checkout=success"),
+        cancel: format!("{base}{BILLING_PAGE}?checkout=cancelled"),
+    };
+    let actor = Actor {
+        user: v.user.id,
+        role: v.role,
+    };
+    to_stripe(
+        billing::checkout(
+            &services.db,
+            api,
+            v.tenant.id,
+            actor,
+            &v.user.email,
+            form.plan.trim(),
+            &urls,
+        )
+        .await,
+    )
+}
+
+pub async fn portal(State(state): State<AppState>, session: Session) -> Response {
+    let services = &state.services;
+    let v = match crate::signed_in::viewer(&state, &session).await {
+        Ok(v) => v,
+        Err(res) => return res,
+    };
+    let Some(api) = &services.stripe else {
+        return back_with_error("Billing is not configured on this server.");
+    };
+    let actor = Actor {
+        user: v.user.id,
+        role: v.role,
+    };
+    let return_url = format!("{}{BILLING_PAGE}", services.config.public_url);
+    to_stripe(billing::portal(&services.db, api, v.tenant.id, actor, &return_url).await)
+}

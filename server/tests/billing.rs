@@ -1,0 +1,400 @@
+//! Billing over HTTP with the Stripe simulator: Checkout, its webhooks and the limits that
+//! follow, the portal, the webhook signature check, and a failed payment's grace period.
+
+mod common;
+
+use common::TestApp;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tessera_core::billing;
+use tessera_core::TenantId;
+
+/// Stripe configured against the simulator; `whsec_old` is a secret being rolled out.
+const STRIPE: [(&str, &str); 3] = [
+    ("STRIPE_SECRET_KEY", "sk_test_sim"),
+    ("STRIPE_WEBHOOK_SECRET", "whsec_old,whsec_sim"),
+    ("STRIPE_API_BASE", "http://{sim}/stripe/"),
+];
+
+/// A server with Stripe, the simulator delivering its webhooks to it, and the catalogue made.
+async fn billing_app(owner: &PgPool) -> (TestApp, String) {
+    let app = TestApp::spawn_with(owner, &STRIPE).await;
+    let sim = format!("http://{}/stripe", app.sim);
+    let res = reqwest::Client::new()
+        .post(format!("{sim}/sim/config"))
+        .json(&json!({
+            "webhook_url": format!("{}/webhooks/stripe", app.url),
+            "webhook_secret": "whsec_sim",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    let plans = billing::plans(app.services.db.pool()).await.unwrap();
+    app.services
+        .stripe
+        .as_ref()
+        .expect("Stripe is configured")
+        .sync_catalog(&plans)
+        .await
+        .unwrap();
+    (app, sim)
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn location(res: &reqwest::Response) -> String {
+    res.headers()["location"].to_str().unwrap().to_string()
+}
+
+async fn sim_state(sim: &str) -> Value {
+    reqwest::get(format!("{sim}/sim/state"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(owner: PgPool) {
+    let (app, sim) = billing_app(&owner).await;
+    let admin = app.browser();
+    app.sign_up(&admin, "Upgrade Clinic", "owner@upgrade.example.com")
+        .await;
+    let tenant: TenantId = app.session(&admin).await["clinic"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The gateway has the Starter limits cached.
+    let before = app.services.gateway.limits(tenant).await.unwrap();
+    assert_eq!(before.plan, "starter");
+
+    let res = admin
+        .post(format!("{}/settings/billing/checkout", app.url))
+        .form(&[("plan", "professional")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let checkout = location(&res);
+    assert!(
+        checkout.starts_with(&format!("{sim}/checkout/cs_")),
+        "{checkout}"
+    );
+    // The hosted page names the plan; paying sends the webhooks, then returns to Tessera.
+    let page = reqwest::get(&checkout).await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("Professional monthly: $199.00 per month"),
+        "{page}"
+    );
+    let paid = no_redirects()
+        .post(format!("{checkout}/pay"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 303);
+    assert_eq!(
+        location(&paid),
+        format!("{}/settings/billing?checkout=success", app.url)
+    );
+
+    let st = sim_state(&sim).await;
+    let delivered: Vec<(&str, i64)> = st["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["delivered_status"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        delivered,
+        [
+            ("checkout.session.completed", 200),
+            ("customer.subscription.created", 200),
+            ("invoice.paid", 200)
+        ]
+    );
+    // The subscription has the plan's base and metered overage prices; the customer is the
+    // clinic's, made once.
+    assert_eq!(st["customers"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        st["customers"][0]["metadata"]["tenant_id"],
+        tenant.to_string()
+    );
+    let items = st["subscriptions"][0]["items"]["data"].as_array().unwrap();
+    assert_eq!(items[0]["price"]["lookup_key"], "tessera_professional_base");
+    assert_eq!(items[1]["price"]["recurring"]["usage_type"], "metered");
+
+    // Limits changed at once (the cached ones were dropped), and the page shows the plan.
+    let after = app.services.gateway.limits(tenant).await.unwrap();
+    assert_eq!(after.plan, "professional");
+    assert_eq!(after.included_tokens, Some(10_000_000));
+    let overview: Value = app.call(&admin, "billing", &[]).await.json().await.unwrap();
+    assert_eq!(overview["plan"]["name"], "Professional");
+    assert_eq!(overview["subscription_status"], "active");
+    assert_eq!(overview["live_subscription"], true);
+    let html = admin
+        .get(format!("{}/settings/billing", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("data-testid=\"billing-plan\">Professional<"),
+        "{html}"
+    );
+
+    // A second Checkout is refused (the portal changes plans now); the portal opens.
+    let again = admin
+        .post(format!("{}/settings/billing/checkout", app.url))
+        .form(&[("plan", "starter")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 303);
+    assert!(location(&again)
+        .starts_with("/settings/billing?error=This%20clinic%20already%20has%20a%20subscription"));
+    let portal = admin
+        .post(format!("{}/settings/billing/portal", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(portal.status(), 303);
+    let portal = location(&portal);
+    assert!(
+        portal.starts_with(&format!("{sim}/portal/bps_")),
+        "{portal}"
+    );
+
+    // Cancelling in the portal puts the clinic back on Starter.
+    let cancelled = no_redirects()
+        .post(format!("{portal}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        location(&cancelled),
+        format!("{}/settings/billing", app.url)
+    );
+    assert_eq!(
+        app.services.gateway.limits(tenant).await.unwrap().plan,
+        "starter"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn staff_and_enterprise_cannot_check_out(owner: PgPool) {
+    let (app, _sim) = billing_app(&owner).await;
+    let admin = app.browser();
+    app.sign_up(&admin, "Staff Clinic", "owner@staff-billing.example.com")
+        .await;
+    let enterprise = admin
+        .post(format!("{}/settings/billing/checkout", app.url))
+        .form(&[("plan", "enterprise")])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        location(&enterprise).contains("arranged%20with%20us"),
+        "{}",
+        location(&enterprise)
+    );
+
+    let token = app
+        .invite(&admin, "staff@staff-billing.example.com", "staff")
+        .await;
+    let staff = app.browser();
+    let res = app
+        .post(
+            &staff,
+            "accept_invitation",
+            &[
+                ("token", &token),
+                ("name", "Sam Staff"),
+                ("password", common::PASSWORD),
+            ],
+        )
+        .await;
+    assert!(res.status().is_redirection() || res.status().is_success());
+    let refused = staff
+        .post(format!("{}/settings/billing/checkout", app.url))
+        .form(&[("plan", "professional")])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        location(&refused).contains("Only%20owners%20and%20admins"),
+        "{}",
+        location(&refused)
+    );
+    assert_eq!(app.call(&staff, "billing", &[]).await.status(), 403);
+}
+
+fn signed(secret: &str, t: i64, body: &[u8]) -> String {
+    format!("t={t},v1={}", billing::sign(secret, t, body))
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn webhooks_need_a_valid_signature(owner: PgPool) {
+    let (app, _sim) = billing_app(&owner).await;
+    let url = format!("{}/webhooks/stripe", app.url);
+    let body = serde_json::to_vec(&json!({
+        "id": "evt_sig", "type": "invoice.paid", "created": 1_700_000_000,
+        "data": { "object": { "customer": "cus_nobody" } }
+    }))
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let client = reqwest::Client::new();
+    let send = |sig: Option<String>, body: Vec<u8>| {
+        let mut req = client.post(&url).body(body);
+        if let Some(sig) = sig {
+            req = req.header("stripe-signature", sig);
+        }
+        req.send()
+    };
+    assert_eq!(send(None, body.clone()).await.unwrap().status(), 400);
+    assert_eq!(
+        send(Some(signed("whsec_wrong", now, &body)), body.clone())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        send(Some(signed("whsec_sim", now - 600, &body)), body.clone())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    assert_eq!(
+        send(Some(signed("whsec_sim", now, &body)), tampered)
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    // Either secret of a rotation is accepted.
+    assert_eq!(
+        send(Some(signed("whsec_old", now, &body)), body.clone())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(Some(signed("whsec_sim", now, &body)), body.clone())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Without Stripe configured the endpoint does not exist.
+    let plain = TestApp::spawn(&owner).await;
+    let res = client
+        .post(format!("{}/webhooks/stripe", plain.url))
+        .header("stripe-signature", signed("whsec_sim", now, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_failed_payment_warns_then_blocks_model_calls(owner: PgPool) {
+    let (app, _sim) = billing_app(&owner).await;
+    let clinic = app.api_clinic("Overdue Clinic").await;
+
+    // The clinic has a subscription; then its renewal fails.
+    let db = &app.services.db;
+    let api = app.services.stripe.as_ref().unwrap();
+    let customer = api
+        .create_customer(clinic.tenant, "Overdue Clinic", "owner@overdue.example.com")
+        .await
+        .unwrap();
+    {
+        let mut tx = db.begin_tenant(clinic.tenant).await.unwrap();
+        sqlx::query("UPDATE tenants SET stripe_customer_id = $1")
+            .bind(&customer)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let chat = || {
+        reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", app.url))
+            .bearer_auth(&clinic.token)
+            .json(&json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hello" }] }))
+            .send()
+    };
+    assert_eq!(chat().await.unwrap().status(), 200);
+
+    let failed = |created: i64, id: &str| {
+        serde_json::to_vec(&json!({
+            "id": id, "type": "invoice.payment_failed", "created": created,
+            "data": { "object": { "customer": customer } }
+        }))
+        .unwrap()
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let deliver = |body: Vec<u8>| {
+        let url = format!("{}/webhooks/stripe", app.url);
+        async move {
+            testkit::stripe::deliver(&url, "whsec_sim", &serde_json::from_slice(&body).unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    // Within the grace period: calls go on.
+    assert_eq!(deliver(failed(now - 3600, "evt_f1")).await, 200);
+    assert_eq!(chat().await.unwrap().status(), 200);
+
+    // A failure from more than the grace period (7 days) ago: calls stop, with the reason.
+    {
+        let mut tx = db.begin_tenant(clinic.tenant).await.unwrap();
+        sqlx::query("UPDATE tenants SET payment_failed_at = now() - interval '8 days'")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    app.services
+        .gateway
+        .invalidate(tessera_core::llm::Change::Tenant(clinic.tenant))
+        .await;
+    let res = chat().await.unwrap();
+    assert_eq!(res.status(), 402);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payment_overdue");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Manage billing"));
+
+    // A successful payment resumes them at once.
+    let paid = serde_json::to_vec(&json!({
+        "id": "evt_p1", "type": "invoice.paid", "created": now,
+        "data": { "object": { "customer": customer } }
+    }))
+    .unwrap();
+    assert_eq!(deliver(paid).await, 200);
+    assert_eq!(chat().await.unwrap().status(), 200);
+}
