@@ -74,17 +74,17 @@ impl Services {
         }
     }
 
-    /// Starts the work a serving process does in the background: the ledger writer (draining
-    /// settled usage into Postgres), the listener that keeps in-process caches fresh, and, with
-    /// Stripe configured, the meter worker reporting overage.
+    /// Starts the work a serving process does in the background: the [workers](Self::start_workers)
+    /// and the listener that keeps in-process caches fresh.
     pub fn start_background(&self) {
-        tokio::spawn(metering::LedgerWriter::new(self.db.clone(), self.redis.clone()).run());
+        self.start_workers();
         self.gateway.listen();
-        self.start_meter_worker();
     }
 
-    /// Starts the worker that reports overage to Stripe (nothing without Stripe).
-    pub fn start_meter_worker(&self) {
+    /// Starts the background workers: the ledger writer (draining settled usage into Postgres)
+    /// and, with Stripe configured, the meter worker reporting overage.
+    pub fn start_workers(&self) {
+        tokio::spawn(metering::LedgerWriter::new(self.db.clone(), self.redis.clone()).run());
         if let Some(api) = self.stripe.clone() {
             tokio::spawn(billing::meter::run(
                 self.db.clone(),

@@ -14,20 +14,15 @@ use tessera_core::metering::{self, UsageEvent};
 use tessera_core::{Db, TenantId};
 use time::OffsetDateTime;
 
-/// Runs `sql` on the owner pool scoped to `tenant` (row-level security applies to the owner).
-async fn as_tenant(owner: &PgPool, tenant: TenantId, sql: &str, binds: &[&str]) {
-    let mut tx = owner.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(tenant.to_string())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let mut q = sqlx::query(sql);
-    for b in binds {
-        q = q.bind(*b);
+/// Sets columns of one clinic's row as the schema owner: `set` names the columns with
+/// placeholders from `$2` on, bound to `values` (the clinic is `$1`).
+async fn set_tenant(owner: &PgPool, tenant: TenantId, set: &str, values: &[&str]) {
+    let sql = format!("UPDATE tenants SET {set} WHERE id = $1");
+    let mut q = sqlx::query(&sql).bind(tenant);
+    for v in values {
+        q = q.bind(*v);
     }
-    q.execute(&mut *tx).await.unwrap();
-    tx.commit().await.unwrap();
+    assert_eq!(q.execute(owner).await.unwrap().rows_affected(), 1);
 }
 
 #[derive(Debug, PartialEq, sqlx::FromRow)]
@@ -71,13 +66,7 @@ fn subscription(status: &str, plan: &str) -> Value {
 
 async fn customer_clinic(owner: &PgPool, db: &Db, name: &str, customer: &str) -> TenantId {
     let c = clinic(db, name).await;
-    as_tenant(
-        owner,
-        c.tenant,
-        "UPDATE tenants SET stripe_customer_id = $1",
-        &[customer],
-    )
-    .await;
+    set_tenant(owner, c.tenant, "stripe_customer_id = $2", &[customer]).await;
     c.tenant
 }
 
@@ -281,15 +270,6 @@ async fn stripe_sim(db: &Db) -> (StripeApi, String) {
     (api, format!("http://{sim}/stripe"))
 }
 
-async fn sim_state(base: &str) -> Value {
-    reqwest::get(format!("{base}/sim/state"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn a_crash_mid_batch_reports_each_hour_exactly_once(owner: PgPool) {
     let db = app_db(&owner).await;
@@ -315,10 +295,10 @@ async fn a_crash_mid_batch_reports_each_hour_exactly_once(owner: PgPool) {
     } else {
         h0
     };
-    as_tenant(
+    set_tenant(
         &owner,
         c.tenant,
-        "UPDATE tenants SET stripe_customer_id = $1, metered_through = $2::timestamptz",
+        "stripe_customer_id = $2, metered_through = $3::timestamptz",
         &[
             &customer,
             &h0.format(&time::format_description::well_known::Rfc3339)
@@ -375,7 +355,7 @@ async fn a_crash_mid_batch_reports_each_hour_exactly_once(owner: PgPool) {
         async move { meter::tick(&db, &api, now, Duration::ZERO).await }
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while sim_state(&sim).await["meter_events"]
+    while testkit::stripe::sim_state(&sim).await["meter_events"]
         .as_array()
         .unwrap()
         .len()
@@ -411,11 +391,20 @@ async fn a_crash_mid_batch_reports_each_hour_exactly_once(owner: PgPool) {
         .await
         .unwrap();
     let sent = meter::tick(&db, &api, now, Duration::ZERO).await.unwrap();
-    assert_eq!((sent.sent, sent.failed), (2, 0));
+    let errors: Vec<Option<String>> = {
+        let mut tx = db.begin_tenant(c.tenant).await.unwrap();
+        let e = sqlx::query_scalar("SELECT last_error FROM meter_outbox ORDER BY hour")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        e
+    };
+    assert_eq!((sent.sent, sent.failed), (2, 0), "{errors:?}");
     let again = meter::tick(&db, &api, now, Duration::ZERO).await.unwrap();
     assert_eq!((again.sent, again.failed), (0, 0));
 
-    let st = sim_state(&sim).await;
+    let st = testkit::stripe::sim_state(&sim).await;
     let recorded: Vec<(String, i64)> = st["meter_events"]
         .as_array()
         .unwrap()
@@ -455,10 +444,10 @@ async fn hours_under_the_allowance_report_nothing(owner: PgPool) {
     let c = clinic(&db, "Quiet Clinic").await;
     let now = OffsetDateTime::now_utc();
     let start = now - time::Duration::hours(3);
-    as_tenant(
+    set_tenant(
         &owner,
         c.tenant,
-        "UPDATE tenants SET stripe_customer_id = 'cus_q', metered_through = $1::timestamptz",
+        "stripe_customer_id = 'cus_q', metered_through = $2::timestamptz",
         &[&start
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap()],

@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use secrecy::ExposeSecret;
 use tessera_core::auth::members::Actor;
-use tessera_core::billing::{self, webhook::Outcome, ReturnUrls};
+use tessera_core::auth::Viewer;
+use tessera_core::billing::{self, webhook::Outcome, ReturnUrls, StripeApi};
 use tessera_core::llm::Change;
 use tower_sessions::Session;
 
@@ -105,32 +106,40 @@ fn to_stripe(result: tessera_core::Result<String>) -> Response {
     }
 }
 
-pub async fn checkout(
-    State(state): State<AppState>,
-    session: Session,
-    Form(form): Form<CheckoutForm>,
-) -> Response {
-    let services = &state.services;
-    let v = match crate::signed_in::viewer(&state, &session).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
-    let Some(api) = &services.stripe else {
-        return back_with_error("Billing is not configured on this server.");
-    };
-    let base = &services.config.public_url;
-    let urls = ReturnUrls {
-        success: format!("{base}{BILLING_PAGE}?checkout=success"),
-        cancel: format!("{base}{BILLING_PAGE}?checkout=cancelled"),
+/// The signed-in person and the Stripe client, or the answer to send instead.
+async fn signed_in_with_stripe(
+    state: &AppState,
+    session: &Session,
+) -> Result<(Viewer, Actor, StripeApi), Response> {
+    let v = crate::signed_in::viewer(state, session).await?;
+    let Some(api) = state.services.stripe.clone() else {
+        return Err(back_with_error("Billing is not configured on this server."));
     };
     let actor = Actor {
         user: v.user.id,
         role: v.role,
     };
+    Ok((v, actor, api))
+}
+
+pub async fn checkout(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<CheckoutForm>,
+) -> Response {
+    let (v, actor, api) = match signed_in_with_stripe(&state, &session).await {
+        Ok(found) => found,
+        Err(res) => return res,
+    };
+    let base = &state.services.config.public_url;
+    let urls = ReturnUrls {
+        success: format!("{base}{BILLING_PAGE}?checkout=success"),
+        cancel: format!("{base}{BILLING_PAGE}?checkout=cancelled"),
+    };
     to_stripe(
         billing::checkout(
-            &services.db,
-            api,
+            &state.services.db,
+            &api,
             v.tenant.id,
             actor,
             &v.user.email,
@@ -142,18 +151,10 @@ pub async fn checkout(
 }
 
 pub async fn portal(State(state): State<AppState>, session: Session) -> Response {
-    let services = &state.services;
-    let v = match crate::signed_in::viewer(&state, &session).await {
-        Ok(v) => v,
+    let (v, actor, api) = match signed_in_with_stripe(&state, &session).await {
+        Ok(found) => found,
         Err(res) => return res,
     };
-    let Some(api) = &services.stripe else {
-        return back_with_error("Billing is not configured on this server.");
-    };
-    let actor = Actor {
-        user: v.user.id,
-        role: v.role,
-    };
-    let return_url = format!("{}{BILLING_PAGE}", services.config.public_url);
-    to_stripe(billing::portal(&services.db, api, v.tenant.id, actor, &return_url).await)
+    let return_url = format!("{}{BILLING_PAGE}", state.services.config.public_url);
+    to_stripe(billing::portal(&state.services.db, &api, v.tenant.id, actor, &return_url).await)
 }

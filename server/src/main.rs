@@ -97,13 +97,9 @@ async fn migrate(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs on the operator path: as the schema owner (DATABASE_ADMIN_URL), whose policy lets it
-/// see every clinic's wrapped data key, and nothing else.
-async fn rotate_master_key(config: &Config) -> Result<(), String> {
-    if config.development_master_key {
-        return Err("TESSERA_MASTER_KEYS is not set: there is no key to rotate to".into());
-    }
-    let pool = sqlx::PgPool::connect(&config.database_admin_url)
+/// The operator path: a pool as the schema owner (`DATABASE_ADMIN_URL`).
+async fn admin_pool(config: &Config) -> Result<sqlx::PgPool, String> {
+    sqlx::PgPool::connect(&config.database_admin_url)
         .await
         .map_err(|e| {
             format!(
@@ -111,7 +107,16 @@ async fn rotate_master_key(config: &Config) -> Result<(), String> {
                 redact_url(&config.database_admin_url),
                 error_chain(&e)
             )
-        })?;
+        })
+}
+
+/// Runs on the operator path: as the schema owner (DATABASE_ADMIN_URL), whose policy lets it
+/// see every clinic's wrapped data key, and nothing else.
+async fn rotate_master_key(config: &Config) -> Result<(), String> {
+    if config.development_master_key {
+        return Err("TESSERA_MASTER_KEYS is not set: there is no key to rotate to".into());
+    }
+    let pool = admin_pool(config).await?;
     let n = tessera_core::keys::rotate_master_key(&pool, &config.master_keys)
         .await
         .map_err(|e| format!("rotation failed, nothing was changed: {}", error_chain(&e)))?;
@@ -166,15 +171,7 @@ async fn stripe_sync(config: Config) -> Result<(), String> {
 }
 
 async fn set_plan(config: Config, slug: &str, plan: &str) -> Result<(), String> {
-    let admin = sqlx::PgPool::connect(&config.database_admin_url)
-        .await
-        .map_err(|e| {
-            format!(
-                "could not connect to Postgres at DATABASE_ADMIN_URL ({}): {}",
-                redact_url(&config.database_admin_url),
-                error_chain(&e)
-            )
-        })?;
+    let admin = admin_pool(&config).await?;
     let tenant = tessera_core::billing::set_plan(&admin, slug, plan)
         .await
         .map_err(|e| match e {
@@ -193,11 +190,7 @@ async fn set_plan(config: Config, slug: &str, plan: &str) -> Result<(), String> 
 
 async fn worker(config: Config) -> Result<(), String> {
     let services = services(config).await?;
-    tokio::spawn(
-        tessera_core::metering::LedgerWriter::new(services.db.clone(), services.redis.clone())
-            .run(),
-    );
-    services.start_meter_worker();
+    services.start_workers();
     tracing::info!("worker running");
     shutdown().await;
     Ok(())

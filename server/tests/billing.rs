@@ -52,15 +52,6 @@ fn location(res: &reqwest::Response) -> String {
     res.headers()["location"].to_str().unwrap().to_string()
 }
 
-async fn sim_state(sim: &str) -> Value {
-    reqwest::get(format!("{sim}/sim/state"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[sqlx::test(migrations = "../migrations")]
 async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(owner: PgPool) {
     let (app, sim) = billing_app(&owner).await;
@@ -105,7 +96,7 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
         format!("{}/settings/billing?checkout=success", app.url)
     );
 
-    let st = sim_state(&sim).await;
+    let st = testkit::stripe::sim_state(&sim).await;
     let delivered: Vec<(&str, i64)> = st["events"]
         .as_array()
         .unwrap()

@@ -267,7 +267,10 @@ fn with_idempotency(
     }
     let mut st = sim.lock();
     st.requests += 1;
-    let fingerprint = format!("{method} {} {body}", uri.path());
+    // Stripe compares the parameters, not their order in the body.
+    let mut params = parse_form(body);
+    params.sort();
+    let fingerprint = format!("{method} {} {params:?}", uri.path());
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -672,6 +675,16 @@ pub fn sign(secret: &str, t: i64, payload: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The simulator's state (`GET /stripe/sim/state`), for tests; `base` is `http://<sim>/stripe`.
+pub async fn sim_state(base: &str) -> Value {
+    reqwest::get(format!("{base}/sim/state"))
+        .await
+        .expect("the Stripe simulator answers")
+        .json()
+        .await
+        .expect("its state is JSON")
 }
 
 // --- Hosted pages ------------------------------------------------------------------------------

@@ -81,16 +81,19 @@ pub fn overage_by_hour(
 pub async fn queue_overage(db: &Db, tenant: TenantId, cutoff: OffsetDateTime) -> Result<usize> {
     let end = truncate_to_hour(cutoff);
     let mut tx = db.begin_tenant(tenant).await?;
-    let row: Option<(Option<OffsetDateTime>, Option<String>, Option<i64>, i64)> = sqlx::query_as(
-        "SELECT t.metered_through, t.stripe_customer_id, p.included_tokens, p.overage_micro_usd_per_1k
-           FROM tenants t JOIN plans p ON p.id = t.plan
-            FOR UPDATE OF t SKIP LOCKED",
+    let row: Option<(Option<OffsetDateTime>, Option<String>, String)> = sqlx::query_as(
+        "SELECT metered_through, stripe_customer_id, plan FROM tenants FOR UPDATE SKIP LOCKED",
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((through, Some(customer), included, overage_price)) = row else {
+    let Some((through, Some(customer), plan)) = row else {
         return Ok(0);
     };
+    let (included, overage_price): (Option<i64>, i64) =
+        sqlx::query_as("SELECT included_tokens, overage_micro_usd_per_1k FROM plans WHERE id = $1")
+            .bind(&plan)
+            .fetch_one(&mut *tx)
+            .await?;
     let start = through.unwrap_or(end);
     if start >= end {
         return Ok(0);

@@ -289,13 +289,17 @@ async fn apply_subscription(
     rank: i16,
     sub: &Subscription,
 ) -> Result<bool> {
-    let (at, at_rank, plan_self_serve): (i64, i16, bool) = sqlx::query_as(
-        "SELECT t.subscription_event_at, t.subscription_event_rank, p.self_serve
-           FROM tenants t JOIN plans p ON p.id = t.plan
-            FOR UPDATE OF t",
+    // Lock the clinic's row alone (a join would be re-checked against a concurrently changed
+    // plan and could lose the row), then read its plan.
+    let (at, at_rank, current): (i64, i16, String) = sqlx::query_as(
+        "SELECT subscription_event_at, subscription_event_rank, plan FROM tenants FOR UPDATE",
     )
     .fetch_one(&mut **tx)
     .await?;
+    let plan_self_serve: bool = sqlx::query_scalar("SELECT self_serve FROM plans WHERE id = $1")
+        .bind(&current)
+        .fetch_one(&mut **tx)
+        .await?;
     if (created, rank) < (at, at_rank) {
         return Ok(false);
     }
