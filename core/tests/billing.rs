@@ -464,3 +464,54 @@ async fn hours_under_the_allowance_report_nothing(owner: PgPool) {
     assert_eq!(through.minute(), 0);
     assert!(through <= now && now - through < time::Duration::hours(1));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_operator_sets_enterprise_and_subscriptions_leave_it_alone(owner: PgPool) {
+    let db = app_db(&owner).await;
+    let tenant = customer_clinic(&owner, &db, "Big Clinic", "cus_1").await;
+    let slug: String = {
+        let mut tx = db.begin_tenant(tenant).await.unwrap();
+        let s = sqlx::query_scalar("SELECT slug FROM tenants")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        s
+    };
+    let err = billing::set_plan(&owner, &slug, "platinum")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("starter, professional, enterprise"),
+        "{err}"
+    );
+    let err = billing::set_plan(&owner, "no-such-clinic", "enterprise")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-clinic"), "{err}");
+
+    assert_eq!(
+        billing::set_plan(&owner, &slug, "enterprise")
+            .await
+            .unwrap(),
+        tenant
+    );
+    let limits = metering::limits(&db, tenant).await.unwrap();
+    assert_eq!(
+        (limits.plan.as_str(), limits.token_limit()),
+        ("enterprise", None)
+    );
+    // A subscription event (say, a leftover self-serve subscription) does not take it away.
+    let update = event(
+        "evt_e",
+        "customer.subscription.updated",
+        1_700_000_000,
+        subscription("active", "starter"),
+    );
+    assert_eq!(
+        billing::webhook::handle(&db, &update).await.unwrap(),
+        Outcome::Applied(tenant)
+    );
+    assert_eq!(state(&db, tenant).await.plan, "enterprise");
+}
