@@ -43,7 +43,7 @@ use crate::tenancy::{TenantId, UserId};
 use crate::{Error, Redis, Result};
 
 /// What a clinic's plan and settings allow.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct Limits {
     pub plan: String,
     pub plan_name: String,
@@ -75,36 +75,16 @@ impl Limits {
 /// Reads a clinic's limits.
 pub async fn limits(db: &Db, tenant: TenantId) -> Result<Limits> {
     let mut tx = db.begin_tenant(tenant).await?;
-    #[allow(clippy::type_complexity)]
-    let row: Option<(
-        String,
-        String,
-        bool,
-        Option<i64>,
-        i64,
-        Option<i64>,
-        bool,
-        Option<OffsetDateTime>,
-    )> = sqlx::query_as(
-        "SELECT p.id, p.name, t.active, p.included_tokens, p.overage_micro_usd_per_1k,
-                t.spending_cap_micro_usd, p.platform_keys, t.payment_failed_at
+    let limits = sqlx::query_as(
+        "SELECT p.id AS plan, p.name AS plan_name, t.active, p.included_tokens,
+                p.overage_micro_usd_per_1k, t.spending_cap_micro_usd, p.platform_keys,
+                t.payment_failed_at
            FROM tenants t JOIN plans p ON p.id = t.plan",
     )
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    let (plan, plan_name, active, included_tokens, overage, cap, platform_keys, payment_failed_at) =
-        row.ok_or(Error::NotFound)?;
-    Ok(Limits {
-        plan,
-        plan_name,
-        active,
-        included_tokens,
-        overage_micro_usd_per_1k: overage,
-        spending_cap_micro_usd: cap,
-        platform_keys,
-        payment_failed_at,
-    })
+    limits.ok_or(Error::NotFound)
 }
 
 /// Sets a clinic's monthly spending cap beyond its allowance (`None`: no cap). Admins only.

@@ -49,7 +49,7 @@ pub struct StripeSimOptions {
 }
 
 #[derive(Default)]
-struct State_ {
+struct Store {
     options: StripeSimOptions,
     meter_latency_ms: u64,
     next_id: u64,
@@ -71,15 +71,15 @@ struct State_ {
 }
 
 #[derive(Clone)]
-struct Sim(Arc<Mutex<State_>>);
+struct Sim(Arc<Mutex<Store>>);
 
 impl Sim {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-impl State_ {
+impl Store {
     fn id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
         format!("{prefix}_sim{:06}", self.next_id)
@@ -95,9 +95,9 @@ fn now() -> i64 {
 
 /// The Stripe simulator's routes, to be nested under `/stripe`.
 pub fn router(options: StripeSimOptions) -> Router {
-    let sim = Sim(Arc::new(Mutex::new(State_ {
+    let sim = Sim(Arc::new(Mutex::new(Store {
         options,
-        ..State_::default()
+        ..Store::default()
     })));
     Router::new()
         .route("/v1/customers", post(api))
@@ -255,7 +255,7 @@ fn with_idempotency(
     uri: &Uri,
     headers: &HeaderMap,
     body: &str,
-    handle: impl FnOnce(&mut State_) -> (StatusCode, Value),
+    handle: impl FnOnce(&mut Store) -> (StatusCode, Value),
 ) -> Response {
     if !authorized(headers) {
         return respond(error(
@@ -326,7 +326,7 @@ async fn api(
 }
 
 fn route(
-    st: &mut State_,
+    st: &mut Store,
     method: &Method,
     path: &str,
     form: &Form,
@@ -813,7 +813,7 @@ async fn checkout_pay(State(sim): State<Sim>, Path(id): Path<String>) -> Respons
     Redirect::to(&success).into_response()
 }
 
-fn subscription_of_customer<'a>(st: &'a State_, customer: &str) -> Option<&'a Value> {
+fn subscription_of_customer<'a>(st: &'a Store, customer: &str) -> Option<&'a Value> {
     st.subscriptions
         .values()
         .find(|s| s["customer"] == customer && s["status"] != "canceled")
@@ -859,7 +859,7 @@ async fn portal_page(State(sim): State<Sim>, Path(id): Path<String>) -> Response
 }
 
 /// The portal session's customer's live subscription id, and where to go back to.
-fn portal_target(st: &State_, id: &str) -> Option<(String, String)> {
+fn portal_target(st: &Store, id: &str) -> Option<(String, String)> {
     let s = st.portal_sessions.get(id)?;
     let sub = subscription_of_customer(st, s["customer"].as_str()?)?;
     Some((

@@ -118,6 +118,14 @@ mod tests {
     fn a_valid_signature_passes() {
         let h = header(SECRET, NOW, BODY);
         assert_eq!(verify_signature(&h, BODY, &[SECRET], NOW + 10, 300), Ok(()));
+        // A known vector, independent of `sign`:
+        // printf '1700000000.{}' | openssl dgst -sha256 -hmac whsec_test
+        let known =
+            "t=1700000000,v1=35495024f4ef3f94e5a93e22221544c4b75e9a42300cd965ab81cb85cd994e91";
+        assert_eq!(
+            verify_signature(known, b"{}", &["whsec_test"], 1_700_000_100, 300),
+            Ok(())
+        );
     }
 
     #[test]
