@@ -39,6 +39,12 @@ test("an admin upgrades through Stripe Checkout; the new plan and agent limit sh
   await page.getByRole("link", { name: "Return to Tessera" }).click();
   await expect(page.getByTestId("billing-plan")).toHaveText("Professional");
 
+  // Another plan moves the running subscription (no second Checkout); back on Starter.
+  await page.getByTestId("choose-starter").click();
+  await expect(page.getByTestId("plan-changed")).toBeVisible();
+  await expect(page.getByTestId("billing-plan")).toHaveText("Starter");
+  await expect(page.getByTestId("billing-agents")).toHaveText("0 of 3 agents");
+
   // The renewal fails: every page warns, with the date model calls stop.
   const state = await (await request.get(`${simURL}/stripe/sim/state`)).json();
   const subscription = state.subscriptions.find((s: { status: string }) => s.status === "active");

@@ -1,10 +1,11 @@
 //! Billing routes outside the Leptos pages:
 //! - `POST /webhooks/stripe`: Stripe's webhook deliveries, verified then applied once
 //!   (`tessera_core::billing::webhook`);
-//! - `POST /settings/billing/checkout` (`plan=...`) and `POST /settings/billing/portal`: plain
-//!   forms on the Billing page (they work without wasm) answered with a redirect to Stripe's
-//!   hosted Checkout or Customer Portal. Cookie-authenticated, so the request guard's
-//!   same-origin check covers them.
+//! - `POST /settings/billing/plan` (`plan=...`) and `POST /settings/billing/portal`: plain
+//!   forms on the Billing page (they work without wasm). Choosing a plan redirects to Stripe
+//!   Checkout, or, with a subscription running, changes it and comes back to the page; the
+//!   portal form redirects to Stripe's Customer Portal. Cookie-authenticated, so the request
+//!   guard's same-origin check covers them.
 
 use app::server::AppState;
 use axum::body::Bytes;
@@ -15,7 +16,7 @@ use axum::{Form, Json};
 use secrecy::ExposeSecret;
 use tessera_core::auth::members::Actor;
 use tessera_core::auth::Viewer;
-use tessera_core::billing::{self, webhook::Outcome, ReturnUrls, StripeApi};
+use tessera_core::billing::{self, webhook::Outcome, Chosen, ReturnUrls, StripeApi};
 use tessera_core::llm::Change;
 use tower_sessions::Session;
 
@@ -74,7 +75,7 @@ pub async fn stripe_webhook(
 }
 
 #[derive(serde::Deserialize)]
-pub struct CheckoutForm {
+pub struct PlanForm {
     plan: String,
 }
 
@@ -92,7 +93,7 @@ fn back_with_error(message: &str) -> Response {
     Redirect::to(&format!("{BILLING_PAGE}?error={encoded}")).into_response()
 }
 
-/// Sends the admin to Stripe, or back with what went wrong.
+/// Sends the admin on (to Stripe, or back to the page), or back with what went wrong.
 fn to_stripe(result: tessera_core::Result<String>) -> Response {
     match result {
         Ok(url) => Redirect::to(&url).into_response(),
@@ -122,10 +123,10 @@ async fn signed_in_with_stripe(
     Ok((v, actor, api))
 }
 
-pub async fn checkout(
+pub async fn choose_plan(
     State(state): State<AppState>,
     session: Session,
-    Form(form): Form<CheckoutForm>,
+    Form(form): Form<PlanForm>,
 ) -> Response {
     let (v, actor, api) = match signed_in_with_stripe(&state, &session).await {
         Ok(found) => found,
@@ -136,18 +137,21 @@ pub async fn checkout(
         success: format!("{base}{BILLING_PAGE}?checkout=success"),
         cancel: format!("{base}{BILLING_PAGE}?checkout=cancelled"),
     };
-    to_stripe(
-        billing::checkout(
-            &state.services.db,
-            &api,
-            v.tenant.id,
-            actor,
-            &v.user.email,
-            form.plan.trim(),
-            &urls,
-        )
-        .await,
+    let plan = form.plan.trim();
+    let chosen = billing::choose_plan(
+        &state.services.db,
+        &api,
+        v.tenant.id,
+        actor,
+        &v.user.email,
+        plan,
+        &urls,
     )
+    .await;
+    to_stripe(chosen.map(|c| match c {
+        Chosen::Checkout(url) => url,
+        Chosen::Changed => format!("{BILLING_PAGE}?changed={plan}"),
+    }))
 }
 
 pub async fn portal(State(state): State<AppState>, session: Session) -> Response {

@@ -50,7 +50,7 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         .route("/chat/replies/{id}", get(chat_stream::reply_stream))
         .route("/settings/usage/export.csv", get(usage_export::export))
         .route("/webhooks/stripe", post(billing_routes::stripe_webhook))
-        .route("/settings/billing/checkout", post(billing_routes::checkout))
+        .route("/settings/billing/plan", post(billing_routes::choose_plan))
         .route("/settings/billing/portal", post(billing_routes::portal))
         .leptos_routes_with_context(&state, routes, || {}, {
             let options = state.leptos_options.clone();

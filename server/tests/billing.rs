@@ -68,7 +68,7 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
     assert_eq!(before.plan, "starter");
 
     let res = admin
-        .post(format!("{}/settings/billing/checkout", app.url))
+        .post(format!("{}/settings/billing/plan", app.url))
         .form(&[("plan", "professional")])
         .send()
         .await
@@ -148,16 +148,38 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
         "{html}"
     );
 
-    // A second Checkout is refused (the portal changes plans now); the portal opens.
-    let again = admin
-        .post(format!("{}/settings/billing/checkout", app.url))
+    // With the subscription running, choosing the same plan is refused and another plan
+    // moves the subscription (no second Checkout); Stripe's webhook brings the new limits.
+    let same = admin
+        .post(format!("{}/settings/billing/plan", app.url))
+        .form(&[("plan", "professional")])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        location(&same).contains("already%20on%20the%20Professional"),
+        "{}",
+        location(&same)
+    );
+    let switch = admin
+        .post(format!("{}/settings/billing/plan", app.url))
         .form(&[("plan", "starter")])
         .send()
         .await
         .unwrap();
-    assert_eq!(again.status(), 303);
-    assert!(location(&again)
-        .starts_with("/settings/billing?error=This%20clinic%20already%20has%20a%20subscription"));
+    assert_eq!(location(&switch), "/settings/billing?changed=starter");
+    let st = testkit::stripe::sim_state(&sim).await;
+    assert_eq!(st["customers"].as_array().unwrap().len(), 1);
+    assert_eq!(st["subscriptions"].as_array().unwrap().len(), 1);
+    let items = st["subscriptions"][0]["items"]["data"].as_array().unwrap();
+    assert_eq!(items[0]["price"]["lookup_key"], "tessera_starter_base");
+    assert_eq!(items[1]["price"]["lookup_key"], "tessera_starter_overage");
+    assert_eq!(
+        app.services.gateway.limits(tenant).await.unwrap().plan,
+        "starter"
+    );
+
+    // The portal opens.
     let portal = admin
         .post(format!("{}/settings/billing/portal", app.url))
         .send()
@@ -193,7 +215,7 @@ async fn staff_and_enterprise_cannot_check_out(owner: PgPool) {
     app.sign_up(&admin, "Staff Clinic", "owner@staff-billing.example.com")
         .await;
     let enterprise = admin
-        .post(format!("{}/settings/billing/checkout", app.url))
+        .post(format!("{}/settings/billing/plan", app.url))
         .form(&[("plan", "enterprise")])
         .send()
         .await
@@ -221,7 +243,7 @@ async fn staff_and_enterprise_cannot_check_out(owner: PgPool) {
         .await;
     assert!(res.status().is_redirection() || res.status().is_success());
     let refused = staff
-        .post(format!("{}/settings/billing/checkout", app.url))
+        .post(format!("{}/settings/billing/plan", app.url))
         .form(&[("plan", "professional")])
         .send()
         .await

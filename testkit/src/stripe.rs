@@ -16,8 +16,8 @@
 //!
 //! The hosted pages act as the customer: paying on the Checkout page creates the subscription
 //! and delivers `checkout.session.completed`, `customer.subscription.created` and
-//! `invoice.paid`; the portal page switches plans (`customer.subscription.updated`) or cancels
-//! (`customer.subscription.deleted`). Deliveries are signed like Stripe's
+//! `invoice.paid`; the portal page cancels (`customer.subscription.deleted`). Like Stripe's, it
+//! does not change the plan of a subscription with several items (that goes through the API). Deliveries are signed like Stripe's
 //! (`Stripe-Signature: t=..,v1=HMAC-SHA256(secret, "t.body")`) and sent to the configured
 //! endpoint.
 //!
@@ -109,11 +109,10 @@ pub fn router(options: StripeSimOptions) -> Router {
         .route("/v1/billing/meter_events", post(meter_event))
         .route("/v1/checkout/sessions", post(api))
         .route("/v1/billing_portal/sessions", post(api))
-        .route("/v1/subscriptions/{id}", get(api))
+        .route("/v1/subscriptions/{id}", get(api).post(update_subscription))
         .route("/checkout/{id}", get(checkout_page))
         .route("/checkout/{id}/pay", post(checkout_pay))
         .route("/portal/{id}", get(portal_page))
-        .route("/portal/{id}/switch/{price}", post(portal_switch))
         .route("/portal/{id}/cancel", post(portal_cancel))
         .route("/sim/config", post(configure))
         .route("/sim/state", get(state))
@@ -532,6 +531,50 @@ fn route(
     }
 }
 
+/// Changes the prices of a subscription's items (`items[n][id]`, `items[n][price]`), then
+/// delivers `customer.subscription.updated`.
+async fn update_subscription(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let form = Form(parse_form(&body));
+    let mut changed = None;
+    let res = with_idempotency(&sim, &method, &uri, &headers, &body, |st| {
+        let prices = st.prices.clone();
+        let Some(sub) = st.subscriptions.get_mut(&id) else {
+            return missing("subscription", &id);
+        };
+        let mut n = 0;
+        while let Some(item_id) = form.get(&format!("items[{n}][id]")) {
+            let Some(price_id) = form.get(&format!("items[{n}][price]")) else {
+                return param_missing(&format!("items[{n}][price]"));
+            };
+            let Some(price) = prices.iter().find(|p| p["id"] == price_id) else {
+                return missing("price", price_id);
+            };
+            let item = sub["items"]["data"]
+                .as_array_mut()
+                .and_then(|items| items.iter_mut().find(|i| i["id"] == item_id));
+            let Some(item) = item else {
+                return missing("subscription item", item_id);
+            };
+            item["price"] = price.clone();
+            n += 1;
+        }
+        changed = Some(sub.clone());
+        (StatusCode::OK, sub.clone())
+    });
+    if let Some(sub) = changed {
+        emit(&sim, "customer.subscription.updated", sub).await;
+    }
+    res
+}
+
 /// Meter events: recorded before the (optional) delay, so a client that gives up during the
 /// delay has still been counted, as when a crash follows Stripe's acceptance.
 async fn meter_event(
@@ -829,22 +872,10 @@ async fn portal_page(State(sim): State<Sim>, Path(id): Path<String>) -> Response
     let mut body = String::new();
     match subscription_of_customer(&st, customer) {
         Some(sub) => {
-            let current = sub["items"]["data"][0]["price"]["id"].clone();
             body.push_str(&format!(
                 "<p>Current plan: {}</p>",
                 escape(&price_label(&sub["items"]["data"][0]["price"]))
             ));
-            for p in st
-                .prices
-                .iter()
-                .filter(|p| p["recurring"]["usage_type"] != "metered" && p["id"] != current)
-            {
-                body.push_str(&format!(
-                    "<form method=post action=\"/stripe/portal/{id}/switch/{}\"><button type=submit>Switch to {}</button></form>",
-                    escape(p["id"].as_str().unwrap_or_default()),
-                    escape(p["nickname"].as_str().unwrap_or("plan"))
-                ));
-            }
             body.push_str(&format!(
                 "<form method=post action=\"/stripe/portal/{id}/cancel\"><button type=submit>Cancel subscription</button></form>"
             ));
@@ -866,44 +897,6 @@ fn portal_target(st: &Store, id: &str) -> Option<(String, String)> {
         sub["id"].as_str()?.to_string(),
         s["return_url"].as_str().unwrap_or("/").to_string(),
     ))
-}
-
-async fn portal_switch(
-    State(sim): State<Sim>,
-    Path((id, price)): Path<(String, String)>,
-) -> Response {
-    let (sub, back) = {
-        let mut st = sim.lock();
-        let Some((sub_id, back)) = portal_target(&st, &id) else {
-            return (StatusCode::NOT_FOUND, "No subscription to change").into_response();
-        };
-        let Some(new_base) = st
-            .prices
-            .iter()
-            .find(|p| p["id"] == price.as_str())
-            .cloned()
-        else {
-            return (StatusCode::NOT_FOUND, "No such price").into_response();
-        };
-        // The matching overage price of the new plan (same product), if any.
-        let overage = st
-            .prices
-            .iter()
-            .find(|p| {
-                p["product"] == new_base["product"] && p["recurring"]["usage_type"] == "metered"
-            })
-            .cloned();
-        let Some(sub) = st.subscriptions.get_mut(&sub_id) else {
-            return (StatusCode::NOT_FOUND, "No subscription").into_response();
-        };
-        sub["items"]["data"][0]["price"] = new_base;
-        if let (Some(o), Some(item)) = (overage, sub["items"]["data"].get_mut(1)) {
-            item["price"] = o;
-        }
-        (sub.clone(), back)
-    };
-    emit(&sim, "customer.subscription.updated", sub).await;
-    Redirect::to(&back).into_response()
 }
 
 async fn portal_cancel(State(sim): State<Sim>, Path(id): Path<String>) -> Response {

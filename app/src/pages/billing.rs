@@ -1,7 +1,7 @@
 //! Admin -> Billing: the plan and its period, this month's tokens against the allowance, the
-//! projected overage, and the plans on offer. Upgrade and Manage billing are plain forms
-//! (answered by the server with a redirect to Stripe), so they work before the page is
-//! interactive.
+//! projected overage, and the plans on offer. Choosing a plan and Manage billing are plain forms
+//! (answered by the server with a redirect: to Stripe, or back here after a plan change), so
+//! they work before the page is interactive.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -41,6 +41,11 @@ fn Flash() -> impl IntoView {
             }.into_any()),
             Some("cancelled") => Some(view! {
                 <p class="notice" role="status">"Checkout was cancelled; nothing changed."</p>
+            }.into_any()),
+            _ if q.get("changed").is_some() => Some(view! {
+                <p class="notice" role="status" data-testid="plan-changed">
+                    "Plan change sent to Stripe. It applies as soon as Stripe confirms it, usually within seconds (prorated for the rest of the month)."
+                </p>
             }.into_any()),
             _ => None,
         }
@@ -105,7 +110,7 @@ fn Billing(b: BillingOverview) -> impl IntoView {
             {manage.then(|| view! {
                 <form method="post" action="/settings/billing/portal">
                     <button type="submit" class="secondary" data-testid="manage-billing">"Manage billing"</button>
-                    <span class="muted">" Payment method, invoices, plan changes and cancellation, on Stripe."</span>
+                    <span class="muted">" Payment method, invoices and cancellation, on Stripe."</span>
                 </form>
             })}
             {(!b.enabled).then(|| view! {
@@ -151,12 +156,13 @@ fn plan_action(p: &PlanOption, current: bool, enabled: bool, live: bool) -> AnyV
     if !enabled {
         return ().into_any();
     }
-    if live {
-        return view! { <span class="muted">"Change under Manage billing"</span> }.into_any();
-    }
-    let label = if current { "Subscribe" } else { "Upgrade" };
+    let label = match (current, live) {
+        (true, _) => "Subscribe",
+        (false, true) => "Switch",
+        (false, false) => "Upgrade",
+    };
     view! {
-        <form method="post" action="/settings/billing/checkout">
+        <form method="post" action="/settings/billing/plan">
             <input type="hidden" name="plan" value=p.id.clone()/>
             <button type="submit" data-testid=format!("choose-{}", p.id)>{label}</button>
         </form>

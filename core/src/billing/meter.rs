@@ -198,7 +198,8 @@ pub async fn send_due(db: &Db, api: &StripeApi, tenant: TenantId) -> Result<Sent
     }
 }
 
-/// One round for every clinic with a Stripe customer: queue, then send.
+/// One round for every clinic with a Stripe customer: queue, then send. A clinic whose round
+/// fails (say, the database hiccups) is logged and counted as failed; the others go on.
 pub async fn tick(db: &Db, api: &StripeApi, now: OffsetDateTime, delay: Duration) -> Result<Sent> {
     let tenants: Vec<TenantId> = sqlx::query_scalar("SELECT billing_customers()")
         .fetch_all(db.pool())
@@ -206,10 +207,20 @@ pub async fn tick(db: &Db, api: &StripeApi, now: OffsetDateTime, delay: Duration
     let cutoff = now - delay;
     let mut total = Sent::default();
     for tenant in tenants {
-        queue_overage(db, tenant, cutoff).await?;
-        let s = send_due(db, api, tenant).await?;
-        total.sent += s.sent;
-        total.failed += s.failed;
+        let round = async {
+            queue_overage(db, tenant, cutoff).await?;
+            send_due(db, api, tenant).await
+        };
+        match round.await {
+            Ok(s) => {
+                total.sent += s.sent;
+                total.failed += s.failed;
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, %tenant, "meter round failed for a clinic");
+                total.failed += 1;
+            }
+        }
     }
     Ok(total)
 }

@@ -89,6 +89,7 @@ pub struct Account {
     #[sqlx(flatten)]
     pub plan: Plan,
     pub stripe_customer_id: Option<String>,
+    pub stripe_subscription_id: Option<String>,
     pub subscription_status: Option<String>,
     pub current_period_end: Option<OffsetDateTime>,
     pub payment_failed_at: Option<OffsetDateTime>,
@@ -108,7 +109,7 @@ impl Account {
 pub async fn account(db: &Db, tenant: TenantId) -> Result<Account> {
     let mut tx = db.begin_tenant(tenant).await?;
     let account = sqlx::query_as(&format!(
-        "SELECT {PLAN_COLUMNS}, t.stripe_customer_id, t.subscription_status,
+        "SELECT {PLAN_COLUMNS}, t.stripe_customer_id, t.stripe_subscription_id, t.subscription_status,
                 t.current_period_end, t.payment_failed_at
            FROM tenants t JOIN plans p ON p.id = t.plan"
     ))
@@ -173,9 +174,19 @@ pub struct ReturnUrls {
     pub cancel: String,
 }
 
-/// Opens Stripe Checkout for `plan`: creates the clinic's Stripe customer the first time (one
-/// per clinic, even when two admins click at once), and returns the page to send the admin to.
-pub async fn checkout(
+/// What choosing a plan leads to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Chosen {
+    /// Pay on Stripe Checkout, at this address.
+    Checkout(String),
+    /// The running subscription was moved to the plan; the change lands with Stripe's webhook.
+    Changed,
+}
+
+/// Chooses `plan` for the clinic. Without a running subscription: opens Stripe Checkout,
+/// creating the clinic's Stripe customer the first time (one per clinic, even when two admins
+/// click at once). With one: moves the subscription to the plan's prices.
+pub async fn choose_plan(
     db: &Db,
     api: &StripeApi,
     tenant: TenantId,
@@ -183,7 +194,7 @@ pub async fn checkout(
     admin_email: &str,
     plan_id: &str,
     urls: &ReturnUrls,
-) -> Result<String> {
+) -> Result<Chosen> {
     actor.require_admin("change the plan")?;
     let plan = plans(db.pool())
         .await?
@@ -198,13 +209,23 @@ pub async fn checkout(
     }
     let account = account(db, tenant).await?;
     if account.has_live_subscription() {
-        return Err(Error::Conflict(
-            "This clinic already has a subscription: change the plan under Manage billing.".into(),
-        ));
+        if account.plan.id == plan.id {
+            return Err(Error::Conflict(format!(
+                "This clinic is already on the {} plan.",
+                plan.name
+            )));
+        }
+        let subscription = account
+            .stripe_subscription_id
+            .ok_or_else(|| Error::Internal("live subscription without an id".into()))?;
+        api.change_plan(&subscription, &plan.id).await?;
+        return Ok(Chosen::Changed);
     }
     let customer = ensure_customer(db, api, tenant, admin_email).await?;
-    api.checkout_session(&customer, tenant, &plan.id, urls)
-        .await
+    Ok(Chosen::Checkout(
+        api.checkout_session(&customer, tenant, &plan.id, urls)
+            .await?,
+    ))
 }
 
 /// Opens the Stripe Customer Portal for the clinic (payment method, invoices, plan changes,

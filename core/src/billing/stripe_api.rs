@@ -15,6 +15,10 @@ use stripe_billing::billing_meter::{
 };
 use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_billing::subscription::{
+    RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
+    UpdateSubscriptionProrationBehavior,
+};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
 };
@@ -72,6 +76,32 @@ struct Meter {
     id: String,
     event_name: String,
     status: Option<String>,
+}
+
+#[derive(miniserde::Deserialize)]
+struct Subscription {
+    items: SubscriptionItems,
+}
+
+#[derive(miniserde::Deserialize)]
+struct SubscriptionItems {
+    data: Vec<SubscriptionItem>,
+}
+
+#[derive(miniserde::Deserialize)]
+struct SubscriptionItem {
+    id: String,
+    price: ItemPrice,
+}
+
+#[derive(miniserde::Deserialize)]
+struct ItemPrice {
+    recurring: Option<Recurring>,
+}
+
+#[derive(miniserde::Deserialize)]
+struct Recurring {
+    usage_type: Option<String>,
 }
 
 #[derive(miniserde::Deserialize)]
@@ -233,6 +263,54 @@ impl StripeApi {
         session
             .url
             .ok_or_else(|| Error::Internal("Checkout session without a url".into()))
+    }
+
+    /// Moves a running subscription to `plan`: its base item to the plan's base price and its
+    /// metered item to the plan's overage price, prorated. Stripe then sends
+    /// `customer.subscription.updated`, which changes the clinic's plan. (The Customer Portal
+    /// cannot change a subscription with more than one item, so plan changes go this way.)
+    pub async fn change_plan(&self, subscription: &str, plan: &str) -> Result<()> {
+        let current: Subscription = self
+            .send(
+                &RetrieveSubscription::new(subscription),
+                RequestStrategy::Once,
+            )
+            .await
+            .map_err(|e| unavailable("read the subscription", e))?;
+        let (base_key, overage_key) = (base_price_key(plan), overage_price_key(plan));
+        let prices = self
+            .prices(&[base_key.clone(), overage_key.clone()])
+            .await?;
+        let (Some(base), Some(overage)) = (prices.get(&base_key), prices.get(&overage_key)) else {
+            return Err(Error::Unavailable(
+                "Billing is not set up on this server yet: an operator must run `server stripe-sync`."
+                    .into(),
+            ));
+        };
+        let items: Vec<UpdateSubscriptionItems> = current
+            .items
+            .data
+            .iter()
+            .map(|item| {
+                let metered = item
+                    .price
+                    .recurring
+                    .as_ref()
+                    .and_then(|r| r.usage_type.as_deref())
+                    == Some("metered");
+                let mut update = UpdateSubscriptionItems::new();
+                update.id = Some(item.id.clone());
+                update.price = Some(if metered { overage } else { base }.clone());
+                update
+            })
+            .collect();
+        let req = UpdateSubscription::new(subscription)
+            .items(items)
+            .proration_behavior(UpdateSubscriptionProrationBehavior::CreateProrations);
+        self.send::<Object>(&req, RequestStrategy::Once)
+            .await
+            .map_err(|e| unavailable("change the plan", e))?;
+        Ok(())
     }
 
     /// A Customer Portal session for the customer.
