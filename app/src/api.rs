@@ -140,6 +140,10 @@ pub async fn get_billing() -> Result<BillingOverview, AppError> {
         period_start: billing::day(start),
         period_end: billing::day(end - time::Duration::seconds(1)),
         live_subscription: account.has_live_subscription(),
+        renews: account
+            .current_period_end
+            .filter(|_| account.has_live_subscription())
+            .map(billing::day),
         subscription_status: account.subscription_status.clone(),
         has_customer: account.stripe_customer_id.is_some(),
         used_tokens: usage.tokens,

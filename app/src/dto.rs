@@ -94,8 +94,10 @@ pub struct BillingOverview {
     pub period_end: String,
     /// Stripe's subscription status, if there is a subscription.
     pub subscription_status: Option<String>,
-    /// The subscription is running (a plan change then goes through the portal).
+    /// The subscription is running (a plan change then moves it).
     pub live_subscription: bool,
+    /// `1 Dec 2026`: the next invoice, while the subscription runs.
+    pub renews: Option<String>,
     /// The clinic has a Stripe customer (so the portal can open).
     pub has_customer: bool,
     pub used_tokens: i64,

@@ -92,6 +92,7 @@ fn Billing(b: BillingOverview) -> impl IntoView {
             <dl class="facts">
                 <dt>"Status"</dt><dd data-testid="billing-status">{status}</dd>
                 <dt>"Period"</dt><dd>{format!("{} – {}", b.period_start, b.period_end)}</dd>
+                {b.renews.clone().map(|day| view! { <dt>"Next invoice"</dt><dd>{day}</dd> })}
                 <dt>"Price"</dt><dd>{price(&plan)}</dd>
                 <dt>"Tokens this month"</dt>
                 <dd data-testid="billing-used">{format!("{} of {}", thousands(b.used_tokens), limit(plan.included_tokens, "included"))}</dd>

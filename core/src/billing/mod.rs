@@ -91,12 +91,13 @@ pub struct Account {
     pub stripe_customer_id: Option<String>,
     pub stripe_subscription_id: Option<String>,
     pub subscription_status: Option<String>,
+    /// When the subscription's current period ends (its next invoice).
     pub current_period_end: Option<OffsetDateTime>,
-    pub payment_failed_at: Option<OffsetDateTime>,
 }
 
 impl Account {
-    /// A subscription that is still running (so a plan change goes through the portal).
+    /// A subscription that is still running (so a plan change moves it rather than starting
+    /// another).
     pub fn has_live_subscription(&self) -> bool {
         matches!(
             self.subscription_status.as_deref(),
@@ -110,7 +111,7 @@ pub async fn account(db: &Db, tenant: TenantId) -> Result<Account> {
     let mut tx = db.begin_tenant(tenant).await?;
     let account = sqlx::query_as(&format!(
         "SELECT {PLAN_COLUMNS}, t.stripe_customer_id, t.stripe_subscription_id, t.subscription_status,
-                t.current_period_end, t.payment_failed_at
+                t.current_period_end
            FROM tenants t JOIN plans p ON p.id = t.plan"
     ))
     .fetch_optional(&mut *tx)

@@ -214,6 +214,21 @@ impl StripeApi {
             .collect())
     }
 
+    /// The ids of a plan's base and overage prices.
+    async fn plan_prices(&self, plan: &str) -> Result<(String, String)> {
+        let (base_key, overage_key) = (base_price_key(plan), overage_price_key(plan));
+        let mut prices = self
+            .prices(&[base_key.clone(), overage_key.clone()])
+            .await?;
+        match (prices.remove(&base_key), prices.remove(&overage_key)) {
+            (Some(base), Some(overage)) => Ok((base, overage)),
+            _ => Err(Error::Unavailable(
+                "Billing is not set up on this server yet: an operator must run `server stripe-sync`."
+                    .into(),
+            )),
+        }
+    }
+
     /// A Checkout session in subscription mode for `plan`: its base price and its metered
     /// overage price. The subscription's billing cycle starts on the 1st of next month (the
     /// first month prorated), so Stripe's periods are the calendar months Tessera meters.
@@ -224,26 +239,17 @@ impl StripeApi {
         plan: &str,
         urls: &ReturnUrls,
     ) -> Result<String> {
-        let (base_key, overage_key) = (base_price_key(plan), overage_price_key(plan));
-        let prices = self
-            .prices(&[base_key.clone(), overage_key.clone()])
-            .await?;
-        let (Some(base), Some(overage)) = (prices.get(&base_key), prices.get(&overage_key)) else {
-            return Err(Error::Unavailable(
-                "Billing is not set up on this server yet: an operator must run `server stripe-sync`."
-                    .into(),
-            ));
-        };
+        let (base, overage) = self.plan_prices(plan).await?;
         let metadata = HashMap::from([
             ("tenant_id".to_string(), tenant.to_string()),
             ("plan".to_string(), plan.to_string()),
         ]);
         let mut base_item = CreateCheckoutSessionLineItems::new();
-        base_item.price = Some(base.clone());
+        base_item.price = Some(base);
         base_item.quantity = Some(1);
         // Metered prices take no quantity.
         let mut overage_item = CreateCheckoutSessionLineItems::new();
-        overage_item.price = Some(overage.clone());
+        overage_item.price = Some(overage);
         let mut subscription = CreateCheckoutSessionSubscriptionData::new();
         subscription.metadata = Some(metadata.clone());
         subscription.billing_cycle_anchor = Some(next_month_start(time::OffsetDateTime::now_utc()));
@@ -277,16 +283,7 @@ impl StripeApi {
             )
             .await
             .map_err(|e| unavailable("read the subscription", e))?;
-        let (base_key, overage_key) = (base_price_key(plan), overage_price_key(plan));
-        let prices = self
-            .prices(&[base_key.clone(), overage_key.clone()])
-            .await?;
-        let (Some(base), Some(overage)) = (prices.get(&base_key), prices.get(&overage_key)) else {
-            return Err(Error::Unavailable(
-                "Billing is not set up on this server yet: an operator must run `server stripe-sync`."
-                    .into(),
-            ));
-        };
+        let (base, overage) = self.plan_prices(plan).await?;
         let items: Vec<UpdateSubscriptionItems> = current
             .items
             .data
@@ -300,7 +297,7 @@ impl StripeApi {
                     == Some("metered");
                 let mut update = UpdateSubscriptionItems::new();
                 update.id = Some(item.id.clone());
-                update.price = Some(if metered { overage } else { base }.clone());
+                update.price = Some(if metered { &overage } else { &base }.clone());
                 update
             })
             .collect();
