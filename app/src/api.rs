@@ -29,7 +29,7 @@ pub async fn get_session() -> Result<Option<SessionInfo>, AppError> {
     let clinics = tessera_core::auth::memberships(&services.db, v.user.id)
         .await
         .map_err(core_err)?;
-    let payment_notice = payment_notice(&services, &v).await?;
+    let payment_notice = payment_notice(&services, &v).await;
     Ok(Some(SessionInfo {
         payment_notice,
         user_id: v.user.id.to_string(),
@@ -53,21 +53,21 @@ pub async fn get_session() -> Result<Option<SessionInfo>, AppError> {
 }
 
 /// The failed-payment banner for this person, if the clinic has one (from the cached limits,
-/// so it costs no query on most pages).
+/// so it costs no query on most pages). A failure to read them costs the banner, not the page.
 #[cfg(feature = "ssr")]
 async fn payment_notice(
     services: &tessera_core::Services,
     v: &tessera_core::auth::Viewer,
-) -> Result<Option<PaymentNotice>, AppError> {
+) -> Option<PaymentNotice> {
     use tessera_core::billing;
-    let limits = services
-        .gateway
-        .limits(v.tenant.id)
-        .await
-        .map_err(core_err)?;
-    let Some(failed) = limits.payment_failed_at else {
-        return Ok(None);
+    let limits = match services.gateway.limits(v.tenant.id).await {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::error!(error = ?e, "limits unavailable for the payment banner");
+            return None;
+        }
     };
+    let failed = limits.payment_failed_at?;
     let grace = services.config.billing_grace_days;
     let who = if v.role.is_admin() {
         "Update the payment method under Billing → Manage billing"
@@ -75,7 +75,7 @@ async fn payment_notice(
         "Ask an owner or admin of the clinic to update the payment method"
     };
     let now = time::OffsetDateTime::now_utc();
-    Ok(Some(match billing::payment_block(Some(failed), grace, now) {
+    Some(match billing::payment_block(Some(failed), grace, now) {
         Some(_) => PaymentNotice {
             message: format!(
                 "Model calls are paused: a payment failed on {} and the grace period has ended. {who}; calls resume as soon as a payment succeeds.",
@@ -91,7 +91,7 @@ async fn payment_notice(
             ),
             blocked: false,
         },
-    }))
+    })
 }
 
 /// Admin -> Billing: the plan, this month's use against the allowance, the projected overage,
