@@ -41,6 +41,16 @@ async fn billing_app(owner: &PgPool) -> (TestApp, String) {
     (app, sim)
 }
 
+/// Posts the Billing page's plan form as `client`.
+async fn choose(app: &TestApp, client: &reqwest::Client, plan: &str) -> reqwest::Response {
+    client
+        .post(format!("{}/settings/billing/plan", app.url))
+        .form(&[("plan", plan)])
+        .send()
+        .await
+        .unwrap()
+}
+
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -67,12 +77,7 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
     let before = app.services.gateway.limits(tenant).await.unwrap();
     assert_eq!(before.plan, "starter");
 
-    let res = admin
-        .post(format!("{}/settings/billing/plan", app.url))
-        .form(&[("plan", "professional")])
-        .send()
-        .await
-        .unwrap();
+    let res = choose(&app, &admin, "professional").await;
     assert_eq!(res.status(), 303);
     let checkout = location(&res);
     assert!(
@@ -150,23 +155,13 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
 
     // With the subscription running, choosing the same plan is refused and another plan
     // moves the subscription (no second Checkout); Stripe's webhook brings the new limits.
-    let same = admin
-        .post(format!("{}/settings/billing/plan", app.url))
-        .form(&[("plan", "professional")])
-        .send()
-        .await
-        .unwrap();
+    let same = choose(&app, &admin, "professional").await;
     assert!(
         location(&same).contains("already%20on%20the%20Professional"),
         "{}",
         location(&same)
     );
-    let switch = admin
-        .post(format!("{}/settings/billing/plan", app.url))
-        .form(&[("plan", "starter")])
-        .send()
-        .await
-        .unwrap();
+    let switch = choose(&app, &admin, "starter").await;
     assert_eq!(location(&switch), "/settings/billing?changed=starter");
     let st = testkit::stripe::sim_state(&sim).await;
     assert_eq!(st["customers"].as_array().unwrap().len(), 1);
@@ -192,7 +187,8 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
         "{portal}"
     );
 
-    // Cancelling in the portal puts the clinic back on Starter.
+    // Cancelling in the portal ends the subscription: the clinic is on Starter without one,
+    // and may check out again.
     let cancelled = no_redirects()
         .post(format!("{portal}/cancel"))
         .send()
@@ -202,10 +198,11 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
         location(&cancelled),
         format!("{}/settings/billing", app.url)
     );
-    assert_eq!(
-        app.services.gateway.limits(tenant).await.unwrap().plan,
-        "starter"
-    );
+    let account = billing::account(&app.services.db, tenant).await.unwrap();
+    assert_eq!(account.plan.id, "starter");
+    assert_eq!(account.subscription_status.as_deref(), Some("canceled"));
+    let again = choose(&app, &admin, "professional").await;
+    assert!(location(&again).starts_with(&format!("{sim}/checkout/cs_")));
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -214,12 +211,7 @@ async fn staff_and_enterprise_cannot_check_out(owner: PgPool) {
     let admin = app.browser();
     app.sign_up(&admin, "Staff Clinic", "owner@staff-billing.example.com")
         .await;
-    let enterprise = admin
-        .post(format!("{}/settings/billing/plan", app.url))
-        .form(&[("plan", "enterprise")])
-        .send()
-        .await
-        .unwrap();
+    let enterprise = choose(&app, &admin, "enterprise").await;
     assert!(
         location(&enterprise).contains("arranged%20with%20us"),
         "{}",
@@ -242,12 +234,7 @@ async fn staff_and_enterprise_cannot_check_out(owner: PgPool) {
         )
         .await;
     assert!(res.status().is_redirection() || res.status().is_success());
-    let refused = staff
-        .post(format!("{}/settings/billing/plan", app.url))
-        .form(&[("plan", "professional")])
-        .send()
-        .await
-        .unwrap();
+    let refused = choose(&app, &staff, "professional").await;
     assert!(
         location(&refused).contains("Only%20owners%20and%20admins"),
         "{}",
