@@ -16,8 +16,8 @@
 //!
 //! The hosted pages act as the customer: paying on the Checkout page creates the subscription
 //! and delivers `checkout.session.completed`, `customer.subscription.created` and
-//! `invoice.paid`; the portal page cancels (`customer.subscription.deleted`). Like Stripe's, it
-//! does not change the plan of a subscription with several items (that goes through the API). Deliveries are signed like Stripe's
+//! `invoice.paid`; the portal page cancels (`customer.subscription.deleted`). Plan changes go
+//! through the API (`POST /v1/subscriptions/{id}`), as Tessera makes them. Deliveries are signed like Stripe's
 //! (`Stripe-Signature: t=..,v1=HMAC-SHA256(secret, "t.body")`) and sent to the configured
 //! endpoint.
 //!

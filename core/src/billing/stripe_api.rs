@@ -273,8 +273,8 @@ impl StripeApi {
 
     /// Moves a running subscription to `plan`: its base item to the plan's base price and its
     /// metered item to the plan's overage price, prorated. Stripe then sends
-    /// `customer.subscription.updated`, which changes the clinic's plan. (The Customer Portal
-    /// cannot change a subscription with more than one item, so plan changes go this way.)
+    /// `customer.subscription.updated`, which changes the clinic's plan. Done here rather than
+    /// in the Customer Portal so that both items move together, whatever the portal's settings.
     pub async fn change_plan(&self, subscription: &str, plan: &str) -> Result<()> {
         let current: Subscription = self
             .send(
