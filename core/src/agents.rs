@@ -186,12 +186,17 @@ pub async fn create(db: &Db, tenant: TenantId, actor: Actor, input: &AgentInput)
     actor.require_admin("manage agents")?;
     let v = validate(input)?;
     let mut tx = db.begin_tenant(tenant).await?;
-    let (max, plan): (Option<i32>, String) = sqlx::query_as(
-        "SELECT p.max_agents, p.name FROM tenants t JOIN plans p ON p.id = t.plan WHERE t.id = $1 FOR UPDATE OF t",
-    )
-    .bind(tenant)
-    .fetch_one(&mut *tx)
-    .await?;
+    // Lock the clinic's row alone, then read its plan: with a join, a plan changed meanwhile
+    // (a Stripe webhook) would fail the locked row's re-check and lose it.
+    let plan_id: String = sqlx::query_scalar("SELECT plan FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
+    let (max, plan): (Option<i32>, String) =
+        sqlx::query_as("SELECT max_agents, name FROM plans WHERE id = $1")
+            .bind(&plan_id)
+            .fetch_one(&mut *tx)
+            .await?;
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM agents")
         .fetch_one(&mut *tx)
         .await?;

@@ -222,7 +222,10 @@ pub async fn choose_plan(
         api.change_plan(&subscription, &plan.id).await?;
         return Ok(Chosen::Changed);
     }
-    let customer = ensure_customer(db, api, tenant, admin_email).await?;
+    let customer = match account.stripe_customer_id {
+        Some(c) => c,
+        None => create_customer(db, api, tenant, admin_email).await?,
+    };
     Ok(Chosen::Checkout(
         api.checkout_session(&customer, tenant, &plan.id, urls)
             .await?,
@@ -246,17 +249,14 @@ pub async fn portal(
     api.portal_session(&customer, return_url).await
 }
 
-/// The clinic's Stripe customer, created on first need. The creation carries an idempotency
-/// key per clinic, so a retry or a second admin gets the same customer back.
-async fn ensure_customer(
+/// Creates the clinic's Stripe customer. The creation carries an idempotency key per clinic,
+/// so a retry or a second admin gets the same customer back; the first one stored wins.
+async fn create_customer(
     db: &Db,
     api: &StripeApi,
     tenant: TenantId,
     email: &str,
 ) -> Result<String> {
-    if let Some(c) = account(db, tenant).await?.stripe_customer_id {
-        return Ok(c);
-    }
     let name: String = {
         let mut tx = db.begin_tenant(tenant).await?;
         let name = sqlx::query_scalar("SELECT name FROM tenants")
@@ -268,19 +268,16 @@ async fn ensure_customer(
     let created = api.create_customer(tenant, &name, email).await?;
     let mut tx = db.begin_tenant(tenant).await?;
     // Metering starts now: overage before the clinic had a customer is not billed.
-    sqlx::query(
-        "UPDATE tenants SET stripe_customer_id = $1,
+    let stored: String = sqlx::query_scalar(
+        "UPDATE tenants SET stripe_customer_id = COALESCE(stripe_customer_id, $1),
                 metered_through = COALESCE(metered_through, date_trunc('hour', now(), 'UTC'))
-          WHERE stripe_customer_id IS NULL",
+          RETURNING stripe_customer_id",
     )
     .bind(&created)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    let stored: Option<String> = sqlx::query_scalar("SELECT stripe_customer_id FROM tenants")
-        .fetch_one(&mut *tx)
-        .await?;
     tx.commit().await?;
-    stored.ok_or_else(|| Error::Internal("customer id not stored".into()))
+    Ok(stored)
 }
 
 /// Operator path: puts a clinic (by slug) on a plan, whatever its subscription says; used for
