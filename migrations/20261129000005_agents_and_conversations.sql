@@ -39,10 +39,9 @@ CREATE TABLE messages (
     conversation_id  uuid NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
     role             text NOT NULL CHECK (role IN ('user', 'assistant')),
     content          text NOT NULL DEFAULT '',
-    -- pending: waiting to be generated; generating; complete; stopped (by the person);
-    -- failed (see error).
+    -- pending: waiting for the model; complete; stopped (by the person); failed (see error).
     status           text NOT NULL DEFAULT 'complete'
-                          CHECK (status IN ('pending', 'generating', 'complete', 'stopped', 'failed')),
+                          CHECK (status IN ('pending', 'complete', 'stopped', 'failed')),
     error            text,
     created_at       timestamptz NOT NULL DEFAULT clock_timestamp()
 );

@@ -8,11 +8,21 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 # #[sqlx::test] makes a fresh database per test from here (tessera_owner may create databases).
 export DATABASE_URL="${TEST_DATABASE_URL:-postgres://tessera_owner:tessera@127.0.0.1:5432/tessera_test}"
 
-# One cargo invocation for both packages, so they share one set of compiled dependencies; it
-# also builds the `server` binary and the provider simulator the end-to-end tests run. (Not workspace-wide: that would
-# turn on the app's browser features too.)
-log "core, app and server tests"
-cargo test -p tessera-core -p server -p testkit -p app
+# Never workspace-wide: that would turn on the app's server and browser features together.
+# The native packages go in one invocation (sharing one set of compiled dependencies, with the
+# app's server side on), the browser side in another.
+NATIVE=(-p tessera-types -p tessera-core -p testkit -p app -p server -p tessera-bench)
+
+log "formatting"
+cargo fmt --all --check
+
+log "lints (server side, then browser side)"
+cargo clippy "${NATIVE[@]}" --all-targets -- -D warnings
+cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
+
+# This also builds the `server` binary and the provider simulator the end-to-end tests run.
+log "types, core, app and server tests"
+cargo test "${NATIVE[@]}"
 
 log "building the browser side (wasm, CSS, static files)"
 cargo leptos build --frontend-only

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use leptos_router::components::{Redirect, A};
 use leptos_router::hooks::use_location;
 
-use crate::dto::SessionInfo;
+use crate::api::session::{ClinicChoice, SessionInfo};
 use crate::error::AppError;
 use crate::pages::errors::{ErrorPage, Forbidden};
 use crate::Auth;
@@ -82,7 +82,7 @@ fn Shell(info: SessionInfo, children: Children) -> impl IntoView {
 }
 
 #[component]
-fn ClinicSwitcher(clinics: Vec<crate::dto::ClinicChoice>, current: String) -> impl IntoView {
+fn ClinicSwitcher(clinics: Vec<ClinicChoice>, current: String) -> impl IntoView {
     let auth = expect_context::<Auth>();
     view! {
         <ActionForm action=auth.switch_clinic attr:class="switcher" attr:data-testid="clinic-switcher">

@@ -24,7 +24,7 @@ pub enum AppError {
     /// A service Tessera depends on (Stripe) failed; the message says what to do.
     #[error("{0}")]
     Unavailable(String),
-    #[error("Something went wrong on our side. Please try again.")]
+    #[error("{}", tessera_types::SOMETHING_WENT_WRONG)]
     Internal,
     /// The request did not reach the server or its answer could not be read.
     #[error("Couldn't reach Tessera: {0}")]

@@ -2,8 +2,8 @@
 //! twice: with `ssr` into the server binary, and with `hydrate` into the browser's wasm.
 
 pub mod api;
+pub mod chart;
 pub mod components;
-pub mod dto;
 pub mod error;
 pub mod markdown;
 pub mod pages;
@@ -15,8 +15,8 @@ use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
-use crate::api::{AcceptInvitation, SignIn, SignOut, SignUp, SwitchClinic};
-use crate::dto::SessionInfo;
+use crate::api::invite::AcceptInvitation;
+use crate::api::session::{SessionInfo, SignIn, SignOut, SignUp, SwitchClinic};
 use crate::error::AppError;
 
 /// The HTML document around the app.
@@ -70,7 +70,7 @@ pub fn App() -> impl IntoView {
                 accept_invitation.version().get(),
             )
         },
-        |_| api::get_session(),
+        |_| api::session::get_session(),
     );
     provide_context(Auth {
         sign_up,

@@ -7,7 +7,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::auth::members::Actor;
+use crate::changes::{Change, Changes};
 use crate::db::Db;
+use crate::llm::{self, ChatRequest, MessageRole};
 use crate::tenancy::TenantId;
 use crate::{Error, Result};
 
@@ -126,24 +128,9 @@ fn validate(input: &AgentInput) -> Result<Valid> {
     })
 }
 
-/// A URL- and API-friendly name: `Front Desk Helper` -> `front-desk-helper`.
+/// An agent's slug, its name in the API: `Front Desk Helper` -> `front-desk-helper`.
 pub fn slugify(name: &str) -> String {
-    let mut slug = String::new();
-    for c in name.to_lowercase().chars() {
-        if c.is_ascii_alphanumeric() {
-            slug.push(c);
-        } else if !slug.is_empty() && !slug.ends_with('-') {
-            slug.push('-');
-        }
-    }
-    let slug = slug.trim_end_matches('-');
-    let slug: String = slug.chars().take(50).collect();
-    let slug = slug.trim_end_matches('-').to_string();
-    if slug.is_empty() {
-        "agent".into()
-    } else {
-        slug
-    }
+    crate::tenancy::slug(name, 50, "agent")
 }
 
 const COLUMNS: &str = "id, slug, name, description, system_prompt, model, temperature_pct, max_reply_tokens, context_tokens, created_at, updated_at";
@@ -182,7 +169,13 @@ pub async fn by_slug(db: &Db, tenant: TenantId, slug: &str) -> Result<Option<Age
 
 /// Creates an agent, refusing one beyond the plan's limit (checked under a lock on the clinic,
 /// so two admins at once cannot both take the last place).
-pub async fn create(db: &Db, tenant: TenantId, actor: Actor, input: &AgentInput) -> Result<Agent> {
+pub async fn create(
+    db: &Db,
+    changes: &Changes,
+    tenant: TenantId,
+    actor: Actor,
+    input: &AgentInput,
+) -> Result<Agent> {
     actor.require_admin("manage agents")?;
     let v = validate(input)?;
     let mut tx = db.begin_tenant(tenant).await?;
@@ -241,12 +234,14 @@ pub async fn create(db: &Db, tenant: TenantId, actor: Actor, input: &AgentInput)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
+    changes.announce(Change::Tenant(tenant)).await;
     Ok(agent)
 }
 
 /// Changes an agent's settings (its slug stays, so API callers keep working).
 pub async fn update(
     db: &Db,
+    changes: &Changes,
     tenant: TenantId,
     actor: Actor,
     id: Uuid,
@@ -271,11 +266,19 @@ pub async fn update(
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    agent.ok_or(Error::NotFound)
+    let agent = agent.ok_or(Error::NotFound)?;
+    changes.announce(Change::Tenant(tenant)).await;
+    Ok(agent)
 }
 
 /// Deletes an agent. Conversations with it stay readable.
-pub async fn delete(db: &Db, tenant: TenantId, actor: Actor, id: Uuid) -> Result<()> {
+pub async fn delete(
+    db: &Db,
+    changes: &Changes,
+    tenant: TenantId,
+    actor: Actor,
+    id: Uuid,
+) -> Result<()> {
     actor.require_admin("manage agents")?;
     let mut tx = db.begin_tenant(tenant).await?;
     let n = sqlx::query("DELETE FROM agents WHERE id = $1")
@@ -284,7 +287,54 @@ pub async fn delete(db: &Db, tenant: TenantId, actor: Actor, id: Uuid) -> Result
         .await?
         .rows_affected();
     tx.commit().await?;
-    crate::error::one_row(n)
+    crate::error::one_row(n)?;
+    changes.announce(Change::Tenant(tenant)).await;
+    Ok(())
+}
+
+/// A request to `agent:<slug>` as the agent makes it: its model, its instructions first, its
+/// reply limit and temperature unless the caller set lower or other ones, and the history cut to
+/// its context budget.
+pub fn apply(agent: &Agent, mut req: ChatRequest) -> ChatRequest {
+    let (system, turns): (Vec<_>, Vec<_>) = req
+        .messages
+        .into_iter()
+        .partition(|m| m.role == MessageRole::System);
+    let mut instructions = agent.system_prompt.trim().to_string();
+    for m in system {
+        if !instructions.is_empty() {
+            instructions.push_str("\n\n");
+        }
+        instructions.push_str(&m.content);
+    }
+    req.messages = llm::context(&instructions, &turns, i64::from(agent.context_tokens));
+    req.model = agent.model.clone();
+    let limit = agent.max_reply_tokens.max(1) as u32;
+    req.max_tokens = Some(req.max_tokens.map_or(limit, |m| m.min(limit)));
+    req.temperature = req.temperature.or(Some(agent.temperature()));
+    req.agent = Some(agent.id);
+    req
+}
+
+/// How many agents the clinic has.
+pub async fn count(db: &Db, tenant: TenantId) -> Result<i64> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM agents")
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// The plan's agent limit for a clinic (`None`: unlimited).
+pub async fn max_agents(db: &Db, tenant: TenantId) -> Result<Option<i32>> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    let max: Option<i32> =
+        sqlx::query_scalar("SELECT p.max_agents FROM tenants t JOIN plans p ON p.id = t.plan")
+            .fetch_one(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(max)
 }
 
 #[cfg(test)]
@@ -333,39 +383,4 @@ mod tests {
             .to_string()
             .contains("Context budget"));
     }
-}
-
-/// A request to `agent:<slug>` as the agent makes it: its model, its instructions first, its
-/// reply limit and temperature unless the caller set lower or other ones, and the history cut to
-/// its context budget.
-pub fn apply(agent: &Agent, mut req: crate::llm::ChatRequest) -> crate::llm::ChatRequest {
-    let (system, turns): (Vec<_>, Vec<_>) = req
-        .messages
-        .into_iter()
-        .partition(|m| m.role == crate::llm::MessageRole::System);
-    let mut instructions = agent.system_prompt.trim().to_string();
-    for m in system {
-        if !instructions.is_empty() {
-            instructions.push_str("\n\n");
-        }
-        instructions.push_str(&m.content);
-    }
-    req.messages = crate::chat::context(&instructions, &turns, i64::from(agent.context_tokens));
-    req.model = agent.model.clone();
-    let limit = agent.max_reply_tokens.max(1) as u32;
-    req.max_tokens = Some(req.max_tokens.map_or(limit, |m| m.min(limit)));
-    req.temperature = req.temperature.or(Some(agent.temperature()));
-    req.agent = Some(agent.id);
-    req
-}
-
-/// The plan's agent limit for a clinic (`None`: unlimited).
-pub async fn max_agents(db: &Db, tenant: TenantId) -> Result<Option<i32>> {
-    let mut tx = db.begin_tenant(tenant).await?;
-    let max: Option<i32> =
-        sqlx::query_scalar("SELECT p.max_agents FROM tenants t JOIN plans p ON p.id = t.plan")
-            .fetch_one(&mut *tx)
-            .await?;
-    tx.commit().await?;
-    Ok(max)
 }

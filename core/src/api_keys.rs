@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::auth::members::Actor;
+use crate::changes::{Change, Changes};
 use crate::db::{set_tenant, Db};
 use crate::tenancy::TenantId;
 use crate::{Error, Result};
@@ -117,7 +118,13 @@ pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<ApiKeyI
 }
 
 /// Revokes a key: it stops working at once.
-pub async fn revoke(db: &Db, tenant: TenantId, actor: Actor, id: Uuid) -> Result<()> {
+pub async fn revoke(
+    db: &Db,
+    changes: &Changes,
+    tenant: TenantId,
+    actor: Actor,
+    id: Uuid,
+) -> Result<()> {
     actor.require_admin("manage API keys")?;
     let mut tx = db.begin_tenant(tenant).await?;
     let n =
@@ -127,7 +134,9 @@ pub async fn revoke(db: &Db, tenant: TenantId, actor: Actor, id: Uuid) -> Result
             .await?
             .rows_affected();
     tx.commit().await?;
-    crate::error::one_row(n)
+    crate::error::one_row(n)?;
+    changes.announce(Change::ApiKey(id)).await;
+    Ok(())
 }
 
 /// The caller behind a presented key, or `None` for a malformed, unknown or revoked key. A

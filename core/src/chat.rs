@@ -7,10 +7,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::agents::Agent;
-use crate::db::Db;
-use crate::llm::{estimate_tokens, ChatMessage, MessageRole};
+use crate::auth::Viewer;
+use crate::db::{Db, Tx};
+use crate::llm::{ChatMessage, MessageRole};
 use crate::tenancy::{TenantId, UserId};
-use crate::{Error, Result};
+use crate::{Error, MessageStatus, ReplyEnd, Result};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Conversation {
@@ -25,10 +26,9 @@ pub struct Conversation {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Message {
     pub id: Uuid,
-    pub role: String,
+    pub role: MessageRole,
     pub content: String,
-    /// `pending`, `complete`, `stopped` or `failed`.
-    pub status: String,
+    pub status: MessageStatus,
     pub error: Option<String>,
     pub created_at: OffsetDateTime,
 }
@@ -38,6 +38,15 @@ pub struct Message {
 pub struct Chatter {
     pub tenant: TenantId,
     pub user: UserId,
+}
+
+impl From<&Viewer> for Chatter {
+    fn from(v: &Viewer) -> Self {
+        Chatter {
+            tenant: v.tenant.id,
+            user: v.user.id,
+        }
+    }
 }
 
 const MAX_MESSAGE_CHARS: usize = 32_000;
@@ -68,7 +77,7 @@ fn check_text(text: &str) -> Result<&str> {
     if text.chars().count() > MAX_MESSAGE_CHARS {
         return Err(Error::invalid(format!(
             "A message can be at most {} characters.",
-            crate::error::thousands(MAX_MESSAGE_CHARS as i64)
+            crate::format::thousands(MAX_MESSAGE_CHARS as i64)
         )));
     }
     Ok(text)
@@ -113,8 +122,14 @@ pub async fn get(db: &Db, who: Chatter, id: Uuid) -> Result<(Conversation, Vec<M
     Ok((conv, messages))
 }
 
-/// Starts a conversation with `agent`, titled from the first message.
-pub async fn start(db: &Db, who: Chatter, agent: Uuid, first_message: &str) -> Result<Uuid> {
+/// Starts a conversation with `agent`, titled from the first message, with that message and a
+/// pending reply to it. Returns the conversation's id and the reply's.
+pub async fn start(
+    db: &Db,
+    who: Chatter,
+    agent: Uuid,
+    first_message: &str,
+) -> Result<(Uuid, Uuid)> {
     let text = check_text(first_message)?;
     let mut tx = db.begin_tenant(who.tenant).await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1)")
@@ -135,8 +150,9 @@ pub async fn start(db: &Db, who: Chatter, agent: Uuid, first_message: &str) -> R
         .bind(title_from(text))
         .execute(&mut *tx)
         .await?;
+    let reply = add_turn(&mut tx, who, id, text).await?;
     tx.commit().await?;
-    Ok(id)
+    Ok((id, reply))
 }
 
 /// Adds the person's message and a pending reply to it; returns the reply's id, which the
@@ -155,7 +171,8 @@ pub async fn post(db: &Db, who: Chatter, conversation: Uuid, text: &str) -> Resu
         return Err(Error::NotFound);
     }
     let busy: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = $1 AND status = 'pending'
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = $1
+                          AND status IN ('pending', 'generating')
                           AND created_at > now() - interval '10 minutes')",
     )
     .bind(conversation)
@@ -166,25 +183,31 @@ pub async fn post(db: &Db, who: Chatter, conversation: Uuid, text: &str) -> Resu
             "The agent is still answering. Wait for the reply or stop it first.".into(),
         ));
     }
+    let reply = add_turn(&mut tx, who, conversation, text).await?;
+    tx.commit().await?;
+    Ok(reply)
+}
+
+/// The person's message and a pending reply to it, in an open transaction.
+async fn add_turn(tx: &mut Tx, who: Chatter, conversation: Uuid, text: &str) -> Result<Uuid> {
     sqlx::query("INSERT INTO messages (id, tenant_id, conversation_id, role, content) VALUES ($1, $2, $3, 'user', $4)")
         .bind(Uuid::new_v4())
         .bind(who.tenant)
         .bind(conversation)
         .bind(text)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     let reply = Uuid::new_v4();
     sqlx::query("INSERT INTO messages (id, tenant_id, conversation_id, role, status) VALUES ($1, $2, $3, 'assistant', 'pending')")
         .bind(reply)
         .bind(who.tenant)
         .bind(conversation)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     sqlx::query("UPDATE conversations SET updated_at = now() WHERE id = $1")
         .bind(conversation)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
     Ok(reply)
 }
 
@@ -196,31 +219,29 @@ pub struct PendingReply {
     pub history: Vec<ChatMessage>,
 }
 
-/// Claims a pending reply of the person's for generation. `NotFound` if it is not theirs or
-/// no longer pending (so a reply is generated once).
+/// Claims a pending reply of the person's for generation: it becomes `generating`, so it is
+/// generated once, and a page opened meanwhile waits for it instead of asking again.
+/// `NotFound` if it is not theirs; `Conflict` if it is already being generated or has ended.
 pub async fn claim(db: &Db, who: Chatter, reply: Uuid) -> Result<PendingReply> {
     let mut tx = db.begin_tenant(who.tenant).await?;
-    let row: Option<(Uuid, Option<Uuid>)> = sqlx::query_as(
-        "SELECT c.id, c.agent_id FROM messages m JOIN conversations c ON c.id = m.conversation_id
-          WHERE m.id = $1 AND m.status = 'pending' AND c.user_id = $2 FOR UPDATE OF m",
+    let row: Option<(Uuid, Option<Uuid>, MessageStatus)> = sqlx::query_as(
+        "SELECT c.id, c.agent_id, m.status FROM messages m JOIN conversations c ON c.id = m.conversation_id
+          WHERE m.id = $1 AND m.role = 'assistant' AND c.user_id = $2 FOR UPDATE OF m",
     )
     .bind(reply)
     .bind(who.user)
     .fetch_optional(&mut *tx)
     .await?;
-    let (conversation, agent_id) = row.ok_or(Error::NotFound)?;
-    // Marked as being generated: an empty, still-pending reply with a start time.
-    let claimed =
-        sqlx::query("UPDATE messages SET error = 'generating' WHERE id = $1 AND error IS NULL")
-            .bind(reply)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    if claimed == 0 {
+    let (conversation, agent_id, status) = row.ok_or(Error::NotFound)?;
+    if status != MessageStatus::Pending {
         return Err(Error::Conflict(
-            "This reply is already being generated.".into(),
+            "This reply is already being generated or has ended.".into(),
         ));
     }
+    sqlx::query("UPDATE messages SET status = 'generating' WHERE id = $1")
+        .bind(reply)
+        .execute(&mut *tx)
+        .await?;
     let agent = match agent_id {
         Some(id) => sqlx::query_as::<_, Agent>(
             "SELECT id, slug, name, description, system_prompt, model, temperature_pct, max_reply_tokens, context_tokens, created_at, updated_at FROM agents WHERE id = $1",
@@ -230,7 +251,7 @@ pub async fn claim(db: &Db, who: Chatter, reply: Uuid) -> Result<PendingReply> {
         .await?,
         None => None,
     };
-    let rows: Vec<(String, String)> = sqlx::query_as(
+    let rows: Vec<(MessageRole, String)> = sqlx::query_as(
         "SELECT role, content FROM messages
           WHERE conversation_id = $1 AND id <> $2 AND status IN ('complete', 'stopped') AND content <> ''
           ORDER BY created_at, role DESC",
@@ -242,14 +263,7 @@ pub async fn claim(db: &Db, who: Chatter, reply: Uuid) -> Result<PendingReply> {
     tx.commit().await?;
     let history = rows
         .into_iter()
-        .map(|(role, content)| ChatMessage {
-            role: if role == "user" {
-                MessageRole::User
-            } else {
-                MessageRole::Assistant
-            },
-            content,
-        })
+        .map(|(role, content)| ChatMessage { role, content })
         .collect();
     Ok(PendingReply {
         conversation,
@@ -258,20 +272,20 @@ pub async fn claim(db: &Db, who: Chatter, reply: Uuid) -> Result<PendingReply> {
     })
 }
 
-/// Stores how a reply ended: its text, and `complete`, `stopped` or `failed` (with a message).
+/// Stores how a reply ended: its text, and complete, stopped or failed (with a message).
 pub async fn finish(
     db: &Db,
     tenant: TenantId,
     reply: Uuid,
     content: &str,
-    status: &str,
+    end: ReplyEnd,
     error: Option<&str>,
 ) -> Result<()> {
     let mut tx = db.begin_tenant(tenant).await?;
     sqlx::query("UPDATE messages SET content = $2, status = $3, error = $4 WHERE id = $1")
         .bind(reply)
         .bind(content)
-        .bind(status)
+        .bind(MessageStatus::from(end))
         .bind(error)
         .execute(&mut *tx)
         .await?;
@@ -308,51 +322,9 @@ pub async fn delete(db: &Db, who: Chatter, id: Uuid) -> Result<()> {
     crate::error::one_row(n)
 }
 
-/// The messages sent to the model: the system prompt always, then as much recent history as
-/// fits in `budget` tokens (oldest turns dropped first). The newest message is always kept.
-pub fn context(system_prompt: &str, history: &[ChatMessage], budget: i64) -> Vec<ChatMessage> {
-    let mut out = Vec::new();
-    let mut used = 0;
-    if !system_prompt.trim().is_empty() {
-        used += estimate_tokens(system_prompt) + 4;
-        out.push(ChatMessage {
-            role: MessageRole::System,
-            content: system_prompt.to_string(),
-        });
-    }
-    let mut kept = Vec::new();
-    for (i, m) in history.iter().enumerate().rev() {
-        let cost = estimate_tokens(&m.content) + 4;
-        if i + 1 != history.len() && used + cost > budget {
-            break;
-        }
-        used += cost;
-        kept.push(m.clone());
-    }
-    // Never start with a reply the model did not see the question to.
-    while kept.len() > 1
-        && kept
-            .last()
-            .is_some_and(|m| m.role == MessageRole::Assistant)
-    {
-        kept.pop();
-    }
-    out.extend(kept.into_iter().rev());
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg(role: MessageRole, words: usize, tag: &str) -> ChatMessage {
-        ChatMessage {
-            role,
-            content: format!("{tag} {}", "word ".repeat(words))
-                .trim()
-                .to_string(),
-        }
-    }
 
     #[test]
     fn titles_come_from_the_first_line() {
@@ -361,43 +333,5 @@ mod tests {
             "Could you summarise the discharge instructions for the patient in bed twelve please";
         let t = title_from(long);
         assert!(t.ends_with('…') && t.chars().count() <= 61, "{t}");
-    }
-
-    #[test]
-    fn context_keeps_the_system_prompt_and_the_newest_turns() {
-        // m0 (user) .. m10 (user), alternating.
-        let history: Vec<ChatMessage> = (0..11)
-            .map(|i| {
-                let role = if i % 2 == 0 {
-                    MessageRole::User
-                } else {
-                    MessageRole::Assistant
-                };
-                msg(role, 20, &format!("m{i}"))
-            })
-            .collect();
-        let tags = |ms: &[ChatMessage]| -> Vec<String> {
-            ms.iter()
-                .map(|m| m.content.split(' ').next().unwrap().to_string())
-                .collect()
-        };
-        let all = context("Be kind.", &history, 100_000);
-        assert_eq!(all.len(), 12);
-        assert_eq!(all[0].role, MessageRole::System);
-
-        // Every message costs the same; the system prompt 2 + 4 = 6.
-        let per = estimate_tokens(&history[10].content) + 4;
-        assert_eq!(per, estimate_tokens(&history[1].content) + 4);
-        let trimmed = context("Be kind.", &history, 6 + per * 3);
-        assert_eq!(trimmed[0].content, "Be kind.");
-        assert_eq!(tags(&trimmed[1..]), ["m8", "m9", "m10"]);
-
-        // Room for two: the older of them is a reply whose question was cut, so it goes too.
-        let two = context("Be kind.", &history, 6 + per * 2);
-        assert_eq!(tags(&two[1..]), ["m10"]);
-
-        // The newest message stays even when it alone is over budget.
-        let tiny = context("", &history, 1);
-        assert_eq!(tags(&tiny), ["m10"]);
     }
 }

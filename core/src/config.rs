@@ -152,6 +152,9 @@ impl Config {
     }
 
     /// Reads from a map of variables (the environment, or a test's own).
+    ///
+    /// Long on purpose: one short statement per variable, in the README's order, so the whole
+    /// configuration reads as one list; each statement's parsing lives in a helper.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
         let database_url = url(

@@ -1,5 +1,6 @@
 //! The core's error type. Client mistakes carry a short message meant for the person who made
-//! them; everything else is opaque to the client and logged with its source.
+//! them; everything else is opaque to the client and logged with its source. The core knows no
+//! HTTP: the app maps each variant to a status in one place (`app::server::error`).
 
 /// Result with the core's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -49,27 +50,32 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status this error maps to.
-    pub fn status_code(&self) -> u16 {
-        match self {
-            Error::Invalid(_) => 422,
-            Error::Conflict(_) => 409,
-            Error::NotFound => 404,
-            Error::Forbidden(_) | Error::PlanLimit(_) => 403,
-            Error::Unauthenticated(_) => 401,
-            Error::RateLimited { .. } | Error::OverBudget { .. } => 429,
-            Error::Gone(_) => 410,
-            Error::Unavailable(_) => 503,
-            Error::Database(_) | Error::Migrate(_) | Error::Redis(_) | Error::Internal(_) => 500,
-        }
-    }
-
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
     }
 
     pub fn forbidden(msg: impl Into<String>) -> Self {
         Error::Forbidden(msg.into())
+    }
+
+    /// Whether the client can act on it (a 4xx), as opposed to a failure on our side.
+    pub fn is_client_error(&self) -> bool {
+        !matches!(
+            self,
+            Error::Database(_) | Error::Migrate(_) | Error::Redis(_) | Error::Internal(_)
+        )
+    }
+}
+
+impl From<tessera_types::UnknownName> for Error {
+    fn from(e: tessera_types::UnknownName) -> Self {
+        Error::Invalid(e.to_string())
+    }
+}
+
+impl From<tessera_types::NotAMonth> for Error {
+    fn from(e: tessera_types::NotAMonth) -> Self {
+        Error::Invalid(e.to_string())
     }
 }
 
@@ -87,47 +93,20 @@ pub fn is_constraint(err: &sqlx::Error, name: &str) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.constraint() == Some(name))
 }
 
-/// `1234567` as `1,234,567`.
-pub fn thousands(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
-    if n < 0 {
-        out.push('-');
-    }
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn over_budget_message(used: i64, limit: i64, requested: i64) -> String {
     let ask = "An admin can raise the monthly spending cap under Usage, or change the plan.";
     if used >= limit {
         format!(
             "Monthly token allowance used: {} of {} tokens. {ask}",
-            thousands(used),
-            thousands(limit)
+            crate::format::thousands(used),
+            crate::format::thousands(limit)
         )
     } else {
         format!(
             "Not enough of this month's token allowance is left: this request could need up to {} tokens, and {} of {} remain (calls in progress hold some). Lower max_tokens or shorten the conversation. {ask}",
-            thousands(requested),
-            thousands(limit - used),
-            thousands(limit)
+            crate::format::thousands(requested),
+            crate::format::thousands(limit - used),
+            crate::format::thousands(limit)
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(super::thousands(0), "0");
-        assert_eq!(super::thousands(999), "999");
-        assert_eq!(super::thousands(1_000_000), "1,000,000");
-        assert_eq!(super::thousands(-12_345), "-12,345");
     }
 }

@@ -1,31 +1,43 @@
 //! Tessera's multi-tenant core.
 //!
 //! Everything the product does to data goes through this crate: configuration, the Postgres
-//! pool with its tenant-scoped transactions (row-level security), Redis, and accounts
-//! (sign-up, sign-in, sessions, members and invitations). It knows nothing of Leptos, so it
-//! compiles and tests quickly; `app` and `server` call into it.
+//! pool with its tenant-scoped transactions (row-level security), Redis, accounts, provider and
+//! API keys, agents and chat, the gateway every model call takes, metering and billing. It knows
+//! nothing of Leptos or HTTP, so it compiles and tests quickly; `app` and `server` call into it
+//! and map its errors to responses.
+//!
+//! Modules depend on each other one way (no cycles): `tenancy`, `db`, `redis_client`,
+//! `changes` and `crypto` at the bottom; `auth`, `provider_keys`, `api_keys`, `llm` and
+//! `metering` on them; `agents` on `llm`; `chat` on `agents`; `gateway` on all of those; and
+//! `billing` on `metering` and `agents`.
 
 pub mod agents;
 pub mod api_keys;
 pub mod auth;
 pub mod billing;
+pub mod changes;
 pub mod chat;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod egress;
 pub mod error;
-pub mod keys;
+pub mod gateway;
 pub mod llm;
 pub mod metering;
-pub mod redis_store;
-pub mod session_store;
+pub mod provider_keys;
+pub mod redis_client;
 pub mod tenancy;
 
+pub use changes::{Change, Changes};
 pub use config::Config;
 pub use db::Db;
 pub use error::{Error, Result};
-pub use redis_store::Redis;
-pub use tenancy::{Role, TenantId, UserId};
+pub use redis_client::Redis;
+pub use tenancy::{TenantId, UserId};
+pub use tessera_types::{
+    format, MessageRole, MessageStatus, Month, PlanId, Provider, ReplyEnd, Role,
+};
 
 /// The shared services a request handler needs, cloned cheaply into every handler.
 #[derive(Clone)]
@@ -33,11 +45,13 @@ pub struct Services {
     pub config: std::sync::Arc<Config>,
     pub db: Db,
     pub redis: Redis,
+    /// Announces changes to in-process caches here and on every replica.
+    pub changes: Changes,
     pub throttle: auth::throttle::LoginThrottle,
     /// One HTTP client (connection pools) for every provider call.
     pub http: reqwest::Client,
     /// The one path for model calls.
-    pub gateway: llm::Gateway,
+    pub gateway: gateway::Gateway,
     /// Stripe, when billing is configured.
     pub stripe: Option<billing::StripeApi>,
 }
@@ -52,7 +66,10 @@ impl Services {
             .build()
             .unwrap_or_default();
         let config = std::sync::Arc::new(config);
-        let gateway = llm::Gateway::new(config.clone(), db.clone(), redis.clone(), http.clone());
+        let changes = Changes::new(redis.clone());
+        let metering = metering::Metering::new(db.clone(), redis.clone());
+        let gateway =
+            gateway::Gateway::new(config.clone(), db.clone(), metering, http.clone(), &changes);
         let stripe = config
             .stripe
             .as_ref()
@@ -68,17 +85,19 @@ impl Services {
             config,
             db,
             redis,
+            changes,
             throttle,
             http,
             gateway,
         }
     }
 
-    /// Starts the work a serving process does in the background: the [workers](Self::start_workers)
-    /// and the listener that keeps in-process caches fresh.
+    /// Starts the work a serving process does in the background: the [workers](Self::start_workers),
+    /// the listener that keeps in-process caches fresh, and loading the tokenizer.
     pub fn start_background(&self) {
         self.start_workers();
-        self.gateway.listen();
+        self.changes.listen();
+        tokio::spawn(llm::tokens::warm_up());
     }
 
     /// Starts the background workers: the ledger writer (draining settled usage into Postgres)

@@ -6,7 +6,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Error, Result};
+pub use tessera_types::Role;
+
+use crate::{Error, PlanId, Result};
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
@@ -56,56 +58,13 @@ id_type!(
     InvitationId
 );
 
-/// What a member may do in a clinic. Ordered: `Staff < Admin < Owner`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Role {
-    Staff,
-    Admin,
-    Owner,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Staff => "staff",
-            Role::Admin => "admin",
-            Role::Owner => "owner",
-        }
-    }
-
-    /// Owners and admins manage the clinic (members, keys, billing).
-    pub fn is_admin(self) -> bool {
-        self >= Role::Admin
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "staff" => Ok(Role::Staff),
-            "admin" => Ok(Role::Admin),
-            "owner" => Ok(Role::Owner),
-            other => Err(Error::invalid(format!(
-                "Unknown role {other:?}: choose owner, admin or staff."
-            ))),
-        }
-    }
-}
-
 /// A clinic as the app sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
     pub slug: String,
-    pub plan: String,
+    pub plan: PlanId,
     pub active: bool,
 }
 
@@ -124,25 +83,31 @@ pub fn parse_clinic_name(raw: &str) -> Result<String> {
     }
 }
 
-/// A URL-safe slug from a name: lowercase ASCII letters and digits separated by single dashes.
-pub fn slugify(name: &str) -> String {
+/// A URL-safe slug from a name: lowercase ASCII letters and digits separated by single dashes,
+/// at most `max_len` long; `fallback` when the name has no such character.
+pub fn slug(name: &str, max_len: usize, fallback: &str) -> String {
     let mut slug = String::new();
     for c in name.chars().flat_map(char::to_lowercase) {
+        if slug.len() >= max_len {
+            break;
+        }
         if c.is_ascii_alphanumeric() {
             slug.push(c);
         } else if !slug.is_empty() && !slug.ends_with('-') {
             slug.push('-');
         }
-        if slug.len() >= 48 {
-            break;
-        }
     }
-    let slug = slug.trim_end_matches('-').to_string();
+    let slug = slug.trim_end_matches('-');
     if slug.is_empty() {
-        "clinic".to_string()
+        fallback.to_string()
     } else {
-        slug
+        slug.to_string()
     }
+}
+
+/// A clinic's slug: `Harbour Family Clinic` -> `harbour-family-clinic`.
+pub fn slugify(name: &str) -> String {
+    slug(name, 48, "clinic")
 }
 
 #[cfg(test)]
@@ -155,14 +120,6 @@ mod tests {
         assert_eq!(slugify("  St. Mary's -- Dental!! "), "st-mary-s-dental");
         assert_eq!(slugify("???"), "clinic");
         assert_eq!(slugify("Zürich Praxis"), "z-rich-praxis");
-    }
-
-    #[test]
-    fn roles_are_ordered_and_parsed() {
-        assert!(Role::Owner > Role::Admin && Role::Admin > Role::Staff);
-        assert_eq!("Admin".parse::<Role>().unwrap(), Role::Admin);
-        assert!("root".parse::<Role>().is_err());
-        assert!(Role::Admin.is_admin() && !Role::Staff.is_admin());
     }
 
     #[test]

@@ -5,13 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{app_db, clinic};
+use common::{app_db, clinic, CHANGES};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tessera_core::billing::{self, meter, webhook::Outcome, StripeApi};
 use tessera_core::config::StripeConfig;
 use tessera_core::metering::{self, UsageEvent};
-use tessera_core::{Db, TenantId};
+use tessera_core::{Db, PlanId, TenantId};
 use time::OffsetDateTime;
 
 /// Sets columns of one clinic's row as the schema owner: `set` names the columns with
@@ -91,7 +91,11 @@ async fn the_same_event_ten_times_has_one_effect(owner: PgPool) {
     let deliveries = (0..10).flat_map(|_| [failed.clone(), upgrade.clone()]);
     let outcomes = futures_util::future::join_all(deliveries.map(|payload| {
         let db = db.clone();
-        async move { billing::webhook::handle(&db, &payload).await.unwrap() }
+        async move {
+            billing::webhook::handle(&db, &CHANGES, &payload)
+                .await
+                .unwrap()
+        }
     }))
     .await;
     let applied = outcomes
@@ -139,11 +143,15 @@ async fn events_out_of_order_end_in_the_right_state(owner: PgPool) {
 
     // updated arrives before created: created is older and changes nothing.
     assert_eq!(
-        billing::webhook::handle(&db, &updated).await.unwrap(),
+        billing::webhook::handle(&db, &CHANGES, &updated)
+            .await
+            .unwrap(),
         Outcome::Applied(tenant)
     );
     assert_eq!(
-        billing::webhook::handle(&db, &created).await.unwrap(),
+        billing::webhook::handle(&db, &CHANGES, &created)
+            .await
+            .unwrap(),
         Outcome::Stale(tenant)
     );
     let s = state(&db, tenant).await;
@@ -171,9 +179,13 @@ async fn events_out_of_order_end_in_the_right_state(owner: PgPool) {
         1_700_000_000,
         early,
     );
-    billing::webhook::handle(&db, &updated).await.unwrap();
+    billing::webhook::handle(&db, &CHANGES, &updated)
+        .await
+        .unwrap();
     assert_eq!(
-        billing::webhook::handle(&db, &created).await.unwrap(),
+        billing::webhook::handle(&db, &CHANGES, &created)
+            .await
+            .unwrap(),
         Outcome::Stale(tenant2)
     );
     assert_eq!(state(&db, tenant2).await.plan, "professional");
@@ -192,9 +204,13 @@ async fn events_out_of_order_end_in_the_right_state(owner: PgPool) {
         1_700_000_500,
         subscription("active", "professional"),
     );
-    billing::webhook::handle(&db, &deleted).await.unwrap();
+    billing::webhook::handle(&db, &CHANGES, &deleted)
+        .await
+        .unwrap();
     assert_eq!(
-        billing::webhook::handle(&db, &late).await.unwrap(),
+        billing::webhook::handle(&db, &CHANGES, &late)
+            .await
+            .unwrap(),
         Outcome::Stale(tenant)
     );
     let s = state(&db, tenant).await;
@@ -216,9 +232,13 @@ async fn events_out_of_order_end_in_the_right_state(owner: PgPool) {
         1_700_001_060,
         json!({ "customer": "cus_1" }),
     );
-    billing::webhook::handle(&db, &paid).await.unwrap();
+    billing::webhook::handle(&db, &CHANGES, &paid)
+        .await
+        .unwrap();
     assert_eq!(
-        billing::webhook::handle(&db, &failed).await.unwrap(),
+        billing::webhook::handle(&db, &CHANGES, &failed)
+            .await
+            .unwrap(),
         Outcome::Stale(tenant)
     );
     assert_eq!(state(&db, tenant).await.payment_failed_at, None);
@@ -234,19 +254,27 @@ async fn events_for_no_clinic_are_recorded_and_ignored(owner: PgPool) {
         json!({ "customer": "cus_unknown" }),
     );
     assert!(matches!(
-        billing::webhook::handle(&db, &stranger).await.unwrap(),
+        billing::webhook::handle(&db, &CHANGES, &stranger)
+            .await
+            .unwrap(),
         Outcome::Ignored(_)
     ));
     assert_eq!(
-        billing::webhook::handle(&db, &stranger).await.unwrap(),
+        billing::webhook::handle(&db, &CHANGES, &stranger)
+            .await
+            .unwrap(),
         Outcome::Duplicate
     );
     let other = event("evt_y", "charge.refunded", 1_700_000_000, json!({}));
     assert!(matches!(
-        billing::webhook::handle(&db, &other).await.unwrap(),
+        billing::webhook::handle(&db, &CHANGES, &other)
+            .await
+            .unwrap(),
         Outcome::Ignored(_)
     ));
-    assert!(billing::webhook::handle(&db, b"not json").await.is_err());
+    assert!(billing::webhook::handle(&db, &CHANGES, b"not json")
+        .await
+        .is_err());
 }
 
 /// A Stripe client against a fresh simulator, with the catalogue synced.
@@ -318,7 +346,7 @@ async fn a_crash_mid_batch_reports_each_hour_exactly_once(owner: PgPool) {
                 user: None,
                 api_key: None,
                 agent: None,
-                provider: "openai".into(),
+                provider: tessera_core::Provider::OpenAi,
                 model: "gpt-4o-mini".into(),
                 prompt_tokens: t / 2,
                 completion_tokens: t / 2,
@@ -478,21 +506,19 @@ async fn an_operator_sets_enterprise_and_subscriptions_leave_it_alone(owner: PgP
         tx.commit().await.unwrap();
         s
     };
-    let err = billing::set_plan(&owner, &slug, "platinum")
-        .await
-        .unwrap_err();
+    let err = "platinum".parse::<tessera_core::PlanId>().unwrap_err();
     assert!(
         err.to_string()
             .contains("starter, professional, enterprise"),
         "{err}"
     );
-    let err = billing::set_plan(&owner, "no-such-clinic", "enterprise")
+    let err = billing::set_plan(&owner, &CHANGES, "no-such-clinic", PlanId::Enterprise)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("no-such-clinic"), "{err}");
 
     assert_eq!(
-        billing::set_plan(&owner, &slug, "enterprise")
+        billing::set_plan(&owner, &CHANGES, &slug, PlanId::Enterprise)
             .await
             .unwrap(),
         tenant
@@ -510,7 +536,9 @@ async fn an_operator_sets_enterprise_and_subscriptions_leave_it_alone(owner: PgP
         subscription("active", "starter"),
     );
     assert_eq!(
-        billing::webhook::handle(&db, &update).await.unwrap(),
+        billing::webhook::handle(&db, &CHANGES, &update)
+            .await
+            .unwrap(),
         Outcome::Applied(tenant)
     );
     assert_eq!(state(&db, tenant).await.plan, "enterprise");

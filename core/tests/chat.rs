@@ -2,11 +2,11 @@
 
 mod common;
 
-use common::{app_db, clinic, member};
+use common::{app_db, clinic, member, CHANGES};
 use sqlx::PgPool;
 use tessera_core::agents::{self, AgentInput};
 use tessera_core::chat::{self, Chatter};
-use tessera_core::{Error, Role};
+use tessera_core::{Error, MessageStatus, ReplyEnd, Role};
 
 fn input(name: &str) -> AgentInput {
     AgentInput {
@@ -22,7 +22,7 @@ async fn the_plan_limits_how_many_agents_a_clinic_has(pool: PgPool) {
     let db = app_db(&pool).await;
     let c = clinic(&db, "Agent Clinic").await;
     for i in 0..3 {
-        let a = agents::create(&db, c.tenant, c.owner_actor(), &input("Front desk"))
+        let a = agents::create(&db, &CHANGES, c.tenant, c.owner(), &input("Front desk"))
             .await
             .unwrap();
         assert_eq!(
@@ -34,7 +34,7 @@ async fn the_plan_limits_how_many_agents_a_clinic_has(pool: PgPool) {
             }
         );
     }
-    let err = agents::create(&db, c.tenant, c.owner_actor(), &input("Fourth"))
+    let err = agents::create(&db, &CHANGES, c.tenant, c.owner(), &input("Fourth"))
         .await
         .unwrap_err();
     assert!(
@@ -50,13 +50,13 @@ async fn the_plan_limits_how_many_agents_a_clinic_has(pool: PgPool) {
     };
     let first = &agents::list(&db, c.tenant).await.unwrap()[0];
     assert!(matches!(
-        agents::delete(&db, c.tenant, actor, first.id).await,
+        agents::delete(&db, &CHANGES, c.tenant, actor, first.id).await,
         Err(Error::Forbidden(_))
     ));
-    agents::delete(&db, c.tenant, c.owner_actor(), first.id)
+    agents::delete(&db, &CHANGES, c.tenant, c.owner(), first.id)
         .await
         .unwrap();
-    agents::create(&db, c.tenant, c.owner_actor(), &input("Fourth"))
+    agents::create(&db, &CHANGES, c.tenant, c.owner(), &input("Fourth"))
         .await
         .unwrap();
 }
@@ -68,17 +68,14 @@ async fn conversations_are_private_to_the_person_who_started_them(pool: PgPool) 
     let a = clinic(&db, "Private Clinic").await;
     let b = clinic(&db, "Other Clinic").await;
     let colleague = member(&db, &a, "colleague@private.example.com", Role::Admin).await;
-    let agent = agents::create(&db, a.tenant, a.owner_actor(), &input("Helper"))
+    let agent = agents::create(&db, &CHANGES, a.tenant, a.owner(), &input("Helper"))
         .await
         .unwrap();
     let owner = Chatter {
         tenant: a.tenant,
         user: a.owner,
     };
-    let conv = chat::start(&db, owner, agent.id, "Patient in room 4 needs a follow-up")
-        .await
-        .unwrap();
-    let reply = chat::post(&db, owner, conv, "Patient in room 4 needs a follow-up")
+    let (conv, reply) = chat::start(&db, owner, agent.id, "Patient in room 4 needs a follow-up")
         .await
         .unwrap();
 
@@ -126,17 +123,32 @@ async fn conversations_are_private_to_the_person_who_started_them(pool: PgPool) 
     // A reply is generated once.
     let pending = chat::claim(&db, owner, reply).await.unwrap();
     assert_eq!(pending.history.len(), 1);
-    assert!(chat::claim(&db, owner, reply).await.is_err());
+    // While it is generated, the conversation says so (a page opened meanwhile waits for it),
+    // and nobody can claim it again.
+    let (_, messages) = chat::get(&db, owner, conv).await.unwrap();
+    assert_eq!(messages.last().unwrap().status, MessageStatus::Generating);
+    assert!(matches!(
+        chat::claim(&db, owner, reply).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        chat::post(&db, owner, conv, "another question").await,
+        Err(Error::Conflict(_))
+    ));
     chat::finish(
         &db,
         a.tenant,
         reply,
         "Booked for Tuesday.",
-        "complete",
+        ReplyEnd::Complete,
         None,
     )
     .await
     .unwrap();
+    assert!(matches!(
+        chat::claim(&db, owner, reply).await,
+        Err(Error::Conflict(_))
+    ));
     chat::rename(&db, owner, conv, "Room 4 follow-up")
         .await
         .unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{app_db, clinic};
+use common::{app_db, clinic, CHANGES};
 use sqlx::PgPool;
 use tessera_core::{auth, Role};
 
@@ -83,31 +83,36 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
         auth::invitations::create(
             &db,
             c.tenant,
-            c.owner_actor(),
+            c.owner(),
             &format!("pending-{}@example.com", c.tenant),
             Role::Staff,
             time::Duration::days(1),
         )
         .await
         .unwrap();
-        tessera_core::keys::set(
+        tessera_core::provider_keys::set(
             &db,
+            &CHANGES,
             &master,
             c.tenant,
-            c.owner_actor(),
-            tessera_core::keys::Provider::OpenAi,
-            "sk-test-isolation-key",
-            "",
+            c.owner(),
+            tessera_core::provider_keys::KeyInput {
+                provider: tessera_core::Provider::OpenAi,
+                secret: "sk-test-isolation-key",
+                base_url: "",
+            },
+            true,
         )
         .await
         .unwrap();
-        tessera_core::api_keys::create(&db, c.tenant, c.owner_actor(), "isolation")
+        tessera_core::api_keys::create(&db, c.tenant, c.owner(), "isolation")
             .await
             .unwrap();
         let agent = tessera_core::agents::create(
             &db,
+            &CHANGES,
             c.tenant,
-            c.owner_actor(),
+            c.owner(),
             &tessera_core::agents::AgentInput {
                 name: "Isolation agent".into(),
                 model: "gpt-4o-mini".into(),
@@ -120,10 +125,7 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
             tenant: c.tenant,
             user: c.owner,
         };
-        let conversation = tessera_core::chat::start(&db, who, agent.id, "hello")
-            .await
-            .unwrap();
-        tessera_core::chat::post(&db, who, conversation, "hello")
+        tessera_core::chat::start(&db, who, agent.id, "hello")
             .await
             .unwrap();
         let id = uuid::Uuid::new_v4();
@@ -135,7 +137,7 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
                 user: Some(c.owner),
                 api_key: None,
                 agent: Some(agent.id),
-                provider: "openai".into(),
+                provider: tessera_core::Provider::OpenAi,
                 model: "gpt-4o-mini".into(),
                 prompt_tokens: 1,
                 completion_tokens: 1,
@@ -174,7 +176,7 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
             "id": format!("evt_{}", c.tenant.0.simple()), "type": "invoice.paid", "created": 1,
             "data": { "object": { "customer": customer } }
         });
-        tessera_core::billing::webhook::handle(&db, event.to_string().as_bytes())
+        tessera_core::billing::webhook::handle(&db, &CHANGES, event.to_string().as_bytes())
             .await
             .unwrap();
     }

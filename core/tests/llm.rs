@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 
 use secrecy::SecretString;
-use tessera_core::keys::{Provider, ResolvedKey};
 use tessera_core::llm::probe;
+use tessera_core::provider_keys::ResolvedKey;
 use tessera_core::Config;
+use tessera_core::Provider;
 
 async fn config() -> Config {
     let sim = testkit::spawn("127.0.0.1:0".parse().unwrap())

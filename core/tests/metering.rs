@@ -4,38 +4,12 @@ mod common;
 
 use common::{app_db, clinic, redis};
 use sqlx::PgPool;
-use tessera_core::metering::{self, LedgerWriter, Metering, UsageEvent};
+use tessera_core::metering::{self, report, LedgerWriter, Metering, UsageEvent};
 use tessera_core::{Error, TenantId};
 
-/// Puts `tenant` on a plan that includes `included` tokens and allows no overage.
-pub async fn set_allowance(owner: &PgPool, tenant: TenantId, included: i64) {
-    let plan = format!("test_{}", included);
-    sqlx::query(
-        "INSERT INTO plans (id, name, included_tokens, overage_micro_usd_per_1k)
-         VALUES ($1, 'Test', $2, 3000) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&plan)
-    .bind(included)
-    .execute(owner)
-    .await
-    .unwrap();
-    // Row-level security applies to the owner too: scope the update to the tenant.
-    let mut tx = owner.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(tenant.to_string())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let n = sqlx::query("UPDATE tenants SET plan = $2, spending_cap_micro_usd = 0 WHERE id = $1")
-        .bind(tenant)
-        .bind(&plan)
-        .execute(&mut *tx)
-        .await
-        .unwrap()
-        .rows_affected();
-    assert_eq!(n, 1);
-    tx.commit().await.unwrap();
-}
+/// A new clinic is on Starter: 1,000,000 tokens a month, and (with the spending cap at its
+/// default) nothing beyond them.
+const ALLOWANCE: i64 = 1_000_000;
 
 fn event(r: &metering::Reservation, prompt: i64, completion: i64) -> UsageEvent {
     UsageEvent {
@@ -44,7 +18,7 @@ fn event(r: &metering::Reservation, prompt: i64, completion: i64) -> UsageEvent 
         user: None,
         api_key: None,
         agent: None,
-        provider: "openai".into(),
+        provider: tessera_core::Provider::OpenAi,
         model: "gpt-4o-mini".into(),
         prompt_tokens: prompt,
         completion_tokens: completion,
@@ -61,10 +35,9 @@ fn event(r: &metering::Reservation, prompt: i64, completion: i64) -> UsageEvent 
 
 #[sqlx::test(migrations = "../migrations")]
 async fn concurrent_reservations_never_exceed_the_limit(pool: PgPool) {
-    // Arrange: a budget that admits exactly 7 reservations of 100.
+    // Arrange: a budget that admits exactly 7 reservations of 140,000.
     let db = app_db(&pool).await;
     let c = clinic(&db, "Budget Clinic").await;
-    set_allowance(&pool, c.tenant, 750).await;
     let limits = metering::limits(&db, c.tenant).await.unwrap();
     let m = Metering::new(db.clone(), redis().await);
 
@@ -73,7 +46,7 @@ async fn concurrent_reservations_never_exceed_the_limit(pool: PgPool) {
         .map(|_| {
             let m = m.clone();
             let limits = limits.clone();
-            tokio::spawn(async move { m.reserve(c.tenant, &limits, 100).await })
+            tokio::spawn(async move { m.reserve(c.tenant, &limits, 140_000).await })
         })
         .collect();
     let mut admitted = Vec::new();
@@ -82,7 +55,7 @@ async fn concurrent_reservations_never_exceed_the_limit(pool: PgPool) {
         match t.await.unwrap() {
             Ok(r) => admitted.push(r),
             Err(Error::OverBudget { limit, .. }) => {
-                assert_eq!(limit, 750);
+                assert_eq!(limit, ALLOWANCE);
                 refused += 1;
             }
             Err(e) => panic!("unexpected {e:?}"),
@@ -92,33 +65,32 @@ async fn concurrent_reservations_never_exceed_the_limit(pool: PgPool) {
     // Assert
     assert_eq!(admitted.len(), 7);
     assert_eq!(refused, 193);
-    let month = admitted[0].month.clone();
-    let (_, reserved) = m.month_usage(c.tenant, &month).await.unwrap();
-    assert_eq!(reserved, 700);
+    let month = admitted[0].month;
+    let (_, reserved) = m.month_usage(c.tenant, month).await.unwrap();
+    assert_eq!(reserved, 980_000);
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn settling_counts_real_usage_and_releasing_charges_nothing(pool: PgPool) {
     let db = app_db(&pool).await;
     let c = clinic(&db, "Settle Clinic").await;
-    set_allowance(&pool, c.tenant, 1000).await;
     let limits = metering::limits(&db, c.tenant).await.unwrap();
     let m = Metering::new(db.clone(), redis().await);
 
-    let a = m.reserve(c.tenant, &limits, 600).await.unwrap();
-    let month = a.month.clone();
+    let a = m.reserve(c.tenant, &limits, 600_000).await.unwrap();
+    let month = a.month;
     // A second worst case does not fit while the first is held...
     assert!(matches!(
-        m.reserve(c.tenant, &limits, 600).await,
+        m.reserve(c.tenant, &limits, 600_000).await,
         Err(Error::OverBudget { .. })
     ));
     // ...but fits once the first settles at its real (smaller) usage.
     let ev = event(&a, 30, 20);
     m.settle(a, &ev).await.unwrap();
-    let b = m.reserve(c.tenant, &limits, 600).await.unwrap();
+    let b = m.reserve(c.tenant, &limits, 600_000).await.unwrap();
     m.release(b).await.unwrap();
 
-    let (usage, reserved) = m.month_usage(c.tenant, &month).await.unwrap();
+    let (usage, reserved) = m.month_usage(c.tenant, month).await.unwrap();
     assert_eq!(
         (usage.tokens, usage.requests, usage.cost_micro_usd, reserved),
         (50, 1, 7, 0)
@@ -129,16 +101,15 @@ async fn settling_counts_real_usage_and_releasing_charges_nothing(pool: PgPool) 
 async fn a_reservation_left_by_a_crash_expires(pool: PgPool) {
     let db = app_db(&pool).await;
     let c = clinic(&db, "Crash Clinic").await;
-    set_allowance(&pool, c.tenant, 100).await;
     let limits = metering::limits(&db, c.tenant).await.unwrap();
     let mut m = Metering::new(db.clone(), redis().await);
     m.reservation_ttl = std::time::Duration::from_millis(50);
 
-    let abandoned = m.reserve(c.tenant, &limits, 100).await.unwrap();
-    assert!(m.reserve(c.tenant, &limits, 100).await.is_err());
+    let abandoned = m.reserve(c.tenant, &limits, ALLOWANCE).await.unwrap();
+    assert!(m.reserve(c.tenant, &limits, 1).await.is_err());
     std::mem::forget(abandoned);
     tokio::time::sleep(std::time::Duration::from_millis(80)).await;
-    let r = m.reserve(c.tenant, &limits, 100).await.unwrap();
+    let r = m.reserve(c.tenant, &limits, ALLOWANCE).await.unwrap();
     m.release(r).await.unwrap();
 }
 
@@ -147,20 +118,19 @@ async fn counters_are_rebuilt_from_the_ledger_after_a_flush(pool: PgPool) {
     // Arrange: some settled calls, written to the ledger.
     let db = app_db(&pool).await;
     let c = clinic(&db, "Rebuild Clinic").await;
-    set_allowance(&pool, c.tenant, 1_000_000).await;
     let limits = metering::limits(&db, c.tenant).await.unwrap();
     let r = redis().await;
     let m = Metering::new(db.clone(), r.clone());
-    let mut month = String::new();
+    let mut month = tessera_core::Month::now();
     for i in 1..=5 {
         let res = m.reserve(c.tenant, &limits, 1000).await.unwrap();
-        month = res.month.clone();
+        month = res.month;
         let ev = event(&res, 10 * i, i);
         m.settle(res, &ev).await.unwrap();
     }
     let writer = LedgerWriter::new(db.clone(), r.clone());
     assert_eq!(writer.drain_all().await.unwrap(), 5);
-    let before = m.month_usage(c.tenant, &month).await.unwrap().0;
+    let before = m.month_usage(c.tenant, month).await.unwrap().0;
 
     // Act: Redis loses everything of ours.
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -175,8 +145,8 @@ async fn counters_are_rebuilt_from_the_ledger_after_a_flush(pool: PgPool) {
         .unwrap();
 
     // Assert: the live view comes back equal to the ledger.
-    let after = m.month_usage(c.tenant, &month).await.unwrap().0;
-    let ledger = metering::ledger_totals(&db, c.tenant, &month)
+    let after = m.month_usage(c.tenant, month).await.unwrap().0;
+    let ledger = metering::report::ledger_totals(&db, c.tenant, month)
         .await
         .unwrap();
     assert_eq!(after, ledger);
@@ -192,11 +162,11 @@ async fn a_writer_crash_mid_batch_loses_and_doubles_nothing(pool: PgPool) {
     let limits = metering::limits(&db, c.tenant).await.unwrap();
     let r = redis().await;
     let m = Metering::new(db.clone(), r.clone());
-    let mut month = String::new();
+    let mut month = tessera_core::Month::now();
     let mut events = Vec::new();
     for _ in 0..3 {
         let res = m.reserve(c.tenant, &limits, 100).await.unwrap();
-        month = res.month.clone();
+        month = res.month;
         let ev = event(&res, 5, 5);
         events.push(ev.clone());
         m.settle(res, &ev).await.unwrap();
@@ -212,7 +182,7 @@ async fn a_writer_crash_mid_batch_loses_and_doubles_nothing(pool: PgPool) {
     metering::write_events(&db, &events).await.unwrap();
 
     // Assert
-    let totals = metering::ledger_totals(&db, c.tenant, &month)
+    let totals = metering::report::ledger_totals(&db, c.tenant, month)
         .await
         .unwrap();
     assert_eq!((totals.requests, totals.tokens), (3, 30));
@@ -226,13 +196,13 @@ async fn the_ledger_is_isolated_and_append_only_for_the_app(pool: PgPool) {
     let limits = metering::limits(&db, a.tenant).await.unwrap();
     let m = Metering::new(db.clone(), redis().await);
     let res = m.reserve(a.tenant, &limits, 10).await.unwrap();
-    let month = res.month.clone();
+    let month = res.month;
     let ev = event(&res, 1, 1);
     metering::write_events(&db, &[ev]).await.unwrap();
     m.release(res).await.unwrap();
 
     assert_eq!(
-        metering::ledger_totals(&db, b.tenant, &month)
+        metering::report::ledger_totals(&db, b.tenant, month)
             .await
             .unwrap()
             .requests,
@@ -253,14 +223,14 @@ async fn an_event_that_cannot_be_written_is_set_aside_without_blocking_others(po
     let r = redis().await;
     let m = Metering::new(db.clone(), r.clone());
     let good = m.reserve(c.tenant, &limits, 100).await.unwrap();
-    let month = good.month.clone();
+    let month = good.month;
     let ev = event(&good, 4, 6);
     m.settle(good, &ev).await.unwrap();
     // An event of a clinic that no longer exists.
     let gone = metering::Reservation {
         id: uuid::Uuid::new_v4(),
         tenant: TenantId::new(),
-        month: month.clone(),
+        month,
         amount: 0,
         started_at: time::OffsetDateTime::now_utc(),
     };
@@ -270,7 +240,7 @@ async fn an_event_that_cannot_be_written_is_set_aside_without_blocking_others(po
     let writer = LedgerWriter::new(db.clone(), r.clone());
     assert_eq!(writer.drain_all().await.unwrap(), 2);
 
-    let totals = metering::ledger_totals(&db, c.tenant, &month)
+    let totals = metering::report::ledger_totals(&db, c.tenant, month)
         .await
         .unwrap();
     assert_eq!((totals.requests, totals.tokens), (1, 10));
@@ -288,8 +258,9 @@ async fn the_dashboard_splits_a_month_by_model_agent_and_caller(pool: PgPool) {
     let c = clinic(&db, "Dash Clinic").await;
     let agent = tessera_core::agents::create(
         &db,
+        &common::CHANGES,
         c.tenant,
-        c.owner_actor(),
+        c.owner(),
         &tessera_core::agents::AgentInput {
             name: "Triage".into(),
             model: "gpt-4o-mini".into(),
@@ -298,7 +269,7 @@ async fn the_dashboard_splits_a_month_by_model_agent_and_caller(pool: PgPool) {
     )
     .await
     .unwrap();
-    let (key, _) = tessera_core::api_keys::create(&db, c.tenant, c.owner_actor(), "Reception")
+    let (key, _) = tessera_core::api_keys::create(&db, c.tenant, c.owner(), "Reception")
         .await
         .unwrap();
     let now = metering::now_ms();
@@ -310,7 +281,7 @@ async fn the_dashboard_splits_a_month_by_model_agent_and_caller(pool: PgPool) {
             user: user.then_some(c.owner),
             api_key: (!user).then_some(key.id),
             agent,
-            provider: "openai".into(),
+            provider: tessera_core::Provider::OpenAi,
             model: model.into(),
             prompt_tokens: tokens,
             completion_tokens: 0,
@@ -330,13 +301,12 @@ async fn the_dashboard_splits_a_month_by_model_agent_and_caller(pool: PgPool) {
         mk("claude-sonnet-4-0", None, false, 5),
     ];
     metering::write_events(&db, &events).await.unwrap();
-    let month = metering::month_of(time::OffsetDateTime::now_utc());
+    let month = tessera_core::Month::now();
 
     let by = |b| {
         let db = db.clone();
-        let month = month.clone();
         async move {
-            metering::daily_usage(&db, c.tenant, &month, b)
+            report::daily_usage(&db, c.tenant, month, b)
                 .await
                 .unwrap()
                 .into_iter()
@@ -345,25 +315,24 @@ async fn the_dashboard_splits_a_month_by_model_agent_and_caller(pool: PgPool) {
         }
     };
     assert_eq!(
-        by(metering::Breakdown::Model).await,
+        by(report::Breakdown::Model).await,
         [
             ("claude-sonnet-4-0".to_string(), 5),
             ("gpt-4o-mini".to_string(), 30)
         ]
     );
     assert_eq!(
-        by(metering::Breakdown::Agent).await,
+        by(report::Breakdown::Agent).await,
         [("No agent".to_string(), 25), ("Triage".to_string(), 10)]
     );
     assert_eq!(
-        by(metering::Breakdown::Caller).await,
+        by(report::Breakdown::Caller).await,
         [
             ("API key Reception".to_string(), 25),
             ("Owner".to_string(), 10)
         ]
     );
-    let rows = metering::ledger_rows(&db, c.tenant, &month).await.unwrap();
+    let rows = report::ledger_rows(&db, c.tenant, month).await.unwrap();
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().any(|r| r.agent.as_deref() == Some("Triage")));
-    assert_eq!(metering::previous_month("2027-01").unwrap(), "2026-12");
 }

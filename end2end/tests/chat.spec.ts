@@ -1,5 +1,5 @@
 import { expect, test } from "@playwright/test";
-import { PASSWORD, expectSignedInTo, open, ownerSql, signUp, uniqueEmail } from "./fixtures/pages";
+import { PASSWORD, expectSignedInTo, open, signUp, uniqueEmail } from "./fixtures/pages";
 
 test("an admin creates an agent; staff chat with streaming, stop a reply, reload, and see the allowance message", async ({ page, browser }) => {
   const clinic = `Chat Clinic ${Date.now()}`;
@@ -75,19 +75,32 @@ test("an admin creates an agent; staff chat with streaming, stop a reply, reload
   await expect(replies.nth(1)).toContainText("word1 word2");
   await expect(replies.nth(1).getByTestId("stopped")).toBeVisible();
 
-  // With the allowance used up, the chat says so and who can change it.
-  const session = await (await page.request.post("/api/session", { headers: { Accept: "application/json", Origin: new URL(page.url()).origin } })).json();
-  ownerSql(
-    `INSERT INTO plans (id, name, included_tokens, overage_micro_usd_per_1k) VALUES ('e2e_tiny', 'Tiny', 20, 3000) ON CONFLICT (id) DO NOTHING;
-     BEGIN; SELECT set_config('app.tenant_id', '${session.clinic.id}', true); UPDATE tenants SET plan = 'e2e_tiny'; COMMIT;`,
-  );
-  // Saving the cap announces the clinic's change to every server, so the new plan applies at once.
+  // The clinic goes past its allowance, as it may with a spending cap: the admin allows up to
+  // $10 beyond it, and calls through the API use 1,100,000 tokens of the 1,000,000 included.
+  await nav.getByRole("link", { name: "API keys" }).click();
+  await page.getByLabel("Name").fill("Reports");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const token = await page.getByTestId("new-api-key").inputValue();
   await nav.getByRole("link", { name: "Usage" }).click();
-  // The dashboard already shows the staff member's chat, by agent and by person.
+  await page.getByLabel("Continue, up to a monthly cap of").check();
+  await page.getByLabel("Cap in US dollars").fill("10");
+  await page.getByRole("button", { name: "Save" }).click();
+  await expect(page.getByRole("status")).toHaveText("Saved.");
+  for (let i = 0; i < 11; i++) {
+    const res = await page.request.post("/v1/chat/completions", {
+      headers: { Authorization: `Bearer ${token}` },
+      data: { model: "gpt-4o-mini", max_tokens: 100000, messages: [{ role: "user", content: `Report ${i} [sim:words=100000]` }] },
+    });
+    expect(res.status()).toBe(200);
+  }
+  await page.reload();
+  // The dashboard shows the staff member's chat, by agent and by person.
   const byAgent = page.getByTestId("usage-chart").filter({ hasText: "Tokens per day by agent" });
   await expect(byAgent.locator("svg rect").first()).toBeVisible();
   await expect(byAgent).toContainText("Front Desk");
   await expect(page.getByTestId("usage-chart").filter({ hasText: "by person" })).toContainText("Nina Nurse");
+  // Then the admin stops calls beyond the allowance: the chat says it is used up, and who can
+  // change that.
   await page.getByLabel("Stop model calls until next month").check();
   await page.getByRole("button", { name: "Save" }).click();
   await expect(page.getByRole("status")).toHaveText("Saved.");

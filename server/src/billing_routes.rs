@@ -7,18 +7,16 @@
 //!   portal form redirects to Stripe's Customer Portal. Cookie-authenticated, so the request
 //!   guard's same-origin check covers them.
 
-use app::server::AppState;
+use app::error::AppError;
+use app::server::{AppState, SignedIn};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use secrecy::ExposeSecret;
-use tessera_core::auth::members::Actor;
-use tessera_core::auth::Viewer;
-use tessera_core::billing::{self, webhook::Outcome, Chosen, ReturnUrls, StripeApi};
-use tessera_core::llm::Change;
-use tower_sessions::Session;
+use tessera_core::billing::{self, Chosen, ReturnUrls, StripeApi};
+use tessera_core::PlanId;
 
 /// Where the Billing page lives; errors come back to it as `?error=...`.
 const BILLING_PAGE: &str = "/settings/billing";
@@ -56,21 +54,14 @@ pub async fn stripe_webhook(
         tracing::warn!(error = %e, "refused a webhook delivery");
         return (StatusCode::BAD_REQUEST, format!("Webhook refused: {e}.")).into_response();
     }
-    match billing::webhook::handle(&services.db, &body).await {
+    match billing::webhook::handle(&services.db, &services.changes, &body).await {
         Ok(outcome) => {
-            if let Outcome::Applied(tenant) = &outcome {
-                // Plan, status or payment changed: limits apply at once on every replica.
-                services.gateway.invalidate(Change::Tenant(*tenant)).await;
-            }
             Json(serde_json::json!({ "received": true, "outcome": format!("{outcome:?}") }))
                 .into_response()
         }
-        Err(e) if e.status_code() < 500 => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        Err(e) => {
-            // A 5xx makes Stripe deliver it again later.
-            tracing::error!(error = ?e, "webhook not applied");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+        Err(e) if e.is_client_error() => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        // A 5xx makes Stripe deliver it again later.
+        Err(e) => AppError::from(e).into_response(),
     }
 }
 
@@ -93,43 +84,31 @@ fn back_with_error(message: &str) -> Response {
     Redirect::to(&format!("{BILLING_PAGE}?error={encoded}")).into_response()
 }
 
-/// Sends the admin on (to Stripe, or back to the page), or back with what went wrong.
+/// Sends the admin on (to Stripe, or back to the page), or back with what went wrong (in the
+/// words every other page uses for it).
 fn to_stripe(result: tessera_core::Result<String>) -> Response {
     match result {
         Ok(url) => Redirect::to(&url).into_response(),
-        Err(e) if e.status_code() < 500 || e.status_code() == 503 => {
-            back_with_error(&e.to_string())
-        }
-        Err(e) => {
-            tracing::error!(error = ?e, "billing redirect failed");
-            back_with_error("Something went wrong on our side. Please try again.")
-        }
+        Err(e) => back_with_error(&AppError::from(e).to_string()),
     }
 }
 
-/// The signed-in person and the Stripe client, or the answer to send instead.
-async fn signed_in_with_stripe(
-    state: &AppState,
-    session: &Session,
-) -> Result<(Viewer, Actor, StripeApi), Response> {
-    let v = crate::signed_in::viewer(state, session).await?;
-    let Some(api) = state.services.stripe.clone() else {
-        return Err(back_with_error("Billing is not configured on this server."));
-    };
-    let actor = Actor {
-        user: v.user.id,
-        role: v.role,
-    };
-    Ok((v, actor, api))
+/// The Stripe client, or the page saying billing is off.
+fn stripe(state: &AppState) -> Result<StripeApi, Response> {
+    state
+        .services
+        .stripe
+        .clone()
+        .ok_or_else(|| back_with_error("Billing is not configured on this server."))
 }
 
 pub async fn choose_plan(
     State(state): State<AppState>,
-    session: Session,
+    SignedIn(v): SignedIn,
     Form(form): Form<PlanForm>,
 ) -> Response {
-    let (v, actor, api) = match signed_in_with_stripe(&state, &session).await {
-        Ok(found) => found,
+    let api = match stripe(&state) {
+        Ok(api) => api,
         Err(res) => return res,
     };
     let base = &state.services.config.public_url;
@@ -137,12 +116,15 @@ pub async fn choose_plan(
         success: format!("{base}{BILLING_PAGE}?checkout=success"),
         cancel: format!("{base}{BILLING_PAGE}?checkout=cancelled"),
     };
-    let plan = form.plan.trim();
+    let plan: PlanId = match form.plan.parse() {
+        Ok(plan) => plan,
+        Err(e) => return back_with_error(&e.to_string()),
+    };
     let chosen = billing::choose_plan(
         &state.services.db,
         &api,
         v.tenant.id,
-        actor,
+        v.actor(),
         &v.user.email,
         plan,
         &urls,
@@ -154,11 +136,20 @@ pub async fn choose_plan(
     }))
 }
 
-pub async fn portal(State(state): State<AppState>, session: Session) -> Response {
-    let (v, actor, api) = match signed_in_with_stripe(&state, &session).await {
-        Ok(found) => found,
+pub async fn portal(State(state): State<AppState>, SignedIn(v): SignedIn) -> Response {
+    let api = match stripe(&state) {
+        Ok(api) => api,
         Err(res) => return res,
     };
     let return_url = format!("{}{BILLING_PAGE}", state.services.config.public_url);
-    to_stripe(billing::portal(&state.services.db, &api, v.tenant.id, actor, &return_url).await)
+    to_stripe(
+        billing::portal(
+            &state.services.db,
+            &api,
+            v.tenant.id,
+            v.actor(),
+            &return_url,
+        )
+        .await,
+    )
 }

@@ -6,36 +6,28 @@
 //! - `failed`: a JSON string saying what went wrong and what to do.
 //!
 //! The text is saved as it ends: complete, failed (with the message), or stopped when the
-//! browser closes the stream (the Stop button), in which case only what was generated is
-//! charged. A reply is generated once; asking again answers 409.
+//! browser closes the stream (the Stop button, a reload), in which case only what was generated
+//! is charged. A reply is generated once: while it is, it is `generating`, and asking again
+//! answers 409 (the page then waits for what is saved).
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use app::server::AppState;
+use app::error::AppError;
+use app::server::{parse_id, AppState, SignedIn};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+
+use axum::response::Response;
 use futures_util::StreamExt;
-use tessera_core::chat::{self, Chatter};
-use tessera_core::llm::{Caller, ChatOutcome, ChatRequest, StreamEvent};
-use tessera_core::{Db, TenantId};
-use tower_sessions::Session;
+use tessera_core::chat;
+use tessera_core::gateway::{Caller, ChatOutcome, StreamEvent};
+use tessera_core::llm::ChatRequest;
+use tessera_core::{Db, ReplyEnd, TenantId};
 use uuid::Uuid;
 
 fn event(name: &str, data: &serde_json::Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
-}
-
-fn sse(body: Body) -> Response {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .header("x-accel-buffering", "no")
-        .body(body)
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// Saves the reply when the stream ends, however it ends. Dropped before the end means the
@@ -53,17 +45,10 @@ impl Saver {
         self.text.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
-    async fn save(&mut self, status: &str, error: Option<&str>) {
+    async fn save(&mut self, end: ReplyEnd, error: Option<&str>) {
         self.done = true;
-        if let Err(e) = chat::finish(
-            &self.db,
-            self.tenant,
-            self.reply,
-            &self.text(),
-            status,
-            error,
-        )
-        .await
+        if let Err(e) =
+            chat::finish(&self.db, self.tenant, self.reply, &self.text(), end, error).await
         {
             tracing::error!(error = ?e, "could not save a reply");
         }
@@ -77,7 +62,7 @@ impl Drop for Saver {
         }
         let (db, tenant, reply, text) = (self.db.clone(), self.tenant, self.reply, self.text());
         tokio::spawn(async move {
-            if let Err(e) = chat::finish(&db, tenant, reply, &text, "stopped", None).await {
+            if let Err(e) = chat::finish(&db, tenant, reply, &text, ReplyEnd::Stopped, None).await {
                 tracing::error!(error = ?e, "could not save a stopped reply");
             }
         });
@@ -86,27 +71,13 @@ impl Drop for Saver {
 
 pub async fn reply_stream(
     State(state): State<AppState>,
-    session: Session,
+    SignedIn(v): SignedIn,
     Path(reply): Path<String>,
-) -> Response {
+) -> Result<Response, AppError> {
     let services = state.services.clone();
-    let v = match crate::signed_in::viewer(&state, &session).await {
-        Ok(v) => v,
-        Err(res) => return res,
-    };
     let (user, tenant) = (v.user.id, v.tenant.id);
-    let Ok(reply) = reply.parse::<Uuid>() else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let who = Chatter { tenant, user };
-    let pending = match chat::claim(&services.db, who, reply).await {
-        Ok(p) => p,
-        Err(e) => {
-            let status =
-                StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return (status, e.to_string()).into_response();
-        }
-    };
+    let reply: Uuid = parse_id(&reply)?;
+    let pending = chat::claim(&services.db, (&v).into(), reply).await?;
     let mut saver = Saver {
         db: services.db.clone(),
         tenant,
@@ -117,8 +88,11 @@ pub async fn reply_stream(
     let Some(agent) = pending.agent else {
         let message =
             "This conversation's agent was deleted. Start a new conversation with another agent.";
-        saver.save("failed", Some(message)).await;
-        return sse(Body::from(event("failed", &serde_json::json!(message))));
+        saver.save(ReplyEnd::Failed, Some(message)).await;
+        return Ok(crate::event_stream(Body::from(event(
+            "failed",
+            &serde_json::json!(message),
+        ))));
     };
     let request = tessera_core::agents::apply(
         &agent,
@@ -136,17 +110,19 @@ pub async fn reply_stream(
     let stream = match services.gateway.chat(&caller, request).await {
         Ok(ChatOutcome::Stream(s)) => s,
         Ok(ChatOutcome::Complete(_)) => {
-            saver
-                .save("failed", Some("The reply could not be streamed."))
-                .await;
-            return sse(Body::from(event(
+            let message = "The reply could not be streamed.";
+            saver.save(ReplyEnd::Failed, Some(message)).await;
+            return Ok(crate::event_stream(Body::from(event(
                 "failed",
-                &serde_json::json!("The reply could not be streamed."),
-            )));
+                &serde_json::json!(message),
+            ))));
         }
         Err(e) => {
-            saver.save("failed", Some(&e.message)).await;
-            return sse(Body::from(event("failed", &serde_json::json!(e.message))));
+            saver.save(ReplyEnd::Failed, Some(&e.message)).await;
+            return Ok(crate::event_stream(Body::from(event(
+                "failed",
+                &serde_json::json!(e.message),
+            ))));
         }
     };
     let text = saver.text.clone();
@@ -164,16 +140,16 @@ pub async fn reply_stream(
                 }
                 Ok(StreamEvent::Finish(_)) => Bytes::new(),
                 Ok(StreamEvent::Usage(u)) => {
-                    saver.lock().await.save("complete", None).await;
+                    saver.lock().await.save(ReplyEnd::Complete, None).await;
                     event("done", &serde_json::json!({ "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens }))
                 }
                 Err(e) => {
-                    saver.lock().await.save("failed", Some(&e.message)).await;
+                    saver.lock().await.save(ReplyEnd::Failed, Some(&e.message)).await;
                     event("failed", &serde_json::json!(e.message))
                 }
             };
             Ok::<_, Infallible>(bytes)
         }
     });
-    sse(Body::from_stream(body))
+    Ok(crate::event_stream(Body::from_stream(body)))
 }

@@ -5,7 +5,7 @@ pub mod chat_stream;
 pub mod guard;
 pub mod health;
 pub mod openai_api;
-pub mod signed_in;
+pub mod session_store;
 pub mod usage_export;
 
 use std::sync::Arc;
@@ -16,10 +16,24 @@ use axum::routing::{get, post};
 use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use tessera_core::session_store::RedisSessionStore;
+use session_store::RedisSessionStore;
 use tessera_core::Services;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
+
+/// A `text/event-stream` response that proxies pass through unbuffered.
+pub(crate) fn event_stream(body: axum::body::Body) -> axum::response::Response {
+    use axum::http::{header, HeaderValue};
+    let mut res = axum::response::Response::new(body);
+    let headers = res.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
+}
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "tessera_session";

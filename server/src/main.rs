@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use app::server::error::chain as error_chain;
 use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use tessera_core::config::redact_url;
@@ -45,7 +46,7 @@ enum TenantCommand {
         /// The clinic's slug.
         slug: String,
         /// starter, professional or enterprise.
-        plan: String,
+        plan: tessera_core::PlanId,
     },
 }
 
@@ -71,7 +72,7 @@ async fn main() -> ExitCode {
         Command::StripeSync => stripe_sync(config).await,
         Command::Tenant {
             command: TenantCommand::SetPlan { slug, plan },
-        } => set_plan(config, &slug, &plan).await,
+        } => set_plan(config, &slug, plan).await,
         Command::Worker => worker(config).await,
     };
     match result {
@@ -117,7 +118,7 @@ async fn rotate_master_key(config: &Config) -> Result<(), String> {
         return Err("TESSERA_MASTER_KEYS is not set: there is no key to rotate to".into());
     }
     let pool = admin_pool(config).await?;
-    let n = tessera_core::keys::rotate_master_key(&pool, &config.master_keys)
+    let n = tessera_core::provider_keys::rotate_master_key(&pool, &config.master_keys)
         .await
         .map_err(|e| format!("rotation failed, nothing was changed: {}", error_chain(&e)))?;
     println!(
@@ -170,20 +171,17 @@ async fn stripe_sync(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn set_plan(config: Config, slug: &str, plan: &str) -> Result<(), String> {
+async fn set_plan(config: Config, slug: &str, plan: tessera_core::PlanId) -> Result<(), String> {
     let admin = admin_pool(&config).await?;
-    let tenant = tessera_core::billing::set_plan(&admin, slug, plan)
+    // Connected like a server, so running servers hear of the change and drop the clinic's
+    // cached limits now rather than in a minute.
+    let services = services(config).await?;
+    tessera_core::billing::set_plan(&admin, &services.changes, slug, plan)
         .await
         .map_err(|e| match e {
             tessera_core::Error::Invalid(m) => m,
             other => error_chain(&other),
         })?;
-    // Running servers drop the clinic's cached limits now rather than in a minute.
-    let services = services(config).await?;
-    services
-        .gateway
-        .invalidate(tessera_core::llm::Change::Tenant(tenant))
-        .await;
     println!("{slug} is now on the {plan} plan");
     Ok(())
 }
@@ -228,17 +226,6 @@ async fn serve(config: Config) -> Result<(), String> {
     .with_graceful_shutdown(shutdown())
     .await
     .map_err(|e| format!("server failed: {e}"))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 async fn shutdown() {

@@ -1,6 +1,7 @@
 //! The OpenAI-compatible API under `/v1`, authenticated by `Authorization: Bearer tsk_...`,
 //! answering in OpenAI's shapes (errors included) so the official SDKs work by setting their
-//! base URL and key.
+//! base URL and key. This module is the one place that knows OpenAI's error shape
+//! (`{"error": {"message", "type", "param", "code"}}`) and which status each failure gets.
 
 use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,10 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tessera_core::keys::Provider;
-use tessera_core::llm::{
-    Caller, ChatMessage, ChatOutcome, ChatRequest, LlmError, MessageRole, StreamEvent, Usage,
-};
+use tessera_core::gateway::{Caller, ChatOutcome, ChatStream, StreamEvent};
+use tessera_core::llm::{ChatMessage, ChatRequest, LlmError, LlmErrorKind, MessageRole, Usage};
 
 /// `{"error": {"message", "type", "code"}}` with a status.
 pub fn openai_error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
@@ -27,10 +26,72 @@ pub fn openai_error(status: StatusCode, kind: &str, code: &str, message: &str) -
         .into_response()
 }
 
+/// The HTTP status, OpenAI's error `type` and a `code` for a failed call.
+fn shape(kind: LlmErrorKind) -> (StatusCode, &'static str, &'static str) {
+    use LlmErrorKind as K;
+    match kind {
+        K::BadRequest => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        K::UnknownModel => (
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+        ),
+        K::NoKey => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "provider_key_missing",
+        ),
+        K::KeyRejected => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "provider_key_rejected",
+        ),
+        K::Forbidden => (StatusCode::FORBIDDEN, "permission_error", "tenant_inactive"),
+        K::OverBudget => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            "insufficient_quota",
+        ),
+        K::PaymentOverdue => (
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_quota",
+            "payment_overdue",
+        ),
+        K::ProviderRateLimited => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "provider_rate_limited",
+        ),
+        K::ProviderUnavailable => (
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "provider_unavailable",
+        ),
+        K::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "server_error",
+            "provider_timeout",
+        ),
+        K::Internal => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal_error",
+        ),
+    }
+}
+
+/// The error body OpenAI sends, for a failed call.
+fn error_body(e: &LlmError) -> Value {
+    let (_, kind, code) = shape(e.kind);
+    json!({ "error": { "message": e.message, "type": kind, "param": null, "code": code } })
+}
+
 fn llm_error(e: &LlmError) -> Response {
-    let (kind, code) = e.openai_type_and_code();
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
-    openai_error(status, kind, code, &e.message)
+    (shape(e.kind).0, Json(error_body(e))).into_response()
 }
 
 fn invalid(message: impl AsRef<str>) -> Response {
@@ -67,11 +128,7 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Respons
             "invalid_api_key",
             "Incorrect API key provided. It may have been revoked; create a new one under API keys.",
         )),
-        Err(e) if e.status_code() == 403 => Err(openai_error(StatusCode::FORBIDDEN, "permission_error", "tenant_inactive", &e.to_string())),
-        Err(e) => {
-            tracing::error!(error = ?e, "API key check failed");
-            Err(openai_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", "Something went wrong on our side. Please retry."))
-        }
+        Err(e) => Err(llm_error(&LlmError::from(e))),
     }
 }
 
@@ -81,24 +138,14 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
         Ok(c) => c,
         Err(res) => return res,
     };
-    let services = &state.services;
-    let mut data = Vec::new();
-    for provider in Provider::ALL {
-        let key = match services.gateway.usable_key(caller.tenant, provider).await {
-            Ok(Some(key)) => key,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::error!(error = ?e, provider = provider.as_str(), "could not read the clinic's provider key");
-                continue;
-            }
-        };
-        match tessera_core::llm::list_models(&services.http, &services.config, &key).await {
-            Ok(models) => data.extend(models.into_iter().map(|id| {
-                json!({ "id": id, "object": "model", "created": 0, "owned_by": provider.as_str() })
-            })),
-            Err(message) => tracing::warn!(provider = provider.as_str(), %message, "provider did not list models"),
-        }
-    }
+    let models = match state.services.gateway.available_models(caller.tenant).await {
+        Ok(models) => models,
+        Err(e) => return llm_error(&LlmError::from(e)),
+    };
+    let data: Vec<Value> = models
+        .into_iter()
+        .map(|m| json!({ "id": m.id, "object": "model", "created": 0, "owned_by": m.provider.as_str() }))
+        .collect();
     Json(json!({ "object": "list", "data": data })).into_response()
 }
 
@@ -152,63 +199,6 @@ fn parse(body: &[u8]) -> Result<Parsed, Response> {
         Value::Null => return Err(invalid("model: this field is required.")),
         _ => return Err(invalid("model must be a non-empty string.")),
     };
-    let Some(raw_messages) = v["messages"].as_array() else {
-        return Err(invalid(
-            "messages: this field is required (an array of messages).",
-        ));
-    };
-    if raw_messages.is_empty() {
-        return Err(invalid("messages must contain at least one message."));
-    }
-    let mut messages = Vec::with_capacity(raw_messages.len());
-    for (i, m) in raw_messages.iter().enumerate() {
-        let role = m["role"].as_str().unwrap_or_default();
-        let Some(role) = MessageRole::parse(role) else {
-            return Err(invalid(format!(
-                "messages[{i}].role {role:?} is not supported: use system, developer, user or assistant."
-            )));
-        };
-        messages.push(ChatMessage {
-            role,
-            content: text_of(&m["content"], i)?,
-        });
-    }
-    let max_tokens = match (&v["max_completion_tokens"], &v["max_tokens"]) {
-        (Value::Null, Value::Null) => None,
-        (n, Value::Null) | (Value::Null, n) | (n, _) => match n.as_u64() {
-            Some(n) if (1..=200_000).contains(&n) => Some(n as u32),
-            _ => {
-                return Err(invalid(
-                    "max_tokens must be a whole number between 1 and 200000.",
-                ))
-            }
-        },
-    };
-    let number =
-        |name: &str, range: std::ops::RangeInclusive<f64>| -> Result<Option<f32>, Response> {
-            match &v[name] {
-                Value::Null => Ok(None),
-                n => match n.as_f64() {
-                    Some(x) if range.contains(&x) => Ok(Some(x as f32)),
-                    _ => Err(invalid(format!(
-                        "{name} must be a number from {} to {}.",
-                        range.start(),
-                        range.end()
-                    ))),
-                },
-            }
-        };
-    let temperature = number("temperature", 0.0..=2.0)?;
-    let top_p = number("top_p", 0.0..=1.0)?;
-    let stop = match &v["stop"] {
-        Value::Null => Vec::new(),
-        Value::String(s) => vec![s.clone()],
-        Value::Array(a) if a.len() <= 4 && a.iter().all(Value::is_string) => a
-            .iter()
-            .filter_map(|s| s.as_str().map(str::to_string))
-            .collect(),
-        _ => return Err(invalid("stop must be a string or up to 4 strings.")),
-    };
     if v["n"].as_u64().is_some_and(|n| n != 1) {
         return Err(invalid("n: only one choice per request is supported."));
     }
@@ -222,22 +212,93 @@ fn parse(body: &[u8]) -> Result<Parsed, Response> {
         Value::Bool(b) => *b,
         _ => return Err(invalid("stream must be true or false.")),
     };
-    let include_usage = v["stream_options"]["include_usage"]
-        .as_bool()
-        .unwrap_or(false);
     Ok(Parsed {
         request: ChatRequest {
             model,
-            messages,
-            max_tokens,
-            temperature,
-            top_p,
-            stop,
+            messages: messages(&v["messages"])?,
+            max_tokens: max_tokens(&v)?,
+            temperature: number(&v, "temperature", 0.0..=2.0)?,
+            top_p: number(&v, "top_p", 0.0..=1.0)?,
+            stop: stop(&v["stop"])?,
             stream,
             agent: None,
         },
-        include_usage,
+        include_usage: v["stream_options"]["include_usage"]
+            .as_bool()
+            .unwrap_or(false),
     })
+}
+
+fn messages(raw: &Value) -> Result<Vec<ChatMessage>, Response> {
+    let Some(raw) = raw.as_array() else {
+        return Err(invalid(
+            "messages: this field is required (an array of messages).",
+        ));
+    };
+    if raw.is_empty() {
+        return Err(invalid("messages must contain at least one message."));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = match m["role"].as_str().unwrap_or_default() {
+                // OpenAI's newer name for `system`.
+                "developer" => MessageRole::System,
+                other => other.parse().map_err(|_| {
+                    invalid(format!(
+                        "messages[{i}].role {other:?} is not supported: use system, developer, user or assistant."
+                    ))
+                })?,
+            };
+            Ok(ChatMessage {
+                role,
+                content: text_of(&m["content"], i)?,
+            })
+        })
+        .collect()
+}
+
+/// `max_completion_tokens`, or the older `max_tokens`.
+fn max_tokens(v: &Value) -> Result<Option<u32>, Response> {
+    match (&v["max_completion_tokens"], &v["max_tokens"]) {
+        (Value::Null, Value::Null) => Ok(None),
+        (n, Value::Null) | (Value::Null, n) | (n, _) => match n.as_u64() {
+            Some(n) if (1..=200_000).contains(&n) => Ok(Some(n as u32)),
+            _ => Err(invalid(
+                "max_tokens must be a whole number between 1 and 200000.",
+            )),
+        },
+    }
+}
+
+fn number(
+    v: &Value,
+    name: &str,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<Option<f32>, Response> {
+    match &v[name] {
+        Value::Null => Ok(None),
+        n => match n.as_f64() {
+            Some(x) if range.contains(&x) => Ok(Some(x as f32)),
+            _ => Err(invalid(format!(
+                "{name} must be a number from {} to {}.",
+                range.start(),
+                range.end()
+            ))),
+        },
+    }
+}
+
+fn stop(raw: &Value) -> Result<Vec<String>, Response> {
+    match raw {
+        Value::Null => Ok(Vec::new()),
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(a) if a.len() <= 4 && a.iter().all(Value::is_string) => Ok(a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()),
+        _ => Err(invalid("stop must be a string or up to 4 strings.")),
+    }
 }
 
 fn usage_json(u: &Usage) -> Value {
@@ -291,65 +352,60 @@ pub async fn chat_completions(
             "system_fingerprint": null,
         }))
         .into_response(),
-        Ok(ChatOutcome::Stream(stream)) => {
-            let id = format!("chatcmpl-{}", stream.id.simple());
-            let model = stream.model.clone();
-            let chunk = move |delta: Value, finish: Option<&str>| -> Bytes {
-                let mut c = json!({
-                    "id": id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "system_fingerprint": null,
-                    "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }],
-                });
-                if include_usage {
-                    c["usage"] = Value::Null;
-                }
-                sse(&c)
-            };
-            let first = chunk(json!({ "role": "assistant", "content": "" }), None);
-            let id = format!("chatcmpl-{}", stream.id.simple());
-            let model = stream.model.clone();
-            let events = stream.flat_map(move |event| {
-                let out: Vec<Bytes> = match event {
-                    Ok(StreamEvent::Text(t)) => vec![chunk(json!({ "content": t }), None)],
-                    Ok(StreamEvent::Finish(reason)) => vec![chunk(json!({}), Some(&reason))],
-                    Ok(StreamEvent::Usage(u)) => {
-                        let mut tail = Vec::new();
-                        if include_usage {
-                            tail.push(sse(&json!({
-                                "id": id,
-                                "object": "chat.completion.chunk",
-                                "created": created,
-                                "model": model,
-                                "system_fingerprint": null,
-                                "choices": [],
-                                "usage": usage_json(&u),
-                            })));
-                        }
-                        tail.push(Bytes::from_static(b"data: [DONE]\n\n"));
-                        tail
-                    }
-                    // Headers are sent; the error travels as an event, as OpenAI's does.
-                    Err(e) => {
-                        let (kind, code) = e.openai_type_and_code();
-                        vec![sse(&json!({ "error": { "message": e.message, "type": kind, "param": null, "code": code } }))]
-                    }
-                };
-                futures_util::stream::iter(out.into_iter().map(Ok::<_, Infallible>))
-            });
-            let body =
-                futures_util::stream::once(async move { Ok::<_, Infallible>(first) }).chain(events);
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "text/event-stream")
-                .header(header::CACHE_CONTROL, "no-cache")
-                .header("x-accel-buffering", "no")
-                .body(Body::from_stream(body))
-                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-        }
+        Ok(ChatOutcome::Stream(stream)) => streamed(stream, created, include_usage),
     }
+}
+
+/// A streamed reply as OpenAI's chunks: the role first, then text deltas, the finish reason,
+/// the usage when the client asked for it, and `[DONE]`.
+fn streamed(stream: ChatStream, created: u64, include_usage: bool) -> Response {
+    let id = format!("chatcmpl-{}", stream.id.simple());
+    let chunk = {
+        let (id, model) = (id.clone(), stream.model.clone());
+        move |delta: Value, finish: Option<&str>| -> Bytes {
+            let mut c = json!({
+                "id": id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": null,
+                "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }],
+            });
+            if include_usage {
+                c["usage"] = Value::Null;
+            }
+            sse(&c)
+        }
+    };
+    let first = chunk(json!({ "role": "assistant", "content": "" }), None);
+    let model = stream.model.clone();
+    let events = stream.flat_map(move |event| {
+        let out: Vec<Bytes> = match event {
+            Ok(StreamEvent::Text(t)) => vec![chunk(json!({ "content": t }), None)],
+            Ok(StreamEvent::Finish(reason)) => vec![chunk(json!({}), Some(&reason))],
+            Ok(StreamEvent::Usage(u)) => {
+                let mut tail = Vec::new();
+                if include_usage {
+                    tail.push(sse(&json!({
+                        "id": id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "system_fingerprint": null,
+                        "choices": [],
+                        "usage": usage_json(&u),
+                    })));
+                }
+                tail.push(Bytes::from_static(b"data: [DONE]\n\n"));
+                tail
+            }
+            // Headers are sent; the error travels as an event, as OpenAI's does.
+            Err(e) => vec![sse(&error_body(&e))],
+        };
+        futures_util::stream::iter(out.into_iter().map(Ok::<_, Infallible>))
+    });
+    let body = futures_util::stream::once(async move { Ok::<_, Infallible>(first) }).chain(events);
+    crate::event_stream(Body::from_stream(body))
 }
 
 fn sse(v: &Value) -> Bytes {

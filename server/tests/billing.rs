@@ -7,7 +7,7 @@ use common::TestApp;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tessera_core::billing;
-use tessera_core::TenantId;
+use tessera_core::{PlanId, TenantId};
 
 /// Stripe configured against the simulator; `whsec_old` is a secret being rolled out.
 const STRIPE: [(&str, &str); 3] = [
@@ -75,7 +75,7 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
         .unwrap();
     // The gateway has the Starter limits cached.
     let before = app.services.gateway.limits(tenant).await.unwrap();
-    assert_eq!(before.plan, "starter");
+    assert_eq!(before.plan, PlanId::Starter);
 
     let res = choose(&app, &admin, "professional").await;
     assert_eq!(res.status(), 303);
@@ -134,7 +134,7 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
 
     // Limits changed at once (the cached ones were dropped), and the page shows the plan.
     let after = app.services.gateway.limits(tenant).await.unwrap();
-    assert_eq!(after.plan, "professional");
+    assert_eq!(after.plan, PlanId::Professional);
     assert_eq!(after.included_tokens, Some(10_000_000));
     let overview: Value = app.call(&admin, "billing", &[]).await.json().await.unwrap();
     assert_eq!(overview["plan"]["name"], "Professional");
@@ -171,7 +171,7 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
     assert_eq!(items[1]["price"]["lookup_key"], "tessera_starter_overage");
     assert_eq!(
         app.services.gateway.limits(tenant).await.unwrap().plan,
-        "starter"
+        PlanId::Starter
     );
 
     // The portal opens.
@@ -199,7 +199,7 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
         format!("{}/settings/billing", app.url)
     );
     let account = billing::account(&app.services.db, tenant).await.unwrap();
-    assert_eq!(account.plan.id, "starter");
+    assert_eq!(account.plan.id, PlanId::Starter);
     assert_eq!(account.subscription_status.as_deref(), Some("canceled"));
     let again = choose(&app, &admin, "professional").await;
     assert!(location(&again).starts_with(&format!("{sim}/checkout/cs_")));
@@ -341,7 +341,7 @@ async fn a_failed_payment_warns_then_blocks_model_calls(owner: PgPool) {
     let chat = || {
         reqwest::Client::new()
             .post(format!("{}/v1/chat/completions", app.url))
-            .bearer_auth(&clinic.token)
+            .bearer_auth(&clinic.token())
             .json(&json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hello" }] }))
             .send()
     };
@@ -377,8 +377,8 @@ async fn a_failed_payment_warns_then_blocks_model_calls(owner: PgPool) {
         tx.commit().await.unwrap();
     }
     app.services
-        .gateway
-        .invalidate(tessera_core::llm::Change::Tenant(clinic.tenant))
+        .changes
+        .announce(tessera_core::Change::Tenant(clinic.tenant))
         .await;
     let res = chat().await.unwrap();
     assert_eq!(res.status(), 402);

@@ -43,22 +43,11 @@ async fn agent_id(app: &TestApp, client: &reqwest::Client) -> String {
     home["agents"][0]["id"].as_str().unwrap().to_string()
 }
 
+/// `(event name, data)` of each event of a stream.
 fn events(text: &str) -> Vec<(String, String)> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let name = e
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap_or("")
-                .to_string();
-            let data = e
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap_or("")
-                .to_string();
-            (name, data)
-        })
+    common::sse(text)
+        .into_iter()
+        .map(|e| (e.event.unwrap_or_default(), e.data))
         .collect()
 }
 
@@ -99,13 +88,13 @@ async fn a_reply_streams_once_and_is_saved(pool: PgPool) {
     );
     assert_eq!(evs.last().unwrap().0, "done");
 
-    // Generated once.
+    // Generated once: asking again is a conflict.
     let again = owner
         .get(format!("{}/chat/replies/{reply}", app.url))
         .send()
         .await
         .unwrap();
-    assert_eq!(again.status(), 404);
+    assert_eq!(again.status(), 409);
 
     // Reloading shows the saved conversation, rendered on the server.
     let page = owner
@@ -361,7 +350,12 @@ async fn the_usage_dashboard_and_export_show_a_chat_just_made(pool: PgPool) {
         .send()
         .await
         .unwrap();
-    assert_eq!(bad.status(), 400);
+    // Refused like any form field that is not a month, with the same message.
+    assert_eq!(bad.status(), 422);
+    assert_eq!(
+        bad.text().await.unwrap(),
+        "\"2026-13\" is not a month (YYYY-MM)."
+    );
     let stranger = app.browser();
     let res = stranger
         .get(format!("{}/settings/usage/export.csv", app.url))

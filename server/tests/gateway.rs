@@ -6,8 +6,7 @@ mod common;
 use common::TestApp;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tessera_core::keys::Provider;
-use tessera_core::metering;
+use tessera_core::Provider;
 use tessera_core::TenantId;
 
 async fn chat(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
@@ -22,28 +21,16 @@ async fn chat(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
 
 /// The `data:` payloads of an event stream.
 fn sse_data(text: &str) -> Vec<String> {
-    text.split("\n\n")
-        .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")))
-        .map(str::to_string)
-        .collect()
+    common::sse(text).into_iter().map(|e| e.data).collect()
 }
 
-async fn ledger(app: &TestApp, tenant: TenantId) -> metering::MonthUsage {
+async fn ledger(app: &TestApp, tenant: TenantId) -> tessera_core::metering::MonthUsage {
     app.flush_ledger().await;
-    let month = metering::month_of(time::OffsetDateTime::now_utc());
-    metering::ledger_totals(&app.services.db, tenant, &month)
-        .await
-        .unwrap()
+    app.ledger_usage(tenant).await
 }
 
-async fn live(app: &TestApp, tenant: TenantId) -> (metering::MonthUsage, i64) {
-    let month = metering::month_of(time::OffsetDateTime::now_utc());
-    app.services
-        .gateway
-        .metering
-        .month_usage(tenant, &month)
-        .await
-        .unwrap()
+async fn live(app: &TestApp, tenant: TenantId) -> (tessera_core::metering::MonthUsage, i64) {
+    app.live_usage(tenant).await
 }
 
 async fn estimated_events(app: &TestApp, tenant: TenantId) -> Vec<(bool, bool, bool, i64)> {
@@ -75,7 +62,7 @@ async fn a_json_completion_answers_in_openais_shape_and_is_recorded(pool: PgPool
 
     let res = chat(
         &app,
-        &c.token,
+        &c.token(),
         json!({ "model": "gpt-4o-mini", "messages": [
             { "role": "system", "content": "Be brief." },
             { "role": "user", "content": "What is triage?" }
@@ -112,7 +99,7 @@ async fn streamed_usage_is_reported_and_recorded(pool: PgPool) {
 
     let res = chat(
         &app,
-        &c.token,
+        &c.token(),
         json!({ "model": "gpt-4o", "stream": true, "stream_options": { "include_usage": true },
                 "messages": [{ "role": "user", "content": "Summarise the handover notes" }] }),
     )
@@ -151,7 +138,7 @@ async fn a_stream_without_usage_is_counted_and_marked_estimated(pool: PgPool) {
 
     let res = chat(
         &app,
-        &c.token,
+        &c.token(),
         json!({ "model": "gpt-4o", "stream": true,
                 "messages": [{ "role": "user", "content": "hello [sim:no_usage]" }] }),
     )
@@ -182,7 +169,7 @@ async fn anthropic_models_go_to_anthropic_in_json_and_stream(pool: PgPool) {
 
     let res = chat(
         &app,
-        &c.token,
+        &c.token(),
         json!({ "model": "claude-3-5-haiku-latest", "max_tokens": 100, "messages": messages }),
     )
     .await;
@@ -194,7 +181,7 @@ async fn anthropic_models_go_to_anthropic_in_json_and_stream(pool: PgPool) {
 
     let res = chat(
         &app,
-        &c.token,
+        &c.token(),
         json!({ "model": "claude-3-5-haiku-latest", "stream": true,
         "stream_options": { "include_usage": true }, "messages": messages }),
     )
@@ -224,7 +211,7 @@ async fn failed_calls_are_not_charged(pool: PgPool) {
     let before = sim_requests(&app).await;
     let res = chat(
         &app,
-        &c.token,
+        &c.token(),
         json!({ "model": "gpt-4o-mini",
         "messages": [{ "role": "user", "content": "hi [sim:status=503]" }] }),
     )
@@ -244,7 +231,7 @@ async fn failed_calls_are_not_charged(pool: PgPool) {
     let before = sim_requests(&app).await;
     let res = chat(
         &app,
-        &c.token,
+        &c.token(),
         json!({ "model": "gpt-4o-mini",
         "messages": [{ "role": "user", "content": "hi [sim:status=400]" }] }),
     )
@@ -255,7 +242,7 @@ async fn failed_calls_are_not_charged(pool: PgPool) {
     // A stream that breaks part-way: the client gets an error event, not [DONE].
     let res = chat(
         &app,
-        &c.token,
+        &c.token(),
         json!({ "model": "gpt-4o-mini", "stream": true,
         "messages": [{ "role": "user", "content": "hi [sim:fail_midstream]" }] }),
     )
@@ -278,7 +265,7 @@ async fn a_flaky_provider_is_retried_before_the_first_byte_and_charged_once(pool
     for stream in [false, true] {
         let res = chat(
             &app,
-            &c.token,
+            &c.token(),
             json!({ "model": "gpt-4o-mini", "stream": stream,
             "messages": [{ "role": "user", "content": format!("hi {stream} [sim:flaky=2]") }] }),
         )
@@ -294,26 +281,26 @@ async fn rejected_and_missing_keys_and_unknown_models_get_clear_errors(pool: PgP
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("Error Clinic").await;
     let db = &app.services.db;
-    let actor = c.owner;
-    tessera_core::keys::set(
+    let actor = c.owner();
+    tessera_core::provider_keys::set(
         db,
+        &app.services.changes,
         app.services.master_keys(),
         c.tenant,
         actor,
-        Provider::OpenAi,
-        "sk-invalid-key-1234",
-        "",
+        tessera_core::provider_keys::KeyInput {
+            provider: Provider::OpenAi,
+            secret: "sk-invalid-key-1234",
+            base_url: "",
+        },
+        true,
     )
     .await
     .unwrap();
-    app.services
-        .gateway
-        .invalidate(tessera_core::llm::Change::Tenant(c.tenant))
-        .await;
 
     let res = chat(
         &app,
-        &c.token,
+        &c.token(),
         json!({ "model": "gpt-4o", "messages": [{ "role": "user", "content": "hi" }] }),
     )
     .await;
@@ -322,16 +309,18 @@ async fn rejected_and_missing_keys_and_unknown_models_get_clear_errors(pool: PgP
     assert!(text.contains("Your OpenAI key was rejected"), "{text}");
     assert!(!text.contains("sk-invalid-key-1234"));
 
-    tessera_core::keys::delete(db, c.tenant, actor, Provider::Anthropic)
-        .await
-        .unwrap();
-    app.services
-        .gateway
-        .invalidate(tessera_core::llm::Change::Tenant(c.tenant))
-        .await;
+    tessera_core::provider_keys::delete(
+        db,
+        &app.services.changes,
+        c.tenant,
+        actor,
+        Provider::Anthropic,
+    )
+    .await
+    .unwrap();
     let res = chat(
         &app,
-        &c.token,
+        &c.token(),
         json!({ "model": "claude-sonnet-4-0", "messages": [{ "role": "user", "content": "hi" }] }),
     )
     .await;
@@ -345,7 +334,7 @@ async fn rejected_and_missing_keys_and_unknown_models_get_clear_errors(pool: PgP
 
     let res = chat(
         &app,
-        &c.token,
+        &c.token(),
         json!({ "model": "llama3", "messages": [{ "role": "user", "content": "hi" }] }),
     )
     .await;
@@ -368,14 +357,14 @@ async fn rejected_and_missing_keys_and_unknown_models_get_clear_errors(pool: PgP
             "temperature",
         ),
     ] {
-        let res = chat(&app, &c.token, body).await;
+        let res = chat(&app, &c.token(), body).await;
         assert_eq!(res.status(), 400);
         let text = res.text().await.unwrap();
         assert!(text.contains(needle), "{text}");
     }
     let res = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", app.url))
-        .bearer_auth(&c.token)
+        .bearer_auth(&c.token())
         .body("{not json")
         .send()
         .await
@@ -386,8 +375,9 @@ async fn rejected_and_missing_keys_and_unknown_models_get_clear_errors(pool: PgP
 
 #[sqlx::test(migrations = "../migrations")]
 async fn two_hundred_concurrent_requests_never_spend_past_the_budget(pool: PgPool) {
-    // Arrange: a budget that admits exactly N worst cases. Each call waits at the provider, so
-    // all of them are in flight at once.
+    // Arrange: a new clinic's Starter allowance (1,000,000 tokens, nothing beyond with the
+    // spending cap at its default) admits exactly N worst cases of these calls. Each call
+    // waits at the provider, so all of them are in flight at once.
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("Budget Clinic").await;
     let content = "check the budget [sim:latency=3000]";
@@ -395,25 +385,19 @@ async fn two_hundred_concurrent_requests_never_spend_past_the_budget(pool: PgPoo
         role: tessera_core::llm::MessageRole::User,
         content: content.into(),
     }];
-    let worst = tessera_core::llm::prompt_upper_bound(&messages) + 20;
-    const N: i64 = 5;
-    let limit = N * worst + worst - 1;
-    sqlx::query("INSERT INTO plans (id, name, included_tokens, overage_micro_usd_per_1k) VALUES ('tiny', 'Tiny', $1, 3000)")
-        .bind(limit)
-        .execute(&pool)
+    const MAX_TOKENS: i64 = 190_000;
+    let worst = tessera_core::llm::prompt_upper_bound(&messages) + MAX_TOKENS;
+    let limit = app
+        .services
+        .gateway
+        .limits(c.tenant)
         .await
+        .unwrap()
+        .token_limit()
         .unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(c.tenant.to_string())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE tenants SET plan = 'tiny'")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    assert_eq!(limit, 1_000_000);
+    let n = limit / worst;
+    assert_eq!(n, 5);
 
     // Act
     let client = reqwest::Client::new();
@@ -421,8 +405,8 @@ async fn two_hundred_concurrent_requests_never_spend_past_the_budget(pool: PgPoo
         .map(|_| {
             let req = client
                 .post(format!("{}/v1/chat/completions", app.url))
-                .bearer_auth(&c.token)
-                .json(&json!({ "model": "gpt-4o-mini", "max_tokens": 20,
+                .bearer_auth(&c.token())
+                .json(&json!({ "model": "gpt-4o-mini", "max_tokens": MAX_TOKENS,
                                "messages": [{ "role": "user", "content": content }] }));
             tokio::spawn(async move {
                 let res = req.send().await.unwrap();
@@ -447,7 +431,7 @@ async fn two_hundred_concurrent_requests_never_spend_past_the_budget(pool: PgPoo
     }
 
     // Assert
-    assert!(ok >= 1 && ok <= N, "{ok} calls ran with room for {N}");
+    assert!(ok >= 1 && ok <= n, "{ok} calls ran with room for {n}");
     assert_eq!(ok + refused, 200);
     let recorded = ledger(&app, c.tenant).await;
     assert_eq!(recorded.requests, ok);
@@ -463,7 +447,7 @@ async fn a_revoked_api_key_stops_working_at_once(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("Revoke Clinic").await;
     let body = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hi" }] });
-    assert_eq!(chat(&app, &c.token, body.clone()).await.status(), 200);
+    assert_eq!(chat(&app, &c.token(), body.clone()).await.status(), 200);
 
     // Revoked through the admin page, which announces it to every replica's cache.
     let client = app.browser();
@@ -486,7 +470,7 @@ async fn a_revoked_api_key_stops_working_at_once(pool: PgPool) {
     let res = app.call(&client, "revoke_api_key", &[("id", &id)]).await;
     assert!(res.status().is_success(), "{}", res.status());
 
-    assert_eq!(chat(&app, &c.token, body).await.status(), 401);
+    assert_eq!(chat(&app, &c.token(), body).await.status(), 401);
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -505,15 +489,15 @@ async fn the_platform_key_serves_clinics_without_one_when_the_plan_allows(pool: 
         .unwrap();
     tx.commit().await.unwrap();
     app.services
-        .gateway
-        .invalidate(tessera_core::llm::Change::Tenant(c.tenant))
+        .changes
+        .announce(tessera_core::Change::Tenant(c.tenant))
         .await;
     let body = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hi" }] });
 
-    assert_eq!(chat(&app, &c.token, body.clone()).await.status(), 200);
+    assert_eq!(chat(&app, &c.token(), body.clone()).await.status(), 200);
     let models: Value = reqwest::Client::new()
         .get(format!("{}/v1/models", app.url))
-        .bearer_auth(&c.token)
+        .bearer_auth(&c.token())
         .send()
         .await
         .unwrap()
@@ -528,10 +512,10 @@ async fn the_platform_key_serves_clinics_without_one_when_the_plan_allows(pool: 
         .await
         .unwrap();
     app.services
-        .gateway
-        .invalidate(tessera_core::llm::Change::Tenant(c.tenant))
+        .changes
+        .announce(tessera_core::Change::Tenant(c.tenant))
         .await;
-    let res = chat(&app, &c.token, body).await;
+    let res = chat(&app, &c.token(), body).await;
     assert_eq!(res.status(), 400);
     assert!(res
         .text()
@@ -544,7 +528,7 @@ async fn the_platform_key_serves_clinics_without_one_when_the_plan_allows(pool: 
 async fn a_stream_the_client_stops_is_charged_for_what_was_generated(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("Stop Clinic").await;
-    let mut res = chat(&app, &c.token, json!({ "model": "gpt-4o-mini", "stream": true, "max_tokens": 500,
+    let mut res = chat(&app, &c.token(), json!({ "model": "gpt-4o-mini", "stream": true, "max_tokens": 500,
         "messages": [{ "role": "user", "content": "long please [sim:words=300] [sim:chunk_ms=20]" }] })).await;
     assert_eq!(res.status(), 200);
     let mut seen = String::new();
@@ -581,9 +565,10 @@ async fn an_agent_is_reachable_as_a_model(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("Agent Api Clinic").await;
     let db = &app.services.db;
-    let actor = c.owner;
+    let actor = c.owner();
     tessera_core::agents::create(
         db,
+        &app.services.changes,
         c.tenant,
         actor,
         &tessera_core::agents::AgentInput {
@@ -599,7 +584,7 @@ async fn an_agent_is_reachable_as_a_model(pool: PgPool) {
 
     let res = chat(
         &app,
-        &c.token,
+        &c.token(),
         json!({ "model": "agent:front-desk",
         "messages": [{ "role": "user", "content": "When do you open tomorrow morning?" }] }),
     )
@@ -626,7 +611,7 @@ async fn an_agent_is_reachable_as_a_model(pool: PgPool) {
 
     let res = chat(
         &app,
-        &c.token,
+        &c.token(),
         json!({ "model": "agent:nobody", "messages": [{ "role": "user", "content": "hi" }] }),
     )
     .await;

@@ -63,7 +63,7 @@ async fn sign_up_signs_the_owner_in_with_a_safe_cookie(pool: PgPool) {
 
     let session = app.session(&browser).await;
     assert_eq!(session["clinic"]["name"], "Harbour Clinic");
-    assert_eq!(session["role"], "Owner");
+    assert_eq!(session["role"], "owner");
 
     let home = browser.get(&app.url).send().await.unwrap();
     assert_eq!(home.status(), 200);
@@ -306,7 +306,7 @@ async fn staff_are_refused_admin_pages_and_functions(pool: PgPool) {
         )
         .await;
     assert_eq!(res.status(), 302);
-    assert_eq!(app.session(&staff).await["role"], "Staff");
+    assert_eq!(app.session(&staff).await["role"], "staff");
 
     let page = staff
         .get(format!("{}/members", app.url))
@@ -443,7 +443,7 @@ async fn a_member_of_two_clinics_switches_between_them(pool: PgPool) {
     assert_eq!(res.status(), 302);
     let session = app.session(&alpha).await;
     assert_eq!(session["clinic"]["name"], "Alpha");
-    assert_eq!(session["role"], "Owner");
+    assert_eq!(session["role"], "owner");
 
     // A clinic the person does not belong to is not found.
     let beta_only = app.browser();

@@ -11,7 +11,6 @@ use std::process::Command;
 
 use common::TestApp;
 use sqlx::PgPool;
-use tessera_core::metering;
 
 fn python() -> Option<String> {
     let python = std::env::var("TESSERA_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -36,8 +35,7 @@ async fn the_openai_python_sdk_works_against_v1(pool: PgPool) {
     let Some(python) = python() else { return };
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("SDK Clinic").await;
-    let (tenant, token) = (c.tenant, c.token);
-    let db = &app.services.db;
+    let (tenant, token) = (c.tenant, c.token().to_string());
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../end2end/sdk/openai_sdk.py");
     // On a blocking thread: the server under test runs on this test's runtime.
@@ -61,8 +59,7 @@ async fn the_openai_python_sdk_works_against_v1(pool: PgPool) {
     let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
 
     app.flush_ledger().await;
-    let month = metering::month_of(time::OffsetDateTime::now_utc());
-    let recorded = metering::ledger_totals(db, tenant, &month).await.unwrap();
+    let recorded = app.ledger_usage(tenant).await;
     assert_eq!(
         recorded.requests, 2,
         "the JSON and the streamed call; failures are not charged"

@@ -1,5 +1,6 @@
-//! A simulator of the provider APIs Tessera calls, speaking their real wire formats, for tests
-//! and benchmarks. It is never a production path.
+//! Test helpers: clinics made through the core ([`fixtures`]), and a simulator of the provider
+//! APIs Tessera calls, speaking their real wire formats, for tests and benchmarks. It is never
+//! a production path.
 //!
 //! Keys decide the answer, so tests can provoke each case: an OpenAI key must start with
 //! `sk-` and an Anthropic key with `sk-ant-`; a key containing `invalid` is rejected (401),
@@ -47,6 +48,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+pub mod fixtures;
 pub mod stripe;
 
 /// Connection options for the database behind `owner_pool` (a `#[sqlx::test]` pool, connected

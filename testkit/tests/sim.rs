@@ -40,22 +40,12 @@ async fn read_stream(mut res: reqwest::Response) -> (String, bool) {
     }
 }
 
-/// The `data:` payloads of an SSE body, with their `event:` names.
+/// The `data:` payloads of an SSE body, with their `event:` names, read by the gateway's own
+/// parser.
 fn events(body: &str) -> Vec<(Option<String>, String)> {
-    body.split("\n\n")
-        .filter(|block| !block.trim().is_empty())
-        .map(|block| {
-            let mut event = None;
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(e) = line.strip_prefix("event: ") {
-                    event = Some(e.to_string());
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data = d.to_string();
-                }
-            }
-            (event, data)
-        })
+    tessera_core::llm::wire::sse_events(body)
+        .into_iter()
+        .map(|e| (e.event, e.data))
         .collect()
 }
 

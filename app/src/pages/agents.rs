@@ -3,9 +3,8 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::api::{get_agents_page, DeleteAgent, SaveAgent};
+use crate::api::agents::{get_agents_page, AgentRow, AgentsPage, DeleteAgent, SaveAgent};
 use crate::components::{admin_data, ActionError, Protected};
-use crate::dto::{AgentRow, AgentsPage};
 
 #[component]
 pub fn AgentsAdminPage() -> impl IntoView {

@@ -3,9 +3,8 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::api::{list_api_keys, CreateApiKey, RevokeApiKey};
+use crate::api::api_keys::{list_api_keys, ApiKeyRow, CreateApiKey, RevokeApiKey};
 use crate::components::{admin_data, ActionError, Protected};
-use crate::dto::ApiKeyRow;
 
 #[component]
 pub fn ApiKeysPage() -> impl IntoView {

@@ -7,9 +7,9 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
-use crate::api::get_billing;
+use crate::api::billing::{get_billing, BillingOverview, PlanOption};
 use crate::components::{admin_data, Protected};
-use crate::dto::{dollars, thousands, BillingOverview, PlanOption};
+use tessera_types::format::{dollars, thousands};
 
 #[component]
 pub fn BillingPage() -> impl IntoView {
@@ -164,7 +164,7 @@ fn plan_action(p: &PlanOption, current: bool, enabled: bool, live: bool) -> AnyV
     };
     view! {
         <form method="post" action="/settings/billing/plan">
-            <input type="hidden" name="plan" value=p.id.clone()/>
+            <input type="hidden" name="plan" value=p.id.as_str()/>
             <button type="submit" data-testid=format!("choose-{}", p.id)>{label}</button>
         </form>
     }

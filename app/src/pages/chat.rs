@@ -8,12 +8,13 @@ use leptos_meta::Title;
 use leptos_router::components::A;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
-use crate::api::{
-    get_chat_home, get_conversation, send_message, DeleteConversation, RenameConversation,
-    StartConversation,
+use tessera_types::{MessageRole, MessageStatus};
+
+use crate::api::chat::{
+    get_chat_home, get_conversation, send_message, ChatHome, ConversationView, DeleteConversation,
+    MessageView, RenameConversation, StartConversation,
 };
 use crate::components::{admin_data, ActionError, Protected};
-use crate::dto::{ChatHome, ConversationView, MessageView};
 
 #[component]
 pub fn ChatHomePage() -> impl IntoView {
@@ -132,11 +133,14 @@ mod live {
             .unwrap_or_default()
     }
 
+    /// Opens the reply's stream. `on_refused` runs when the server would not stream it (it is
+    /// being generated for another page, or has ended meanwhile).
     pub fn open(
         url: &str,
         on_delta: impl Fn(String) + 'static,
         on_done: impl Fn() + 'static,
         on_failed: impl Fn(String) + 'static + Clone,
+        on_refused: impl Fn() + 'static,
     ) -> Option<Live> {
         let source = EventSource::new(url).ok()?;
         let delta =
@@ -146,9 +150,12 @@ mod live {
         let failed =
             Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| failed_cb(text_of(&e)));
         let src = source.clone();
-        // The connection broke (or the reply was already generated): stop reconnecting.
+        // Refused (the browser has closed it already): wait for what the server saves. Broken
+        // part-way: stop reconnecting and say so.
         let on_error = Closure::<dyn FnMut(Event)>::new(move |_e: Event| {
-            if src.ready_state() != EventSource::CLOSED {
+            if src.ready_state() == EventSource::CLOSED {
+                on_refused();
+            } else {
                 src.close();
                 on_failed(
                     "The connection to the server was lost. Reload the page to see what was saved."
@@ -174,16 +181,21 @@ mod live {
     }
 }
 
+/// Checks back every two seconds until the last reply is no longer waiting or being generated
+/// (by another page of this person's, or by the one before a reload), for ten minutes at most.
 #[cfg(feature = "hydrate")]
-fn poll_until_saved(conversation: String, messages: RwSignal<Vec<MessageView>>) {
+fn poll_until_saved(conversation: String, messages: RwSignal<Vec<MessageView>>, tries: u32) {
+    if tries == 0 {
+        return;
+    }
     leptos::leptos_dom::helpers::set_timeout(
         move || {
             spawn_local(async move {
                 if let Ok(c) = get_conversation(conversation.clone()).await {
-                    let generating = c.messages.last().is_some_and(|m| m.status == "generating");
+                    let waiting = c.messages.last().is_some_and(|m| m.status.in_progress());
                     messages.set(c.messages);
-                    if generating {
-                        poll_until_saved(conversation, messages);
+                    if waiting {
+                        poll_until_saved(conversation, messages, tries - 1);
                     }
                 }
             })
@@ -192,10 +204,18 @@ fn poll_until_saved(conversation: String, messages: RwSignal<Vec<MessageView>>) 
     );
 }
 
-fn set_status(messages: RwSignal<Vec<MessageView>>, id: &str, status: &str, error: Option<String>) {
+#[cfg(feature = "hydrate")]
+const POLL_TRIES: u32 = 300;
+
+fn set_status(
+    messages: RwSignal<Vec<MessageView>>,
+    id: &str,
+    status: MessageStatus,
+    error: Option<String>,
+) {
     messages.update(|ms| {
         if let Some(m) = ms.iter_mut().find(|m| m.id == id) {
-            m.status = status.into();
+            m.status = status;
             m.error = error;
         }
     });
@@ -224,12 +244,12 @@ fn Conversation(c: ConversationView) -> impl IntoView {
                     messages.update(|ms| {
                         if let Some(m) = ms.iter_mut().find(|m| m.id == r1) {
                             m.content.push_str(&text);
-                            m.status = "streaming".into();
+                            m.status = MessageStatus::Generating;
                         }
                     })
                 },
                 move || {
-                    set_status(messages, &r2, "complete", None);
+                    set_status(messages, &r2, MessageStatus::Complete, None);
                     streaming.set(None);
                     live.with_value(|l| {
                         if let Some(l) = l {
@@ -238,8 +258,12 @@ fn Conversation(c: ConversationView) -> impl IntoView {
                     });
                 },
                 move |message| {
-                    set_status(messages, &r3, "failed", Some(message));
+                    set_status(messages, &r3, MessageStatus::Failed, Some(message));
                     streaming.set(None);
+                },
+                move || {
+                    streaming.set(None);
+                    poll_until_saved(conversation.get_value(), messages, POLL_TRIES);
                 },
             );
             live.set_value(opened);
@@ -251,7 +275,9 @@ fn Conversation(c: ConversationView) -> impl IntoView {
         if ran.is_none() {
             let pending = messages.with_untracked(|ms| {
                 ms.last()
-                    .filter(|m| m.role == "assistant" && m.status == "pending")
+                    .filter(|m| {
+                        m.role == MessageRole::Assistant && m.status == MessageStatus::Pending
+                    })
                     .map(|m| m.id.clone())
             });
             if let Some(id) = pending {
@@ -260,8 +286,11 @@ fn Conversation(c: ConversationView) -> impl IntoView {
             // A reply being generated for an earlier visit of this page (it was reloaded):
             // check back until it is saved.
             #[cfg(feature = "hydrate")]
-            if messages.with_untracked(|ms| ms.last().is_some_and(|m| m.status == "generating")) {
-                poll_until_saved(conversation.get_value(), messages);
+            if messages.with_untracked(|ms| {
+                ms.last()
+                    .is_some_and(|m| m.status == MessageStatus::Generating)
+            }) {
+                poll_until_saved(conversation.get_value(), messages, POLL_TRIES);
             }
         }
     });
@@ -274,7 +303,7 @@ fn Conversation(c: ConversationView) -> impl IntoView {
             }
         });
         if let Some(id) = streaming.get_untracked() {
-            set_status(messages, &id, "stopped", None);
+            set_status(messages, &id, MessageStatus::Stopped, None);
         }
         streaming.set(None);
     };
@@ -293,16 +322,16 @@ fn Conversation(c: ConversationView) -> impl IntoView {
                     messages.update(|ms| {
                         ms.push(MessageView {
                             id: format!("local-{}", sent.reply_id),
-                            role: "user".into(),
+                            role: MessageRole::User,
                             content: text,
-                            status: "complete".into(),
+                            status: MessageStatus::Complete,
                             error: None,
                         });
                         ms.push(MessageView {
                             id: sent.reply_id.clone(),
-                            role: "assistant".into(),
+                            role: MessageRole::Assistant,
                             content: String::new(),
-                            status: "pending".into(),
+                            status: MessageStatus::Pending,
                             error: None,
                         });
                     });
@@ -357,7 +386,7 @@ fn Conversation(c: ConversationView) -> impl IntoView {
                 </details>
             </div>
             <div class="messages" role="log" aria-live="polite" aria-label="Conversation" data-testid="messages">
-                <For each=move || messages.get() key=|m| (m.id.clone(), m.status.clone(), m.content.len()) let:m>
+                <For each=move || messages.get() key=|m| (m.id.clone(), m.status, m.content.len()) let:m>
                     <Bubble m/>
                 </For>
             </div>
@@ -391,16 +420,16 @@ fn Conversation(c: ConversationView) -> impl IntoView {
 #[component]
 fn Bubble(m: MessageView) -> impl IntoView {
     let class = format!("bubble {} {}", m.role, m.status);
-    let body = if m.role == "assistant" {
+    let body = if m.role == MessageRole::Assistant {
         let html = crate::markdown::render(&m.content);
         view! { <div class="md" inner_html=html></div> }.into_any()
     } else {
         view! { <div class="text">{m.content.clone()}</div> }.into_any()
     };
-    let note = match m.status.as_str() {
-        "pending" | "generating" if m.content.is_empty() => Some(view! { <p class="muted small" data-testid="thinking">"Thinking…"</p> }.into_any()),
-        "stopped" => Some(view! { <p class="muted small" data-testid="stopped">"Stopped."</p> }.into_any()),
-        "failed" => Some(view! { <p class="error" data-testid="reply-error">{m.error.clone().unwrap_or_else(|| "The reply failed. Try again.".into())}</p> }.into_any()),
+    let note = match m.status {
+        MessageStatus::Pending | MessageStatus::Generating if m.content.is_empty() => Some(view! { <p class="muted small" data-testid="thinking">"Thinking…"</p> }.into_any()),
+        MessageStatus::Stopped => Some(view! { <p class="muted small" data-testid="stopped">"Stopped."</p> }.into_any()),
+        MessageStatus::Failed => Some(view! { <p class="error" data-testid="reply-error">{m.error.clone().unwrap_or_else(|| "The reply failed. Try again.".into())}</p> }.into_any()),
         _ => None,
     };
     view! {

@@ -6,7 +6,7 @@ use leptos_meta::Title;
 use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
 
-use crate::api::get_invitation;
+use crate::api::invite::get_invitation;
 use crate::components::{ActionError, AuthCard};
 use crate::error::AppError;
 use crate::pages::auth::PASSWORD_RULE;

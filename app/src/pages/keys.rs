@@ -4,9 +4,12 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::api::{list_provider_keys, DeleteProviderKey, SaveProviderKey, TestProviderKey};
+use tessera_types::Provider;
+
+use crate::api::provider_keys::{
+    list_provider_keys, DeleteProviderKey, ProviderKeyRow, SaveProviderKey, TestProviderKey,
+};
 use crate::components::{admin_data, ActionError, Protected};
-use crate::dto::ProviderKeyRow;
 
 #[component]
 pub fn ProviderKeysPage() -> impl IntoView {
@@ -50,9 +53,9 @@ fn Keys(
         })}
         {rows.into_iter().map(|row| {
             let heading_id = format!("key-{}", row.provider);
-            let is_compatible = row.provider == "openai_compatible";
-            let provider = row.provider.clone();
-            let provider_delete = row.provider.clone();
+            let is_compatible = row.provider == Provider::OpenAiCompatible;
+            let provider = row.provider.as_str();
+            let provider_delete = row.provider.as_str();
             let configured = row.configured;
             let heading_ref = heading_id.clone();
             let testid = format!("provider-{}", row.provider);
@@ -61,11 +64,11 @@ fn Keys(
             let secret_id = format!("secret-{}", row.provider);
             let secret_for = secret_id.clone();
             let base_url = row.base_url.clone().unwrap_or_default();
-            let provider_test = row.provider.clone();
+            let provider_test = row.provider.as_str();
             let test = ServerAction::<TestProviderKey>::new();
             view! {
                 <section class="card" aria-labelledby=heading_ref data-testid=testid>
-                    <h2 id=heading_id>{row.label.clone()}</h2>
+                    <h2 id=heading_id>{row.provider.label()}</h2>
                     {if configured {
                         view! {
                             <p data-testid="key-status">

@@ -4,9 +4,12 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::api::{list_members, ChangeMemberRole, InviteMember, RemoveMember, RevokeInvitation};
+use crate::api::members::{
+    list_members, ChangeMemberRole, InviteMember, MembersPage as Page, RemoveMember,
+    RevokeInvitation,
+};
 use crate::components::{admin_data, ActionError, Protected};
-use crate::dto::{MembersPage as Page, Role};
+use tessera_types::Role;
 
 #[component]
 pub fn MembersPage() -> impl IntoView {
@@ -53,7 +56,7 @@ fn Members(
 ) -> impl IntoView {
     let my_role = page.my_role;
     // Owners may grant any role; admins may grant admin or staff.
-    let grantable: Vec<Role> = Role::ALL
+    let grantable: Vec<Role> = Role::DESCENDING
         .into_iter()
         .filter(|r| my_role == Role::Owner || *r != Role::Owner)
         .collect();

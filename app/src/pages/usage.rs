@@ -4,11 +4,13 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::api::{get_usage, get_usage_dashboard, SetSpendingCap};
-use crate::components::{admin_data, ActionError, Protected};
-use crate::dto::{
-    dollars, stacked_bars_svg, thousands, UsageDashboard, UsageSummary, CHART_COLOURS,
+use tessera_types::format::{dollars, thousands};
+
+use crate::api::usage::{
+    get_usage, get_usage_dashboard, SetSpendingCap, UsageDashboard, UsageSummary,
 };
+use crate::chart::{stacked_bars_svg, CHART_COLOURS};
+use crate::components::{admin_data, ActionError, Protected};
 
 #[component]
 pub fn UsagePage() -> impl IntoView {
@@ -58,11 +60,11 @@ fn Dashboard(d: UsageDashboard) -> impl IntoView {
             <h2 id="compare-heading">{format!("{} against {}", d.month, d.previous_month)}</h2>
             <form method="get" action="/settings/usage" class="inline-form month-picker">
                 <label for="dashboard-month">"Month"</label>
-                <input type="month" id="dashboard-month" name="month" value=d.month.clone() required/>
+                <input type="month" id="dashboard-month" name="month" value=d.month.to_string() required/>
                 <button type="submit" class="secondary small">"Show"</button>
             </form>
             <table class="table compare">
-                <thead><tr><th></th><th>{d.month.clone()}</th><th>{d.previous_month.clone()}</th><th>"Change"</th></tr></thead>
+                <thead><tr><th></th><th>{d.month.to_string()}</th><th>{d.previous_month.to_string()}</th><th>"Change"</th></tr></thead>
                 <tbody>
                     <tr><th scope="row">"Tokens"</th><td data-testid="dash-tokens">{thousands(d.tokens)}</td><td>{thousands(d.previous_tokens)}</td><td>{change(d.tokens, d.previous_tokens)}</td></tr>
                     <tr><th scope="row">"Requests"</th><td>{thousands(d.requests)}</td><td>{thousands(d.previous_requests)}</td><td>{change(d.requests, d.previous_requests)}</td></tr>

@@ -6,7 +6,7 @@ use super::{password, Email, Password};
 use crate::db::Db;
 use crate::error::is_constraint;
 use crate::tenancy::{parse_clinic_name, slugify, Role, Tenant, TenantId, UserId};
-use crate::{Error, Result};
+use crate::{Error, PlanId, Result};
 
 /// The one message for a wrong password and an unknown email, so accounts cannot be
 /// discovered by signing in.
@@ -44,21 +44,30 @@ pub struct Viewer {
     pub role: Role,
 }
 
+impl Viewer {
+    /// The person as the one doing something, with their role in the clinic.
+    pub fn actor(&self) -> super::members::Actor {
+        super::members::Actor {
+            user: self.user.id,
+            role: self.role,
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct MembershipRow {
     pub id: TenantId,
     pub name: String,
     pub slug: String,
-    pub plan: String,
+    pub plan: PlanId,
     pub active: bool,
-    pub role: String,
+    pub role: Role,
 }
 
-impl TryFrom<MembershipRow> for Membership {
-    type Error = Error;
-    fn try_from(r: MembershipRow) -> Result<Self> {
-        Ok(Membership {
-            role: r.role.parse()?,
+impl From<MembershipRow> for Membership {
+    fn from(r: MembershipRow) -> Self {
+        Membership {
+            role: r.role,
             tenant: Tenant {
                 id: r.id,
                 name: r.name,
@@ -66,7 +75,7 @@ impl TryFrom<MembershipRow> for Membership {
                 plan: r.plan,
                 active: r.active,
             },
-        })
+        }
     }
 }
 
@@ -208,7 +217,7 @@ pub async fn memberships(db: &Db, user: UserId) -> Result<Vec<Membership>> {
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    rows.into_iter().map(Membership::try_from).collect()
+    Ok(rows.into_iter().map(Membership::from).collect())
 }
 
 /// The person, clinic and role behind a session, or `None` when the person no longer belongs
@@ -227,15 +236,37 @@ pub async fn viewer(db: &Db, user: UserId, tenant: TenantId) -> Result<Option<Vi
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    match row {
-        None => Ok(None),
-        Some(row) => {
-            let m = Membership::try_from(row)?;
-            Ok(Some(Viewer {
-                user,
-                tenant: m.tenant,
-                role: m.role,
-            }))
+    Ok(row.map(Membership::from).map(|m| Viewer {
+        user,
+        tenant: m.tenant,
+        role: m.role,
+    }))
+}
+
+/// The clinic a person lands in when none is chosen: their first active one, else their first.
+pub fn first_clinic(memberships: &[Membership]) -> Option<TenantId> {
+    memberships
+        .iter()
+        .find(|m| m.tenant.active)
+        .or(memberships.first())
+        .map(|m| m.tenant.id)
+}
+
+/// The person in their current clinic: `preferred` (the session's) while they still belong to
+/// it, else the clinic they would land in after signing in. `None` when they belong to no
+/// clinic any more.
+pub async fn current_clinic(
+    db: &Db,
+    user: UserId,
+    preferred: Option<TenantId>,
+) -> Result<Option<Viewer>> {
+    if let Some(tenant) = preferred {
+        if let Some(v) = viewer(db, user, tenant).await? {
+            return Ok(Some(v));
         }
+    }
+    match first_clinic(&memberships(db, user).await?) {
+        Some(tenant) => viewer(db, user, tenant).await,
+        None => Ok(None),
     }
 }

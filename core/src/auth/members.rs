@@ -71,7 +71,7 @@ async fn role_of(tx: &mut Tx, target: UserId) -> Result<Role> {
             .bind(target)
             .fetch_optional(&mut **tx)
             .await?;
-    role.ok_or(Error::NotFound)?.parse()
+    Ok(role.ok_or(Error::NotFound)?.parse()?)
 }
 
 /// Owners other than `target`, counted with the owners' rows locked so two concurrent

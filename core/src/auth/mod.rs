@@ -8,6 +8,9 @@ pub mod members;
 pub mod password;
 pub mod throttle;
 
-pub use accounts::{authenticate, memberships, sign_up, viewer, Membership, SignUp, User, Viewer};
+pub use accounts::{
+    authenticate, current_clinic, first_clinic, memberships, sign_up, viewer, Membership, SignUp,
+    User, Viewer,
+};
 pub use email::Email;
 pub use password::Password;

@@ -43,11 +43,7 @@ fn truncate_to_hour(t: OffsetDateTime) -> OffsetDateTime {
 }
 
 fn month_start(t: OffsetDateTime) -> OffsetDateTime {
-    truncate_to_hour(t)
-        .replace_day(1)
-        .unwrap_or(t)
-        .replace_hour(0)
-        .unwrap_or(t)
+    crate::Month::of(t).start()
 }
 
 /// Overage per hour from per-hour totals (ascending, all in or after the month of the first),
@@ -61,7 +57,7 @@ pub fn overage_by_hour(
     let mut month = None;
     let mut total = 0i64;
     for &(hour, tokens) in hours {
-        let m = (hour.year(), hour.month());
+        let m = crate::Month::of(hour);
         if month != Some(m) {
             month = Some(m);
             total = 0;

@@ -16,34 +16,35 @@
 //!   (`TESSERA_BILLING_GRACE_DAYS`), with a banner; then they stop until a payment succeeds.
 
 pub mod meter;
+mod overview;
 pub mod signature;
 pub mod stripe_api;
 pub mod webhook;
+
+pub use overview::{overview, payment_notice, Overview, PaymentNotice};
 
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::auth::members::Actor;
+use crate::changes::{Change, Changes};
 use crate::db::Db;
 use crate::tenancy::TenantId;
-use crate::{Error, Result};
+use crate::{Error, PlanId, Result};
 
 pub use signature::{sign, verify_signature, SignatureError, SIGNATURE_TOLERANCE_SECS};
 pub use stripe_api::StripeApi;
 
 /// The Billing Meter's event name; its events carry `stripe_customer_id` and `value`.
 pub const METER_EVENT_NAME: &str = "tessera_tokens";
-/// The plan a clinic falls back to when its subscription ends.
-pub const FALLBACK_PLAN: &str = "starter";
-
 /// The lookup key of a plan's monthly base price.
-pub fn base_price_key(plan: &str) -> String {
+pub fn base_price_key(plan: PlanId) -> String {
     format!("tessera_{plan}_base")
 }
 
 /// The lookup key of a plan's metered overage price.
-pub fn overage_price_key(plan: &str) -> String {
+pub fn overage_price_key(plan: PlanId) -> String {
     format!("tessera_{plan}_overage")
 }
 
@@ -55,7 +56,7 @@ pub fn plan_of_price_key(key: &str) -> Option<&str> {
 /// A plan, as the `plans` table has it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Plan {
-    pub id: String,
+    pub id: PlanId,
     pub name: String,
     /// `None`: priced by agreement.
     pub base_price_micro_usd: Option<i64>,
@@ -120,33 +121,6 @@ pub async fn account(db: &Db, tenant: TenantId) -> Result<Account> {
     account.ok_or(Error::NotFound)
 }
 
-/// When the grace period after a failed payment ends.
-pub fn grace_ends(failed_at: OffsetDateTime, grace_days: u32) -> OffsetDateTime {
-    failed_at + time::Duration::days(i64::from(grace_days))
-}
-
-/// Why model calls are stopped for an unpaid clinic, or `None` while they may go on.
-pub fn payment_block(
-    failed_at: Option<OffsetDateTime>,
-    grace_days: u32,
-    now: OffsetDateTime,
-) -> Option<String> {
-    let failed_at = failed_at?;
-    let ends = grace_ends(failed_at, grace_days);
-    (now >= ends).then(|| {
-        format!(
-            "Model calls are paused: this clinic's payment failed on {} and the {grace_days}-day grace period has ended. An admin can update the payment method under Billing → Manage billing; calls resume as soon as a payment succeeds.",
-            day(failed_at)
-        )
-    })
-}
-
-/// `29 Nov 2026`.
-pub fn day(at: OffsetDateTime) -> String {
-    let month = &at.month().to_string()[..3];
-    format!("{} {month} {}", at.day(), at.year())
-}
-
 /// Tokens beyond the allowance this month would cost at the current rate of use, in
 /// micro-dollars: used so far, projected to the whole month, less the allowance, at the
 /// plan's overage price, and no more than the spending cap lets through.
@@ -193,7 +167,7 @@ pub async fn choose_plan(
     tenant: TenantId,
     actor: Actor,
     admin_email: &str,
-    plan_id: &str,
+    plan_id: PlanId,
     urls: &ReturnUrls,
 ) -> Result<Chosen> {
     actor.require_admin("change the plan")?;
@@ -219,7 +193,7 @@ pub async fn choose_plan(
         let subscription = account
             .stripe_subscription_id
             .ok_or_else(|| Error::Internal("live subscription without an id".into()))?;
-        api.change_plan(&subscription, &plan.id).await?;
+        api.change_plan(&subscription, plan.id).await?;
         return Ok(Chosen::Changed);
     }
     let customer = match account.stripe_customer_id {
@@ -227,7 +201,7 @@ pub async fn choose_plan(
         None => create_customer(db, api, tenant, admin_email).await?,
     };
     Ok(Chosen::Checkout(
-        api.checkout_session(&customer, tenant, &plan.id, urls)
+        api.checkout_session(&customer, tenant, plan.id, urls)
             .await?,
     ))
 }
@@ -282,57 +256,37 @@ async fn create_customer(
 
 /// Operator path: puts a clinic (by slug) on a plan, whatever its subscription says; used for
 /// enterprise, which is arranged rather than bought. Runs as the schema owner
-/// (`DATABASE_ADMIN_URL`). Returns the clinic's id, so the caller can drop cached limits.
-pub async fn set_plan(admin: &PgPool, slug: &str, plan: &str) -> Result<TenantId> {
-    let exists: Option<String> = sqlx::query_scalar("SELECT id FROM plans WHERE id = $1")
-        .bind(plan)
-        .fetch_optional(admin)
-        .await?;
-    if exists.is_none() {
-        let all: Vec<String> = sqlx::query_scalar("SELECT id FROM plans ORDER BY sort_order")
-            .fetch_all(admin)
-            .await?;
-        return Err(Error::invalid(format!(
-            "There is no plan {plan:?}; the plans are {}.",
-            all.join(", ")
-        )));
-    }
+/// (`DATABASE_ADMIN_URL`), and announces the change so every replica applies the new limits.
+pub async fn set_plan(
+    admin: &PgPool,
+    changes: &Changes,
+    slug: &str,
+    plan: PlanId,
+) -> Result<TenantId> {
     let id: Option<TenantId> =
         sqlx::query_scalar("UPDATE tenants SET plan = $2 WHERE slug = $1 RETURNING id")
             .bind(slug)
             .bind(plan)
             .fetch_optional(admin)
             .await?;
-    id.ok_or_else(|| Error::invalid(format!("There is no clinic with the slug {slug:?}.")))
+    let id =
+        id.ok_or_else(|| Error::invalid(format!("There is no clinic with the slug {slug:?}.")))?;
+    changes.announce(Change::Tenant(id)).await;
+    Ok(id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
 
     #[test]
     fn price_keys_name_their_plan() {
         assert_eq!(
-            plan_of_price_key(&base_price_key("professional")),
+            plan_of_price_key(&base_price_key(PlanId::Professional)),
             Some("professional")
         );
-        assert_eq!(plan_of_price_key(&overage_price_key("starter")), None);
+        assert_eq!(plan_of_price_key(&overage_price_key(PlanId::Starter)), None);
         assert_eq!(plan_of_price_key("someone_elses_price"), None);
-    }
-
-    #[test]
-    fn a_failed_payment_blocks_only_after_the_grace_period() {
-        let failed = datetime!(2026-11-03 10:00 UTC);
-        assert_eq!(payment_block(None, 7, failed), None);
-        assert_eq!(
-            payment_block(Some(failed), 7, datetime!(2026-11-10 09:59 UTC)),
-            None
-        );
-        let message = payment_block(Some(failed), 7, datetime!(2026-11-10 10:00 UTC)).unwrap();
-        assert!(message.contains("failed on 3 Nov 2026"), "{message}");
-        assert!(message.contains("Manage billing"), "{message}");
-        assert!(payment_block(Some(failed), 0, failed).is_some());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use stripe_product::product::{CreateProduct, RetrieveProduct};
 use super::{base_price_key, overage_price_key, Plan, ReturnUrls, METER_EVENT_NAME};
 use crate::config::StripeConfig;
 use crate::tenancy::TenantId;
-use crate::{Error, Result};
+use crate::{Error, PlanId, Result};
 
 /// A Stripe client for one account.
 #[derive(Clone)]
@@ -215,7 +215,7 @@ impl StripeApi {
     }
 
     /// The ids of a plan's base and overage prices.
-    async fn plan_prices(&self, plan: &str) -> Result<(String, String)> {
+    async fn plan_prices(&self, plan: PlanId) -> Result<(String, String)> {
         let (base_key, overage_key) = (base_price_key(plan), overage_price_key(plan));
         let mut prices = self
             .prices(&[base_key.clone(), overage_key.clone()])
@@ -236,7 +236,7 @@ impl StripeApi {
         &self,
         customer: &str,
         tenant: TenantId,
-        plan: &str,
+        plan: PlanId,
         urls: &ReturnUrls,
     ) -> Result<String> {
         let (base, overage) = self.plan_prices(plan).await?;
@@ -275,7 +275,7 @@ impl StripeApi {
     /// metered item to the plan's overage price, prorated. Stripe then sends
     /// `customer.subscription.updated`, which changes the clinic's plan. Done here rather than
     /// in the Customer Portal so that both items move together, whatever the portal's settings.
-    pub async fn change_plan(&self, subscription: &str, plan: &str) -> Result<()> {
+    pub async fn change_plan(&self, subscription: &str, plan: PlanId) -> Result<()> {
         let current: Subscription = self
             .send(
                 &RetrieveSubscription::new(subscription),
@@ -367,86 +367,16 @@ impl StripeApi {
     /// price. Finds existing ones by id, event name and lookup key, so it can run any number of
     /// times. Returns what it found and made.
     pub async fn sync_catalog(&self, plans: &[Plan]) -> Result<Vec<CatalogItem>> {
-        let fail = |what: &'static str| move |e: StripeError| unavailable(what, e);
-        let mut out = Vec::new();
-
-        let meters: MeterList = self
-            .send(&ListBillingMeter::new(), RequestStrategy::Once)
-            .await
-            .map_err(fail("list the billing meters"))?;
-        let meter = meters
-            .data
-            .into_iter()
-            .find(|m| m.event_name == METER_EVENT_NAME && m.status.as_deref() != Some("inactive"));
-        let meter_id = match meter {
-            Some(m) => {
-                out.push(CatalogItem {
-                    kind: "meter",
-                    id: m.id.clone(),
-                    key: METER_EVENT_NAME.into(),
-                    created: false,
-                });
-                m.id
-            }
-            None => {
-                let req = CreateBillingMeter::new(
-                    CreateBillingMeterDefaultAggregation::new(
-                        CreateBillingMeterDefaultAggregationFormula::Sum,
-                    ),
-                    "Tessera tokens beyond the allowance",
-                    METER_EVENT_NAME,
-                )
-                .customer_mapping(CreateBillingMeterCustomerMapping::new(
-                    "stripe_customer_id",
-                    CreateBillingMeterCustomerMappingType::ById,
-                ))
-                .value_settings(CreateBillingMeterValueSettings::new("value"));
-                let m: Object = self
-                    .send(&req, key("tessera-meter-tokens")?)
-                    .await
-                    .map_err(fail("create the billing meter"))?;
-                out.push(CatalogItem {
-                    kind: "meter",
-                    id: m.id.clone(),
-                    key: METER_EVENT_NAME.into(),
-                    created: true,
-                });
-                m.id
-            }
-        };
-
+        let meter = self.sync_meter().await?;
+        let mut out = vec![meter.clone()];
         for plan in plans.iter().filter(|p| p.self_serve) {
             let Some(base_micro) = plan.base_price_micro_usd else {
                 continue;
             };
-            let product_id = format!("tessera_{}", plan.id);
-            let created = match self
-                .send::<Object>(
-                    &RetrieveProduct::new(product_id.as_str()),
-                    RequestStrategy::Once,
-                )
-                .await
-            {
-                Ok(_) => false,
-                Err(StripeError::Stripe(_, 404)) => {
-                    let req = CreateProduct::new(format!("Tessera {}", plan.name))
-                        .id(product_id.as_str())
-                        .metadata(HashMap::from([("plan".to_string(), plan.id.clone())]));
-                    self.send::<Object>(&req, key(&format!("tessera-product-{}", plan.id))?)
-                        .await
-                        .map_err(fail("create a product"))?;
-                    true
-                }
-                Err(e) => return Err(unavailable("read a product", e)),
-            };
-            out.push(CatalogItem {
-                kind: "product",
-                id: product_id.clone(),
-                key: plan.name.clone(),
-                created,
-            });
-
-            let (base_key, overage_key) = (base_price_key(&plan.id), overage_price_key(&plan.id));
+            let product = self.sync_product(plan).await?;
+            let product_id = product.id.clone();
+            out.push(product);
+            let (base_key, overage_key) = (base_price_key(plan.id), overage_price_key(plan.id));
             let existing = self
                 .prices(&[base_key.clone(), overage_key.clone()])
                 .await?;
@@ -464,10 +394,10 @@ impl StripeApi {
                 let mut req = CreatePrice::new(stripe_types::Currency::USD)
                     .product(product_id.as_str())
                     .lookup_key(lookup.as_str())
-                    .metadata(HashMap::from([("plan".to_string(), plan.id.clone())]));
+                    .metadata(HashMap::from([("plan".to_string(), plan.id.to_string())]));
                 if metered {
                     recurring.usage_type = Some(CreatePriceRecurringUsageType::Metered);
-                    recurring.meter = Some(meter_id.clone());
+                    recurring.meter = Some(meter.id.clone());
                     req = req
                         .nickname(format!("{} tokens beyond the allowance", plan.name))
                         .unit_amount_decimal(cents_per_token(plan.overage_micro_usd_per_1k));
@@ -482,7 +412,7 @@ impl StripeApi {
                         key(&format!("tessera-price-{lookup}"))?,
                     )
                     .await
-                    .map_err(fail("create a price"))?;
+                    .map_err(|e| unavailable("create a price", e))?;
                 out.push(CatalogItem {
                     kind: "price",
                     id: price.id,
@@ -493,17 +423,81 @@ impl StripeApi {
         }
         Ok(out)
     }
+
+    /// The token meter, found by its event name or made.
+    async fn sync_meter(&self) -> Result<CatalogItem> {
+        let meters: MeterList = self
+            .send(&ListBillingMeter::new(), RequestStrategy::Once)
+            .await
+            .map_err(|e| unavailable("list the billing meters", e))?;
+        let found = meters
+            .data
+            .into_iter()
+            .find(|m| m.event_name == METER_EVENT_NAME && m.status.as_deref() != Some("inactive"));
+        let (id, created) = match found {
+            Some(m) => (m.id, false),
+            None => {
+                let req = CreateBillingMeter::new(
+                    CreateBillingMeterDefaultAggregation::new(
+                        CreateBillingMeterDefaultAggregationFormula::Sum,
+                    ),
+                    "Tessera tokens beyond the allowance",
+                    METER_EVENT_NAME,
+                )
+                .customer_mapping(CreateBillingMeterCustomerMapping::new(
+                    "stripe_customer_id",
+                    CreateBillingMeterCustomerMappingType::ById,
+                ))
+                .value_settings(CreateBillingMeterValueSettings::new("value"));
+                let m: Object = self
+                    .send(&req, key("tessera-meter-tokens")?)
+                    .await
+                    .map_err(|e| unavailable("create the billing meter", e))?;
+                (m.id, true)
+            }
+        };
+        Ok(CatalogItem {
+            kind: "meter",
+            id,
+            key: METER_EVENT_NAME.into(),
+            created,
+        })
+    }
+
+    /// A plan's product (`tessera_<plan>`), found by its id or made.
+    async fn sync_product(&self, plan: &Plan) -> Result<CatalogItem> {
+        let product_id = format!("tessera_{}", plan.id);
+        let created = match self
+            .send::<Object>(
+                &RetrieveProduct::new(product_id.as_str()),
+                RequestStrategy::Once,
+            )
+            .await
+        {
+            Ok(_) => false,
+            Err(StripeError::Stripe(_, 404)) => {
+                let req = CreateProduct::new(format!("Tessera {}", plan.name))
+                    .id(product_id.as_str())
+                    .metadata(HashMap::from([("plan".to_string(), plan.id.to_string())]));
+                self.send::<Object>(&req, key(&format!("tessera-product-{}", plan.id))?)
+                    .await
+                    .map_err(|e| unavailable("create a product", e))?;
+                true
+            }
+            Err(e) => return Err(unavailable("read a product", e)),
+        };
+        Ok(CatalogItem {
+            kind: "product",
+            id: product_id,
+            key: plan.name.clone(),
+            created,
+        })
+    }
 }
 
 /// Unix seconds of the first instant of the month after `now` (UTC).
 pub fn next_month_start(now: time::OffsetDateTime) -> i64 {
-    let (y, m) = match now.month() {
-        time::Month::December => (now.year() + 1, time::Month::January),
-        m => (now.year(), m.next()),
-    };
-    time::Date::from_calendar_date(y, m, 1)
-        .map(|d| d.midnight().assume_utc().unix_timestamp())
-        .unwrap_or_else(|_| now.unix_timestamp())
+    crate::Month::of(now).end().unix_timestamp()
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::FALLBACK_PLAN;
+use crate::changes::Changes;
 use crate::db::{Db, Tx};
 use crate::tenancy::TenantId;
 use crate::{Error, Result};
@@ -125,20 +125,67 @@ fn subscription_of(object: &Value, deleted: bool) -> Subscription {
 }
 
 /// Verifies nothing: call after the signature check. Parses and applies one event.
-pub async fn handle(db: &Db, payload: &[u8]) -> Result<Outcome> {
+///
+/// A clinic the event changed is announced, so its new limits apply at once on every replica.
+pub async fn handle(db: &Db, changes: &Changes, payload: &[u8]) -> Result<Outcome> {
+    let outcome = process(db, payload).await?;
+    if let Outcome::Applied(tenant) = &outcome {
+        changes
+            .announce(crate::changes::Change::Tenant(*tenant))
+            .await;
+    }
+    Ok(outcome)
+}
+
+async fn process(db: &Db, payload: &[u8]) -> Result<Outcome> {
     let event: Event = serde_json::from_slice(payload)
         .map_err(|e| Error::invalid(format!("This is not a Stripe event: {e}")))?;
+    let (tenant, change) = match classify(db, &event).await? {
+        Ok(found) => found,
+        Err(why) => return record(db, &event, None, Outcome::Ignored(why)).await,
+    };
+    let Some(tenant) = tenant else {
+        return record(
+            db,
+            &event,
+            None,
+            Outcome::Ignored("no clinic has this customer".into()),
+        )
+        .await;
+    };
+
+    let mut tx = db.begin_tenant(tenant).await?;
+    let applied = match &change {
+        Change::Subscription(rank, sub) => {
+            apply_subscription(&mut tx, event.created, *rank, sub).await?
+        }
+        Change::Payment { failed } => apply_payment(&mut tx, event.created, *failed).await?,
+    };
+    let outcome = if applied {
+        Outcome::Applied(tenant)
+    } else {
+        Outcome::Stale(tenant)
+    };
+    if !insert_event(&mut tx, &event, Some(tenant), &outcome).await? {
+        // Another delivery of the same event got there first; undo ours.
+        tx.rollback().await?;
+        return Ok(Outcome::Duplicate);
+    }
+    tx.commit().await?;
+    tracing::info!(event = %event.id, kind = %event.kind, %tenant, outcome = %outcome.label(), "Stripe event");
+    Ok(outcome)
+}
+
+/// The clinic an event is about (if any is found) and what it changes, or why it is ignored.
+async fn classify(
+    db: &Db,
+    event: &Event,
+) -> Result<std::result::Result<(Option<TenantId>, Change), String>> {
     let object = &event.data.object;
-    let (tenant, change) = match event.kind.as_str() {
+    Ok(Ok(match event.kind.as_str() {
         "checkout.session.completed" => {
             if str_at(object, &["mode"]) != Some("subscription") {
-                return record(
-                    db,
-                    &event,
-                    None,
-                    Outcome::Ignored("not a subscription checkout".into()),
-                )
-                .await;
+                return Ok(Err("not a subscription checkout".into()));
             }
             let tenant = tenant_of(db, object, str_at(object, &["client_reference_id"])).await?;
             let change = Change::Subscription(
@@ -175,46 +222,8 @@ pub async fn handle(db: &Db, payload: &[u8]) -> Result<Outcome> {
             tenant_of(db, object, None).await?,
             Change::Payment { failed: true },
         ),
-        other => {
-            return record(
-                db,
-                &event,
-                None,
-                Outcome::Ignored(format!("type {other} is not used")),
-            )
-            .await;
-        }
-    };
-    let Some(tenant) = tenant else {
-        return record(
-            db,
-            &event,
-            None,
-            Outcome::Ignored("no clinic has this customer".into()),
-        )
-        .await;
-    };
-
-    let mut tx = db.begin_tenant(tenant).await?;
-    let applied = match &change {
-        Change::Subscription(rank, sub) => {
-            apply_subscription(&mut tx, event.created, *rank, sub).await?
-        }
-        Change::Payment { failed } => apply_payment(&mut tx, event.created, *failed).await?,
-    };
-    let outcome = if applied {
-        Outcome::Applied(tenant)
-    } else {
-        Outcome::Stale(tenant)
-    };
-    if !insert_event(&mut tx, &event, Some(tenant), &outcome).await? {
-        // Another delivery of the same event got there first; undo ours.
-        tx.rollback().await?;
-        return Ok(Outcome::Duplicate);
-    }
-    tx.commit().await?;
-    tracing::info!(event = %event.id, kind = %event.kind, %tenant, outcome = %outcome.label(), "Stripe event");
-    Ok(outcome)
+        other => return Ok(Err(format!("type {other} is not used"))),
+    }))
 }
 
 enum Change {
@@ -308,7 +317,7 @@ async fn apply_subscription(
     let plan = if !plan_self_serve {
         None
     } else if ended {
-        Some(FALLBACK_PLAN.to_string())
+        Some(crate::PlanId::FALLBACK.to_string())
     } else {
         match &sub.plan {
             Some(p) => {

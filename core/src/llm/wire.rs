@@ -7,7 +7,10 @@
 use serde_json::{json, Value};
 
 use super::{ChatMessage, MessageRole, Usage};
-use crate::keys::Provider;
+use crate::Provider;
+
+/// The version of Anthropic's API the requests are written for.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// One thing a provider said, in any format.
 #[derive(Clone, Debug, PartialEq)]
@@ -231,6 +234,14 @@ impl SseParser {
         self.buf.drain(..start);
         out
     }
+}
+
+/// Every event of a whole event-stream body (a last event without its blank line included).
+pub fn sse_events(body: &str) -> Vec<SseEvent> {
+    let mut parser = SseParser::default();
+    let mut events = parser.feed(body.as_bytes());
+    events.extend(parser.feed(b"\n\n"));
+    events
 }
 
 /// Turns one streamed event into pieces.

@@ -1,9 +1,16 @@
-//! Helpers shared by the core's integration tests.
-#![allow(dead_code)]
+//! Helpers shared by the core's integration tests; clinics come from `testkit::fixtures`.
+#![allow(dead_code, unused_imports)]
+
+use std::sync::LazyLock;
 
 use sqlx::PgPool;
-use tessera_core::auth::members::Actor;
-use tessera_core::{auth, Db, Redis, Role, TenantId, UserId};
+use tessera_core::crypto::MasterKeys;
+use tessera_core::{Changes, Db, Redis, Role, UserId};
+pub use testkit::fixtures::{self, TestClinic as Clinic, PASSWORD};
+
+/// Announcements stay in the test process (no replicas to tell).
+pub static CHANGES: LazyLock<Changes> = LazyLock::new(Changes::local);
+pub static MASTER: LazyLock<MasterKeys> = LazyLock::new(MasterKeys::development);
 
 /// A pool on the test database as `tessera_app`, the role the server uses.
 pub async fn app_db(owner_pool: &PgPool) -> Db {
@@ -20,61 +27,24 @@ pub async fn redis() -> Redis {
         .expect("connect to Redis")
 }
 
-pub struct Clinic {
-    pub tenant: TenantId,
-    pub owner: UserId,
-    pub email: String,
-}
-
-impl Clinic {
-    pub fn owner_actor(&self) -> Actor {
-        Actor {
-            user: self.owner,
-            role: Role::Owner,
-        }
+/// What fixtures need, over `db`.
+pub fn env(db: &Db) -> fixtures::Env<'_> {
+    fixtures::Env {
+        db,
+        changes: &CHANGES,
+        master: &MASTER,
+        admin: None,
     }
 }
-
-pub const PASSWORD: &str = "a long enough password";
 
 /// Signs up a clinic whose owner's email is made from `name`.
 pub async fn clinic(db: &Db, name: &str) -> Clinic {
-    let email = format!(
-        "owner@{}.example.com",
-        name.to_lowercase().replace(' ', "-")
-    );
-    let (owner, tenant) = auth::sign_up(
-        db,
-        auth::SignUp {
-            clinic_name: name,
-            name: "Owner",
-            email: &email,
-            password: PASSWORD,
-        },
-    )
-    .await
-    .expect("sign up");
-    Clinic {
-        tenant,
-        owner,
-        email,
-    }
+    fixtures::clinic(name).create(&env(db)).await
 }
 
 /// Invites `email` with `role` into `clinic` and accepts, returning the new member's id.
 pub async fn member(db: &Db, clinic: &Clinic, email: &str, role: Role) -> UserId {
-    let inv = auth::invitations::create(
-        db,
-        clinic.tenant,
-        clinic.owner_actor(),
-        email,
-        role,
-        time::Duration::days(1),
-    )
-    .await
-    .expect("invite");
-    let (user, _) = auth::invitations::accept(db, &inv.token, "Member", PASSWORD)
+    fixtures::member(db, clinic, email, role)
         .await
-        .expect("accept");
-    user
+        .expect("invite and accept")
 }

@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 
 use leptos::prelude::LeptosOptions;
 use sqlx::PgPool;
-use tessera_core::{Config, Db, Redis, Services};
+use tessera_core::llm::wire::SseEvent;
+use tessera_core::metering::MonthUsage;
+use tessera_core::{Config, Db, Month, Provider, Redis, Services, TenantId};
+pub use testkit::fixtures::TestClinic;
 
 pub struct TestApp {
     pub url: String,
@@ -201,57 +204,64 @@ impl TestApp {
     }
 }
 
-pub const PASSWORD: &str = "a long enough password";
-
-/// A clinic set up through the core for API tests.
-pub struct ApiClinic {
-    pub tenant: tessera_core::TenantId,
-    pub owner: tessera_core::auth::members::Actor,
-    /// An API key (`tsk_...`).
-    pub token: String,
-}
+pub use testkit::fixtures::PASSWORD;
 
 impl TestApp {
-    /// A clinic whose owner's email is made from `name`, with OpenAI and Anthropic keys the
-    /// simulator accepts, and an API key.
-    pub async fn api_clinic(&self, name: &str) -> ApiClinic {
-        use tessera_core::keys::Provider;
-        let db = &self.services.db;
-        let email = format!(
-            "owner@{}.example.com",
-            name.to_lowercase().replace(' ', "-")
-        );
-        let (user, tenant) = tessera_core::auth::sign_up(
-            db,
-            tessera_core::auth::SignUp {
-                clinic_name: name,
-                name: "Owner",
-                email: &email,
-                password: PASSWORD,
-            },
-        )
-        .await
-        .unwrap();
-        let owner = tessera_core::auth::members::Actor {
-            user,
-            role: tessera_core::Role::Owner,
-        };
-        let master = self.services.master_keys();
-        for (provider, key) in [
-            (Provider::OpenAi, "sk-test-good-key"),
-            (Provider::Anthropic, "sk-ant-test-good-key"),
-        ] {
-            tessera_core::keys::set(db, master, tenant, owner, provider, key, "")
-                .await
-                .unwrap();
-        }
-        let (_, token) = tessera_core::api_keys::create(db, tenant, owner, "tests")
-            .await
-            .unwrap();
-        ApiClinic {
-            tenant,
-            owner,
-            token,
+    /// What fixtures need to make clinics through this server's own services.
+    pub fn env(&self) -> testkit::fixtures::Env<'_> {
+        testkit::fixtures::Env {
+            db: &self.services.db,
+            changes: &self.services.changes,
+            master: self.services.master_keys(),
+            admin: None,
         }
     }
+
+    /// A clinic whose owner's email is made from `name`, with OpenAI and Anthropic keys the
+    /// simulator accepts, and an API key (`clinic.token()`).
+    pub async fn api_clinic(&self, name: &str) -> TestClinic {
+        testkit::fixtures::clinic(name)
+            .key(Provider::OpenAi, "sk-test-good-key")
+            .key(Provider::Anthropic, "sk-ant-test-good-key")
+            .api_key("tests")
+            .create(&self.env())
+            .await
+    }
+
+    /// The live counters of `tenant` this month: (used tokens, reserved tokens).
+    pub async fn live_usage(&self, tenant: TenantId) -> (MonthUsage, i64) {
+        self.services
+            .gateway
+            .metering
+            .month_usage(tenant, Month::now())
+            .await
+            .unwrap()
+    }
+
+    /// This month's totals of `tenant` in the Postgres ledger.
+    pub async fn ledger_usage(&self, tenant: TenantId) -> MonthUsage {
+        tessera_core::metering::report::ledger_totals(&self.services.db, tenant, Month::now())
+            .await
+            .unwrap()
+    }
+
+    /// Calls a server function as the hydrated page does and reads its JSON answer, which
+    /// must be a success.
+    pub async fn json(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        form: &[(&str, &str)],
+    ) -> serde_json::Value {
+        let res = self.call(client, name, form).await;
+        let status = res.status();
+        let body = res.text().await.unwrap();
+        assert!(status.is_success(), "{name}: {status} {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}: {body}"))
+    }
+}
+
+/// The events of a server-sent event stream, read by the same parser the gateway uses.
+pub fn sse(body: &str) -> Vec<SseEvent> {
+    tessera_core::llm::wire::sse_events(body)
 }

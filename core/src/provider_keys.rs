@@ -2,7 +2,6 @@
 //! their last four characters only, decrypted just for the call that needs them.
 
 use std::fmt;
-use std::str::FromStr;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -10,63 +9,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::auth::members::Actor;
+use crate::changes::{Change, Changes};
 use crate::crypto::{self, DataKey, MasterKeys, Sealed, SecretContext, WrappedKey};
 use crate::db::{Db, Tx};
 use crate::tenancy::TenantId;
-use crate::{Error, Result};
-
-/// Where model calls go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Provider {
-    OpenAi,
-    Anthropic,
-    /// Any server speaking OpenAI's API at a base URL the clinic sets (Ollama, vLLM, ...).
-    OpenAiCompatible,
-}
-
-impl Provider {
-    pub const ALL: [Provider; 3] = [
-        Provider::OpenAi,
-        Provider::Anthropic,
-        Provider::OpenAiCompatible,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::OpenAi => "openai",
-            Provider::Anthropic => "anthropic",
-            Provider::OpenAiCompatible => "openai_compatible",
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Provider::OpenAi => "OpenAI",
-            Provider::Anthropic => "Anthropic",
-            Provider::OpenAiCompatible => "OpenAI-compatible endpoint",
-        }
-    }
-}
-
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Provider {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim() {
-            "openai" => Ok(Provider::OpenAi),
-            "anthropic" => Ok(Provider::Anthropic),
-            "openai_compatible" => Ok(Provider::OpenAiCompatible),
-            other => Err(Error::invalid(format!(
-                "Unknown provider {other:?}: choose openai, anthropic or openai_compatible."
-            ))),
-        }
-    }
-}
+use crate::{egress, Error, Provider, Result};
 
 /// A stored key as admins see it: never the key itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,25 +117,52 @@ async fn data_key(
     }
 }
 
-/// Adds or replaces the clinic's key for `provider`. For an OpenAI-compatible endpoint the base
-/// URL is required and the key optional; for OpenAI and Anthropic the key is required.
-#[tracing::instrument(skip(db, master, secret))]
+/// What an admin enters for a provider. For an OpenAI-compatible endpoint the base URL is
+/// required and the key optional; for OpenAI and Anthropic the key is required.
+pub struct KeyInput<'a> {
+    pub provider: Provider,
+    pub secret: &'a str,
+    pub base_url: &'a str,
+}
+
+impl fmt::Debug for KeyInput<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyInput")
+            .field("provider", &self.provider)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds or replaces the clinic's key for a provider, encrypted at once. An endpoint on an
+/// internal address is refused unless `allow_private_endpoints` (self-hosted installs).
+#[tracing::instrument(skip(db, changes, master))]
 pub async fn set(
     db: &Db,
+    changes: &Changes,
     master: &MasterKeys,
     tenant: TenantId,
     actor: Actor,
-    provider: Provider,
-    secret: &str,
-    base_url: &str,
+    input: KeyInput<'_>,
+    allow_private_endpoints: bool,
 ) -> Result<ProviderKeyInfo> {
     actor.require_admin("manage provider keys")?;
-    let secret = match (provider, secret.trim().is_empty()) {
+    let provider = input.provider;
+    let secret = match (provider, input.secret.trim().is_empty()) {
         (Provider::OpenAiCompatible, true) => None,
-        _ => Some(SecretString::from(parse_secret(secret)?)),
+        _ => Some(SecretString::from(parse_secret(input.secret)?)),
     };
     let base_url = match provider {
-        Provider::OpenAiCompatible => Some(parse_base_url(base_url)?),
+        Provider::OpenAiCompatible => {
+            let url = parse_base_url(input.base_url)?;
+            if !allow_private_endpoints {
+                // Refuse addresses inside the server's own network before storing anything.
+                egress::check_endpoint(&url)
+                    .await
+                    .map_err(|e| Error::invalid(e.to_string()))?;
+            }
+            Some(url)
+        }
         _ => None,
     };
     let mut tx = db.begin_tenant(tenant).await?;
@@ -213,15 +187,7 @@ pub async fn set(
                 version,
             };
             let sealed = crypto::seal(&key, ctx, plain.as_bytes())?;
-            let last_four: String = plain
-                .chars()
-                .rev()
-                .take(4)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            (Some(sealed), Some(last_four))
+            (Some(sealed), Some(last_four(plain)))
         }
         None => (None, None),
     };
@@ -250,14 +216,21 @@ pub async fn set(
         .find(|k| k.id == id)
         .ok_or(Error::NotFound)?;
     tx.commit().await?;
+    changes.announce(Change::Tenant(tenant)).await;
     tracing::info!(%tenant, provider = provider.as_str(), version, "provider key stored");
     Ok(info)
+}
+
+/// The last four characters of a key, the only part ever shown again.
+fn last_four(plain: &str) -> String {
+    let chars: Vec<char> = plain.chars().collect();
+    chars[chars.len().saturating_sub(4)..].iter().collect()
 }
 
 async fn list_in(tx: &mut Tx) -> Result<Vec<ProviderKeyInfo>> {
     let rows: Vec<(
         Uuid,
-        String,
+        Provider,
         Option<String>,
         Option<String>,
         Option<String>,
@@ -275,7 +248,7 @@ async fn list_in(tx: &mut Tx) -> Result<Vec<ProviderKeyInfo>> {
             |(id, provider, last_four, base_url, added_by, created_at, last_used_at)| {
                 Ok(ProviderKeyInfo {
                     id,
-                    provider: provider.parse()?,
+                    provider,
                     last_four,
                     base_url,
                     added_by,
@@ -297,7 +270,13 @@ pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<Provide
 }
 
 /// Deletes the clinic's key for `provider`.
-pub async fn delete(db: &Db, tenant: TenantId, actor: Actor, provider: Provider) -> Result<()> {
+pub async fn delete(
+    db: &Db,
+    changes: &Changes,
+    tenant: TenantId,
+    actor: Actor,
+    provider: Provider,
+) -> Result<()> {
     actor.require_admin("manage provider keys")?;
     let mut tx = db.begin_tenant(tenant).await?;
     let n = sqlx::query("DELETE FROM provider_keys WHERE provider = $1")
@@ -306,7 +285,9 @@ pub async fn delete(db: &Db, tenant: TenantId, actor: Actor, provider: Provider)
         .await?
         .rows_affected();
     tx.commit().await?;
-    crate::error::one_row(n)
+    crate::error::one_row(n)?;
+    changes.announce(Change::Tenant(tenant)).await;
+    Ok(())
 }
 
 /// Decrypts the clinic's key for `provider` for one call, and notes that it was used (at most

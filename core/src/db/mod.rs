@@ -12,8 +12,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::tenancy::{TenantId, UserId};
 use crate::Result;
 
-/// The migrations in `migrations/`, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+mod migrations;
+
+pub use migrations::{migrate_pool, LANDED, MIGRATOR};
 
 /// A transaction scoped by row-level security to one tenant, one user or one invitation.
 pub type Tx = Transaction<'static, Postgres>;
@@ -110,7 +111,7 @@ pub async fn migrate(admin_url: &str) -> Result<()> {
         .acquire_timeout(Duration::from_secs(10))
         .connect(admin_url)
         .await?;
-    MIGRATOR.run(&pool).await?;
+    let result = migrate_pool(&pool).await;
     pool.close().await;
-    Ok(())
+    result
 }

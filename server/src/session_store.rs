@@ -1,6 +1,10 @@
 //! Browser sessions in Redis, for `tower-sessions`, over the same Redis client as everything
 //! else. Each session is one JSON value under `<prefix>session:<id>` that expires with the
 //! session, so Redis drops abandoned sessions by itself.
+//!
+//! Written here rather than taken from `tower-sessions-redis-store`: that crate brings its own
+//! Redis client (`fred`), a second connection pool and a second set of reconnection rules next
+//! to the `redis` connection manager everything else uses, for some sixty lines of code.
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
@@ -8,7 +12,7 @@ use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, SessionStore};
 
-use crate::Redis;
+use tessera_core::Redis;
 
 #[derive(Clone, Debug)]
 pub struct RedisSessionStore {

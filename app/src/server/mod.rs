@@ -1,0 +1,59 @@
+//! Server-side glue for the server functions and the plain routes: the router's state, the
+//! signed-in person ([`session`]), and the one mapping from core errors to responses
+//! ([`error`]). Server functions stay thin: they check who is calling with this, call one
+//! `tessera_core` function and map its result.
+
+pub mod error;
+pub mod session;
+
+use std::net::IpAddr;
+
+use axum::extract::FromRef;
+use leptos::prelude::*;
+use tessera_core::Services;
+
+pub use error::fail;
+pub use session::{
+    end_session, require_admin, require_viewer, signed_in_viewer, start_session,
+    switch_session_tenant, Admin, SignedIn,
+};
+
+use crate::error::AppError;
+
+/// The router's state, also provided to every server function through context.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub services: Services,
+}
+
+/// The client's address, put on each request by the server's middleware (from the socket, or
+/// from `X-Forwarded-For` when `TESSERA_TRUST_PROXY` is on).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+/// The services, from the server function's context.
+pub fn services() -> Result<Services, AppError> {
+    use_context::<AppState>()
+        .map(|s| s.services)
+        .ok_or_else(|| {
+            if use_context::<http::request::Parts>().is_some() {
+                tracing::error!("AppState missing from context");
+            } else {
+                // A resource of a render that was already replaced (a suspense rendered its
+                // children again) finishing after its scope was disposed; its result is unused.
+                tracing::debug!("server function ran outside a request scope");
+            }
+            AppError::Internal
+        })
+}
+
+pub fn client_ip() -> Option<IpAddr> {
+    use_context::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<ClientIp>().and_then(|c| c.0))
+}
+
+/// Parses an id from a form field or path; a malformed one is simply not found.
+pub fn parse_id<T: std::str::FromStr>(raw: &str) -> Result<T, AppError> {
+    raw.trim().parse().map_err(|_| fail(AppError::NotFound))
+}

@@ -1,0 +1,158 @@
+//! Who is signed in: the one place that reads the session, for pages (through server
+//! functions), server functions and plain routes alike ([`SignedIn`], [`Admin`]).
+//!
+//! A session holds the person and their current clinic. The person's clinic is re-read on every
+//! request (`tessera_core::auth::current_clinic`): removed from it since signing in, they move
+//! to another clinic of theirs, or are signed out when none is left; a deactivated clinic
+//! answers 403.
+
+use axum::extract::{FromRef, FromRequestParts};
+use http::request::Parts;
+use tessera_core::auth::{self, Viewer};
+use tessera_core::{Services, TenantId, UserId};
+use tower_sessions::Session;
+
+use super::{fail, services, AppState};
+use crate::error::AppError;
+
+/// Session keys: the signed-in person and their current clinic.
+const USER: &str = "user_id";
+const TENANT: &str = "tenant_id";
+
+fn session_err(err: impl std::fmt::Display) -> AppError {
+    tracing::error!(error = %err, "session store failed");
+    fail(AppError::Internal)
+}
+
+/// The session of the server function's request.
+async fn session() -> Result<Session, AppError> {
+    leptos_axum::extract::<Session>().await.map_err(session_err)
+}
+
+/// Starts a signed-in session under a new id (so a session id planted before sign-in is
+/// useless after it).
+pub async fn start_session(user: UserId, tenant: TenantId) -> Result<(), AppError> {
+    let session = session().await?;
+    session.cycle_id().await.map_err(session_err)?;
+    session.insert(USER, user).await.map_err(session_err)?;
+    session.insert(TENANT, tenant).await.map_err(session_err)?;
+    Ok(())
+}
+
+/// Moves the session to another of the person's clinics.
+pub async fn switch_session_tenant(tenant: TenantId) -> Result<(), AppError> {
+    session()
+        .await?
+        .insert(TENANT, tenant)
+        .await
+        .map_err(session_err)
+}
+
+pub async fn end_session() -> Result<(), AppError> {
+    session().await?.flush().await.map_err(session_err)
+}
+
+/// The person in `session` and their current clinic, or `None` when nobody is signed in (a
+/// person left with no clinic is signed out).
+async fn resolve(services: &Services, session: &Session) -> Result<Option<Viewer>, AppError> {
+    let Some(user) = session.get::<UserId>(USER).await.map_err(session_err)? else {
+        return Ok(None);
+    };
+    let preferred = session.get::<TenantId>(TENANT).await.map_err(session_err)?;
+    match auth::current_clinic(&services.db, user, preferred).await? {
+        Some(v) => {
+            if preferred != Some(v.tenant.id) {
+                session
+                    .insert(TENANT, v.tenant.id)
+                    .await
+                    .map_err(session_err)?;
+            }
+            Ok(Some(v))
+        }
+        None => {
+            session.flush().await.map_err(session_err)?;
+            Ok(None)
+        }
+    }
+}
+
+/// The signed-in person, or 401; 403 when their clinic has been deactivated.
+async fn signed_in(services: &Services, session: &Session) -> Result<Viewer, AppError> {
+    let viewer = resolve(services, session)
+        .await?
+        .ok_or_else(|| fail(AppError::Unauthenticated("Please sign in.".into())))?;
+    if !viewer.tenant.active {
+        return Err(fail(AppError::Forbidden(format!(
+            "{} has been deactivated. Contact support.",
+            viewer.tenant.name
+        ))));
+    }
+    Ok(viewer)
+}
+
+fn admin(viewer: Viewer) -> Result<Viewer, AppError> {
+    if viewer.role.is_admin() {
+        Ok(viewer)
+    } else {
+        Err(fail(AppError::Forbidden(
+            "Only owners and admins of this clinic can open this page.".into(),
+        )))
+    }
+}
+
+/// The signed-in person in their current clinic, or `None` (server functions).
+pub async fn signed_in_viewer() -> Result<Option<Viewer>, AppError> {
+    resolve(&services()?, &session().await?).await
+}
+
+/// The signed-in person, or 401 / 403 (server functions).
+pub async fn require_viewer() -> Result<Viewer, AppError> {
+    signed_in(&services()?, &session().await?).await
+}
+
+/// The signed-in person if they are an owner or admin of their clinic, else 403 (server
+/// functions).
+pub async fn require_admin() -> Result<Viewer, AppError> {
+    admin(require_viewer().await?)
+}
+
+/// The signed-in person, for plain routes: rejects with 401 / 403 like the server functions.
+pub struct SignedIn(pub Viewer);
+
+/// An owner or admin of the current clinic, for plain routes.
+pub struct Admin(pub Viewer);
+
+async fn from_parts<S>(parts: &mut Parts, state: &S) -> Result<Viewer, AppError>
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    let session = Session::from_request_parts(parts, state)
+        .await
+        .map_err(|(_, message)| session_err(message))?;
+    signed_in(&AppState::from_ref(state).services, &session).await
+}
+
+impl<S> FromRequestParts<S> for SignedIn
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        from_parts(parts, state).await.map(SignedIn)
+    }
+}
+
+impl<S> FromRequestParts<S> for Admin
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        admin(from_parts(parts, state).await?).map(Admin)
+    }
+}

@@ -1,0 +1,67 @@
+//! The schema's migrations (`migrations/`, embedded in the binary) and the record of how each
+//! one landed. A landed migration never changes: a schema change is a new migration, and a
+//! test holds every file to the checksum in [`LANDED`].
+
+use sqlx::PgPool;
+
+use crate::Result;
+
+/// The migrations in `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Every landed migration: its version and the SHA-384 of its file (hex), as sqlx records it
+/// in `_sqlx_migrations`. A new migration is added here when it lands.
+pub const LANDED: &[(i64, &str)] = &[
+    (20261129000001, "1253998a566ba2bd796b15fbc3c7ef5754506da5adfb8cbebfdd565769aa886c68642b027673040c0aa04383e65f07a5"),
+    (20261129000002, "435ed92680eabbba1bf9b5bd69ae62ef43229e03736fb021fdb3f7680d92e19e556d768b7d50d0bc976c0542df2447a5"),
+    (20261129000003, "885ff7acebcd9a0f943b62e5a8461ccc2a45bb4328e773a35d9a3f6da680930eab8e45c9314a0b515e7fc3a2c3b13f1c"),
+    (20261129000004, "88a151d011effbb6c97df9c109252885539f5a667912fd85cb02fe27662ff78014e04531c1f6127905e89e5d86efd102"),
+    (20261129000005, "cce4576214eb020b71b029adf67c95ff5c13c8e1e29efbbf1a72f525fcf25eed7cfc7ebbaf8101e39a44bb44311fc6f5"),
+    (20261129000006, "30a073ecd9e3c922f945a93a92e47fab0478b6326260e14c7fc78e3e438ee6fb4342b6260a92727e98c4b69a6f1b90ba"),
+    (20261129000007, "a2f9e1d51645dc447eb27478904aff88747a8bc493dd996033f01ba07aad340b820bb8724e3b15fb9a8acce21ede088b"),
+    (20261202000008, "e6c3b9882387fe1dfaf4f861917f19cfff2e67971366bc4078a7525285333848d8902301ffe5419929f690340fb74a8d"),
+];
+
+/// Checksums of edited copies of landed migrations that reached databases before the edit
+/// was undone: migration 5 once carried the `generating` status that migration 8 now adds. A
+/// database that applied such a copy has the landed checksum put back before migrating (its
+/// schema then equals the landed one's after migration 8), instead of refusing to start.
+const EDITED: &[(i64, &str)] = &[(
+    20261129000005,
+    "127fb2c9a716a03182ba0fabd5bd019c2ef22eaefcd5ce5246ea0f9c7736149bf2b1036f46de922b9873ce2d3ed580d5",
+)];
+
+/// Applies pending migrations on a pool connected as the schema owner, first putting back the
+/// landed checksum of any migration a database applied in an edited copy.
+pub async fn migrate_pool(pool: &PgPool) -> Result<()> {
+    let recorded: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if recorded {
+        for (version, edited) in EDITED {
+            let landed = LANDED
+                .iter()
+                .find(|(v, _)| v == version)
+                .map(|(_, sum)| *sum)
+                .unwrap_or_default();
+            let repaired = sqlx::query(
+                "UPDATE _sqlx_migrations SET checksum = decode($2, 'hex')
+                  WHERE version = $1 AND checksum = decode($3, 'hex')",
+            )
+            .bind(version)
+            .bind(landed)
+            .bind(edited)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            if repaired > 0 {
+                tracing::info!(
+                    version,
+                    "migration applied from an edited copy: landed checksum put back"
+                );
+            }
+        }
+    }
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! A call after its provider answered: reading the reply (whole or streamed), and settling the
+//! reservation with the usage, so the ledger gets one event per call.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::lookups::Chosen;
+use super::{Caller, ChatStream, Completion, Gateway, StreamEvent};
+use crate::llm::tokens::{count_tokens, message_tokens};
+use crate::llm::wire::{self, Piece};
+use crate::llm::{ChatMessage, LlmError, Usage};
+use crate::metering::{Prices, Reservation, UsageEvent};
+
+impl Gateway {
+    pub(super) async fn prices(&self) -> &Prices {
+        self.prices
+            .get_or_init(|| async {
+                Prices::load(&self.db).await.unwrap_or_else(|e| {
+                    tracing::error!(error = ?e, "model prices could not be read; costs will show as 0");
+                    Prices::default()
+                })
+            })
+            .await
+    }
+}
+
+/// One call in progress, after the provider answered.
+pub(super) struct Call {
+    pub gateway: Gateway,
+    pub caller: Caller,
+    pub agent: Option<Uuid>,
+    pub chosen: Chosen,
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub reservation: Reservation,
+    pub started: Instant,
+}
+
+/// What reading a provider's stream came to.
+#[derive(Default)]
+struct Read {
+    text: String,
+    usage: Option<Usage>,
+    /// The provider sent a finish reason.
+    finished: bool,
+    /// The provider sent its end-of-stream marker.
+    done: bool,
+    /// The caller went away (or pressed Stop).
+    cancelled: bool,
+    failure: Option<LlmError>,
+}
+
+impl Call {
+    fn event(&self, usage: Usage, streamed: bool, cancelled: bool, cost: i64) -> UsageEvent {
+        UsageEvent {
+            id: self.reservation.id,
+            tenant: self.caller.tenant,
+            user: self.caller.user,
+            api_key: self.caller.api_key,
+            agent: self.agent,
+            provider: self.chosen.provider,
+            model: self.model.clone(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+            cost_micro_usd: cost,
+            latency_ms: self.started.elapsed().as_millis().min(i32::MAX as u128) as i32,
+            estimated: usage.estimated,
+            streamed,
+            cancelled,
+            idempotency_key: self.reservation.id.to_string(),
+            occurred_at_ms: (self.reservation.started_at.unix_timestamp_nanos() / 1_000_000) as i64,
+        }
+    }
+
+    /// Settles the reservation with `usage`. A settle that fails is logged: the reply was
+    /// delivered, and the reservation expires on its own.
+    async fn settle(self, usage: Usage, streamed: bool, cancelled: bool) -> Usage {
+        let cost = self.gateway.prices().await.cost(
+            &self.model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        );
+        let event = self.event(usage, streamed, cancelled, cost);
+        if let Err(e) = self.gateway.metering.settle(self.reservation, &event).await {
+            tracing::error!(error = ?e, event = ?event, "usage could not be settled");
+        }
+        usage
+    }
+
+    /// The usage when the provider reported none (or only part): the prompt as the provider
+    /// counted it if it did, else counted here, and the completion counted here; marked as
+    /// counted by Tessera.
+    fn count(&self, completion: &str, known: Option<Usage>) -> Usage {
+        let prompt = known
+            .map(|u| u.prompt_tokens)
+            .filter(|p| *p > 0)
+            .unwrap_or_else(|| self.messages.iter().map(message_tokens).sum::<i64>() + 3);
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: count_tokens(completion),
+            cached_tokens: known.map(|u| u.cached_tokens.max(0)).unwrap_or(0),
+            estimated: true,
+        }
+    }
+
+    pub async fn complete(self, response: reqwest::Response) -> Result<Completion, LlmError> {
+        let timeout = Duration::from_secs(self.gateway.config.provider_timeout_secs);
+        let provider = self.chosen.provider;
+        let body = match tokio::time::timeout(timeout, response.json::<serde_json::Value>()).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                self.gateway.release(self.reservation).await;
+                return Err(LlmError::malformed(provider));
+            }
+            Err(_) => {
+                self.gateway.release(self.reservation).await;
+                return Err(LlmError::timeout(provider, timeout));
+            }
+        };
+        let Some(reply) = wire::parse_reply(provider, &body) else {
+            self.gateway.release(self.reservation).await;
+            return Err(LlmError::malformed(provider));
+        };
+        let usage = match reply.usage {
+            Some(u) => u,
+            None => self.count(&reply.text, None),
+        };
+        let id = self.reservation.id;
+        let model = self.model.clone();
+        let usage = self.settle(usage, false, false).await;
+        Ok(Completion {
+            id,
+            model,
+            provider,
+            content: reply.text,
+            finish_reason: reply.finish_reason,
+            usage,
+        })
+    }
+
+    pub fn stream(self, response: reqwest::Response) -> ChatStream {
+        let (tx, rx) = mpsc::channel(64);
+        let stream = ChatStream {
+            id: self.reservation.id,
+            model: self.model.clone(),
+            provider: self.chosen.provider,
+            rx,
+        };
+        tokio::spawn(self.pump(response, tx));
+        stream
+    }
+
+    /// Forwards the provider's stream, then settles: the provider's usage on success (counted
+    /// here and marked if it sent none), what was generated if the client went away, nothing
+    /// if the provider failed.
+    async fn pump(
+        self,
+        response: reqwest::Response,
+        tx: mpsc::Sender<Result<StreamEvent, LlmError>>,
+    ) {
+        let provider = self.chosen.provider;
+        let mut read = self.read(response, &tx).await;
+        if read.cancelled {
+            // Stopped by the caller: charge what was generated.
+            let complete_usage = read
+                .usage
+                .filter(|u| read.finished && u.completion_tokens > 0);
+            let charged = complete_usage.unwrap_or_else(|| self.count(&read.text, read.usage));
+            self.settle(charged, true, true).await;
+            return;
+        }
+        if read.failure.is_none() && !(read.done || read.finished) {
+            read.failure = Some(LlmError::interrupted(provider));
+        }
+        if let Some(err) = read.failure {
+            // A failed call is not charged.
+            self.gateway.release(self.reservation).await;
+            let _ = tx.send(Err(err)).await;
+            return;
+        }
+        let usage = match read.usage {
+            Some(u) if u.prompt_tokens > 0 || u.completion_tokens > 0 => u,
+            // The provider reported nothing: count, and say so.
+            known => self.count(&read.text, known),
+        };
+        let usage = self.settle(usage, true, false).await;
+        let _ = tx.send(Ok(StreamEvent::Usage(usage))).await;
+    }
+
+    /// Reads the provider's stream until it ends, fails, goes quiet for the provider timeout,
+    /// or the client goes away, forwarding text and finish reasons as they come.
+    async fn read(
+        &self,
+        response: reqwest::Response,
+        tx: &mpsc::Sender<Result<StreamEvent, LlmError>>,
+    ) -> Read {
+        let provider = self.chosen.provider;
+        let idle = Duration::from_secs(self.gateway.config.provider_timeout_secs);
+        let mut body = response.bytes_stream();
+        let mut parser = wire::SseParser::default();
+        let mut pieces = Vec::new();
+        let mut read = Read::default();
+        loop {
+            let next = tokio::select! {
+                _ = tx.closed() => { read.cancelled = true; return read; }
+                next = tokio::time::timeout(idle, body.next()) => next,
+            };
+            let bytes = match next {
+                Err(_) => {
+                    read.failure = Some(LlmError::timeout(provider, idle));
+                    return read;
+                }
+                Ok(None) => return read,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e.without_url(), "provider stream broke");
+                    read.failure = Some(LlmError::interrupted(provider));
+                    return read;
+                }
+                Ok(Some(Ok(bytes))) => bytes,
+            };
+            for ev in parser.feed(&bytes) {
+                wire::parse_event(provider, &ev, &mut pieces);
+            }
+            for piece in pieces.drain(..) {
+                let out = match piece {
+                    Piece::Text(t) => {
+                        read.text.push_str(&t);
+                        StreamEvent::Text(t)
+                    }
+                    Piece::Finish(r) => {
+                        read.finished = true;
+                        StreamEvent::Finish(r)
+                    }
+                    Piece::Usage(u) => {
+                        read.usage = Some(wire::merge_usage(read.usage, u));
+                        continue;
+                    }
+                    Piece::Done => {
+                        read.done = true;
+                        continue;
+                    }
+                    Piece::Error(message) => {
+                        read.failure = Some(self.provider_error(&message));
+                        return read;
+                    }
+                };
+                if tx.send(Ok(out)).await.is_err() {
+                    read.cancelled = true;
+                    return read;
+                }
+            }
+            if read.done {
+                return read;
+            }
+        }
+    }
+
+    /// An error event inside a stream, worded like a provider's error answer.
+    fn provider_error(&self, message: &str) -> LlmError {
+        LlmError::from_provider(
+            self.chosen.provider,
+            self.chosen.platform,
+            502,
+            &serde_json::json!({"error": {"message": message}}).to_string(),
+            self.chosen.key.secret.as_ref(),
+        )
+    }
+}

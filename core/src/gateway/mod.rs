@@ -1,0 +1,202 @@
+//! The gateway: the one path every model call takes, from the chat UI or the API.
+//!
+//! [`Gateway::chat`] does, in order: **who** (the [`Caller`] and the clinic's limits; an
+//! inactive clinic is refused), **budget** (one Redis reservation of the worst case), **key**
+//! (the clinic's own key, else the platform's if the plan allows, else a message naming what to
+//! configure), **call** (the provider follows from the model; retries with backoff only while
+//! nothing has reached the client), and **settle** (the real usage, or nothing for a failed
+//! call, counted live and handed to the ledger; see [`crate::metering`]).
+//!
+//! In steady state a call costs one Redis round trip before the provider is called and none to
+//! Postgres: API keys, limits, agents and decrypted provider keys are cached in-process for a
+//! short time ([`lookups`]) and dropped on every replica when the core announces a change
+//! ([`crate::changes`]). Sending and retrying is [`send`]; reading replies, streaming and
+//! settling is [`call`].
+
+mod cache;
+mod call;
+mod lookups;
+mod send;
+
+pub use lookups::{provider_for_model, ModelInfo};
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, OnceCell};
+use uuid::Uuid;
+
+use crate::changes::Changes;
+use crate::db::Db;
+use crate::llm::{prompt_upper_bound, wire, ChatRequest, LlmError, LlmErrorKind, Usage};
+use crate::metering::{Metering, Prices};
+use crate::tenancy::{TenantId, UserId};
+use crate::{agents, Config, Error, Provider};
+use call::Call;
+use lookups::Caches;
+
+/// Who is calling: a clinic, and the person or API key acting for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub user: Option<UserId>,
+    pub api_key: Option<Uuid>,
+}
+
+/// A finished reply.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    /// Tessera's id for the call (also the ledger's idempotency key).
+    pub id: Uuid,
+    pub model: String,
+    pub provider: Provider,
+    pub content: String,
+    pub finish_reason: String,
+    pub usage: Usage,
+}
+
+/// What a streamed reply yields.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    Text(String),
+    Finish(String),
+    /// The last event of a successful stream: the usage as recorded.
+    Usage(Usage),
+}
+
+/// A streamed reply. Dropping it (the client went away, or pressed Stop) ends the provider call
+/// and charges what was generated.
+pub struct ChatStream {
+    pub id: Uuid,
+    pub model: String,
+    pub provider: Provider,
+    rx: mpsc::Receiver<Result<StreamEvent, LlmError>>,
+}
+
+impl futures_util::Stream for ChatStream {
+    type Item = Result<StreamEvent, LlmError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// The outcome of [`Gateway::chat`].
+pub enum ChatOutcome {
+    Complete(Completion),
+    Stream(ChatStream),
+}
+
+/// The one path for model calls. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    config: Arc<Config>,
+    db: Db,
+    http: reqwest::Client,
+    pub metering: Metering,
+    prices: Arc<OnceCell<Prices>>,
+    caches: Arc<Caches>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway whose caches follow the changes `changes` announces.
+    pub fn new(
+        config: Arc<Config>,
+        db: Db,
+        metering: Metering,
+        http: reqwest::Client,
+        changes: &Changes,
+    ) -> Self {
+        let caches = Arc::new(Caches::default());
+        let subscribed = Arc::clone(&caches);
+        changes.subscribe(move |change| subscribed.apply(change));
+        Self {
+            config,
+            db,
+            http,
+            metering,
+            prices: Arc::new(OnceCell::new()),
+            caches,
+        }
+    }
+
+    /// Makes one chat call through every step: who, budget, key, call, settle.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %caller.tenant, model = %req.model, stream = req.stream))]
+    pub async fn chat(&self, caller: &Caller, req: ChatRequest) -> Result<ChatOutcome, LlmError> {
+        if req.messages.is_empty() {
+            return Err(LlmError::bad_request(
+                "messages: at least one message is required.",
+            ));
+        }
+        if req.model.trim().is_empty() {
+            return Err(LlmError::bad_request("model: name the model to use."));
+        }
+        // Who.
+        let limits = self.limits(caller.tenant).await?;
+        // An agent named as the model brings its own model, instructions and limits.
+        let req = match req.model.strip_prefix(agents::MODEL_PREFIX) {
+            Some(slug) => match self.agent(caller.tenant, slug).await? {
+                Some(agent) => agents::apply(&agent, req),
+                None => return Err(LlmError::unknown_model(&req.model)),
+            },
+            None => req,
+        };
+        if !limits.active {
+            return Err(Error::forbidden("This clinic has been deactivated.").into());
+        }
+        let now = time::OffsetDateTime::now_utc();
+        if let Some(message) = limits.payment_block(self.config.billing_grace_days, now) {
+            return Err(LlmError::new(LlmErrorKind::PaymentOverdue, message));
+        }
+        // Key (before the budget, so a missing key costs no reservation).
+        let chosen = self.choose(caller.tenant, &limits, &req.model).await?;
+        // Budget: the worst case.
+        let max_tokens = req
+            .max_tokens
+            .unwrap_or(self.config.default_max_tokens)
+            .max(1);
+        let worst = prompt_upper_bound(&req.messages) + i64::from(max_tokens);
+        let reservation = self.metering.reserve(caller.tenant, &limits, worst).await?;
+        // Call.
+        let body = wire::request_body(
+            chosen.provider,
+            &req.model,
+            &req.messages,
+            max_tokens,
+            req.temperature,
+            req.top_p,
+            &req.stop,
+            req.stream,
+        );
+        let started = Instant::now();
+        let response = match self.send(&chosen, &body).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.release(reservation).await;
+                return Err(e);
+            }
+        };
+        let call = Call {
+            gateway: self.clone(),
+            caller: *caller,
+            agent: req.agent,
+            chosen,
+            model: req.model,
+            messages: req.messages,
+            reservation,
+            started,
+        };
+        if req.stream {
+            Ok(ChatOutcome::Stream(call.stream(response)))
+        } else {
+            call.complete(response).await.map(ChatOutcome::Complete)
+        }
+    }
+}

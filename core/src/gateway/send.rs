@@ -1,0 +1,104 @@
+//! Sending a call to its provider: the address, the key in the provider's header, and
+//! retries with backoff on timeouts, unreachable hosts, 429 and 5xx. Nothing has reached the
+//! client while this runs, so a retry is invisible to it.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use super::lookups::Chosen;
+use super::Gateway;
+use crate::llm::{wire, LlmError, LlmErrorKind};
+use crate::metering::Reservation;
+use crate::Provider;
+
+impl Gateway {
+    pub(super) async fn release(&self, reservation: Reservation) {
+        if let Err(e) = self.metering.release(reservation).await {
+            // The reservation expires by itself; nothing is charged either way.
+            tracing::warn!(error = ?e, "could not release a reservation");
+        }
+    }
+
+    fn endpoint(&self, chosen: &Chosen) -> Result<String, LlmError> {
+        Ok(match chosen.provider {
+            Provider::OpenAi => format!("{}/chat/completions", self.config.openai_base_url),
+            Provider::Anthropic => format!("{}/v1/messages", self.config.anthropic_base_url),
+            Provider::OpenAiCompatible => {
+                let base = chosen.key.base_url.as_deref().ok_or_else(|| {
+                    LlmError::new(
+                        LlmErrorKind::NoKey,
+                        "The OpenAI-compatible endpoint has no base URL. An admin can set it under Settings → Provider keys.",
+                    )
+                })?;
+                format!("{}/chat/completions", base.trim_end_matches('/'))
+            }
+        })
+    }
+
+    /// Sends a call, retrying with backoff on timeouts, unreachable hosts, 429 and 5xx. Nothing
+    /// has reached the client yet, so a retry is invisible to it.
+    pub(super) async fn send(
+        &self,
+        chosen: &Chosen,
+        body: &serde_json::Value,
+    ) -> Result<reqwest::Response, LlmError> {
+        let url = self.endpoint(chosen)?;
+        if chosen.provider == Provider::OpenAiCompatible && !self.config.allow_private_endpoints {
+            crate::egress::check_endpoint(&url).await?;
+        }
+        let bytes = serde_json::to_vec(body).map_err(|e| LlmError::internal(e.to_string()))?;
+        let timeout = Duration::from_secs(self.config.provider_timeout_secs);
+        let mut attempt = 0;
+        loop {
+            let mut request = self
+                .http
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes.clone());
+            if let Some(secret) = &chosen.key.secret {
+                request = match chosen.provider {
+                    Provider::Anthropic => request
+                        .header("x-api-key", secret.expose_secret())
+                        .header("anthropic-version", wire::ANTHROPIC_VERSION),
+                    _ => request.bearer_auth(secret.expose_secret()),
+                };
+            }
+            let err = match tokio::time::timeout(timeout, request.send()).await {
+                Err(_) => LlmError::timeout(chosen.provider, timeout),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e.without_url(), provider = chosen.provider.as_str(), "provider unreachable");
+                    LlmError::unreachable(chosen.provider)
+                }
+                Ok(Ok(res)) if res.status().is_success() => return Ok(res),
+                Ok(Ok(res)) => {
+                    let status = res.status().as_u16();
+                    let text = tokio::time::timeout(timeout, res.text())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_default();
+                    let err = LlmError::from_provider(
+                        chosen.provider,
+                        chosen.platform,
+                        status,
+                        &text,
+                        chosen.key.secret.as_ref(),
+                    );
+                    if !(status == 429 || status >= 500) {
+                        return Err(err);
+                    }
+                    err
+                }
+            };
+            if attempt >= self.config.provider_retries {
+                return Err(err);
+            }
+            let backoff =
+                Duration::from_millis(200 * 2u64.pow(attempt) + rand::random::<u64>() % 100);
+            tracing::info!(attempt, ?backoff, error = %err.message, "retrying provider call");
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+        }
+    }
+}

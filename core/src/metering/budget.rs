@@ -1,0 +1,291 @@
+//! The budget: one Redis Lua script checks the month's limit and reserves a call's worst case
+//! atomically; another settles the reservation to the real usage and hands the event to the
+//! ledger in the same step. The live counters per clinic and month live next to them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::ledger::{ledger_stream, unix_ms};
+use super::report::ledger_totals;
+use super::{Limits, MonthUsage, UsageEvent};
+use crate::db::Db;
+use crate::tenancy::TenantId;
+use crate::{Error, Month, Redis, Result};
+
+/// Tokens held for a call in flight. Settle or release it; if neither happens (a crash), it
+/// expires by itself.
+#[derive(Debug)]
+#[must_use = "settle or release the reservation"]
+pub struct Reservation {
+    pub id: Uuid,
+    pub tenant: TenantId,
+    /// The month (UTC) of the call; its usage counts in that month.
+    pub month: Month,
+    pub amount: i64,
+    pub started_at: OffsetDateTime,
+}
+
+// Counters and reservations of one clinic-month live in one hash: `tokens`, `prompt`,
+// `completion`, `cost`, `requests`, `reserved`, and `r:<id>` per reservation in flight, with a
+// sorted set of reservation ids by expiry next to it.
+const RESERVE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, 100)
+for _, id in ipairs(expired) do
+  local amt = redis.call('HGET', KEYS[1], 'r:' .. id)
+  if amt then
+    redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amt))
+    redis.call('HDEL', KEYS[1], 'r:' .. id)
+  end
+  redis.call('ZREM', KEYS[2], id)
+end
+local used = tonumber(redis.call('HGET', KEYS[1], 'tokens') or '0')
+local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+local amount = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+if limit >= 0 and used + reserved + amount > limit then return {0, used, reserved} end
+redis.call('HINCRBY', KEYS[1], 'reserved', amount)
+redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], amount)
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return {1, used, reserved + amount}
+"#;
+
+// Releases a reservation and, when an event is given, counts it and hands it to the ledger.
+// If the counters vanished meanwhile (Redis flushed), they are left for the next reservation to
+// rebuild from the ledger rather than restarted from this one call.
+const SETTLE: &str = r#"
+local amt = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
+if amt then
+  redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amt))
+  redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[2] ~= '' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('HINCRBY', KEYS[1], 'tokens', tonumber(ARGV[3]) + tonumber(ARGV[4]))
+    redis.call('HINCRBY', KEYS[1], 'prompt', ARGV[3])
+    redis.call('HINCRBY', KEYS[1], 'completion', ARGV[4])
+    redis.call('HINCRBY', KEYS[1], 'cost', ARGV[5])
+    redis.call('HINCRBY', KEYS[1], 'requests', 1)
+  end
+  redis.call('XADD', KEYS[3], '*', 'e', ARGV[2])
+end
+return 1
+"#;
+
+const INIT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'tokens', ARGV[1], 'prompt', ARGV[2], 'completion', ARGV[3],
+           'cost', ARGV[4], 'requests', ARGV[5], 'reserved', 0)
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return 1
+"#;
+
+/// Counters outlive their month by this long (for the dashboard's "last month").
+const COUNTER_TTL_SECS: i64 = 70 * 24 * 3600;
+
+/// Budgets and the live view over Redis, with the ledger behind them.
+#[derive(Clone)]
+pub struct Metering {
+    redis: Redis,
+    db: Db,
+    reserve: Arc<redis::Script>,
+    settle: Arc<redis::Script>,
+    init: Arc<redis::Script>,
+    /// How long a reservation may stay unsettled before it is given back.
+    pub reservation_ttl: Duration,
+}
+
+impl std::fmt::Debug for Metering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metering").finish_non_exhaustive()
+    }
+}
+
+impl Metering {
+    pub fn new(db: Db, redis: Redis) -> Self {
+        Self {
+            redis,
+            db,
+            reserve: Arc::new(redis::Script::new(RESERVE)),
+            settle: Arc::new(redis::Script::new(SETTLE)),
+            init: Arc::new(redis::Script::new(INIT)),
+            reservation_ttl: Duration::from_secs(15 * 60),
+        }
+    }
+
+    fn counters_key(&self, tenant: TenantId, month: Month) -> String {
+        self.redis.key(&format!("usage:{tenant}:{month}"))
+    }
+
+    fn reservations_key(&self, tenant: TenantId, month: Month) -> String {
+        self.redis.key(&format!("reservations:{tenant}:{month}"))
+    }
+
+    /// The Redis stream that hands settled events to the ledger writer.
+    pub fn ledger_stream(&self) -> String {
+        ledger_stream(&self.redis)
+    }
+
+    /// Reserves `amount` tokens for one call, or fails with [`Error::OverBudget`].
+    pub async fn reserve(
+        &self,
+        tenant: TenantId,
+        limits: &Limits,
+        amount: i64,
+    ) -> Result<Reservation> {
+        let started_at = OffsetDateTime::now_utc();
+        let month = Month::of(started_at);
+        let id = Uuid::new_v4();
+        let now_ms = unix_ms(started_at);
+        let expires_ms = now_ms + self.reservation_ttl.as_millis() as i64;
+        let limit = limits.token_limit().unwrap_or(-1);
+        let keys = [
+            self.counters_key(tenant, month),
+            self.reservations_key(tenant, month),
+        ];
+        for _ in 0..3 {
+            let (status, used, _reserved): (i64, i64, i64) = self
+                .reserve
+                .key(&keys[0])
+                .key(&keys[1])
+                .arg(id.to_string())
+                .arg(amount)
+                .arg(limit)
+                .arg(now_ms)
+                .arg(expires_ms)
+                .arg(COUNTER_TTL_SECS)
+                .invoke_async(&mut self.redis.conn())
+                .await?;
+            match status {
+                1 => {
+                    return Ok(Reservation {
+                        id,
+                        tenant,
+                        month,
+                        amount,
+                        started_at,
+                    })
+                }
+                0 => {
+                    return Err(Error::OverBudget {
+                        used,
+                        limit,
+                        requested: amount,
+                    })
+                }
+                _ => {
+                    self.rebuild(tenant, month).await?;
+                }
+            }
+        }
+        Err(Error::Internal(
+            "usage counters could not be rebuilt".into(),
+        ))
+    }
+
+    /// Settles a reservation with the call's usage: counts it live and hands the event to the
+    /// ledger, in one atomic step.
+    pub async fn settle(&self, reservation: Reservation, event: &UsageEvent) -> Result<()> {
+        let json = serde_json::to_string(event)
+            .map_err(|e| Error::Internal(format!("usage event: {e}")))?;
+        self.run_settle(
+            &reservation,
+            &json,
+            event.prompt_tokens,
+            event.completion_tokens,
+            event.cost_micro_usd,
+        )
+        .await
+    }
+
+    /// Gives a reservation's tokens back without charging anything (the call failed).
+    pub async fn release(&self, reservation: Reservation) -> Result<()> {
+        self.run_settle(&reservation, "", 0, 0, 0).await
+    }
+
+    /// Runs the settle script: releases `r`, and with a non-empty `event_json` counts its tokens
+    /// and cost and hands the event to the ledger.
+    async fn run_settle(
+        &self,
+        r: &Reservation,
+        event_json: &str,
+        prompt_tokens: i64,
+        completion_tokens: i64,
+        cost_micro_usd: i64,
+    ) -> Result<()> {
+        let _: i64 = self
+            .settle
+            .key(self.counters_key(r.tenant, r.month))
+            .key(self.reservations_key(r.tenant, r.month))
+            .key(self.ledger_stream())
+            .arg(r.id.to_string())
+            .arg(event_json)
+            .arg(prompt_tokens)
+            .arg(completion_tokens)
+            .arg(cost_micro_usd)
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Rebuilds a clinic-month's live counters from the ledger, if they are missing.
+    pub async fn rebuild(&self, tenant: TenantId, month: Month) -> Result<()> {
+        let totals = ledger_totals(&self.db, tenant, month).await?;
+        let _: i64 = self
+            .init
+            .key(self.counters_key(tenant, month))
+            .arg(totals.tokens)
+            .arg(totals.prompt_tokens)
+            .arg(totals.completion_tokens)
+            .arg(totals.cost_micro_usd)
+            .arg(totals.requests)
+            .arg(COUNTER_TTL_SECS)
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        tracing::info!(%tenant, %month, "usage counters rebuilt from the ledger");
+        Ok(())
+    }
+
+    /// The live view of a clinic's use in `month` (rebuilt from the ledger when missing), and
+    /// the tokens reserved by calls in flight.
+    pub async fn month_usage(&self, tenant: TenantId, month: Month) -> Result<(MonthUsage, i64)> {
+        let key = self.counters_key(tenant, month);
+        for _ in 0..2 {
+            let values: Vec<Option<i64>> = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(&[
+                    "tokens",
+                    "prompt",
+                    "completion",
+                    "cost",
+                    "requests",
+                    "reserved",
+                ])
+                .query_async(&mut self.redis.conn())
+                .await?;
+            if values.iter().all(Option::is_none) {
+                self.rebuild(tenant, month).await?;
+                continue;
+            }
+            let v = |i: usize| values.get(i).copied().flatten().unwrap_or(0);
+            return Ok((
+                MonthUsage {
+                    tokens: v(0),
+                    prompt_tokens: v(1),
+                    completion_tokens: v(2),
+                    cost_micro_usd: v(3),
+                    requests: v(4),
+                },
+                v(5),
+            ));
+        }
+        Err(Error::Internal(
+            "usage counters could not be rebuilt".into(),
+        ))
+    }
+}

@@ -1,0 +1,385 @@
+//! The ledger: one row of `usage_events` per model call, written off the request path.
+//!
+//! Settled events reach Postgres through a Redis stream (see the module above): the
+//! [`LedgerWriter`] drains it in batches through a consumer group, acknowledging only after
+//! commit, and claims what a crashed writer left pending; the idempotency key makes replays
+//! harmless. An event that can never be written is set aside in `ledger-dead` for an operator.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::db::{self, Db};
+use crate::tenancy::{TenantId, UserId};
+use crate::{Error, Provider, Redis, Result};
+
+/// The consumer group that writes the ledger.
+const LEDGER_GROUP: &str = "ledger-writer";
+
+/// The Redis stream that hands settled events to the ledger writer.
+pub(crate) fn ledger_stream(redis: &Redis) -> String {
+    redis.key("ledger")
+}
+
+/// Milliseconds since the Unix epoch at `at`.
+pub(crate) fn unix_ms(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    unix_ms(OffsetDateTime::now_utc())
+}
+
+/// One model call, as the ledger records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEvent {
+    pub id: Uuid,
+    pub tenant: TenantId,
+    pub user: Option<UserId>,
+    pub api_key: Option<Uuid>,
+    /// The agent the call was made through, if any.
+    #[serde(default)]
+    pub agent: Option<Uuid>,
+    pub provider: Provider,
+    pub model: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cost_micro_usd: i64,
+    pub latency_ms: i32,
+    /// The provider reported no usage; Tessera counted the tokens.
+    pub estimated: bool,
+    pub streamed: bool,
+    /// The caller stopped the reply before it finished.
+    pub cancelled: bool,
+    pub idempotency_key: String,
+    /// When the call started, in milliseconds since the Unix epoch.
+    pub occurred_at_ms: i64,
+}
+
+/// Drains the hand-off stream into the Postgres ledger. Run one per process (`serve` and
+/// `worker` do); any number may run at once.
+#[derive(Clone)]
+pub struct LedgerWriter {
+    db: Db,
+    redis: Redis,
+    stream: String,
+    consumer: String,
+    /// The consumer group exists (created once, and again after an error).
+    group_ready: Arc<AtomicBool>,
+    /// Entries another writer took but did not acknowledge for this long are claimed.
+    pub claim_after: Duration,
+    pub batch: usize,
+}
+
+impl LedgerWriter {
+    pub fn new(db: Db, redis: Redis) -> Self {
+        let stream = ledger_stream(&redis);
+        Self {
+            db,
+            redis,
+            stream,
+            consumer: format!("writer-{}", Uuid::new_v4()),
+            group_ready: Arc::new(AtomicBool::new(false)),
+            claim_after: Duration::from_secs(30),
+            batch: 500,
+        }
+    }
+
+    /// Runs until the process ends: drains, then waits a moment when there is nothing to do.
+    pub async fn run(self) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.drain_once().await {
+                Ok(0) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Ok(_) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "ledger writer failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn ensure_group(&self) -> Result<()> {
+        if self.group_ready.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let created: redis::RedisResult<String> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.stream)
+            .arg(LEDGER_GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.redis.conn())
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.group_ready.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Up to `count` entries never delivered to any writer.
+    async fn read_new(&self, count: usize) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+        let read: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(LEDGER_GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(">")
+            .query_async(&mut self.redis.conn())
+            .await?;
+        let mut entries = Vec::new();
+        if let Value::Array(streams) = read {
+            for s in streams {
+                if let Value::Array(parts) = s {
+                    if parts.len() == 2 {
+                        entries.extend(parse_entries(&parts[1]));
+                    }
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Writes one batch: entries abandoned by a crashed writer first, then new ones. Returns how
+    /// many entries it handled.
+    pub async fn drain_once(&self) -> Result<usize> {
+        let result = self.drain_batch().await;
+        if result.is_err() {
+            // The group may be gone with a flushed Redis: create it again next time.
+            self.group_ready.store(false, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn drain_batch(&self) -> Result<usize> {
+        self.ensure_group().await?;
+        let claimed: Value = redis::cmd("XAUTOCLAIM")
+            .arg(&self.stream)
+            .arg(LEDGER_GROUP)
+            .arg(&self.consumer)
+            .arg(self.claim_after.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(self.batch)
+            .query_async(&mut self.redis.conn())
+            .await?;
+        let mut entries = match &claimed {
+            Value::Array(parts) if parts.len() >= 2 => parse_entries(&parts[1]),
+            _ => Vec::new(),
+        };
+        if entries.is_empty() {
+            entries = self.read_new(self.batch).await?;
+        }
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        // Each entry's event, read once; `None` for one that cannot be read.
+        let parsed: Vec<Option<UsageEvent>> = entries
+            .iter()
+            .map(|(_, payload)| {
+                payload
+                    .as_deref()
+                    .and_then(|p| serde_json::from_slice::<UsageEvent>(p).ok())
+            })
+            .collect();
+        let mut aside: Vec<usize> = (0..entries.len())
+            .filter(|&i| parsed[i].is_none())
+            .collect();
+        let events: Vec<UsageEvent> = parsed.iter().flatten().cloned().collect();
+        if let Err(e) = write_events(&self.db, &events).await {
+            if !is_integrity_violation(&e) {
+                // Postgres is unavailable or similar: leave the batch pending and retry.
+                return Err(e);
+            }
+            // One event breaks a constraint (say its clinic was deleted meanwhile): write the
+            // others one by one and set aside the ones that cannot be written.
+            for (i, event) in parsed.iter().enumerate() {
+                let Some(event) = event else { continue };
+                if let Err(e) = write_events(&self.db, std::slice::from_ref(event)).await {
+                    if !is_integrity_violation(&e) {
+                        return Err(e);
+                    }
+                    aside.push(i);
+                }
+            }
+        }
+        for &i in &aside {
+            // Kept aside for an operator rather than retried forever.
+            let (id, payload) = &entries[i];
+            tracing::error!(entry = %id, "usage event that cannot be written moved to ledger-dead");
+            let _: String = redis::cmd("XADD")
+                .arg(self.redis.key("ledger-dead"))
+                .arg("*")
+                .arg("e")
+                .arg(payload.clone().unwrap_or_default())
+                .query_async(&mut self.redis.conn())
+                .await?;
+        }
+        let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK")
+            .arg(&self.stream)
+            .arg(LEDGER_GROUP)
+            .arg(&ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.stream)
+            .arg(&ids)
+            .ignore();
+        let _: () = pipe.query_async(&mut self.redis.conn()).await?;
+        Ok(entries.len())
+    }
+
+    /// Drains until nothing is left (tests, shutdown).
+    pub async fn drain_all(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.drain_once().await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+
+    /// Reads up to `count` new entries without writing them, as a writer that then crashes
+    /// would. For tests of the recovery path.
+    #[doc(hidden)]
+    pub async fn read_and_abandon(&self, count: usize) -> Result<usize> {
+        self.ensure_group().await?;
+        Ok(self.read_new(count).await?.len())
+    }
+}
+
+/// A constraint violation (SQLSTATE class 23): retrying cannot help.
+fn is_integrity_violation(e: &Error) -> bool {
+    matches!(e, Error::Database(sqlx::Error::Database(db)) if db.code().is_some_and(|c| c.starts_with("23")))
+}
+
+/// `[[id, [field, value, ...]], ...]` to `(id, value of field "e")`.
+fn parse_entries(value: &Value) -> Vec<(String, Option<Vec<u8>>)> {
+    let Value::Array(items) = value else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let Value::Array(pair) = item else {
+                return None;
+            };
+            let id = match pair.first()? {
+                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                Value::SimpleString(s) => s.clone(),
+                _ => return None,
+            };
+            let payload = match pair.get(1) {
+                Some(Value::Array(fields)) => fields
+                    .chunks(2)
+                    .find(|kv| matches!(&kv[0], Value::BulkString(k) if k == b"e"))
+                    .and_then(|kv| match kv.get(1) {
+                        Some(Value::BulkString(v)) => Some(v.clone()),
+                        _ => None,
+                    }),
+                _ => None,
+            };
+            Some((id, payload))
+        })
+        .collect()
+}
+
+/// Inserts events into the ledger in one transaction, one statement per clinic; events already
+/// there (same clinic and idempotency key) are skipped.
+pub async fn write_events(db: &Db, events: &[UsageEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut by_tenant: std::collections::BTreeMap<TenantId, Vec<&UsageEvent>> = Default::default();
+    for e in events {
+        by_tenant.entry(e.tenant).or_default().push(e);
+    }
+    let mut tx = db.pool().begin().await?;
+    for (tenant, events) in by_tenant {
+        db::set_tenant(&mut tx, tenant).await?;
+        let occurred: Vec<OffsetDateTime> = events
+            .iter()
+            .map(|e| {
+                OffsetDateTime::from_unix_timestamp_nanos(e.occurred_at_ms as i128 * 1_000_000)
+                    .unwrap_or_else(|_| OffsetDateTime::now_utc())
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO usage_events (id, tenant_id, user_id, api_key_id, provider, model,
+                    prompt_tokens, completion_tokens, cached_tokens, cost_micro_usd, latency_ms,
+                    estimated, streamed, cancelled, idempotency_key, occurred_at, agent_id)
+             SELECT u.id, $1, u.user_id, u.api_key_id, u.provider, u.model, u.prompt_tokens,
+                    u.completion_tokens, u.cached_tokens, u.cost, u.latency_ms, u.estimated,
+                    u.streamed, u.cancelled, u.idempotency_key, u.occurred_at,
+                    -- An agent deleted since the call is recorded as none.
+                    (SELECT a.id FROM agents a WHERE a.id = u.agent_id)
+               FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+                           $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::int[],
+                           $12::bool[], $13::bool[], $14::bool[], $15::text[], $16::timestamptz[],
+                           $17::uuid[])
+                 AS u(id, user_id, api_key_id, provider, model, prompt_tokens, completion_tokens,
+                      cached_tokens, cost, latency_ms, estimated, streamed, cancelled,
+                      idempotency_key, occurred_at, agent_id)
+             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.user.map(|u| u.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.api_key).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.provider.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.model.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.prompt_tokens).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.completion_tokens)
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.cached_tokens).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.cost_micro_usd).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.latency_ms).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.estimated).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.streamed).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.cancelled).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.idempotency_key.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(occurred)
+        .bind(events.iter().map(|e| e.agent).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

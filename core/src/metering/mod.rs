@@ -1,0 +1,54 @@
+//! Metering: what a clinic may spend, what it has spent, and the ledger of every model call.
+//!
+//! # Budget
+//!
+//! Before a provider call, one Lua script in Redis checks the month's limit (the plan's
+//! allowance, plus whatever the spending cap buys beyond it) against tokens already used plus
+//! tokens reserved by calls in flight, and reserves the call's worst case (an upper bound of the
+//! prompt plus `max_tokens`). Because the check and the reservation are one atomic step and the
+//! worst case is reserved, no number of concurrent calls can take recorded use past the limit.
+//! After the call the reservation is settled to the real usage (or released, for a failed call).
+//! A reservation left behind by a crashed request carries an expiry and gives its tokens back
+//! the next time anyone reserves.
+//!
+//! # Ledger, and why Postgres is off the request's path
+//!
+//! The settle script does two things atomically: it moves the reservation into the live
+//! counters and appends the call's usage event to a Redis stream (`ledger`). A request therefore
+//! makes one Redis round trip to settle and never waits for Postgres. The [`LedgerWriter`] drains
+//! the stream into `usage_events` in batches through a consumer group: an entry is acknowledged
+//! only after its batch is committed, so a server that crashes mid-batch leaves its entries
+//! pending and another writer claims them (`XAUTOCLAIM`) and writes them again, which the
+//! idempotency key makes harmless. Once settled, an event survives a crash of the server that
+//! made the call. It lives in Redis until written (normally well under a second), so Redis
+//! should run with append-only persistence (`appendonly yes`) to survive a Redis restart in
+//! that window as well.
+//!
+//! # Live counters
+//!
+//! A hash per clinic and month holds tokens, cost and requests: the real-time view. When it is
+//! missing (Redis was flushed or restarted empty) the next reservation rebuilds it from the
+//! ledger before checking the budget.
+
+mod budget;
+mod ledger;
+mod limits;
+mod prices;
+pub mod report;
+
+pub use budget::{Metering, Reservation};
+pub use ledger::{now_ms, write_events, LedgerWriter, UsageEvent};
+pub use limits::{grace_ends, limits, set_spending_cap, Limits};
+pub use prices::Prices;
+
+use serde::{Deserialize, Serialize};
+
+/// A clinic's use in one month.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonthUsage {
+    pub tokens: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micro_usd: i64,
+    pub requests: i64,
+}

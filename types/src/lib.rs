@@ -1,0 +1,35 @@
+//! Tessera's shared vocabulary, compiled into the core (with the `sqlx` feature, so the enums
+//! are read from and written to Postgres as the text the schema's checks allow) and into the
+//! browser (no database there). One definition for each: the UI's role is the core's role.
+
+pub mod format;
+mod month;
+mod states;
+
+pub use month::{Month, NotAMonth};
+pub use states::{MessageRole, MessageStatus, PlanId, Provider, ReplyEnd, Role};
+
+/// What every unexpected failure says, wherever it shows: the details go to the log.
+pub const SOMETHING_WENT_WRONG: &str = "Something went wrong on our side. Please try again.";
+
+/// A value that is not one of an enum's names; its message lists the ones there are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub given: String,
+    pub expected: &'static [&'static str],
+}
+
+impl std::fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Unknown {} {:?}: choose {}.",
+            self.what,
+            self.given,
+            self.expected.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownName {}
