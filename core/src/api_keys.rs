@@ -18,7 +18,7 @@ use crate::{Error, Result};
 
 pub const PREFIX: &str = "tsk_";
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct ApiKeyInfo {
     pub id: Uuid,
     pub name: String,
@@ -85,36 +85,16 @@ pub async fn create(
 pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<ApiKeyInfo>> {
     actor.require_admin("manage API keys")?;
     let mut tx = db.begin_tenant(tenant).await?;
-    let rows: Vec<(
-        Uuid,
-        String,
-        String,
-        Option<String>,
-        OffsetDateTime,
-        Option<OffsetDateTime>,
-        Option<OffsetDateTime>,
-    )> = sqlx::query_as(
-        "SELECT k.id, k.name, k.prefix, u.name, k.created_at, k.last_used_at, k.revoked_at
-               FROM api_keys k LEFT JOIN users u ON u.id = k.created_by
-              ORDER BY k.created_at DESC",
+    let rows = sqlx::query_as::<_, ApiKeyInfo>(
+        "SELECT k.id, k.name, k.prefix, u.name AS created_by, k.created_at, k.last_used_at,
+                k.revoked_at
+           FROM api_keys k LEFT JOIN users u ON u.id = k.created_by
+          ORDER BY k.created_at DESC",
     )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, name, prefix, created_by, created_at, last_used_at, revoked_at)| ApiKeyInfo {
-                id,
-                name,
-                prefix,
-                created_by,
-                created_at,
-                last_used_at,
-                revoked_at,
-            },
-        )
-        .collect())
+    Ok(rows)
 }
 
 /// Revokes a key: it stops working at once.

@@ -16,7 +16,7 @@ use crate::tenancy::TenantId;
 use crate::{egress, Error, Provider, Result};
 
 /// A stored key as admins see it: never the key itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct ProviderKeyInfo {
     pub id: Uuid,
     pub provider: Provider,
@@ -228,36 +228,14 @@ fn last_four(plain: &str) -> String {
 }
 
 async fn list_in(tx: &mut Tx) -> Result<Vec<ProviderKeyInfo>> {
-    let rows: Vec<(
-        Uuid,
-        Provider,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        OffsetDateTime,
-        Option<OffsetDateTime>,
-    )> = sqlx::query_as(
-        "SELECT k.id, k.provider, k.last_four, k.base_url, u.name, k.created_at, k.last_used_at
-               FROM provider_keys k LEFT JOIN users u ON u.id = k.created_by
-              ORDER BY k.provider",
+    Ok(sqlx::query_as::<_, ProviderKeyInfo>(
+        "SELECT k.id, k.provider, k.last_four, k.base_url, u.name AS added_by, k.created_at,
+                k.last_used_at
+           FROM provider_keys k LEFT JOIN users u ON u.id = k.created_by
+          ORDER BY k.provider",
     )
     .fetch_all(&mut **tx)
-    .await?;
-    rows.into_iter()
-        .map(
-            |(id, provider, last_four, base_url, added_by, created_at, last_used_at)| {
-                Ok(ProviderKeyInfo {
-                    id,
-                    provider,
-                    last_four,
-                    base_url,
-                    added_by,
-                    created_at,
-                    last_used_at,
-                })
-            },
-        )
-        .collect()
+    .await?)
 }
 
 /// The clinic's keys, for admins.
@@ -290,6 +268,17 @@ pub async fn delete(
     Ok(())
 }
 
+/// A stored key's id, version, base URL, nonce and ciphertext, and whether its last use is
+/// more than a minute old.
+type StoredKey = (
+    Uuid,
+    i32,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    bool,
+);
+
 /// Decrypts the clinic's key for `provider` for one call, and notes that it was used (at most
 /// once a minute, so most calls write nothing).
 pub async fn resolve(
@@ -299,14 +288,7 @@ pub async fn resolve(
     provider: Provider,
 ) -> Result<Option<ResolvedKey>> {
     let mut tx = db.begin_tenant(tenant).await?;
-    let row: Option<(
-        Uuid,
-        i32,
-        Option<String>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        bool,
-    )> = sqlx::query_as(
+    let row: Option<StoredKey> = sqlx::query_as(
         "SELECT id, version, base_url, nonce, ciphertext,
                 last_used_at IS NULL OR last_used_at < now() - interval '1 minute'
            FROM provider_keys WHERE provider = $1",

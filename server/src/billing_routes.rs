@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use secrecy::ExposeSecret;
-use tessera_core::billing::{self, Chosen, ReturnUrls, StripeApi};
+use tessera_core::billing::{self, Chosen, ReturnUrls};
 use tessera_core::PlanId;
 
 /// Where the Billing page lives; errors come back to it as `?error=...`.
@@ -93,13 +93,9 @@ fn to_stripe(result: tessera_core::Result<String>) -> Response {
     }
 }
 
-/// The Stripe client, or the page saying billing is off.
-fn stripe(state: &AppState) -> Result<StripeApi, Response> {
-    state
-        .services
-        .stripe
-        .clone()
-        .ok_or_else(|| back_with_error("Billing is not configured on this server."))
+/// Back to the Billing page when the server has no Stripe account.
+fn billing_off() -> Response {
+    back_with_error("Billing is not configured on this server.")
 }
 
 pub async fn choose_plan(
@@ -107,9 +103,8 @@ pub async fn choose_plan(
     SignedIn(v): SignedIn,
     Form(form): Form<PlanForm>,
 ) -> Response {
-    let api = match stripe(&state) {
-        Ok(api) => api,
-        Err(res) => return res,
+    let Some(api) = state.services.stripe.clone() else {
+        return billing_off();
     };
     let base = &state.services.config.public_url;
     let urls = ReturnUrls {
@@ -137,9 +132,8 @@ pub async fn choose_plan(
 }
 
 pub async fn portal(State(state): State<AppState>, SignedIn(v): SignedIn) -> Response {
-    let api = match stripe(&state) {
-        Ok(api) => api,
-        Err(res) => return res,
+    let Some(api) = state.services.stripe.clone() else {
+        return billing_off();
     };
     let return_url = format!("{}{BILLING_PAGE}", state.services.config.public_url);
     to_stripe(

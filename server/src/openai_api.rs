@@ -155,7 +155,12 @@ struct Parsed {
     include_usage: bool,
 }
 
-fn text_of(content: &Value, i: usize) -> Result<String, Response> {
+/// A request body OpenAI would refuse: the message says which field and why.
+fn bad(message: impl Into<String>) -> String {
+    message.into()
+}
+
+fn text_of(content: &Value, i: usize) -> Result<String, String> {
     match content {
         Value::String(s) => Ok(s.clone()),
         Value::Null => Ok(String::new()),
@@ -170,7 +175,7 @@ fn text_of(content: &Value, i: usize) -> Result<String, Response> {
                         text.push_str(t);
                     }
                     (kind, _) => {
-                        return Err(invalid(format!(
+                        return Err(bad(format!(
                             "messages[{i}].content: only text parts are supported, not {:?}.",
                             kind.unwrap_or("untyped")
                         )))
@@ -179,38 +184,38 @@ fn text_of(content: &Value, i: usize) -> Result<String, Response> {
             }
             Ok(text)
         }
-        _ => Err(invalid(format!(
+        _ => Err(bad(format!(
             "messages[{i}].content must be a string or an array of text parts."
         ))),
     }
 }
 
-fn parse(body: &[u8]) -> Result<Parsed, Response> {
+fn parse(body: &[u8]) -> Result<Parsed, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
-        invalid(format!(
+        bad(format!(
             "We could not parse the JSON body of your request ({e})."
         ))
     })?;
     if !v.is_object() {
-        return Err(invalid("The request body must be a JSON object."));
+        return Err(bad("The request body must be a JSON object."));
     }
     let model = match &v["model"] {
         Value::String(m) if !m.trim().is_empty() && m.len() <= 200 => m.trim().to_string(),
-        Value::Null => return Err(invalid("model: this field is required.")),
-        _ => return Err(invalid("model must be a non-empty string.")),
+        Value::Null => return Err(bad("model: this field is required.")),
+        _ => return Err(bad("model must be a non-empty string.")),
     };
     if v["n"].as_u64().is_some_and(|n| n != 1) {
-        return Err(invalid("n: only one choice per request is supported."));
+        return Err(bad("n: only one choice per request is supported."));
     }
     if !v["tools"].is_null() || !v["functions"].is_null() {
-        return Err(invalid(
+        return Err(bad(
             "tools and functions are not supported by this API yet.",
         ));
     }
     let stream = match &v["stream"] {
         Value::Null => false,
         Value::Bool(b) => *b,
-        _ => return Err(invalid("stream must be true or false.")),
+        _ => return Err(bad("stream must be true or false.")),
     };
     Ok(Parsed {
         request: ChatRequest {
@@ -229,14 +234,14 @@ fn parse(body: &[u8]) -> Result<Parsed, Response> {
     })
 }
 
-fn messages(raw: &Value) -> Result<Vec<ChatMessage>, Response> {
+fn messages(raw: &Value) -> Result<Vec<ChatMessage>, String> {
     let Some(raw) = raw.as_array() else {
-        return Err(invalid(
+        return Err(bad(
             "messages: this field is required (an array of messages).",
         ));
     };
     if raw.is_empty() {
-        return Err(invalid("messages must contain at least one message."));
+        return Err(bad("messages must contain at least one message."));
     }
     raw.iter()
         .enumerate()
@@ -245,7 +250,7 @@ fn messages(raw: &Value) -> Result<Vec<ChatMessage>, Response> {
                 // OpenAI's newer name for `system`.
                 "developer" => MessageRole::System,
                 other => other.parse().map_err(|_| {
-                    invalid(format!(
+                    bad(format!(
                         "messages[{i}].role {other:?} is not supported: use system, developer, user or assistant."
                     ))
                 })?,
@@ -259,12 +264,12 @@ fn messages(raw: &Value) -> Result<Vec<ChatMessage>, Response> {
 }
 
 /// `max_completion_tokens`, or the older `max_tokens`.
-fn max_tokens(v: &Value) -> Result<Option<u32>, Response> {
+fn max_tokens(v: &Value) -> Result<Option<u32>, String> {
     match (&v["max_completion_tokens"], &v["max_tokens"]) {
         (Value::Null, Value::Null) => Ok(None),
         (n, Value::Null) | (Value::Null, n) | (n, _) => match n.as_u64() {
             Some(n) if (1..=200_000).contains(&n) => Ok(Some(n as u32)),
-            _ => Err(invalid(
+            _ => Err(bad(
                 "max_tokens must be a whole number between 1 and 200000.",
             )),
         },
@@ -275,12 +280,12 @@ fn number(
     v: &Value,
     name: &str,
     range: std::ops::RangeInclusive<f64>,
-) -> Result<Option<f32>, Response> {
+) -> Result<Option<f32>, String> {
     match &v[name] {
         Value::Null => Ok(None),
         n => match n.as_f64() {
             Some(x) if range.contains(&x) => Ok(Some(x as f32)),
-            _ => Err(invalid(format!(
+            _ => Err(bad(format!(
                 "{name} must be a number from {} to {}.",
                 range.start(),
                 range.end()
@@ -289,7 +294,7 @@ fn number(
     }
 }
 
-fn stop(raw: &Value) -> Result<Vec<String>, Response> {
+fn stop(raw: &Value) -> Result<Vec<String>, String> {
     match raw {
         Value::Null => Ok(Vec::new()),
         Value::String(s) => Ok(vec![s.clone()]),
@@ -297,7 +302,7 @@ fn stop(raw: &Value) -> Result<Vec<String>, Response> {
             .iter()
             .filter_map(|s| s.as_str().map(str::to_string))
             .collect()),
-        _ => Err(invalid("stop must be a string or up to 4 strings.")),
+        _ => Err(bad("stop must be a string or up to 4 strings.")),
     }
 }
 
@@ -332,7 +337,7 @@ pub async fn chat_completions(
         include_usage,
     } = match parse(&body) {
         Ok(p) => p,
-        Err(res) => return res,
+        Err(message) => return invalid(message),
     };
     let created = unix_now();
     match state.services.gateway.chat(&caller, request).await {

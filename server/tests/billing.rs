@@ -341,7 +341,7 @@ async fn a_failed_payment_warns_then_blocks_model_calls(owner: PgPool) {
     let chat = || {
         reqwest::Client::new()
             .post(format!("{}/v1/chat/completions", app.url))
-            .bearer_auth(&clinic.token())
+            .bearer_auth(clinic.token())
             .json(&json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hello" }] }))
             .send()
     };

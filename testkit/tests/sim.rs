@@ -270,7 +270,7 @@ async fn openai_stream_without_usage() {
     let chunks = stream_chunks(addr, req).await;
     assert!(chunks
         .iter()
-        .all(|c| c.get("usage").map_or(true, Value::is_null)));
+        .all(|c| c.get("usage").is_none_or(Value::is_null)));
     assert!(chunks
         .iter()
         .all(|c| c["choices"].as_array().unwrap().len() == 1));

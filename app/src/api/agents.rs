@@ -74,7 +74,6 @@ pub async fn get_agents_page() -> Result<AgentsPage, AppError> {
 
 /// Creates an agent (no `id`) or changes one.
 #[server(endpoint = "save_agent")]
-#[allow(clippy::too_many_arguments)]
 pub async fn save_agent(
     id: Option<String>,
     name: String,

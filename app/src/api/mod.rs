@@ -4,6 +4,8 @@
 //! ([`crate::server::session`]), calls one `tessera_core` function, and maps the result (core
 //! errors become [`AppError`](crate::error::AppError) through `?`).
 
+// The agent form's eight fields are `save_agent`'s arguments, as `ActionForm` posts them.
+#[allow(clippy::too_many_arguments)]
 pub mod agents;
 pub mod api_keys;
 pub mod billing;

@@ -89,7 +89,7 @@ impl Gateway {
             None => {
                 let found = api_keys::authenticate(&self.db, token).await?;
                 if let Some(c) = &found {
-                    self.caches.api_keys.insert(hash, c.clone());
+                    self.caches.api_keys.insert(hash, *c);
                 }
                 found
             }

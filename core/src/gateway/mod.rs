@@ -165,16 +165,7 @@ impl Gateway {
         let worst = prompt_upper_bound(&req.messages) + i64::from(max_tokens);
         let reservation = self.metering.reserve(caller.tenant, &limits, worst).await?;
         // Call.
-        let body = wire::request_body(
-            chosen.provider,
-            &req.model,
-            &req.messages,
-            max_tokens,
-            req.temperature,
-            req.top_p,
-            &req.stop,
-            req.stream,
-        );
+        let body = wire::request_body(chosen.provider, &req, max_tokens);
         let started = Instant::now();
         let response = match self.send(&chosen, &body).await {
             Ok(r) => r,

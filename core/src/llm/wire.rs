@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use super::{ChatMessage, MessageRole, Usage};
+use super::{ChatRequest, MessageRole, Usage};
 use crate::Provider;
 
 /// The version of Anthropic's API the requests are written for.
@@ -27,17 +27,11 @@ pub enum Piece {
     Error(String),
 }
 
-/// The request body for a chat call.
-pub fn request_body(
-    provider: Provider,
-    model: &str,
-    messages: &[ChatMessage],
-    max_tokens: u32,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    stop: &[String],
-    stream: bool,
-) -> Value {
+/// The request body for a chat call to `provider`, with `max_tokens` (the request's own, or
+/// the default) as its reply limit.
+pub fn request_body(provider: Provider, req: &ChatRequest, max_tokens: u32) -> Value {
+    let (model, messages, stream) = (&req.model, &req.messages, req.stream);
+    let (temperature, top_p, stop) = (req.temperature, req.top_p, &req.stop);
     match provider {
         Provider::Anthropic => {
             let system: Vec<&str> = messages

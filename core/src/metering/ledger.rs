@@ -349,12 +349,7 @@ pub async fn write_events(db: &Db, events: &[UsageEvent]) -> Result<()> {
                 .collect::<Vec<_>>(),
         )
         .bind(events.iter().map(|e| e.api_key).collect::<Vec<_>>())
-        .bind(
-            events
-                .iter()
-                .map(|e| e.provider.clone())
-                .collect::<Vec<_>>(),
-        )
+        .bind(events.iter().map(|e| e.provider).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.model.clone()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.prompt_tokens).collect::<Vec<_>>())
         .bind(

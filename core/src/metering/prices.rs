@@ -17,7 +17,7 @@ impl Prices {
         )
         .fetch_all(db.pool())
         .await?;
-        rows.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         Ok(Self { rows })
     }
 
