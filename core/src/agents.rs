@@ -3,6 +3,9 @@
 //! model `agent:<slug>`.
 
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::Postgres;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -133,38 +136,40 @@ pub fn slugify(name: &str) -> String {
     crate::tenancy::slug(name, 50, "agent")
 }
 
+/// Binds an agent's settings, in the order both statements list them.
+fn bind_settings<'q>(
+    query: QueryAs<'q, Postgres, Agent, PgArguments>,
+    v: &'q Valid,
+) -> QueryAs<'q, Postgres, Agent, PgArguments> {
+    query
+        .bind(&v.name)
+        .bind(&v.description)
+        .bind(&v.system_prompt)
+        .bind(&v.model)
+        .bind(v.temperature_pct)
+        .bind(v.max_reply_tokens)
+        .bind(v.context_tokens)
+}
+
 const COLUMNS: &str = "id, slug, name, description, system_prompt, model, temperature_pct, max_reply_tokens, context_tokens, created_at, updated_at";
 
 /// Every agent of the clinic, by name. Anyone in the clinic may list them.
 pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<Agent>> {
-    let mut tx = db.begin_tenant(tenant).await?;
-    let rows = sqlx::query_as::<_, Agent>(&format!(
-        "SELECT {COLUMNS} FROM agents ORDER BY lower(name), created_at"
-    ))
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(rows)
+    let sql = format!("SELECT {COLUMNS} FROM agents ORDER BY lower(name), created_at");
+    db.tenant_all(tenant, sqlx::query_as(&sql)).await
 }
 
 pub async fn get(db: &Db, tenant: TenantId, id: Uuid) -> Result<Agent> {
-    let mut tx = db.begin_tenant(tenant).await?;
-    let row = sqlx::query_as::<_, Agent>(&format!("SELECT {COLUMNS} FROM agents WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    row.ok_or(Error::NotFound)
+    let sql = format!("SELECT {COLUMNS} FROM agents WHERE id = $1");
+    db.tenant_optional(tenant, sqlx::query_as(&sql).bind(id))
+        .await?
+        .ok_or(Error::NotFound)
 }
 
 pub async fn by_slug(db: &Db, tenant: TenantId, slug: &str) -> Result<Option<Agent>> {
-    let mut tx = db.begin_tenant(tenant).await?;
-    let row = sqlx::query_as::<_, Agent>(&format!("SELECT {COLUMNS} FROM agents WHERE slug = $1"))
-        .bind(slug.trim())
-        .fetch_optional(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(row)
+    let sql = format!("SELECT {COLUMNS} FROM agents WHERE slug = $1");
+    db.tenant_optional(tenant, sqlx::query_as(&sql).bind(slug.trim()))
+        .await
 }
 
 /// Creates an agent, refusing one beyond the plan's limit (checked under a lock on the clinic,
@@ -216,23 +221,18 @@ pub async fn create(
         })
         .find(|s| !taken.contains(s))
         .unwrap_or(base);
-    let agent = sqlx::query_as::<_, Agent>(&format!(
+    let sql = format!(
         "INSERT INTO agents (id, tenant_id, slug, name, description, system_prompt, model, temperature_pct, max_reply_tokens, context_tokens, created_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
-    ))
-    .bind(Uuid::new_v4())
-    .bind(tenant)
-    .bind(&slug)
-    .bind(&v.name)
-    .bind(&v.description)
-    .bind(&v.system_prompt)
-    .bind(&v.model)
-    .bind(v.temperature_pct)
-    .bind(v.max_reply_tokens)
-    .bind(v.context_tokens)
-    .bind(actor.user)
-    .fetch_one(&mut *tx)
-    .await?;
+    );
+    let insert = sqlx::query_as(&sql)
+        .bind(Uuid::new_v4())
+        .bind(tenant)
+        .bind(&slug);
+    let agent = bind_settings(insert, &v)
+        .bind(actor.user)
+        .fetch_one(&mut *tx)
+        .await?;
     tx.commit().await?;
     changes.announce(Change::Tenant(tenant)).await;
     Ok(agent)
@@ -249,24 +249,16 @@ pub async fn update(
 ) -> Result<Agent> {
     actor.require_admin("manage agents")?;
     let v = validate(input)?;
-    let mut tx = db.begin_tenant(tenant).await?;
-    let agent = sqlx::query_as::<_, Agent>(&format!(
+    let sql = format!(
         "UPDATE agents SET name = $2, description = $3, system_prompt = $4, model = $5, temperature_pct = $6,
                 max_reply_tokens = $7, context_tokens = $8, updated_at = now()
           WHERE id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(&v.name)
-    .bind(&v.description)
-    .bind(&v.system_prompt)
-    .bind(&v.model)
-    .bind(v.temperature_pct)
-    .bind(v.max_reply_tokens)
-    .bind(v.context_tokens)
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    let agent = agent.ok_or(Error::NotFound)?;
+    );
+    let update = sqlx::query_as(&sql).bind(id);
+    let agent = db
+        .tenant_optional(tenant, bind_settings(update, &v))
+        .await?
+        .ok_or(Error::NotFound)?;
     changes.announce(Change::Tenant(tenant)).await;
     Ok(agent)
 }
@@ -280,14 +272,8 @@ pub async fn delete(
     id: Uuid,
 ) -> Result<()> {
     actor.require_admin("manage agents")?;
-    let mut tx = db.begin_tenant(tenant).await?;
-    let n = sqlx::query("DELETE FROM agents WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    tx.commit().await?;
-    crate::error::one_row(n)?;
+    let delete = sqlx::query("DELETE FROM agents WHERE id = $1").bind(id);
+    db.tenant_change_one(tenant, delete).await?;
     changes.announce(Change::Tenant(tenant)).await;
     Ok(())
 }

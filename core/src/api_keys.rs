@@ -84,17 +84,13 @@ pub async fn create(
 /// The clinic's keys, newest first, revoked ones included.
 pub async fn list(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<ApiKeyInfo>> {
     actor.require_admin("manage API keys")?;
-    let mut tx = db.begin_tenant(tenant).await?;
-    let rows = sqlx::query_as::<_, ApiKeyInfo>(
+    let query = sqlx::query_as(
         "SELECT k.id, k.name, k.prefix, u.name AS created_by, k.created_at, k.last_used_at,
                 k.revoked_at
            FROM api_keys k LEFT JOIN users u ON u.id = k.created_by
           ORDER BY k.created_at DESC",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(rows)
+    );
+    db.tenant_all(tenant, query).await
 }
 
 /// Revokes a key: it stops working at once.
@@ -106,15 +102,10 @@ pub async fn revoke(
     id: Uuid,
 ) -> Result<()> {
     actor.require_admin("manage API keys")?;
-    let mut tx = db.begin_tenant(tenant).await?;
-    let n =
+    let revoke =
         sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    tx.commit().await?;
-    crate::error::one_row(n)?;
+            .bind(id);
+    db.tenant_change_one(tenant, revoke).await?;
     changes.announce(Change::ApiKey(id)).await;
     Ok(())
 }

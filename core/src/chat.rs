@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::agents::Agent;
 use crate::auth::Viewer;
 use crate::db::{Db, Tx};
-use crate::llm::{ChatMessage, MessageRole};
+use crate::llm::{ChatMessage, ChatRequest, MessageRole};
 use crate::tenancy::{TenantId, UserId};
 use crate::{Error, MessageStatus, ReplyEnd, Result};
 
@@ -89,15 +89,9 @@ const CONVERSATION: &str =
 
 /// The person's conversations, newest first.
 pub async fn list(db: &Db, who: Chatter) -> Result<Vec<Conversation>> {
-    let mut tx = db.begin_tenant(who.tenant).await?;
-    let rows = sqlx::query_as::<_, Conversation>(&format!(
-        "{CONVERSATION} WHERE c.user_id = $1 ORDER BY c.updated_at DESC LIMIT 200"
-    ))
-    .bind(who.user)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(rows)
+    let sql = format!("{CONVERSATION} WHERE c.user_id = $1 ORDER BY c.updated_at DESC LIMIT 200");
+    db.tenant_all(who.tenant, sqlx::query_as(&sql).bind(who.user))
+        .await
 }
 
 /// One of the person's conversations with its messages, oldest first.
@@ -219,6 +213,22 @@ pub struct PendingReply {
     pub history: Vec<ChatMessage>,
 }
 
+impl PendingReply {
+    /// The streamed call the agent makes with the history (its model, instructions and
+    /// limits), or `None` when the agent has been deleted.
+    pub fn into_request(self) -> Option<ChatRequest> {
+        let agent = self.agent?;
+        Some(crate::agents::apply(
+            &agent,
+            ChatRequest {
+                messages: self.history,
+                stream: true,
+                ..Default::default()
+            },
+        ))
+    }
+}
+
 /// Claims a pending reply of the person's for generation: it becomes `generating`, so it is
 /// generated once, and a page opened meanwhile waits for it instead of asking again.
 /// `NotFound` if it is not theirs; `Conflict` if it is already being generated or has ended.
@@ -298,28 +308,18 @@ pub async fn rename(db: &Db, who: Chatter, id: Uuid, title: &str) -> Result<()> 
     if title.is_empty() || title.chars().count() > 120 {
         return Err(Error::invalid("A title needs 1 to 120 characters."));
     }
-    let mut tx = db.begin_tenant(who.tenant).await?;
-    let n = sqlx::query("UPDATE conversations SET title = $3 WHERE id = $1 AND user_id = $2")
+    let rename = sqlx::query("UPDATE conversations SET title = $3 WHERE id = $1 AND user_id = $2")
         .bind(id)
         .bind(who.user)
-        .bind(title)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    tx.commit().await?;
-    crate::error::one_row(n)
+        .bind(title);
+    db.tenant_change_one(who.tenant, rename).await
 }
 
 pub async fn delete(db: &Db, who: Chatter, id: Uuid) -> Result<()> {
-    let mut tx = db.begin_tenant(who.tenant).await?;
-    let n = sqlx::query("DELETE FROM conversations WHERE id = $1 AND user_id = $2")
+    let delete = sqlx::query("DELETE FROM conversations WHERE id = $1 AND user_id = $2")
         .bind(id)
-        .bind(who.user)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    tx.commit().await?;
-    crate::error::one_row(n)
+        .bind(who.user);
+    db.tenant_change_one(who.tenant, delete).await
 }
 
 #[cfg(test)]

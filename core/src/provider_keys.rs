@@ -256,14 +256,8 @@ pub async fn delete(
     provider: Provider,
 ) -> Result<()> {
     actor.require_admin("manage provider keys")?;
-    let mut tx = db.begin_tenant(tenant).await?;
-    let n = sqlx::query("DELETE FROM provider_keys WHERE provider = $1")
-        .bind(provider.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    tx.commit().await?;
-    crate::error::one_row(n)?;
+    let delete = sqlx::query("DELETE FROM provider_keys WHERE provider = $1").bind(provider);
+    db.tenant_change_one(tenant, delete).await?;
     changes.announce(Change::Tenant(tenant)).await;
     Ok(())
 }

@@ -21,8 +21,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use futures_util::StreamExt;
 use tessera_core::chat;
-use tessera_core::gateway::{Caller, ChatOutcome, StreamEvent};
-use tessera_core::llm::ChatRequest;
+use tessera_core::gateway::{Caller, ChatOutcome, ChatStream, StreamEvent};
 use tessera_core::{Db, ReplyEnd, TenantId};
 use uuid::Uuid;
 
@@ -69,62 +68,52 @@ impl Drop for Saver {
     }
 }
 
+impl Saver {
+    fn new(db: Db, tenant: TenantId, reply: Uuid) -> Self {
+        Self {
+            db,
+            tenant,
+            reply,
+            text: Arc::new(Mutex::new(String::new())),
+            done: false,
+        }
+    }
+
+    /// Saves the reply as failed with `message`, and answers a stream that says so.
+    async fn fail(mut self, message: &str) -> Response {
+        self.save(ReplyEnd::Failed, Some(message)).await;
+        crate::event_stream(Body::from(event("failed", &serde_json::json!(message))))
+    }
+}
+
 pub async fn reply_stream(
     State(state): State<AppState>,
     SignedIn(v): SignedIn,
     Path(reply): Path<String>,
 ) -> Result<Response, AppError> {
-    let services = state.services.clone();
-    let (user, tenant) = (v.user.id, v.tenant.id);
+    let services = &state.services;
     let reply: Uuid = parse_id(&reply)?;
     let pending = chat::claim(&services.db, (&v).into(), reply).await?;
-    let mut saver = Saver {
-        db: services.db.clone(),
-        tenant,
-        reply,
-        text: Arc::new(Mutex::new(String::new())),
-        done: false,
+    let saver = Saver::new(services.db.clone(), v.tenant.id, reply);
+    let Some(request) = pending.into_request() else {
+        return Ok(saver
+            .fail("This conversation's agent was deleted. Start a new conversation with another agent.")
+            .await);
     };
-    let Some(agent) = pending.agent else {
-        let message =
-            "This conversation's agent was deleted. Start a new conversation with another agent.";
-        saver.save(ReplyEnd::Failed, Some(message)).await;
-        return Ok(crate::event_stream(Body::from(event(
-            "failed",
-            &serde_json::json!(message),
-        ))));
-    };
-    let request = tessera_core::agents::apply(
-        &agent,
-        ChatRequest {
-            messages: pending.history,
-            stream: true,
-            ..Default::default()
-        },
-    );
     let caller = Caller {
-        tenant,
-        user: Some(user),
+        tenant: v.tenant.id,
+        user: Some(v.user.id),
         api_key: None,
     };
-    let stream = match services.gateway.chat(&caller, request).await {
-        Ok(ChatOutcome::Stream(s)) => s,
-        Ok(ChatOutcome::Complete(_)) => {
-            let message = "The reply could not be streamed.";
-            saver.save(ReplyEnd::Failed, Some(message)).await;
-            return Ok(crate::event_stream(Body::from(event(
-                "failed",
-                &serde_json::json!(message),
-            ))));
-        }
-        Err(e) => {
-            saver.save(ReplyEnd::Failed, Some(&e.message)).await;
-            return Ok(crate::event_stream(Body::from(event(
-                "failed",
-                &serde_json::json!(e.message),
-            ))));
-        }
-    };
+    Ok(match services.gateway.chat(&caller, request).await {
+        Ok(ChatOutcome::Stream(stream)) => relay(stream, saver),
+        Ok(ChatOutcome::Complete(_)) => saver.fail("The reply could not be streamed.").await,
+        Err(e) => saver.fail(&e.message).await,
+    })
+}
+
+/// Sends the reply's text to the browser as it comes, and saves it when it ends.
+fn relay(stream: ChatStream, saver: Saver) -> Response {
     let text = saver.text.clone();
     let saver = Arc::new(tokio::sync::Mutex::new(saver));
     let body = stream.then(move |ev| {
@@ -151,5 +140,5 @@ pub async fn reply_stream(
             Ok::<_, Infallible>(bytes)
         }
     });
-    Ok(crate::event_stream(Body::from_stream(body)))
+    crate::event_stream(Body::from_stream(body))
 }

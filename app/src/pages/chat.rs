@@ -221,22 +221,40 @@ fn set_status(
     });
 }
 
-#[component]
-fn Conversation(c: ConversationView) -> impl IntoView {
-    let messages = RwSignal::new(c.messages.clone());
-    let title = RwSignal::new(c.title.clone());
-    let draft = RwSignal::new(String::new());
-    let error = RwSignal::new(None::<String>);
-    // The reply being streamed, if any.
-    let streaming = RwSignal::new(None::<String>);
-    let conversation = StoredValue::new(c.id.clone());
+/// The reply a conversation page is streaming, and how it starts, stops and resumes.
+#[derive(Clone, Copy)]
+struct ReplyStream {
+    messages: RwSignal<Vec<MessageView>>,
+    /// The reply being streamed, if any.
+    streaming: RwSignal<Option<String>>,
+    conversation: StoredValue<String>,
     #[cfg(feature = "hydrate")]
-    let live = StoredValue::new_local(None::<live::Live>);
+    live: StoredValue<Option<live::Live>, leptos::prelude::LocalStorage>,
+}
 
-    let start = move |reply: String| {
-        streaming.set(Some(reply.clone()));
+impl ReplyStream {
+    fn new(conversation: &ConversationView) -> Self {
+        Self {
+            messages: RwSignal::new(conversation.messages.clone()),
+            streaming: RwSignal::new(None),
+            conversation: StoredValue::new(conversation.id.clone()),
+            #[cfg(feature = "hydrate")]
+            live: StoredValue::new_local(None),
+        }
+    }
+
+    /// Opens the stream of `reply`: text is appended as it comes; the end, a failure or a
+    /// refusal (the reply is generated elsewhere) each settle the bubble.
+    fn start(self, reply: String) {
+        self.streaming.set(Some(reply.clone()));
         #[cfg(feature = "hydrate")]
         {
+            let Self {
+                messages,
+                streaming,
+                conversation,
+                live,
+            } = self;
             let (r1, r2, r3) = (reply.clone(), reply.clone(), reply.clone());
             let opened = live::open(
                 &format!("/chat/replies/{reply}"),
@@ -251,11 +269,7 @@ fn Conversation(c: ConversationView) -> impl IntoView {
                 move || {
                     set_status(messages, &r2, MessageStatus::Complete, None);
                     streaming.set(None);
-                    live.with_value(|l| {
-                        if let Some(l) = l {
-                            l.close()
-                        }
-                    });
+                    self.close();
                 },
                 move |message| {
                     set_status(messages, &r3, MessageStatus::Failed, Some(message));
@@ -268,74 +282,90 @@ fn Conversation(c: ConversationView) -> impl IntoView {
             );
             live.set_value(opened);
         }
-    };
+    }
 
-    // A reply waiting for its first token (just after the conversation started) starts now.
-    Effect::new(move |ran: Option<()>| {
-        if ran.is_none() {
-            let pending = messages.with_untracked(|ms| {
-                ms.last()
-                    .filter(|m| {
-                        m.role == MessageRole::Assistant && m.status == MessageStatus::Pending
-                    })
-                    .map(|m| m.id.clone())
-            });
-            if let Some(id) = pending {
-                start(id);
-            }
-            // A reply being generated for an earlier visit of this page (it was reloaded):
-            // check back until it is saved.
-            #[cfg(feature = "hydrate")]
-            if messages.with_untracked(|ms| {
-                ms.last()
-                    .is_some_and(|m| m.status == MessageStatus::Generating)
-            }) {
-                poll_until_saved(conversation.get_value(), messages, POLL_TRIES);
-            }
-        }
-    });
-
-    let stop = move |_| {
+    fn close(self) {
         #[cfg(feature = "hydrate")]
-        live.with_value(|l| {
+        self.live.with_value(|l| {
             if let Some(l) = l {
                 l.close()
             }
         });
-        if let Some(id) = streaming.get_untracked() {
-            set_status(messages, &id, MessageStatus::Stopped, None);
-        }
-        streaming.set(None);
-    };
+    }
 
+    /// Stop: the server keeps (and charges) what was generated.
+    fn stop(self) {
+        self.close();
+        if let Some(id) = self.streaming.get_untracked() {
+            set_status(self.messages, &id, MessageStatus::Stopped, None);
+        }
+        self.streaming.set(None);
+    }
+
+    /// When the page opens: a reply waiting for its first token (just after the conversation
+    /// started) starts now; one being generated elsewhere (another tab, the page before a
+    /// reload) is waited for until it is saved.
+    fn resume(self) {
+        let last = self.messages.with_untracked(|ms| {
+            ms.last()
+                .filter(|m| m.role == MessageRole::Assistant)
+                .map(|m| (m.id.clone(), m.status))
+        });
+        match last {
+            Some((id, MessageStatus::Pending)) => self.start(id),
+            #[cfg(feature = "hydrate")]
+            Some((_, MessageStatus::Generating)) => {
+                poll_until_saved(self.conversation.get_value(), self.messages, POLL_TRIES)
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds a sent message and its pending reply, and starts the reply.
+    fn sent(self, text: String, reply: String) {
+        self.messages.update(|ms| {
+            ms.push(MessageView {
+                id: format!("local-{reply}"),
+                role: MessageRole::User,
+                content: text,
+                status: MessageStatus::Complete,
+                error: None,
+            });
+            ms.push(MessageView {
+                id: reply.clone(),
+                role: MessageRole::Assistant,
+                content: String::new(),
+                status: MessageStatus::Pending,
+                error: None,
+            });
+        });
+        self.start(reply);
+    }
+}
+
+#[component]
+fn Conversation(c: ConversationView) -> impl IntoView {
+    let stream = ReplyStream::new(&c);
+    let (messages, streaming) = (stream.messages, stream.streaming);
+    let draft = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    Effect::new(move |ran: Option<()>| {
+        if ran.is_none() {
+            stream.resume();
+        }
+    });
     let send = move || {
         let text = draft.get_untracked();
         if text.trim().is_empty() || streaming.get_untracked().is_some() {
             return;
         }
         error.set(None);
-        let id = conversation.get_value();
+        let id = stream.conversation.get_value();
         spawn_local(async move {
             match send_message(id, text.clone()).await {
                 Ok(sent) => {
                     draft.set(String::new());
-                    messages.update(|ms| {
-                        ms.push(MessageView {
-                            id: format!("local-{}", sent.reply_id),
-                            role: MessageRole::User,
-                            content: text,
-                            status: MessageStatus::Complete,
-                            error: None,
-                        });
-                        ms.push(MessageView {
-                            id: sent.reply_id.clone(),
-                            role: MessageRole::Assistant,
-                            content: String::new(),
-                            status: MessageStatus::Pending,
-                            error: None,
-                        });
-                    });
-                    start(sent.reply_id);
+                    stream.sent(text, sent.reply_id);
                 }
                 // The draft stays, so nothing typed is lost.
                 Err(e) => error.set(Some(e.to_string())),
@@ -343,48 +373,9 @@ fn Conversation(c: ConversationView) -> impl IntoView {
         });
     };
 
-    let rename = ServerAction::<RenameConversation>::new();
-    let delete = ServerAction::<DeleteConversation>::new();
-    let navigate = use_navigate();
-    Effect::new(move |_| {
-        if let Some(Ok(())) = delete.value().get() {
-            navigate("/chat", Default::default());
-        }
-    });
-    let new_title = RwSignal::new(c.title.clone());
-    Effect::new(move |_| {
-        if let Some(Ok(())) = rename.value().get() {
-            title.set(new_title.get_untracked());
-        }
-    });
-    let agent = c
-        .agent_name
-        .clone()
-        .unwrap_or_else(|| "deleted agent".into());
-    let (id_rename, id_delete, first_title) = (c.id.clone(), c.id.clone(), c.title.clone());
-
     view! {
         <div class="chat">
-            <div class="page-head chat-head">
-                <A href="/chat" attr:class="back">"← Conversations"</A>
-                <h1 data-testid="conversation-title">{move || title.get()}</h1>
-                <span class="muted">"with " {agent}</span>
-                <details class="chat-menu">
-                    <summary>"Rename or delete"</summary>
-                    <ActionForm action=rename attr:class="inline-form">
-                        <input type="hidden" name="id" value=id_rename/>
-                        <label for="rename-title" class="visually-hidden">"Title"</label>
-                        <input id="rename-title" type="text" name="title" required maxlength="120" value=first_title on:input=move |ev| new_title.set(event_target_value(&ev))/>
-                        <button type="submit" class="small">"Rename"</button>
-                    </ActionForm>
-                    <ActionForm action=delete attr:class="inline-form">
-                        <input type="hidden" name="id" value=id_delete/>
-                        <button type="submit" class="danger small">"Delete conversation"</button>
-                    </ActionForm>
-                    <ActionError value=rename.value()/>
-                    <ActionError value=delete.value()/>
-                </details>
-            </div>
+            <ConversationHead c=c.clone()/>
             <div class="messages" role="log" aria-live="polite" aria-label="Conversation" data-testid="messages">
                 <For each=move || messages.get() key=|m| (m.id.clone(), m.status, m.content.len()) let:m>
                     <Bubble m/>
@@ -408,11 +399,55 @@ fn Conversation(c: ConversationView) -> impl IntoView {
                     }
                 ></textarea>
                 {move || if streaming.get().is_some() {
-                    view! { <button type="button" class="danger" on:click=stop>"Stop"</button> }.into_any()
+                    view! { <button type="button" class="danger" on:click=move |_| stream.stop()>"Stop"</button> }.into_any()
                 } else {
                     view! { <button type="submit">"Send"</button> }.into_any()
                 }}
             </form>
+        </div>
+    }
+}
+
+/// The conversation's title, its agent, and renaming or deleting it.
+#[component]
+fn ConversationHead(c: ConversationView) -> impl IntoView {
+    let title = RwSignal::new(c.title.clone());
+    let new_title = RwSignal::new(c.title.clone());
+    let rename = ServerAction::<RenameConversation>::new();
+    let delete = ServerAction::<DeleteConversation>::new();
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(())) = delete.value().get() {
+            navigate("/chat", Default::default());
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(())) = rename.value().get() {
+            title.set(new_title.get_untracked());
+        }
+    });
+    let agent = c.agent_name.unwrap_or_else(|| "deleted agent".into());
+    let (rename_id, delete_id) = (c.id.clone(), c.id);
+    view! {
+        <div class="page-head chat-head">
+            <A href="/chat" attr:class="back">"← Conversations"</A>
+            <h1 data-testid="conversation-title">{move || title.get()}</h1>
+            <span class="muted">"with " {agent}</span>
+            <details class="chat-menu">
+                <summary>"Rename or delete"</summary>
+                <ActionForm action=rename attr:class="inline-form">
+                    <input type="hidden" name="id" value=rename_id/>
+                    <label for="rename-title" class="visually-hidden">"Title"</label>
+                    <input id="rename-title" type="text" name="title" required maxlength="120" value=c.title on:input=move |ev| new_title.set(event_target_value(&ev))/>
+                    <button type="submit" class="small">"Rename"</button>
+                </ActionForm>
+                <ActionForm action=delete attr:class="inline-form">
+                    <input type="hidden" name="id" value=delete_id/>
+                    <button type="submit" class="danger small">"Delete conversation"</button>
+                </ActionForm>
+                <ActionError value=rename.value()/>
+                <ActionError value=delete.value()/>
+            </details>
         </div>
     }
 }

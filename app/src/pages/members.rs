@@ -5,8 +5,8 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::api::members::{
-    list_members, ChangeMemberRole, InviteMember, MembersPage as Page, RemoveMember,
-    RevokeInvitation,
+    list_members, ChangeMemberRole, InviteMember, MemberRow, MembersPage as Page, PendingInvite,
+    RemoveMember, RevokeInvitation,
 };
 use crate::components::{admin_data, ActionError, Protected};
 use tessera_types::Role;
@@ -60,14 +60,21 @@ fn Members(
         .into_iter()
         .filter(|r| my_role == Role::Owner || *r != Role::Owner)
         .collect();
-    let grantable_invite = grantable.clone();
     let count = page.members.len();
     view! {
         <div class="page-head">
             <h1>"Members"</h1>
             <p class="muted">{count} {if count == 1 { " person" } else { " people" }}</p>
         </div>
+        <InviteForm invite grantable=grantable.clone()/>
+        <People members=page.members me=page.me my_role grantable change remove/>
+        <PendingInvitations invitations=page.invitations revoke/>
+    }
+}
 
+#[component]
+fn InviteForm(invite: ServerAction<InviteMember>, grantable: Vec<Role>) -> impl IntoView {
+    view! {
         <section class="card" aria-labelledby="invite-heading">
             <h2 id="invite-heading">"Invite a colleague"</h2>
             <p class="muted">"They get a link to set their password. Each link works once, until the date shown."</p>
@@ -79,7 +86,7 @@ fn Members(
                 <div class="field">
                     <label for="invite-role">"Role"</label>
                     <select id="invite-role" name="role">
-                        {grantable_invite.iter().map(|r| view! {
+                        {grantable.iter().map(|r| view! {
                             <option value=r.as_str() selected=*r == Role::Staff>{r.label()}</option>
                         }).collect_view()}
                     </select>
@@ -94,7 +101,19 @@ fn Members(
                 </div>
             })}
         </section>
+    }
+}
 
+#[component]
+fn People(
+    members: Vec<MemberRow>,
+    me: String,
+    my_role: Role,
+    grantable: Vec<Role>,
+    change: ServerAction<ChangeMemberRole>,
+    remove: ServerAction<RemoveMember>,
+) -> impl IntoView {
+    view! {
         <section class="card" aria-labelledby="people-heading">
             <h2 id="people-heading">"People"</h2>
             <ActionError value=change.value()/>
@@ -102,8 +121,8 @@ fn Members(
             <table class="table">
                 <thead><tr><th>"Name"</th><th>"Email"</th><th>"Role"</th><th>"Joined"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
                 <tbody>
-                    {page.members.into_iter().map(|m| {
-                        let is_me = m.user_id == page.me;
+                    {members.into_iter().map(|m| {
+                        let is_me = m.user_id == me;
                         let can_manage = my_role == Role::Owner || m.role != Role::Owner;
                         let grantable = grantable.clone();
                         let uid = m.user_id.clone();
@@ -144,18 +163,26 @@ fn Members(
                 </tbody>
             </table>
         </section>
+    }
+}
 
+#[component]
+fn PendingInvitations(
+    invitations: Vec<PendingInvite>,
+    revoke: ServerAction<RevokeInvitation>,
+) -> impl IntoView {
+    view! {
         <section class="card" aria-labelledby="pending-heading">
             <h2 id="pending-heading">"Pending invitations"</h2>
             <ActionError value=revoke.value()/>
-            {if page.invitations.is_empty() {
+            {if invitations.is_empty() {
                 view! { <p class="muted">"None."</p> }.into_any()
             } else {
                 view! {
                     <table class="table">
                         <thead><tr><th>"Email"</th><th>"Role"</th><th>"Expires"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
                         <tbody>
-                            {page.invitations.into_iter().map(|i| view! {
+                            {invitations.into_iter().map(|i| view! {
                                 <tr data-testid="invitation-row">
                                     <td>{i.email}</td>
                                     <td>{i.role.label()}</td>

@@ -109,16 +109,14 @@ impl Account {
 
 /// Reads a clinic's account.
 pub async fn account(db: &Db, tenant: TenantId) -> Result<Account> {
-    let mut tx = db.begin_tenant(tenant).await?;
-    let account = sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT {PLAN_COLUMNS}, t.stripe_customer_id, t.stripe_subscription_id, t.subscription_status,
                 t.current_period_end
            FROM tenants t JOIN plans p ON p.id = t.plan"
-    ))
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    account.ok_or(Error::NotFound)
+    );
+    db.tenant_optional(tenant, sqlx::query_as(&sql))
+        .await?
+        .ok_or(Error::NotFound)
 }
 
 /// Tokens beyond the allowance this month would cost at the current rate of use, in

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::query::{Query, QueryAs};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::tenancy::{TenantId, UserId};
@@ -77,6 +78,49 @@ impl Db {
     /// Opens a transaction in which the holder of an API key sees that one key's row.
     pub async fn begin_api_key(&self, key_hash: &[u8]) -> Result<Tx> {
         self.begin_scoped("app.api_key_hash", hex(key_hash)).await
+    }
+
+    /// Runs one query in a transaction scoped to `tenant` and returns its rows.
+    pub async fn tenant_all<'q, T>(
+        &self,
+        tenant: TenantId,
+        query: QueryAs<'q, Postgres, T, PgArguments>,
+    ) -> Result<Vec<T>>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let rows = query.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Runs one query in a transaction scoped to `tenant` and returns its row, if any.
+    pub async fn tenant_optional<'q, T>(
+        &self,
+        tenant: TenantId,
+        query: QueryAs<'q, Postgres, T, PgArguments>,
+    ) -> Result<Option<T>>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let row = query.fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Runs one statement in a transaction scoped to `tenant`; `NotFound` when it changed no
+    /// row.
+    pub async fn tenant_change_one<'q>(
+        &self,
+        tenant: TenantId,
+        statement: Query<'q, Postgres, PgArguments>,
+    ) -> Result<()> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let n = statement.execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        crate::error::one_row(n)
     }
 
     /// Readiness: Postgres answers a query.

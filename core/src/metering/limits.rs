@@ -60,17 +60,15 @@ impl Limits {
 
 /// Reads a clinic's limits.
 pub async fn limits(db: &Db, tenant: TenantId) -> Result<Limits> {
-    let mut tx = db.begin_tenant(tenant).await?;
-    let limits = sqlx::query_as(
+    let query = sqlx::query_as(
         "SELECT p.id AS plan, p.name AS plan_name, t.active, p.included_tokens,
                 p.overage_micro_usd_per_1k, t.spending_cap_micro_usd, p.platform_keys,
                 t.payment_failed_at
            FROM tenants t JOIN plans p ON p.id = t.plan",
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    limits.ok_or(Error::NotFound)
+    );
+    db.tenant_optional(tenant, query)
+        .await?
+        .ok_or(Error::NotFound)
 }
 
 /// Sets a clinic's monthly spending cap beyond its allowance (`None`: no cap). Admins only.
@@ -85,12 +83,8 @@ pub async fn set_spending_cap(
     if cap_micro_usd.is_some_and(|c| c < 0) {
         return Err(Error::invalid("The spending cap cannot be negative."));
     }
-    let mut tx = db.begin_tenant(tenant).await?;
-    sqlx::query("UPDATE tenants SET spending_cap_micro_usd = $1")
-        .bind(cap_micro_usd)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    let update = sqlx::query("UPDATE tenants SET spending_cap_micro_usd = $1").bind(cap_micro_usd);
+    db.tenant_change_one(tenant, update).await?;
     changes.announce(Change::Tenant(tenant)).await;
     Ok(())
 }

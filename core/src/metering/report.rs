@@ -73,13 +73,9 @@ pub async fn daily_usage(
           WHERE e.occurred_at >= $1 AND e.occurred_at < $2
           GROUP BY 1, 2 ORDER BY 1, 2"
     );
-    let mut tx = db.begin_tenant(tenant).await?;
-    let rows: Vec<(time::Date, String, i64, i64, i64)> = sqlx::query_as(&sql)
-        .bind(start)
-        .bind(end)
-        .fetch_all(&mut *tx)
+    let rows: Vec<(time::Date, String, i64, i64, i64)> = db
+        .tenant_all(tenant, sqlx::query_as(&sql).bind(start).bind(end))
         .await?;
-    tx.commit().await?;
     Ok(rows
         .into_iter()
         .map(|(day, key, tokens, requests, cost_micro_usd)| DailyUsage {
@@ -115,8 +111,7 @@ pub struct LedgerRow {
 /// Every ledger row of a clinic in `month`, oldest first.
 pub async fn ledger_rows(db: &Db, tenant: TenantId, month: Month) -> Result<Vec<LedgerRow>> {
     let (start, end) = (month.start(), month.end());
-    let mut tx = db.begin_tenant(tenant).await?;
-    let rows = sqlx::query_as::<_, LedgerRow>(
+    let query = sqlx::query_as(
         "SELECT e.occurred_at, e.provider, e.model, a.name AS agent, u.name AS person, k.name AS api_key,
                 e.prompt_tokens, e.completion_tokens, e.cached_tokens, e.cost_micro_usd, e.latency_ms,
                 e.estimated, e.streamed, e.cancelled, e.idempotency_key
@@ -128,11 +123,8 @@ pub async fn ledger_rows(db: &Db, tenant: TenantId, month: Month) -> Result<Vec<
           ORDER BY e.occurred_at, e.id",
     )
     .bind(start)
-    .bind(end)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(rows)
+    .bind(end);
+    db.tenant_all(tenant, query).await
 }
 
 impl Breakdown {
