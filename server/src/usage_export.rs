@@ -88,7 +88,7 @@ pub async fn export(
         .map(str::trim)
         .filter(|m| !m.is_empty())
     {
-        Some(m) => m.parse().map_err(tessera_core::Error::from)?,
+        Some(m) => m.parse()?,
         None => Month::now(),
     };
     let rows = ledger_rows(&state.services.db, v.tenant.id, month).await?;

@@ -136,7 +136,7 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
     let after = app.services.gateway.limits(tenant).await.unwrap();
     assert_eq!(after.plan, PlanId::Professional);
     assert_eq!(after.included_tokens, Some(10_000_000));
-    let overview: Value = app.call(&admin, "billing", &[]).await.json().await.unwrap();
+    let overview: Value = app.json(&admin, "billing", &[]).await;
     assert_eq!(overview["plan"]["name"], "Professional");
     assert_eq!(overview["subscription_status"], "active");
     assert_eq!(overview["live_subscription"], true);
@@ -322,22 +322,29 @@ async fn a_failed_payment_warns_then_blocks_model_calls(owner: PgPool) {
     let (app, _sim) = billing_app(&owner).await;
     let clinic = app.api_clinic("Overdue Clinic").await;
 
-    // The clinic has a subscription; then its renewal fails.
+    // The clinic becomes a Stripe customer the way an admin does, by choosing a plan.
     let db = &app.services.db;
     let api = app.services.stripe.as_ref().unwrap();
-    let customer = api
-        .create_customer(clinic.tenant, "Overdue Clinic", "owner@overdue.example.com")
+    let urls = tessera_core::billing::ReturnUrls {
+        success: format!("{}/settings/billing?checkout=success", app.url),
+        cancel: format!("{}/settings/billing?checkout=cancelled", app.url),
+    };
+    tessera_core::billing::choose_plan(
+        db,
+        api,
+        clinic.tenant,
+        clinic.owner(),
+        &clinic.email,
+        PlanId::Professional,
+        &urls,
+    )
+    .await
+    .unwrap();
+    let customer = tessera_core::billing::account(db, clinic.tenant)
         .await
+        .unwrap()
+        .stripe_customer_id
         .unwrap();
-    {
-        let mut tx = db.begin_tenant(clinic.tenant).await.unwrap();
-        sqlx::query("UPDATE tenants SET stripe_customer_id = $1")
-            .bind(&customer)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-    }
     let chat = || {
         reqwest::Client::new()
             .post(format!("{}/v1/chat/completions", app.url))
@@ -347,39 +354,28 @@ async fn a_failed_payment_warns_then_blocks_model_calls(owner: PgPool) {
     };
     assert_eq!(chat().await.unwrap().status(), 200);
 
-    let failed = |created: i64, id: &str| {
-        serde_json::to_vec(&json!({
-            "id": id, "type": "invoice.payment_failed", "created": created,
+    // Stripe's events, as it sends them: a payment failed or one went through, at `created`.
+    let invoice = |kind: &str, created: i64, id: &str| {
+        json!({
+            "id": id, "type": kind, "created": created,
             "data": { "object": { "customer": customer } }
-        }))
-        .unwrap()
+        })
     };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let deliver = |body: Vec<u8>| {
+    let deliver = |event: Value| {
         let url = format!("{}/webhooks/stripe", app.url);
         async move {
-            testkit::stripe::deliver(&url, "whsec_sim", &serde_json::from_slice(&body).unwrap())
+            testkit::stripe::deliver(&url, "whsec_sim", &event)
                 .await
                 .unwrap()
         }
     };
-    // Within the grace period: calls go on.
-    assert_eq!(deliver(failed(now - 3600, "evt_f1")).await, 200);
-    assert_eq!(chat().await.unwrap().status(), 200);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let day = 86_400;
 
-    // A failure from more than the grace period (7 days) ago: calls stop, with the reason.
-    {
-        let mut tx = db.begin_tenant(clinic.tenant).await.unwrap();
-        sqlx::query("UPDATE tenants SET payment_failed_at = now() - interval '8 days'")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-    }
-    app.services
-        .changes
-        .announce(tessera_core::Change::Tenant(clinic.tenant))
-        .await;
+    // A failure more than the grace period (7 days) ago, with no payment since: calls stop,
+    // with the reason.
+    let failed = invoice("invoice.payment_failed", now - 8 * day, "evt_f1");
+    assert_eq!(deliver(failed).await, 200);
     let res = chat().await.unwrap();
     assert_eq!(res.status(), 402);
     let body: Value = res.json().await.unwrap();
@@ -390,11 +386,14 @@ async fn a_failed_payment_warns_then_blocks_model_calls(owner: PgPool) {
         .contains("Manage billing"));
 
     // A successful payment resumes them at once.
-    let paid = serde_json::to_vec(&json!({
-        "id": "evt_p1", "type": "invoice.paid", "created": now,
-        "data": { "object": { "customer": customer } }
-    }))
-    .unwrap();
-    assert_eq!(deliver(paid).await, 200);
+    assert_eq!(
+        deliver(invoice("invoice.paid", now - 2 * 3600, "evt_p1")).await,
+        200
+    );
+    assert_eq!(chat().await.unwrap().status(), 200);
+
+    // A new failure within the grace period: calls go on.
+    let failed = invoice("invoice.payment_failed", now - 3600, "evt_f2");
+    assert_eq!(deliver(failed).await, 200);
     assert_eq!(chat().await.unwrap().status(), 200);
 }

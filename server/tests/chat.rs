@@ -34,12 +34,7 @@ async fn owner_with_agent(app: &TestApp, clinic: &str, email: &str) -> reqwest::
 }
 
 async fn agent_id(app: &TestApp, client: &reqwest::Client) -> String {
-    let home: Value = app
-        .call(client, "chat_home", &[])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let home: Value = app.json(client, "chat_home", &[]).await;
     home["agents"][0]["id"].as_str().unwrap().to_string()
 }
 
@@ -58,15 +53,12 @@ async fn a_reply_streams_once_and_is_saved(pool: PgPool) {
     let agent = agent_id(&app, &owner).await;
 
     let sent: Value = app
-        .call(
+        .json(
             &owner,
             "start_conversation",
             &[("agent_id", &agent), ("text", "When are you open?")],
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     let reply = sent["reply_id"].as_str().unwrap();
     let conversation = sent["conversation_id"].as_str().unwrap();
 
@@ -115,15 +107,12 @@ async fn conversations_are_private_over_http(pool: PgPool) {
     let owner = owner_with_agent(&app, "Private Chat", "o@private.example").await;
     let agent = agent_id(&app, &owner).await;
     let sent: Value = app
-        .call(
+        .json(
             &owner,
             "start_conversation",
             &[("agent_id", &agent), ("text", "Confidential note")],
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     let conversation = sent["conversation_id"].as_str().unwrap().to_string();
     let reply = sent["reply_id"].as_str().unwrap().to_string();
 
@@ -184,20 +173,14 @@ async fn a_used_up_allowance_fails_the_reply_with_the_allowance_message(pool: Pg
     let app = TestApp::spawn(&pool).await;
     let owner = owner_with_agent(&app, "Allowance Chat", "o@allowance.example").await;
     let agent = agent_id(&app, &owner).await;
-    sqlx::query("UPDATE plans SET included_tokens = 10 WHERE id = 'starter'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    app.use_up_allowance(&owner).await;
     let sent: Value = app
-        .call(
+        .json(
             &owner,
             "start_conversation",
             &[("agent_id", &agent), ("text", "hello")],
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     let reply = sent["reply_id"].as_str().unwrap();
     let res = owner
         .get(format!("{}/chat/replies/{reply}", app.url))
@@ -209,15 +192,12 @@ async fn a_used_up_allowance_fails_the_reply_with_the_allowance_message(pool: Pg
     assert_eq!(evs[0].0, "failed");
     assert!(evs[0].1.contains("token allowance"), "{}", evs[0].1);
     let conv: Value = app
-        .call(
+        .json(
             &owner,
             "conversation",
             &[("id", sent["conversation_id"].as_str().unwrap())],
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(conv["messages"][1]["status"], "failed");
     assert!(conv["messages"][1]["error"]
         .as_str()
@@ -236,11 +216,8 @@ async fn an_edited_agent_applies_to_the_api_at_once(pool: PgPool) {
     )
     .await;
     let created: Value = app
-        .call(&owner, "create_api_key", &[("name", "edit")])
-        .await
-        .json()
-        .await
-        .unwrap();
+        .json(&owner, "create_api_key", &[("name", "edit")])
+        .await;
     let token = created["token"].as_str().unwrap().to_string();
     let ask = || {
         reqwest::Client::new()
@@ -278,15 +255,12 @@ async fn the_usage_dashboard_and_export_show_a_chat_just_made(pool: PgPool) {
     let owner = owner_with_agent(&app, "Dashboard Chat", "o@dashboard.example").await;
     let agent = agent_id(&app, &owner).await;
     let sent: Value = app
-        .call(
+        .json(
             &owner,
             "start_conversation",
             &[("agent_id", &agent), ("text", "Count me")],
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     let reply = sent["reply_id"].as_str().unwrap();
     owner
         .get(format!("{}/chat/replies/{reply}", app.url))
@@ -298,12 +272,7 @@ async fn the_usage_dashboard_and_export_show_a_chat_just_made(pool: PgPool) {
         .unwrap();
     app.flush_ledger().await;
 
-    let dash: Value = app
-        .call(&owner, "usage_dashboard", &[])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let dash: Value = app.json(&owner, "usage_dashboard", &[]).await;
     assert_eq!(dash["requests"], 1);
     assert!(dash["tokens"].as_i64().unwrap() > 0);
     let by_agent = &dash["charts"][1];

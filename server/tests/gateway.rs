@@ -460,12 +460,7 @@ async fn a_revoked_api_key_stops_working_at_once(pool: PgPool) {
         ],
     )
     .await;
-    let keys: Value = app
-        .call(&client, "api_keys", &[])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let keys: Value = app.json(&client, "api_keys", &[]).await;
     let id = keys[0]["id"].as_str().unwrap().to_string();
     let res = app.call(&client, "revoke_api_key", &[("id", &id)]).await;
     assert!(res.status().is_success(), "{}", res.status());
@@ -480,17 +475,10 @@ async fn the_platform_key_serves_clinics_without_one_when_the_plan_allows(pool: 
         &[("TESSERA_PLATFORM_OPENAI_KEY", "sk-platform-key-0001")],
     )
     .await;
-    let c = app.api_clinic("Platform Clinic").await;
-    let db = &app.services.db;
-    let mut tx = db.begin_tenant(c.tenant).await.unwrap();
-    sqlx::query("DELETE FROM provider_keys WHERE provider = 'openai'")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    app.services
-        .changes
-        .announce(tessera_core::Change::Tenant(c.tenant))
+    // A clinic with no key of its own.
+    let c = testkit::fixtures::clinic("Platform Clinic")
+        .api_key("tests")
+        .create(&app.env())
         .await;
     let body = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hi" }] });
 
@@ -506,7 +494,8 @@ async fn the_platform_key_serves_clinics_without_one_when_the_plan_allows(pool: 
         .unwrap();
     assert!(models.to_string().contains("gpt-4o-mini"), "{models}");
 
-    // A plan without platform keys: the clinic must bring its own.
+    // A plan without platform keys (plans are rows an operator configures; none of the seeded
+    // ones is without them): the clinic must bring its own.
     sqlx::query("UPDATE plans SET platform_keys = false WHERE id = 'starter'")
         .execute(&pool)
         .await

@@ -280,15 +280,12 @@ async fn staff_are_refused_admin_pages_and_functions(pool: PgPool) {
     let owner = app.browser();
     app.sign_up(&owner, "Alpha", "a@alpha.example").await;
     let invite: serde_json::Value = app
-        .call(
+        .json(
             &owner,
             "invite_member",
             &[("email", "nurse@alpha.example"), ("role", "staff")],
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     let link = invite["link"].as_str().unwrap();
     let token = link.rsplit('/').next().unwrap();
     assert!(link.starts_with(&format!("{}/invite/", app.url)));
@@ -363,12 +360,7 @@ async fn staff_are_refused_admin_pages_and_functions(pool: PgPool) {
         )
         .await;
     assert!(ok.status().is_success(), "{}", ok.status());
-    let usage: serde_json::Value = app
-        .call(&owner, "usage_summary", &[])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let usage: serde_json::Value = app.json(&owner, "usage_summary", &[]).await;
     // $3 at the starter plan's $0.003 per 1,000 tokens buys 1,000,000 more tokens.
     assert_eq!(usage["token_limit"], 2_000_000);
     assert_eq!(usage["plan_name"], "Starter");
@@ -561,12 +553,7 @@ async fn provider_keys_are_write_only(pool: PgPool) {
         .call(&owner, "delete_provider_key", &[("provider", "openai")])
         .await;
     assert_eq!(res.status(), 200);
-    let list: serde_json::Value = app
-        .call(&owner, "provider_keys", &[])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = app.json(&owner, "provider_keys", &[]).await;
     assert_eq!(
         list.as_array()
             .unwrap()
@@ -598,11 +585,8 @@ async fn an_api_key_lists_the_clinics_models_until_revoked(pool: PgPool) {
     )
     .await;
     let created: serde_json::Value = app
-        .call(&owner, "create_api_key", &[("name", "Scripts")])
-        .await
-        .json()
-        .await
-        .unwrap();
+        .json(&owner, "create_api_key", &[("name", "Scripts")])
+        .await;
     let token = created["token"].as_str().unwrap().to_string();
 
     // The key is shown once: the list has only its prefix.
@@ -647,12 +631,7 @@ async fn an_api_key_lists_the_clinics_models_until_revoked(pool: PgPool) {
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "missing_api_key");
 
-    let rows: serde_json::Value = app
-        .call(&owner, "api_keys", &[])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let rows: serde_json::Value = app.json(&owner, "api_keys", &[]).await;
     let id = rows[0]["id"].as_str().unwrap().to_string();
     assert_eq!(
         app.call(&owner, "revoke_api_key", &[("id", &id)])

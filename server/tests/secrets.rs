@@ -53,18 +53,12 @@ async fn no_secret_appears_in_the_logs(pool: PgPool) {
     )
     .await;
     let ok: serde_json::Value = app
-        .call(&owner, "test_provider_key", &[("provider", "openai")])
-        .await
-        .json()
-        .await
-        .unwrap();
+        .json(&owner, "test_provider_key", &[("provider", "openai")])
+        .await;
     assert_eq!(ok["ok"], true);
     let created: serde_json::Value = app
-        .call(&owner, "create_api_key", &[("name", "Logs")])
-        .await
-        .json()
-        .await
-        .unwrap();
+        .json(&owner, "create_api_key", &[("name", "Logs")])
+        .await;
     let token = created["token"].as_str().unwrap().to_string();
     let res = reqwest::Client::new()
         .get(format!("{}/v1/models", app.url))
@@ -113,11 +107,8 @@ async fn no_secret_appears_in_the_logs(pool: PgPool) {
         );
     }
     let bad: serde_json::Value = app
-        .call(&owner, "test_provider_key", &[("provider", "openai")])
-        .await
-        .json()
-        .await
-        .unwrap();
+        .json(&owner, "test_provider_key", &[("provider", "openai")])
+        .await;
     assert_eq!(bad["ok"], false);
     assert!(!bad["message"].as_str().unwrap().contains(rejected_secret));
     // A wrong sign-in carries a password too.

@@ -81,7 +81,7 @@ pub async fn list_members() -> Result<MembersPage, AppError> {
 pub async fn invite_member(email: String, role: String) -> Result<InviteCreated, AppError> {
     let v = srv::require_admin().await?;
     let services = srv::services()?;
-    let role: Role = role.parse().map_err(tessera_core::Error::from)?;
+    let role: Role = role.parse()?;
     let ttl = time::Duration::hours(services.config.invite_ttl_hours);
     let created = tessera_core::auth::invitations::create(
         &services.db,
@@ -105,7 +105,7 @@ pub async fn change_member_role(user_id: String, role: String) -> Result<(), App
     let v = srv::require_admin().await?;
     let services = srv::services()?;
     let target: tessera_core::UserId = srv::parse_id(&user_id)?;
-    let role: Role = role.parse().map_err(tessera_core::Error::from)?;
+    let role: Role = role.parse()?;
     tessera_core::auth::members::change_role(&services.db, v.tenant.id, v.actor(), target, role)
         .await?;
     Ok(())

@@ -62,7 +62,7 @@ pub async fn save_provider_key(
 ) -> Result<(), AppError> {
     let v = srv::require_admin().await?;
     let services = srv::services()?;
-    let provider: Provider = provider.parse().map_err(tessera_core::Error::from)?;
+    let provider: Provider = provider.parse()?;
     tessera_core::provider_keys::set(
         &services.db,
         &services.changes,
@@ -84,7 +84,7 @@ pub async fn save_provider_key(
 pub async fn delete_provider_key(provider: String) -> Result<(), AppError> {
     let v = srv::require_admin().await?;
     let services = srv::services()?;
-    let provider: Provider = provider.parse().map_err(tessera_core::Error::from)?;
+    let provider: Provider = provider.parse()?;
     tessera_core::provider_keys::delete(
         &services.db,
         &services.changes,
@@ -101,7 +101,7 @@ pub async fn delete_provider_key(provider: String) -> Result<(), AppError> {
 pub async fn test_provider_key(provider: String) -> Result<KeyCheck, AppError> {
     let v = srv::require_admin().await?;
     let services = srv::services()?;
-    let provider: Provider = provider.parse().map_err(tessera_core::Error::from)?;
+    let provider: Provider = provider.parse()?;
     let probe = services
         .gateway
         .check_key(v.tenant.id, v.actor(), provider)

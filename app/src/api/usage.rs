@@ -124,7 +124,7 @@ pub async fn get_usage_dashboard(month: Option<String>) -> Result<UsageDashboard
     let v = srv::require_admin().await?;
     let services = srv::services()?;
     let month = match month.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
-        Some(m) => m.parse().map_err(tessera_core::Error::from)?,
+        Some(m) => m.parse()?,
         None => Month::now(),
     };
     let d = tessera_core::metering::report::dashboard(&services.db, v.tenant.id, month).await?;

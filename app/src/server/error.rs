@@ -51,6 +51,20 @@ impl From<tessera_core::Error> for AppError {
     }
 }
 
+/// A form field that is not one of an enum's names (a role, a provider, a plan).
+impl From<tessera_types::UnknownName> for AppError {
+    fn from(e: tessera_types::UnknownName) -> Self {
+        fail(AppError::Invalid(e.to_string()))
+    }
+}
+
+/// A form field or query parameter that is not a month.
+impl From<tessera_types::NotAMonth> for AppError {
+    fn from(e: tessera_types::NotAMonth) -> Self {
+        fail(AppError::Invalid(e.to_string()))
+    }
+}
+
 impl AppError {
     pub fn status_code(&self) -> http::StatusCode {
         http::StatusCode::from_u16(self.status()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)

@@ -261,6 +261,34 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Takes the clinic of the signed-in `admin` past its month's allowance the way a clinic
+    /// gets there: with a spending cap that allows more, API calls use 1,100,000 tokens of the
+    /// 1,000,000 included; then the admin sets calls to stop at the allowance.
+    pub async fn use_up_allowance(&self, admin: &reqwest::Client) {
+        let key = self
+            .json(admin, "create_api_key", &[("name", "Reports")])
+            .await;
+        let token = key["token"].as_str().unwrap().to_string();
+        let cap = [("mode", "cap"), ("amount", "10")];
+        self.json(admin, "set_spending_cap", &cap).await;
+        let client = reqwest::Client::new();
+        for i in 0..11 {
+            let res = client
+                .post(format!("{}/v1/chat/completions", self.url))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "model": "gpt-4o-mini", "max_tokens": 100_000,
+                    "messages": [{ "role": "user", "content": format!("Report {i} [sim:words=100000]") }] }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+        }
+        self.json(admin, "set_spending_cap", &[("mode", "stop")])
+            .await;
+    }
+}
+
 /// The events of a server-sent event stream, read by the same parser the gateway uses.
 pub fn sse(body: &str) -> Vec<SseEvent> {
     tessera_core::llm::wire::sse_events(body)
