@@ -122,17 +122,6 @@ pub struct SignedIn(pub Viewer);
 /// An owner or admin of the current clinic, for plain routes.
 pub struct Admin(pub Viewer);
 
-async fn from_parts<S>(parts: &mut Parts, state: &S) -> Result<Viewer, AppError>
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
-    let session = Session::from_request_parts(parts, state)
-        .await
-        .map_err(|(_, message)| session_err(message))?;
-    signed_in(&AppState::from_ref(state).services, &session).await
-}
-
 impl<S> FromRequestParts<S> for SignedIn
 where
     AppState: FromRef<S>,
@@ -141,7 +130,11 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
-        from_parts(parts, state).await.map(SignedIn)
+        let session = Session::from_request_parts(parts, state)
+            .await
+            .map_err(|(_, message)| session_err(message))?;
+        let services = &AppState::from_ref(state).services;
+        signed_in(services, &session).await.map(SignedIn)
     }
 }
 
@@ -153,6 +146,7 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
-        admin(from_parts(parts, state).await?).map(Admin)
+        let SignedIn(viewer) = SignedIn::from_request_parts(parts, state).await?;
+        admin(viewer).map(Admin)
     }
 }
