@@ -60,24 +60,15 @@ fn parse_secret(raw: &str) -> Result<String> {
     }
 }
 
+/// An endpoint's base URL as the HTTP client will read it (see [`egress::parse`]), without its
+/// trailing slash.
 fn parse_base_url(raw: &str) -> Result<String> {
-    let url = raw.trim().trim_end_matches('/');
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(host)
-            if !host.is_empty()
-                && !host.starts_with('/')
-                && !url.chars().any(char::is_whitespace)
-                && url.len() <= 500 =>
-        {
-            Ok(url.to_string())
-        }
-        _ => Err(Error::invalid(
-            "Enter the endpoint's base URL, like http://localhost:11434/v1.",
-        )),
+    let bad = || Error::invalid("Enter the endpoint's base URL, like http://localhost:11434/v1.");
+    if raw.trim().len() > 500 {
+        return Err(bad());
     }
+    let url = egress::parse(raw).map_err(|_| bad())?;
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 async fn data_key(

@@ -110,8 +110,15 @@ impl Call {
     pub async fn complete(self, response: reqwest::Response) -> Result<Completion, LlmError> {
         let timeout = Duration::from_secs(self.gateway.config.provider_timeout_secs);
         let provider = self.chosen.provider;
-        let body = match tokio::time::timeout(timeout, response.json::<serde_json::Value>()).await {
-            Ok(Ok(b)) => b,
+        let read = tokio::time::timeout(timeout, wire::read_limited(response, wire::REPLY_LIMIT));
+        let body: serde_json::Value = match read.await {
+            Ok(Ok(bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(body) => body,
+                Err(_) => {
+                    self.gateway.release(self.reservation).await;
+                    return Err(LlmError::malformed(provider));
+                }
+            },
             Ok(Err(_)) => {
                 self.gateway.release(self.reservation).await;
                 return Err(LlmError::malformed(provider));

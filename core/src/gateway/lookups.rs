@@ -235,7 +235,19 @@ impl Gateway {
             .ok_or_else(|| {
                 crate::Error::invalid(format!("No {} key is saved yet.", provider.label()))
             })?;
-        Ok(llm::probe(&self.http, &self.config, &key).await)
+        Ok(llm::Probe::from_listing(
+            provider,
+            self.list_models(&key).await,
+        ))
+    }
+
+    /// The models `key` can use, as its provider lists them, through the right client; `Err`
+    /// is a message for people.
+    async fn list_models(&self, key: &ResolvedKey) -> Result<Vec<String>, String> {
+        if let Some(url) = llm::models::models_url(&self.config, key) {
+            self.guard(key.provider, &url).map_err(|e| e.message)?;
+        }
+        llm::list_models(self.client_for(key.provider), &self.config, key).await
     }
 
     /// The models the clinic can use: what each provider it has a usable key for lists, in
@@ -246,7 +258,7 @@ impl Gateway {
             let Some(key) = self.usable_key(tenant, provider).await? else {
                 continue;
             };
-            match llm::list_models(&self.http, &self.config, &key).await {
+            match self.list_models(&key).await {
                 Ok(ids) => models.extend(ids.into_iter().map(|id| ModelInfo { id, provider })),
                 Err(message) => {
                     tracing::warn!(provider = provider.as_str(), %message, "provider did not list models")

@@ -93,7 +93,10 @@ pub enum ChatOutcome {
 pub struct Gateway {
     config: Arc<Config>,
     db: Db,
+    /// For the providers the installation configures.
     http: reqwest::Client,
+    /// For addresses clinics supply (see [`crate::egress`]).
+    egress: reqwest::Client,
     pub metering: Metering,
     prices: Arc<OnceCell<Prices>>,
     caches: Arc<Caches>,
@@ -118,6 +121,7 @@ impl Gateway {
         let subscribed = Arc::clone(&caches);
         changes.subscribe(move |change| subscribed.apply(change));
         Self {
+            egress: crate::egress::client(config.allow_private_endpoints),
             config,
             db,
             http,

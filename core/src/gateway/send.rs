@@ -10,7 +10,7 @@ use super::lookups::Chosen;
 use super::Gateway;
 use crate::llm::{wire, LlmError, LlmErrorKind};
 use crate::metering::Reservation;
-use crate::Provider;
+use crate::{egress, Provider};
 
 impl Gateway {
     pub(super) async fn release(&self, reservation: Reservation) {
@@ -18,6 +18,23 @@ impl Gateway {
             // The reservation expires by itself; nothing is charged either way.
             tracing::warn!(error = ?e, "could not release a reservation");
         }
+    }
+
+    /// The client for calls to `provider`: the guarded one for addresses a clinic supplied.
+    pub(super) fn client_for(&self, provider: Provider) -> &reqwest::Client {
+        match provider {
+            Provider::OpenAiCompatible => &self.egress,
+            Provider::OpenAi | Provider::Anthropic => &self.http,
+        }
+    }
+
+    /// Refuses a call to an address a clinic supplied whose host is an internal IP address
+    /// (host names are checked by the guarded client's resolver as it connects).
+    pub(super) fn guard(&self, provider: Provider, url: &str) -> Result<(), LlmError> {
+        if provider == Provider::OpenAiCompatible && !self.config.allow_private_endpoints {
+            egress::check_host(&egress::parse(url)?)?;
+        }
+        Ok(())
     }
 
     fn endpoint(&self, chosen: &Chosen) -> Result<String, LlmError> {
@@ -44,15 +61,13 @@ impl Gateway {
         body: &serde_json::Value,
     ) -> Result<reqwest::Response, LlmError> {
         let url = self.endpoint(chosen)?;
-        if chosen.provider == Provider::OpenAiCompatible && !self.config.allow_private_endpoints {
-            crate::egress::check_endpoint(&url).await?;
-        }
+        self.guard(chosen.provider, &url)?;
         let bytes = serde_json::to_vec(body).map_err(|e| LlmError::internal(e.to_string()))?;
         let timeout = Duration::from_secs(self.config.provider_timeout_secs);
         let mut attempt = 0;
         loop {
             let mut request = self
-                .http
+                .client_for(chosen.provider)
                 .post(&url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(bytes.clone());
@@ -67,17 +82,22 @@ impl Gateway {
             let err = match tokio::time::timeout(timeout, request.send()).await {
                 Err(_) => LlmError::timeout(chosen.provider, timeout),
                 Ok(Err(e)) => {
+                    if let Some(refused) = egress::refusal(&e) {
+                        return Err(refused.into());
+                    }
                     tracing::warn!(error = %e.without_url(), provider = chosen.provider.as_str(), "provider unreachable");
                     LlmError::unreachable(chosen.provider)
                 }
                 Ok(Ok(res)) if res.status().is_success() => return Ok(res),
                 Ok(Ok(res)) => {
                     let status = res.status().as_u16();
-                    let text = tokio::time::timeout(timeout, res.text())
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .unwrap_or_default();
+                    let text =
+                        tokio::time::timeout(timeout, wire::read_limited(res, wire::ERROR_LIMIT))
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                            .unwrap_or_default();
                     let err = LlmError::from_provider(
                         chosen.provider,
                         chosen.platform,

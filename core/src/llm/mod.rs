@@ -186,6 +186,10 @@ impl LlmError {
             format!("Your {name} key")
         };
         let (kind, message) = match status {
+            300..=399 => (
+                LlmErrorKind::ProviderUnavailable,
+                format!("{name} answered with a redirect ({status}), which Tessera does not follow. An admin can check the endpoint's address under Settings → Provider keys."),
+            ),
             401 | 403 => (
                 LlmErrorKind::KeyRejected,
                 format!("{whose} was rejected: {detail} An admin can replace it under Settings → Provider keys."),
@@ -214,7 +218,9 @@ impl LlmError {
 impl From<crate::egress::Refused> for LlmError {
     fn from(e: crate::egress::Refused) -> Self {
         let kind = match e {
-            crate::egress::Refused::Private => LlmErrorKind::BadRequest,
+            crate::egress::Refused::Private | crate::egress::Refused::Malformed => {
+                LlmErrorKind::BadRequest
+            }
             crate::egress::Refused::Unresolvable(_) => LlmErrorKind::ProviderUnavailable,
         };
         Self::new(kind, e.to_string())

@@ -17,7 +17,8 @@ pub struct Probe {
     pub message: String,
 }
 
-fn models_url(config: &Config, key: &ResolvedKey) -> Option<String> {
+/// Where a key's provider lists its models.
+pub fn models_url(config: &Config, key: &ResolvedKey) -> Option<String> {
     match key.provider {
         Provider::OpenAi => Some(format!("{}/models", config.openai_base_url)),
         Provider::Anthropic => Some(format!("{}/v1/models", config.anthropic_base_url)),
@@ -30,18 +31,28 @@ fn models_url(config: &Config, key: &ResolvedKey) -> Option<String> {
 
 /// Checks a key with one small real call to its provider.
 pub async fn probe(http: &reqwest::Client, config: &Config, key: &ResolvedKey) -> Probe {
-    match list_models(http, config, key).await {
-        Ok(models) => Probe {
-            ok: true,
-            message: format!(
-                "It works: {} answered and offers {} models.",
-                key.provider.label(),
-                models.len()
-            ),
-        },
-        Err(message) => Probe { ok: false, message },
+    Probe::from_listing(key.provider, list_models(http, config, key).await)
+}
+
+impl Probe {
+    /// The outcome of a key check from the provider's answer to listing its models.
+    pub fn from_listing(provider: Provider, listed: Result<Vec<String>, String>) -> Self {
+        match listed {
+            Ok(models) => Probe {
+                ok: true,
+                message: format!(
+                    "It works: {} answered and offers {} models.",
+                    provider.label(),
+                    models.len()
+                ),
+            },
+            Err(message) => Probe { ok: false, message },
+        }
     }
 }
+
+/// The most of a model list read (a provider's list is a few kilobytes).
+const MODEL_LIST_LIMIT: usize = 1 << 20;
 
 /// The models a key can use, as the provider lists them; `Err` is a message for people.
 #[tracing::instrument(skip_all, fields(provider = key.provider.as_str()))]
@@ -72,6 +83,9 @@ pub async fn list_models(
             ))
         }
         Err(e) => {
+            if let Some(refused) = crate::egress::refusal(&e) {
+                return Err(refused.to_string());
+            }
             tracing::warn!(error = %e.without_url(), "provider unreachable");
             return Err(format!(
                 "Could not reach {name} at {url}. Check the address and that it is running."
@@ -79,7 +93,10 @@ pub async fn list_models(
         }
     };
     let status = res.status();
-    let body: serde_json::Value = res.json().await.unwrap_or(serde_json::Value::Null);
+    let body: serde_json::Value = match super::wire::read_limited(res, MODEL_LIST_LIMIT).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        Err(_) => serde_json::Value::Null,
+    };
     let provider_message = body["error"]["message"]
         .as_str()
         .unwrap_or("no details given")
@@ -102,6 +119,9 @@ pub async fn list_models(
                 .filter_map(|m| m["id"].as_str().map(str::to_string))
                 .collect());
         }
+        300..=399 => format!(
+            "{name} answered with a redirect ({status}), which Tessera does not follow. Check the address."
+        ),
         401 | 403 => format!("Your {name} key was rejected: {provider_message}"),
         429 => format!("{name} is limiting requests with this key: {provider_message}"),
         500..=599 => format!(

@@ -173,6 +173,40 @@ pub fn parse_reply(provider: Provider, body: &Value) -> Option<Reply> {
     }
 }
 
+/// The most of a whole (non-streamed) reply read from a provider.
+pub const REPLY_LIMIT: usize = 16 << 20;
+/// The most of an error answer read from a provider.
+pub const ERROR_LIMIT: usize = 64 << 10;
+/// The longest line of an event stream kept while waiting for its end.
+pub const LINE_LIMIT: usize = 1 << 20;
+
+/// A body longer than the limit it was read with.
+#[derive(Debug, thiserror::Error)]
+#[error("the answer was longer than {0} bytes")]
+pub struct TooLong(pub usize);
+
+/// Reads a response's body, refusing one longer than `limit` bytes (a provider, or an endpoint
+/// a clinic runs, must not be able to fill the server's memory).
+pub async fn read_limited(
+    res: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    use futures_util::StreamExt;
+    if res.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(Box::new(TooLong(limit)));
+    }
+    let mut body = Vec::new();
+    let mut chunks = res.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > limit {
+            return Err(Box::new(TooLong(limit)));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Splits a byte stream into server-sent events (`event:` and `data:` fields).
 #[derive(Default)]
 pub struct SseParser {
@@ -226,6 +260,13 @@ impl SseParser {
             }
         }
         self.buf.drain(..start);
+        if self.buf.len() > LINE_LIMIT || self.data.len() > LINE_LIMIT {
+            // A line or an event without end: drop it rather than grow without bound.
+            tracing::warn!("an event-stream line over the limit was dropped");
+            self.buf.clear();
+            self.data.clear();
+            self.event = None;
+        }
         out
     }
 }

@@ -1,0 +1,170 @@
+//! A clinic cannot make Tessera call into the network it runs in: the endpoint it saves is read
+//! the way the HTTP client reads it, every call connects only to public addresses, and
+//! redirects are not followed.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use common::TestApp;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tessera_core::provider_keys::{self, KeyInput};
+use tessera_core::Provider;
+use tokio::net::TcpListener;
+
+/// A listener on loopback, and whether anything connected to it within a moment.
+async fn trap() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+async fn touched(listener: &TcpListener) -> bool {
+    tokio::time::timeout(Duration::from_millis(300), listener.accept())
+        .await
+        .is_ok()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_endpoint_written_to_look_public_is_refused_when_saved(pool: PgPool) {
+    let app = TestApp::spawn_with(&pool, &[("TESSERA_ALLOW_PRIVATE_ENDPOINTS", "false")]).await;
+    let (listener, port) = trap().await;
+    let admin = app.browser();
+    app.sign_up(&admin, "Forgery Clinic", "o@forgery.example")
+        .await;
+    for url in [
+        format!("http://127.0.0.1:{port}\\@example.com/v1"),
+        format!("http://localhost:{port}/v1"),
+        "http://169.254.169.254\\@example.com/v1".to_string(),
+        "http://[::ffff:127.0.0.1]/v1".to_string(),
+        "http://2130706433/v1".to_string(),
+    ] {
+        let res = app
+            .call(
+                &admin,
+                "save_provider_key",
+                &[("provider", "openai_compatible"), ("base_url", &url)],
+            )
+            .await;
+        assert_eq!(res.status(), 422, "{url}");
+        let text = res.text().await.unwrap();
+        assert!(text.contains("private or local address"), "{url}: {text}");
+    }
+    assert!(
+        !touched(&listener).await,
+        "the check itself called the address"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_saved_name_that_now_points_inside_is_never_called(pool: PgPool) {
+    // An endpoint saved while its name pointed elsewhere (it was checked then), whose name now
+    // resolves to loopback: model lists, the Test button and chat calls all refuse it.
+    let app = TestApp::spawn_with(&pool, &[("TESSERA_ALLOW_PRIVATE_ENDPOINTS", "false")]).await;
+    let (listener, port) = trap().await;
+    let c = testkit::fixtures::clinic("Rebinding Clinic")
+        .api_key("tests")
+        .create(&app.env())
+        .await;
+    let base_url = format!("http://localhost:{port}/v1");
+    let input = KeyInput {
+        provider: Provider::OpenAiCompatible,
+        secret: "",
+        base_url: &base_url,
+    };
+    provider_keys::set(
+        &app.services.db,
+        &app.services.changes,
+        app.services.master_keys(),
+        c.tenant,
+        c.owner(),
+        input,
+        true,
+    )
+    .await
+    .unwrap();
+
+    let client = reqwest::Client::new();
+    let models: Value = client
+        .get(format!("{}/v1/models", app.url))
+        .bearer_auth(c.token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"], json!([]));
+    let probe = app
+        .services
+        .gateway
+        .check_key(c.tenant, c.owner(), Provider::OpenAiCompatible)
+        .await
+        .unwrap();
+    assert!(!probe.ok);
+    assert!(
+        probe.message.contains("private or local address"),
+        "{}",
+        probe.message
+    );
+    let res = client
+        .post(format!("{}/v1/chat/completions", app.url))
+        .bearer_auth(c.token())
+        .json(&json!({ "model": "llama3", "messages": [{ "role": "user", "content": "hi" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("private or local address"),
+        "{body}"
+    );
+    assert!(!touched(&listener).await, "Tessera connected to loopback");
+    let (_, reserved) = app.live_usage(c.tenant).await;
+    assert_eq!(reserved, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_redirect_is_not_followed(pool: PgPool) {
+    // Private endpoints allowed (a model server next to Tessera), but the endpoint answers with
+    // a redirect to somewhere else: Tessera does not go there.
+    let app = TestApp::spawn(&pool).await;
+    let (elsewhere, elsewhere_port) = trap().await;
+    let redirector = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector_port = redirector.local_addr().unwrap().port();
+    let target = format!("http://127.0.0.1:{elsewhere_port}/v1/chat/completions");
+    let router = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move { (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, target)]).into_response() }
+    });
+    tokio::spawn(async move { axum::serve(redirector, router).await.unwrap() });
+    let c = testkit::fixtures::clinic("Redirect Clinic")
+        .endpoint(&format!("http://127.0.0.1:{redirector_port}/v1"), "")
+        .api_key("tests")
+        .create(&app.env())
+        .await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", app.url))
+        .bearer_auth(c.token())
+        .json(&json!({ "model": "llama3", "messages": [{ "role": "user", "content": "hi" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("redirect"),
+        "{body}"
+    );
+    assert!(!touched(&elsewhere).await, "the redirect was followed");
+}
