@@ -121,4 +121,16 @@ if [ "$(cat "$TESSERA_VENV/.tessera-req" 2>/dev/null)" != "$req_hash" ]; then
 fi
 export TESSERA_PYTHON="$TESSERA_VENV/bin/python"
 
+# --- Disk -------------------------------------------------------------------------------------
+# Every checkout path builds the workspace's own crates and test binaries anew next to the
+# earlier ones (dependencies are shared). When the disk runs low, drop those and the incremental
+# caches: only Tessera's own crates are rebuilt.
+free_kb="$(df -Pk "$(dirname "$CARGO_TARGET_DIR")" 2>/dev/null | awk 'NR == 2 { print $4 }')"
+if [ -n "$free_kb" ] && [ "$free_kb" -lt $((20 * 1024 * 1024)) ]; then
+  log "less than 20 GB free: dropping earlier builds of Tessera's own crates"
+  rm -rf "$CARGO_TARGET_DIR/debug/incremental"
+  cargo clean --quiet -p tessera-types -p tessera-core -p testkit -p app -p server \
+    -p tessera-bench -p frontend || true
+fi
+
 log "set-up complete"

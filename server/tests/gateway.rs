@@ -606,3 +606,47 @@ async fn an_agent_is_reachable_as_a_model(pool: PgPool) {
     .await;
     assert_eq!(res.status(), 404);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn usage_a_provider_misreports_never_lowers_spend(pool: PgPool) {
+    // A clinic's endpoint (here: the simulated provider) reports negative or absurd usage: each
+    // call is charged at its reservation instead, the month only grows, and the live counters
+    // and the ledger agree.
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Lying Clinic").await;
+    let calls = [
+        ("[sim:prompt_tokens=-100000000]", false),
+        ("[sim:prompt_tokens=-100000000]", true),
+        ("[sim:prompt_tokens=1000000000000000]", false),
+        ("[sim:prompt_tokens=9223372036854775807]", true),
+    ];
+    let mut before = 0;
+    for (directive, stream) in calls {
+        let res = chat(
+            &app,
+            c.token(),
+            json!({ "model": "gpt-4o-mini", "max_tokens": 50, "stream": stream,
+                    "stream_options": { "include_usage": true },
+                    "messages": [{ "role": "user", "content": format!("hi {directive}") }] }),
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        res.text().await.unwrap();
+        let (live, reserved) = live(&app, c.tenant).await;
+        assert!(
+            live.tokens > before,
+            "{directive}: {} after {before}",
+            live.tokens
+        );
+        assert!(
+            live.tokens < before + 1_000,
+            "{directive}: charged {}",
+            live.tokens - before
+        );
+        assert_eq!(reserved, 0);
+        before = live.tokens;
+    }
+    let ledger = ledger(&app, c.tenant).await;
+    assert_eq!(ledger.requests, 4);
+    assert_eq!(ledger.tokens, before);
+}

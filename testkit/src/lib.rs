@@ -30,7 +30,9 @@
 //!   [`SimOptions::latency_ms`]);
 //! - `[sim:chunk_ms=MS]`: wait MS milliseconds between streamed events (overrides
 //!   [`SimOptions::chunk_ms`]);
-//! - `[sim:words=N]`: the reply is exactly N words, `word1 word2 ... wordN`.
+//! - `[sim:words=N]`: the reply is exactly N words, `word1 word2 ... wordN`;
+//! - `[sim:prompt_tokens=N]`: the usage reports N prompt tokens (N may be negative or absurd:
+//!   a provider that lies).
 //!
 //! Order of checks: the key, then the request body (400), then latency, `status`, `flaky`.
 
@@ -353,6 +355,14 @@ fn directive<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 
 fn directive_num(text: &str, name: &str) -> Option<u64> {
     directive(text, name)?.parse().ok()
+}
+
+/// The prompt tokens the answer reports: counted, or what `[sim:prompt_tokens=N]` says (a
+/// provider that lies, for tests of what Tessera accepts).
+fn reported_prompt(directives: &str, counted: i64) -> i64 {
+    directive(directives, "prompt_tokens")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(counted)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -737,7 +747,7 @@ async fn chat_completions(State(sim): State<Sim>, headers: HeaderMap, body: Byte
         return status_error(flavor, StatusCode::INTERNAL_SERVER_ERROR);
     }
     let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
-    let prompt = prompt_tokens(&texts);
+    let prompt = reported_prompt(directives, prompt_tokens(&texts));
     let (reply, truncated) =
         limit_reply(&reply_text(&conv.model, &conv.last_user), conv.max_tokens);
     let completion = count_tokens(&reply);
@@ -745,7 +755,7 @@ async fn chat_completions(State(sim): State<Sim>, headers: HeaderMap, body: Byte
     let usage = json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "total_tokens": prompt.saturating_add(completion),
         "prompt_tokens_details": { "cached_tokens": 0, "audio_tokens": 0 },
         "completion_tokens_details": {
             "reasoning_tokens": 0, "audio_tokens": 0,
@@ -839,7 +849,7 @@ async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Re
         return status_error(flavor, StatusCode::INTERNAL_SERVER_ERROR);
     }
     let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
-    let input = prompt_tokens(&texts);
+    let input = reported_prompt(directives, prompt_tokens(&texts));
     let (reply, truncated) =
         limit_reply(&reply_text(&conv.model, &conv.last_user), conv.max_tokens);
     let output = count_tokens(&reply);

@@ -35,6 +35,8 @@ pub(super) struct Call {
     pub chosen: Chosen,
     pub model: String,
     pub messages: Vec<ChatMessage>,
+    /// The reply limit the call was made with.
+    pub max_tokens: i64,
     pub reservation: Reservation,
     pub started: Instant,
 }
@@ -76,9 +78,42 @@ impl Call {
         }
     }
 
-    /// Settles the reservation with `usage`. A settle that fails is logged: the reply was
-    /// delivered, and the reservation expires on its own.
+    /// Usage as the provider reported it, trusted only within what the call could have used:
+    /// no count below zero, cached tokens within the prompt, and no more in all than the
+    /// reservation (the call's worst case) plus a margin for the providers' own counting.
+    /// Anything else (a broken or lying endpoint) is charged at the reservation, and logged.
+    fn checked(&self, usage: Usage) -> Usage {
+        let reserved = self.reservation.amount;
+        let margin = reserved / 10 + 64;
+        let plausible = usage.prompt_tokens >= 0
+            && usage.completion_tokens >= 0
+            && (0..=usage.prompt_tokens).contains(&usage.cached_tokens)
+            && usage
+                .prompt_tokens
+                .checked_add(usage.completion_tokens)
+                .is_some_and(|total| total <= reserved.saturating_add(margin));
+        if plausible {
+            return usage;
+        }
+        tracing::warn!(
+            tenant = %self.caller.tenant,
+            provider = self.chosen.provider.as_str(),
+            ?usage,
+            reserved,
+            "implausible usage from the provider; charged at the reservation"
+        );
+        Usage {
+            prompt_tokens: (reserved - self.max_tokens).max(0),
+            completion_tokens: self.max_tokens.min(reserved),
+            cached_tokens: 0,
+            estimated: true,
+        }
+    }
+
+    /// Settles the reservation with `usage` (checked first). A settle that fails is logged:
+    /// the reply was delivered, and the reservation expires on its own.
     async fn settle(self, usage: Usage, streamed: bool, cancelled: bool) -> Usage {
+        let usage = self.checked(usage);
         let cost = self.gateway.prices().await.cost(
             &self.model,
             usage.prompt_tokens,

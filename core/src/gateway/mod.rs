@@ -185,6 +185,7 @@ impl Gateway {
             chosen,
             model: req.model,
             messages: req.messages,
+            max_tokens: i64::from(max_tokens),
             reservation,
             started,
         };
