@@ -176,6 +176,42 @@ async fn repeated_failures_are_throttled(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn an_invitation_link_neither_reveals_nor_guesses_an_existing_account(pool: PgPool) {
+    // Beta's admin invites the owner of Alpha, whose account exists: the link says nothing
+    // about that account, and guessing its password through the link is throttled like
+    // sign-in.
+    let app = TestApp::spawn(&pool).await;
+    let alpha = app.browser();
+    app.sign_up(&alpha, "Alpha", "owner@alpha.example").await;
+    let beta = app.browser();
+    app.sign_up(&beta, "Beta", "owner@beta.example").await;
+    let token = app.invite(&beta, "owner@alpha.example", "staff").await;
+
+    let visitor = app.browser();
+    let info = app.json(&visitor, "invitation", &[("token", &token)]).await;
+    assert_eq!(info["email"], "owner@alpha.example");
+    assert!(info.get("account_exists").is_none(), "{info}");
+
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        let res = app
+            .call(
+                &visitor,
+                "accept_invitation",
+                &[
+                    ("token", token.as_str()),
+                    ("name", "Mallory"),
+                    ("password", "guess guess guess"),
+                ],
+            )
+            .await;
+        statuses.push(res.status().as_u16());
+    }
+    assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses[10], 429);
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn bad_input_gets_a_4xx_with_a_message(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let client = app.browser();

@@ -13,7 +13,6 @@ pub struct InvitationInfo {
     pub clinic_name: String,
     pub email: String,
     pub role: Role,
-    pub account_exists: bool,
 }
 
 /// What an invitation link offers; 404 for an unknown link, 410 for a used, expired or
@@ -26,7 +25,6 @@ pub async fn get_invitation(token: String) -> Result<InvitationInfo, AppError> {
         clinic_name: view.clinic_name,
         email: view.email,
         role: view.role,
-        account_exists: view.account_exists,
     })
 }
 
@@ -37,8 +35,10 @@ pub async fn accept_invitation(
     password: String,
 ) -> Result<(), AppError> {
     let services = srv::services()?;
-    let (user, tenant) = tessera_core::auth::invitations::accept(
+    let (user, tenant) = tessera_core::auth::invitations::accept_throttled(
         &services.db,
+        &services.throttle,
+        srv::client_ip(),
         &token,
         name.as_deref().unwrap_or(""),
         &password,

@@ -1,5 +1,6 @@
-//! Accepting an invitation: a new colleague chooses a password, an existing account confirms
-//! with its own.
+//! Accepting an invitation: one form for everyone, so the page does not tell whether the email
+//! already has an account (a new colleague chooses a password, an existing account gives its
+//! own).
 
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -25,36 +26,27 @@ pub fn InvitePage() -> impl IntoView {
                 <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
                     {move || Suspend::new(async move {
                         match invitation.await {
-                            Ok(inv) => {
-                                let exists = inv.account_exists;
-                                view! {
-                                    <h1>"Join " {inv.clinic_name.clone()}</h1>
-                                    <p>
-                                        "You have been invited as " <strong>{inv.role.label()}</strong>
-                                        " with the email " <strong>{inv.email.clone()}</strong> "."
-                                    </p>
-                                    <ActionForm action=auth.accept_invitation>
-                                        <input type="hidden" name="token" value=token()/>
-                                        {if exists {
-                                            view! {
-                                                <p class="muted">"You already have a Tessera account. Enter its password to join."</p>
-                                                <label>"Your password" <input type="password" name="password" autocomplete="current-password" required/></label>
-                                            }.into_any()
-                                        } else {
-                                            view! {
-                                                <label>"Your name" <input type="text" name="name" autocomplete="name" required maxlength="100"/></label>
-                                                <label>
-                                                    "Choose a password"
-                                                    <input type="password" name="password" autocomplete="new-password" required minlength="10" maxlength="128" aria-describedby="password-rule"/>
-                                                    <small id="password-rule" class="hint">{PASSWORD_RULE}</small>
-                                                </label>
-                                            }.into_any()
-                                        }}
-                                        <ActionError value=auth.accept_invitation.value()/>
-                                        <button type="submit" disabled=pending>"Join " {inv.clinic_name.clone()}</button>
-                                    </ActionForm>
-                                }.into_any()
-                            }
+                            Ok(inv) => view! {
+                                <h1>"Join " {inv.clinic_name.clone()}</h1>
+                                <p>
+                                    "You have been invited as " <strong>{inv.role.label()}</strong>
+                                    " with the email " <strong>{inv.email.clone()}</strong> "."
+                                </p>
+                                <ActionForm action=auth.accept_invitation>
+                                    <input type="hidden" name="token" value=token()/>
+                                    <label>"Your name" <input type="text" name="name" autocomplete="name" required maxlength="100"/></label>
+                                    <label>
+                                        "Choose a password"
+                                        <input type="password" name="password" autocomplete="new-password" required minlength="10" maxlength="128" aria-describedby="password-rule"/>
+                                        <small id="password-rule" class="hint">
+                                            {PASSWORD_RULE}
+                                            " If this email already has a Tessera account, enter that account's password instead (its name stays as it is)."
+                                        </small>
+                                    </label>
+                                    <ActionError value=auth.accept_invitation.value()/>
+                                    <button type="submit" disabled=pending>"Join " {inv.clinic_name.clone()}</button>
+                                </ActionForm>
+                            }.into_any(),
                             Err(AppError::Gone(message)) => view! {
                                 <h1>"This invitation can't be used"</h1>
                                 <p data-testid="invitation-problem">{message}</p>

@@ -1,6 +1,8 @@
 //! Invitations by link. The link carries a random token; only its SHA-256 is stored, so the
 //! database cannot hand out working links. A link works once, until it expires or is revoked.
 
+use std::net::IpAddr;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
@@ -9,6 +11,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::members::Actor;
+use super::throttle::LoginThrottle;
 use super::{accounts, password, Email, Password};
 use crate::db::{set_tenant, Db};
 use crate::tenancy::{InvitationId, Role, TenantId, UserId};
@@ -41,9 +44,6 @@ pub struct InvitationView {
     pub clinic_name: String,
     pub email: String,
     pub role: Role,
-    /// The invitee already has an account: they confirm with their password instead of
-    /// choosing one.
-    pub account_exists: bool,
 }
 
 fn hash_token(token: &str) -> Vec<u8> {
@@ -217,13 +217,31 @@ pub async fn lookup(db: &Db, token: &str) -> Result<InvitationView> {
     usable(&row)?;
     let clinic_name = clinic_name(&mut tx, row.tenant_id).await?;
     tx.commit().await?;
-    let account_exists = existing_user(db, &row.email).await?.is_some();
+    // Whether the invitee already has an account is not said: the link's holder (the inviter
+    // too) must not learn it.
     Ok(InvitationView {
         clinic_name,
         email: row.email,
         role: row.role.parse()?,
-        account_exists,
     })
+}
+
+/// Accepts an invitation from a browser at `addr`: attempts count against the invited email
+/// and the address like sign-in attempts, so an existing account's password cannot be guessed
+/// through the link.
+pub async fn accept_throttled(
+    db: &Db,
+    throttle: &LoginThrottle,
+    addr: Option<IpAddr>,
+    token: &str,
+    name: &str,
+    password: &str,
+) -> Result<(UserId, TenantId)> {
+    let email = lookup(db, token).await?.email;
+    throttle.attempt(&email, addr).await?;
+    let accepted = accept(db, token, name, password).await?;
+    throttle.succeeded(&email, addr).await?;
+    Ok(accepted)
 }
 
 /// Accepts an invitation. A new invitee chooses a name and password; someone who already has
@@ -249,7 +267,7 @@ pub async fn accept(
         Some((id, stored)) => {
             if !password::verify(&Password::attempt(password), Some(stored)).await? {
                 return Err(Error::Unauthenticated(
-                    "That password doesn't match your existing account.".into(),
+                    "That password doesn't match the Tessera account of this email. Use that account's password, or ask for an invitation to another email.".into(),
                 ));
             }
             id
