@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::TestApp;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -251,11 +253,21 @@ async fn failed_calls_are_not_charged(pool: PgPool) {
     let data = sse_data(&res.text().await.unwrap());
     assert!(data.last().unwrap().contains("\"error\""), "{data:?}");
 
-    // Nothing was charged, and nothing is left reserved.
+    // What reached the client (two words) is charged, as counted by Tessera; nothing is left
+    // reserved.
     let recorded = ledger(&app, c.tenant).await;
-    assert_eq!(recorded.requests, 0);
+    assert_eq!(recorded.requests, 1);
     let (counted, reserved) = live(&app, c.tenant).await;
-    assert_eq!((counted.tokens, reserved), (0, 0));
+    assert!(
+        counted.tokens > 0 && counted.tokens < 100,
+        "{}",
+        counted.tokens
+    );
+    assert_eq!(reserved, 0);
+    let events = estimated_events(&app, c.tenant).await;
+    assert_eq!(events.len(), 1);
+    let (streamed, estimated, cancelled, _) = events[0];
+    assert!(streamed && estimated && !cancelled, "{events:?}");
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -649,4 +661,31 @@ async fn usage_a_provider_misreports_never_lowers_spend(pool: PgPool) {
     let ledger = ledger(&app, c.tenant).await;
     assert_eq!(ledger.requests, 4);
     assert_eq!(ledger.tokens, before);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_client_that_goes_away_mid_request_leaves_nothing_reserved(pool: PgPool) {
+    // The provider takes two seconds; the client gives up after a quarter of one, and the
+    // request is dropped between the reservation and the settlement.
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Impatient Clinic").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    for stream in [false, true] {
+        let sent = impatient
+            .post(format!("{}/v1/chat/completions", app.url))
+            .bearer_auth(c.token())
+            .json(
+                &json!({ "model": "gpt-4o-mini", "max_tokens": 100_000, "stream": stream,
+                           "messages": [{ "role": "user", "content": "hi [sim:latency=2000]" }] }),
+            )
+            .send()
+            .await;
+        assert!(sent.is_err(), "the client was meant to give up");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, reserved) = live(&app, c.tenant).await;
+        assert_eq!(reserved, 0, "stream: {stream}");
+    }
 }

@@ -8,11 +8,12 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::lookups::Chosen;
+use super::send::release;
 use super::{Caller, ChatStream, Completion, Gateway, StreamEvent};
 use crate::llm::tokens::{count_tokens, message_tokens};
 use crate::llm::wire::{self, Piece};
 use crate::llm::{ChatMessage, LlmError, Usage};
-use crate::metering::{Prices, Reservation, UsageEvent};
+use crate::metering::{Held, Prices, UsageEvent};
 
 impl Gateway {
     pub(super) async fn prices(&self) -> &Prices {
@@ -37,7 +38,7 @@ pub(super) struct Call {
     pub messages: Vec<ChatMessage>,
     /// The reply limit the call was made with.
     pub max_tokens: i64,
-    pub reservation: Reservation,
+    pub reservation: Held,
     pub started: Instant,
 }
 
@@ -58,7 +59,7 @@ struct Read {
 impl Call {
     fn event(&self, usage: Usage, streamed: bool, cancelled: bool, cost: i64) -> UsageEvent {
         UsageEvent {
-            id: self.reservation.id,
+            id: self.reservation.reservation().id,
             tenant: self.caller.tenant,
             user: self.caller.user,
             api_key: self.caller.api_key,
@@ -73,8 +74,13 @@ impl Call {
             estimated: usage.estimated,
             streamed,
             cancelled,
-            idempotency_key: self.reservation.id.to_string(),
-            occurred_at_ms: (self.reservation.started_at.unix_timestamp_nanos() / 1_000_000) as i64,
+            idempotency_key: self.reservation.reservation().id.to_string(),
+            occurred_at_ms: (self
+                .reservation
+                .reservation()
+                .started_at
+                .unix_timestamp_nanos()
+                / 1_000_000) as i64,
         }
     }
 
@@ -83,7 +89,7 @@ impl Call {
     /// reservation (the call's worst case) plus a margin for the providers' own counting.
     /// Anything else (a broken or lying endpoint) is charged at the reservation, and logged.
     fn checked(&self, usage: Usage) -> Usage {
-        let reserved = self.reservation.amount;
+        let reserved = self.reservation.reservation().amount;
         let margin = reserved / 10 + 64;
         let plausible = usage.prompt_tokens >= 0
             && usage.completion_tokens >= 0
@@ -120,7 +126,7 @@ impl Call {
             usage.completion_tokens,
         );
         let event = self.event(usage, streamed, cancelled, cost);
-        if let Err(e) = self.gateway.metering.settle(self.reservation, &event).await {
+        if let Err(e) = self.reservation.settle(&event).await {
             tracing::error!(error = ?e, event = ?event, "usage could not be settled");
         }
         usage
@@ -150,28 +156,28 @@ impl Call {
             Ok(Ok(bytes)) => match serde_json::from_slice(&bytes) {
                 Ok(body) => body,
                 Err(_) => {
-                    self.gateway.release(self.reservation).await;
+                    release(self.reservation).await;
                     return Err(LlmError::malformed(provider));
                 }
             },
             Ok(Err(_)) => {
-                self.gateway.release(self.reservation).await;
+                release(self.reservation).await;
                 return Err(LlmError::malformed(provider));
             }
             Err(_) => {
-                self.gateway.release(self.reservation).await;
+                release(self.reservation).await;
                 return Err(LlmError::timeout(provider, timeout));
             }
         };
         let Some(reply) = wire::parse_reply(provider, &body) else {
-            self.gateway.release(self.reservation).await;
+            release(self.reservation).await;
             return Err(LlmError::malformed(provider));
         };
         let usage = match reply.usage {
             Some(u) => u,
             None => self.count(&reply.text, None),
         };
-        let id = self.reservation.id;
+        let id = self.reservation.reservation().id;
         let model = self.model.clone();
         let usage = self.settle(usage, false, false).await;
         Ok(Completion {
@@ -187,7 +193,7 @@ impl Call {
     pub fn stream(self, response: reqwest::Response) -> ChatStream {
         let (tx, rx) = mpsc::channel(64);
         let stream = ChatStream {
-            id: self.reservation.id,
+            id: self.reservation.reservation().id,
             model: self.model.clone(),
             provider: self.chosen.provider,
             rx,
@@ -197,8 +203,9 @@ impl Call {
     }
 
     /// Forwards the provider's stream, then settles: the provider's usage on success (counted
-    /// here and marked if it sent none), what was generated if the client went away, nothing
-    /// if the provider failed.
+    /// here and marked if it sent none); what was generated if the client went away (the
+    /// provider's count when it sent one, else the text counted); what was delivered if the
+    /// provider failed part-way; nothing if it failed before any text.
     async fn pump(
         self,
         response: reqwest::Response,
@@ -219,8 +226,14 @@ impl Call {
             read.failure = Some(LlmError::interrupted(provider));
         }
         if let Some(err) = read.failure {
-            // A failed call is not charged.
-            self.gateway.release(self.reservation).await;
+            if read.text.is_empty() {
+                // Nothing reached the client: not charged.
+                release(self.reservation).await;
+            } else {
+                // What reached the client was generated for it: charged, as counted here.
+                let delivered = self.count(&read.text, read.usage);
+                self.settle(delivered, true, false).await;
+            }
             let _ = tx.send(Err(err)).await;
             return;
         }
@@ -246,7 +259,17 @@ impl Call {
         let mut parser = wire::SseParser::default();
         let mut pieces = Vec::new();
         let mut read = Read::default();
+        let extend_every = self.gateway.metering.reservation_ttl / 3;
+        let mut extended = Instant::now();
         loop {
+            if extended.elapsed() >= extend_every {
+                // A long stream keeps its reservation: it must not expire and be handed out
+                // again while this call can still spend it.
+                if let Err(e) = self.reservation.extend().await {
+                    tracing::warn!(error = ?e, "could not extend a stream's reservation");
+                }
+                extended = Instant::now();
+            }
             let next = tokio::select! {
                 _ = tx.closed() => { read.cancelled = true; return read; }
                 next = tokio::time::timeout(idle, body.next()) => next,

@@ -167,14 +167,16 @@ impl Gateway {
             .unwrap_or(self.config.default_max_tokens)
             .max(1);
         let worst = prompt_upper_bound(&req.messages) + i64::from(max_tokens);
-        let reservation = self.metering.reserve(caller.tenant, &limits, worst).await?;
+        let reservation = self
+            .metering
+            .hold(self.metering.reserve(caller.tenant, &limits, worst).await?);
         // Call.
         let body = wire::request_body(chosen.provider, &req, max_tokens);
         let started = Instant::now();
         let response = match self.send(&chosen, &body).await {
             Ok(r) => r,
             Err(e) => {
-                self.release(reservation).await;
+                send::release(reservation).await;
                 return Err(e);
             }
         };

@@ -9,17 +9,18 @@ use secrecy::ExposeSecret;
 use super::lookups::Chosen;
 use super::Gateway;
 use crate::llm::{wire, LlmError, LlmErrorKind};
-use crate::metering::Reservation;
+use crate::metering::Held;
 use crate::{egress, Provider};
 
-impl Gateway {
-    pub(super) async fn release(&self, reservation: Reservation) {
-        if let Err(e) = self.metering.release(reservation).await {
-            // The reservation expires by itself; nothing is charged either way.
-            tracing::warn!(error = ?e, "could not release a reservation");
-        }
+/// Gives a failed call's tokens back (nothing is charged). A release that fails is logged:
+/// the reservation expires by itself.
+pub(super) async fn release(reservation: Held) {
+    if let Err(e) = reservation.release().await {
+        tracing::warn!(error = ?e, "could not release a reservation");
     }
+}
 
+impl Gateway {
     /// The client for calls to `provider`: the guarded one for addresses a clinic supplied.
     pub(super) fn client_for(&self, provider: Provider) -> &reqwest::Client {
         match provider {

@@ -145,7 +145,7 @@ impl LlmError {
         Self::new(
             LlmErrorKind::ProviderUnavailable,
             format!(
-                "{} stopped answering part-way through. Nothing was charged; try again.",
+                "{} stopped answering part-way through. Only what arrived is charged; try again.",
                 provider.label()
             ),
         )

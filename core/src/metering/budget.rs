@@ -28,6 +28,62 @@ pub struct Reservation {
     pub started_at: OffsetDateTime,
 }
 
+/// A reservation held by a call in flight. Settle it or release it; if the call ends any
+/// other way (the client went away and the request was dropped, a panic), dropping it gives
+/// the tokens back at once instead of when the reservation expires.
+#[must_use = "settle or release the reservation"]
+pub struct Held {
+    metering: Metering,
+    reservation: Option<Reservation>,
+}
+
+impl Held {
+    pub fn reservation(&self) -> &Reservation {
+        // Present until settle or release consume the guard.
+        self.reservation
+            .as_ref()
+            .expect("a held reservation is present until it is settled or released")
+    }
+
+    /// Settles with the call's usage (see [`Metering::settle`]).
+    pub async fn settle(mut self, event: &UsageEvent) -> Result<()> {
+        match self.reservation.take() {
+            Some(r) => self.metering.settle(r, event).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Gives the tokens back without charging anything.
+    pub async fn release(mut self) -> Result<()> {
+        match self.reservation.take() {
+            Some(r) => self.metering.release(r).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps the reservation from expiring for another [`Metering::reservation_ttl`] (a long
+    /// stream outlives the first expiry).
+    pub async fn extend(&self) -> Result<()> {
+        self.metering.extend(self.reservation()).await
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(reservation) = self.reservation.take() else {
+            return;
+        };
+        let metering = self.metering.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = metering.release(reservation).await {
+                    tracing::warn!(error = ?e, "a dropped reservation could not be released; it expires by itself");
+                }
+            });
+        }
+    }
+}
+
 // Counters and reservations of one clinic-month live in one hash: `tokens`, `prompt`,
 // `completion`, `cost`, `requests`, `reserved`, and `r:<id>` per reservation in flight, with a
 // sorted set of reservation ids by expiry next to it.
@@ -201,6 +257,28 @@ impl Metering {
             event.cost_micro_usd,
         )
         .await
+    }
+
+    /// Holds `reservation` for a call: released when dropped unless settled or released.
+    pub fn hold(&self, reservation: Reservation) -> Held {
+        Held {
+            metering: self.clone(),
+            reservation: Some(reservation),
+        }
+    }
+
+    /// Pushes a reservation's expiry another `reservation_ttl` from now.
+    pub async fn extend(&self, r: &Reservation) -> Result<()> {
+        let expires_ms =
+            unix_ms(OffsetDateTime::now_utc()) + self.reservation_ttl.as_millis() as i64;
+        let _: i64 = redis::cmd("ZADD")
+            .arg(self.reservations_key(r.tenant, r.month))
+            .arg("XX")
+            .arg(expires_ms)
+            .arg(r.id.to_string())
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(())
     }
 
     /// Gives a reservation's tokens back without charging anything (the call failed).

@@ -36,7 +36,7 @@ mod limits;
 mod prices;
 pub mod report;
 
-pub use budget::{Metering, Reservation};
+pub use budget::{Held, Metering, Reservation};
 pub use ledger::{now_ms, write_events, LedgerWriter, UsageEvent};
 pub use limits::{grace_ends, limits, set_spending_cap, Limits};
 pub use prices::Prices;
