@@ -337,3 +337,80 @@ async fn the_dashboard_splits_a_month_by_model_agent_and_caller(pool: PgPool) {
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().any(|r| r.agent.as_deref() == Some("Triage")));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn one_event_postgres_refuses_never_holds_up_the_others(pool: PgPool) {
+    // Arrange: three settled calls, one of them with a model name Postgres cannot store (a
+    // NUL character, which a client can send as a model name).
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Poison Clinic").await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let r = redis().await;
+    let m = Metering::new(db.clone(), r.clone());
+    for model in ["gpt-4o-mini", "bad\u{0}model", "gpt-4o"] {
+        let res = m.reserve(c.tenant, &limits, 100).await.unwrap();
+        let ev = UsageEvent {
+            model: model.into(),
+            ..event(&res, 5, 5)
+        };
+        m.settle(res, &ev).await.unwrap();
+    }
+
+    // Act
+    let writer = LedgerWriter::new(db.clone(), r.clone());
+    assert_eq!(writer.drain_all().await.unwrap(), 3);
+
+    // Assert: the two good events are in the ledger, the bad one is kept for an operator,
+    // and the hand-off is empty.
+    let month = tessera_core::Month::now();
+    let ledger = metering::report::ledger_totals(&db, c.tenant, month)
+        .await
+        .unwrap();
+    assert_eq!(ledger.requests, 2);
+    let (dead, entries) = metering::dead_letters(&r, 10).await.unwrap();
+    assert_eq!(dead, 1);
+    assert!(entries[0].1.contains("bad\\u0000model"), "{entries:?}");
+    let left: i64 = redis::cmd("XLEN")
+        .arg(m.ledger_stream())
+        .query_async(&mut r.conn())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_rebuild_counts_what_the_handoff_still_holds(pool: PgPool) {
+    // Arrange: two settled calls still on their way to the ledger (no writer runs), one
+    // already written.
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Handoff Clinic").await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let r = redis().await;
+    let m = Metering::new(db.clone(), r.clone());
+    let month = tessera_core::Month::now();
+    let written = m.reserve(c.tenant, &limits, 100).await.unwrap();
+    let ev = event(&written, 1, 1);
+    m.settle(written, &ev).await.unwrap();
+    LedgerWriter::new(db.clone(), r.clone())
+        .drain_all()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let res = m.reserve(c.tenant, &limits, 100).await.unwrap();
+        let ev = event(&res, 10, 20);
+        m.settle(res, &ev).await.unwrap();
+    }
+    let before = m.month_usage(c.tenant, month).await.unwrap().0;
+    assert_eq!((before.tokens, before.requests), (2 + 60, 3));
+
+    // Act: Redis loses the counters (not the hand-off).
+    let _: () = redis::cmd("DEL")
+        .arg(r.key(&format!("usage:{}:{month}", c.tenant)))
+        .query_async(&mut r.conn())
+        .await
+        .unwrap();
+
+    // Assert: the rebuilt counters hold the ledger and the hand-off, each once.
+    let after = m.month_usage(c.tenant, month).await.unwrap().0;
+    assert_eq!(after, before);
+}

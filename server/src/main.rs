@@ -37,6 +37,21 @@ enum Command {
     },
     /// Run only the background work (ledger writer, Stripe overage meter), no web server.
     Worker,
+    /// Operator commands for the usage ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Show the usage events Postgres refused, newest first (kept in Redis, the newest 10,000).
+    DeadLetters {
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -74,6 +89,9 @@ async fn main() -> ExitCode {
             command: TenantCommand::SetPlan { slug, plan },
         } => set_plan(config, &slug, plan).await,
         Command::Worker => worker(config).await,
+        Command::Ledger {
+            command: LedgerCommand::DeadLetters { count },
+        } => dead_letters(&config, count).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -183,6 +201,26 @@ async fn set_plan(config: Config, slug: &str, plan: tessera_core::PlanId) -> Res
             other => error_chain(&other),
         })?;
     println!("{slug} is now on the {plan} plan");
+    Ok(())
+}
+
+async fn dead_letters(config: &Config, count: usize) -> Result<(), String> {
+    let redis = Redis::connect(&config.redis_url, &config.redis_prefix)
+        .await
+        .map_err(|e| {
+            format!(
+                "could not connect to Redis at REDIS_URL ({}): {}",
+                redact_url(&config.redis_url),
+                error_chain(&e)
+            )
+        })?;
+    let (total, entries) = tessera_core::metering::dead_letters(&redis, count)
+        .await
+        .map_err(|e| format!("could not read the dead letters: {}", error_chain(&e)))?;
+    println!("{total} usage event(s) set aside");
+    for (id, event) in entries {
+        println!("{id} {event}");
+    }
     Ok(())
 }
 

@@ -127,7 +127,15 @@ impl Call {
         );
         let event = self.event(usage, streamed, cancelled, cost);
         if let Err(e) = self.reservation.settle(&event).await {
-            tracing::error!(error = ?e, event = ?event, "usage could not be settled");
+            // Redis failed: the event goes straight to the ledger instead (the live counters
+            // miss it until they are next rebuilt from the ledger), and is never dropped
+            // without a trace.
+            tracing::error!(error = ?e, "usage could not be settled in Redis; writing it to the ledger");
+            if let Err(e) =
+                crate::metering::write_events(&self.gateway.db, std::slice::from_ref(&event)).await
+            {
+                tracing::error!(error = ?e, event = ?event, "usage could not be recorded");
+            }
         }
         usage
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::ledger::{ledger_stream, unix_ms};
+use super::ledger::{ledger_stream, pending_in_handoff, unix_ms};
 use super::report::ledger_totals;
 use super::{Limits, MonthUsage, UsageEvent};
 use crate::db::Db;
@@ -313,7 +313,8 @@ impl Metering {
 
     /// Rebuilds a clinic-month's live counters from the ledger, if they are missing.
     pub async fn rebuild(&self, tenant: TenantId, month: Month) -> Result<()> {
-        let totals = ledger_totals(&self.db, tenant, month).await?;
+        let mut totals = ledger_totals(&self.db, tenant, month).await?;
+        totals.add(&pending_in_handoff(&self.db, &self.redis, tenant, month).await?);
         let _: i64 = self
             .init
             .key(self.counters_key(tenant, month))
@@ -325,7 +326,7 @@ impl Metering {
             .arg(COUNTER_TTL_SECS)
             .invoke_async(&mut self.redis.conn())
             .await?;
-        tracing::info!(%tenant, %month, "usage counters rebuilt from the ledger");
+        tracing::info!(%tenant, %month, "usage counters rebuilt from the ledger and the hand-off");
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::MonthUsage;
 use crate::db::{self, Db};
 use crate::tenancy::{TenantId, UserId};
 use crate::{Error, Provider, Redis, Result};
@@ -168,23 +169,7 @@ impl LedgerWriter {
 
     async fn drain_batch(&self) -> Result<usize> {
         self.ensure_group().await?;
-        let claimed: Value = redis::cmd("XAUTOCLAIM")
-            .arg(&self.stream)
-            .arg(LEDGER_GROUP)
-            .arg(&self.consumer)
-            .arg(self.claim_after.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(self.batch)
-            .query_async(&mut self.redis.conn())
-            .await?;
-        let mut entries = match &claimed {
-            Value::Array(parts) if parts.len() >= 2 => parse_entries(&parts[1]),
-            _ => Vec::new(),
-        };
-        if entries.is_empty() {
-            entries = self.read_new(self.batch).await?;
-        }
+        let entries = self.next_entries().await?;
         if entries.is_empty() {
             return Ok(0);
         }
@@ -202,33 +187,26 @@ impl LedgerWriter {
             .collect();
         let events: Vec<UsageEvent> = parsed.iter().flatten().cloned().collect();
         if let Err(e) = write_events(&self.db, &events).await {
-            if !is_integrity_violation(&e) {
-                // Postgres is unavailable or similar: leave the batch pending and retry.
+            if !is_refused_by_postgres(&e) {
+                // Postgres is unreachable or similar: leave the batch pending and retry.
                 return Err(e);
             }
-            // One event breaks a constraint (say its clinic was deleted meanwhile): write the
-            // others one by one and set aside the ones that cannot be written.
+            // Postgres refused the batch (say one event's clinic was deleted meanwhile, or a
+            // value it cannot store): write the events one by one, and set aside the ones it
+            // refuses again, so one bad event never holds up the others.
             for (i, event) in parsed.iter().enumerate() {
                 let Some(event) = event else { continue };
                 if let Err(e) = write_events(&self.db, std::slice::from_ref(event)).await {
-                    if !is_integrity_violation(&e) {
+                    if !is_refused_by_postgres(&e) {
                         return Err(e);
                     }
+                    tracing::error!(error = ?e, event = %event.id, "Postgres refused a usage event");
                     aside.push(i);
                 }
             }
         }
         for &i in &aside {
-            // Kept aside for an operator rather than retried forever.
-            let (id, payload) = &entries[i];
-            tracing::error!(entry = %id, "usage event that cannot be written moved to ledger-dead");
-            let _: String = redis::cmd("XADD")
-                .arg(self.redis.key("ledger-dead"))
-                .arg("*")
-                .arg("e")
-                .arg(payload.clone().unwrap_or_default())
-                .query_async(&mut self.redis.conn())
-                .await?;
+            self.set_aside(&entries[i]).await?;
         }
         let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
         let mut pipe = redis::pipe();
@@ -243,6 +221,46 @@ impl LedgerWriter {
             .ignore();
         let _: () = pipe.query_async(&mut self.redis.conn()).await?;
         Ok(entries.len())
+    }
+
+    /// Entries another writer left pending too long, else new ones.
+    async fn next_entries(&self) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+        let claimed: Value = redis::cmd("XAUTOCLAIM")
+            .arg(&self.stream)
+            .arg(LEDGER_GROUP)
+            .arg(&self.consumer)
+            .arg(self.claim_after.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(self.batch)
+            .query_async(&mut self.redis.conn())
+            .await?;
+        let entries = match &claimed {
+            Value::Array(parts) if parts.len() >= 2 => parse_entries(&parts[1]),
+            _ => Vec::new(),
+        };
+        if entries.is_empty() {
+            return self.read_new(self.batch).await;
+        }
+        Ok(entries)
+    }
+
+    /// Keeps an event that cannot be written for an operator (`server ledger dead-letters`)
+    /// rather than retrying it for ever. The dead-letter stream keeps the newest
+    /// [`DEAD_LETTER_MAX`] events.
+    async fn set_aside(&self, (id, payload): &(String, Option<Vec<u8>>)) -> Result<()> {
+        tracing::error!(entry = %id, "usage event that cannot be written moved to ledger-dead");
+        let _: String = redis::cmd("XADD")
+            .arg(dead_letter_stream(&self.redis))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(DEAD_LETTER_MAX)
+            .arg("*")
+            .arg("e")
+            .arg(payload.clone().unwrap_or_default())
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(())
     }
 
     /// Drains until nothing is left (tests, shutdown).
@@ -266,9 +284,47 @@ impl LedgerWriter {
     }
 }
 
-/// A constraint violation (SQLSTATE class 23): retrying cannot help.
-fn is_integrity_violation(e: &Error) -> bool {
-    matches!(e, Error::Database(sqlx::Error::Database(db)) if db.code().is_some_and(|c| c.starts_with("23")))
+/// Postgres answered and refused the statement (any SQLSTATE: a constraint, a value it cannot
+/// store): retrying the same event cannot help. Anything else (unreachable, pool exhausted)
+/// may pass on a retry.
+fn is_refused_by_postgres(e: &Error) -> bool {
+    matches!(e, Error::Database(sqlx::Error::Database(_)))
+}
+
+/// The most events the dead-letter stream keeps (approximately; the oldest go first).
+pub const DEAD_LETTER_MAX: usize = 10_000;
+
+/// Where events that cannot be written are kept for an operator.
+pub fn dead_letter_stream(redis: &Redis) -> String {
+    redis.key("ledger-dead")
+}
+
+/// Events set aside because Postgres refused them, newest first, at most `count`, and how many
+/// there are in all: `(stream entry id, the event as settled)`.
+pub async fn dead_letters(redis: &Redis, count: usize) -> Result<(usize, Vec<(String, String)>)> {
+    let key = dead_letter_stream(redis);
+    let total: usize = redis::cmd("XLEN")
+        .arg(&key)
+        .query_async(&mut redis.conn())
+        .await?;
+    let raw: Value = redis::cmd("XREVRANGE")
+        .arg(&key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(count)
+        .query_async(&mut redis.conn())
+        .await?;
+    let entries = parse_entries(&raw)
+        .into_iter()
+        .map(|(id, payload)| {
+            (
+                id,
+                String::from_utf8_lossy(&payload.unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
+    Ok((total, entries))
 }
 
 /// `[[id, [field, value, ...]], ...]` to `(id, value of field "e")`.
@@ -302,6 +358,63 @@ fn parse_entries(value: &Value) -> Vec<(String, Option<Vec<u8>>)> {
         .collect()
 }
 
+/// What the hand-off stream still holds of a clinic's `month` and the ledger does not have yet
+/// (a settled call on its way to Postgres), so counters rebuilt meanwhile miss nothing.
+pub(crate) async fn pending_in_handoff(
+    db: &Db,
+    redis: &Redis,
+    tenant: TenantId,
+    month: crate::Month,
+) -> Result<MonthUsage> {
+    let raw: Value = redis::cmd("XRANGE")
+        .arg(ledger_stream(redis))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis.conn())
+        .await?;
+    let events: Vec<UsageEvent> = parse_entries(&raw)
+        .into_iter()
+        .filter_map(|(_, payload)| serde_json::from_slice::<UsageEvent>(&payload?).ok())
+        .filter(|e| e.tenant == tenant && crate::Month::of(occurred_at(e)) == month)
+        .collect();
+    let mut pending = MonthUsage::default();
+    if events.is_empty() {
+        return Ok(pending);
+    }
+    // Written already but not yet removed from the stream: counted by the ledger.
+    let keys: Vec<String> = events.iter().map(|e| e.idempotency_key.clone()).collect();
+    let written: Vec<String> = db
+        .tenant_all(
+            tenant,
+            sqlx::query_as::<_, (String,)>(
+                "SELECT idempotency_key FROM usage_events WHERE idempotency_key = ANY($1)",
+            )
+            .bind(&keys),
+        )
+        .await?
+        .into_iter()
+        .map(|(k,)| k)
+        .collect();
+    for e in events
+        .iter()
+        .filter(|e| !written.contains(&e.idempotency_key))
+    {
+        pending.add(&MonthUsage {
+            tokens: e.prompt_tokens + e.completion_tokens,
+            prompt_tokens: e.prompt_tokens,
+            completion_tokens: e.completion_tokens,
+            cost_micro_usd: e.cost_micro_usd,
+            requests: 1,
+        });
+    }
+    Ok(pending)
+}
+
+fn occurred_at(e: &UsageEvent) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.occurred_at_ms) * 1_000_000)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc())
+}
+
 /// Inserts events into the ledger in one transaction, one statement per clinic; events already
 /// there (same clinic and idempotency key) are skipped.
 pub async fn write_events(db: &Db, events: &[UsageEvent]) -> Result<()> {
@@ -315,13 +428,7 @@ pub async fn write_events(db: &Db, events: &[UsageEvent]) -> Result<()> {
     let mut tx = db.pool().begin().await?;
     for (tenant, events) in by_tenant {
         db::set_tenant(&mut tx, tenant).await?;
-        let occurred: Vec<OffsetDateTime> = events
-            .iter()
-            .map(|e| {
-                OffsetDateTime::from_unix_timestamp_nanos(e.occurred_at_ms as i128 * 1_000_000)
-                    .unwrap_or_else(|_| OffsetDateTime::now_utc())
-            })
-            .collect();
+        let occurred: Vec<OffsetDateTime> = events.iter().map(|e| occurred_at(e)).collect();
         sqlx::query(
             "INSERT INTO usage_events (id, tenant_id, user_id, api_key_id, provider, model,
                     prompt_tokens, completion_tokens, cached_tokens, cost_micro_usd, latency_ms,

@@ -37,7 +37,7 @@ mod prices;
 pub mod report;
 
 pub use budget::{Held, Metering, Reservation};
-pub use ledger::{now_ms, write_events, LedgerWriter, UsageEvent};
+pub use ledger::{dead_letters, now_ms, write_events, LedgerWriter, UsageEvent, DEAD_LETTER_MAX};
 pub use limits::{grace_ends, limits, set_spending_cap, Limits};
 pub use prices::Prices;
 
@@ -51,4 +51,17 @@ pub struct MonthUsage {
     pub completion_tokens: i64,
     pub cost_micro_usd: i64,
     pub requests: i64,
+}
+
+impl MonthUsage {
+    /// Adds `other` to this (saturating: counts never wrap).
+    pub fn add(&mut self, other: &MonthUsage) {
+        self.tokens = self.tokens.saturating_add(other.tokens);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+        self.cost_micro_usd = self.cost_micro_usd.saturating_add(other.cost_micro_usd);
+        self.requests = self.requests.saturating_add(other.requests);
+    }
 }
