@@ -1,5 +1,5 @@
 import { expect, test } from "@playwright/test";
-import { PASSWORD, expectSignedInTo, open, signUp, uniqueEmail } from "./fixtures/pages";
+import { PASSWORD, expectSignedInTo, open, signUp, subscribe, uniqueEmail } from "./fixtures/pages";
 
 test("an admin creates an agent; staff chat with streaming, stop a reply, reload, and see the allowance message", async ({ page, browser }) => {
   const clinic = `Chat Clinic ${Date.now()}`;
@@ -75,8 +75,10 @@ test("an admin creates an agent; staff chat with streaming, stop a reply, reload
   await expect(replies.nth(1)).toContainText("word1 word2");
   await expect(replies.nth(1).getByTestId("stopped")).toBeVisible();
 
-  // The clinic goes past its allowance, as it may with a spending cap: the admin allows up to
-  // $10 beyond it, and calls through the API use 1,100,000 tokens of the 1,000,000 included.
+  // The clinic goes past its allowance, as a paying clinic may with a spending cap: the admin
+  // subscribes, allows up to $10 beyond it, and calls through the API use 1,100,000 tokens of
+  // the 1,000,000 included.
+  await subscribe(page, "starter");
   await nav.getByRole("link", { name: "API keys" }).click();
   await page.getByLabel("Name").fill("Reports");
   await page.getByRole("button", { name: "Create key" }).click();
@@ -93,7 +95,8 @@ test("an admin creates an agent; staff chat with streaming, stop a reply, reload
     });
     expect(res.status()).toBe(200);
   }
-  await page.reload();
+  // Opened afresh and waited on until interactive, so the form below posts through the page.
+  await open(page, "/settings/usage");
   // The dashboard shows the staff member's chat, by agent and by person.
   const byAgent = page.getByTestId("usage-chart").filter({ hasText: "Tokens per day by agent" });
   await expect(byAgent.locator("svg rect").first()).toBeVisible();

@@ -1,5 +1,5 @@
 import { expect, test } from "@playwright/test";
-import { signUp, uniqueEmail } from "./fixtures/pages";
+import { open, signUp, subscribe, uniqueEmail } from "./fixtures/pages";
 
 test("API calls go through the gateway, show on the Usage page, and the spending cap is saved", async ({ page, request }) => {
   await signUp(page, `Usage Clinic ${Date.now()}`, "Uma Admin", uniqueEmail("usage"));
@@ -46,6 +46,16 @@ test("API calls go through the gateway, show on the Usage page, and the spending
   const used = reply.usage.total_tokens;
   await expect(page.getByTestId("usage-tokens")).toContainText("of 1,000,000 tokens");
   expect(Number((await page.getByTestId("usage-tokens").innerText()).split(" ")[0].replace(/,/g, ""))).toBeGreaterThan(used);
+
+  // Without a paid plan the clinic stays within its allowance: a cap is refused, and says why.
+  await expect(page.getByTestId("cap-needs-plan")).toBeVisible();
+  await page.getByLabel("Continue, up to a monthly cap of").check();
+  await page.getByLabel("Cap in US dollars").fill("25");
+  await page.getByRole("button", { name: "Save" }).click();
+  await expect(page.getByRole("alert")).toContainText("needs a paid plan");
+  await subscribe(page, "starter");
+  await open(page, "/settings/usage");
+  await expect(page.getByTestId("cap-needs-plan")).toHaveCount(0);
 
   // The cap: a bad amount is refused with a message and kept; a good one is saved.
   await page.getByLabel("Continue, up to a monthly cap of").check();

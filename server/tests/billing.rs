@@ -9,35 +9,10 @@ use sqlx::PgPool;
 use tessera_core::billing;
 use tessera_core::{PlanId, TenantId};
 
-/// Stripe configured against the simulator; `whsec_old` is a secret being rolled out.
-const STRIPE: [(&str, &str); 3] = [
-    ("STRIPE_SECRET_KEY", "sk_test_sim"),
-    ("STRIPE_WEBHOOK_SECRET", "whsec_old,whsec_sim"),
-    ("STRIPE_API_BASE", "http://{sim}/stripe/"),
-];
-
-/// A server with Stripe, the simulator delivering its webhooks to it, and the catalogue made.
+/// A server with Stripe and the simulator's root.
 async fn billing_app(owner: &PgPool) -> (TestApp, String) {
-    let app = TestApp::spawn_with(owner, &STRIPE).await;
-    let sim = format!("http://{}/stripe", app.sim);
-    let res = reqwest::Client::new()
-        .post(format!("{sim}/sim/config"))
-        .json(&json!({
-            "webhook_url": format!("{}/webhooks/stripe", app.url),
-            "webhook_secret": "whsec_sim",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert!(res.status().is_success());
-    let plans = billing::plans(app.services.db.pool()).await.unwrap();
-    app.services
-        .stripe
-        .as_ref()
-        .expect("Stripe is configured")
-        .sync_catalog(&plans)
-        .await
-        .unwrap();
+    let app = TestApp::spawn_with_billing(owner, &[]).await;
+    let sim = app.stripe_sim();
     (app, sim)
 }
 

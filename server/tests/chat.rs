@@ -170,7 +170,7 @@ async fn conversations_are_private_over_http(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_used_up_allowance_fails_the_reply_with_the_allowance_message(pool: PgPool) {
-    let app = TestApp::spawn(&pool).await;
+    let app = TestApp::spawn_with_billing(&pool, &[]).await;
     let owner = owner_with_agent(&app, "Allowance Chat", "o@allowance.example").await;
     let agent = agent_id(&app, &owner).await;
     app.use_up_allowance(&owner).await;

@@ -481,8 +481,8 @@ async fn a_revoked_api_key_stops_working_at_once(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn the_platform_key_serves_clinics_without_one_when_the_plan_allows(pool: PgPool) {
-    let app = TestApp::spawn_with(
+async fn the_platform_key_serves_paying_clinics_without_one_when_the_plan_allows(pool: PgPool) {
+    let app = TestApp::spawn_with_billing(
         &pool,
         &[("TESSERA_PLATFORM_OPENAI_KEY", "sk-platform-key-0001")],
     )
@@ -493,6 +493,17 @@ async fn the_platform_key_serves_clinics_without_one_when_the_plan_allows(pool: 
         .create(&app.env())
         .await;
     let body = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hi" }] });
+
+    // Until it pays, the platform's key is not its to spend.
+    let res = chat(&app, c.token(), body.clone()).await;
+    assert_eq!(res.status(), 400);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("No OpenAI key is set for this clinic"));
+
+    app.subscribe(&c, tessera_core::PlanId::Starter).await;
 
     assert_eq!(chat(&app, c.token(), body.clone()).await.status(), 200);
     let models: Value = reqwest::Client::new()
@@ -688,4 +699,58 @@ async fn a_client_that_goes_away_mid_request_leaves_nothing_reserved(pool: PgPoo
         let (_, reserved) = live(&app, c.tenant).await;
         assert_eq!(reserved, 0, "stream: {stream}");
     }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_clinic_that_does_not_pay_stays_within_its_allowance(pool: PgPool) {
+    // A new clinic on Starter without a subscription cannot lift its limit: neither "no cap"
+    // nor a cap beyond the allowance is accepted, and a cap set while it paid stops counting
+    // when the subscription is cancelled.
+    let app = TestApp::spawn_with_billing(&pool, &[]).await;
+    let admin = app.browser();
+    app.sign_up(&admin, "Free Clinic", "owner@free.example")
+        .await;
+    for form in [
+        vec![("mode", "none")],
+        vec![("mode", "cap"), ("amount", "100")],
+    ] {
+        let res = app.call(&admin, "set_spending_cap", &form).await;
+        assert_eq!(res.status(), 403);
+        assert!(res.text().await.unwrap().contains("needs a paid plan"));
+    }
+    let clinic = app.clinic_of(&admin).await;
+    let limits = app.services.gateway.limits(clinic.tenant).await.unwrap();
+    assert_eq!(limits.token_limit(), Some(1_000_000));
+
+    // Paying, the clinic may spend beyond its allowance...
+    app.subscribe(&clinic, tessera_core::PlanId::Starter).await;
+    app.json(&admin, "set_spending_cap", &[("mode", "none")])
+        .await;
+    let limits = app.services.gateway.limits(clinic.tenant).await.unwrap();
+    assert_eq!(limits.token_limit(), None);
+
+    // ...until the subscription ends: back to the allowance, and the cap with it.
+    let state: Value = reqwest::get(format!("{}/sim/state", app.stripe_sim()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let subscription = state["subscriptions"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cancelled = reqwest::Client::new()
+        .post(format!(
+            "{}/sim/subscriptions/{subscription}/cancel",
+            app.stripe_sim()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 204);
+    let limits = app.services.gateway.limits(clinic.tenant).await.unwrap();
+    assert!(!limits.paying, "{limits:?}");
+    assert_eq!(limits.spending_cap_micro_usd, Some(0));
+    assert_eq!(limits.token_limit(), Some(1_000_000));
 }

@@ -22,7 +22,7 @@
 //! endpoint.
 //!
 //! Control (not Stripe's): `POST /stripe/sim/config` `{webhook_url, webhook_secret,
-//! meter_latency_ms}`; `GET /stripe/sim/state`; `POST /stripe/sim/subscriptions/{id}/payment_failed`
+//! meter_latency_ms}`; `GET /stripe/sim/state`; `POST /stripe/sim/subscriptions/{id}/payment_failed` (or `payment_succeeded`, or `cancel`)
 //! and `/payment_succeeded`.
 
 use std::collections::HashMap;
@@ -953,6 +953,7 @@ async fn payment(State(sim): State<Sim>, Path((id, what)): Path<(String, String)
     let (failed, status) = match what.as_str() {
         "payment_failed" => (true, "past_due"),
         "payment_succeeded" => (false, "active"),
+        "cancel" => return cancel(&sim, &id).await,
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     let (sub, invoice) = {
@@ -975,6 +976,20 @@ async fn payment(State(sim): State<Sim>, Path((id, what)): Path<(String, String)
     };
     emit(&sim, kind, invoice).await;
     emit(&sim, "customer.subscription.updated", sub).await;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The customer cancels (as in Stripe's portal): the subscription ends at once.
+async fn cancel(sim: &Sim, id: &str) -> Response {
+    let sub = {
+        let mut st = sim.lock();
+        let Some(sub) = st.subscriptions.get_mut(id) else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        sub["status"] = json!("canceled");
+        sub.clone()
+    };
+    emit(sim, "customer.subscription.deleted", sub).await;
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -28,6 +28,9 @@ pub struct UsageSummary {
     pub overage_micro_usd_per_1k: i64,
     /// `None`: no cap.
     pub spending_cap_micro_usd: Option<i64>,
+    /// The clinic pays (a subscription, or an arranged plan): only then may it go beyond the
+    /// allowance.
+    pub paying: bool,
 }
 
 /// One stacked series of a daily chart.
@@ -84,6 +87,7 @@ pub async fn get_usage() -> Result<UsageSummary, AppError> {
         cost_micro_usd: usage.cost_micro_usd,
         overage_micro_usd_per_1k: limits.overage_micro_usd_per_1k,
         spending_cap_micro_usd: limits.spending_cap_micro_usd,
+        paying: limits.paying,
     })
 }
 

@@ -157,6 +157,11 @@ fn Usage(u: UsageSummary, save: ServerAction<SetSpendingCap>) -> impl IntoView {
             } else {
                 view! { <p class="muted">"This plan has no per-token charges."</p> }.into_any()
             }}
+            {(!u.paying).then(|| view! {
+                <p class="notice" data-testid="cap-needs-plan">
+                    "Use beyond the allowance needs a paid plan: choose one under " <a href="/settings/billing">"Billing"</a> ". Until then, model calls stop when the allowance is used."
+                </p>
+            })}
             <ActionForm action=save attr:class="stack-form">
                 <fieldset>
                     <legend>"When the allowance is used up"</legend>

@@ -345,7 +345,9 @@ async fn apply_subscription(
                 stripe_subscription_id = COALESCE($3, stripe_subscription_id),
                 subscription_status = $4,
                 current_period_start = $5, current_period_end = $6,
-                subscription_event_at = $7, subscription_event_rank = $8",
+                subscription_event_at = $7, subscription_event_rank = $8,
+                -- An ended subscription pays for nothing beyond the allowance any more.
+                spending_cap_micro_usd = CASE WHEN $9 THEN 0 ELSE spending_cap_micro_usd END",
     )
     .bind(plan)
     .bind(&sub.customer)
@@ -355,6 +357,7 @@ async fn apply_subscription(
     .bind(end)
     .bind(created)
     .bind(rank)
+    .bind(ended)
     .execute(&mut **tx)
     .await?;
     Ok(true)

@@ -167,7 +167,7 @@ impl Gateway {
         if let Some(key) = self.clinic_key(tenant, provider).await? {
             return Ok(Some(key));
         }
-        if self.limits(tenant).await?.platform_keys {
+        if self.limits(tenant).await?.may_use_platform_keys() {
             return Ok(self.platform_key(provider));
         }
         Ok(None)
@@ -205,7 +205,7 @@ impl Gateway {
                 platform: false,
             });
         }
-        if limits.platform_keys {
+        if limits.may_use_platform_keys() {
             if let Some(key) = self.platform_key(provider) {
                 return Ok(Chosen {
                     provider,

@@ -20,24 +20,38 @@ pub struct Limits {
     pub overage_micro_usd_per_1k: i64,
     /// Most the clinic pays beyond its allowance each month; `None`: no cap.
     pub spending_cap_micro_usd: Option<i64>,
-    /// Whether the platform's own provider keys may serve this clinic.
+    /// Whether the plan lets the platform's own provider keys serve its clinics.
     pub platform_keys: bool,
+    /// The clinic pays: a running subscription, or a plan an operator arranged (enterprise).
+    /// Without it, calls stay within the allowance and use the clinic's own keys.
+    pub paying: bool,
     /// When a payment failed and no later one succeeded (see [`Limits::payment_block`]).
     pub payment_failed_at: Option<OffsetDateTime>,
 }
 
 impl Limits {
     /// The most tokens the clinic may use this month, or `None` for no limit: the allowance
-    /// plus what the spending cap buys at the plan's overage price.
+    /// plus what the spending cap buys at the plan's overage price. A clinic that does not pay
+    /// gets the allowance alone, whatever its cap (nothing would bill the overage).
     pub fn token_limit(&self) -> Option<i64> {
         let included = self.included_tokens?;
-        if self.overage_micro_usd_per_1k == 0 {
+        if self.overage_micro_usd_per_1k == 0 || !self.paying {
             return Some(included);
         }
         let cap = self.spending_cap_micro_usd?;
         Some(included.saturating_add(cap.saturating_mul(1000) / self.overage_micro_usd_per_1k))
     }
+
+    /// Whether the platform's own provider keys may serve the clinic: its plan allows them and
+    /// it pays for what they spend.
+    pub fn may_use_platform_keys(&self) -> bool {
+        self.platform_keys && self.paying
+    }
 }
+
+/// The subscription statuses of a clinic that pays (a failed payment is still within its grace
+/// period, which [`Limits::payment_block`] enforces).
+pub const PAYING_STATUSES: [&str; 3] = ["active", "trialing", "past_due"];
 
 /// When the grace period after a failed payment ends.
 pub fn grace_ends(failed_at: OffsetDateTime, grace_days: u32) -> OffsetDateTime {
@@ -63,9 +77,11 @@ pub async fn limits(db: &Db, tenant: TenantId) -> Result<Limits> {
     let query = sqlx::query_as(
         "SELECT p.id AS plan, p.name AS plan_name, t.active, p.included_tokens,
                 p.overage_micro_usd_per_1k, t.spending_cap_micro_usd, p.platform_keys,
-                t.payment_failed_at
+                t.payment_failed_at,
+                NOT p.self_serve OR coalesce(t.subscription_status = ANY($1), false) AS paying
            FROM tenants t JOIN plans p ON p.id = t.plan",
-    );
+    )
+    .bind(&PAYING_STATUSES[..]);
     db.tenant_optional(tenant, query)
         .await?
         .ok_or(Error::NotFound)
@@ -82,6 +98,11 @@ pub async fn set_spending_cap(
     actor.require_admin("set the spending cap")?;
     if cap_micro_usd.is_some_and(|c| c < 0) {
         return Err(Error::invalid("The spending cap cannot be negative."));
+    }
+    if cap_micro_usd != Some(0) && !limits(db, tenant).await?.paying {
+        return Err(Error::PlanLimit(
+            "Use beyond the allowance needs a paid plan: choose one under Billing first. Until then, model calls stop when the month's allowance is used.".into(),
+        ));
     }
     let update = sqlx::query("UPDATE tenants SET spending_cap_micro_usd = $1").bind(cap_micro_usd);
     db.tenant_change_one(tenant, update).await?;
@@ -102,6 +123,7 @@ mod tests {
             overage_micro_usd_per_1k: overage,
             spending_cap_micro_usd: cap,
             platform_keys: true,
+            paying: true,
             payment_failed_at: None,
         }
     }
@@ -119,6 +141,13 @@ mod tests {
         );
         assert_eq!(limits(Some(1_000_000), 3000, None).token_limit(), None);
         assert_eq!(limits(None, 0, Some(0)).token_limit(), None);
+        // Without a paid plan, the allowance alone, and no platform keys.
+        let free = Limits {
+            paying: false,
+            ..limits(Some(1_000_000), 3000, None)
+        };
+        assert_eq!(free.token_limit(), Some(1_000_000));
+        assert!(!free.may_use_platform_keys());
     }
 
     #[test]

@@ -261,11 +261,104 @@ impl TestApp {
     }
 }
 
+/// Stripe configured against the simulator; `whsec_old` is a secret being rolled out.
+pub const STRIPE: [(&str, &str); 3] = [
+    ("STRIPE_SECRET_KEY", "sk_test_sim"),
+    ("STRIPE_WEBHOOK_SECRET", "whsec_old,whsec_sim"),
+    ("STRIPE_API_BASE", "http://{sim}/stripe/"),
+];
+
 impl TestApp {
-    /// Takes the clinic of the signed-in `admin` past its month's allowance the way a clinic
-    /// gets there: with a spending cap that allows more, API calls use 1,100,000 tokens of the
-    /// 1,000,000 included; then the admin sets calls to stop at the allowance.
+    /// A server with Stripe (the simulator, delivering its webhooks to this server) and the
+    /// catalogue made, with `extra` configuration too.
+    pub async fn spawn_with_billing(owner_pool: &PgPool, extra: &[(&str, &str)]) -> Self {
+        let vars: Vec<(&str, &str)> = STRIPE.iter().chain(extra).copied().collect();
+        let app = Self::spawn_with(owner_pool, &vars).await;
+        let res = reqwest::Client::new()
+            .post(format!("{}/sim/config", app.stripe_sim()))
+            .json(&serde_json::json!({
+                "webhook_url": format!("{}/webhooks/stripe", app.url),
+                "webhook_secret": "whsec_sim",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success());
+        let plans = tessera_core::billing::plans(app.services.db.pool())
+            .await
+            .unwrap();
+        app.services
+            .stripe
+            .as_ref()
+            .expect("Stripe is configured")
+            .sync_catalog(&plans)
+            .await
+            .unwrap();
+        app
+    }
+
+    /// The Stripe simulator's root.
+    pub fn stripe_sim(&self) -> String {
+        format!("http://{}/stripe", self.sim)
+    }
+
+    /// Subscribes `clinic` to `plan` the way its owner does: Checkout, paid at the simulator,
+    /// whose webhooks put the plan in place. Needs [`TestApp::spawn_with_billing`].
+    pub async fn subscribe(&self, clinic: &TestClinic, plan: tessera_core::PlanId) {
+        let urls = tessera_core::billing::ReturnUrls {
+            success: format!("{}/settings/billing?checkout=success", self.url),
+            cancel: format!("{}/settings/billing?checkout=cancelled", self.url),
+        };
+        let chosen = tessera_core::billing::choose_plan(
+            &self.services.db,
+            self.services.stripe.as_ref().expect("Stripe is configured"),
+            clinic.tenant,
+            clinic.owner(),
+            &clinic.email,
+            plan,
+            &urls,
+        )
+        .await
+        .unwrap();
+        let tessera_core::billing::Chosen::Checkout(url) = chosen else {
+            panic!("the clinic already had a subscription");
+        };
+        let paid = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(format!("{url}/pay"))
+            .send()
+            .await
+            .unwrap();
+        assert!(paid.status().is_redirection(), "{}", paid.status());
+        let limits = self.services.gateway.limits(clinic.tenant).await.unwrap();
+        assert!(limits.paying && limits.plan == plan, "{limits:?}");
+    }
+
+    /// The clinic the signed-in `client` acts in.
+    pub async fn clinic_of(&self, client: &reqwest::Client) -> TestClinic {
+        let session = self.session(client).await;
+        let tenant: TenantId = session["clinic"]["id"].as_str().unwrap().parse().unwrap();
+        let owner: tessera_core::UserId = session["user_id"].as_str().unwrap().parse().unwrap();
+        TestClinic {
+            tenant,
+            slug: session["clinic"]["slug"].as_str().unwrap().to_string(),
+            owner,
+            email: session["email"].as_str().unwrap().to_string(),
+            api_key: None,
+            agents: Vec::new(),
+            members: Vec::new(),
+        }
+    }
+
+    /// Takes the clinic of the signed-in `admin` (its owner) past its month's allowance the
+    /// way a clinic gets there: it subscribes to Starter, allows spending beyond the allowance
+    /// with a cap, API calls use 1,100,000 tokens of the 1,000,000 included; then the admin
+    /// sets calls to stop at the allowance. Needs [`TestApp::spawn_with_billing`].
     pub async fn use_up_allowance(&self, admin: &reqwest::Client) {
+        let clinic = self.clinic_of(admin).await;
+        self.subscribe(&clinic, tessera_core::PlanId::Starter).await;
         let key = self
             .json(admin, "create_api_key", &[("name", "Reports")])
             .await;
