@@ -129,6 +129,8 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Option<ApiCaller>> {
     let Some((key_id, tenant, stale)) = row else {
         return Ok(None);
     };
+    // The key's holder may only read its row; the rest happens in the clinic's scope.
+    set_tenant(&mut tx, tenant).await?;
     // Recording use at most once a minute keeps most requests free of a write.
     if stale {
         sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1")
@@ -136,7 +138,6 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Option<ApiCaller>> {
             .execute(&mut *tx)
             .await?;
     }
-    set_tenant(&mut tx, tenant).await?;
     let active: bool = sqlx::query_scalar("SELECT active FROM tenants WHERE id = $1")
         .bind(tenant)
         .fetch_one(&mut *tx)

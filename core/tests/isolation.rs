@@ -289,3 +289,93 @@ async fn a_user_scope_shows_only_that_users_memberships(pool: PgPool) {
     assert_eq!(tenants, vec![a.tenant.0]);
     assert_eq!(invitations, 0);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn holders_of_a_key_or_a_link_may_only_read_their_row(pool: PgPool) {
+    // Arrange: a clinic with an API key and a pending invitation.
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Holder Clinic").await;
+    let (_, token) = tessera_core::api_keys::create(&db, c.tenant, c.owner(), "holder")
+        .await
+        .unwrap();
+    let invitation = auth::invitations::create(
+        &db,
+        c.tenant,
+        c.owner(),
+        "holder@example.com",
+        Role::Staff,
+        time::Duration::days(1),
+    )
+    .await
+    .unwrap();
+    let sha = |t: &str| -> Vec<u8> {
+        use sha2::Digest;
+        sha2::Sha256::digest(t.trim().as_bytes()).to_vec()
+    };
+
+    // Act and assert: in each holder's scope the row is visible and cannot be changed.
+    let mut tx = db.begin_api_key(&sha(&token)).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, 1);
+    for statement in [
+        "UPDATE api_keys SET revoked_at = NULL, name = 'taken'",
+        "DELETE FROM api_keys",
+    ] {
+        let changed = sqlx::query(statement)
+            .execute(&mut *tx)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(changed, 0, "{statement}");
+    }
+    tx.rollback().await.unwrap();
+
+    let mut tx = db.begin_invitation(&sha(&invitation.token)).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM invitations")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, 1);
+    for statement in [
+        "UPDATE invitations SET role = 'owner'",
+        "DELETE FROM invitations",
+    ] {
+        let changed = sqlx::query(statement)
+            .execute(&mut *tx)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(changed, 0, "{statement}");
+    }
+    tx.rollback().await.unwrap();
+
+    // The key still works and the invitation can still be accepted, in the clinic's scope.
+    assert!(tessera_core::api_keys::authenticate(&db, &token)
+        .await
+        .unwrap()
+        .is_some());
+    auth::invitations::accept(&db, &invitation.token, "Holder", common::PASSWORD)
+        .await
+        .unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn security_definer_functions_look_in_pg_temp_last(pool: PgPool) {
+    let configs: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT proname::text, coalesce(proconfig, '{}') FROM pg_proc
+          WHERE prosecdef AND pronamespace = 'public'::regnamespace ORDER BY proname",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(!configs.is_empty());
+    for (name, config) in configs {
+        assert!(
+            config.iter().any(|c| c == "search_path=public, pg_temp"),
+            "{name}: {config:?}"
+        );
+    }
+}

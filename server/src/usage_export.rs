@@ -1,6 +1,7 @@
 //! `GET /settings/usage/export.csv?month=YYYY-MM`: a clinic's ledger for one month as CSV, for
 //! its owners and admins. Written by the `csv` crate (quoting, line endings); a cell that a
-//! spreadsheet would read as a formula (`=`, `+`, `-`, `@` first) gets a leading `'`.
+//! spreadsheet would read as a formula (`=`, `+`, `-`, `@`, a tab or a carriage return first)
+//! gets a leading `'`.
 
 use app::error::AppError;
 use app::server::{Admin, AppState};
@@ -33,9 +34,10 @@ const HEADER: [&str; 15] = [
     "id",
 ];
 
-/// Keeps a spreadsheet from running a cell as a formula.
+/// Keeps a spreadsheet from running a cell as a formula (which some also start after a tab or a
+/// carriage return).
 fn defused(value: &str) -> String {
-    if value.starts_with(['=', '+', '-', '@']) {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{value}")
     } else {
         value.to_string()
@@ -150,5 +152,8 @@ mod tests {
             "2026-11-03T10:00:00Z,openai,gpt-4o,\"Front, \"\"Desk\"\"\",,,10,5,0,1.234567,42,false,true,false,k1"
         );
         assert!(lines[2].contains(",'=HYPERLINK(1),"), "{}", lines[2]);
+        for sneaky in ["\t=1+1", "\r=1+1", "@SUM(A1)", "-2+3"] {
+            assert!(defused(sneaky).starts_with('\''), "{sneaky:?}");
+        }
     }
 }

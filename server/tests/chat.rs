@@ -333,3 +333,25 @@ async fn the_usage_dashboard_and_export_show_a_chat_just_made(pool: PgPool) {
         .unwrap();
     assert_eq!(res.status(), 401);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn staff_see_the_agents_to_talk_to_but_not_their_instructions(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let owner = owner_with_agent(&app, "Instructions Clinic", "o@instructions.example").await;
+    let token = app
+        .invite(&owner, "nurse@instructions.example", "staff")
+        .await;
+    let staff = app.browser();
+    app.json(
+        &staff,
+        "accept_invitation",
+        &[("token", &token), ("name", "Nina"), ("password", PASSWORD)],
+    )
+    .await;
+    let home = app.json(&staff, "chat_home", &[]).await;
+    assert_eq!(home["agents"][0]["name"], "Front Desk");
+    assert!(
+        !home.to_string().contains("You answer for the front desk"),
+        "{home}"
+    );
+}

@@ -6,7 +6,6 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 use tessera_types::{MessageRole, MessageStatus};
 
-use super::agents::AgentRow;
 use crate::error::AppError;
 #[cfg(feature = "ssr")]
 use crate::server::{self as srv, fail};
@@ -36,11 +35,20 @@ pub struct ConversationView {
     pub messages: Vec<MessageView>,
 }
 
+/// An agent to talk to, as everyone in the clinic sees it: not its instructions or settings,
+/// which are for its admins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentChoice {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+}
+
 /// The chat start page: the conversations and the agents to start one with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatHome {
     pub conversations: Vec<ConversationRow>,
-    pub agents: Vec<AgentRow>,
+    pub agents: Vec<AgentChoice>,
 }
 
 /// A message sent: where its reply will stream from.
@@ -67,7 +75,14 @@ pub async fn get_chat_home() -> Result<ChatHome, AppError> {
                 updated: tessera_core::format::date(c.updated_at),
             })
             .collect(),
-        agents: agents.into_iter().map(AgentRow::from).collect(),
+        agents: agents
+            .into_iter()
+            .map(|a| AgentChoice {
+                id: a.id.to_string(),
+                name: a.name,
+                description: a.description,
+            })
+            .collect(),
     })
 }
 

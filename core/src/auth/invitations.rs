@@ -255,6 +255,14 @@ pub async fn accept(
 ) -> Result<(UserId, TenantId)> {
     let hash = hash_token(token);
     let mut tx = db.begin_invitation(&hash).await?;
+    let found: InvitationRow = sqlx::query_as(BY_TOKEN)
+        .bind(&hash)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound)?;
+    // The link's holder may only read the invitation: it is locked and used in its clinic's
+    // scope, where it is read again (so two acceptances at once cannot both pass).
+    set_tenant(&mut tx, found.tenant_id).await?;
     let row: InvitationRow = sqlx::query_as(&format!("{BY_TOKEN} FOR UPDATE"))
         .bind(&hash)
         .fetch_optional(&mut *tx)
@@ -282,7 +290,6 @@ pub async fn accept(
         }
     };
 
-    set_tenant(&mut tx, row.tenant_id).await?;
     sqlx::query(
         "INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3)
          ON CONFLICT (tenant_id, user_id) DO NOTHING",

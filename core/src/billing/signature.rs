@@ -78,7 +78,11 @@ pub fn verify_signature(
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now - timestamp).abs() > tolerance_secs {
+    // The timestamp is the sender's: `now - t` must not overflow for any value it holds.
+    if now
+        .checked_sub(timestamp)
+        .is_none_or(|age| age.unsigned_abs() > tolerance_secs.unsigned_abs())
+    {
         return Err(SignatureError::Stale);
     }
     let mut matched = false;
@@ -153,6 +157,14 @@ mod tests {
             verify_signature(&h, BODY, &[SECRET], NOW - 301, 300),
             Err(SignatureError::Stale)
         );
+        // Timestamps at the ends of the range are refused, not an overflow.
+        for t in [i64::MIN, i64::MAX] {
+            let h = format!("t={t},v1={}", sign(SECRET, t, BODY));
+            assert_eq!(
+                verify_signature(&h, BODY, &[SECRET], NOW, 300),
+                Err(SignatureError::Stale)
+            );
+        }
     }
 
     #[test]

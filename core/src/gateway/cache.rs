@@ -7,24 +7,33 @@ use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A map whose entries expire. Values are dropped (and so zeroized, for secrets) when they
-/// expire, are replaced or are invalidated.
+/// One entry: when it was stored (it expires from then), when it was last read (the least
+/// recently read go first when the cache is full), and its value.
+struct Entry<V> {
+    stored: Instant,
+    read: Instant,
+    value: V,
+}
+
+/// A map whose entries expire, and which drops its least recently read entries when full.
+/// Values are dropped (and so zeroized, for secrets) when they expire, are evicted, replaced or
+/// invalidated.
 pub struct TtlCache<K, V> {
     ttl: Duration,
     max: usize,
-    map: Mutex<HashMap<K, (Instant, V)>>,
+    map: Mutex<HashMap<K, Entry<V>>>,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub fn new(ttl: Duration, max: usize) -> Self {
         Self {
             ttl,
-            max,
+            max: max.max(1),
             map: Mutex::new(HashMap::new()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (Instant, V)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Entry<V>>> {
         self.map
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -32,8 +41,11 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
     pub fn get(&self, key: &K) -> Option<V> {
         let mut map = self.lock();
-        match map.get(key) {
-            Some((at, v)) if at.elapsed() < self.ttl => Some(v.clone()),
+        match map.get_mut(key) {
+            Some(e) if e.stored.elapsed() < self.ttl => {
+                e.read = Instant::now();
+                Some(e.value.clone())
+            }
             Some(_) => {
                 map.remove(key);
                 None
@@ -44,19 +56,33 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
     pub fn insert(&self, key: K, value: V) {
         let mut map = self.lock();
-        if map.len() >= self.max {
+        if map.len() >= self.max && !map.contains_key(&key) {
             let ttl = self.ttl;
-            map.retain(|_, (at, _)| at.elapsed() < ttl);
+            map.retain(|_, e| e.stored.elapsed() < ttl);
             if map.len() >= self.max {
-                map.clear();
+                // Evict the least recently read tenth at once, so a full cache pays for the
+                // scan once every `max / 10` inserts rather than on each.
+                let mut reads: Vec<Instant> = map.values().map(|e| e.read).collect();
+                let n = (self.max / 10).max(1).min(reads.len());
+                let (_, cutoff, _) = reads.select_nth_unstable(n - 1);
+                let cutoff = *cutoff;
+                map.retain(|_, e| e.read > cutoff);
             }
         }
-        map.insert(key, (Instant::now(), value));
+        let now = Instant::now();
+        map.insert(
+            key,
+            Entry {
+                stored: now,
+                read: now,
+                value,
+            },
+        );
     }
 
     /// Drops every entry for which `pred` holds.
     pub fn remove_where(&self, pred: impl Fn(&K, &V) -> bool) {
-        self.lock().retain(|k, (_, v)| !pred(k, v));
+        self.lock().retain(|k, e| !pred(k, &e.value));
     }
 
     pub fn clear(&self) {
@@ -86,12 +112,19 @@ mod tests {
     }
 
     #[test]
-    fn a_full_cache_makes_room() {
-        let cache = TtlCache::new(Duration::from_secs(60), 2);
-        cache.insert(1, 1);
-        cache.insert(2, 2);
-        cache.insert(3, 3);
-        assert_eq!(cache.get(&3), Some(3));
-        assert!(cache.len() <= 2);
+    fn a_full_cache_drops_the_least_recently_read() {
+        let cache = TtlCache::new(Duration::from_secs(60), 10);
+        for k in 0..10 {
+            cache.insert(k, k);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Key 0 is read again: the least recently read is now key 1.
+        assert_eq!(cache.get(&0), Some(0));
+        cache.insert(10, 10);
+        assert_eq!(cache.len(), 10);
+        assert_eq!(cache.get(&1), None);
+        assert_eq!(cache.get(&0), Some(0));
+        assert_eq!(cache.get(&10), Some(10));
+        assert_eq!(cache.get(&2), Some(2));
     }
 }
