@@ -369,4 +369,33 @@ mod tests {
             .to_string()
             .contains("Context budget"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_form_is_an_agent_or_a_message(
+            name in ".{0,100}",
+            model in ".{0,30}",
+            temperature in ".{0,8}",
+            max_reply_tokens in ".{0,12}",
+            context_tokens in ".{0,12}",
+        ) {
+            let input = AgentInput {
+                name,
+                model,
+                temperature,
+                max_reply_tokens,
+                context_tokens,
+                ..Default::default()
+            };
+            match validate(&input) {
+                Ok(v) => {
+                    proptest::prop_assert!((0..=200).contains(&v.temperature_pct));
+                    proptest::prop_assert!((1..=32_000).contains(&v.max_reply_tokens));
+                    proptest::prop_assert!((500..=200_000).contains(&v.context_tokens));
+                }
+                Err(e) => proptest::prop_assert!(matches!(e, Error::Invalid(_))),
+            }
+            let _ = slugify(&input.name);
+        }
+    }
 }

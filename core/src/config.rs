@@ -32,9 +32,11 @@ pub struct Config {
     pub public_url: String,
     /// `TESSERA_MIGRATE_ON_START`: `serve` applies pending migrations before listening.
     pub migrate_on_start: bool,
-    /// `TESSERA_TRUST_PROXY`: take the client address from `X-Forwarded-For` (only behind a
-    /// proxy that sets it).
-    pub trust_proxy: bool,
+    /// `TESSERA_TRUSTED_PROXIES`: the addresses (or networks) of the reverse proxies in front
+    /// of Tessera. A request from one of them gives its client's address in
+    /// `X-Forwarded-For`; read from the right, the first address that is not a trusted proxy
+    /// is the client. Empty (the default): the socket's address is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `TESSERA_INVITE_TTL_HOURS`: how long an invitation link stays valid.
     pub invite_ttl_hours: i64,
     /// `TESSERA_SESSION_TTL_HOURS`: a session ends after this long without activity.
@@ -101,7 +103,7 @@ impl fmt::Debug for Config {
             .field("redis_prefix", &self.redis_prefix)
             .field("public_url", &self.public_url)
             .field("migrate_on_start", &self.migrate_on_start)
-            .field("trust_proxy", &self.trust_proxy)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("invite_ttl_hours", &self.invite_ttl_hours)
             .field("session_ttl_hours", &self.session_ttl_hours)
             .field("master_keys", &self.master_keys)
@@ -290,7 +292,10 @@ impl Config {
                 "TESSERA_MIGRATE_ON_START",
                 true,
             )?,
-            trust_proxy: boolean(get("TESSERA_TRUST_PROXY"), "TESSERA_TRUST_PROXY", false)?,
+            trusted_proxies: trusted_proxies(
+                get("TESSERA_TRUSTED_PROXIES"),
+                get("TESSERA_TRUST_PROXY"),
+            )?,
             invite_ttl_hours: number(
                 get("TESSERA_INVITE_TTL_HOURS"),
                 "TESSERA_INVITE_TTL_HOURS",
@@ -427,6 +432,34 @@ fn stripe_config<'a>(
     }))
 }
 
+/// `10.0.0.0/8, 192.168.1.7, ::1`: networks or single addresses.
+fn trusted_proxies(
+    value: Option<&str>,
+    retired: Option<&str>,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    if retired.is_some() {
+        // It trusted any sender's X-Forwarded-For; the list names who may send one.
+        return Err(ConfigError {
+            var: "TESSERA_TRUST_PROXY",
+            message: "is no longer read: list the reverse proxies' addresses in TESSERA_TRUSTED_PROXIES instead".into(),
+        });
+    }
+    value
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError {
+                    var: "TESSERA_TRUSTED_PROXIES",
+                    message: format!("{p:?} is not an IP address or network (like 10.0.0.0/8)"),
+                })
+        })
+        .collect()
+}
+
 fn boolean(value: Option<&str>, var: &'static str, default: bool) -> Result<bool, ConfigError> {
     match value.map(|v| v.to_ascii_lowercase()) {
         None => Ok(default),
@@ -480,8 +513,16 @@ mod tests {
         assert!(err.to_string().contains("TESSERA_DB_MAX_CONNECTIONS"));
         let err = Config::from_vars(&vars(&[("REDIS_URL", "localhost:6379")])).unwrap_err();
         assert_eq!(err.var, "REDIS_URL");
-        let err = Config::from_vars(&vars(&[("TESSERA_TRUST_PROXY", "maybe")])).unwrap_err();
-        assert_eq!(err.var, "TESSERA_TRUST_PROXY");
+        let err = Config::from_vars(&vars(&[("TESSERA_MIGRATE_ON_START", "maybe")])).unwrap_err();
+        assert_eq!(err.var, "TESSERA_MIGRATE_ON_START");
+        let err = Config::from_vars(&vars(&[("TESSERA_TRUST_PROXY", "true")])).unwrap_err();
+        assert!(err.to_string().contains("TESSERA_TRUSTED_PROXIES"), "{err}");
+        let err = Config::from_vars(&vars(&[("TESSERA_TRUSTED_PROXIES", "10.0.0.0/8, nope")]))
+            .unwrap_err();
+        assert_eq!(err.var, "TESSERA_TRUSTED_PROXIES");
+        let c =
+            Config::from_vars(&vars(&[("TESSERA_TRUSTED_PROXIES", "10.0.0.0/8, ::1")])).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
     }
 
     #[test]

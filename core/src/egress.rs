@@ -319,4 +319,13 @@ mod tests {
             "the guarded client connected to loopback"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_address_is_read_without_panic(raw in ".{0,80}") {
+            if let Ok(url) = parse(&raw) {
+                let _ = check_host(&url);
+            }
+        }
+    }
 }

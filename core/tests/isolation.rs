@@ -173,7 +173,7 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
         .unwrap();
         tx.commit().await.unwrap();
         let event = serde_json::json!({
-            "id": format!("evt_{}", c.tenant.0.simple()), "type": "invoice.paid", "created": 1,
+            "id": format!("evt_{}", c.tenant.0.simple()), "type": "invoice.paid", "created": 1_800_000_000,
             "data": { "object": { "customer": customer } }
         });
         tessera_core::billing::webhook::handle(&db, &CHANGES, event.to_string().as_bytes())

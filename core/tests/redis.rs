@@ -17,6 +17,7 @@ async fn an_account_is_throttled_after_its_limit_of_failures() {
             per_account: 3,
             per_address: 100,
             window_secs: 60,
+            ..Default::default()
         },
     );
     for _ in 0..3 {
@@ -33,9 +34,15 @@ async fn an_account_is_throttled_after_its_limit_of_failures() {
         err,
         Error::RateLimited { .. } | Error::OverBudget { .. }
     ));
-    // Another account from the same address is unaffected.
+    // Another account from the same address is unaffected, and so is this account from
+    // another address (its owner is not locked out by someone else's guesses).
     throttle
         .attempt("someone-else@example.com", ADDR)
+        .await
+        .unwrap();
+    let elsewhere = Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)));
+    throttle
+        .attempt("victim@example.com", elsewhere)
         .await
         .unwrap();
 }
@@ -48,6 +55,7 @@ async fn a_successful_sign_in_starts_the_account_afresh() {
             per_account: 2,
             per_address: 100,
             window_secs: 60,
+            ..Default::default()
         },
     );
     throttle.attempt("a@example.com", ADDR).await.unwrap();
@@ -64,6 +72,7 @@ async fn an_address_is_throttled_across_accounts() {
             per_account: 100,
             per_address: 5,
             window_secs: 60,
+            ..Default::default()
         },
     );
     for i in 0..5 {
@@ -85,6 +94,7 @@ async fn concurrent_guesses_cannot_pass_the_limit() {
             per_account: 5,
             per_address: 1000,
             window_secs: 60,
+            ..Default::default()
         },
     );
     let attempts = (0..50).map(|_| {

@@ -16,7 +16,7 @@ const NON_COOKIE_PREFIXES: [&str; 2] = ["/v1/", "/webhooks/"];
 
 pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let config = &state.services.config;
-    let ip = client_ip(&req, config.trust_proxy);
+    let ip = client_ip(&req, &config.trusted_proxies);
     req.extensions_mut().insert(ClientIp(ip));
 
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
@@ -47,21 +47,45 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     res
 }
 
-fn client_ip(req: &Request, trust_proxy: bool) -> Option<IpAddr> {
-    if trust_proxy {
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if forwarded.is_some() {
-            return forwarded;
+fn client_ip(req: &Request, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())?;
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    Some(client_address(peer, &forwarded, trusted))
+}
+
+/// The client behind `peer`: when `peer` is a trusted proxy, the right-most address of
+/// `X-Forwarded-For` that is not one (each proxy appends who it heard from, so only the
+/// right-hand end is vouched for; a client can write anything on the left).
+pub fn client_address(peer: IpAddr, forwarded: &[&str], trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = forwarded
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            // Garbage where an address should be: the last trusted hop is all we know.
+            return client;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            return ip;
         }
     }
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+    client
 }
 
 /// True when the request's `Origin` (or, failing that, `Referer`) is this site: the configured
@@ -90,6 +114,44 @@ pub fn same_origin(headers: &HeaderMap, public_origin: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_the_first_untrusted_hop_from_the_right() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Straight from a client: its own address, whatever it claims.
+        assert_eq!(
+            client_address(ip("203.0.113.9"), &["1.2.3.4"], &trusted),
+            ip("203.0.113.9")
+        );
+        // Through two proxies; the left-most entry is the client's own claim.
+        assert_eq!(
+            client_address(
+                ip("10.0.0.2"),
+                &["6.6.6.6, 198.51.100.7, 10.0.0.1"],
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &["6.6.6.6", "198.51.100.7"], &trusted),
+            ip("198.51.100.7")
+        );
+        // Nothing forwarded, or garbage: the proxy's own address.
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &[], &trusted),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &["not an address"], &trusted),
+            ip("10.0.0.2")
+        );
+        // No trusted proxies configured: never read.
+        assert_eq!(
+            client_address(ip("10.0.0.2"), &["198.51.100.7"], &[]),
+            ip("10.0.0.2")
+        );
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -121,7 +121,24 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Respons
         ));
     };
     match state.services.gateway.authenticate(token).await {
-        Ok(Some(caller)) => Ok(caller),
+        Ok(Some(caller)) => match state.services.gateway.admit(&caller).await {
+            Ok(()) => Ok(caller),
+            Err(tessera_core::Error::RateLimited { retry_after_secs }) => {
+                let mut res = openai_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "rate_limit_exceeded",
+                    &format!(
+                        "Too many requests this minute for this clinic or API key (its plan's limit). Try again in {retry_after_secs} seconds."
+                    ),
+                );
+                if let Ok(value) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    res.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                Err(res)
+            }
+            Err(e) => Err(llm_error(&LlmError::from(e))),
+        },
         Ok(None) => Err(openai_error(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",

@@ -754,3 +754,129 @@ async fn a_clinic_that_does_not_pay_stays_within_its_allowance(pool: PgPool) {
     assert_eq!(limits.spending_cap_micro_usd, Some(0));
     assert_eq!(limits.token_limit(), Some(1_000_000));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn any_body_a_client_sends_is_answered_without_a_server_error(pool: PgPool) {
+    // Random request bodies, shaped like OpenAI's and not: each gets a 4xx in OpenAI's error
+    // shape, or goes through; never a 5xx for the client's mistake, never a panic.
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Fuzz Clinic").await;
+    let scalar = prop_oneof![
+        Just(Value::Null),
+        prop::bool::ANY.prop_map(Value::from),
+        prop::num::i64::ANY.prop_map(Value::from),
+        prop::num::f64::ANY.prop_map(|f| json!(f)),
+        ".{0,20}".prop_map(Value::from),
+    ];
+    let value = scalar.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map("[a-z_]{1,10}", inner, 0..4).prop_map(|m| json!(m)),
+        ]
+    });
+    let field = prop::sample::select(vec![
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "n",
+        "stream",
+        "stream_options",
+        "tools",
+        "role",
+        "content",
+    ]);
+    let body = prop::collection::btree_map(field, value.clone(), 0..6).prop_map(|mut m| {
+        if m.contains_key("model") {
+            m.insert("model", json!("gpt-4o-mini"));
+        }
+        json!(m)
+    });
+    let messages = prop::collection::vec(
+        (prop::sample::select(vec!["user", "system", "developer", "assistant", "tool", ""]), value),
+        0..3,
+    )
+    .prop_map(|ms| {
+        json!({ "model": "gpt-4o-mini", "max_tokens": 5,
+                "messages": ms.into_iter().map(|(r, c)| json!({ "role": r, "content": c })).collect::<Vec<_>>() })
+    });
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let client = reqwest::Client::new();
+    for i in 0..200 {
+        let sent = if i % 2 == 0 {
+            body.new_tree(&mut runner).unwrap().current()
+        } else {
+            messages.new_tree(&mut runner).unwrap().current()
+        };
+        let res = client
+            .post(format!("{}/v1/chat/completions", app.url))
+            .bearer_auth(c.token())
+            .body(sent.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        assert!(status < 500, "{status} for {sent}: {text}");
+        if status >= 400 {
+            let error: Value = serde_json::from_str(&text).unwrap();
+            assert!(error["error"]["message"].is_string(), "{text}");
+        }
+    }
+    let (_, reserved) = live(&app, c.tenant).await;
+    assert_eq!(reserved, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_api_holds_each_key_and_each_clinic_to_the_plans_rate(pool: PgPool) {
+    // Starter: 300 requests a minute per API key, 600 per clinic, counted per calendar minute.
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Busy Clinic").await;
+    let db = &app.services.db;
+    let (_, second) = tessera_core::api_keys::create(db, c.tenant, c.owner(), "second")
+        .await
+        .unwrap();
+    let (_, third) = tessera_core::api_keys::create(db, c.tenant, c.owner(), "third")
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    // The first `ok` requests with `token` pass and the next is refused.
+    let run = |token: String, ok: usize| {
+        let client = client.clone();
+        let url = format!("{}/v1/models", app.url);
+        async move {
+            for i in 0..ok {
+                let res = client.get(&url).bearer_auth(&token).send().await.unwrap();
+                assert_eq!(res.status(), 200, "request {i}");
+            }
+            let res = client.get(&url).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(res.status(), 429, "request {ok}");
+            res
+        }
+    };
+    // Start well inside a minute, so the whole run counts in one.
+    let second_of_minute = time::OffsetDateTime::now_utc().unix_timestamp() % 60;
+    if second_of_minute > 40 {
+        tokio::time::sleep(Duration::from_secs((61 - second_of_minute) as u64)).await;
+    }
+
+    // The first key: 300, then refused (the refusal counts for the clinic too).
+    let res = run(c.token().to_string(), 300).await;
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    // The second key has room of its own, until the clinic's 600th request.
+    run(second, 299).await;
+    // The third key has none left: the clinic is at its limit.
+    run(third, 0).await;
+}

@@ -684,3 +684,81 @@ async fn an_api_key_lists_the_clinics_models_until_revoked(pool: PgPool) {
     assert_eq!(body["error"]["code"], "invalid_api_key");
     assert_eq!(body["error"]["type"], "invalid_request_error");
 }
+
+/// Posts a server function's form as a browser behind the trusted proxy at `client`.
+async fn from_address(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    client: &str,
+    name: &str,
+    form: &[(&str, &str)],
+) -> u16 {
+    browser
+        .post(app.api(name))
+        .header("x-forwarded-for", format!("6.6.6.6, {client}"))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn guessing_locks_out_the_guesser_not_the_owner(pool: PgPool) {
+    // Behind a proxy Tessera trusts; the left-most forwarded address is the client's own claim
+    // and counts for nothing.
+    let app = TestApp::spawn_with(&pool, &[("TESSERA_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let owner = app.browser();
+    app.sign_up(&owner, "Lockout Clinic", "owner@lockout.example")
+        .await;
+    let attacker = app.browser();
+    let guess = [
+        ("email", "owner@lockout.example"),
+        ("password", "guess guess guess"),
+    ];
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        statuses.push(from_address(&app, &attacker, "198.51.100.66", "sign_in", &guess).await);
+    }
+    assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses[10], 429);
+
+    // The owner, from elsewhere, signs in with the right password.
+    let right = [("email", "owner@lockout.example"), ("password", PASSWORD)];
+    let status = from_address(&app, &app.browser(), "203.0.113.5", "sign_in", &right).await;
+    assert!((200..400).contains(&status), "{status}");
+    // The guesser's address stays locked out, right password or not.
+    let status = from_address(&app, &attacker, "198.51.100.66", "sign_in", &right).await;
+    assert_eq!(status, 429);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn sign_ups_from_one_address_are_limited(pool: PgPool) {
+    let app = TestApp::spawn_with(&pool, &[("TESSERA_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let mut statuses = Vec::new();
+    for i in 0..21 {
+        let email = format!("owner{i}@many.example");
+        let form = [
+            ("clinic_name", "Many Clinics"),
+            ("name", "Mo"),
+            ("email", email.as_str()),
+            ("password", PASSWORD),
+        ];
+        statuses.push(from_address(&app, &app.browser(), "198.51.100.77", "sign_up", &form).await);
+    }
+    assert!(
+        statuses[..20].iter().all(|s| (200..400).contains(s)),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[20], 429);
+    // Another address is not held back.
+    let form = [
+        ("clinic_name", "Other Clinic"),
+        ("name", "Ola"),
+        ("email", "ola@other.example"),
+        ("password", PASSWORD),
+    ];
+    let status = from_address(&app, &app.browser(), "203.0.113.8", "sign_up", &form).await;
+    assert!((200..400).contains(&status), "{status}");
+}

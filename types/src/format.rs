@@ -123,4 +123,25 @@ mod tests {
         assert_eq!(date(at), "2026-11-03");
         assert_eq!(day(at), "3 Nov 2026");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_an_amount_or_a_message(raw in ".{0,40}") {
+            match parse_dollars(&raw) {
+                Ok(micro) => proptest::prop_assert!((0..=1_000_000_000_000).contains(&micro)),
+                Err(message) => proptest::prop_assert!(!message.is_empty()),
+            }
+        }
+
+        #[test]
+        fn written_amounts_read_back(cents in 0i64..100_000_000) {
+            let written = format!("{}.{:02}", cents / 100, cents % 100);
+            proptest::prop_assert_eq!(parse_dollars(&written), Ok(cents * 10_000));
+        }
+
+        #[test]
+        fn formatting_never_panics(n in proptest::num::i64::ANY) {
+            let _ = (thousands(n), dollars(n), dollars_exact(n));
+        }
+    }
 }

@@ -165,4 +165,21 @@ mod tests {
             "\"2026-13\" is not a month (YYYY-MM)."
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_a_month_or_a_message(raw in ".{0,12}") {
+            if let Ok(month) = raw.parse::<Month>() {
+                proptest::prop_assert_eq!(month.to_string().parse::<Month>(), Ok(month));
+                proptest::prop_assert!(month.start() < month.end());
+            }
+        }
+
+        #[test]
+        fn months_walk_both_ways(year in 1971i32..9990, number in 1u8..=12) {
+            let month: Month = format!("{year:04}-{number:02}").parse().unwrap();
+            proptest::prop_assert_eq!(month.next().previous(), month);
+            proptest::prop_assert_eq!(month.end(), month.next().start());
+        }
+    }
 }

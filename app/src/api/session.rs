@@ -107,6 +107,7 @@ pub async fn sign_up(
     password: String,
 ) -> Result<(), AppError> {
     let services = srv::services()?;
+    services.throttle.signup(srv::client_ip()).await?;
     let (user, tenant) = tessera_core::auth::sign_up(
         &services.db,
         tessera_core::auth::SignUp {

@@ -118,6 +118,8 @@ pub async fn set_spending_cap(mode: String, amount: Option<String>) -> Result<()
         cap,
     )
     .await?;
+    // A form posted before the page was interactive comes back to the page, which says so.
+    leptos_axum::redirect("/settings/usage?saved=1");
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 use leptos_meta::Title;
+use leptos_router::params::ParamsMap;
 
 use tessera_types::format::{dollars, thousands};
 
@@ -98,8 +99,19 @@ fn Dashboard(d: UsageDashboard) -> impl IntoView {
     }
 }
 
+/// The cap was saved: by the page (the action's answer), or by the form posted before the page
+/// was interactive (which comes back with `?saved=1`).
+fn saved(save: ServerAction<SetSpendingCap>, query: Memo<ParamsMap>) -> bool {
+    let from_form = query.read().get("saved").is_some_and(|v| v == "1");
+    match save.value().get() {
+        Some(result) => result.is_ok(),
+        None => from_form,
+    }
+}
+
 #[component]
 fn Usage(u: UsageSummary, save: ServerAction<SetSpendingCap>) -> impl IntoView {
+    let query = leptos_router::hooks::use_query_map();
     let percent = u
         .token_limit
         .filter(|l| *l > 0)
@@ -176,7 +188,7 @@ fn Usage(u: UsageSummary, save: ServerAction<SetSpendingCap>) -> impl IntoView {
                 <button type="submit" disabled=save.pending()>"Save"</button>
             </ActionForm>
             <ActionError value=save.value()/>
-            {move || save.value().get().and_then(|r| r.ok()).map(|_| view! { <p class="ok" role="status">"Saved."</p> })}
+            {move || saved(save, query).then(|| view! { <p class="ok" role="status">"Saved."</p> })}
         </section>
     }
 }

@@ -28,7 +28,7 @@ pub struct AppState {
 }
 
 /// The client's address, put on each request by the server's middleware (from the socket, or
-/// from `X-Forwarded-For` when `TESSERA_TRUST_PROXY` is on).
+/// from `X-Forwarded-For` when it comes through a proxy in `TESSERA_TRUSTED_PROXIES`).
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub Option<IpAddr>);
 

@@ -1,7 +1,10 @@
-//! Sign-in throttling, per account and per client address, in Redis so every replica shares
-//! the count. Each attempt increments both counters atomically before the password is checked
-//! (so concurrent guesses cannot slip past the limit); a successful sign-in clears the
-//! account's counter and gives the address its attempt back, so only failures accumulate.
+//! Sign-in throttling, in Redis so every replica shares the count: per account *from one
+//! address*, and per address across accounts. Each attempt increments both counters
+//! atomically before the password is checked (so concurrent guesses cannot slip past the
+//! limit); a successful sign-in clears the pair's counter and gives the address its attempt
+//! back, so only failures accumulate. Counting an account per address locks out whoever
+//! guesses, not the account's owner signing in from elsewhere. Sign-ups are limited per
+//! address too.
 
 use std::net::IpAddr;
 
@@ -11,11 +14,14 @@ use crate::{Error, Redis, Result};
 
 #[derive(Clone, Copy, Debug)]
 pub struct ThrottleLimits {
-    /// Failed attempts allowed per account within the window.
+    /// Failed attempts allowed per account from one address within the window.
     pub per_account: u32,
     /// Failed attempts allowed per client address within the window.
     pub per_address: u32,
     pub window_secs: u64,
+    /// Clinics one address may sign up within `signup_window_secs`.
+    pub signups_per_address: u32,
+    pub signup_window_secs: u64,
 }
 
 impl Default for ThrottleLimits {
@@ -24,6 +30,8 @@ impl Default for ThrottleLimits {
             per_account: 10,
             per_address: 100,
             window_secs: 15 * 60,
+            signups_per_address: 20,
+            signup_window_secs: 3600,
         }
     }
 }
@@ -60,7 +68,8 @@ impl LoginThrottle {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "unknown".into());
         (
-            self.redis.key(&format!("throttle:login:acct:{account}")),
+            self.redis
+                .key(&format!("throttle:login:acct:{account}:{addr}")),
             self.redis.key(&format!("throttle:login:addr:{addr}")),
         )
     }
@@ -99,6 +108,31 @@ impl LoginThrottle {
             .ignore()
             .query_async(&mut self.redis.conn())
             .await?;
+        Ok(())
+    }
+
+    /// Counts a sign-up from `addr`; refuses it beyond the address's limit.
+    pub async fn signup(&self, addr: Option<IpAddr>) -> Result<()> {
+        let addr = addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let key = self.redis.key(&format!("throttle:signup:{addr}"));
+        let (n, ttl): (u32, i64) = redis::pipe()
+            .atomic()
+            .incr(&key, 1)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(self.limits.signup_window_secs)
+            .arg("NX")
+            .ignore()
+            .ttl(&key)
+            .query_async(&mut self.redis.conn())
+            .await?;
+        if n > self.limits.signups_per_address {
+            return Err(Error::RateLimited {
+                retry_after_secs: ttl.max(1) as u64,
+            });
+        }
         Ok(())
     }
 }

@@ -140,6 +140,12 @@ pub async fn handle(db: &Db, changes: &Changes, payload: &[u8]) -> Result<Outcom
 async fn process(db: &Db, payload: &[u8]) -> Result<Outcome> {
     let event: Event = serde_json::from_slice(payload)
         .map_err(|e| Error::invalid(format!("This is not a Stripe event: {e}")))?;
+    // Times are compared and stored: one no calendar holds is the sender's mistake.
+    if !(946_684_800..=4_102_444_800).contains(&event.created) {
+        return Err(Error::invalid(
+            "The event's `created` time is not between 2000 and 2100.",
+        ));
+    }
     let (tenant, change) = match classify(db, &event).await? {
         Ok(found) => found,
         Err(why) => return record(db, &event, None, Outcome::Ignored(why)).await,

@@ -101,6 +101,15 @@ impl Gateway {
         }))
     }
 
+    /// Counts one API request of the caller against its plan's requests per minute (the
+    /// clinic's and the key's), or refuses it with [`crate::Error::RateLimited`].
+    pub async fn admit(&self, caller: &Caller) -> crate::Result<()> {
+        let limits = self.limits(caller.tenant).await?;
+        self.metering
+            .admit(caller.tenant, caller.api_key, &limits)
+            .await
+    }
+
     /// A clinic's limits, from the cache when possible.
     pub async fn limits(&self, tenant: TenantId) -> crate::Result<Limits> {
         if let Some(l) = self.caches.limits.get(&tenant) {

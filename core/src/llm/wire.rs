@@ -438,4 +438,45 @@ mod tests {
         assert_eq!((u.prompt_tokens, u.completion_tokens), (12, 7));
         assert!(out.contains(&Piece::Finish("length".into())));
     }
+
+    proptest::proptest! {
+        /// Whatever a provider streams, in whatever pieces: no panic, and nothing kept without
+        /// bound.
+        #[test]
+        fn any_stream_is_read_without_panic(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..200), 0..20),
+            anthropic in proptest::bool::ANY,
+        ) {
+            let provider = if anthropic { Provider::Anthropic } else { Provider::OpenAi };
+            let mut parser = SseParser::default();
+            let mut pieces = Vec::new();
+            for chunk in &chunks {
+                for ev in parser.feed(chunk) {
+                    parse_event(provider, &ev, &mut pieces);
+                }
+            }
+            proptest::prop_assert!(parser.buf.len() <= LINE_LIMIT);
+        }
+
+        #[test]
+        fn any_event_data_is_read_without_panic(data in ".{0,300}", anthropic in proptest::bool::ANY) {
+            let provider = if anthropic { Provider::Anthropic } else { Provider::OpenAi };
+            let mut pieces = Vec::new();
+            parse_event(provider, &SseEvent { event: None, data: data.clone() }, &mut pieces);
+            let json: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+            let _ = parse_reply(provider, &json);
+        }
+    }
+
+    #[test]
+    fn a_line_without_end_is_dropped_at_the_limit() {
+        let mut parser = SseParser::default();
+        let long = vec![b'x'; LINE_LIMIT + 10];
+        assert!(parser.feed(b"data: ").is_empty());
+        assert!(parser.feed(&long).is_empty());
+        assert!(parser.buf.is_empty());
+        // The stream goes on after it.
+        let events = parser.feed(b"\n\ndata: next\n\n");
+        assert_eq!(events.last().map(|e| e.data.as_str()), Some("next"));
+    }
 }

@@ -147,7 +147,7 @@ const COUNTER_TTL_SECS: i64 = 70 * 24 * 3600;
 /// Budgets and the live view over Redis, with the ledger behind them.
 #[derive(Clone)]
 pub struct Metering {
-    redis: Redis,
+    pub(super) redis: Redis,
     db: Db,
     reserve: Arc<redis::Script>,
     settle: Arc<redis::Script>,

@@ -27,6 +27,10 @@ pub struct Limits {
     pub paying: bool,
     /// When a payment failed and no later one succeeded (see [`Limits::payment_block`]).
     pub payment_failed_at: Option<OffsetDateTime>,
+    /// Requests per minute through the API, for the clinic and for each of its API keys
+    /// (`None`: no limit).
+    pub requests_per_minute: Option<i32>,
+    pub key_requests_per_minute: Option<i32>,
 }
 
 impl Limits {
@@ -77,7 +81,7 @@ pub async fn limits(db: &Db, tenant: TenantId) -> Result<Limits> {
     let query = sqlx::query_as(
         "SELECT p.id AS plan, p.name AS plan_name, t.active, p.included_tokens,
                 p.overage_micro_usd_per_1k, t.spending_cap_micro_usd, p.platform_keys,
-                t.payment_failed_at,
+                t.payment_failed_at, p.requests_per_minute, p.key_requests_per_minute,
                 NOT p.self_serve OR coalesce(t.subscription_status = ANY($1), false) AS paying
            FROM tenants t JOIN plans p ON p.id = t.plan",
     )
@@ -125,6 +129,8 @@ mod tests {
             platform_keys: true,
             paying: true,
             payment_failed_at: None,
+            requests_per_minute: None,
+            key_requests_per_minute: None,
         }
     }
 

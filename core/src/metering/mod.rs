@@ -34,6 +34,7 @@ mod budget;
 mod ledger;
 mod limits;
 mod prices;
+mod rate;
 pub mod report;
 
 pub use budget::{Held, Metering, Reservation};
