@@ -58,6 +58,34 @@ impl Error {
         Error::Forbidden(msg.into())
     }
 
+    /// Postgres or Redis cannot be reached (down, restarting, the pool exhausted): worth
+    /// answering "try again shortly" (503) rather than reporting a fault.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::Database(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::WorkerCrashed
+                ) || matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+            }
+            Error::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain
+                    )
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the client can act on it (a 4xx), as opposed to a failure on our side.
     pub fn is_client_error(&self) -> bool {
         !matches!(

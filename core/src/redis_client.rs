@@ -23,10 +23,14 @@ impl std::fmt::Debug for Redis {
 impl Redis {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
         let client = redis::Client::open(url)?;
+        // A lost connection is made again by the next command, in one attempt that the command
+        // waits for: while Redis is away, commands fail at once (callers answer "try again
+        // shortly") instead of waiting out a backoff (the client's default, a factor of 100 from
+        // one second, held a request for a minute or more).
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(std::time::Duration::from_secs(5))
+            .set_connection_timeout(std::time::Duration::from_secs(2))
             .set_response_timeout(std::time::Duration::from_secs(5))
-            .set_number_of_retries(2);
+            .set_number_of_retries(0);
         let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Self {
             client,

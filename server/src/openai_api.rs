@@ -76,6 +76,11 @@ fn shape(kind: LlmErrorKind) -> (StatusCode, &'static str, &'static str) {
             "server_error",
             "provider_timeout",
         ),
+        K::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "service_unavailable",
+        ),
         K::Internal => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
@@ -91,7 +96,14 @@ fn error_body(e: &LlmError) -> Value {
 }
 
 fn llm_error(e: &LlmError) -> Response {
-    (shape(e.kind).0, Json(error_body(e))).into_response()
+    let mut res = (shape(e.kind).0, Json(error_body(e))).into_response();
+    if e.kind == LlmErrorKind::Unavailable {
+        res.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(tessera_types::OUTAGE_RETRY_SECS),
+        );
+    }
+    res
 }
 
 fn invalid(message: impl AsRef<str>) -> Response {

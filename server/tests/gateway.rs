@@ -389,10 +389,11 @@ async fn rejected_and_missing_keys_and_unknown_models_get_clear_errors(pool: PgP
 async fn two_hundred_concurrent_requests_never_spend_past_the_budget(pool: PgPool) {
     // Arrange: a new clinic's Starter allowance (1,000,000 tokens, nothing beyond with the
     // spending cap at its default) admits exactly N worst cases of these calls. Each call
-    // waits at the provider, so all of them are in flight at once.
+    // waits at the provider long enough for all of them to be in flight at once, so exactly N
+    // are admitted. One small call first fills the gateway's caches.
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("Budget Clinic").await;
-    let content = "check the budget [sim:latency=3000]";
+    let content = "check the budget [sim:latency=5000]";
     let messages = [tessera_core::llm::ChatMessage {
         role: tessera_core::llm::MessageRole::User,
         content: content.into(),
@@ -411,8 +412,18 @@ async fn two_hundred_concurrent_requests_never_spend_past_the_budget(pool: PgPoo
     let n = limit / worst;
     assert_eq!(n, 5);
 
-    // Act
     let client = reqwest::Client::new();
+    let warm = client
+        .post(format!("{}/v1/chat/completions", app.url))
+        .bearer_auth(c.token())
+        .json(&json!({ "model": "gpt-4o-mini", "max_tokens": 5,
+                       "messages": [{ "role": "user", "content": "warm up" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warm.status(), 200);
+
+    // Act
     let calls: Vec<_> = (0..200)
         .map(|_| {
             let req = client
@@ -443,10 +454,10 @@ async fn two_hundred_concurrent_requests_never_spend_past_the_budget(pool: PgPoo
     }
 
     // Assert
-    assert!(ok >= 1 && ok <= n, "{ok} calls ran with room for {n}");
+    assert_eq!(ok, n, "{ok} calls ran with room for {n}");
     assert_eq!(ok + refused, 200);
     let recorded = ledger(&app, c.tenant).await;
-    assert_eq!(recorded.requests, ok);
+    assert_eq!(recorded.requests, ok + 1);
     assert!(
         recorded.tokens <= limit,
         "spent {} of {limit}",

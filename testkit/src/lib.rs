@@ -55,6 +55,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 pub mod fixtures;
+pub mod proxy;
 pub mod stripe;
 
 /// Connection options for the database behind `owner_pool` (a `#[sqlx::test]` pool, connected

@@ -12,6 +12,13 @@ pub use states::{MessageRole, MessageStatus, PlanId, Provider, ReplyEnd, Role};
 /// What every unexpected failure says, wherever it shows: the details go to the log.
 pub const SOMETHING_WENT_WRONG: &str = "Something went wrong on our side. Please try again.";
 
+/// What a request says while Tessera's database or cache cannot be reached.
+pub const TRY_AGAIN_SHORTLY: &str =
+    "Tessera cannot reach its database just now. Please try again in a few seconds.";
+
+/// Seconds a client is asked to wait (`Retry-After`) during such an outage.
+pub const OUTAGE_RETRY_SECS: u64 = 5;
+
 /// A value that is not one of an enum's names; its message lists the ones there are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownName {

@@ -8,10 +8,14 @@ use leptos::prelude::use_context;
 
 use crate::error::AppError;
 
-/// Sets the response status for `err` (inside a server function) and returns it.
+/// Sets the response status for `err` (inside a server function) and returns it; an outage
+/// also says when to try again.
 pub fn fail(err: AppError) -> AppError {
     if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
         res.set_status(err.status_code());
+        if let Some(retry) = err.retry_after() {
+            res.insert_header(http::header::RETRY_AFTER, retry);
+        }
     }
     err
 }
@@ -42,6 +46,10 @@ impl From<tessera_core::Error> for AppError {
             e @ (E::RateLimited { .. } | E::OverBudget { .. }) => {
                 AppError::TooManyRequests(e.to_string())
             }
+            other if other.is_outage() => {
+                tracing::warn!(error = %chain(&other), "a backing service is unreachable");
+                AppError::Unavailable(tessera_types::TRY_AGAIN_SHORTLY.into())
+            }
             other => {
                 tracing::error!(error = %chain(&other), "request failed");
                 AppError::Internal
@@ -69,11 +77,22 @@ impl AppError {
     pub fn status_code(&self) -> http::StatusCode {
         http::StatusCode::from_u16(self.status()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)
     }
+
+    /// `Retry-After` for a service that is briefly unavailable.
+    fn retry_after(&self) -> Option<http::HeaderValue> {
+        matches!(self, AppError::Unavailable(_))
+            .then(|| http::HeaderValue::from(tessera_types::OUTAGE_RETRY_SECS))
+    }
 }
 
 /// Plain routes answer an error as its status and message.
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        (self.status_code(), self.to_string()).into_response()
+        let retry = self.retry_after();
+        let mut res = (self.status_code(), self.to_string()).into_response();
+        if let Some(retry) = retry {
+            res.headers_mut().insert(http::header::RETRY_AFTER, retry);
+        }
+        res
     }
 }

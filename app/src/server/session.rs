@@ -19,9 +19,13 @@ use crate::error::AppError;
 const USER: &str = "user_id";
 const TENANT: &str = "tenant_id";
 
+/// The session store (Redis) failed: almost always Redis being out of reach, so the answer
+/// is "try again shortly".
 fn session_err(err: impl std::fmt::Display) -> AppError {
-    tracing::error!(error = %err, "session store failed");
-    fail(AppError::Internal)
+    tracing::warn!(error = %err, "session store failed");
+    fail(AppError::Unavailable(
+        tessera_types::TRY_AGAIN_SHORTLY.into(),
+    ))
 }
 
 /// The session of the server function's request.

@@ -116,8 +116,8 @@ impl Call {
         }
     }
 
-    /// Settles the reservation with `usage` (checked first). A settle that fails is logged:
-    /// the reply was delivered, and the reservation expires on its own.
+    /// Settles the reservation with `usage` (checked first). The usage is never lost: when
+    /// Redis cannot be reached it goes straight to the ledger (see [`crate::metering::Held::settle_durably`]).
     async fn settle(self, usage: Usage, streamed: bool, cancelled: bool) -> Usage {
         let usage = self.checked(usage);
         let cost = self.gateway.prices().await.cost(
@@ -126,17 +126,7 @@ impl Call {
             usage.completion_tokens,
         );
         let event = self.event(usage, streamed, cancelled, cost);
-        if let Err(e) = self.reservation.settle(&event).await {
-            // Redis failed: the event goes straight to the ledger instead (the live counters
-            // miss it until they are next rebuilt from the ledger), and is never dropped
-            // without a trace.
-            tracing::error!(error = ?e, "usage could not be settled in Redis; writing it to the ledger");
-            if let Err(e) =
-                crate::metering::write_events(&self.gateway.db, std::slice::from_ref(&event)).await
-            {
-                tracing::error!(error = ?e, event = ?event, "usage could not be recorded");
-            }
-        }
+        self.reservation.settle_durably(&event).await;
         usage
     }
 

@@ -81,6 +81,8 @@ pub enum LlmErrorKind {
     ProviderRateLimited,
     ProviderUnavailable,
     Timeout,
+    /// Tessera's own database or cache cannot be reached: try again shortly.
+    Unavailable,
     Internal,
 }
 
@@ -229,6 +231,10 @@ impl From<crate::egress::Refused> for LlmError {
 
 impl From<crate::Error> for LlmError {
     fn from(e: crate::Error) -> Self {
+        if e.is_outage() {
+            tracing::warn!(error = ?e, "a backing service is unreachable");
+            return Self::new(LlmErrorKind::Unavailable, tessera_types::TRY_AGAIN_SHORTLY);
+        }
         match e {
             crate::Error::OverBudget { .. } => Self::new(LlmErrorKind::OverBudget, e.to_string()),
             crate::Error::Forbidden(m) => Self::new(LlmErrorKind::Forbidden, m),

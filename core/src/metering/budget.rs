@@ -8,7 +8,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::ledger::{ledger_stream, pending_in_handoff, unix_ms};
+use super::ledger::{ledger_stream, pending_in_handoff, unix_ms, write_events};
 use super::report::ledger_totals;
 use super::{Limits, MonthUsage, UsageEvent};
 use crate::db::Db;
@@ -51,6 +51,38 @@ impl Held {
             Some(r) => self.metering.settle(r, event).await,
             None => Ok(()),
         }
+    }
+
+    /// Settles with the call's usage, and never loses it: when Redis cannot be reached the
+    /// event goes straight to the ledger, and the live counters are corrected once Redis
+    /// answers again (in the background, for as long as a reservation lives).
+    pub async fn settle_durably(mut self, event: &UsageEvent) {
+        let Some(r) = self.reservation.take() else {
+            return;
+        };
+        let Err(e) = self.metering.run_settle_event(&r, event).await else {
+            return;
+        };
+        tracing::error!(error = ?e, "usage could not be settled in Redis; writing it to the ledger");
+        if let Err(e) = write_events(&self.metering.db, std::slice::from_ref(event)).await {
+            tracing::error!(error = ?e, event = ?event, "usage could not be recorded");
+            return;
+        }
+        let written_ms = unix_ms(OffsetDateTime::now_utc());
+        let metering = self.metering.clone();
+        let event = event.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(500);
+            let deadline = tokio::time::Instant::now() + metering.reservation_ttl;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(wait).await;
+                match metering.correct(&r, &event, written_ms).await {
+                    Ok(()) => return,
+                    Err(_) => wait = (wait * 2).min(Duration::from_secs(10)),
+                }
+            }
+            tracing::warn!(event = %event.id, "live counters not corrected; they are right again when next rebuilt");
+        });
     }
 
     /// Gives the tokens back without charging anything.
@@ -133,10 +165,31 @@ end
 return 1
 "#;
 
+// Settles a call whose event the ledger already has (written there while Redis could not be
+// reached): releases the reservation and counts the call live. It counts only while the
+// reservation is still held (a settle whose reply was lost already counted it) and the
+// counters were not rebuilt from the ledger after the event was written (they hold it then).
+const CORRECT: &str = r#"
+local amt = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if not amt then return 0 end
+redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amt))
+redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
+local rebuilt = tonumber(redis.call('HGET', KEYS[1], 'rebuilt_at') or '0')
+if rebuilt < tonumber(ARGV[5]) then
+  redis.call('HINCRBY', KEYS[1], 'tokens', tonumber(ARGV[2]) + tonumber(ARGV[3]))
+  redis.call('HINCRBY', KEYS[1], 'prompt', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'completion', ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'cost', ARGV[4])
+  redis.call('HINCRBY', KEYS[1], 'requests', 1)
+end
+return 1
+"#;
+
 const INIT: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'tokens', ARGV[1], 'prompt', ARGV[2], 'completion', ARGV[3],
-           'cost', ARGV[4], 'requests', ARGV[5], 'reserved', 0)
+           'cost', ARGV[4], 'requests', ARGV[5], 'reserved', 0, 'rebuilt_at', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
 "#;
@@ -151,6 +204,7 @@ pub struct Metering {
     db: Db,
     reserve: Arc<redis::Script>,
     settle: Arc<redis::Script>,
+    correct: Arc<redis::Script>,
     init: Arc<redis::Script>,
     /// How long a reservation may stay unsettled before it is given back.
     pub reservation_ttl: Duration,
@@ -169,6 +223,7 @@ impl Metering {
             db,
             reserve: Arc::new(redis::Script::new(RESERVE)),
             settle: Arc::new(redis::Script::new(SETTLE)),
+            correct: Arc::new(redis::Script::new(CORRECT)),
             init: Arc::new(redis::Script::new(INIT)),
             reservation_ttl: Duration::from_secs(15 * 60),
         }
@@ -247,16 +302,36 @@ impl Metering {
     /// Settles a reservation with the call's usage: counts it live and hands the event to the
     /// ledger, in one atomic step.
     pub async fn settle(&self, reservation: Reservation, event: &UsageEvent) -> Result<()> {
+        self.run_settle_event(&reservation, event).await
+    }
+
+    async fn run_settle_event(&self, r: &Reservation, event: &UsageEvent) -> Result<()> {
         let json = serde_json::to_string(event)
             .map_err(|e| Error::Internal(format!("usage event: {e}")))?;
         self.run_settle(
-            &reservation,
+            r,
             &json,
             event.prompt_tokens,
             event.completion_tokens,
             event.cost_micro_usd,
         )
         .await
+    }
+
+    /// Counts live a call the ledger already has (see [`Held::settle_durably`]).
+    async fn correct(&self, r: &Reservation, event: &UsageEvent, written_ms: i64) -> Result<()> {
+        let _: i64 = self
+            .correct
+            .key(self.counters_key(r.tenant, r.month))
+            .key(self.reservations_key(r.tenant, r.month))
+            .arg(r.id.to_string())
+            .arg(event.prompt_tokens)
+            .arg(event.completion_tokens)
+            .arg(event.cost_micro_usd)
+            .arg(written_ms)
+            .invoke_async(&mut self.redis.conn())
+            .await?;
+        Ok(())
     }
 
     /// Holds `reservation` for a call: released when dropped unless settled or released.
@@ -324,6 +399,7 @@ impl Metering {
             .arg(totals.cost_micro_usd)
             .arg(totals.requests)
             .arg(COUNTER_TTL_SECS)
+            .arg(unix_ms(OffsetDateTime::now_utc()))
             .invoke_async(&mut self.redis.conn())
             .await?;
         tracing::info!(%tenant, %month, "usage counters rebuilt from the ledger and the hand-off");

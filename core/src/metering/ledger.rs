@@ -74,6 +74,9 @@ pub struct LedgerWriter {
     consumer: String,
     /// The consumer group exists (created once, and again after an error).
     group_ready: Arc<AtomicBool>,
+    /// A batch failed (Postgres out of reach): its entries are still this writer's, pending,
+    /// and are taken again before anything new.
+    own_pending: Arc<AtomicBool>,
     /// Entries another writer took but did not acknowledge for this long are claimed.
     pub claim_after: Duration,
     pub batch: usize,
@@ -88,6 +91,7 @@ impl LedgerWriter {
             stream,
             consumer: format!("writer-{}", Uuid::new_v4()),
             group_ready: Arc::new(AtomicBool::new(false)),
+            own_pending: Arc::new(AtomicBool::new(false)),
             claim_after: Duration::from_secs(30),
             batch: 500,
         }
@@ -132,6 +136,12 @@ impl LedgerWriter {
 
     /// Up to `count` entries never delivered to any writer.
     async fn read_new(&self, count: usize) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+        self.read_group(count, ">").await
+    }
+
+    /// Up to `count` entries from `from` on: `>` for new ones, `0` for this writer's own
+    /// pending ones.
+    async fn read_group(&self, count: usize, from: &str) -> Result<Vec<(String, Option<Vec<u8>>)>> {
         let read: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(LEDGER_GROUP)
@@ -140,7 +150,7 @@ impl LedgerWriter {
             .arg(count)
             .arg("STREAMS")
             .arg(&self.stream)
-            .arg(">")
+            .arg(from)
             .query_async(&mut self.redis.conn())
             .await?;
         let mut entries = Vec::new();
@@ -161,8 +171,11 @@ impl LedgerWriter {
     pub async fn drain_once(&self) -> Result<usize> {
         let result = self.drain_batch().await;
         if result.is_err() {
-            // The group may be gone with a flushed Redis: create it again next time.
+            // The group may be gone with a flushed Redis: create it again next time. The batch
+            // stays this writer's: take it again first (another writer could claim it only
+            // after `claim_after`).
             self.group_ready.store(false, Ordering::Relaxed);
+            self.own_pending.store(true, Ordering::Relaxed);
         }
         result
     }
@@ -223,8 +236,16 @@ impl LedgerWriter {
         Ok(entries.len())
     }
 
-    /// Entries another writer left pending too long, else new ones.
+    /// This writer's own entries of a failed batch, else entries another writer left pending
+    /// too long, else new ones.
     async fn next_entries(&self) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+        if self.own_pending.load(Ordering::Relaxed) {
+            let own = self.read_group(self.batch, "0").await?;
+            if !own.is_empty() {
+                return Ok(own);
+            }
+            self.own_pending.store(false, Ordering::Relaxed);
+        }
         let claimed: Value = redis::cmd("XAUTOCLAIM")
             .arg(&self.stream)
             .arg(LEDGER_GROUP)

@@ -28,7 +28,12 @@ impl TestApp {
     /// As [`TestApp::spawn`], with extra configuration variables (`{sim}` in a value stands
     /// for the simulator's address).
     pub async fn spawn_with(owner_pool: &PgPool, extra: &[(&str, &str)]) -> Self {
-        let db = Db::connect_with(testkit::app_role_options(owner_pool), 5)
+        Self::spawn_on(testkit::app_role_options(owner_pool), extra).await
+    }
+
+    /// As [`TestApp::spawn_with`], reaching Postgres with `db` (say, through a proxy).
+    pub async fn spawn_on(db: sqlx::postgres::PgConnectOptions, extra: &[(&str, &str)]) -> Self {
+        let db = Db::connect_with(db, 5)
             .await
             .expect("connect as tessera_app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -105,7 +110,9 @@ impl TestApp {
             self.services.redis.clone(),
         );
         let stream = self.services.gateway.metering.ledger_stream();
-        for _ in 0..100 {
+        // Up to 15 s: after an outage the server's writer takes its failed batch again after
+        // its backoff.
+        for _ in 0..300 {
             writer.drain_all().await.unwrap();
             let left: i64 = redis::cmd("XLEN")
                 .arg(&stream)
