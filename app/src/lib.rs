@@ -81,11 +81,18 @@ pub fn App() -> impl IntoView {
         session,
     });
     // Marks the page once the browser has taken over (effects run only there), so tests and
-    // scripts can wait for interactivity.
+    // scripts can wait for interactivity. Content under `Suspense` (a page's data) hydrates in
+    // tasks of its own once this first effect has run: the mark waits for them (a task queued
+    // after them), so a form is never used before its handlers are attached.
     Effect::new(|_| {
-        if let Some(body) = document().body() {
-            let _ = body.set_attribute("data-hydrated", "true");
-        }
+        set_timeout(
+            || {
+                if let Some(body) = document().body() {
+                    let _ = body.set_attribute("data-hydrated", "true");
+                }
+            },
+            std::time::Duration::ZERO,
+        );
     });
 
     view! {

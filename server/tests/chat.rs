@@ -355,3 +355,95 @@ async fn staff_see_the_agents_to_talk_to_but_not_their_instructions(pool: PgPool
         "{home}"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_hundred_concurrent_chat_replies_admit_exactly_what_the_allowance_holds(pool: PgPool) {
+    // Arrange: 200 conversations waiting for their replies, each reply's worst case (its
+    // instructions, the question and a 32,000-token reply limit) the same, and the Starter
+    // allowance (1,000,000 tokens, nothing beyond) holding exactly N of them. The provider
+    // waits long enough for every reply to be in flight at once.
+    let app = TestApp::spawn(&pool).await;
+    let owner = app.browser();
+    app.sign_up(&owner, "Crowded Clinic", "o@crowded.example")
+        .await;
+    let res = app
+        .call(
+            &owner,
+            "save_provider_key",
+            &[("provider", "openai"), ("key", "sk-test-chat-key")],
+        )
+        .await;
+    assert!(res.status().is_success());
+    let instructions = "You answer for the front desk.";
+    let res = app
+        .call(
+            &owner,
+            "save_agent",
+            &[
+                ("name", "Front Desk"),
+                ("model", "gpt-4o-mini"),
+                ("system_prompt", instructions),
+                ("max_reply_tokens", "32000"),
+            ],
+        )
+        .await;
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    let agent = agent_id(&app, &owner).await;
+    let question = "Who is on call tonight? [sim:latency=5000]";
+    let worst = tessera_core::llm::prompt_upper_bound(&[
+        tessera_core::llm::ChatMessage {
+            role: tessera_core::llm::MessageRole::System,
+            content: instructions.into(),
+        },
+        tessera_core::llm::ChatMessage {
+            role: tessera_core::llm::MessageRole::User,
+            content: question.into(),
+        },
+    ]) + 32_000;
+    let n = 1_000_000 / worst;
+    assert_eq!(n, 31);
+    let mut replies = Vec::new();
+    for _ in 0..200 {
+        let sent: Value = app
+            .json(
+                &owner,
+                "start_conversation",
+                &[("agent_id", &agent), ("text", question)],
+            )
+            .await;
+        replies.push(sent["reply_id"].as_str().unwrap().to_string());
+    }
+
+    // Act: every page opens its reply stream at once.
+    let streams: Vec<_> = replies
+        .iter()
+        .map(|reply| {
+            let req = owner.get(format!("{}/chat/replies/{reply}", app.url));
+            tokio::spawn(async move {
+                let res = req.send().await.unwrap();
+                assert_eq!(res.status(), 200);
+                events(&res.text().await.unwrap())
+            })
+        })
+        .collect();
+    let (mut answered, mut refused) = (0, 0);
+    for stream in streams {
+        let evs = stream.await.unwrap();
+        match evs.last().map(|(name, data)| (name.as_str(), data)) {
+            Some(("done", _)) => answered += 1,
+            Some(("failed", data)) if data.contains("token allowance") => refused += 1,
+            other => panic!("unexpected end of a reply: {other:?}"),
+        }
+    }
+
+    // Assert: exactly N replies ran, the others said why, and nothing is left reserved.
+    assert_eq!(answered, n, "{answered} replies ran with room for {n}");
+    assert_eq!(refused, 200 - n);
+    let tenant = app.clinic_of(&owner).await.tenant;
+    app.flush_ledger().await;
+    let ledger = app.ledger_usage(tenant).await;
+    assert_eq!(ledger.requests, n);
+    assert!(ledger.tokens <= 1_000_000, "spent {}", ledger.tokens);
+    let (live, reserved) = app.live_usage(tenant).await;
+    assert_eq!((live, reserved), (ledger, 0));
+}

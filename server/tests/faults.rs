@@ -374,6 +374,14 @@ async fn a_postgres_outage_answers_503_and_the_handoff_keeps_the_calls(pool: PgP
     assert_eq!(res.status(), 503);
     assert!(res.headers().get("retry-after").is_some());
     assert!(res.text().await.unwrap().contains("try again"));
+    let page = admin
+        .get(format!("{}/settings/usage", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 503);
+    assert!(page.headers().get("retry-after").is_some());
+    assert!(page.text().await.unwrap().contains("try again"));
     // Model calls go on (no Postgres on their path); their usage waits in the hand-off.
     for _ in 0..5 {
         assert_eq!(call(&app, &client, &token, &body).await, 200);
