@@ -37,6 +37,8 @@ apt_install() {
 # --- system packages -------------------------------------------------------------------------
 command -v psql >/dev/null || apt_install postgresql-client
 command -v redis-cli >/dev/null || apt_install redis-tools
+# The fault tests start (and kill) a Redis server of their own.
+command -v redis-server >/dev/null || apt_install redis-server
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 [ -x /usr/bin/chromium ] || apt_install chromium
 

@@ -8,6 +8,27 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 async fn owner_with_agent(app: &TestApp, clinic: &str, email: &str) -> reqwest::Client {
+    owner_with(
+        app,
+        clinic,
+        email,
+        &[
+            ("name", "Front Desk"),
+            ("model", "gpt-4o-mini"),
+            ("system_prompt", "You answer for the front desk."),
+        ],
+    )
+    .await
+}
+
+/// The signed-in owner of a new clinic with an OpenAI key and the agent `agent` (the agent
+/// form's fields).
+async fn owner_with(
+    app: &TestApp,
+    clinic: &str,
+    email: &str,
+    agent: &[(&str, &str)],
+) -> reqwest::Client {
     let owner = app.browser();
     app.sign_up(&owner, clinic, email).await;
     let res = app
@@ -18,17 +39,7 @@ async fn owner_with_agent(app: &TestApp, clinic: &str, email: &str) -> reqwest::
         )
         .await;
     assert!(res.status().is_success());
-    let res = app
-        .call(
-            &owner,
-            "save_agent",
-            &[
-                ("name", "Front Desk"),
-                ("model", "gpt-4o-mini"),
-                ("system_prompt", "You answer for the front desk."),
-            ],
-        )
-        .await;
+    let res = app.call(&owner, "save_agent", agent).await;
     assert!(res.status().is_success(), "{}", res.text().await.unwrap());
     owner
 }
@@ -363,31 +374,19 @@ async fn two_hundred_concurrent_chat_replies_admit_exactly_what_the_allowance_ho
     // allowance (1,000,000 tokens, nothing beyond) holding exactly N of them. The provider
     // waits long enough for every reply to be in flight at once.
     let app = TestApp::spawn(&pool).await;
-    let owner = app.browser();
-    app.sign_up(&owner, "Crowded Clinic", "o@crowded.example")
-        .await;
-    let res = app
-        .call(
-            &owner,
-            "save_provider_key",
-            &[("provider", "openai"), ("key", "sk-test-chat-key")],
-        )
-        .await;
-    assert!(res.status().is_success());
     let instructions = "You answer for the front desk.";
-    let res = app
-        .call(
-            &owner,
-            "save_agent",
-            &[
-                ("name", "Front Desk"),
-                ("model", "gpt-4o-mini"),
-                ("system_prompt", instructions),
-                ("max_reply_tokens", "32000"),
-            ],
-        )
-        .await;
-    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    let owner = owner_with(
+        &app,
+        "Crowded Clinic",
+        "o@crowded.example",
+        &[
+            ("name", "Front Desk"),
+            ("model", "gpt-4o-mini"),
+            ("system_prompt", instructions),
+            ("max_reply_tokens", "32000"),
+        ],
+    )
+    .await;
     let agent = agent_id(&app, &owner).await;
     let question = "Who is on call tonight? [sim:latency=5000]";
     let worst = tessera_core::llm::prompt_upper_bound(&[
