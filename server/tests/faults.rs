@@ -278,6 +278,9 @@ async fn a_redis_restart_under_load_loses_and_doubles_nothing(pool: PgPool) {
     let app = TestApp::spawn_with(&pool, &[("REDIS_URL", &url)]).await;
     let c = app.api_clinic("Restart Clinic").await;
     let token = c.token().to_string();
+    let admin = app.browser();
+    app.sign_up(&admin, "Restart Admin Clinic", "owner@restart.example")
+        .await;
     // No call may hang while Redis is away (the client's default reconnection backoff once
     // held one for two minutes).
     let client = reqwest::Client::builder()
@@ -315,8 +318,19 @@ async fn a_redis_restart_under_load_loses_and_doubles_nothing(pool: PgPool) {
     };
     tokio::time::sleep(Duration::from_millis(400)).await;
     redis.kill();
+    // Pages (their sessions live in Redis) say to try again shortly, too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let page = admin
+        .get(format!("{}/settings/usage", app.url))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 503);
+    assert!(page.headers().get("retry-after").is_some());
+    assert!(page.text().await.unwrap().contains("try again"));
     // Long enough for the client's reconnection attempts to give up.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     redis.launch().await;
     let statuses = load.await.unwrap();
 
