@@ -314,43 +314,26 @@ async fn holders_of_a_key_or_a_link_may_only_read_their_row(pool: PgPool) {
     };
 
     // Act and assert: in each holder's scope the row is visible and cannot be changed.
-    let mut tx = db.begin_api_key(&sha(&token)).await.unwrap();
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(seen, 1);
-    for statement in [
-        "UPDATE api_keys SET revoked_at = NULL, name = 'taken'",
-        "DELETE FROM api_keys",
-    ] {
-        let changed = sqlx::query(statement)
-            .execute(&mut *tx)
-            .await
-            .unwrap()
-            .rows_affected();
-        assert_eq!(changed, 0, "{statement}");
-    }
-    tx.rollback().await.unwrap();
-
-    let mut tx = db.begin_invitation(&sha(&invitation.token)).await.unwrap();
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM invitations")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(seen, 1);
-    for statement in [
-        "UPDATE invitations SET role = 'owner'",
-        "DELETE FROM invitations",
-    ] {
-        let changed = sqlx::query(statement)
-            .execute(&mut *tx)
-            .await
-            .unwrap()
-            .rows_affected();
-        assert_eq!(changed, 0, "{statement}");
-    }
-    tx.rollback().await.unwrap();
+    let tx = db.begin_api_key(&sha(&token)).await.unwrap();
+    sees_one_row_and_changes_none(
+        tx,
+        "api_keys",
+        &[
+            "UPDATE api_keys SET revoked_at = NULL, name = 'taken'",
+            "DELETE FROM api_keys",
+        ],
+    )
+    .await;
+    let tx = db.begin_invitation(&sha(&invitation.token)).await.unwrap();
+    sees_one_row_and_changes_none(
+        tx,
+        "invitations",
+        &[
+            "UPDATE invitations SET role = 'owner'",
+            "DELETE FROM invitations",
+        ],
+    )
+    .await;
 
     // The key still works and the invitation can still be accepted, in the clinic's scope.
     assert!(tessera_core::api_keys::authenticate(&db, &token)
@@ -378,4 +361,26 @@ async fn security_definer_functions_look_in_pg_temp_last(pool: PgPool) {
             "{name}: {config:?}"
         );
     }
+}
+
+/// In a holder's scope (`tx`), `table` shows one row and none of `statements` changes it.
+async fn sees_one_row_and_changes_none(
+    mut tx: tessera_core::db::Tx,
+    table: &str,
+    statements: &[&str],
+) {
+    let seen: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, 1);
+    for statement in statements {
+        let changed = sqlx::query(statement)
+            .execute(&mut *tx)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(changed, 0, "{statement}");
+    }
+    tx.rollback().await.unwrap();
 }

@@ -157,7 +157,12 @@ async fn services(config: Config) -> Result<Services, String> {
                 error_chain(&e)
             )
         })?;
-    let redis = Redis::connect(&config.redis_url, &config.redis_prefix)
+    let redis = connect_redis(&config).await?;
+    Ok(Services::new(config, db, redis))
+}
+
+async fn connect_redis(config: &Config) -> Result<Redis, String> {
+    Redis::connect(&config.redis_url, &config.redis_prefix)
         .await
         .map_err(|e| {
             format!(
@@ -165,8 +170,7 @@ async fn services(config: Config) -> Result<Services, String> {
                 redact_url(&config.redis_url),
                 error_chain(&e)
             )
-        })?;
-    Ok(Services::new(config, db, redis))
+        })
 }
 
 async fn stripe_sync(config: Config) -> Result<(), String> {
@@ -205,15 +209,7 @@ async fn set_plan(config: Config, slug: &str, plan: tessera_core::PlanId) -> Res
 }
 
 async fn dead_letters(config: &Config, count: usize) -> Result<(), String> {
-    let redis = Redis::connect(&config.redis_url, &config.redis_prefix)
-        .await
-        .map_err(|e| {
-            format!(
-                "could not connect to Redis at REDIS_URL ({}): {}",
-                redact_url(&config.redis_url),
-                error_chain(&e)
-            )
-        })?;
+    let redis = connect_redis(config).await?;
     let (total, entries) = tessera_core::metering::dead_letters(&redis, count)
         .await
         .map_err(|e| format!("could not read the dead letters: {}", error_chain(&e)))?;

@@ -45,15 +45,7 @@ impl Held {
             .expect("a held reservation is present until it is settled or released")
     }
 
-    /// Settles with the call's usage (see [`Metering::settle`]).
-    pub async fn settle(mut self, event: &UsageEvent) -> Result<()> {
-        match self.reservation.take() {
-            Some(r) => self.metering.settle(r, event).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Settles with the call's usage, and never loses it: when Redis cannot be reached the
+    /// Settles with the call's usage (see [`Metering::settle`]), and never loses it: when Redis cannot be reached the
     /// event goes straight to the ledger, and the live counters are corrected once Redis
     /// answers again (in the background, for as long as a reservation lives).
     pub async fn settle_durably(mut self, event: &UsageEvent) {
