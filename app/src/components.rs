@@ -49,6 +49,7 @@ fn Shell(info: SessionInfo, children: Children) -> impl IntoView {
                 <A href="/chat" attr:aria-current=current("/chat")>"Chat"</A>
                 <Show when=move || is_admin>
                     <A href="/agents" attr:aria-current=current("/agents")>"Agents"</A>
+                    <A href="/knowledge" attr:aria-current=current("/knowledge")>"Knowledge"</A>
                     <A href="/members" attr:aria-current=current("/members")>"Members"</A>
                     <A href="/settings/keys" attr:aria-current=current("/settings/keys")>"Provider keys"</A>
                     <A href="/settings/api-keys" attr:aria-current=current("/settings/api-keys")>"API keys"</A>

@@ -110,6 +110,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/settings/usage") view=pages::usage::UsagePage ssr=SsrMode::Async/>
                 <Route path=path!("/settings/billing") view=pages::billing::BillingPage ssr=SsrMode::Async/>
                 <Route path=path!("/agents") view=pages::agents::AgentsAdminPage ssr=SsrMode::Async/>
+                <Route path=path!("/knowledge") view=pages::knowledge::KnowledgePage ssr=SsrMode::Async/>
                 <Route path=path!("/chat") view=pages::chat::ChatHomePage ssr=SsrMode::Async/>
                 <Route path=path!("/chat/:id") view=pages::chat::ConversationPage ssr=SsrMode::Async/>
             </Routes>

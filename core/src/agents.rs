@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::auth::members::Actor;
 use crate::changes::{Change, Changes};
 use crate::db::Db;
+use crate::knowledge::search::Passage;
 use crate::llm::{self, ChatRequest, MessageRole};
 use crate::tenancy::TenantId;
 use crate::{Error, Result};
@@ -31,6 +32,14 @@ pub struct Agent {
     pub temperature_pct: i32,
     pub max_reply_tokens: i32,
     pub context_tokens: i32,
+    /// Whether the agent draws on the clinic's documents.
+    pub knowledge_enabled: bool,
+    /// Passages retrieved for each question at most.
+    pub knowledge_top_k: i32,
+    /// The lowest relevance (0 to 100) a passage needs.
+    pub knowledge_min_score: i32,
+    /// The collections (document tags) it draws on; empty: every document.
+    pub knowledge_tags: Vec<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -52,6 +61,12 @@ pub struct AgentInput {
     pub temperature: String,
     pub max_reply_tokens: String,
     pub context_tokens: String,
+    /// `off` turns knowledge off; anything else (a checked box, or nothing) leaves it on.
+    pub knowledge: String,
+    pub top_k: String,
+    pub min_score: String,
+    /// Comma-separated; empty: every document.
+    pub knowledge_tags: String,
 }
 
 #[derive(Debug)]
@@ -63,6 +78,10 @@ struct Valid {
     temperature_pct: i32,
     max_reply_tokens: i32,
     context_tokens: i32,
+    knowledge_enabled: bool,
+    knowledge_top_k: i32,
+    knowledge_min_score: i32,
+    knowledge_tags: Vec<String>,
 }
 
 fn whole(raw: &str, field: &str, default: i32, min: i32, max: i32) -> Result<i32> {
@@ -128,6 +147,10 @@ fn validate(input: &AgentInput) -> Result<Valid> {
         temperature_pct,
         max_reply_tokens: whole(&input.max_reply_tokens, "Max reply tokens", 1024, 1, 32_000)?,
         context_tokens: whole(&input.context_tokens, "Context budget", 8000, 500, 200_000)?,
+        knowledge_enabled: !matches!(input.knowledge.trim(), "off" | "false" | "0"),
+        knowledge_top_k: whole(&input.top_k, "Passages per question", 5, 1, 20)?,
+        knowledge_min_score: whole(&input.min_score, "Lowest relevance", 0, 0, 100)?,
+        knowledge_tags: crate::knowledge::parse_tags(&input.knowledge_tags)?,
     })
 }
 
@@ -149,9 +172,13 @@ fn bind_settings<'q>(
         .bind(v.temperature_pct)
         .bind(v.max_reply_tokens)
         .bind(v.context_tokens)
+        .bind(v.knowledge_enabled)
+        .bind(v.knowledge_top_k)
+        .bind(v.knowledge_min_score)
+        .bind(&v.knowledge_tags)
 }
 
-const COLUMNS: &str = "id, slug, name, description, system_prompt, model, temperature_pct, max_reply_tokens, context_tokens, created_at, updated_at";
+pub(crate) const COLUMNS: &str = "id, slug, name, description, system_prompt, model, temperature_pct, max_reply_tokens, context_tokens, knowledge_enabled, knowledge_top_k, knowledge_min_score, knowledge_tags, created_at, updated_at";
 
 /// Every agent of the clinic, by name. Anyone in the clinic may list them.
 pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<Agent>> {
@@ -222,8 +249,9 @@ pub async fn create(
         .find(|s| !taken.contains(s))
         .unwrap_or(base);
     let sql = format!(
-        "INSERT INTO agents (id, tenant_id, slug, name, description, system_prompt, model, temperature_pct, max_reply_tokens, context_tokens, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+        "INSERT INTO agents (id, tenant_id, slug, name, description, system_prompt, model, temperature_pct, max_reply_tokens, context_tokens,
+                knowledge_enabled, knowledge_top_k, knowledge_min_score, knowledge_tags, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING {COLUMNS}"
     );
     let insert = sqlx::query_as(&sql)
         .bind(Uuid::new_v4())
@@ -251,7 +279,8 @@ pub async fn update(
     let v = validate(input)?;
     let sql = format!(
         "UPDATE agents SET name = $2, description = $3, system_prompt = $4, model = $5, temperature_pct = $6,
-                max_reply_tokens = $7, context_tokens = $8, updated_at = now()
+                max_reply_tokens = $7, context_tokens = $8, knowledge_enabled = $9, knowledge_top_k = $10,
+                knowledge_min_score = $11, knowledge_tags = $12, updated_at = now()
           WHERE id = $1 RETURNING {COLUMNS}"
     );
     let update = sqlx::query_as(&sql).bind(id);
@@ -278,10 +307,13 @@ pub async fn delete(
     Ok(())
 }
 
-/// A request to `agent:<slug>` as the agent makes it: its model, its instructions first, its
-/// reply limit and temperature unless the caller set lower or other ones, and the history cut to
-/// its context budget.
-pub fn apply(agent: &Agent, mut req: ChatRequest) -> ChatRequest {
+/// A request to `agent:<slug>` as the agent makes it: its model, its instructions first, then
+/// the passages retrieved for the question (numbered, to be cited as `[1]`), then as many of the
+/// newest turns as fit its context budget; its reply limit and temperature unless the caller set
+/// lower or other ones. Passages are taken in rank order while they fit the budget left after
+/// the instructions and the question; the second value is how many were (the first that many
+/// are what a reply can cite).
+pub fn apply(agent: &Agent, mut req: ChatRequest, passages: &[Passage]) -> (ChatRequest, usize) {
     let (system, turns): (Vec<_>, Vec<_>) = req
         .messages
         .into_iter()
@@ -293,13 +325,50 @@ pub fn apply(agent: &Agent, mut req: ChatRequest) -> ChatRequest {
         }
         instructions.push_str(&m.content);
     }
-    req.messages = llm::context(&instructions, &turns, i64::from(agent.context_tokens));
+    let budget = i64::from(agent.context_tokens);
+    let mut used = 0;
+    if !passages.is_empty() {
+        let question = turns.last().map_or(0, llm::tokens::message_tokens);
+        let mut left = budget - llm::count_tokens(&instructions) - question - GROUNDING_TOKENS;
+        let mut grounding = String::from(GROUNDING);
+        for (i, p) in passages.iter().enumerate() {
+            let block = passage_block(i + 1, p);
+            let cost = i64::from(p.tokens) + 24;
+            if cost > left {
+                break;
+            }
+            left -= cost;
+            used += 1;
+            grounding.push_str(&block);
+        }
+        if grounding.len() > GROUNDING.len() {
+            if !instructions.is_empty() {
+                instructions.push_str("\n\n");
+            }
+            instructions.push_str(&grounding);
+        }
+    }
+    req.messages = llm::context(&instructions, &turns, budget);
     req.model = agent.model.clone();
     let limit = agent.max_reply_tokens.max(1) as u32;
     req.max_tokens = Some(req.max_tokens.map_or(limit, |m| m.min(limit)));
     req.temperature = req.temperature.or(Some(agent.temperature()));
     req.agent = Some(agent.id);
-    req
+    (req, used)
+}
+
+/// What introduces the passages in the instructions.
+const GROUNDING: &str = "Answer from the clinic's documents below where they cover the question, and cite each passage you use by its number in square brackets, like [1]. If they do not cover it, say so rather than guess.\n";
+/// An upper bound of [`GROUNDING`]'s tokens.
+const GROUNDING_TOKENS: i64 = 60;
+
+fn passage_block(n: usize, p: &Passage) -> String {
+    let title = if p.heading.is_empty() {
+        p.name.clone()
+    } else {
+        format!("{} — {}", p.name, p.heading)
+    };
+    format!("\n[{n}] {title}\n{}\n", p.text)
 }
 
 /// How many agents the clinic has.

@@ -23,7 +23,7 @@ pub struct Conversation {
     pub updated_at: OffsetDateTime,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub id: Uuid,
     pub role: MessageRole,
@@ -31,6 +31,72 @@ pub struct Message {
     pub status: MessageStatus,
     pub error: Option<String>,
     pub created_at: OffsetDateTime,
+    /// For a reply: the passages it was grounded in, `[1]` first.
+    pub sources: Vec<Citation>,
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: Uuid,
+    role: MessageRole,
+    content: String,
+    status: MessageStatus,
+    error: Option<String>,
+    created_at: OffsetDateTime,
+    sources: String,
+}
+
+impl From<MessageRow> for Message {
+    fn from(r: MessageRow) -> Self {
+        Message {
+            id: r.id,
+            role: r.role,
+            content: r.content,
+            status: r.status,
+            error: r.error,
+            created_at: r.created_at,
+            sources: serde_json::from_str(&r.sources).unwrap_or_default(),
+        }
+    }
+}
+
+/// A passage a reply cites: which document, which section, and the text the agent was given
+/// (kept with the reply, so the citation still reads the same after the document changes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Citation {
+    pub document: Uuid,
+    pub name: String,
+    pub heading: String,
+    pub text: String,
+}
+
+impl From<&crate::knowledge::search::Passage> for Citation {
+    fn from(p: &crate::knowledge::search::Passage) -> Self {
+        Citation {
+            document: p.document,
+            name: p.name.clone(),
+            heading: p.heading.clone(),
+            text: p.text.clone(),
+        }
+    }
+}
+
+/// Keeps the passages a reply is grounded in with it.
+pub async fn set_sources(
+    db: &Db,
+    tenant: TenantId,
+    reply: Uuid,
+    sources: &[Citation],
+) -> Result<()> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    let json = serde_json::to_string(sources).map_err(|e| Error::Internal(e.to_string()))?;
+    sqlx::query("UPDATE messages SET sources = $2::jsonb WHERE id = $1 AND role = 'assistant'")
+        .bind(reply)
+        .bind(json)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Who is chatting.
@@ -105,15 +171,15 @@ pub async fn get(db: &Db, who: Chatter, id: Uuid) -> Result<(Conversation, Vec<M
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound)?;
-    let messages = sqlx::query_as::<_, Message>(
-        "SELECT id, role, content, status, error, created_at FROM messages
+    let messages = sqlx::query_as::<_, MessageRow>(
+        "SELECT id, role, content, status, error, created_at, sources::text AS sources FROM messages
           WHERE conversation_id = $1 ORDER BY created_at, role DESC",
     )
     .bind(id)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok((conv, messages))
+    Ok((conv, messages.into_iter().map(Message::from).collect()))
 }
 
 /// Starts a conversation with `agent`, titled from the first message, with that message and a
@@ -214,18 +280,17 @@ pub struct PendingReply {
 }
 
 impl PendingReply {
-    /// The streamed call the agent makes with the history (its model, instructions and
-    /// limits), or `None` when the agent has been deleted.
+    /// The streamed call to the agent with the history, or `None` when the agent has been
+    /// deleted. The gateway makes it as the agent does (its model, instructions, the clinic's
+    /// passages for the question, and its limits), as for the API's `agent:<slug>`.
     pub fn into_request(self) -> Option<ChatRequest> {
         let agent = self.agent?;
-        Some(crate::agents::apply(
-            &agent,
-            ChatRequest {
-                messages: self.history,
-                stream: true,
-                ..Default::default()
-            },
-        ))
+        Some(ChatRequest {
+            model: format!("{}{}", crate::agents::MODEL_PREFIX, agent.slug),
+            messages: self.history,
+            stream: true,
+            ..Default::default()
+        })
     }
 }
 
@@ -253,12 +318,15 @@ pub async fn claim(db: &Db, who: Chatter, reply: Uuid) -> Result<PendingReply> {
         .execute(&mut *tx)
         .await?;
     let agent = match agent_id {
-        Some(id) => sqlx::query_as::<_, Agent>(
-            "SELECT id, slug, name, description, system_prompt, model, temperature_pct, max_reply_tokens, context_tokens, created_at, updated_at FROM agents WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?,
+        Some(id) => {
+            sqlx::query_as::<_, Agent>(&format!(
+                "SELECT {} FROM agents WHERE id = $1",
+                crate::agents::COLUMNS
+            ))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
         None => None,
     };
     let rows: Vec<(MessageRole, String)> = sqlx::query_as(

@@ -78,6 +78,18 @@ pub struct Config {
     /// `TESSERA_METER_DELAY_SECS`: how long after an hour ends its overage is reported, so that
     /// calls still on their way into the ledger are counted in their own hour.
     pub meter_delay_secs: u64,
+    /// `TESSERA_MAX_UPLOAD_MB`: the largest document a clinic may upload, in megabytes.
+    pub max_upload_mb: i64,
+    /// `TESSERA_INGEST_WORKERS`: ingestion workers a process runs (`serve` and `worker`);
+    /// 0 leaves ingestion to other processes.
+    pub ingest_workers: u32,
+    /// `QDRANT_URL`: Qdrant's gRPC address (`http://qdrant:6334`); document vectors then live
+    /// there instead of in Postgres.
+    pub qdrant_url: Option<String>,
+    /// `QDRANT_API_KEY`: Qdrant's API key, if it requires one.
+    pub qdrant_api_key: Option<secrecy::SecretString>,
+    /// `TESSERA_QDRANT_PREFIX`: the start of the names of Tessera's Qdrant collections.
+    pub qdrant_prefix: String,
 }
 
 /// How to reach Stripe.
@@ -134,6 +146,14 @@ impl fmt::Debug for Config {
             .field("billing_grace_days", &self.billing_grace_days)
             .field("meter_interval_secs", &self.meter_interval_secs)
             .field("meter_delay_secs", &self.meter_delay_secs)
+            .field("max_upload_mb", &self.max_upload_mb)
+            .field("ingest_workers", &self.ingest_workers)
+            .field("qdrant_url", &self.qdrant_url)
+            .field(
+                "qdrant_api_key",
+                &self.qdrant_api_key.as_ref().map(|_| "***"),
+            )
+            .field("qdrant_prefix", &self.qdrant_prefix)
             .finish()
     }
 }
@@ -147,6 +167,11 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// The largest upload, in bytes.
+    pub fn max_upload_bytes(&self) -> i64 {
+        self.max_upload_mb.saturating_mul(1_000_000)
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         let vars: HashMap<String, String> = std::env::vars().collect();
@@ -217,12 +242,35 @@ impl Config {
         .trim_end_matches('/')
         .to_string();
         let stripe = stripe_config(&get)?;
+        let qdrant_url = match get("QDRANT_URL") {
+            Some(v) => Some(
+                url(Some(v), "QDRANT_URL", "", &["http", "https"])?
+                    .trim_end_matches('/')
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let qdrant_prefix = get("TESSERA_QDRANT_PREFIX")
+            .unwrap_or("tessera_")
+            .to_string();
+        if !qdrant_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ConfigError {
+                var: "TESSERA_QDRANT_PREFIX",
+                message: "use letters, digits, '_' and '-' only".into(),
+            });
+        }
         let platform_key = |var: &str| get(var).map(|k| secrecy::SecretString::from(k.to_string()));
         Ok(Self {
             openai_base_url,
             anthropic_base_url,
             platform_openai_key: platform_key("TESSERA_PLATFORM_OPENAI_KEY"),
             platform_anthropic_key: platform_key("TESSERA_PLATFORM_ANTHROPIC_KEY"),
+            qdrant_api_key: platform_key("QDRANT_API_KEY"),
+            qdrant_url,
+            qdrant_prefix,
             default_max_tokens: number(
                 get("TESSERA_DEFAULT_MAX_TOKENS"),
                 "TESSERA_DEFAULT_MAX_TOKENS",
@@ -270,6 +318,20 @@ impl Config {
                 300,
                 0,
                 86_400,
+            )?,
+            max_upload_mb: number(
+                get("TESSERA_MAX_UPLOAD_MB"),
+                "TESSERA_MAX_UPLOAD_MB",
+                20,
+                1,
+                1000,
+            )?,
+            ingest_workers: number(
+                get("TESSERA_INGEST_WORKERS"),
+                "TESSERA_INGEST_WORKERS",
+                1,
+                0,
+                64,
             )?,
             master_keys: std::sync::Arc::new(master_keys),
             development_master_key,

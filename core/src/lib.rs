@@ -23,6 +23,7 @@ pub mod db;
 pub mod egress;
 pub mod error;
 pub mod gateway;
+pub mod knowledge;
 pub mod llm;
 pub mod metering;
 pub mod provider_keys;
@@ -100,10 +101,13 @@ impl Services {
         tokio::spawn(llm::tokens::warm_up());
     }
 
-    /// Starts the background workers: the ledger writer (draining settled usage into Postgres)
-    /// and, with Stripe configured, the meter worker reporting overage.
+    /// Starts the background workers: the ledger writer (draining settled usage into Postgres),
+    /// the ingestion workers (`TESSERA_INGEST_WORKERS`) and, with Stripe configured, the meter worker reporting overage.
     pub fn start_workers(&self) {
         tokio::spawn(metering::LedgerWriter::new(self.db.clone(), self.redis.clone()).run());
+        for _ in 0..self.config.ingest_workers {
+            tokio::spawn(self.ingest_worker(Default::default()).run());
+        }
         if let Some(api) = self.stripe.clone() {
             tokio::spawn(billing::meter::run(
                 self.db.clone(),
@@ -112,6 +116,21 @@ impl Services {
                 std::time::Duration::from_secs(self.config.meter_delay_secs),
             ));
         }
+    }
+
+    /// An ingestion worker over these services: documents are embedded through the gateway
+    /// and their vectors stored where the gateway searches them.
+    pub fn ingest_worker(
+        &self,
+        options: knowledge::ingest::WorkerOptions,
+    ) -> knowledge::ingest::Worker<gateway::Gateway, knowledge::vectors::Vectors> {
+        knowledge::ingest::Worker::new(
+            self.db.clone(),
+            self.gateway.clone(),
+            self.gateway.vectors.clone(),
+            options,
+        )
+        .announcing(self.changes.clone())
     }
 
     /// The master keys that protect the clinics' provider keys.

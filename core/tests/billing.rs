@@ -362,6 +362,7 @@ async fn a_crash_mid_batch_reports_each_hour_exactly_once(owner: PgPool) {
                     + time::Duration::minutes(10))
                 .unix_timestamp()
                     * 1000,
+                kind: Default::default(),
             }
         })
         .collect();

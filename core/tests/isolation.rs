@@ -65,11 +65,12 @@ async fn the_app_role_owns_nothing_and_cannot_bypass_policies(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
-    // Arrange: two clinics, each with a member, a pending invitation, a provider key, an API key, a usage event, an agent and a conversation, so
+    // Arrange: two clinics, each with a member, a pending invitation, a provider key, an API key, a usage event, an agent, a conversation and documents, so
     // every tenant-owned table has rows of both. A new tenant-owned table fails this test
     // until rows for it are added here.
     let db = app_db(&pool).await;
-    let master = tessera_core::crypto::MasterKeys::random("v1");
+    // The master keys the services below decrypt with.
+    let master = &*common::MASTER;
     let a = clinic(&db, "Alpha Clinic").await;
     let b = clinic(&db, "Beta Clinic").await;
     for c in [&a, &b] {
@@ -93,7 +94,7 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
         tessera_core::provider_keys::set(
             &db,
             &CHANGES,
-            &master,
+            master,
             c.tenant,
             c.owner(),
             tessera_core::provider_keys::KeyInput {
@@ -149,6 +150,7 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
                 cancelled: false,
                 idempotency_key: id.to_string(),
                 occurred_at_ms: tessera_core::metering::now_ms(),
+                kind: Default::default(),
             }],
         )
         .await
@@ -177,6 +179,38 @@ async fn unfiltered_queries_see_only_the_current_tenant(pool: PgPool) {
             "data": { "object": { "customer": customer } }
         });
         tessera_core::billing::webhook::handle(&db, &CHANGES, event.to_string().as_bytes())
+            .await
+            .unwrap();
+    }
+
+    // Knowledge: a document ingested (passages and vectors, embedded through the simulator)
+    // and one still queued (a job).
+    let (services, _) = common::services(&pool, &[]).await;
+    for c in [&a, &b] {
+        let upload = |name: &str, text: &str| tessera_core::knowledge::Upload {
+            name: name.into(),
+            bytes: text.as_bytes().to_vec(),
+            tags: Vec::new(),
+        };
+        tessera_core::knowledge::upload(
+            &db,
+            c.tenant,
+            c.owner(),
+            upload("ingested.md", &format!("Passage of {}", c.tenant)),
+            1_000_000,
+        )
+        .await
+        .unwrap();
+    }
+    let worker = services.ingest_worker(Default::default());
+    while worker.run_once().await.unwrap() {}
+    for c in [&a, &b] {
+        let upload = tessera_core::knowledge::Upload {
+            name: "queued.md".into(),
+            bytes: format!("Queued for {}", c.tenant).into_bytes(),
+            tags: Vec::new(),
+        };
+        tessera_core::knowledge::upload(&db, c.tenant, c.owner(), upload, 1_000_000)
             .await
             .unwrap();
     }

@@ -30,6 +30,7 @@ fn event(r: &metering::Reservation, prompt: i64, completion: i64) -> UsageEvent 
         cancelled: false,
         idempotency_key: r.id.to_string(),
         occurred_at_ms: metering::now_ms(),
+        kind: Default::default(),
     }
 }
 
@@ -293,6 +294,7 @@ async fn the_dashboard_splits_a_month_by_model_agent_and_caller(pool: PgPool) {
             streamed: false,
             cancelled: false,
             idempotency_key: id.to_string(),
+            kind: Default::default(),
             occurred_at_ms: now,
         }
     };

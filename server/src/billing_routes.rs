@@ -72,15 +72,7 @@ pub struct PlanForm {
 
 /// Back to the Billing page with a message.
 fn back_with_error(message: &str) -> Response {
-    let encoded: String = message
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let encoded = crate::query_value(message);
     Redirect::to(&format!("{BILLING_PAGE}?error={encoded}")).into_response()
 }
 

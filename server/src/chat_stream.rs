@@ -1,6 +1,7 @@
 //! `GET /chat/replies/{id}`: generates a pending reply of a signed-in person's conversation
 //! through the gateway and streams it to the browser as server-sent events:
 //!
+//! - `sources`: the passages the reply is grounded in (sent first, when there are any);
 //! - `delta`: a JSON string of new text;
 //! - `done`: the reply is complete (JSON usage);
 //! - `failed`: a JSON string saying what went wrong and what to do.
@@ -106,14 +107,31 @@ pub async fn reply_stream(
         api_key: None,
     };
     Ok(match services.gateway.chat(&caller, request).await {
-        Ok(ChatOutcome::Stream(stream)) => relay(stream, saver),
+        Ok(ChatOutcome::Stream(stream)) => {
+            let sources: Vec<chat::Citation> = stream.sources.iter().map(Into::into).collect();
+            if !sources.is_empty() {
+                if let Err(e) = chat::set_sources(&services.db, v.tenant.id, reply, &sources).await
+                {
+                    tracing::error!(error = ?e, "could not keep a reply's sources");
+                }
+            }
+            relay(stream, saver, &sources)
+        }
         Ok(ChatOutcome::Complete(_)) => saver.fail("The reply could not be streamed.").await,
         Err(e) => saver.fail(&e.message).await,
     })
 }
 
-/// Sends the reply's text to the browser as it comes, and saves it when it ends.
-fn relay(stream: ChatStream, saver: Saver) -> Response {
+/// Sends the passages the reply is grounded in, then its text as it comes, and saves it when
+/// it ends.
+fn relay(stream: ChatStream, saver: Saver, sources: &[chat::Citation]) -> Response {
+    let first = (!sources.is_empty()).then(|| {
+        let cited: Vec<_> = sources
+            .iter()
+            .map(|c| serde_json::json!({ "name": c.name, "heading": c.heading, "text": c.text }))
+            .collect();
+        Ok::<_, Infallible>(event("sources", &serde_json::json!(cited)))
+    });
     let text = saver.text.clone();
     let saver = Arc::new(tokio::sync::Mutex::new(saver));
     let body = stream.then(move |ev| {
@@ -140,5 +158,7 @@ fn relay(stream: ChatStream, saver: Saver) -> Response {
             Ok::<_, Infallible>(bytes)
         }
     });
-    crate::event_stream(Body::from_stream(body))
+    crate::event_stream(Body::from_stream(
+        futures_util::stream::iter(first).chain(body),
+    ))
 }

@@ -4,6 +4,7 @@ pub mod billing_routes;
 pub mod chat_stream;
 pub mod guard;
 pub mod health;
+pub mod knowledge_routes;
 pub mod openai_api;
 pub mod session_store;
 pub mod usage_export;
@@ -33,6 +34,18 @@ pub(crate) fn event_stream(body: axum::body::Body) -> axum::response::Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     res
+}
+
+/// `text` percent-encoded for a query string value.
+pub(crate) fn query_value(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Name of the session cookie.
@@ -66,6 +79,12 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         .route("/webhooks/stripe", post(billing_routes::stripe_webhook))
         .route("/settings/billing/plan", post(billing_routes::choose_plan))
         .route("/settings/billing/portal", post(billing_routes::portal))
+        .route(
+            app::api::knowledge::UPLOAD_URL,
+            post(knowledge_routes::upload).layer(axum::extract::DefaultBodyLimit::max(
+                knowledge_routes::body_limit(&config),
+            )),
+        )
         .leptos_routes_with_context(&state, routes, || {}, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())

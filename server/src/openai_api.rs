@@ -15,6 +15,7 @@ use axum::Json;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tessera_core::gateway::{Caller, ChatOutcome, ChatStream, StreamEvent};
+use tessera_core::knowledge::search::Passage;
 use tessera_core::llm::{ChatMessage, ChatRequest, LlmError, LlmErrorKind, MessageRole, Usage};
 
 /// `{"error": {"message", "type", "code"}}` with a status.
@@ -335,6 +336,26 @@ fn stop(raw: &Value) -> Result<Vec<String>, String> {
     }
 }
 
+/// The passages an agent's reply was grounded in (Tessera's extra field `sources`): the number
+/// the reply cites (`[1]`), the document, its section and the passage's text.
+fn sources_json(sources: &[Passage]) -> Value {
+    Value::Array(
+        sources
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                json!({
+                    "index": i + 1,
+                    "document_id": p.document,
+                    "document": p.name,
+                    "heading": p.heading,
+                    "text": p.text,
+                })
+            })
+            .collect(),
+    )
+}
+
 fn usage_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.prompt_tokens,
@@ -371,21 +392,26 @@ pub async fn chat_completions(
     let created = unix_now();
     match state.services.gateway.chat(&caller, request).await {
         Err(e) => llm_error(&e),
-        Ok(ChatOutcome::Complete(c)) => Json(json!({
-            "id": format!("chatcmpl-{}", c.id.simple()),
-            "object": "chat.completion",
-            "created": created,
-            "model": c.model,
-            "choices": [{
-                "index": 0,
-                "message": { "role": "assistant", "content": c.content, "refusal": null },
-                "logprobs": null,
-                "finish_reason": c.finish_reason,
-            }],
-            "usage": usage_json(&c.usage),
-            "system_fingerprint": null,
-        }))
-        .into_response(),
+        Ok(ChatOutcome::Complete(c)) => {
+            let mut body = json!({
+                "id": format!("chatcmpl-{}", c.id.simple()),
+                "object": "chat.completion",
+                "created": created,
+                "model": c.model,
+                "choices": [{
+                    "index": 0,
+                    "message": { "role": "assistant", "content": c.content, "refusal": null },
+                    "logprobs": null,
+                    "finish_reason": c.finish_reason,
+                }],
+                "usage": usage_json(&c.usage),
+                "system_fingerprint": null,
+            });
+            if !c.sources.is_empty() {
+                body["sources"] = sources_json(&c.sources);
+            }
+            Json(body).into_response()
+        }
         Ok(ChatOutcome::Stream(stream)) => streamed(stream, created, include_usage),
     }
 }
@@ -411,7 +437,24 @@ fn streamed(stream: ChatStream, created: u64, include_usage: bool) -> Response {
             sse(&c)
         }
     };
-    let first = chunk(json!({ "role": "assistant", "content": "" }), None);
+    let first = if stream.sources.is_empty() {
+        chunk(json!({ "role": "assistant", "content": "" }), None)
+    } else {
+        // The passages go with the first chunk, as an extra field clients may read or ignore.
+        let mut c = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": stream.model,
+            "system_fingerprint": null,
+            "choices": [{ "index": 0, "delta": { "role": "assistant", "content": "" }, "logprobs": null, "finish_reason": null }],
+            "sources": sources_json(&stream.sources),
+        });
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        sse(&c)
+    };
     let model = stream.model.clone();
     let events = stream.flat_map(move |event| {
         let out: Vec<Bytes> = match event {

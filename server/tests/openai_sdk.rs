@@ -69,3 +69,60 @@ async fn the_openai_python_sdk_works_against_v1(pool: PgPool) {
         seen["json_total_tokens"].as_i64().unwrap() + seen["stream_total_tokens"].as_i64().unwrap()
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_openai_python_sdk_reads_the_sources_of_an_agent_that_uses_knowledge(pool: PgPool) {
+    let Some(python) = python() else { return };
+    let app = TestApp::spawn(&pool).await;
+    let c = testkit::fixtures::clinic("SDK Knowledge Clinic")
+        .key(tessera_core::Provider::OpenAi, "sk-test-good-key")
+        .api_key("tests")
+        .agent("Front Desk", "gpt-4o-mini")
+        .create(&app.env())
+        .await;
+    let upload = tessera_core::knowledge::Upload {
+        name: "prices.md".into(),
+        bytes: b"# Price list\n\nA flu shot costs 25 euros.\n\nA standard consultation costs 60 euros.\n".to_vec(),
+        tags: Vec::new(),
+    };
+    tessera_core::knowledge::upload(&app.services.db, c.tenant, c.owner(), upload, 1_000_000)
+        .await
+        .unwrap();
+    // The server's own worker reads it.
+    for _ in 0..200 {
+        let docs = tessera_core::knowledge::list(&app.services.db, c.tenant)
+            .await
+            .unwrap();
+        if docs[0].status == tessera_core::knowledge::DocumentStatus::Ready {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../end2end/sdk/knowledge_sdk.py"
+    );
+    let base_url = format!("{}/v1", app.url);
+    let token = c.token().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .arg(script)
+            .env("TESSERA_BASE_URL", base_url)
+            .env("TESSERA_API_KEY", &token)
+            .env("TESSERA_MODEL", "agent:front-desk")
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the SDK script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["sources"], 1);
+    assert_eq!(seen["streamed_sources"], 1);
+}

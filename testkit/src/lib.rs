@@ -314,15 +314,38 @@ pub fn limit_reply(reply: &str, max_tokens: Option<i64>) -> (String, bool) {
     }
 }
 
-/// The simulator's embedding of `text`: `dimensions` numbers drawn from a generator seeded
-/// with the FNV-1a hash of the text, L2-normalised. The same text always gives the same vector.
+/// The simulator's embedding of `text`: a bag of words. Each word (lower-cased letters and
+/// digits) has a fixed random direction, drawn from a generator seeded with the word's FNV-1a
+/// hash; the text's vector is their sum, L2-normalised. The same text always gives the same
+/// vector, and texts that share words point the same way (cosine similarity grows with the
+/// words they share), so dense retrieval behaves like a real (if crude) embedding model.
 pub fn embedding(text: &str, dimensions: usize) -> Vec<f32> {
-    let mut state = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    let mut sum = vec![0f64; dimensions];
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let seeds: Vec<&str> = if words.is_empty() { vec![text] } else { words };
+    for word in seeds {
+        for (acc, x) in sum.iter_mut().zip(direction(word, dimensions)) {
+            *acc += x;
+        }
+    }
+    let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        sum.iter_mut().for_each(|x| *x /= norm);
+    }
+    sum.into_iter().map(|x| x as f32).collect()
+}
+
+/// A fixed random direction for `word` (splitmix64 seeded with its FNV-1a hash).
+fn direction(word: &str, dimensions: usize) -> Vec<f64> {
+    let mut state = word.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    let mut v: Vec<f64> = (0..dimensions)
+    (0..dimensions)
         .map(|_| {
-            // splitmix64
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let mut z = state;
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -330,12 +353,7 @@ pub fn embedding(text: &str, dimensions: usize) -> Vec<f32> {
             z ^= z >> 31;
             (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
         })
-        .collect();
-    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    v.into_iter().map(|x| x as f32).collect()
+        .collect()
 }
 
 /// The value of directive `[sim:NAME=VALUE]` (`""` for `[sim:NAME]`) in `text`, if present.

@@ -18,6 +18,27 @@ pub fn thousands(n: i64) -> String {
     out
 }
 
+/// Bytes as people read sizes, in powers of 1,000 as file managers show them: `812 bytes`,
+/// `4.2 KB`, `12.5 MB`, `1.3 GB`.
+pub fn bytes(n: i64) -> String {
+    const UNITS: [(i64, &str); 3] = [(1_000_000_000, "GB"), (1_000_000, "MB"), (1_000, "KB")];
+    for (size, unit) in UNITS {
+        if n >= size {
+            let tenths = (n * 10 + size / 2) / size;
+            return if tenths % 10 == 0 || tenths >= 1000 {
+                format!("{} {unit}", thousands(tenths / 10))
+            } else {
+                format!("{}.{} {unit}", tenths / 10, tenths % 10)
+            };
+        }
+    }
+    if n == 1 {
+        "1 byte".into()
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 /// Micro-dollars as `$1,234.56` (small amounts keep four decimals: `$0.0042`).
 pub fn dollars(micro: i64) -> String {
     if micro > 0 && micro < 100 {
@@ -90,6 +111,17 @@ pub fn day(at: OffsetDateTime) -> String {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn sizes_read_like_a_file_manager() {
+        assert_eq!(bytes(1), "1 byte");
+        assert_eq!(bytes(812), "812 bytes");
+        assert_eq!(bytes(4_200), "4.2 KB");
+        assert_eq!(bytes(12_549_000), "12.5 MB");
+        assert_eq!(bytes(500_000_000), "500 MB");
+        assert_eq!(bytes(5_000_000_000), "5 GB");
+        assert_eq!(bytes(999_960), "1,000 KB");
+    }
 
     #[test]
     fn thousands_separators() {

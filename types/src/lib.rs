@@ -7,7 +7,9 @@ mod month;
 mod states;
 
 pub use month::{Month, NotAMonth};
-pub use states::{MessageRole, MessageStatus, PlanId, Provider, ReplyEnd, Role};
+pub use states::{
+    DocumentKind, DocumentStatus, MessageRole, MessageStatus, PlanId, Provider, ReplyEnd, Role,
+};
 
 /// What every unexpected failure says, wherever it shows: the details go to the log.
 pub const SOMETHING_WENT_WRONG: &str = "Something went wrong on our side. Please try again.";

@@ -254,3 +254,64 @@ mod tests {
         assert!(!MessageStatus::from(ReplyEnd::Stopped).in_progress());
     }
 }
+
+named_enum! {
+    /// Where a document is on its way to being searchable.
+    DocumentStatus ("document status") {
+        /// Waiting for a worker.
+        Queued = "queued",
+        /// Its text is being read and split into passages.
+        Extracting = "extracting",
+        /// Its passages are being embedded.
+        Embedding = "embedding",
+        /// Searchable.
+        Ready = "ready",
+        /// Ingestion gave up; the document's error says why.
+        Failed = "failed",
+    }
+}
+
+impl DocumentStatus {
+    /// A worker still has the document to do.
+    pub fn in_progress(self) -> bool {
+        matches!(
+            self,
+            DocumentStatus::Queued | DocumentStatus::Extracting | DocumentStatus::Embedding
+        )
+    }
+
+    /// For people: "Ready".
+    pub fn label(self) -> &'static str {
+        match self {
+            DocumentStatus::Queued => "Queued",
+            DocumentStatus::Extracting => "Extracting",
+            DocumentStatus::Embedding => "Embedding",
+            DocumentStatus::Ready => "Ready",
+            DocumentStatus::Failed => "Failed",
+        }
+    }
+}
+
+named_enum! {
+    /// The file formats Tessera reads.
+    DocumentKind ("document format") {
+        Text = "text",
+        Markdown = "markdown",
+        Html = "html",
+        Pdf = "pdf",
+        Docx = "docx",
+    }
+}
+
+impl DocumentKind {
+    /// For people: "PDF".
+    pub fn label(self) -> &'static str {
+        match self {
+            DocumentKind::Text => "Text",
+            DocumentKind::Markdown => "Markdown",
+            DocumentKind::Html => "HTML",
+            DocumentKind::Pdf => "PDF",
+            DocumentKind::Docx => "Word",
+        }
+    }
+}

@@ -20,6 +20,11 @@ pub struct AgentRow {
     pub temperature: String,
     pub max_reply_tokens: i32,
     pub context_tokens: i32,
+    pub knowledge_enabled: bool,
+    pub top_k: i32,
+    pub min_score: i32,
+    /// Comma-separated collections; empty: every document.
+    pub knowledge_tags: String,
 }
 
 #[cfg(feature = "ssr")]
@@ -35,6 +40,10 @@ impl From<tessera_core::agents::Agent> for AgentRow {
             model: a.model,
             max_reply_tokens: a.max_reply_tokens,
             context_tokens: a.context_tokens,
+            knowledge_enabled: a.knowledge_enabled,
+            top_k: a.knowledge_top_k,
+            min_score: a.knowledge_min_score,
+            knowledge_tags: a.knowledge_tags.join(", "),
         }
     }
 }
@@ -46,6 +55,8 @@ pub struct AgentsPage {
     pub plan_name: String,
     pub max_agents: Option<i32>,
     pub models: Vec<String>,
+    /// The collections (document tags) in use, to choose from.
+    pub tags: Vec<String>,
 }
 
 #[server(endpoint = "agents")]
@@ -64,11 +75,13 @@ pub async fn get_agents_page() -> Result<AgentsPage, AppError> {
         .collect();
     models.sort();
     models.dedup();
+    let tags = tessera_core::knowledge::tags(&services.db, v.tenant.id).await?;
     Ok(AgentsPage {
         agents: agents.into_iter().map(AgentRow::from).collect(),
         plan_name: limits.plan_name,
         max_agents,
         models,
+        tags,
     })
 }
 
@@ -83,6 +96,10 @@ pub async fn save_agent(
     temperature: Option<String>,
     max_reply_tokens: Option<String>,
     context_tokens: Option<String>,
+    knowledge: Option<String>,
+    top_k: Option<String>,
+    min_score: Option<String>,
+    knowledge_tags: Option<String>,
 ) -> Result<AgentRow, AppError> {
     use tessera_core::agents;
     let v = srv::require_admin().await?;
@@ -95,6 +112,10 @@ pub async fn save_agent(
         temperature: temperature.unwrap_or_default(),
         max_reply_tokens: max_reply_tokens.unwrap_or_default(),
         context_tokens: context_tokens.unwrap_or_default(),
+        knowledge: knowledge.unwrap_or_default(),
+        top_k: top_k.unwrap_or_default(),
+        min_score: min_score.unwrap_or_default(),
+        knowledge_tags: knowledge_tags.unwrap_or_default(),
     };
     let (db, changes) = (&services.db, &services.changes);
     let agent = match id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {

@@ -25,6 +25,17 @@ pub struct MessageView {
     pub content: String,
     pub status: MessageStatus,
     pub error: Option<String>,
+    /// The passages a reply is grounded in, `[1]` first.
+    #[serde(default)]
+    pub sources: Vec<SourceView>,
+}
+
+/// A passage a reply cites: the document's name, its section, and the text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceView {
+    pub name: String,
+    pub heading: String,
+    pub text: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +116,15 @@ pub async fn get_conversation(id: String) -> Result<ConversationView, AppError> 
                 content: m.content,
                 status: m.status,
                 error: m.error,
+                sources: m
+                    .sources
+                    .into_iter()
+                    .map(|c| SourceView {
+                        name: c.name,
+                        heading: c.heading,
+                        text: c.text,
+                    })
+                    .collect(),
             })
             .collect(),
     })

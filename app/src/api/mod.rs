@@ -4,13 +4,14 @@
 //! ([`crate::server::session`]), calls one `tessera_core` function, and maps the result (core
 //! errors become [`AppError`](crate::error::AppError) through `?`).
 
-// The agent form's eight fields are `save_agent`'s arguments, as `ActionForm` posts them.
+// The agent form's twelve fields are `save_agent`'s arguments, as `ActionForm` posts them.
 #[allow(clippy::too_many_arguments)]
 pub mod agents;
 pub mod api_keys;
 pub mod billing;
 pub mod chat;
 pub mod invite;
+pub mod knowledge;
 pub mod members;
 pub mod provider_keys;
 pub mod session;

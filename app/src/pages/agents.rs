@@ -29,7 +29,12 @@ fn AgentsLoader() -> impl IntoView {
 
 /// The fields of an agent, empty for a new one.
 #[component]
-fn AgentFields(agent: Option<AgentRow>, models: Vec<String>, prefix: String) -> impl IntoView {
+fn AgentFields(
+    agent: Option<AgentRow>,
+    models: Vec<String>,
+    tags: Vec<String>,
+    prefix: String,
+) -> impl IntoView {
     let a = agent.clone().unwrap_or(AgentRow {
         id: String::new(),
         slug: String::new(),
@@ -40,9 +45,14 @@ fn AgentFields(agent: Option<AgentRow>, models: Vec<String>, prefix: String) -> 
         temperature: "0.7".into(),
         max_reply_tokens: 1024,
         context_tokens: 8000,
+        knowledge_enabled: true,
+        top_k: 5,
+        min_score: 0,
+        knowledge_tags: String::new(),
     });
     let id = |f: &str| format!("{prefix}-{f}");
     let list = id("models");
+    let tag_list = id("tags");
     view! {
         <input type="hidden" name="id" value=a.id.clone()/>
         <div class="field">
@@ -78,6 +88,31 @@ fn AgentFields(agent: Option<AgentRow>, models: Vec<String>, prefix: String) -> 
                 <input id=id("context") type="text" inputmode="numeric" name="context_tokens" value=a.context_tokens.to_string()/>
             </div>
         </div>
+        <fieldset class="field-row">
+            <legend>"Knowledge"</legend>
+            <div class="field">
+                <label for=id("knowledge")>"Answers from documents"</label>
+                <select id=id("knowledge") name="knowledge">
+                    <option value="on" selected=a.knowledge_enabled>"On"</option>
+                    <option value="off" selected=!a.knowledge_enabled>"Off"</option>
+                </select>
+            </div>
+            <div class="field">
+                <label for=id("topk")>"Passages per question (1–20)"</label>
+                <input id=id("topk") type="text" inputmode="numeric" name="top_k" value=a.top_k.to_string()/>
+            </div>
+            <div class="field">
+                <label for=id("minscore")>"Lowest relevance (0–100)"</label>
+                <input id=id("minscore") type="text" inputmode="numeric" name="min_score" value=a.min_score.to_string()/>
+            </div>
+            <div class="field">
+                <label for=id("ktags")>"Collections (tags; empty: all documents)"</label>
+                <input id=id("ktags") type="text" name="knowledge_tags" list=tag_list.clone() value=a.knowledge_tags.clone() placeholder="all documents"/>
+                <datalist id=tag_list>
+                    {tags.into_iter().map(|t| view! { <option value=t.clone()></option> }).collect_view()}
+                </datalist>
+            </div>
+        </fieldset>
     }
 }
 
@@ -94,6 +129,7 @@ fn Agents(
     };
     let full = page.max_agents.is_some_and(|max| count as i32 >= max);
     let models = StoredValue::new(page.models.clone());
+    let tags = StoredValue::new(page.tags.clone());
     view! {
         <div class="page-head"><h1>"Agents"</h1></div>
         <p class="muted">"Agents are the assistants your staff chat with. The API reaches one as the model " <code>"agent:<name>"</code> "."</p>
@@ -109,7 +145,7 @@ fn Agents(
                 <p class="notice warn" data-testid="agent-limit-reached">"This plan's agent limit is reached. Upgrade the plan under Billing, or delete an agent, to add another."</p>
             })}
             <ActionForm action=save attr:class="stack-form">
-                <AgentFields agent=None models=models.get_value() prefix="new".to_string()/>
+                <AgentFields agent=None models=models.get_value() tags=tags.get_value() prefix="new".to_string()/>
                 <button type="submit" disabled=save.pending()>"Create agent"</button>
             </ActionForm>
         </section>
@@ -128,11 +164,14 @@ fn Agents(
                             <p class="muted">
                                 {(!a.description.is_empty()).then(|| format!("{} · ", a.description))}
                                 {a.model.clone()}
+                                {if a.knowledge_enabled {
+                                    if a.knowledge_tags.is_empty() { " · answers from all documents".to_string() } else { format!(" · answers from {}", a.knowledge_tags) }
+                                } else { " · knowledge off".to_string() }}
                             </p>
                             <details>
                                 <summary>"Edit"</summary>
                                 <ActionForm action=save attr:class="stack-form">
-                                    <AgentFields agent=Some(a.clone()) models=models.get_value() prefix=prefix/>
+                                    <AgentFields agent=Some(a.clone()) models=models.get_value() tags=tags.get_value() prefix=prefix/>
                                     <button type="submit">"Save changes"</button>
                                 </ActionForm>
                             </details>

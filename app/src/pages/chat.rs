@@ -137,12 +137,21 @@ mod live {
     /// being generated for another page, or has ended meanwhile).
     pub fn open(
         url: &str,
+        on_sources: impl Fn(Vec<crate::api::chat::SourceView>) + 'static,
         on_delta: impl Fn(String) + 'static,
         on_done: impl Fn() + 'static,
         on_failed: impl Fn(String) + 'static + Clone,
         on_refused: impl Fn() + 'static,
     ) -> Option<Live> {
         let source = EventSource::new(url).ok()?;
+        let sources = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            let cited = e
+                .data()
+                .as_string()
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default();
+            on_sources(cited)
+        });
         let delta =
             Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| on_delta(text_of(&e)));
         let done = Closure::<dyn FnMut(MessageEvent)>::new(move |_e: MessageEvent| on_done());
@@ -164,6 +173,9 @@ mod live {
             }
         });
         source
+            .add_event_listener_with_callback("sources", sources.as_ref().unchecked_ref())
+            .ok()?;
+        source
             .add_event_listener_with_callback("delta", delta.as_ref().unchecked_ref())
             .ok()?;
         source
@@ -175,7 +187,7 @@ mod live {
         source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         Some(Live {
             source,
-            _handlers: vec![delta, done, failed],
+            _handlers: vec![sources, delta, done, failed],
             _on_error: on_error,
         })
     }
@@ -255,9 +267,16 @@ impl ReplyStream {
                 conversation,
                 live,
             } = self;
-            let (r1, r2, r3) = (reply.clone(), reply.clone(), reply.clone());
+            let (r0, r1, r2, r3) = (reply.clone(), reply.clone(), reply.clone(), reply.clone());
             let opened = live::open(
                 &format!("/chat/replies/{reply}"),
+                move |cited| {
+                    messages.update(|ms| {
+                        if let Some(m) = ms.iter_mut().find(|m| m.id == r0) {
+                            m.sources = cited;
+                        }
+                    })
+                },
                 move |text| {
                     messages.update(|ms| {
                         if let Some(m) = ms.iter_mut().find(|m| m.id == r1) {
@@ -330,6 +349,7 @@ impl ReplyStream {
                 content: text,
                 status: MessageStatus::Complete,
                 error: None,
+                sources: Vec::new(),
             });
             ms.push(MessageView {
                 id: reply.clone(),
@@ -337,6 +357,7 @@ impl ReplyStream {
                 content: String::new(),
                 status: MessageStatus::Pending,
                 error: None,
+                sources: Vec::new(),
             });
         });
         self.start(reply);
@@ -377,7 +398,7 @@ fn Conversation(c: ConversationView) -> impl IntoView {
         <div class="chat">
             <ConversationHead c=c.clone()/>
             <div class="messages" role="log" aria-live="polite" aria-label="Conversation" data-testid="messages">
-                <For each=move || messages.get() key=|m| (m.id.clone(), m.status, m.content.len()) let:m>
+                <For each=move || messages.get() key=|m| (m.id.clone(), m.status, m.content.len(), m.sources.len()) let:m>
                     <Bubble m/>
                 </For>
             </div>
@@ -467,9 +488,27 @@ fn Bubble(m: MessageView) -> impl IntoView {
         MessageStatus::Failed => Some(view! { <p class="error" data-testid="reply-error">{m.error.clone().unwrap_or_else(|| "The reply failed. Try again.".into())}</p> }.into_any()),
         _ => None,
     };
+    let sources = (!m.sources.is_empty()).then(|| {
+        view! {
+            <ol class="sources" data-testid="sources" aria-label="Sources">
+                {m.sources.iter().enumerate().map(|(i, s)| {
+                    let title = if s.heading.is_empty() { s.name.clone() } else { format!("{} — {}", s.name, s.heading) };
+                    view! {
+                        <li data-testid="source">
+                            <details>
+                                <summary>{format!("[{}] ", i + 1)}{title}</summary>
+                                <blockquote class="passage">{s.text.clone()}</blockquote>
+                            </details>
+                        </li>
+                    }
+                }).collect_view()}
+            </ol>
+        }
+    });
     view! {
         <div class=class data-testid=format!("message-{}", m.role)>
             {body}
+            {sources}
             {note}
         </div>
     }

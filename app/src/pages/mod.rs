@@ -7,5 +7,6 @@ pub mod errors;
 pub mod home;
 pub mod invite;
 pub mod keys;
+pub mod knowledge;
 pub mod members;
 pub mod usage;

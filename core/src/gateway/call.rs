@@ -10,10 +10,11 @@ use uuid::Uuid;
 use super::lookups::Chosen;
 use super::send::release;
 use super::{Caller, ChatStream, Completion, Gateway, StreamEvent};
+use crate::knowledge::search::Passage;
 use crate::llm::tokens::{count_tokens, message_tokens};
 use crate::llm::wire::{self, Piece};
 use crate::llm::{ChatMessage, LlmError, Usage};
-use crate::metering::{Held, Prices, UsageEvent};
+use crate::metering::{CallKind, Held, Prices, UsageEvent};
 
 impl Gateway {
     pub(super) async fn prices(&self) -> &Prices {
@@ -40,6 +41,8 @@ pub(super) struct Call {
     pub max_tokens: i64,
     pub reservation: Held,
     pub started: Instant,
+    /// The passages the call is grounded in.
+    pub sources: Vec<Passage>,
 }
 
 /// What reading a provider's stream came to.
@@ -81,6 +84,7 @@ impl Call {
                 .started_at
                 .unix_timestamp_nanos()
                 / 1_000_000) as i64,
+            kind: CallKind::Chat,
         }
     }
 
@@ -177,6 +181,7 @@ impl Call {
         };
         let id = self.reservation.reservation().id;
         let model = self.model.clone();
+        let sources = self.sources.clone();
         let usage = self.settle(usage, false, false).await;
         Ok(Completion {
             id,
@@ -185,6 +190,7 @@ impl Call {
             content: reply.text,
             finish_reason: reply.finish_reason,
             usage,
+            sources,
         })
     }
 
@@ -194,6 +200,7 @@ impl Call {
             id: self.reservation.reservation().id,
             model: self.model.clone(),
             provider: self.chosen.provider,
+            sources: self.sources.clone(),
             rx,
         };
         tokio::spawn(self.pump(response, tx));

@@ -39,6 +39,9 @@ pub(super) struct Caches {
     limits: TtlCache<TenantId, Limits>,
     provider_keys: TtlCache<(TenantId, Provider), Option<Arc<ResolvedKey>>>,
     agents: TtlCache<(TenantId, String), Option<Arc<Agent>>>,
+    /// The embedding models of each clinic's searchable documents (`None`: none are
+    /// searchable yet), so a clinic without documents costs its agents no query.
+    pub(super) knowledge: TtlCache<TenantId, Option<Arc<Vec<Option<String>>>>>,
 }
 
 impl Default for Caches {
@@ -48,6 +51,7 @@ impl Default for Caches {
             limits: TtlCache::new(LIMITS_TTL, CACHE_MAX),
             provider_keys: TtlCache::new(CACHE_TTL, CACHE_MAX),
             agents: TtlCache::new(LIMITS_TTL, CACHE_MAX),
+            knowledge: TtlCache::new(LIMITS_TTL, CACHE_MAX),
         }
     }
 }
@@ -60,6 +64,7 @@ impl Caches {
                 self.limits.remove_where(|k, _| *k == t);
                 self.provider_keys.remove_where(|(k, _), _| *k == t);
                 self.agents.remove_where(|(k, _), _| *k == t);
+                self.knowledge.remove_where(|k, _| *k == t);
             }
             Change::ApiKey(id) => self.api_keys.remove_where(|_, c| c.key_id == id),
             Change::Everything => {
@@ -67,6 +72,7 @@ impl Caches {
                 self.limits.clear();
                 self.provider_keys.clear();
                 self.agents.clear();
+                self.knowledge.clear();
             }
         }
     }

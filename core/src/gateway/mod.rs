@@ -15,9 +15,11 @@
 
 mod cache;
 mod call;
+mod embed;
 mod lookups;
 mod send;
 
+pub use embed::DEFAULT_EMBEDDING_MODEL;
 pub use lookups::{provider_for_model, ModelInfo};
 
 use std::pin::Pin;
@@ -30,12 +32,16 @@ use uuid::Uuid;
 
 use crate::changes::Changes;
 use crate::db::Db;
+use crate::knowledge::qdrant::QdrantVectors;
+use crate::knowledge::search::Passage;
+use crate::knowledge::vectors::{PgVectors, Vectors};
 use crate::llm::{prompt_upper_bound, wire, ChatRequest, LlmError, LlmErrorKind, Usage};
 use crate::metering::{Metering, Prices};
 use crate::tenancy::{TenantId, UserId};
 use crate::{agents, Config, Error, Provider};
 use call::Call;
 use lookups::Caches;
+use secrecy::ExposeSecret;
 
 /// Who is calling: a clinic, and the person or API key acting for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +61,8 @@ pub struct Completion {
     pub content: String,
     pub finish_reason: String,
     pub usage: Usage,
+    /// The passages an agent's reply was grounded in, in citation order (`[1]` first).
+    pub sources: Vec<Passage>,
 }
 
 /// What a streamed reply yields.
@@ -72,6 +80,8 @@ pub struct ChatStream {
     pub id: Uuid,
     pub model: String,
     pub provider: Provider,
+    /// The passages an agent's reply is grounded in, in citation order (`[1]` first).
+    pub sources: Vec<Passage>,
     rx: mpsc::Receiver<Result<StreamEvent, LlmError>>,
 }
 
@@ -98,6 +108,8 @@ pub struct Gateway {
     /// For addresses clinics supply (see [`crate::egress`]).
     egress: reqwest::Client,
     pub metering: Metering,
+    /// Where the clinics' document vectors live.
+    pub vectors: Vectors,
     prices: Arc<OnceCell<Prices>>,
     caches: Arc<Caches>,
 }
@@ -120,8 +132,22 @@ impl Gateway {
         let caches = Arc::new(Caches::default());
         let subscribed = Arc::clone(&caches);
         changes.subscribe(move |change| subscribed.apply(change));
+        let vectors = match &config.qdrant_url {
+            Some(url) => {
+                let key = config.qdrant_api_key.as_ref().map(|k| k.expose_secret());
+                match QdrantVectors::new(url, key, &config.qdrant_prefix) {
+                    Ok(q) => Vectors::Qdrant(q),
+                    Err(e) => {
+                        tracing::error!(error = %e, "Qdrant could not be set up; vectors stay in Postgres");
+                        Vectors::Postgres(PgVectors::new(db.clone()))
+                    }
+                }
+            }
+            None => Vectors::Postgres(PgVectors::new(db.clone())),
+        };
         Self {
             egress: crate::egress::client(config.allow_private_endpoints),
+            vectors,
             config,
             db,
             http,
@@ -144,17 +170,31 @@ impl Gateway {
         }
         // Who.
         let limits = self.limits(caller.tenant).await?;
-        // An agent named as the model brings its own model, instructions and limits.
-        let req = match req.model.strip_prefix(agents::MODEL_PREFIX) {
-            Some(slug) => match self.agent(caller.tenant, slug).await? {
-                Some(agent) => agents::apply(&agent, req),
-                None => return Err(LlmError::unknown_model(&req.model)),
-            },
-            None => req,
-        };
         if !limits.active {
             return Err(Error::forbidden("This clinic has been deactivated.").into());
         }
+        // An agent named as the model brings its own model, instructions and limits, and the
+        // clinic's passages for the question.
+        let (req, sources) = match req.model.strip_prefix(agents::MODEL_PREFIX) {
+            Some(slug) => match self.agent(caller.tenant, slug).await? {
+                Some(agent) => {
+                    let question = req
+                        .messages
+                        .iter()
+                        .rev()
+                        .find(|m| m.role == crate::llm::MessageRole::User)
+                        .map(|m| m.content.clone())
+                        .unwrap_or_default();
+                    let passages = self.retrieve(caller, &agent, &question).await?;
+                    let (req, used) = agents::apply(&agent, req, &passages);
+                    let mut sources = passages;
+                    sources.truncate(used);
+                    (req, sources)
+                }
+                None => return Err(LlmError::unknown_model(&req.model)),
+            },
+            None => (req, Vec::new()),
+        };
         let now = time::OffsetDateTime::now_utc();
         if let Some(message) = limits.payment_block(self.config.billing_grace_days, now) {
             return Err(LlmError::new(LlmErrorKind::PaymentOverdue, message));
@@ -173,7 +213,7 @@ impl Gateway {
         // Call.
         let body = wire::request_body(chosen.provider, &req, max_tokens);
         let started = Instant::now();
-        let response = match self.send(&chosen, &body).await {
+        let response = match self.send(&chosen, send::Op::Chat, &body).await {
             Ok(r) => r,
             Err(e) => {
                 send::release(reservation).await;
@@ -190,6 +230,7 @@ impl Gateway {
             max_tokens: i64::from(max_tokens),
             reservation,
             started,
+            sources,
         };
         if req.stream {
             Ok(ChatOutcome::Stream(call.stream(response)))

@@ -20,6 +20,13 @@ pub(super) async fn release(reservation: Held) {
     }
 }
 
+/// What a call asks of its provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Op {
+    Chat,
+    Embeddings,
+}
+
 impl Gateway {
     /// The client for calls to `provider`: the guarded one for addresses a clinic supplied.
     pub(super) fn client_for(&self, provider: Provider) -> &reqwest::Client {
@@ -38,10 +45,21 @@ impl Gateway {
         Ok(())
     }
 
-    fn endpoint(&self, chosen: &Chosen) -> Result<String, LlmError> {
+    fn endpoint(&self, chosen: &Chosen, op: Op) -> Result<String, LlmError> {
+        let path = match op {
+            Op::Chat => "chat/completions",
+            Op::Embeddings => "embeddings",
+        };
         Ok(match chosen.provider {
-            Provider::OpenAi => format!("{}/chat/completions", self.config.openai_base_url),
-            Provider::Anthropic => format!("{}/v1/messages", self.config.anthropic_base_url),
+            Provider::OpenAi => format!("{}/{path}", self.config.openai_base_url),
+            Provider::Anthropic if op == Op::Chat => {
+                format!("{}/v1/messages", self.config.anthropic_base_url)
+            }
+            Provider::Anthropic => {
+                return Err(LlmError::bad_request(
+                    "Anthropic does not offer embeddings; choose an OpenAI or OpenAI-compatible embedding model.",
+                ))
+            }
             Provider::OpenAiCompatible => {
                 let base = chosen.key.base_url.as_deref().ok_or_else(|| {
                     LlmError::new(
@@ -49,7 +67,7 @@ impl Gateway {
                         "The OpenAI-compatible endpoint has no base URL. An admin can set it under Settings → Provider keys.",
                     )
                 })?;
-                format!("{}/chat/completions", base.trim_end_matches('/'))
+                format!("{}/{path}", base.trim_end_matches('/'))
             }
         })
     }
@@ -59,9 +77,10 @@ impl Gateway {
     pub(super) async fn send(
         &self,
         chosen: &Chosen,
+        op: Op,
         body: &serde_json::Value,
     ) -> Result<reqwest::Response, LlmError> {
-        let url = self.endpoint(chosen)?;
+        let url = self.endpoint(chosen, op)?;
         self.guard(chosen.provider, &url)?;
         let bytes = serde_json::to_vec(body).map_err(|e| LlmError::internal(e.to_string()))?;
         let timeout = Duration::from_secs(self.config.provider_timeout_secs);

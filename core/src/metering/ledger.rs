@@ -62,6 +62,29 @@ pub struct UsageEvent {
     pub idempotency_key: String,
     /// When the call started, in milliseconds since the Unix epoch.
     pub occurred_at_ms: i64,
+    /// What the call was for (events handed off before kinds existed were chat replies).
+    #[serde(default)]
+    pub kind: CallKind,
+}
+
+/// What a model call was for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallKind {
+    /// A chat reply.
+    #[default]
+    Chat,
+    /// Embeddings: documents indexed, or a question searched.
+    Embedding,
+}
+
+impl CallKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Chat => "chat",
+            CallKind::Embedding => "embedding",
+        }
+    }
 }
 
 /// Drains the hand-off stream into the Postgres ledger. Run one per process (`serve` and
@@ -453,19 +476,19 @@ pub async fn write_events(db: &Db, events: &[UsageEvent]) -> Result<()> {
         sqlx::query(
             "INSERT INTO usage_events (id, tenant_id, user_id, api_key_id, provider, model,
                     prompt_tokens, completion_tokens, cached_tokens, cost_micro_usd, latency_ms,
-                    estimated, streamed, cancelled, idempotency_key, occurred_at, agent_id)
+                    estimated, streamed, cancelled, idempotency_key, occurred_at, agent_id, kind)
              SELECT u.id, $1, u.user_id, u.api_key_id, u.provider, u.model, u.prompt_tokens,
                     u.completion_tokens, u.cached_tokens, u.cost, u.latency_ms, u.estimated,
                     u.streamed, u.cancelled, u.idempotency_key, u.occurred_at,
                     -- An agent deleted since the call is recorded as none.
-                    (SELECT a.id FROM agents a WHERE a.id = u.agent_id)
+                    (SELECT a.id FROM agents a WHERE a.id = u.agent_id), u.kind
                FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
                            $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::int[],
                            $12::bool[], $13::bool[], $14::bool[], $15::text[], $16::timestamptz[],
-                           $17::uuid[])
+                           $17::uuid[], $18::text[])
                  AS u(id, user_id, api_key_id, provider, model, prompt_tokens, completion_tokens,
                       cached_tokens, cost, latency_ms, estimated, streamed, cancelled,
-                      idempotency_key, occurred_at, agent_id)
+                      idempotency_key, occurred_at, agent_id, kind)
              ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
         )
         .bind(tenant)
@@ -500,6 +523,7 @@ pub async fn write_events(db: &Db, events: &[UsageEvent]) -> Result<()> {
         )
         .bind(occurred)
         .bind(events.iter().map(|e| e.agent).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }

@@ -31,6 +31,8 @@ pub struct Limits {
     /// (`None`: no limit).
     pub requests_per_minute: Option<i32>,
     pub key_requests_per_minute: Option<i32>,
+    /// The embedding model the clinic chose for its documents (`None`: the default).
+    pub embedding_model: Option<String>,
 }
 
 impl Limits {
@@ -82,6 +84,7 @@ pub async fn limits(db: &Db, tenant: TenantId) -> Result<Limits> {
         "SELECT p.id AS plan, p.name AS plan_name, t.active, p.included_tokens,
                 p.overage_micro_usd_per_1k, t.spending_cap_micro_usd, p.platform_keys,
                 t.payment_failed_at, p.requests_per_minute, p.key_requests_per_minute,
+                t.embedding_model,
                 NOT p.self_serve OR coalesce(t.subscription_status = ANY($1), false) AS paying
            FROM tenants t JOIN plans p ON p.id = t.plan",
     )
@@ -131,6 +134,7 @@ mod tests {
             payment_failed_at: None,
             requests_per_minute: None,
             key_requests_per_minute: None,
+            embedding_model: None,
         }
     }
 

@@ -38,7 +38,9 @@ mod rate;
 pub mod report;
 
 pub use budget::{Held, Metering, Reservation};
-pub use ledger::{dead_letters, now_ms, write_events, LedgerWriter, UsageEvent, DEAD_LETTER_MAX};
+pub use ledger::{
+    dead_letters, now_ms, write_events, CallKind, LedgerWriter, UsageEvent, DEAD_LETTER_MAX,
+};
 pub use limits::{grace_ends, limits, set_spending_cap, Limits};
 pub use prices::Prices;
 

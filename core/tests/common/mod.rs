@@ -48,3 +48,39 @@ pub async fn member(db: &Db, clinic: &Clinic, email: &str, role: Role) -> UserId
         .await
         .expect("invite and accept")
 }
+
+/// The services a server runs (gateway, metering, workers unstarted) over the test database
+/// and a Redis prefix of their own, with provider calls going to a simulator of their own.
+/// Ingestion workers are not started: tests run them.
+pub async fn services(
+    owner_pool: &PgPool,
+    extra: &[(&str, &str)],
+) -> (tessera_core::Services, std::net::SocketAddr) {
+    let sim = testkit::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("start the simulator");
+    let mut vars = std::collections::HashMap::new();
+    vars.insert("OPENAI_BASE_URL".to_string(), format!("http://{sim}/v1"));
+    vars.insert(
+        "ANTHROPIC_BASE_URL".to_string(),
+        format!("http://{sim}/anthropic"),
+    );
+    vars.insert(
+        "TESSERA_REDIS_PREFIX".to_string(),
+        format!("test:{}:", uuid::Uuid::new_v4()),
+    );
+    vars.insert("TESSERA_ALLOW_PRIVATE_ENDPOINTS".to_string(), "true".into());
+    vars.insert("TESSERA_INGEST_WORKERS".to_string(), "0".into());
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        vars.insert("REDIS_URL".to_string(), url);
+    }
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    let config = tessera_core::Config::from_vars(&vars).expect("test configuration");
+    let redis = Redis::connect(&config.redis_url, &config.redis_prefix)
+        .await
+        .expect("connect to Redis");
+    let db = app_db(owner_pool).await;
+    (tessera_core::Services::new(config, db, redis), sim)
+}
