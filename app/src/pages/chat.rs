@@ -504,6 +504,7 @@ fn Bubble(m: MessageView) -> impl IntoView {
                 }).collect_view()}
             </ol>
         }
+        .into_any()
     });
     view! {
         <div class=class data-testid=format!("message-{}", m.role)>
