@@ -24,6 +24,8 @@ CREATE TABLE documents (
     -- The embedding model of the document's vectors; NULL: lexical search only.
     embedding_model text,
     uploaded_by   uuid REFERENCES users (id) ON DELETE SET NULL,
+    -- When the current version was uploaded.
+    uploaded_at   timestamptz NOT NULL DEFAULT now(),
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT documents_tenant_name_key UNIQUE (tenant_id, name),

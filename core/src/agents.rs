@@ -18,7 +18,7 @@ use crate::tenancy::TenantId;
 use crate::{Error, Result};
 
 /// The prefix that names an agent as a model in the API.
-pub const MODEL_PREFIX: &str = "agent:";
+pub use crate::llm::AGENT_MODEL_PREFIX as MODEL_PREFIX;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Agent {

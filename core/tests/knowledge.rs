@@ -54,6 +54,14 @@ async fn status(db: &Db, c: &Clinic, name: &str) -> knowledge::Document {
         .unwrap_or_else(|| panic!("{name} is not listed"))
 }
 
+/// A clinic with an OpenAI key (the simulator's), so its passages are embedded.
+async fn with_openai(s: &Services, name: &str) -> Clinic {
+    fixtures::clinic(name)
+        .key(Provider::OpenAi, "sk-test-clinic")
+        .create(&env(&s.db))
+        .await
+}
+
 fn settings() -> Settings {
     Settings {
         top_k: 5,
@@ -184,10 +192,7 @@ async fn the_plans_storage_is_enforced(pool: PgPool) {
 #[sqlx::test(migrator = "tessera_core::db::MIGRATOR")]
 async fn every_format_is_read_split_and_embedded_through_the_gateway(pool: PgPool) {
     let (s, _) = services(&pool, &[]).await;
-    let c = fixtures::clinic("North")
-        .key(Provider::OpenAi, "sk-test-north")
-        .create(&env(&s.db))
-        .await;
+    let c = with_openai(&s, "North").await;
     let docx = files::docx(&[
         ("Heading1", "Vaccination protocol"),
         (
@@ -280,10 +285,7 @@ async fn a_worker_killed_mid_document_leaves_the_old_version_and_the_job_finishe
     pool: PgPool,
 ) {
     let (s, _) = services(&pool, &[]).await;
-    let c = fixtures::clinic("North")
-        .key(Provider::OpenAi, "sk-test-north")
-        .create(&env(&s.db))
-        .await;
+    let c = with_openai(&s, "North").await;
     upload(&s.db, &c, file("prices.md", PRICES)).await.unwrap();
     ingest_all(&s).await;
     let v1 = status(&s.db, &c, "prices.md").await;
@@ -366,10 +368,7 @@ async fn a_worker_killed_mid_document_leaves_the_old_version_and_the_job_finishe
 #[sqlx::test(migrator = "tessera_core::db::MIGRATOR")]
 async fn unreadable_files_fail_with_their_reason_and_failures_retry_with_backoff(pool: PgPool) {
     let (s, _) = services(&pool, &[]).await;
-    let c = fixtures::clinic("North")
-        .key(Provider::OpenAi, "sk-test-north")
-        .create(&env(&s.db))
-        .await;
+    let c = with_openai(&s, "North").await;
     // A scanned PDF (no text) fails at once, with its reason.
     upload(&s.db, &c, file("scan.pdf", files::pdf(&[""])))
         .await
@@ -424,10 +423,7 @@ async fn deleting_a_document_purges_its_passages_and_vectors(pool: PgPool) {
 
 async fn deletion(pool: &PgPool, backend: &[(String, String)]) {
     let s = services_on(pool, backend).await;
-    let c = fixtures::clinic(&format!("North {}", uuid::Uuid::new_v4().simple()))
-        .key(Provider::OpenAi, "sk-test-north")
-        .create(&env(&s.db))
-        .await;
+    let c = with_openai(&s, &format!("North {}", uuid::Uuid::new_v4().simple())).await;
     upload(&s.db, &c, file("prices.md", PRICES)).await.unwrap();
     let notes = "Dr. Weber does home visits on Thursdays.";
     upload(&s.db, &c, file("notes.txt", notes)).await.unwrap();
@@ -544,14 +540,8 @@ async fn a_clinics_question_never_retrieves_another_clinics_text(pool: PgPool) {
 async fn isolation(pool: &PgPool, backend: &[(String, String)]) {
     let s = services_on(pool, backend).await;
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    let north = fixtures::clinic(&format!("North {tag}"))
-        .key(Provider::OpenAi, "sk-test-north")
-        .create(&env(&s.db))
-        .await;
-    let south = fixtures::clinic(&format!("South {tag}"))
-        .key(Provider::OpenAi, "sk-test-south")
-        .create(&env(&s.db))
-        .await;
+    let north = with_openai(&s, &format!("North {tag}")).await;
+    let south = with_openai(&s, &format!("South {tag}")).await;
     // Near-identical documents: one word differs.
     upload(
         &s.db,
@@ -728,4 +718,61 @@ async fn a_clinic_on_its_own_endpoint_names_its_embedding_model_and_is_indexed_a
             .await
             .unwrap();
     assert_eq!(again, 0);
+}
+
+#[sqlx::test(migrator = "tessera_core::db::MIGRATOR")]
+async fn an_upgrade_to_enterprise_moves_the_clinics_vectors_to_its_own_collection(pool: PgPool) {
+    let Some(backend) = backends().into_iter().find(|b| !b.is_empty()) else {
+        return;
+    };
+    let s = services_on(&pool, &backend).await;
+    let tessera_core::knowledge::vectors::Vectors::Qdrant(q) = &s.gateway.vectors else {
+        panic!("QDRANT_URL is set: vectors are in Qdrant");
+    };
+    let c = with_openai(&s, "North").await;
+    upload(&s.db, &c, file("prices.md", PRICES)).await.unwrap();
+    ingest_all(&s).await;
+    let own = |names: Vec<String>| {
+        names
+            .iter()
+            .any(|n| n.ends_with(&c.tenant.0.simple().to_string()))
+    };
+    assert!(!own(q.collections().await.unwrap()));
+    // The operator's plan change is announced; the server moves the clinic's vectors.
+    tessera_core::billing::set_plan(&pool, &s.changes, &c.slug, tessera_core::PlanId::Enterprise)
+        .await
+        .unwrap();
+    let mut moved = false;
+    for _ in 0..100 {
+        if own(q.collections().await.unwrap()) && q.dedicated(c.tenant).await.unwrap() {
+            let hits = q
+                .search(
+                    c.tenant,
+                    DEFAULT_EMBEDDING_MODEL,
+                    &testkit::embedding("flu shot", 16),
+                    10,
+                    None,
+                )
+                .await
+                .unwrap();
+            if !hits.is_empty() {
+                moved = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(moved, "the vectors followed the plan");
+    let found = search::retrieve(
+        &s.db,
+        &s.gateway.vectors,
+        c.tenant,
+        "flu shot",
+        Some((DEFAULT_EMBEDDING_MODEL, &testkit::embedding("flu shot", 16))),
+        &settings(),
+    )
+    .await
+    .unwrap();
+    assert!(!found.is_empty());
+    clean(&s).await;
 }

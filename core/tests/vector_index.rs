@@ -196,3 +196,83 @@ async fn qdrant_vectors_conform(pool: PgPool) {
     conformance(index.clone(), &db).await;
     index.drop_collections().await.unwrap();
 }
+
+#[sqlx::test(migrator = "tessera_core::db::MIGRATOR")]
+async fn enterprise_clinics_get_qdrant_collections_of_their_own(pool: PgPool) {
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!("SKIPPED: the Qdrant placement test (QDRANT_URL is not set)");
+        return;
+    };
+    let db = common::app_db(&pool).await;
+    let prefix = format!("test_{}_", Uuid::new_v4().simple());
+    let index = QdrantVectors::new(&url, None, &prefix)
+        .unwrap()
+        .with_dedicated(db.clone());
+    let a = clinic(&db, "Alpha").await;
+    let b = clinic(&db, "Beta").await;
+    let (da, db_doc) = (
+        document(&db, &a, "one.md").await,
+        document(&db, &b, "one.md").await,
+    );
+    let q = [1.0, 0.0, 0.0, 0.0];
+    let theirs: Vec<Point> = (0..300)
+        .map(|i| point(da, &[1.0, i as f32, 0.0, 0.0]))
+        .collect();
+    index.upsert(a.tenant, MODEL, &theirs).await.unwrap();
+    let other = point(db_doc, &[1.0, 0.0, 0.0, 0.0]);
+    index
+        .upsert(b.tenant, MODEL, std::slice::from_ref(&other))
+        .await
+        .unwrap();
+    assert!(!index.dedicated(a.tenant).await.unwrap());
+    assert_eq!(
+        index.relocate(a.tenant).await.unwrap(),
+        0,
+        "a Starter clinic stays in the shared collection"
+    );
+
+    // An operator moves Alpha to Enterprise: its points move to a collection of its own.
+    tessera_core::billing::set_plan(
+        &pool,
+        &common::CHANGES,
+        &a.slug,
+        tessera_core::PlanId::Enterprise,
+    )
+    .await
+    .unwrap();
+    assert_eq!(index.relocate(a.tenant).await.unwrap(), 300);
+    assert!(index.dedicated(a.tenant).await.unwrap());
+    assert_eq!(
+        ids(&index, a.tenant, &q, None).await.len(),
+        300,
+        "all found where they now are"
+    );
+    assert_eq!(
+        ids(&index, b.tenant, &q, None).await,
+        vec![other.chunk],
+        "Beta is untouched"
+    );
+    // New points go there too, and a second relocation moves nothing.
+    index
+        .upsert(a.tenant, MODEL, &[point(da, &[0.5, 0.5, 0.0, 0.0])])
+        .await
+        .unwrap();
+    assert_eq!(index.relocate(a.tenant).await.unwrap(), 0);
+    assert_eq!(ids(&index, a.tenant, &q, None).await.len(), 301);
+
+    // Back to Professional: back into the shared collection.
+    tessera_core::billing::set_plan(
+        &pool,
+        &common::CHANGES,
+        &a.slug,
+        tessera_core::PlanId::Professional,
+    )
+    .await
+    .unwrap();
+    assert_eq!(index.relocate(a.tenant).await.unwrap(), 301);
+    assert_eq!(ids(&index, a.tenant, &q, None).await.len(), 301);
+    assert_eq!(ids(&index, b.tenant, &q, None).await, vec![other.chunk]);
+    index.delete_document(a.tenant, da).await.unwrap();
+    assert!(ids(&index, a.tenant, &q, None).await.is_empty());
+    index.drop_collections().await.unwrap();
+}

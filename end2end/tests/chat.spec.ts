@@ -1,5 +1,5 @@
 import { expect, test } from "@playwright/test";
-import { PASSWORD, expectSignedInTo, open, signUp, subscribe, uniqueEmail } from "./fixtures/pages";
+import { inviteStaff, open, signUp, subscribe, uniqueEmail } from "./fixtures/pages";
 
 test("an admin creates an agent; staff chat with streaming, stop a reply, reload, and see the allowance message", async ({ page, browser }) => {
   const clinic = `Chat Clinic ${Date.now()}`;
@@ -23,19 +23,7 @@ test("an admin creates an agent; staff chat with streaming, stop a reply, reload
   await expect(page.getByTestId("agent-limit")).toHaveText("1 of 3 agents on the Starter plan.");
 
   // ...and invites a staff member.
-  await nav.getByRole("link", { name: "Members" }).click();
-  const invite = page.getByRole("region", { name: "Invite a colleague" });
-  await invite.getByLabel("Email").fill(uniqueEmail("chat-nurse"));
-  await invite.getByLabel("Role").selectOption("staff");
-  await invite.getByRole("button", { name: "Create invitation" }).click();
-  const link = await page.getByTestId("invite-link").inputValue();
-  const staffContext = await browser.newContext();
-  const staff = await staffContext.newPage();
-  await open(staff, link);
-  await staff.getByLabel("Your name").fill("Nina Nurse");
-  await staff.getByLabel("Choose a password").fill(PASSWORD);
-  await staff.getByRole("button", { name: `Join ${clinic}` }).click();
-  await expectSignedInTo(staff, clinic);
+  const { context: staffContext, staff } = await inviteStaff(page, browser, clinic, "chat-nurse");
 
   // Staff start a conversation; the reply streams in word by word.
   await staff.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Chat" }).click();

@@ -1,5 +1,5 @@
 import { expect, test } from "@playwright/test";
-import { PASSWORD, expectSignedInTo, open, signUp, uniqueEmail } from "./fixtures/pages";
+import { PASSWORD, inviteStaff, signUp, uniqueEmail } from "./fixtures/pages";
 
 const PRICES = `# Price list
 
@@ -52,6 +52,8 @@ test("an admin uploads documents and watches them become ready; staff ask and se
   await expect(page.getByTestId("document").filter({ hasText: "hours.html" }).getByTestId("document-status")).toHaveText("Ready");
   await expect(prices.getByTestId("document-chunks")).not.toHaveText("0");
   await expect(page.getByTestId("storage")).toContainText("of the Starter plan's 500 MB");
+  await nav.getByRole("link", { name: "Billing" }).click();
+  await expect(page.getByTestId("billing-storage")).toContainText("of the Starter plan's 500 MB");
 
   // The agent answers from all documents by default.
   await nav.getByRole("link", { name: "Agents" }).click();
@@ -61,19 +63,7 @@ test("an admin uploads documents and watches them become ready; staff ask and se
   await form.getByRole("button", { name: "Create agent" }).click();
   await expect(page.getByTestId("agent-row").filter({ hasText: "Front Desk" })).toContainText("answers from all documents");
 
-  await nav.getByRole("link", { name: "Members" }).click();
-  const invite = page.getByRole("region", { name: "Invite a colleague" });
-  await invite.getByLabel("Email").fill(uniqueEmail("knowledge-nurse"));
-  await invite.getByLabel("Role").selectOption("staff");
-  await invite.getByRole("button", { name: "Create invitation" }).click();
-  const link = await page.getByTestId("invite-link").inputValue();
-  const staffContext = await browser.newContext();
-  const staff = await staffContext.newPage();
-  await open(staff, link);
-  await staff.getByLabel("Your name").fill("Nina Nurse");
-  await staff.getByLabel("Choose a password").fill(PASSWORD);
-  await staff.getByRole("button", { name: `Join ${clinic}` }).click();
-  await expectSignedInTo(staff, clinic);
+  const { context: staffContext, staff } = await inviteStaff(page, browser, clinic, "knowledge-nurse");
 
   await staff.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Chat" }).click();
   await staff.getByLabel("Agent").selectOption({ label: "Front Desk" });

@@ -117,6 +117,9 @@ async fn the_plain_upload_form_stores_documents_and_says_what_happened(pool: PgP
         "{page}"
     );
     assert_eq!(page["embedding_model"], "text-embedding-3-small");
+    // Billing shows the same storage against the plan.
+    let billing = app.json(&browser, "billing", &[]).await;
+    assert_eq!(billing["storage"], page["storage"]);
 
     // The page renders it (server-side, before any script runs).
     let html = browser

@@ -63,6 +63,8 @@ pub struct BillingOverview {
     /// What the overage would cost by the end of the month at the current rate.
     pub projected_overage_micro_usd: i64,
     pub agents: i64,
+    /// "1.2 MB of the Starter plan's 500 MB": the clinic's documents against the plan.
+    pub storage: String,
     pub plans: Vec<PlanOption>,
 }
 
@@ -75,7 +77,10 @@ pub async fn get_billing() -> Result<BillingOverview, AppError> {
     let o =
         tessera_core::billing::overview(&services.db, &services.gateway.metering, v.tenant.id, now)
             .await?;
+    let storage = tessera_core::knowledge::storage(&services.db, v.tenant.id).await?;
+    let (storage, _) = crate::api::knowledge::storage_line(storage, &o.plan.name);
     Ok(BillingOverview {
+        storage,
         enabled: services.stripe.is_some(),
         plan: o.plan.into(),
         period_start: day(o.month.start()),

@@ -112,7 +112,7 @@ pub async fn get_knowledge_page() -> Result<KnowledgePage, AppError> {
                 pages: d.pages,
                 embedding_model: d.embedding_model,
                 uploaded_by: d.uploaded_by.unwrap_or_else(|| "a former member".into()),
-                uploaded: date(d.updated_at),
+                uploaded: date(d.uploaded_at),
             })
             .collect(),
         storage,

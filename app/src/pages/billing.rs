@@ -101,7 +101,7 @@ fn Billing(b: BillingOverview) -> impl IntoView {
                 <dt>"Projected overage this month"</dt>
                 <dd data-testid="billing-projected">{dollars(b.projected_overage_micro_usd)}</dd>
                 <dt>"Agents"</dt><dd data-testid="billing-agents">{agents_line}</dd>
-                <dt>"Document storage"</dt><dd>{limit(plan.storage_mb, "MB")}</dd>
+                <dt>"Document storage"</dt><dd data-testid="billing-storage">{b.storage.clone()}</dd>
             </dl>
             {percent.map(|p| view! {
                 <div class="meter" role="img" aria-label=format!("{p}% of the allowance used")>

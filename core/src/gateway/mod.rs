@@ -136,7 +136,25 @@ impl Gateway {
             Some(url) => {
                 let key = config.qdrant_api_key.as_ref().map(|k| k.expose_secret());
                 match QdrantVectors::new(url, key, &config.qdrant_prefix) {
-                    Ok(q) => Vectors::Qdrant(q),
+                    Ok(q) => {
+                        let q = q.with_dedicated(db.clone());
+                        // A clinic's plan may have changed: its points follow (Enterprise
+                        // clinics have collections of their own).
+                        let placed = q.clone();
+                        changes.subscribe(move |change| {
+                            if let crate::Change::Tenant(tenant) = change {
+                                let q = placed.clone();
+                                tokio::spawn(async move {
+                                    match q.relocate(tenant).await {
+                                        Ok(0) => {}
+                                        Ok(n) => tracing::info!(%tenant, moved = n, "vectors moved to follow the clinic's plan"),
+                                        Err(e) => tracing::warn!(%tenant, error = %e, "vectors could not follow the clinic's plan"),
+                                    }
+                                });
+                            }
+                        });
+                        Vectors::Qdrant(q)
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "Qdrant could not be set up; vectors stay in Postgres");
                         Vectors::Postgres(PgVectors::new(db.clone()))

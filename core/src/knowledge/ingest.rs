@@ -30,6 +30,8 @@ use crate::{Error, Result};
 pub const MAX_ATTEMPTS: i32 = 5;
 /// Passages per embedding call.
 const EMBED_BATCH: usize = 64;
+/// The longest a file may take to read and split.
+const EXTRACT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Embeddings for a clinic's passages and questions (the gateway, metered like chat).
 pub trait Embedder: Send + Sync {
@@ -255,11 +257,23 @@ impl<E: Embedder, V: VectorIndex> Worker<E, V> {
 
     async fn process(&self, c: &Claimed) -> Result<(), Failure> {
         let (kind, content) = (c.kind, c.content.clone());
-        let read = tokio::task::spawn_blocking(move || {
+        let reading = tokio::task::spawn_blocking(move || {
             extract::extract(kind, &content).map(|e| (chunk(&e.text), e.pages))
-        })
-        .await
-        .map_err(|_| Failure::Permanent("The file could not be read; it may be damaged.".into()))?;
+        });
+        // A file built to make the parser spin gets a bounded time; its thread is left to end
+        // by itself.
+        let read = match tokio::time::timeout(EXTRACT_TIMEOUT, reading).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(_)) => {
+                return Err(Failure::Permanent(
+                    "The file could not be read; it may be damaged.".into(),
+                ))
+            }
+            Err(_) => return Err(Failure::Permanent(
+                "Reading the file took too long; it may be damaged. Upload it in another format."
+                    .into(),
+            )),
+        };
         let (chunks, pages) = read.map_err(Failure::Permanent)?;
         if chunks.is_empty() {
             return Err(Failure::Permanent("The file has no text in it.".into()));

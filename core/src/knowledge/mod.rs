@@ -42,6 +42,8 @@ pub struct Document {
     /// The embedding model of its vectors; `None`: found by lexical search only.
     pub embedding_model: Option<String>,
     pub uploaded_by: Option<String>,
+    /// When the current version was uploaded.
+    pub uploaded_at: OffsetDateTime,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -59,6 +61,7 @@ struct DocumentRow {
     pages: Option<i32>,
     embedding_model: Option<String>,
     uploaded_by: Option<String>,
+    uploaded_at: OffsetDateTime,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
 }
@@ -84,6 +87,7 @@ impl TryFrom<DocumentRow> for Document {
             pages: r.pages,
             embedding_model: r.embedding_model,
             uploaded_by: r.uploaded_by,
+            uploaded_at: r.uploaded_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -92,7 +96,7 @@ impl TryFrom<DocumentRow> for Document {
 
 const SELECT: &str =
     "SELECT d.id, d.name, d.kind, d.size_bytes, d.tags, d.status, d.error, d.chunk_count, d.pages,
-        d.embedding_model, u.name AS uploaded_by, d.created_at, d.updated_at
+        d.embedding_model, u.name AS uploaded_by, d.uploaded_at, d.created_at, d.updated_at
    FROM documents d LEFT JOIN users u ON u.id = d.uploaded_by";
 
 /// The clinic's documents, newest first. Anyone in the clinic may list them.
@@ -271,7 +275,7 @@ pub async fn upload(
                 "UPDATE documents SET kind = $2, size_bytes = $3, sha256 = $4, content = $5,
                         tags = CASE WHEN cardinality($6::text[]) > 0 THEN $6 ELSE tags END,
                         version = version + 1, status = 'queued', error = NULL,
-                        uploaded_by = $7, updated_at = now()
+                        uploaded_by = $7, uploaded_at = now(), updated_at = now()
                   WHERE id = $1 RETURNING version",
             )
             .bind(id)
@@ -402,7 +406,7 @@ pub async fn set_embedding_model(
     if model.chars().count() > 200 || model.contains(char::is_whitespace) {
         return Err(Error::invalid(format!("{model:?} is not a model name.")));
     }
-    if model.starts_with(crate::agents::MODEL_PREFIX) {
+    if model.starts_with(crate::llm::AGENT_MODEL_PREFIX) {
         return Err(Error::invalid("Name an embedding model, not an agent."));
     }
     let model = (!model.is_empty()).then_some(model);

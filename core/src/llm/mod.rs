@@ -20,6 +20,9 @@ use uuid::Uuid;
 
 use crate::Provider;
 
+/// The prefix that names an agent as a model (`agent:front-desk`).
+pub const AGENT_MODEL_PREFIX: &str = "agent:";
+
 /// One message of a conversation (text only).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChatMessage {
