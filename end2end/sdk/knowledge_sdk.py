@@ -1,6 +1,7 @@
 """The official OpenAI Python SDK asking an agent that answers from the clinic's documents:
 the reply carries the passages it was given in Tessera's extra field `sources`, JSON and
-streamed (on the first chunk), and the SDK keeps it for the caller.
+streamed (on the first chunk), and the SDK keeps it for the caller. Then `/v1/embeddings`
+through the SDK (which asks for base64 and decodes it).
 
 Run by server/tests/openai_sdk.rs with TESSERA_BASE_URL (…/v1), TESSERA_API_KEY and
 TESSERA_MODEL (`agent:<slug>`) set. Prints one JSON line with what it saw; exits non-zero when
@@ -45,7 +46,18 @@ def main() -> int:
     assert streamed_sources and streamed_sources[0]["document"] == "prices.md", streamed_sources
     assert "".join(parts), parts
 
-    print(json.dumps({"sources": len(sources), "streamed_sources": len(streamed_sources)}))
+    # Embeddings: the SDK asks for base64 and decodes it.
+    embedded = client.embeddings.create(model="text-embedding-3-small", input=["flu shot", "parking"])
+    assert len(embedded.data) == 2, embedded
+    assert len(embedded.data[0].embedding) == 16 and embedded.data[0].embedding != embedded.data[1].embedding, embedded
+    assert embedded.usage.prompt_tokens > 0, embedded.usage
+
+    print(json.dumps({
+        "sources": len(sources),
+        "streamed_sources": len(streamed_sources),
+        "embedding_tokens": embedded.usage.prompt_tokens,
+        "first_value": embedded.data[0].embedding[0],
+    }))
     return 0
 
 

@@ -74,6 +74,7 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/v1/models", get(openai_api::models))
         .route("/v1/chat/completions", post(openai_api::chat_completions))
+        .route("/v1/embeddings", post(openai_api::embeddings))
         .route("/chat/replies/{id}", get(chat_stream::reply_stream))
         .route("/settings/usage/export.csv", get(usage_export::export))
         .route("/webhooks/stripe", post(billing_routes::stripe_webhook))

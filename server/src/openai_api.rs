@@ -493,3 +493,93 @@ fn sse(v: &Value) -> Bytes {
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
 }
+
+/// `POST /v1/embeddings`: OpenAI's embeddings through the gateway, for OpenAI's models and the
+/// clinic's OpenAI-compatible endpoint; reserved, metered and on the ledger like chat (kind
+/// `embedding`). `input` is a string or an array of strings (token arrays are refused),
+/// `encoding_format` `float` (the default) or `base64`, `dimensions` passed on.
+pub async fn embeddings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use tessera_core::gateway::MAX_EMBEDDING_INPUTS;
+    let caller = match caller(&state, &headers).await {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return invalid("The body must be a JSON object.");
+    };
+    let model = match req["model"].as_str().map(str::trim) {
+        Some(m) if !m.is_empty() => m.to_string(),
+        _ => return invalid("model: name the embedding model to use."),
+    };
+    if model.starts_with(tessera_core::agents::MODEL_PREFIX) {
+        return invalid("model: agents answer chat completions; name an embedding model here.");
+    }
+    let inputs: Vec<String> = match &req["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect(),
+        Value::Array(_) => return invalid(
+            "input: send text (a string or an array of strings); token arrays are not supported.",
+        ),
+        Value::Null => return invalid("input: give the text to embed."),
+        _ => return invalid("input: a string or an array of strings."),
+    };
+    if inputs.is_empty() || inputs.len() > MAX_EMBEDDING_INPUTS {
+        return invalid(format!(
+            "input: from 1 to {MAX_EMBEDDING_INPUTS} texts per request."
+        ));
+    }
+    let base64 = match req["encoding_format"].as_str() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return invalid(format!(
+                "encoding_format: {other:?} is not one of \"float\", \"base64\"."
+            ))
+        }
+    };
+    let dimensions = match &req["dimensions"] {
+        Value::Null => None,
+        v => match v.as_u64().and_then(|d| u32::try_from(d).ok()) {
+            Some(d @ 1..=16_384) => Some(d),
+            _ => return invalid("dimensions: a whole number from 1 to 16384."),
+        },
+    };
+    let embedded = match state
+        .services
+        .gateway
+        .embed(&caller, None, &model, inputs, dimensions)
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => return llm_error(&e),
+    };
+    let data: Vec<Value> = embedded
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(index, v)| {
+            let embedding = if base64 {
+                use base64::Engine;
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({ "object": "embedding", "index": index, "embedding": embedding })
+        })
+        .collect();
+    Json(json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": { "prompt_tokens": embedded.tokens, "total_tokens": embedded.tokens },
+    }))
+    .into_response()
+}

@@ -891,3 +891,100 @@ async fn the_api_holds_each_key_and_each_clinic_to_the_plans_rate(pool: PgPool) 
     // The third key has none left: the clinic is at its limit.
     run(third, 0).await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn v1_embeddings_answers_in_openais_shape_and_is_metered(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Embedding Clinic").await;
+    let client = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        client
+            .post(format!("{}/v1/embeddings", app.url))
+            .bearer_auth(c.token())
+            .json(&body)
+            .send()
+    };
+    let res = post(
+        serde_json::json!({ "model": "text-embedding-3-small", "input": ["flu shot", "parking"] }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["model"], "text-embedding-3-small");
+    assert_eq!(body["data"][1]["index"], 1);
+    let first: Vec<f32> = serde_json::from_value(body["data"][0]["embedding"].clone()).unwrap();
+    assert_eq!(first, testkit::embedding("flu shot", 16));
+    let tokens = body["usage"]["prompt_tokens"].as_i64().unwrap();
+    assert_eq!(
+        tokens,
+        testkit::count_tokens("flu shot") + testkit::count_tokens("parking")
+    );
+    assert_eq!(body["usage"]["total_tokens"], tokens);
+
+    // base64, and dimensions passed on.
+    let res = post(serde_json::json!({ "model": "text-embedding-3-small", "input": "flu shot", "encoding_format": "base64", "dimensions": 8 }))
+        .await
+        .unwrap();
+    let body: serde_json::Value = res.json().await.unwrap();
+    let encoded = body["data"][0]["embedding"].as_str().unwrap();
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    assert_eq!(bytes.len(), 8 * 4);
+    assert_eq!(
+        f32::from_le_bytes(bytes[..4].try_into().unwrap()),
+        testkit::embedding("flu shot", 8)[0]
+    );
+
+    // Clear refusals, in OpenAI's shape.
+    for (bad, says) in [
+        (
+            serde_json::json!({ "model": "text-embedding-3-small", "input": [[1, 2, 3]] }),
+            "token arrays",
+        ),
+        (
+            serde_json::json!({ "model": "text-embedding-3-small" }),
+            "input",
+        ),
+        (
+            serde_json::json!({ "model": "agent:front-desk", "input": "x" }),
+            "agents",
+        ),
+        (
+            serde_json::json!({ "model": "text-embedding-3-small", "input": "x", "encoding_format": "hex" }),
+            "encoding_format",
+        ),
+        (
+            serde_json::json!({ "model": "text-embedding-3-small", "input": "x", "dimensions": 0 }),
+            "dimensions",
+        ),
+        (
+            serde_json::json!({ "model": "text-embedding-3-small", "input": [""] }),
+            "empty",
+        ),
+    ] {
+        let res = post(bad.clone()).await.unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+        let err: serde_json::Value = res.json().await.unwrap();
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(says),
+            "{bad}: {err}"
+        );
+    }
+
+    // On the ledger as two embedding calls, with the tokens the responses reported.
+    app.flush_ledger().await;
+    let mut tx = app.services.db.begin_tenant(c.tenant).await.unwrap();
+    let (calls, recorded): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), COALESCE(sum(prompt_tokens), 0)::bigint FROM usage_events WHERE kind = 'embedding'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(calls, 2);
+    assert_eq!(recorded, tokens + testkit::count_tokens("flu shot"));
+}

@@ -125,4 +125,10 @@ async fn the_openai_python_sdk_reads_the_sources_of_an_agent_that_uses_knowledge
     let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(seen["sources"], 1);
     assert_eq!(seen["streamed_sources"], 1);
+    // The SDK decoded the same numbers the simulator made.
+    let expected = testkit::embedding("flu shot", 16)[0] as f64;
+    assert!(
+        (seen["first_value"].as_f64().unwrap() - expected).abs() < 1e-6,
+        "{seen}"
+    );
 }

@@ -20,10 +20,17 @@ use crate::metering::{CallKind, UsageEvent};
 use crate::tenancy::TenantId;
 use crate::{agents, Error};
 
+/// What an embeddings call returned: one vector per input, and the tokens charged.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: i64,
+}
+
 /// The embedding model of clinics that can call OpenAI and chose none.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
 /// Inputs per embeddings call at most (OpenAI's limit is 2,048).
-const MAX_INPUTS: usize = 256;
+pub const MAX_EMBEDDING_INPUTS: usize = 256;
 /// The longest vector accepted from a provider.
 const MAX_DIMENSIONS: usize = 16_384;
 
@@ -43,7 +50,8 @@ impl Gateway {
         Ok(openai.then(|| DEFAULT_EMBEDDING_MODEL.to_string()))
     }
 
-    /// Embeds `inputs` with `model` for the caller, one vector per input, in order.
+    /// Embeds `inputs` with `model` for the caller, one vector per input, in order (of
+    /// `dimensions` numbers when given, for models that can shorten them).
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %caller.tenant, model, inputs = inputs.len()))]
     pub async fn embed(
         &self,
@@ -51,13 +59,14 @@ impl Gateway {
         agent: Option<Uuid>,
         model: &str,
         inputs: Vec<String>,
-    ) -> Result<Vec<Vec<f32>>, LlmError> {
+        dimensions: Option<u32>,
+    ) -> Result<Embedded, LlmError> {
         if inputs.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Embedded::default());
         }
-        if inputs.len() > MAX_INPUTS {
+        if inputs.len() > MAX_EMBEDDING_INPUTS {
             return Err(LlmError::bad_request(format!(
-                "input: at most {MAX_INPUTS} texts per call."
+                "input: at most {MAX_EMBEDDING_INPUTS} texts per call."
             )));
         }
         if inputs.iter().any(|i| i.trim().is_empty()) {
@@ -83,6 +92,7 @@ impl Gateway {
             model: model.to_string(),
             input: EmbeddingInput::StringArray(inputs.clone()),
             encoding_format: Some(EncodingFormat::Float),
+            dimensions,
             ..Default::default()
         };
         let body = serde_json::to_value(&request).map_err(|e| LlmError::internal(e.to_string()))?;
@@ -137,7 +147,10 @@ impl Gateway {
             kind: CallKind::Embedding,
         };
         reservation.settle_durably(&event).await;
-        Ok(parsed.data.into_iter().map(|d| d.embedding).collect())
+        Ok(Embedded {
+            vectors: parsed.data.into_iter().map(|d| d.embedding).collect(),
+            tokens,
+        })
     }
 
     /// The embedding models of the clinic's searchable documents, from the cache when
@@ -203,10 +216,10 @@ impl Gateway {
             .filter(|m| searchable.iter().any(|s| s.as_deref() == Some(m.as_str())));
         if let Some(model) = model {
             match self
-                .embed(caller, Some(agent.id), &model, vec![query.clone()])
+                .embed(caller, Some(agent.id), &model, vec![query.clone()], None)
                 .await
             {
-                Ok(mut v) if v.len() == 1 => dense = Some((model, v.remove(0))),
+                Ok(mut e) if e.vectors.len() == 1 => dense = Some((model, e.vectors.remove(0))),
                 Ok(_) => {}
                 Err(e) if e.kind == LlmErrorKind::OverBudget => return Err(e),
                 Err(e) => {
@@ -261,6 +274,8 @@ impl Embedder for Gateway {
             user: None,
             api_key: None,
         };
-        Gateway::embed(self, &caller, None, model, inputs).await
+        Gateway::embed(self, &caller, None, model, inputs, None)
+            .await
+            .map(|e| e.vectors)
     }
 }

@@ -19,7 +19,7 @@ mod embed;
 mod lookups;
 mod send;
 
-pub use embed::DEFAULT_EMBEDDING_MODEL;
+pub use embed::{Embedded, DEFAULT_EMBEDDING_MODEL, MAX_EMBEDDING_INPUTS};
 pub use lookups::{provider_for_model, ModelInfo};
 
 use std::pin::Pin;
