@@ -104,9 +104,16 @@ impl Gateway {
                 return Err(e);
             }
         };
-        let parsed = match wire::read_limited(response, wire::REPLY_LIMIT * 16).await {
-            Ok(bytes) => serde_json::from_slice::<CreateEmbeddingResponse>(&bytes).ok(),
-            Err(_) => None,
+        let timeout = std::time::Duration::from_secs(self.config.provider_timeout_secs);
+        let read =
+            tokio::time::timeout(timeout, wire::read_limited(response, wire::REPLY_LIMIT * 4));
+        let parsed = match read.await {
+            Ok(Ok(bytes)) => serde_json::from_slice::<CreateEmbeddingResponse>(&bytes).ok(),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                release(reservation).await;
+                return Err(LlmError::timeout(chosen.provider, timeout));
+            }
         };
         let Some(mut parsed) = parsed.filter(|p| plausible(p, inputs.len())) else {
             release(reservation).await;
