@@ -62,6 +62,17 @@ async fn with_openai(s: &Services, name: &str) -> Clinic {
         .await
 }
 
+/// The passages lexical search alone finds for `query` (default settings).
+async fn by_words(
+    s: &Services,
+    tenant: tessera_core::TenantId,
+    query: &str,
+) -> Vec<search::Passage> {
+    search::retrieve(&s.db, &s.gateway.vectors, tenant, query, None, &settings())
+        .await
+        .unwrap()
+}
+
 fn settings() -> Settings {
     Settings {
         top_k: 5,
@@ -227,16 +238,7 @@ async fn every_format_is_read_split_and_embedded_through_the_gateway(pool: PgPoo
         ("What time do you open on Saturdays?", "hours.html"),
         ("Who does home visits?", "notes.txt"),
     ] {
-        let lexical = search::retrieve(
-            &s.db,
-            &s.gateway.vectors,
-            c.tenant,
-            question,
-            None,
-            &settings(),
-        )
-        .await
-        .unwrap();
+        let lexical = by_words(&s, c.tenant, question).await;
         assert_eq!(
             lexical.first().map(|p| p.name.as_str()),
             Some(document),
@@ -267,16 +269,7 @@ async fn without_an_embedding_provider_documents_are_lexical_only(pool: PgPool) 
     let d = status(&s.db, &c, "prices.md").await;
     assert_eq!(d.status, DocumentStatus::Ready);
     assert_eq!(d.embedding_model, None);
-    let found = search::retrieve(
-        &s.db,
-        &s.gateway.vectors,
-        c.tenant,
-        "consultation price",
-        None,
-        &settings(),
-    )
-    .await
-    .unwrap();
+    let found = by_words(&s, c.tenant, "consultation price").await;
     assert!(found[0].text.contains("standard consultation"), "{found:?}");
 }
 
@@ -308,16 +301,7 @@ async fn a_worker_killed_mid_document_leaves_the_old_version_and_the_job_finishe
     let _ = running.await;
 
     // Nothing of version 2 is visible: the old passages still answer.
-    let found = search::retrieve(
-        &s.db,
-        &s.gateway.vectors,
-        c.tenant,
-        "flu shot euros",
-        None,
-        &settings(),
-    )
-    .await
-    .unwrap();
+    let found = by_words(&s, c.tenant, "flu shot euros").await;
     assert!(!found.is_empty());
     assert!(
         found
@@ -335,16 +319,7 @@ async fn a_worker_killed_mid_document_leaves_the_old_version_and_the_job_finishe
     assert!(!worker.run_once().await.unwrap(), "no job left");
     let d = status(&s.db, &c, "prices.md").await;
     assert_eq!(d.status, DocumentStatus::Ready);
-    let found = search::retrieve(
-        &s.db,
-        &s.gateway.vectors,
-        c.tenant,
-        "flu shot euros",
-        None,
-        &settings(),
-    )
-    .await
-    .unwrap();
+    let found = by_words(&s, c.tenant, "flu shot euros").await;
     assert_eq!(found.len(), d.chunk_count as usize);
     assert!(
         found.iter().all(|p| p.text.contains("30 euros")),
@@ -474,16 +449,7 @@ async fn deletion(pool: &PgPool, backend: &[(String, String)]) {
     // Only the other document's vector is left, wherever vectors live.
     let rest = vectors("flu shot").await;
     assert_eq!(rest.len(), 1, "{rest:?}");
-    let found = search::retrieve(
-        &s.db,
-        &s.gateway.vectors,
-        c.tenant,
-        "flu shot price",
-        None,
-        &settings(),
-    )
-    .await
-    .unwrap();
+    let found = by_words(&s, c.tenant, "flu shot price").await;
     assert!(found.iter().all(|p| p.name != "prices.md"), "{found:?}");
     let again = knowledge::delete(
         &s.db,
@@ -502,7 +468,11 @@ async fn deletion(pool: &PgPool, backend: &[(String, String)]) {
 /// names a server (collections of the test's own).
 fn backends() -> Vec<Vec<(String, String)>> {
     let mut all = vec![Vec::new()];
-    match std::env::var("QDRANT_URL") {
+    match std::env::var("QDRANT_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .ok_or(())
+    {
         Ok(url) => all.push(vec![
             ("QDRANT_URL".to_string(), url),
             (
