@@ -8,6 +8,7 @@
 # Environment: BENCH_DB (database name, default tessera_bench), BENCH_OUT (JSON results,
 # default $CARGO_TARGET_DIR/gateway-bench.json), RUST_LOG (the server's, default warn),
 # SIM_LATENCY_MS (the simulator's wait before each answer, default 0),
+# BENCH_LITELLM (1, the default: LiteLLM's proxy measured too; 0: left out),
 # BENCH_SIM (`bench`, the default: testkit's simulator served by `gateway-bench sim` with
 # TCP_NODELAY; `provider-sim`: the testkit binary, whose streamed replies stall ~40 ms on a
 # kept-alive connection).
@@ -25,6 +26,9 @@ export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 BENCH_DB="${BENCH_DB:-tessera_bench}"
 BENCH_OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/gateway-bench.json}"
 BENCH_SIM="${BENCH_SIM:-bench}"
+# LiteLLM's proxy in the same run (installed from PyPI on first use); 0 leaves it out.
+BENCH_LITELLM="${BENCH_LITELLM:-1}"
+LITELLM_VERSION="1.108.5"
 case "$BENCH_SIM" in
   bench | provider-sim) ;;
   *) echo "BENCH_SIM must be bench or provider-sim (got $BENCH_SIM)" >&2; exit 2 ;;
@@ -64,10 +68,11 @@ fi
 WORK="$(mktemp -d)"
 SIM_PID=""
 SERVER_PID=""
+LITELLM_PID=""
 REDIS_PREFIX="bench:$(date +%s):$$:"
 cleanup() {
   local status=$?
-  for pid in "$SERVER_PID" "$SIM_PID"; do
+  for pid in "$SERVER_PID" "$SIM_PID" "$LITELLM_PID"; do
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
       kill "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
@@ -127,6 +132,8 @@ export LEPTOS_SITE_ADDR="127.0.0.1:$PORT"
 export LEPTOS_SITE_ROOT="$CARGO_TARGET_DIR/site"
 export LEPTOS_SITE_PKG_DIR=pkg
 export RUST_LOG="${RUST_LOG:-warn}"
+# The compatible path's endpoint is the simulator, on loopback.
+export TESSERA_ALLOW_PRIVATE_ENDPOINTS=true
 
 log "starting Tessera on 127.0.0.1:$PORT (database $BENCH_DB, Redis prefix $REDIS_PREFIX)"
 "$BIN/server" serve >"$WORK/server.log" 2>&1 &
@@ -138,6 +145,33 @@ for _ in $(seq 1 120); do
 done
 curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" || { echo "the server is not ready" >&2; exit 1; }
 
+# --- LiteLLM, behind the same simulator --------------------------------------------------------
+LITELLM_ARGS=()
+if [ "$BENCH_LITELLM" != 0 ]; then
+  LITELLM_VENV="${LITELLM_VENV:-$HOME/.cache/tessera/litellm-venv}"
+  if [ "$(cat "$LITELLM_VENV/.tessera-req" 2>/dev/null)" != "$LITELLM_VERSION" ]; then
+    log "installing litellm[proxy]==$LITELLM_VERSION into $LITELLM_VENV"
+    python3 -m venv "$LITELLM_VENV"
+    "$LITELLM_VENV/bin/pip" install --quiet --disable-pip-version-check "litellm[proxy]==$LITELLM_VERSION"
+    echo "$LITELLM_VERSION" > "$LITELLM_VENV/.tessera-req"
+  fi
+  LITELLM_PORT="$(free_port)"
+  LITELLM_KEY="sk-bench-master-$$"
+  log "starting LiteLLM $LITELLM_VERSION on 127.0.0.1:$LITELLM_PORT (one worker)"
+  (cd "$WORK" && exec env LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_MASTER_KEY="$LITELLM_KEY" \
+    BENCH_SIM_V1="$SIM_URL/v1" BENCH_REDIS_HOST="$REDIS_HOST" BENCH_REDIS_PORT="$REDIS_PORT" \
+    LITELLM_LOG=ERROR "$LITELLM_VENV/bin/litellm" --config "$ROOT/bench/litellm.yaml" \
+    --host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1) >"$WORK/litellm.log" 2>&1 &
+  LITELLM_PID=$!
+  for _ in $(seq 1 240); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$LITELLM_PORT/health/liveliness" 2>/dev/null && break
+    kill -0 "$LITELLM_PID" 2>/dev/null || { echo "LiteLLM exited" >&2; exit 1; }
+    sleep 0.5
+  done
+  curl -fsS -o /dev/null "http://127.0.0.1:$LITELLM_PORT/health/liveliness" || { echo "LiteLLM is not ready" >&2; exit 1; }
+  LITELLM_ARGS=(--litellm "http://127.0.0.1:$LITELLM_PORT" --litellm-key "$LITELLM_KEY" --litellm-pid "$LITELLM_PID")
+fi
+
 log "running the benchmark"
 "$BIN/gateway-bench" run \
   --sim "$SIM_URL" \
@@ -145,4 +179,5 @@ log "running the benchmark"
   --server-pid "$SERVER_PID" \
   --sim-pid "$SIM_PID" \
   --out "$BENCH_OUT" \
+  "${LITELLM_ARGS[@]}" \
   "$@"

@@ -13,6 +13,8 @@ pub enum Group {
     Postgres,
     /// The bare proxy (its own process).
     Proxy,
+    /// LiteLLM's proxy (its process and children), when the run includes it.
+    LiteLlm,
     /// The provider simulator.
     Sim,
     /// This process: the load generator.
@@ -20,11 +22,12 @@ pub enum Group {
 }
 
 impl Group {
-    pub const ALL: [Group; 6] = [
+    pub const ALL: [Group; 7] = [
         Group::Server,
         Group::Redis,
         Group::Postgres,
         Group::Proxy,
+        Group::LiteLlm,
         Group::Sim,
         Group::Client,
     ];
@@ -35,6 +38,7 @@ impl Group {
             Group::Redis => "redis",
             Group::Postgres => "postgres",
             Group::Proxy => "proxy",
+            Group::LiteLlm => "litellm",
             Group::Sim => "sim",
             Group::Client => "client",
         }
@@ -96,6 +100,27 @@ pub fn find_program(program: &str, arg: Option<&str>) -> Vec<u32> {
             matches_program && arg.is_none_or(|want| argv.next().as_deref() == Some(want))
         })
         .collect()
+}
+
+/// The processes whose parent is `pid`, and theirs, and so on.
+pub fn children(pid: u32) -> Vec<u32> {
+    let parent = |p: u32| -> Option<u32> {
+        let stat = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        rest.split_whitespace().nth(1)?.parse().ok()
+    };
+    let pids = all_pids();
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for &c in &pids {
+            if parent(c) == Some(p) && !out.contains(&c) {
+                out.push(c);
+                frontier.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// The database a PostgreSQL client backend serves, from its process title

@@ -42,27 +42,44 @@ run options:
                        (the ledger writer) is counted (default 500)
   --model NAME         model asked for (default gpt-4o-mini)
   --out FILE           also write the results as JSON
+  --litellm URL        also measure LiteLLM's proxy at URL (with --litellm-key, its master
+                       key, and --litellm-pid, its process)
 
 The database, Redis and master keys come from the same environment as the server's
 (DATABASE_URL, DATABASE_ADMIN_URL, TESSERA_MASTER_KEYS).";
 
 /// The OpenAI key stored for the clinic and sent on the direct and proxied paths.
 const PROVIDER_KEY: &str = "sk-bench-key";
+/// The model asked for on the compatible path (a name no provider claims).
+const COMPATIBLE_MODEL: &str = "llama3.1:8b";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
     Direct,
     Proxy,
     Tessera,
+    /// Through Tessera to a clinic's OpenAI-compatible endpoint (the guarded client, the
+    /// clinic's own base URL).
+    Compatible,
+    /// Through LiteLLM's proxy (master key, budgets in Redis), when the run includes it.
+    LiteLlm,
 }
 
 impl Path {
-    const ALL: [Path; 3] = [Path::Direct, Path::Proxy, Path::Tessera];
+    const ALL: [Path; 5] = [
+        Path::Direct,
+        Path::Proxy,
+        Path::Tessera,
+        Path::Compatible,
+        Path::LiteLlm,
+    ];
     fn name(self) -> &'static str {
         match self {
             Path::Direct => "direct",
             Path::Proxy => "bare proxy",
             Path::Tessera => "tessera",
+            Path::Compatible => "tessera compatible",
+            Path::LiteLlm => "litellm",
         }
     }
     /// The CPU attributed to what this path puts between client and provider.
@@ -70,7 +87,8 @@ impl Path {
         match self {
             Path::Direct => &[],
             Path::Proxy => &[Group::Proxy],
-            Path::Tessera => &[Group::Server, Group::Redis, Group::Postgres],
+            Path::Tessera | Path::Compatible => &[Group::Server, Group::Redis, Group::Postgres],
+            Path::LiteLlm => &[Group::LiteLlm, Group::Redis],
         }
     }
 }
@@ -100,6 +118,18 @@ struct Options {
     settle: Duration,
     model: String,
     out: Option<String>,
+    /// LiteLLM's proxy: its URL, master key and pid.
+    litellm: Option<(String, String, u32)>,
+}
+
+impl Options {
+    /// The paths this run measures, in order.
+    fn paths(&self) -> Vec<Path> {
+        Path::ALL
+            .into_iter()
+            .filter(|p| *p != Path::LiteLlm || self.litellm.is_some())
+            .collect()
+    }
 }
 
 fn list(v: &str, what: &str) -> Result<Vec<usize>, String> {
@@ -125,7 +155,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         settle: Duration::from_millis(500),
         model: "gpt-4o-mini".into(),
         out: None,
+        litellm: None,
     };
+    let (mut litellm_url, mut litellm_key, mut litellm_pid) = (None, None, None);
     let mut concurrency = vec![1, 32];
     let mut requests = vec![2000, 10000];
     let mut it = args.iter();
@@ -162,12 +194,20 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             }
             "--model" => o.model = value()?,
             "--out" => o.out = Some(value()?),
+            "--litellm" => litellm_url = Some(value()?.trim_end_matches('/').to_string()),
+            "--litellm-key" => litellm_key = Some(value()?),
+            "--litellm-pid" => litellm_pid = Some(pid(value()?)?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     if o.sim.is_empty() || o.tessera.is_empty() {
         return Err("--sim and --tessera are required".into());
+    }
+    match (litellm_url, litellm_key, litellm_pid) {
+        (Some(url), Some(key), Some(pid)) => o.litellm = Some((url, key, pid)),
+        (None, None, None) => {}
+        _ => return Err("--litellm, --litellm-key and --litellm-pid go together".into()),
     }
     if requests.len() == 1 {
         requests = vec![requests[0]; concurrency.len()];
@@ -296,6 +336,8 @@ fn signed(v: i64) -> String {
 struct Derived {
     kind: Kind,
     concurrency: usize,
+    /// Tessera's path (to OpenAI, or to a compatible endpoint).
+    path: Path,
     tessera_p50: i64,
     tessera_p99: i64,
     proxy_p50: i64,
@@ -317,23 +359,26 @@ fn derive(rows: &[Row]) -> Vec<Derived> {
                 rows.iter()
                     .find(|r| r.kind == kind && r.concurrency == c && r.path == p)
             };
-            let (Some(d), Some(x), Some(t)) =
-                (get(Path::Direct), get(Path::Proxy), get(Path::Tessera))
-            else {
+            let (Some(d), Some(x)) = (get(Path::Direct), get(Path::Proxy)) else {
                 continue;
             };
-            let added =
-                |r: &Row, p: f64| r.measured.percentile(p) as i64 - d.measured.percentile(p) as i64;
-            let proxy_cpu = x.gateway_cpu_ms();
-            out.push(Derived {
-                kind,
-                concurrency: c,
-                tessera_p50: added(t, 50.0),
-                tessera_p99: added(t, 99.0),
-                proxy_p50: added(x, 50.0),
-                proxy_p99: added(x, 99.0),
-                cpu_ratio: (proxy_cpu > 0.0).then(|| t.gateway_cpu_ms() / proxy_cpu),
-            });
+            for path in [Path::Tessera, Path::Compatible, Path::LiteLlm] {
+                let Some(t) = get(path) else { continue };
+                let added = |r: &Row, p: f64| {
+                    r.measured.percentile(p) as i64 - d.measured.percentile(p) as i64
+                };
+                let proxy_cpu = x.gateway_cpu_ms();
+                out.push(Derived {
+                    kind,
+                    concurrency: c,
+                    path,
+                    tessera_p50: added(t, 50.0),
+                    tessera_p99: added(t, 99.0),
+                    proxy_p50: added(x, 50.0),
+                    proxy_p99: added(x, 99.0),
+                    cpu_ratio: (proxy_cpu > 0.0).then(|| t.gateway_cpu_ms() / proxy_cpu),
+                });
+            }
         }
     }
     out
@@ -376,11 +421,12 @@ fn print_tables(rows: &[Row], derived: &[Derived]) {
         println!();
     }
     println!();
-    println!("| body | concurrency | tessera added p50 (µs) | tessera added p99 (µs) | bare proxy added p50 (µs) | bare proxy added p99 (µs) | CPU/request tessera ÷ bare proxy |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| path | body | concurrency | added p50 (µs) | added p99 (µs) | bare proxy added p50 (µs) | bare proxy added p99 (µs) | CPU/request ÷ bare proxy |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for d in derived {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            d.path.name(),
             d.kind.name(),
             d.concurrency,
             signed(d.tessera_p50),
@@ -392,6 +438,36 @@ fn print_tables(rows: &[Row], derived: &[Derived]) {
                 .unwrap_or_else(|| "n/a".into()),
         );
     }
+    let litellm = versus_litellm(rows);
+    if !litellm.is_empty() {
+        println!();
+        println!("| body | concurrency | requests per CPU-second, tessera ÷ litellm |");
+        println!("|---|---:|---:|");
+        for (kind, c, x) in litellm {
+            println!("| {} | {c} | {x:.1}× |", kind.name());
+        }
+    }
+}
+
+/// Per body and concurrency: how many more requests Tessera serves per CPU-second than
+/// LiteLLM (LiteLLM's CPU per request over Tessera's), when the run measured both.
+fn versus_litellm(rows: &[Row]) -> Vec<(Kind, usize, f64)> {
+    let mut out = Vec::new();
+    for t in rows.iter().filter(|r| r.path == Path::Tessera) {
+        let l = rows.iter().find(|r| {
+            r.path == Path::LiteLlm && r.kind == t.kind && r.concurrency == t.concurrency
+        });
+        if let Some(l) = l {
+            if t.gateway_cpu_ms() > 0.0 {
+                out.push((
+                    t.kind,
+                    t.concurrency,
+                    l.gateway_cpu_ms() / t.gateway_cpu_ms(),
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn to_json(rows: &[Row], derived: &[Derived], meta: Value) -> Value {
@@ -425,6 +501,7 @@ fn to_json(rows: &[Row], derived: &[Derived], meta: Value) -> Value {
         .iter()
         .map(|d| {
             json!({
+                "path": d.path.name(),
                 "body": d.kind.name(),
                 "concurrency": d.concurrency,
                 "tessera_added_p50_us": d.tessera_p50,
@@ -435,7 +512,11 @@ fn to_json(rows: &[Row], derived: &[Derived], meta: Value) -> Value {
             })
         })
         .collect();
-    json!({ "meta": meta, "runs": runs, "derived": derived })
+    let litellm: Vec<Value> = versus_litellm(rows)
+        .into_iter()
+        .map(|(kind, c, x)| json!({ "body": kind.name(), "concurrency": c, "tessera_requests_per_cpu_second_over_litellm": x }))
+        .collect();
+    json!({ "meta": meta, "runs": runs, "derived": derived, "versus_litellm": litellm })
 }
 
 async fn run(o: Options) -> Result<bool, String> {
@@ -457,8 +538,11 @@ async fn run(o: Options) -> Result<bool, String> {
     )?;
     let tick = cpu::clock_ticks_per_second();
 
-    eprintln!("setting up a clinic, its OpenAI key and an API key");
-    let clinic = setup::clinic(&config, PROVIDER_KEY).await?;
+    eprintln!(
+        "setting up two clinics (an OpenAI key; an OpenAI-compatible endpoint) and their API keys"
+    );
+    let clinic = setup::clinic(&config, PROVIDER_KEY, None).await?;
+    let compatible = setup::clinic(&config, PROVIDER_KEY, Some(&format!("{}/v1", o.sim))).await?;
     let proxy = ProxyProcess::start(&o.sim)?;
     let proxy_pid = proxy.child.id();
     let watched = Watched {
@@ -467,7 +551,15 @@ async fn run(o: Options) -> Result<bool, String> {
             (Group::Sim, sim_pid),
             (Group::Proxy, proxy_pid),
             (Group::Client, std::process::id()),
-        ],
+        ]
+        .into_iter()
+        .chain(o.litellm.iter().flat_map(|(_, _, pid)| {
+            // LiteLLM runs as a process with workers under it.
+            std::iter::once(*pid)
+                .chain(cpu::children(*pid))
+                .map(|p| (Group::LiteLlm, p))
+        }))
+        .collect(),
         database,
     };
     let client = reqwest::Client::builder()
@@ -488,16 +580,36 @@ async fn run(o: Options) -> Result<bool, String> {
             url: format!("{}/v1/chat/completions", o.tessera),
             authorization: format!("Bearer {}", clinic.token),
         },
+        Path::Compatible => Target {
+            url: format!("{}/v1/chat/completions", o.tessera),
+            authorization: format!("Bearer {}", compatible.token),
+        },
+        Path::LiteLlm => {
+            let (url, key, _) = o.litellm.clone().unwrap_or_default();
+            Target {
+                url: format!("{url}/v1/chat/completions"),
+                authorization: format!("Bearer {key}"),
+            }
+        }
+    };
+    // A model name no provider claims goes to the clinic's OpenAI-compatible endpoint.
+    let model_for = |p: Path| {
+        if p == Path::Compatible {
+            COMPATIBLE_MODEL.to_string()
+        } else {
+            o.model.clone()
+        }
     };
 
     // One call on each path first, so a broken set-up fails at once and clearly.
     let mut tessera_ok = 0usize;
-    for p in Path::ALL {
+    let mut compatible_ok = 0usize;
+    for p in o.paths() {
         for kind in [Kind::Json, Kind::Sse] {
             let m = load::run(
                 &client,
                 &target(p),
-                request_body(&o.model, kind),
+                request_body(&model_for(p), kind),
                 kind == Kind::Sse,
                 1,
                 1,
@@ -508,6 +620,8 @@ async fn run(o: Options) -> Result<bool, String> {
             }
             if p == Path::Tessera {
                 tessera_ok += 1;
+            } else if p == Path::Compatible {
+                compatible_ok += 1;
             }
         }
     }
@@ -529,11 +643,11 @@ async fn run(o: Options) -> Result<bool, String> {
 
     let mut rows = Vec::new();
     for kind in [Kind::Json, Kind::Sse] {
-        let body = request_body(&o.model, kind);
         let stream = kind == Kind::Sse;
         for &(c, n) in &o.runs {
-            for p in Path::ALL {
+            for p in o.paths() {
                 let t = target(p);
+                let body = request_body(&model_for(p), kind);
                 let warmup = o.warmup.unwrap_or((n / 10).max(50));
                 let w = load::run(&client, &t, body.clone(), stream, c, warmup).await;
                 tokio::time::sleep(o.settle).await;
@@ -549,6 +663,8 @@ async fn run(o: Options) -> Result<bool, String> {
                     .collect();
                 if p == Path::Tessera {
                     tessera_ok += w.latencies_us.len() + m.latencies_us.len();
+                } else if p == Path::Compatible {
+                    compatible_ok += w.latencies_us.len() + m.latencies_us.len();
                 }
                 let row = Row {
                     path: p,
@@ -582,10 +698,17 @@ async fn run(o: Options) -> Result<bool, String> {
 
     // Every successful call through Tessera should reach the Postgres ledger.
     let waited = Instant::now();
-    let mut recorded = setup::ledger_rows(&clinic.db, clinic.tenant).await?;
+    let count = || async {
+        Ok::<i64, String>(
+            setup::ledger_rows(&clinic.db, clinic.tenant).await?
+                + setup::ledger_rows(&compatible.db, compatible.tenant).await?,
+        )
+    };
+    let tessera_ok = tessera_ok + compatible_ok;
+    let mut recorded = count().await?;
     while recorded < tessera_ok as i64 && waited.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        recorded = setup::ledger_rows(&clinic.db, clinic.tenant).await?;
+        recorded = count().await?;
     }
     let derived = derive(&rows);
     print_tables(&rows, &derived);

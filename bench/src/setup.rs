@@ -1,6 +1,7 @@
-//! The clinic the benchmark calls as: made through the core, as the product would (testkit's
-//! fixtures), with an OpenAI key (the simulator accepts any `sk-...`) and an API key, and put
-//! on the enterprise plan the way an operator does, so the budget never refuses a call.
+//! The clinics the benchmark calls as: made through the core, as the product would (testkit's
+//! fixtures), one with an OpenAI key (the simulator accepts any `sk-...`) and one with an
+//! OpenAI-compatible endpoint (the simulator's address), each with an API key, and put on the
+//! enterprise plan the way an operator does, so the budget never refuses a call.
 
 use sqlx::postgres::PgPoolOptions;
 use tessera_core::{Changes, Config, Db, Month, PlanId, Provider, TenantId};
@@ -14,7 +15,13 @@ pub struct Clinic {
     pub token: String,
 }
 
-pub async fn clinic(config: &Config, provider_key: &str) -> Result<Clinic, String> {
+/// A clinic with an OpenAI key, or (with `endpoint`) an OpenAI-compatible endpoint at that
+/// base URL instead.
+pub async fn clinic(
+    config: &Config,
+    provider_key: &str,
+    endpoint: Option<&str>,
+) -> Result<Clinic, String> {
     let db = Db::connect(&config.database_url, 2)
         .await
         .map_err(|e| format!("connecting to DATABASE_URL: {e}"))?;
@@ -32,8 +39,12 @@ pub async fn clinic(config: &Config, provider_key: &str) -> Result<Clinic, Strin
         admin: Some(&admin),
     };
     let tag = Uuid::new_v4().simple().to_string();
-    let made = fixtures::clinic(&format!("Gateway bench {}", &tag[..12]))
-        .key(Provider::OpenAi, provider_key)
+    let made = fixtures::clinic(&format!("Gateway bench {}", &tag[..12]));
+    let made = match endpoint {
+        Some(base_url) => made.endpoint(base_url, provider_key),
+        None => made.key(Provider::OpenAi, provider_key),
+    };
+    let made = made
         .api_key("bench")
         .plan(PlanId::Enterprise)
         .try_create(&env)

@@ -13,6 +13,7 @@ use crate::auth::members::Actor;
 use crate::changes::{Change, Changes};
 use crate::db::Db;
 use crate::knowledge::search::Passage;
+use crate::llm::body::Body;
 use crate::llm::{self, ChatRequest, MessageRole};
 use crate::tenancy::TenantId;
 use crate::{Error, Result};
@@ -318,17 +319,41 @@ pub fn apply(agent: &Agent, mut req: ChatRequest, passages: &[Passage]) -> (Chat
         .messages
         .into_iter()
         .partition(|m| m.role == MessageRole::System);
+    let question = turns.last().map_or(0, llm::tokens::message_tokens);
+    let (instructions, used) = instructions(
+        agent,
+        system.into_iter().map(|m| m.content),
+        question,
+        passages,
+    );
+    let budget = i64::from(agent.context_tokens);
+    req.messages = llm::context(&instructions, &turns, budget);
+    req.model = agent.model.clone();
+    let limit = agent.max_reply_tokens.max(1) as u32;
+    req.max_tokens = Some(req.max_tokens.map_or(limit, |m| m.min(limit)));
+    req.temperature = req.temperature.or(Some(agent.temperature()));
+    req.agent = Some(agent.id);
+    (req, used)
+}
+
+/// The agent's instructions, then the caller's, then as many passages as fit the budget left
+/// after them and the question (`question` tokens); with how many passages were used.
+fn instructions(
+    agent: &Agent,
+    callers: impl IntoIterator<Item = String>,
+    question: i64,
+    passages: &[Passage],
+) -> (String, usize) {
     let mut instructions = agent.system_prompt.trim().to_string();
-    for m in system {
+    for text in callers {
         if !instructions.is_empty() {
             instructions.push_str("\n\n");
         }
-        instructions.push_str(&m.content);
+        instructions.push_str(&text);
     }
     let budget = i64::from(agent.context_tokens);
     let mut used = 0;
     if !passages.is_empty() {
-        let question = turns.last().map_or(0, llm::tokens::message_tokens);
         let mut left = budget - llm::count_tokens(&instructions) - question - GROUNDING_TOKENS;
         let mut grounding = String::from(GROUNDING);
         for (i, p) in passages.iter().enumerate() {
@@ -348,13 +373,93 @@ pub fn apply(agent: &Agent, mut req: ChatRequest, passages: &[Passage]) -> (Chat
             instructions.push_str(&grounding);
         }
     }
-    req.messages = llm::context(&instructions, &turns, budget);
-    req.model = agent.model.clone();
+    (instructions, used)
+}
+
+/// The text of an OpenAI message's content (a string, or its text parts).
+fn content_text(content: &serde_json::Value) -> String {
+    match content {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// The text of the last user message of an OpenAI chat body (what retrieval searches for).
+pub fn last_question(body: &Body) -> String {
+    let messages: Vec<serde_json::Value> = body.get("messages").ok().flatten().unwrap_or_default();
+    messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| content_text(&m["content"]))
+        .unwrap_or_default()
+}
+
+/// [`apply`] for an OpenAI chat body forwarded as the client sent it: the agent's model, its
+/// instructions with the caller's system and developer messages and the passages as the first
+/// message, then the newest messages that fit its context budget (tool calls, images and every
+/// other part kept as they came; never starting with a reply or a tool result), the agent's
+/// reply limit unless the caller's is lower, its temperature unless the caller set one. Returns
+/// how many passages were used and the reply limit to set when the caller gave none.
+pub fn apply_body(
+    agent: &Agent,
+    body: &mut Body,
+    passages: &[Passage],
+) -> Result<(usize, u32), String> {
+    use serde_json::{json, Value};
+    let messages: Vec<Value> = body
+        .get("messages")
+        .map_err(|_| "messages must be an array of messages.".to_string())?
+        .unwrap_or_default();
+    let (system, turns): (Vec<Value>, Vec<Value>) = messages
+        .into_iter()
+        .partition(|m| m["role"] == "system" || m["role"] == "developer");
+    let cost = |m: &Value| llm::count_tokens(&m.to_string()) + 4;
+    let question = turns.last().map_or(0, cost);
+    let (instructions, used) = instructions(
+        agent,
+        system.iter().map(|m| content_text(&m["content"])),
+        question,
+        passages,
+    );
+    let budget = i64::from(agent.context_tokens);
+    let mut spent = llm::count_tokens(&instructions);
+    let mut kept: Vec<Value> = Vec::new();
+    for (i, m) in turns.iter().enumerate().rev() {
+        let c = cost(m);
+        if i + 1 != turns.len() && spent + c > budget {
+            break;
+        }
+        spent += c;
+        kept.push(m.clone());
+    }
+    kept.reverse();
+    // Never start with a reply, or a tool result without the call it answers.
+    while kept.len() > 1 && (kept[0]["role"] == "assistant" || kept[0]["role"] == "tool") {
+        kept.remove(0);
+    }
+    let mut out = Vec::with_capacity(kept.len() + 1);
+    if !instructions.trim().is_empty() {
+        out.push(json!({ "role": "system", "content": instructions }));
+    }
+    out.extend(kept);
+    body.set("messages", &out);
+    body.set("model", &agent.model);
     let limit = agent.max_reply_tokens.max(1) as u32;
-    req.max_tokens = Some(req.max_tokens.map_or(limit, |m| m.min(limit)));
-    req.temperature = req.temperature.or(Some(agent.temperature()));
-    req.agent = Some(agent.id);
-    (req, used)
+    for field in ["max_completion_tokens", "max_tokens"] {
+        if let Ok(Some(n)) = body.get::<u64>(field) {
+            body.set(field, &n.min(u64::from(limit)));
+        }
+    }
+    if !body.has("temperature") {
+        body.set("temperature", &agent.temperature());
+    }
+    Ok((used, limit))
 }
 
 /// What introduces the passages in the instructions.
@@ -395,6 +500,66 @@ pub async fn max_agents(db: &Db, tenant: TenantId) -> Result<Option<i32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forwarded_body_gets_the_agents_settings_and_keeps_its_parts() {
+        use serde_json::{json, Value};
+        let agent = Agent {
+            id: Uuid::nil(),
+            slug: "desk".into(),
+            name: "Desk".into(),
+            description: String::new(),
+            system_prompt: "You are the front desk.".into(),
+            model: "gpt-4o-mini".into(),
+            temperature_pct: 30,
+            max_reply_tokens: 100,
+            context_tokens: 500,
+            knowledge_enabled: false,
+            knowledge_top_k: 5,
+            knowledge_min_score: 0,
+            knowledge_tags: Vec::new(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let old = "word ".repeat(600);
+        let mut body = Body::parse(
+            json!({
+                "model": "agent:desk",
+                "max_tokens": 5000,
+                "seed": 3,
+                "messages": [
+                    { "role": "developer", "content": "Answer in French." },
+                    { "role": "user", "content": old },
+                    { "role": "assistant", "content": null, "tool_calls": [{ "id": "c1", "type": "function", "function": { "name": "f", "arguments": "{}" } }] },
+                    { "role": "tool", "tool_call_id": "c1", "content": "done" },
+                    { "role": "user", "content": [{ "type": "text", "text": "And now?" }, { "type": "image_url", "image_url": { "url": "https://example.org/a.png" } }] },
+                ],
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let (used, limit) = apply_body(&agent, &mut body, &[]).unwrap();
+        assert_eq!((used, limit), (0, 100));
+        let out: Value = serde_json::from_slice(&body.to_bytes()).unwrap();
+        assert_eq!(out["model"], "gpt-4o-mini");
+        assert_eq!(
+            out["max_tokens"], 100,
+            "the caller's limit, lowered to the agent's"
+        );
+        assert_eq!(out["seed"], 3, "other fields as they came");
+        assert!((out["temperature"].as_f64().unwrap() - 0.3).abs() < 1e-6);
+        let messages = out["messages"].as_array().unwrap();
+        assert_eq!(messages[0]["role"], "system");
+        assert_eq!(
+            messages[0]["content"],
+            "You are the front desk.\n\nAnswer in French."
+        );
+        // The long old question did not fit the budget; the reply and tool result that followed
+        // it are dropped with it rather than left without their question.
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert_eq!(messages[1]["content"][1]["type"], "image_url");
+    }
 
     #[test]
     fn slugs_are_friendly() {

@@ -145,7 +145,7 @@ fn relay(stream: ChatStream, saver: Saver, sources: &[chat::Citation]) -> Respon
                     }
                     event("delta", &serde_json::json!(t))
                 }
-                Ok(StreamEvent::Finish(_)) => Bytes::new(),
+                Ok(StreamEvent::Finish(_) | StreamEvent::Raw(_)) => Bytes::new(),
                 Ok(StreamEvent::Usage(u)) => {
                     saver.lock().await.save(ReplyEnd::Complete, None).await;
                     event("done", &serde_json::json!({ "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens }))

@@ -75,6 +75,7 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         .route("/v1/models", get(openai_api::models))
         .route("/v1/chat/completions", post(openai_api::chat_completions))
         .route("/v1/embeddings", post(openai_api::embeddings))
+        .route("/v1/messages", post(openai_api::messages))
         .route("/chat/replies/{id}", get(chat_stream::reply_stream))
         .route("/settings/usage/export.csv", get(usage_export::export))
         .route("/webhooks/stripe", post(billing_routes::stripe_webhook))

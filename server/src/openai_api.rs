@@ -1,7 +1,10 @@
-//! The OpenAI-compatible API under `/v1`, authenticated by `Authorization: Bearer tsk_...`,
-//! answering in OpenAI's shapes (errors included) so the official SDKs work by setting their
-//! base URL and key. This module is the one place that knows OpenAI's error shape
-//! (`{"error": {"message", "type", "param", "code"}}`) and which status each failure gets.
+//! The provider-compatible API under `/v1`, authenticated by an API key (`tsk_...`) sent as
+//! `Authorization: Bearer` or, as Anthropic's SDK sends it, `x-api-key`. Chat completions and
+//! embeddings answer in OpenAI's shapes, `/v1/messages` in Anthropic's (errors included), so
+//! the official SDKs work by setting their base URL and key. Chat bodies are forwarded as the
+//! client sent them (see [`tessera_core::gateway::Gateway::forward`]); the replies come back
+//! as the provider's bytes. This module is the one place that knows both error shapes and
+//! which status each failure gets.
 
 use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,17 +17,93 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tessera_core::gateway::{Caller, ChatOutcome, ChatStream, StreamEvent};
+use tessera_core::gateway::{Caller, ChatOutcome, ChatStream, Forward, StreamEvent};
 use tessera_core::knowledge::search::Passage;
-use tessera_core::llm::{ChatMessage, ChatRequest, LlmError, LlmErrorKind, MessageRole, Usage};
+use tessera_core::llm::body::{Body as RequestBody, Dialect};
+use tessera_core::llm::{LlmError, LlmErrorKind};
 
-/// `{"error": {"message", "type", "code"}}` with a status.
-pub fn openai_error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })),
-    )
-        .into_response()
+/// A refusal, rendered in either provider's error shape.
+struct ApiError {
+    status: StatusCode,
+    /// OpenAI's error `type`.
+    kind: &'static str,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            message,
+        )
+    }
+
+    /// `{"error": {"message", "type", "param", "code"}}`.
+    fn openai_body(&self) -> Value {
+        json!({ "error": { "message": self.message, "type": self.kind, "param": null, "code": self.code } })
+    }
+
+    /// `{"type": "error", "error": {"type", "message"}}`, with Anthropic's type for the status.
+    fn anthropic_body(&self) -> Value {
+        let kind = match self.status.as_u16() {
+            400 | 402 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            _ => "api_error",
+        };
+        json!({ "type": "error", "error": { "type": kind, "message": self.message } })
+    }
+
+    fn respond(&self, body: Value) -> Response {
+        let mut res = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        res
+    }
+
+    fn openai(self) -> Response {
+        self.respond(self.openai_body())
+    }
+
+    fn anthropic(self) -> Response {
+        self.respond(self.anthropic_body())
+    }
+}
+
+impl From<&LlmError> for ApiError {
+    fn from(e: &LlmError) -> Self {
+        let (status, kind, code) = shape(e.kind);
+        let mut out = Self::new(status, kind, code, e.message.clone());
+        if e.kind == LlmErrorKind::Unavailable {
+            out.retry_after = Some(tessera_types::OUTAGE_RETRY_SECS);
+        }
+        out
+    }
 }
 
 /// The HTTP status, OpenAI's error `type` and a `code` for a failed call.
@@ -90,75 +169,62 @@ fn shape(kind: LlmErrorKind) -> (StatusCode, &'static str, &'static str) {
     }
 }
 
-/// The error body OpenAI sends, for a failed call.
-fn error_body(e: &LlmError) -> Value {
-    let (_, kind, code) = shape(e.kind);
-    json!({ "error": { "message": e.message, "type": kind, "param": null, "code": code } })
-}
-
 fn llm_error(e: &LlmError) -> Response {
-    let mut res = (shape(e.kind).0, Json(error_body(e))).into_response();
-    if e.kind == LlmErrorKind::Unavailable {
-        res.headers_mut().insert(
-            header::RETRY_AFTER,
-            header::HeaderValue::from(tessera_types::OUTAGE_RETRY_SECS),
-        );
-    }
-    res
+    ApiError::from(e).openai()
 }
 
-fn invalid(message: impl AsRef<str>) -> Response {
-    openai_error(
-        StatusCode::BAD_REQUEST,
-        "invalid_request_error",
-        "invalid_request",
-        message.as_ref(),
-    )
+fn invalid(message: impl Into<String>) -> Response {
+    ApiError::invalid(message).openai()
 }
 
-async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Response> {
-    let token = headers
+/// The API key: `Authorization: Bearer tsk_...`, or `x-api-key: tsk_...` as Anthropic's SDK
+/// sends it.
+fn api_key(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let Some(token) = token else {
-        return Err(openai_error(
+        });
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+}
+
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let Some(token) = api_key(headers) else {
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             "missing_api_key",
-            "You didn't provide an API key. Send it as Authorization: Bearer tsk_... (create one under API keys).",
+            "You didn't provide an API key. Send it as Authorization: Bearer tsk_... or x-api-key: tsk_... (create one under API keys).",
         ));
     };
     match state.services.gateway.authenticate(token).await {
         Ok(Some(caller)) => match state.services.gateway.admit(&caller).await {
             Ok(()) => Ok(caller),
             Err(tessera_core::Error::RateLimited { retry_after_secs }) => {
-                let mut res = openai_error(
+                let mut e = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limit_error",
                     "rate_limit_exceeded",
-                    &format!(
+                    format!(
                         "Too many requests this minute for this clinic or API key (its plan's limit). Try again in {retry_after_secs} seconds."
                     ),
                 );
-                if let Ok(value) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
-                    res.headers_mut().insert(header::RETRY_AFTER, value);
-                }
-                Err(res)
+                e.retry_after = Some(retry_after_secs);
+                Err(e)
             }
-            Err(e) => Err(llm_error(&LlmError::from(e))),
+            Err(e) => Err(ApiError::from(&LlmError::from(e))),
         },
-        Ok(None) => Err(openai_error(
+        Ok(None) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             "invalid_api_key",
             "Incorrect API key provided. It may have been revoked; create a new one under API keys.",
         )),
-        Err(e) => Err(llm_error(&LlmError::from(e))),
+        Err(e) => Err(ApiError::from(&LlmError::from(e))),
     }
 }
 
@@ -166,7 +232,7 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, Respons
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let caller = match caller(&state, &headers).await {
         Ok(c) => c,
-        Err(res) => return res,
+        Err(e) => return e.openai(),
     };
     let models = match state.services.gateway.available_models(caller.tenant).await {
         Ok(models) => models,
@@ -177,163 +243,6 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
         .map(|m| json!({ "id": m.id, "object": "model", "created": 0, "owned_by": m.provider.as_str() }))
         .collect();
     Json(json!({ "object": "list", "data": data })).into_response()
-}
-
-/// A request body read into the gateway's terms, plus what only the API's answer needs.
-struct Parsed {
-    request: ChatRequest,
-    include_usage: bool,
-}
-
-/// A request body OpenAI would refuse: the message says which field and why.
-fn bad(message: impl Into<String>) -> String {
-    message.into()
-}
-
-fn text_of(content: &Value, i: usize) -> Result<String, String> {
-    match content {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
-        Value::Array(parts) => {
-            let mut text = String::new();
-            for part in parts {
-                match (part["type"].as_str(), part["text"].as_str()) {
-                    (Some("text"), Some(t)) => {
-                        if !text.is_empty() {
-                            text.push('\n');
-                        }
-                        text.push_str(t);
-                    }
-                    (kind, _) => {
-                        return Err(bad(format!(
-                            "messages[{i}].content: only text parts are supported, not {:?}.",
-                            kind.unwrap_or("untyped")
-                        )))
-                    }
-                }
-            }
-            Ok(text)
-        }
-        _ => Err(bad(format!(
-            "messages[{i}].content must be a string or an array of text parts."
-        ))),
-    }
-}
-
-fn parse(body: &[u8]) -> Result<Parsed, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        bad(format!(
-            "We could not parse the JSON body of your request ({e})."
-        ))
-    })?;
-    if !v.is_object() {
-        return Err(bad("The request body must be a JSON object."));
-    }
-    let model = match &v["model"] {
-        Value::String(m) if !m.trim().is_empty() && m.len() <= 200 => m.trim().to_string(),
-        Value::Null => return Err(bad("model: this field is required.")),
-        _ => return Err(bad("model must be a non-empty string.")),
-    };
-    if v["n"].as_u64().is_some_and(|n| n != 1) {
-        return Err(bad("n: only one choice per request is supported."));
-    }
-    if !v["tools"].is_null() || !v["functions"].is_null() {
-        return Err(bad(
-            "tools and functions are not supported by this API yet.",
-        ));
-    }
-    let stream = match &v["stream"] {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        _ => return Err(bad("stream must be true or false.")),
-    };
-    Ok(Parsed {
-        request: ChatRequest {
-            model,
-            messages: messages(&v["messages"])?,
-            max_tokens: max_tokens(&v)?,
-            temperature: number(&v, "temperature", 0.0..=2.0)?,
-            top_p: number(&v, "top_p", 0.0..=1.0)?,
-            stop: stop(&v["stop"])?,
-            stream,
-            agent: None,
-        },
-        include_usage: v["stream_options"]["include_usage"]
-            .as_bool()
-            .unwrap_or(false),
-    })
-}
-
-fn messages(raw: &Value) -> Result<Vec<ChatMessage>, String> {
-    let Some(raw) = raw.as_array() else {
-        return Err(bad(
-            "messages: this field is required (an array of messages).",
-        ));
-    };
-    if raw.is_empty() {
-        return Err(bad("messages must contain at least one message."));
-    }
-    raw.iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let role = match m["role"].as_str().unwrap_or_default() {
-                // OpenAI's newer name for `system`.
-                "developer" => MessageRole::System,
-                other => other.parse().map_err(|_| {
-                    bad(format!(
-                        "messages[{i}].role {other:?} is not supported: use system, developer, user or assistant."
-                    ))
-                })?,
-            };
-            Ok(ChatMessage {
-                role,
-                content: text_of(&m["content"], i)?,
-            })
-        })
-        .collect()
-}
-
-/// `max_completion_tokens`, or the older `max_tokens`.
-fn max_tokens(v: &Value) -> Result<Option<u32>, String> {
-    match (&v["max_completion_tokens"], &v["max_tokens"]) {
-        (Value::Null, Value::Null) => Ok(None),
-        (n, Value::Null) | (Value::Null, n) | (n, _) => match n.as_u64() {
-            Some(n) if (1..=200_000).contains(&n) => Ok(Some(n as u32)),
-            _ => Err(bad(
-                "max_tokens must be a whole number between 1 and 200000.",
-            )),
-        },
-    }
-}
-
-fn number(
-    v: &Value,
-    name: &str,
-    range: std::ops::RangeInclusive<f64>,
-) -> Result<Option<f32>, String> {
-    match &v[name] {
-        Value::Null => Ok(None),
-        n => match n.as_f64() {
-            Some(x) if range.contains(&x) => Ok(Some(x as f32)),
-            _ => Err(bad(format!(
-                "{name} must be a number from {} to {}.",
-                range.start(),
-                range.end()
-            ))),
-        },
-    }
-}
-
-fn stop(raw: &Value) -> Result<Vec<String>, String> {
-    match raw {
-        Value::Null => Ok(Vec::new()),
-        Value::String(s) => Ok(vec![s.clone()]),
-        Value::Array(a) if a.len() <= 4 && a.iter().all(Value::is_string) => Ok(a
-            .iter()
-            .filter_map(|s| s.as_str().map(str::to_string))
-            .collect()),
-        _ => Err(bad("stop must be a string or up to 4 strings.")),
-    }
 }
 
 /// The passages an agent's reply was grounded in (Tessera's extra field `sources`): the number
@@ -356,15 +265,6 @@ fn sources_json(sources: &[Passage]) -> Value {
     )
 }
 
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.total(),
-        "prompt_tokens_details": { "cached_tokens": u.cached_tokens },
-    })
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -372,7 +272,22 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// `POST /v1/chat/completions`: JSON or server-sent events, through the gateway.
+/// The id Tessera keeps the call under (in the ledger), for support.
+const CALL_ID: &str = "x-tessera-call-id";
+
+fn with_call_id(mut res: Response, id: uuid::Uuid) -> Response {
+    if let Ok(v) = header::HeaderValue::from_str(&id.to_string()) {
+        res.headers_mut().insert(CALL_ID, v);
+    }
+    res
+}
+
+fn json_bytes(bytes: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// `POST /v1/chat/completions`: the body forwarded through the gateway as sent; the reply as
+/// the provider gave it (translated for Claude models), JSON or server-sent events.
 pub async fn chat_completions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -380,108 +295,99 @@ pub async fn chat_completions(
 ) -> Response {
     let caller = match caller(&state, &headers).await {
         Ok(c) => c,
-        Err(res) => return res,
+        Err(e) => return e.openai(),
     };
-    let Parsed {
-        request,
-        include_usage,
-    } = match parse(&body) {
-        Ok(p) => p,
+    let body = match RequestBody::parse(&body) {
+        Ok(b) => b,
         Err(message) => return invalid(message),
     };
-    let created = unix_now();
-    match state.services.gateway.chat(&caller, request).await {
-        Err(e) => llm_error(&e),
+    let forward = Forward {
+        dialect: Dialect::OpenAi,
+        body,
+    };
+    match state.services.gateway.forward(&caller, forward).await {
+        Err(e) => ApiError::from(&e).openai(),
         Ok(ChatOutcome::Complete(c)) => {
-            let mut body = json!({
-                "id": format!("chatcmpl-{}", c.id.simple()),
-                "object": "chat.completion",
-                "created": created,
-                "model": c.model,
-                "choices": [{
-                    "index": 0,
-                    "message": { "role": "assistant", "content": c.content, "refusal": null },
-                    "logprobs": null,
-                    "finish_reason": c.finish_reason,
-                }],
-                "usage": usage_json(&c.usage),
-                "system_fingerprint": null,
-            });
-            if !c.sources.is_empty() {
-                body["sources"] = sources_json(&c.sources);
-            }
-            Json(body).into_response()
+            let bytes = c.body.clone().unwrap_or_default();
+            let res = if c.sources.is_empty() {
+                json_bytes(bytes)
+            } else {
+                // An agent's passages, as an extra field clients may read or ignore.
+                match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(mut v) => {
+                        v["sources"] = sources_json(&c.sources);
+                        Json(v).into_response()
+                    }
+                    Err(_) => json_bytes(bytes),
+                }
+            };
+            with_call_id(res, c.id)
         }
-        Ok(ChatOutcome::Stream(stream)) => streamed(stream, created, include_usage),
+        Ok(ChatOutcome::Stream(stream)) => {
+            let id = stream.id;
+            with_call_id(streamed(stream, Dialect::OpenAi), id)
+        }
     }
 }
 
-/// A streamed reply as OpenAI's chunks: the role first, then text deltas, the finish reason,
-/// the usage when the client asked for it, and `[DONE]`.
-fn streamed(stream: ChatStream, created: u64, include_usage: bool) -> Response {
-    let id = format!("chatcmpl-{}", stream.id.simple());
-    let chunk = {
-        let (id, model) = (id.clone(), stream.model.clone());
-        move |delta: Value, finish: Option<&str>| -> Bytes {
-            let mut c = json!({
-                "id": id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": null,
-                "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }],
-            });
-            if include_usage {
-                c["usage"] = Value::Null;
-            }
-            sse(&c)
-        }
+/// `POST /v1/messages`: Anthropic's Messages API for its SDK, forwarded to Anthropic through
+/// the gateway (budget, key and ledger as for chat completions).
+pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let caller = match caller(&state, &headers).await {
+        Ok(c) => c,
+        Err(e) => return e.anthropic(),
     };
-    let first = if stream.sources.is_empty() {
-        chunk(json!({ "role": "assistant", "content": "" }), None)
-    } else {
-        // The passages go with the first chunk, as an extra field clients may read or ignore.
-        let mut c = json!({
-            "id": id,
+    let body = match RequestBody::parse(&body) {
+        Ok(b) => b,
+        Err(message) => return ApiError::invalid(message).anthropic(),
+    };
+    let forward = Forward {
+        dialect: Dialect::Anthropic,
+        body,
+    };
+    match state.services.gateway.forward(&caller, forward).await {
+        Err(e) => ApiError::from(&e).anthropic(),
+        Ok(ChatOutcome::Complete(c)) => {
+            with_call_id(json_bytes(c.body.clone().unwrap_or_default()), c.id)
+        }
+        Ok(ChatOutcome::Stream(stream)) => {
+            let id = stream.id;
+            with_call_id(streamed(stream, Dialect::Anthropic), id)
+        }
+    }
+}
+
+/// A streamed reply: the provider's events as they came (for an agent, a first chunk with its
+/// passages), and an error as the client's dialect words one.
+fn streamed(stream: ChatStream, dialect: Dialect) -> Response {
+    let first = (!stream.sources.is_empty()).then(|| {
+        sse(&json!({
+            "id": format!("chatcmpl-{}", stream.id.simple()),
             "object": "chat.completion.chunk",
-            "created": created,
+            "created": unix_now(),
             "model": stream.model,
             "system_fingerprint": null,
             "choices": [{ "index": 0, "delta": { "role": "assistant", "content": "" }, "logprobs": null, "finish_reason": null }],
             "sources": sources_json(&stream.sources),
-        });
-        if include_usage {
-            c["usage"] = Value::Null;
-        }
-        sse(&c)
-    };
-    let model = stream.model.clone();
-    let events = stream.flat_map(move |event| {
-        let out: Vec<Bytes> = match event {
-            Ok(StreamEvent::Text(t)) => vec![chunk(json!({ "content": t }), None)],
-            Ok(StreamEvent::Finish(reason)) => vec![chunk(json!({}), Some(&reason))],
-            Ok(StreamEvent::Usage(u)) => {
-                let mut tail = Vec::new();
-                if include_usage {
-                    tail.push(sse(&json!({
-                        "id": id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": model,
-                        "system_fingerprint": null,
-                        "choices": [],
-                        "usage": usage_json(&u),
-                    })));
-                }
-                tail.push(Bytes::from_static(b"data: [DONE]\n\n"));
-                tail
-            }
-            // Headers are sent; the error travels as an event, as OpenAI's does.
-            Err(e) => vec![sse(&error_body(&e))],
-        };
-        futures_util::stream::iter(out.into_iter().map(Ok::<_, Infallible>))
+        }))
     });
-    let body = futures_util::stream::once(async move { Ok::<_, Infallible>(first) }).chain(events);
+    let events = stream.filter_map(move |event| {
+        let out = match event {
+            Ok(StreamEvent::Raw(bytes)) => Some(bytes),
+            Ok(_) => None,
+            // Headers are sent; the error travels as an event, as the providers' do.
+            Err(e) => Some(match dialect {
+                Dialect::OpenAi => sse(&ApiError::from(&e).openai_body()),
+                Dialect::Anthropic => {
+                    let mut out = b"event: error\n".to_vec();
+                    out.extend_from_slice(&sse(&ApiError::from(&e).anthropic_body()));
+                    Bytes::from(out)
+                }
+            }),
+        };
+        std::future::ready(out.map(Ok::<_, Infallible>))
+    });
+    let body = futures_util::stream::iter(first.map(Ok::<_, Infallible>)).chain(events);
     crate::event_stream(Body::from_stream(body))
 }
 
@@ -506,7 +412,7 @@ pub async fn embeddings(
     use tessera_core::gateway::MAX_EMBEDDING_INPUTS;
     let caller = match caller(&state, &headers).await {
         Ok(c) => c,
-        Err(res) => return res,
+        Err(e) => return e.openai(),
     };
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return invalid("The body must be a JSON object.");

@@ -352,7 +352,9 @@ async fn rejected_and_missing_keys_and_unknown_models_get_clear_errors(pool: PgP
     .await;
     assert_eq!(res.status(), 404);
 
-    // Client mistakes are 400s that say what to fix.
+    // Client mistakes are 400s that say what to fix (found by Tessera, or by the provider, whose
+    // words are passed on: a clinic with a working key).
+    let c = app.api_clinic("Mistakes Clinic").await;
     for (body, needle) in [
         (json!({ "messages": [] }), "model"),
         (json!({ "model": "gpt-4o" }), "messages"),
@@ -987,4 +989,293 @@ async fn v1_embeddings_answers_in_openais_shape_and_is_metered(pool: PgPool) {
     tx.commit().await.unwrap();
     assert_eq!(calls, 2);
     assert_eq!(recorded, tokens + testkit::count_tokens("flu shot"));
+}
+
+/// The body of the last chat or messages request the simulator received.
+async fn sim_last(app: &TestApp) -> Value {
+    reqwest::get(format!("http://{}/sim/last", app.sim))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn openai_bodies_reach_the_provider_as_sent_with_tools_formats_and_images(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Passthrough Clinic").await;
+    let sent = json!({
+        "model": "gpt-4o-mini",
+        "messages": [{ "role": "user", "content": [
+            { "type": "text", "text": "What is the weather in Oslo?" },
+            { "type": "image_url", "image_url": { "url": "https://example.org/x.png", "detail": "low" } },
+        ] }],
+        "tools": [{ "type": "function", "function": { "name": "weather",
+            "parameters": { "type": "object", "properties": { "city": { "type": "string" } } } } }],
+        "parallel_tool_calls": false,
+        "seed": 42,
+        "presence_penalty": 0.5,
+        "logit_bias": { "1234": -100 },
+        "user": "nurse-7",
+        "metadata": { "ward": "B" },
+        "a_field_from_next_year": { "nested": [1, 2, 3] },
+        "max_completion_tokens": 40,
+    });
+    let res = chat(&app, c.token(), sent.clone()).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("x-tessera-call-id"));
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    let call = &body["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "weather");
+    assert_eq!(call["function"]["arguments"], r#"{"city":"Oslo"}"#);
+    // Everything the client sent reached the provider unchanged.
+    assert_eq!(sim_last(&app).await, sent);
+    let recorded = ledger(&app, c.tenant).await;
+    assert_eq!(
+        recorded.tokens,
+        body["usage"]["total_tokens"].as_i64().unwrap()
+    );
+
+    // A stream always asks for usage; a client that did not ask never sees the usage chunk, and
+    // the call is still recorded with the provider's count.
+    let res = chat(
+        &app,
+        c.token(),
+        json!({ "model": "gpt-4o-mini", "stream": true, "response_format": { "type": "json_object" },
+                "messages": [{ "role": "user", "content": "Summarise" }] }),
+    )
+    .await;
+    let data = sse_data(&res.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    for d in &data[..data.len() - 1] {
+        let chunk: Value = serde_json::from_str(d).unwrap();
+        assert_ne!(chunk["choices"], json!([]), "no usage chunk: {d}");
+        assert!(chunk["usage"].is_null(), "{d}");
+    }
+    let forwarded = sim_last(&app).await;
+    assert_eq!(
+        forwarded["stream_options"],
+        json!({ "include_usage": true })
+    );
+    assert_eq!(
+        forwarded["response_format"],
+        json!({ "type": "json_object" })
+    );
+    // No limit given: the default limit is set, so the reply cannot outgrow its reservation.
+    assert!(forwarded["max_completion_tokens"].as_u64().is_some());
+    assert_eq!(ledger(&app, c.tenant).await.requests, 2);
+    let events = estimated_events(&app, c.tenant).await;
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|(_, estimated, _, _)| !estimated));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_reservation_counts_every_choice_and_image(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Choices Clinic").await;
+    // A clinic without a subscription stays within its plan's allowance.
+    let limit = app
+        .services
+        .gateway
+        .limits(c.tenant)
+        .await
+        .unwrap()
+        .token_limit()
+        .expect("Starter without a subscription has a limit");
+    let many = |n: u64, max: u64| {
+        json!({ "model": "gpt-4o-mini", "n": n, "max_completion_tokens": max,
+                "messages": [{ "role": "user", "content": "hi" }] })
+    };
+    // Each choice could be the whole limit: past the allowance in all, refused before any call.
+    let per_choice = (limit / 100 + 1) as u64;
+    assert!(per_choice <= 200_000);
+    let before = sim_requests(&app).await;
+    let res = chat(&app, c.token(), many(100, per_choice)).await;
+    assert_eq!(res.status(), 429, "{}", res.text().await.unwrap());
+    assert_eq!(
+        sim_requests(&app).await,
+        before,
+        "refused before the provider"
+    );
+    // One choice of the same size fits.
+    let res = chat(&app, c.token(), many(1, per_choice)).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["choices"].as_array().unwrap().len(), 1);
+    let res = chat(&app, c.token(), many(3, 20)).await;
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["choices"].as_array().unwrap().len(), 3);
+    let (_, reserved) = live(&app, c.tenant).await;
+    assert_eq!(reserved, 0);
+    // Too many choices, or a field given twice, is the client's mistake.
+    let res = chat(&app, c.token(), many(1000, 5)).await;
+    assert_eq!(res.status(), 400);
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", app.url))
+        .bearer_auth(c.token())
+        .body(r#"{"model":"gpt-4o-mini","max_tokens":1,"max_tokens":100000,"messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let error: Value = res.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("twice"),
+        "{error}"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn claude_answers_openai_tool_calls_json_and_streamed(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Claude Tools Clinic").await;
+    let tools = json!([{ "type": "function", "function": { "name": "book",
+        "description": "Books an appointment",
+        "parameters": { "type": "object", "properties": { "patient": { "type": "string" }, "slot": { "type": "integer" } } } } }]);
+    let question = json!({ "role": "user", "content": "Book a slot for Ada" });
+    let res = chat(
+        &app,
+        c.token(),
+        json!({ "model": "claude-3-5-haiku-latest", "messages": [question], "tools": tools, "tool_choice": "required" }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    let call = body["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(call["function"]["name"], "book");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({ "patient": "Ada", "slot": 1 }));
+    // Anthropic received its own shape.
+    let forwarded = sim_last(&app).await;
+    assert_eq!(forwarded["tools"][0]["name"], "book");
+    assert_eq!(forwarded["tool_choice"], json!({ "type": "any" }));
+
+    // The tool's result goes back as a tool_result; the answer is text.
+    let res = chat(
+        &app,
+        c.token(),
+        json!({ "model": "claude-3-5-haiku-latest", "tools": tools, "stream": true,
+                "stream_options": { "include_usage": true },
+                "messages": [question,
+                    { "role": "assistant", "content": null, "tool_calls": [call] },
+                    { "role": "tool", "tool_call_id": call["id"], "content": "Booked at 9" }] }),
+    )
+    .await;
+    let data = sse_data(&res.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        text,
+        "Simulated reply from claude-3-5-haiku-latest: the tool said Booked at 9"
+    );
+    let usage = &chunks.last().unwrap()["usage"];
+    let forwarded = sim_last(&app).await;
+    assert_eq!(forwarded["messages"][1]["content"][0]["type"], "tool_use");
+    assert_eq!(
+        forwarded["messages"][2]["content"][0]["tool_use_id"],
+        call["id"]
+    );
+    let recorded = ledger(&app, c.tenant).await;
+    assert_eq!(recorded.requests, 2);
+    assert_eq!(
+        recorded.tokens,
+        body["usage"]["total_tokens"].as_i64().unwrap() + usage["total_tokens"].as_i64().unwrap()
+    );
+
+    // What Claude cannot do is refused by name, before anything is reserved or sent.
+    let before = sim_requests(&app).await;
+    let res = chat(
+        &app,
+        c.token(),
+        json!({ "model": "claude-3-5-haiku-latest", "n": 2, "messages": [question] }),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("n: Claude"));
+    assert_eq!(sim_requests(&app).await, before);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn v1_messages_forwards_anthropic_bodies_and_answers_in_anthropics_shape(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Messages Clinic").await;
+    let client = reqwest::Client::new();
+    let post = |body: Value, key: &str| {
+        client
+            .post(format!("{}/v1/messages", app.url))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+    };
+    let sent = json!({ "model": "claude-3-5-haiku-latest", "max_tokens": 50,
+        "system": [{ "type": "text", "text": "Be brief.", "cache_control": { "type": "ephemeral" } }],
+        "messages": [{ "role": "user", "content": "What is triage?" }],
+        "metadata": { "user_id": "nurse-7" } });
+    let res = post(sent.clone(), c.token()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["type"], "message");
+    assert_eq!(
+        body["content"][0]["text"],
+        testkit::reply_text("claude-3-5-haiku-latest", "What is triage?")
+    );
+    assert_eq!(sim_last(&app).await, sent);
+
+    let mut streamed = sent.clone();
+    streamed["stream"] = json!(true);
+    let res = post(streamed, c.token()).await.unwrap();
+    let events = common::sse(&res.text().await.unwrap());
+    assert_eq!(
+        events.first().unwrap().event.as_deref(),
+        Some("message_start")
+    );
+    assert_eq!(
+        events.last().unwrap().event.as_deref(),
+        Some("message_stop")
+    );
+    let recorded = ledger(&app, c.tenant).await;
+    assert_eq!(recorded.requests, 2);
+    let tokens = body["usage"]["input_tokens"].as_i64().unwrap()
+        + body["usage"]["output_tokens"].as_i64().unwrap();
+    assert_eq!(recorded.tokens, 2 * tokens);
+
+    // Errors in Anthropic's shape.
+    let res = post(sent.clone(), "tsk_wrong").await.unwrap();
+    assert_eq!(res.status(), 401);
+    let error: Value = res.json().await.unwrap();
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"]["type"], "authentication_error");
+    let res = post(
+        json!({ "model": "claude-3-5-haiku-latest", "messages": [] }),
+        c.token(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 400);
+    let error: Value = res.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_tokens"));
+    let res = post(json!({ "model": "gpt-4o-mini", "max_tokens": 5, "messages": [{ "role": "user", "content": "hi" }] }), c.token())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
 }

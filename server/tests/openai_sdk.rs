@@ -1,5 +1,6 @@
-//! The official `openai` Python package against `/v1`: a JSON call and a streamed call, both
-//! recorded in the ledger.
+//! The official `openai` and `anthropic` Python packages against `/v1`: JSON and streamed calls,
+//! tools, structured output, images, several choices, embeddings, an agent's sources, and
+//! Anthropic's SDK against `/v1/messages`; every call recorded in the ledger.
 //!
 //! The interpreter is `TESSERA_PYTHON` (scripts/test.sh points it at a virtual environment with
 //! end2end/sdk/requirements.txt installed), else `python3`. Without the package the test fails
@@ -15,7 +16,7 @@ use sqlx::PgPool;
 fn python() -> Option<String> {
     let python = std::env::var("TESSERA_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&python)
-        .args(["-c", "import openai"])
+        .args(["-c", "import openai, anthropic"])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
@@ -24,9 +25,9 @@ fn python() -> Option<String> {
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "the openai Python package is required under CI: set TESSERA_PYTHON (scripts/test.sh does)"
+        "the openai and anthropic Python packages are required under CI: set TESSERA_PYTHON (scripts/test.sh does)"
     );
-    eprintln!("SKIPPED: {python} cannot import openai; run scripts/test.sh or set TESSERA_PYTHON");
+    eprintln!("SKIPPED: {python} cannot import openai and anthropic; run scripts/test.sh or set TESSERA_PYTHON");
     None
 }
 
@@ -130,5 +131,83 @@ async fn the_openai_python_sdk_reads_the_sources_of_an_agent_that_uses_knowledge
     assert!(
         (seen["first_value"].as_f64().unwrap() - expected).abs() < 1e-6,
         "{seen}"
+    );
+}
+
+/// Runs one of the SDK scripts against the server; returns what it printed.
+async fn run_script(
+    python: String,
+    script: &str,
+    base_url: String,
+    token: String,
+) -> serde_json::Value {
+    let script = format!("{}/../end2end/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .arg(script)
+            .env("TESSERA_BASE_URL", base_url)
+            .env("TESSERA_API_KEY", &token)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the SDK script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn tools_structured_output_images_and_choices_pass_through_for_openai_and_claude(
+    pool: PgPool,
+) {
+    let Some(python) = python() else { return };
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("SDK Features Clinic").await;
+    let seen = run_script(
+        python,
+        "features_sdk.py",
+        format!("{}/v1", app.url),
+        c.token().to_string(),
+    )
+    .await;
+    // Three choices cost three replies.
+    let each = seen["choices_completion_tokens"].as_i64().unwrap();
+    assert!(each > 0 && each % 3 == 0, "{seen}");
+    app.flush_ledger().await;
+    let recorded = app.ledger_usage(c.tenant).await;
+    // Per model: three tool calls, one structured, one image; then the choices and the
+    // embeddings.
+    assert_eq!(recorded.requests, 12, "{recorded:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_anthropic_python_sdk_works_against_v1_messages(pool: PgPool) {
+    let Some(python) = python() else { return };
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("SDK Anthropic Clinic").await;
+    let seen = run_script(
+        python,
+        "anthropic_sdk.py",
+        app.url.clone(),
+        c.token().to_string(),
+    )
+    .await;
+    app.flush_ledger().await;
+    let recorded = app.ledger_usage(c.tenant).await;
+    assert_eq!(
+        recorded.requests, 4,
+        "a message, a stream and a tool round trip; refusals are not charged"
+    );
+    assert_eq!(
+        recorded.tokens,
+        ["message_tokens", "stream_tokens", "tool_tokens"]
+            .iter()
+            .map(|k| seen[k].as_i64().unwrap())
+            .sum::<i64>()
     );
 }

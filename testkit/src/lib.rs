@@ -13,6 +13,7 @@
 //!   `anthropic-version`);
 //! - `GET /sim/stats`: `{"requests": n}`, the number of chat, messages and embeddings requests
 //!   received so far (whatever their outcome);
+//! - `GET /sim/last`: the body of the last chat or messages request, as received;
 //! - `/stripe/...`: Stripe (see [`stripe`]).
 //!
 //! Everything is deterministic. Tokens are counted by a toy tokenizer, [`count_tokens`] (one
@@ -35,6 +36,8 @@
 //!   a provider that lies).
 //!
 //! Order of checks: the key, then the request body (400), then latency, `status`, `flaky`.
+//!
+//! Tools, structured output, images, `n` and `logprobs` are answered as [`features`] says.
 
 // The simulator's handlers answer early with a ready response (an error in the provider's
 // shape), as axum handlers do; the size of that response does not matter in a test tool.
@@ -54,6 +57,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+pub mod features;
 pub mod fixtures;
 pub mod proxy;
 pub mod stripe;
@@ -101,6 +105,8 @@ struct Sim {
     requests: Arc<AtomicU64>,
     /// Source of response ids.
     ids: Arc<AtomicU64>,
+    /// The body of the last chat or messages request received.
+    last: Arc<Mutex<Bytes>>,
 }
 
 /// The simulator's routes (see the crate documentation), with default [`SimOptions`].
@@ -125,6 +131,7 @@ pub fn router_with(options: SimOptions) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/anthropic/v1/messages", post(messages))
         .route("/sim/stats", get(stats))
+        .route("/sim/last", get(last))
         .with_state(sim)
         .nest("/stripe", stripe)
 }
@@ -491,6 +498,7 @@ struct Conversation {
     max_tokens: Option<i64>,
     stream: bool,
     include_usage: bool,
+    extras: features::Extras,
 }
 
 /// A message content: a string, or text parts joined by newlines (`None` if neither).
@@ -597,11 +605,77 @@ fn parse_model(flavor: Flavor, req: &Value) -> Result<String, Response> {
     }
 }
 
+/// What OpenAI checks beyond the shape of the messages, with its own messages: the sampling
+/// ranges, `n`, the roles, and that a tool's message answers a call made before it.
+fn check_openai_fields(req: &Value) -> Result<(), Response> {
+    let flavor = Flavor::OpenAi;
+    for (param, max) in [
+        ("temperature", 2.0),
+        ("top_p", 1.0),
+        ("presence_penalty", 2.0),
+        ("frequency_penalty", 2.0),
+    ] {
+        if let Some(x) = req[param].as_f64() {
+            let min = if param.ends_with("penalty") {
+                -2.0
+            } else {
+                0.0
+            };
+            if x > max || x < min {
+                return Err(bad_request(
+                    flavor,
+                    param,
+                    &format!("Invalid '{param}': decimal out of range. Expected a value from {min} to {max}, but got {x} instead."),
+                ));
+            }
+        }
+    }
+    if req["n"].as_i64().is_some_and(|n| !(1..=128).contains(&n)) {
+        return Err(bad_request(
+            flavor,
+            "n",
+            "Invalid 'n': expected an integer from 1 to 128.",
+        ));
+    }
+    let mut calls: Vec<String> = Vec::new();
+    for (i, m) in req["messages"].as_array().into_iter().flatten().enumerate() {
+        match m["role"].as_str().unwrap_or_default() {
+            "system" | "developer" | "user" | "function" => {}
+            "assistant" => calls.extend(
+                m["tool_calls"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["id"].as_str().map(str::to_string)),
+            ),
+            "tool" => {
+                let answered = m["tool_call_id"].as_str().is_some_and(|id| calls.iter().any(|c| c == id));
+                if !answered {
+                    return Err(bad_request(
+                        flavor,
+                        &format!("messages.[{i}].role"),
+                        "Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.",
+                    ));
+                }
+            }
+            other => {
+                return Err(bad_request(
+                    flavor,
+                    &format!("messages.[{i}].role"),
+                    &format!("Invalid value: '{other}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'."),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 fn parse_openai_chat(body: &Bytes) -> Result<Conversation, Response> {
     let flavor = Flavor::OpenAi;
     let req = parse_json(flavor, body)?;
     let model = parse_model(flavor, &req)?;
     let (texts, last_user) = parse_messages(flavor, &req)?;
+    check_openai_fields(&req)?;
     let mut max_tokens = None;
     for param in ["max_tokens", "max_completion_tokens"] {
         match &req[param] {
@@ -627,6 +701,7 @@ fn parse_openai_chat(body: &Bytes) -> Result<Conversation, Response> {
         include_usage: req["stream_options"]["include_usage"]
             .as_bool()
             .unwrap_or(false),
+        extras: features::openai(&req),
     })
 }
 
@@ -676,6 +751,7 @@ fn parse_anthropic_messages(body: &Bytes) -> Result<Conversation, Response> {
         max_tokens: Some(max_tokens),
         stream: req["stream"].as_bool().unwrap_or(false),
         include_usage: false,
+        extras: features::anthropic(&req),
     })
 }
 
@@ -743,12 +819,22 @@ fn pieces(reply: &str) -> Vec<String> {
         .collect()
 }
 
+async fn last(State(sim): State<Sim>) -> Response {
+    let body = sim.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn remember(sim: &Sim, body: &Bytes) {
+    *sim.last.lock().unwrap_or_else(|e| e.into_inner()) = body.clone();
+}
+
 async fn stats(State(sim): State<Sim>) -> Response {
     Json(json!({ "requests": sim.requests.load(Ordering::SeqCst) })).into_response()
 }
 
 async fn chat_completions(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
     sim.requests.fetch_add(1, Ordering::SeqCst);
+    remember(&sim, &body);
     let flavor = Flavor::OpenAi;
     if let Err(res) = check(&headers, flavor) {
         return res;
@@ -766,11 +852,27 @@ async fn chat_completions(State(sim): State<Sim>, headers: HeaderMap, body: Byte
         return status_error(flavor, StatusCode::INTERNAL_SERVER_ERROR);
     }
     let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
-    let prompt = reported_prompt(directives, prompt_tokens(&texts));
-    let (reply, truncated) =
-        limit_reply(&reply_text(&conv.model, &conv.last_user), conv.max_tokens);
-    let completion = count_tokens(&reply);
-    let finish = if truncated { "length" } else { "stop" };
+    let prompt = reported_prompt(
+        directives,
+        prompt_tokens(&texts) + conv.extras.images as i64 * features::IMAGE_TOKENS,
+    );
+    let usual = reply_text(&conv.model, &conv.last_user);
+    let answer = conv.extras.answer(&conv.model, &conv.last_user, usual);
+    let choices = conv.extras.choices;
+    let call_id = format!("call_sim_{}", sim.ids.fetch_add(1, Ordering::SeqCst) + 1);
+    let (reply, finish, each) = match &answer {
+        features::Answer::Text(text) => {
+            let (reply, truncated) = limit_reply(text, conv.max_tokens);
+            let n = count_tokens(&reply);
+            (reply, if truncated { "length" } else { "stop" }, n)
+        }
+        features::Answer::Tool(name, args) => (
+            String::new(),
+            "tool_calls",
+            count_tokens(&format!("{name} {args}")).max(1),
+        ),
+    };
+    let completion = each.saturating_mul(choices as i64);
     let usage = json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -786,18 +888,43 @@ async fn chat_completions(State(sim): State<Sim>, headers: HeaderMap, body: Byte
         sim.ids.fetch_add(1, Ordering::SeqCst) + 1
     );
     let created = now();
+    let logprobs = |text: &str| -> Value {
+        if !conv.extras.logprobs {
+            return Value::Null;
+        }
+        let content: Vec<Value> = pieces(text)
+            .iter()
+            .map(|w| json!({ "token": w, "logprob": -0.1, "bytes": w.as_bytes(), "top_logprobs": [] }))
+            .collect();
+        json!({ "content": content, "refusal": null })
+    };
     if !conv.stream {
+        let message = match &answer {
+            features::Answer::Text(_) => {
+                json!({ "role": "assistant", "content": reply, "refusal": null, "annotations": [] })
+            }
+            features::Answer::Tool(name, args) => json!({
+                "role": "assistant", "content": null, "refusal": null, "annotations": [],
+                "tool_calls": [{ "id": call_id, "type": "function",
+                    "function": { "name": name, "arguments": args.to_string() } }],
+            }),
+        };
+        let list: Vec<Value> = (0..choices)
+            .map(|index| {
+                json!({
+                    "index": index,
+                    "message": message,
+                    "logprobs": logprobs(&reply),
+                    "finish_reason": finish,
+                })
+            })
+            .collect();
         return Json(json!({
             "id": id,
             "object": "chat.completion",
             "created": created,
             "model": conv.model,
-            "choices": [{
-                "index": 0,
-                "message": { "role": "assistant", "content": reply, "refusal": null, "annotations": [] },
-                "logprobs": null,
-                "finish_reason": finish,
-            }],
+            "choices": list,
             "usage": usage,
             "service_tier": "default",
             "system_fingerprint": "fp_sim",
@@ -820,24 +947,65 @@ async fn chat_completions(State(sim): State<Sim>, headers: HeaderMap, body: Byte
         }
         Ok(Bytes::from(format!("data: {c}\n\n")))
     };
-    let choice = |delta: Value, finish: Option<&str>| json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }]);
-    let mut events = vec![chunk(
-        choice(
-            json!({ "role": "assistant", "content": "", "refusal": null }),
+    let choice = |index: usize, delta: Value, finish: Option<&str>, lp: Value| json!([{ "index": index, "delta": delta, "logprobs": lp, "finish_reason": finish }]);
+    let mut events = Vec::new();
+    for index in 0..choices {
+        events.push(chunk(
+            choice(
+                index,
+                json!({ "role": "assistant", "content": "", "refusal": null }),
+                None,
+                Value::Null,
+            ),
             None,
-        ),
-        None,
-    )];
-    for (i, piece) in pieces(&reply).into_iter().enumerate() {
-        if fail && i == 2 {
-            break;
+        ));
+    }
+    match &answer {
+        features::Answer::Text(_) => {
+            for (i, piece) in pieces(&reply).into_iter().enumerate() {
+                if fail && i == 2 {
+                    break;
+                }
+                for index in 0..choices {
+                    events.push(chunk(
+                        choice(index, json!({ "content": piece }), None, logprobs(&piece)),
+                        None,
+                    ));
+                }
+            }
         }
-        events.push(chunk(choice(json!({ "content": piece }), None), None));
+        features::Answer::Tool(name, args) => {
+            let args = args.to_string();
+            let (first, second) = args.split_at(features::middle(&args));
+            for index in 0..choices {
+                events.push(chunk(
+                    choice(
+                        index,
+                        json!({ "tool_calls": [{ "index": 0, "id": call_id, "type": "function",
+                        "function": { "name": name, "arguments": "" } }] }),
+                        None,
+                        Value::Null,
+                    ),
+                    None,
+                ));
+                for part in [first, second] {
+                    events.push(chunk(
+                        choice(index, json!({ "tool_calls": [{ "index": 0, "function": { "arguments": part } }] }), None, Value::Null),
+                        None,
+                    ));
+                }
+            }
+        }
     }
     if fail {
         events.push(cut());
     } else {
-        events.push(chunk(choice(json!({}), Some(finish)), None));
+        for index in 0..choices {
+            events.push(chunk(
+                choice(index, json!({}), Some(finish), Value::Null),
+                None,
+            ));
+        }
         if send_usage {
             events.push(chunk(json!([]), Some(usage)));
         }
@@ -851,6 +1019,7 @@ async fn chat_completions(State(sim): State<Sim>, headers: HeaderMap, body: Byte
 
 async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
     sim.requests.fetch_add(1, Ordering::SeqCst);
+    remember(&sim, &body);
     let flavor = Flavor::Anthropic;
     if let Err(res) = check(&headers, flavor) {
         return res;
@@ -868,19 +1037,39 @@ async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Re
         return status_error(flavor, StatusCode::INTERNAL_SERVER_ERROR);
     }
     let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
-    let input = reported_prompt(directives, prompt_tokens(&texts));
-    let (reply, truncated) =
-        limit_reply(&reply_text(&conv.model, &conv.last_user), conv.max_tokens);
-    let output = count_tokens(&reply);
-    let stop = if truncated { "max_tokens" } else { "end_turn" };
+    let input = reported_prompt(
+        directives,
+        prompt_tokens(&texts) + conv.extras.images as i64 * features::IMAGE_TOKENS,
+    );
+    let usual = reply_text(&conv.model, &conv.last_user);
+    let answer = conv.extras.answer(&conv.model, &conv.last_user, usual);
+    let tool_id = format!("toolu_sim_{}", sim.ids.fetch_add(1, Ordering::SeqCst) + 1);
+    let (reply, stop, output) = match &answer {
+        features::Answer::Text(text) => {
+            let (reply, truncated) = limit_reply(text, conv.max_tokens);
+            let n = count_tokens(&reply);
+            (reply, if truncated { "max_tokens" } else { "end_turn" }, n)
+        }
+        features::Answer::Tool(name, args) => (
+            String::new(),
+            "tool_use",
+            count_tokens(&format!("{name} {args}")).max(1),
+        ),
+    };
     let id = format!("msg_sim_{}", sim.ids.fetch_add(1, Ordering::SeqCst) + 1);
     if !conv.stream {
+        let content = match &answer {
+            features::Answer::Text(_) => json!([{ "type": "text", "text": reply }]),
+            features::Answer::Tool(name, args) => {
+                json!([{ "type": "tool_use", "id": tool_id, "name": name, "input": args }])
+            }
+        };
         return Json(json!({
             "id": id,
             "type": "message",
             "role": "assistant",
             "model": conv.model,
-            "content": [{ "type": "text", "text": reply }],
+            "content": content,
             "stop_reason": stop,
             "stop_sequence": null,
             "usage": {
@@ -897,33 +1086,45 @@ async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Re
         let kind = data["type"].as_str().unwrap_or("").to_string();
         Ok(Bytes::from(format!("event: {kind}\ndata: {data}\n\n")))
     };
-    let mut events = vec![
-        event(json!({ "type": "message_start", "message": {
-            "id": id,
-            "type": "message",
-            "role": "assistant",
-            "model": conv.model,
-            "content": [],
-            "stop_reason": null,
-            "stop_sequence": null,
-            "usage": {
-                "input_tokens": input,
-                "output_tokens": 1,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-                "service_tier": "standard",
-            },
-        } })),
-        event(json!({ "type": "content_block_start", "index": 0,
-            "content_block": { "type": "text", "text": "" } })),
-        event(json!({ "type": "ping" })),
-    ];
-    for (i, piece) in pieces(&reply).into_iter().enumerate() {
-        if fail && i == 2 {
-            break;
+    let mut events = vec![event(json!({ "type": "message_start", "message": {
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "model": conv.model,
+        "content": [],
+        "stop_reason": null,
+        "stop_sequence": null,
+        "usage": {
+            "input_tokens": input,
+            "output_tokens": 1,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "service_tier": "standard",
+        },
+    } }))];
+    match &answer {
+        features::Answer::Text(_) => {
+            events.push(event(json!({ "type": "content_block_start", "index": 0,
+                "content_block": { "type": "text", "text": "" } })));
+            events.push(event(json!({ "type": "ping" })));
+            for (i, piece) in pieces(&reply).into_iter().enumerate() {
+                if fail && i == 2 {
+                    break;
+                }
+                events.push(event(json!({ "type": "content_block_delta", "index": 0,
+                    "delta": { "type": "text_delta", "text": piece } })));
+            }
         }
-        events.push(event(json!({ "type": "content_block_delta", "index": 0,
-            "delta": { "type": "text_delta", "text": piece } })));
+        features::Answer::Tool(name, args) => {
+            events.push(event(json!({ "type": "content_block_start", "index": 0,
+                "content_block": { "type": "tool_use", "id": tool_id, "name": name, "input": {} } })));
+            let args = args.to_string();
+            let (first, second) = args.split_at(features::middle(&args));
+            for part in [first, second] {
+                events.push(event(json!({ "type": "content_block_delta", "index": 0,
+                    "delta": { "type": "input_json_delta", "partial_json": part } })));
+            }
+        }
     }
     if fail {
         events.push(cut());

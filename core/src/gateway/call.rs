@@ -7,14 +7,18 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use bytes::Bytes;
+
 use super::lookups::Chosen;
 use super::send::release;
 use super::{Caller, ChatStream, Completion, Gateway, StreamEvent};
 use crate::knowledge::search::Passage;
+use crate::llm::anthropic::{self, StreamTranslator, Translation};
 use crate::llm::tokens::{count_tokens, message_tokens};
 use crate::llm::wire::{self, Piece};
 use crate::llm::{ChatMessage, LlmError, Usage};
 use crate::metering::{CallKind, Held, Prices, UsageEvent};
+use crate::Provider;
 
 impl Gateway {
     pub(super) async fn prices(&self) -> &Prices {
@@ -29,6 +33,31 @@ impl Gateway {
     }
 }
 
+/// What the client gets back.
+pub(super) enum Mode {
+    /// Tessera's chat: text events.
+    Typed,
+    /// The provider's own format, forwarded as it came; `hide_usage`: the client did not ask
+    /// for OpenAI's usage chunk (the gateway always does).
+    Raw { hide_usage: bool },
+    /// OpenAI's format translated from Anthropic's.
+    Translated {
+        translation: Translation,
+        include_usage: bool,
+    },
+}
+
+/// The prompt, for counting it when the provider reports no usage.
+pub(super) enum Prompt {
+    Messages(Vec<ChatMessage>),
+    /// The messages' JSON text (counting it over-counts by its punctuation), and the prompt's
+    /// upper bound, which caps the count (images are counted by their text otherwise).
+    Json {
+        text: String,
+        bound: i64,
+    },
+}
+
 /// One call in progress, after the provider answered.
 pub(super) struct Call {
     pub gateway: Gateway,
@@ -36,7 +65,10 @@ pub(super) struct Call {
     pub agent: Option<Uuid>,
     pub chosen: Chosen,
     pub model: String,
-    pub messages: Vec<ChatMessage>,
+    pub prompt: Prompt,
+    pub mode: Mode,
+    /// Seconds since the epoch when the call was made (OpenAI's `created`).
+    pub created: u64,
     /// The reply limit the call was made with.
     pub max_tokens: i64,
     pub reservation: Held,
@@ -48,7 +80,13 @@ pub(super) struct Call {
 /// What reading a provider's stream came to.
 #[derive(Default)]
 struct Read {
+    /// Everything generated (reply text, tool calls, other choices), for counting.
     text: String,
+    /// Whether any reply text reached the client.
+    delivered: bool,
+    /// The provider's closing events, held back until the call is settled.
+    held: Vec<Bytes>,
+    translator: Option<StreamTranslator>,
     usage: Option<Usage>,
     /// The provider sent a finish reason.
     finished: bool,
@@ -141,7 +179,14 @@ impl Call {
         let prompt = known
             .map(|u| u.prompt_tokens)
             .filter(|p| *p > 0)
-            .unwrap_or_else(|| self.messages.iter().map(message_tokens).sum::<i64>() + 3);
+            .unwrap_or_else(|| match &self.prompt {
+                Prompt::Messages(messages) => messages.iter().map(message_tokens).sum::<i64>() + 3,
+                // Long texts (images, audio) are not worth tokenizing: the bound stands.
+                Prompt::Json { text, bound } if text.len() <= 256 << 10 => {
+                    count_tokens(text).min(*bound)
+                }
+                Prompt::Json { bound, .. } => *bound,
+            });
         Usage {
             prompt_tokens: prompt,
             completion_tokens: count_tokens(completion),
@@ -154,14 +199,8 @@ impl Call {
         let timeout = Duration::from_secs(self.gateway.config.provider_timeout_secs);
         let provider = self.chosen.provider;
         let read = tokio::time::timeout(timeout, wire::read_limited(response, wire::REPLY_LIMIT));
-        let body: serde_json::Value = match read.await {
-            Ok(Ok(bytes)) => match serde_json::from_slice(&bytes) {
-                Ok(body) => body,
-                Err(_) => {
-                    release(self.reservation).await;
-                    return Err(LlmError::malformed(provider));
-                }
-            },
+        let bytes = match read.await {
+            Ok(Ok(bytes)) => bytes,
             Ok(Err(_)) => {
                 release(self.reservation).await;
                 return Err(LlmError::malformed(provider));
@@ -171,18 +210,48 @@ impl Call {
                 return Err(LlmError::timeout(provider, timeout));
             }
         };
-        let Some(reply) = wire::parse_reply(provider, &body) else {
-            release(self.reservation).await;
-            return Err(LlmError::malformed(provider));
+        // An OpenAI-format reply forwarded as it came is read without building a tree.
+        let fast = matches!(self.mode, Mode::Raw { .. }) && provider != Provider::Anthropic;
+        let (reply, unseen, tree) = if fast {
+            match wire::read_openai_reply(&bytes) {
+                Some((reply, unseen)) => (reply, unseen, None),
+                None => {
+                    release(self.reservation).await;
+                    return Err(LlmError::malformed(provider));
+                }
+            }
+        } else {
+            let tree: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+            match tree.as_ref().and_then(|t| wire::parse_reply(provider, t)) {
+                Some(reply) => (reply, String::new(), tree),
+                None => {
+                    release(self.reservation).await;
+                    return Err(LlmError::malformed(provider));
+                }
+            }
         };
         let usage = match reply.usage {
             Some(u) => u,
-            None => self.count(&reply.text, None),
+            None => self.count(&format!("{}{unseen}", reply.text), None),
         };
         let id = self.reservation.reservation().id;
         let model = self.model.clone();
         let sources = self.sources.clone();
+        let created = self.created;
+        let translation = match &self.mode {
+            Mode::Translated { translation, .. } => Some(translation.clone()),
+            _ => None,
+        };
+        let raw = matches!(self.mode, Mode::Raw { .. });
         let usage = self.settle(usage, false, false).await;
+        let body = match (translation, tree) {
+            (Some(t), Some(tree)) => Some(Bytes::from(
+                serde_json::to_vec(&anthropic::reply(&tree, &t, &usage, created))
+                    .map_err(LlmError::internal)?,
+            )),
+            _ if raw => Some(Bytes::from(bytes)),
+            _ => None,
+        };
         Ok(Completion {
             id,
             model,
@@ -191,6 +260,7 @@ impl Call {
             finish_reason: reply.finish_reason,
             usage,
             sources,
+            body,
         })
     }
 
@@ -231,7 +301,7 @@ impl Call {
             read.failure = Some(LlmError::interrupted(provider));
         }
         if let Some(err) = read.failure {
-            if read.text.is_empty() {
+            if read.text.is_empty() && !read.delivered {
                 // Nothing reached the client: not charged.
                 release(self.reservation).await;
             } else {
@@ -248,6 +318,23 @@ impl Call {
             known => self.count(&read.text, known),
         };
         let usage = self.settle(usage, true, false).await;
+        // The end reaches the client once the call is settled.
+        for bytes in read.held {
+            if tx.send(Ok(StreamEvent::Raw(bytes))).await.is_err() {
+                return;
+            }
+        }
+        if let Some(mut translator) = read.translator {
+            for bytes in translator.event(r#"{"type":"message_stop"}"#, Some(usage)) {
+                if tx
+                    .send(Ok(StreamEvent::Raw(Bytes::from(bytes))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
         let _ = tx.send(Ok(StreamEvent::Usage(usage))).await;
     }
 
@@ -264,6 +351,18 @@ impl Call {
         let mut parser = wire::SseParser::default();
         let mut pieces = Vec::new();
         let mut read = Read::default();
+        if let Mode::Translated {
+            translation,
+            include_usage,
+        } = &self.mode
+        {
+            read.translator = Some(StreamTranslator::new(
+                &self.model,
+                self.created,
+                *include_usage,
+                translation.clone(),
+            ));
+        }
         let extend_every = self.gateway.metering.reservation_ttl / 3;
         let mut extended = Instant::now();
         loop {
@@ -292,36 +391,79 @@ impl Call {
                 }
                 Ok(Some(Ok(bytes))) => bytes,
             };
+            let mut out: Vec<StreamEvent> = Vec::new();
             for ev in parser.feed(&bytes) {
+                let before = pieces.len();
                 wire::parse_event(provider, &ev, &mut pieces);
+                let ends = pieces[before..].iter().any(|p| matches!(p, Piece::Done));
+                let fails = pieces[before..]
+                    .iter()
+                    .any(|p| matches!(p, Piece::Error(_)));
+                for p in &pieces[before..] {
+                    if let Piece::Usage(u) = p {
+                        read.usage = Some(wire::merge_usage(read.usage, *u));
+                    }
+                }
+                match &self.mode {
+                    Mode::Typed => {}
+                    // A provider's error event is worded by the gateway instead.
+                    _ if fails => {}
+                    Mode::Raw { hide_usage } => {
+                        if *hide_usage && wire::is_usage_chunk(&ev.data) {
+                            continue;
+                        }
+                        let frame = frame(&ev);
+                        if ends {
+                            read.held.push(frame);
+                        } else {
+                            out.push(StreamEvent::Raw(frame));
+                        }
+                    }
+                    Mode::Translated { .. } => {
+                        if !ends {
+                            if let Some(t) = read.translator.as_mut() {
+                                out.extend(
+                                    t.event(&ev.data, read.usage)
+                                        .into_iter()
+                                        .map(|b| StreamEvent::Raw(Bytes::from(b))),
+                                );
+                            }
+                        }
+                    }
+                }
             }
+            let typed = matches!(self.mode, Mode::Typed);
             for piece in pieces.drain(..) {
-                let out = match piece {
+                match piece {
                     Piece::Text(t) => {
                         read.text.push_str(&t);
-                        StreamEvent::Text(t)
+                        read.delivered = true;
+                        if typed {
+                            out.push(StreamEvent::Text(t));
+                        }
                     }
+                    Piece::Unseen(t) => read.text.push_str(&t),
                     Piece::Finish(r) => {
                         read.finished = true;
-                        StreamEvent::Finish(r)
+                        if typed {
+                            out.push(StreamEvent::Finish(r));
+                        }
                     }
-                    Piece::Usage(u) => {
-                        read.usage = Some(wire::merge_usage(read.usage, u));
-                        continue;
-                    }
-                    Piece::Done => {
-                        read.done = true;
-                        continue;
-                    }
+                    Piece::Usage(_) => {}
+                    Piece::Done => read.done = true,
                     Piece::Error(message) => {
                         read.failure = Some(self.provider_error(&message));
-                        return read;
                     }
-                };
-                if tx.send(Ok(out)).await.is_err() {
+                }
+            }
+            for event in out {
+                if tx.send(Ok(event)).await.is_err() {
                     read.cancelled = true;
                     return read;
                 }
+            }
+            if read.failure.is_some() {
+                return read;
             }
             if read.done {
                 return read;
@@ -339,4 +481,21 @@ impl Call {
             self.chosen.key.secret.as_ref(),
         )
     }
+}
+
+/// A server-sent event as it came (its data unchanged, no JSON read or written).
+fn frame(ev: &wire::SseEvent) -> Bytes {
+    let mut out = Vec::with_capacity(ev.data.len() + 32);
+    if let Some(event) = &ev.event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(event.as_bytes());
+        out.push(b'\n');
+    }
+    for line in ev.data.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    Bytes::from(out)
 }

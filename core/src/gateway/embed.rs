@@ -95,9 +95,9 @@ impl Gateway {
             dimensions,
             ..Default::default()
         };
-        let body = serde_json::to_value(&request).map_err(|e| LlmError::internal(e.to_string()))?;
+        let body = serde_json::to_vec(&request).map_err(|e| LlmError::internal(e.to_string()))?;
         let started = Instant::now();
-        let response = match self.send(&chosen, Op::Embeddings, &body).await {
+        let response = match self.send(&chosen, Op::Embeddings, body.into()).await {
             Ok(r) => r,
             Err(e) => {
                 release(reservation).await;

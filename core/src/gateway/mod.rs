@@ -35,11 +35,12 @@ use crate::db::Db;
 use crate::knowledge::qdrant::QdrantVectors;
 use crate::knowledge::search::Passage;
 use crate::knowledge::vectors::{PgVectors, Vectors};
-use crate::llm::{prompt_upper_bound, wire, ChatRequest, LlmError, LlmErrorKind, Usage};
+use crate::llm::body::{self as request_body, Body, Dialect, Facts};
+use crate::llm::{anthropic, prompt_upper_bound, wire, ChatRequest, LlmError, LlmErrorKind, Usage};
 use crate::metering::{Metering, Prices};
 use crate::tenancy::{TenantId, UserId};
 use crate::{agents, Config, Error, Provider};
-use call::Call;
+use call::{Call, Mode, Prompt};
 use lookups::Caches;
 use secrecy::ExposeSecret;
 
@@ -63,6 +64,16 @@ pub struct Completion {
     pub usage: Usage,
     /// The passages an agent's reply was grounded in, in citation order (`[1]` first).
     pub sources: Vec<Passage>,
+    /// The reply as its client reads it (the provider's bytes, or their translation), for a
+    /// request made with [`Gateway::forward`].
+    pub body: Option<bytes::Bytes>,
+}
+
+/// A request as its client sent it, for [`Gateway::forward`].
+#[derive(Clone, Debug)]
+pub struct Forward {
+    pub dialect: Dialect,
+    pub body: Body,
 }
 
 /// What a streamed reply yields.
@@ -72,6 +83,9 @@ pub enum StreamEvent {
     Finish(String),
     /// The last event of a successful stream: the usage as recorded.
     Usage(Usage),
+    /// Server-sent events to pass to the client as they are (a request made with
+    /// [`Gateway::forward`]).
+    Raw(bytes::Bytes),
 }
 
 /// A streamed reply. Dropping it (the client went away, or pressed Stop) ends the provider call
@@ -219,19 +233,174 @@ impl Gateway {
         }
         // Key (before the budget, so a missing key costs no reservation).
         let chosen = self.choose(caller.tenant, &limits, &req.model).await?;
-        // Budget: the worst case.
         let max_tokens = req
             .max_tokens
             .unwrap_or(self.config.default_max_tokens)
             .max(1);
         let worst = prompt_upper_bound(&req.messages) + i64::from(max_tokens);
-        let reservation = self
-            .metering
-            .hold(self.metering.reserve(caller.tenant, &limits, worst).await?);
-        // Call.
-        let body = wire::request_body(chosen.provider, &req, max_tokens);
+        let body = serde_json::to_vec(&wire::request_body(chosen.provider, &req, max_tokens))
+            .map_err(LlmError::internal)?;
+        let call = Outgoing {
+            chosen,
+            bytes: body,
+            worst,
+            max_tokens,
+            stream: req.stream,
+            model: req.model,
+            agent: req.agent,
+            prompt: Prompt::Messages(req.messages),
+            mode: Mode::Typed,
+            sources,
+        };
+        self.dispatch(caller, &limits, call).await
+    }
+
+    /// Forwards a request in a provider's own format (OpenAI chat completions or Anthropic
+    /// messages) with every step of [`Gateway::chat`]: the body goes to the provider as the
+    /// client sent it, the model name and an agent's settings aside (and, for OpenAI's
+    /// streams, the request for usage), so tools, response formats, images and fields Tessera
+    /// does not know pass through; the reply comes back as the provider's bytes. An OpenAI body
+    /// for a Claude model is translated to Anthropic's format and the reply back.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %caller.tenant))]
+    pub async fn forward(&self, caller: &Caller, req: Forward) -> Result<ChatOutcome, LlmError> {
+        let Forward { dialect, mut body } = req;
+        let mut facts = request_body::facts(&body, dialect).map_err(LlmError::bad_request)?;
+        let limits = self.limits(caller.tenant).await?;
+        if !limits.active {
+            return Err(Error::forbidden("This clinic has been deactivated.").into());
+        }
+        let mut sources = Vec::new();
+        let mut agent_id = None;
+        let mut default_limit = self.config.default_max_tokens;
+        if let Some(slug) = facts.model.strip_prefix(agents::MODEL_PREFIX) {
+            if dialect == Dialect::Anthropic {
+                return Err(LlmError::bad_request(
+                    "model: agents answer on /v1/chat/completions; name a Claude model here.",
+                ));
+            }
+            let Some(agent) = self.agent(caller.tenant, slug).await? else {
+                return Err(LlmError::unknown_model(&facts.model));
+            };
+            let question = agents::last_question(&body);
+            let passages = self.retrieve(caller, &agent, &question).await?;
+            let (used, limit) =
+                agents::apply_body(&agent, &mut body, &passages).map_err(LlmError::bad_request)?;
+            default_limit = limit;
+            sources = passages;
+            sources.truncate(used);
+            agent_id = Some(agent.id);
+            facts = request_body::facts(&body, dialect).map_err(LlmError::bad_request)?;
+        } else if body.get::<String>("model").ok().flatten().as_deref() != Some(&facts.model) {
+            body.set("model", &facts.model);
+        }
+        let now = time::OffsetDateTime::now_utc();
+        if let Some(message) = limits.payment_block(self.config.billing_grace_days, now) {
+            return Err(LlmError::new(LlmErrorKind::PaymentOverdue, message));
+        }
+        let chosen = self.choose(caller.tenant, &limits, &facts.model).await?;
+        let Facts {
+            model,
+            stream,
+            include_usage,
+            choices,
+            max_tokens,
+            prompt_bound,
+        } = facts;
+        let limit = max_tokens.unwrap_or(default_limit).max(1);
+        // The worst case: the prompt's bound and every choice's reply at its limit.
+        let worst = prompt_bound + i64::from(choices) * i64::from(limit);
+        let (bytes, mode) = match (dialect, chosen.provider) {
+            (Dialect::OpenAi, Provider::OpenAi | Provider::OpenAiCompatible) => {
+                if max_tokens.is_none() {
+                    // Without a limit a reply could outgrow its reservation.
+                    let field = if chosen.provider == Provider::OpenAi {
+                        "max_completion_tokens"
+                    } else {
+                        "max_tokens"
+                    };
+                    body.set(field, &limit);
+                } else if chosen.provider == Provider::OpenAiCompatible && !body.has("max_tokens") {
+                    // Compatible servers (Ollama, vLLM) read max_tokens.
+                    body.set("max_tokens", &limit);
+                }
+                if stream {
+                    // The usage comes in the last chunk only when asked for.
+                    let mut options: serde_json::Map<String, serde_json::Value> = body
+                        .get("stream_options")
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    if options.get("include_usage") != Some(&serde_json::Value::Bool(true)) {
+                        options.insert("include_usage".into(), serde_json::Value::Bool(true));
+                        body.set("stream_options", &options);
+                    }
+                }
+                (
+                    body.to_bytes(),
+                    Mode::Raw {
+                        hide_usage: !include_usage,
+                    },
+                )
+            }
+            (Dialect::OpenAi, Provider::Anthropic) => {
+                let (bytes, translation) = anthropic::request(&body, &model, limit, stream)
+                    .map_err(LlmError::bad_request)?;
+                (
+                    bytes,
+                    Mode::Translated {
+                        translation,
+                        include_usage,
+                    },
+                )
+            }
+            (Dialect::Anthropic, Provider::Anthropic) => {
+                (body.to_bytes(), Mode::Raw { hide_usage: false })
+            }
+            (Dialect::Anthropic, _) => {
+                return Err(LlmError::bad_request(format!(
+                    "model: /v1/messages answers with Claude models; send {model:?} to /v1/chat/completions."
+                )))
+            }
+        };
+        let prompt = Prompt::Json {
+            text: body
+                .remove("messages")
+                .map(|m| m.get().to_string())
+                .unwrap_or_default(),
+            bound: prompt_bound,
+        };
+        let call = Outgoing {
+            chosen,
+            bytes,
+            worst,
+            max_tokens: limit,
+            stream,
+            model,
+            agent: agent_id,
+            prompt,
+            mode,
+            sources,
+        };
+        self.dispatch(caller, &limits, call).await
+    }
+
+    /// Reserves the worst case, sends the call and hands the answer to a [`Call`].
+    async fn dispatch(
+        &self,
+        caller: &Caller,
+        limits: &crate::metering::Limits,
+        out: Outgoing,
+    ) -> Result<ChatOutcome, LlmError> {
+        let reservation = self.metering.hold(
+            self.metering
+                .reserve(caller.tenant, limits, out.worst)
+                .await?,
+        );
         let started = Instant::now();
-        let response = match self.send(&chosen, send::Op::Chat, &body).await {
+        let response = match self
+            .send(&out.chosen, send::Op::Chat, bytes::Bytes::from(out.bytes))
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 send::release(reservation).await;
@@ -241,19 +410,37 @@ impl Gateway {
         let call = Call {
             gateway: self.clone(),
             caller: *caller,
-            agent: req.agent,
-            chosen,
-            model: req.model,
-            messages: req.messages,
-            max_tokens: i64::from(max_tokens),
+            agent: out.agent,
+            chosen: out.chosen,
+            model: out.model,
+            prompt: out.prompt,
+            mode: out.mode,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            max_tokens: i64::from(out.max_tokens),
             reservation,
             started,
-            sources,
+            sources: out.sources,
         };
-        if req.stream {
+        if out.stream {
             Ok(ChatOutcome::Stream(call.stream(response)))
         } else {
             call.complete(response).await.map(ChatOutcome::Complete)
         }
     }
+}
+
+/// A call ready to send: its provider and key, its body, its worst case.
+struct Outgoing {
+    chosen: lookups::Chosen,
+    bytes: Vec<u8>,
+    worst: i64,
+    max_tokens: u32,
+    stream: bool,
+    model: String,
+    agent: Option<Uuid>,
+    prompt: Prompt,
+    mode: Mode,
+    sources: Vec<Passage>,
 }

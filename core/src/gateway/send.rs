@@ -78,11 +78,10 @@ impl Gateway {
         &self,
         chosen: &Chosen,
         op: Op,
-        body: &serde_json::Value,
+        bytes: bytes::Bytes,
     ) -> Result<reqwest::Response, LlmError> {
         let url = self.endpoint(chosen, op)?;
         self.guard(chosen.provider, &url)?;
-        let bytes = serde_json::to_vec(body).map_err(|e| LlmError::internal(e.to_string()))?;
         let timeout = Duration::from_secs(self.config.provider_timeout_secs);
         let mut attempt = 0;
         loop {

@@ -3,6 +3,8 @@
 //! history sent with a conversation ([`context`]), model listing and the key check
 //! ([`models`]). The path every call takes, with budgets and keys, is the gateway.
 
+pub mod anthropic;
+pub mod body;
 pub mod context;
 pub mod models;
 pub mod tokens;

@@ -4,6 +4,8 @@
 //! The gateway forwards text, not provider objects, so each reply is reduced to
 //! [`Piece`]s: text deltas, the finish reason, the usage, and the end.
 
+use std::borrow::Cow;
+
 use serde_json::{json, Value};
 
 use super::{ChatRequest, MessageRole, Usage};
@@ -25,6 +27,143 @@ pub enum Piece {
     Done,
     /// An error event inside a stream.
     Error(String),
+    /// Generated text that is not reply text (a tool call's arguments): counted when the
+    /// provider reports no usage, never shown as the reply.
+    Unseen(String),
+}
+
+/// OpenAI's usage object.
+#[derive(serde::Deserialize)]
+struct UsageWire {
+    prompt_tokens: Option<i64>,
+    #[serde(default)]
+    completion_tokens: Option<i64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(serde::Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<i64>,
+}
+
+impl UsageWire {
+    fn usage(&self) -> Option<Usage> {
+        Some(Usage {
+            prompt_tokens: self.prompt_tokens?,
+            completion_tokens: self.completion_tokens.unwrap_or(0),
+            cached_tokens: self
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            estimated: false,
+        })
+    }
+}
+
+/// One streamed OpenAI chunk, read without building a tree: only the parts the gateway needs.
+#[derive(serde::Deserialize)]
+struct ChunkWire<'a> {
+    #[serde(borrow, default)]
+    choices: Vec<ChoiceWire<'a>>,
+    #[serde(default)]
+    usage: Option<UsageWire>,
+    #[serde(borrow, default)]
+    error: Option<ErrorWire<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoiceWire<'a> {
+    #[serde(borrow, default, alias = "message")]
+    delta: Option<DeltaWire<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaWire<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    audio: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorWire<'a> {
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
+}
+
+/// Reads an OpenAI chunk (or whole reply) into pieces. Only the first choice's text is reply
+/// text; other choices and tool calls count as [`Piece::Unseen`].
+fn openai_chunk(data: &str, out: &mut Vec<Piece>) {
+    if data.trim() == "[DONE]" {
+        out.push(Piece::Done);
+        return;
+    }
+    let Ok(chunk) = serde_json::from_str::<ChunkWire>(data) else {
+        return;
+    };
+    if let Some(error) = chunk.error {
+        out.push(Piece::Error(
+            error
+                .message
+                .unwrap_or(Cow::Borrowed("stream error"))
+                .into_owned(),
+        ));
+        return;
+    }
+    for (i, choice) in chunk.choices.into_iter().enumerate() {
+        if let Some(delta) = choice.delta {
+            if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                out.push(if i == 0 {
+                    Piece::Text(text.into_owned())
+                } else {
+                    Piece::Unseen(text.into_owned())
+                });
+            }
+            if let Some(text) = delta.refusal.filter(|t| !t.is_empty()) {
+                out.push(Piece::Unseen(text.into_owned()));
+            }
+            for raw in [delta.tool_calls, delta.audio].into_iter().flatten() {
+                if raw.get() != "null" {
+                    out.push(Piece::Unseen(raw.get().to_string()));
+                }
+            }
+        }
+        if let Some(reason) = choice.finish_reason {
+            out.push(Piece::Finish(reason.into_owned()));
+        }
+    }
+    if let Some(usage) = chunk.usage.as_ref().and_then(UsageWire::usage) {
+        out.push(Piece::Usage(usage));
+    }
+}
+
+/// Whether a streamed OpenAI chunk is the usage chunk (no choices, a usage object), which a
+/// client that did not ask for it must not see.
+pub fn is_usage_chunk(data: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Shape<'a> {
+        #[serde(borrow, default)]
+        choices: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow, default)]
+        usage: Option<&'a serde_json::value::RawValue>,
+    }
+    // Cheap first: only a chunk with a non-null usage can be one.
+    if !data.contains("\"usage\":{") && !data.contains("\"usage\": {") {
+        return false;
+    }
+    serde_json::from_str::<Shape>(data).is_ok_and(|s| {
+        s.usage.is_some_and(|u| u.get() != "null")
+            && s.choices.is_none_or(|c| c.get().trim() == "[]")
+    })
 }
 
 /// The request body for a chat call to `provider`, with `max_tokens` (the request's own, or
@@ -173,6 +312,56 @@ pub fn parse_reply(provider: Provider, body: &Value) -> Option<Reply> {
     }
 }
 
+/// Reads an OpenAI reply as bytes, without building a tree: the first choice's text, every
+/// other generated text (other choices, tool calls, refusals) for counting, the finish reason
+/// and the usage. `None` when it is not a chat completion.
+pub fn read_openai_reply(bytes: &[u8]) -> Option<(Reply, String)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let wire: ChunkWire = serde_json::from_str(text).ok()?;
+    if wire.choices.is_empty() {
+        return None;
+    }
+    let usage = wire.usage.as_ref().and_then(UsageWire::usage);
+    let mut pieces = Vec::new();
+    let mut finish = None;
+    for (i, choice) in wire.choices.into_iter().enumerate() {
+        if let Some(m) = choice.delta {
+            if let Some(t) = m.content {
+                pieces.push(if i == 0 {
+                    Piece::Text(t.into_owned())
+                } else {
+                    Piece::Unseen(t.into_owned())
+                });
+            }
+            if let Some(t) = m.refusal {
+                pieces.push(Piece::Unseen(t.into_owned()));
+            }
+            for raw in [m.tool_calls, m.audio].into_iter().flatten() {
+                pieces.push(Piece::Unseen(raw.get().to_string()));
+            }
+        }
+        if i == 0 {
+            finish = choice.finish_reason.map(Cow::into_owned);
+        }
+    }
+    let (mut reply_text, mut unseen) = (String::new(), String::new());
+    for p in pieces {
+        match p {
+            Piece::Text(t) => reply_text.push_str(&t),
+            Piece::Unseen(t) => unseen.push_str(&t),
+            _ => {}
+        }
+    }
+    Some((
+        Reply {
+            text: reply_text,
+            finish_reason: finish.unwrap_or_else(|| "stop".into()),
+            usage,
+        },
+        unseen,
+    ))
+}
+
 /// The most of a whole (non-streamed) reply read from a provider.
 pub const REPLY_LIMIT: usize = 16 << 20;
 /// The most of an error answer read from a provider.
@@ -282,32 +471,7 @@ pub fn sse_events(body: &str) -> Vec<SseEvent> {
 /// Turns one streamed event into pieces.
 pub fn parse_event(provider: Provider, ev: &SseEvent, out: &mut Vec<Piece>) {
     match provider {
-        Provider::OpenAi | Provider::OpenAiCompatible => {
-            if ev.data.trim() == "[DONE]" {
-                out.push(Piece::Done);
-                return;
-            }
-            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-                return;
-            };
-            if let Some(message) = v["error"]["message"].as_str() {
-                out.push(Piece::Error(message.to_string()));
-                return;
-            }
-            if let Some(choice) = v["choices"].get(0) {
-                if let Some(text) = choice["delta"]["content"].as_str() {
-                    if !text.is_empty() {
-                        out.push(Piece::Text(text.to_string()));
-                    }
-                }
-                if let Some(reason) = choice["finish_reason"].as_str() {
-                    out.push(Piece::Finish(reason.to_string()));
-                }
-            }
-            if let Some(usage) = openai_usage(&v["usage"]) {
-                out.push(Piece::Usage(usage));
-            }
-        }
+        Provider::OpenAi | Provider::OpenAiCompatible => openai_chunk(&ev.data, out),
         Provider::Anthropic => {
             let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
                 return;
@@ -331,6 +495,9 @@ pub fn parse_event(provider: Provider, ev: &SseEvent, out: &mut Vec<Piece>) {
                         if !text.is_empty() {
                             out.push(Piece::Text(text.to_string()));
                         }
+                    }
+                    if let Some(json) = v["delta"]["partial_json"].as_str() {
+                        out.push(Piece::Unseen(json.to_string()));
                     }
                 }
                 "message_delta" => {

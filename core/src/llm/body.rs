@@ -1,0 +1,413 @@
+//! Request bodies as clients send them (OpenAI chat completions, Anthropic messages), forwarded
+//! with the fewest changes. The gateway reads only what it needs: the model, whether to stream,
+//! the reply limit, the number of choices and an upper bound of the prompt's tokens. Every other
+//! field stays the JSON text that came, so tools, response formats, images, audio, `seed`,
+//! `logprobs` and whatever a provider adds next year reach it unchanged.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// The most tokens one image may cost a prompt: above OpenAI's largest (o4-mini's 1,536 patches
+/// at 1.72 tokens each, 2,642) and Anthropic's (about 1,600 for the 1.15 megapixels it resizes
+/// to). A provider that counts more is charged no more than the reservation (see the gateway's
+/// usage check).
+pub const IMAGE_TOKENS: i64 = 3_000;
+
+/// The largest reply limit a request may ask for.
+pub const MAX_REPLY_TOKENS: u64 = 200_000;
+
+/// The most choices (`n`) one request may ask for (OpenAI's own limit).
+pub const MAX_CHOICES: u64 = 128;
+
+/// A request body's top-level fields in the order they came, each value as its JSON text.
+#[derive(Clone, Debug, Default)]
+pub struct Body {
+    fields: Vec<(String, Box<RawValue>)>,
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Vec<(String, Box<RawValue>)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields: Vec<(String, Box<RawValue>)> = Vec::new();
+        while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
+            // A field given twice could be read one way here and another by the provider
+            // (a small limit for the budget, a large one for the reply): refused.
+            if fields.iter().any(|(k, _)| *k == key) {
+                return Err(de::Error::custom(format!(
+                    "the field {key:?} is given twice"
+                )));
+            }
+            fields.push((key, value));
+        }
+        Ok(fields)
+    }
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Body {
+            fields: d.deserialize_map(FieldsVisitor)?,
+        })
+    }
+}
+
+impl Body {
+    /// Reads a JSON object; the error says what is wrong, for the client.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let trimmed = bytes.trim_ascii_start();
+        if !trimmed.starts_with(b"{") {
+            return Err("The request body must be a JSON object.".into());
+        }
+        serde_json::from_slice(bytes)
+            .map_err(|e| format!("We could not parse the JSON body of your request ({e})."))
+    }
+
+    /// The JSON text of a field (`None` when absent).
+    pub fn raw(&self, key: &str) -> Option<&RawValue> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// A field read as `T` (`None` when absent or `null`); `Err` when it has another shape.
+    pub fn get<'a, T: Deserialize<'a>>(&'a self, key: &str) -> serde_json::Result<Option<T>> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(raw) if raw.get() == "null" => Ok(None),
+            Some(raw) => serde_json::from_str(raw.get()).map(Some),
+        }
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.raw(key).is_some_and(|v| v.get() != "null")
+    }
+
+    /// Sets a field (in its place when present, else at the end).
+    pub fn set_raw(&mut self, key: &str, value: Box<RawValue>) {
+        match self.fields.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.fields.push((key.to_string(), value)),
+        }
+    }
+
+    /// Sets a field to `value` serialised.
+    pub fn set<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        // Serialising plain data (strings, numbers, `Value`s) cannot fail.
+        if let Ok(raw) = serde_json::value::to_raw_value(value) {
+            self.set_raw(key, raw);
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<Box<RawValue>> {
+        let i = self.fields.iter().position(|(k, _)| k == key)?;
+        Some(self.fields.remove(i).1)
+    }
+
+    /// The fields' names, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// The body as JSON text: each field as it came, changed ones as set.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let size: usize = self
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum();
+        let mut out = Vec::with_capacity(size + 2);
+        out.push(b'{');
+        for (i, (key, value)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, key);
+            out.push(b':');
+            out.extend_from_slice(value.get().as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// What the gateway reads from a chat body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Facts {
+    pub model: String,
+    pub stream: bool,
+    /// The client asked for the usage chunk of a stream (OpenAI's `stream_options`).
+    pub include_usage: bool,
+    /// Choices asked for (`n`, 1 unless given).
+    pub choices: u32,
+    /// The reply limit asked for (the larger of `max_tokens` and `max_completion_tokens`).
+    pub max_tokens: Option<u32>,
+    /// An upper bound of the prompt's tokens (see [`prompt_bound`]).
+    pub prompt_bound: i64,
+}
+
+/// The request's dialect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI chat completions (`/v1/chat/completions`).
+    OpenAi,
+    /// Anthropic messages (`/v1/messages`).
+    Anthropic,
+}
+
+fn reply_limit(body: &Body, key: &str) -> Result<Option<u32>, String> {
+    match body.get::<u64>(key) {
+        Ok(None) => Ok(None),
+        Ok(Some(n)) if (1..=MAX_REPLY_TOKENS).contains(&n) => Ok(Some(n as u32)),
+        _ => Err(format!(
+            "{key} must be a whole number between 1 and {MAX_REPLY_TOKENS}."
+        )),
+    }
+}
+
+/// Reads and checks what the gateway needs from a chat body in `dialect`.
+pub fn facts(body: &Body, dialect: Dialect) -> Result<Facts, String> {
+    let model = match body.get::<Cow<str>>("model") {
+        Ok(Some(m)) if !m.trim().is_empty() && m.len() <= 200 => m.trim().to_string(),
+        Ok(None) => return Err("model: this field is required.".into()),
+        _ => return Err("model must be a non-empty string.".into()),
+    };
+    let stream = body
+        .get::<bool>("stream")
+        .map_err(|_| "stream must be true or false.".to_string())?
+        .unwrap_or(false);
+    let (include_usage, choices, max_tokens) = match dialect {
+        Dialect::OpenAi => {
+            #[derive(Deserialize)]
+            struct StreamOptions {
+                include_usage: Option<bool>,
+            }
+            let include_usage = body
+                .get::<StreamOptions>("stream_options")
+                .map_err(|_| "stream_options must be an object.".to_string())?
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false);
+            let choices = match body.get::<u64>("n") {
+                Ok(None) => 1,
+                Ok(Some(n)) if (1..=MAX_CHOICES).contains(&n) => n as u32,
+                _ => return Err(format!("n must be a whole number from 1 to {MAX_CHOICES}.")),
+            };
+            let limit =
+                reply_limit(body, "max_completion_tokens")?.max(reply_limit(body, "max_tokens")?);
+            (include_usage, choices, limit)
+        }
+        Dialect::Anthropic => {
+            let limit = reply_limit(body, "max_tokens")?;
+            if limit.is_none() {
+                return Err("max_tokens: this field is required.".into());
+            }
+            (false, 1, limit)
+        }
+    };
+    Ok(Facts {
+        model,
+        stream,
+        include_usage,
+        choices,
+        max_tokens,
+        prompt_bound: prompt_bound(body)?,
+    })
+}
+
+/// An upper bound of the tokens a body's prompt can cost: a token is at least one byte of text,
+/// so every field counts its JSON text (instructions, tools and schemas cost prompt tokens too),
+/// except that an image counts [`IMAGE_TOKENS`] whatever its size, and audio a token per three
+/// bytes of its base64 text (a second of audio is at least a few thousand bytes and costs the
+/// providers tens of tokens).
+pub fn prompt_bound(body: &Body) -> Result<i64, String> {
+    let mut bound = 8;
+    for (key, value) in &body.fields {
+        bound += key.len() as i64 + 1;
+        bound += if key == "messages" {
+            messages_bound(value)?
+        } else {
+            value.get().len() as i64
+        };
+    }
+    Ok(bound)
+}
+
+fn messages_bound(raw: &RawValue) -> Result<i64, String> {
+    #[derive(Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow, default)]
+        content: Option<&'a RawValue>,
+    }
+    let list: Vec<&RawValue> = serde_json::from_str(raw.get())
+        .map_err(|_| "messages must be an array of messages.".to_string())?;
+    if list.is_empty() {
+        return Err("messages must contain at least one message.".into());
+    }
+    let mut bound = 0;
+    for (i, m) in list.iter().enumerate() {
+        let message: Message = serde_json::from_str(m.get())
+            .map_err(|_| format!("messages[{i}] must be an object with a role and content."))?;
+        let content = message.content.map_or(0, |c| c.get().len() as i64);
+        let content_bound = match message.content {
+            Some(c) => content_bound(c).map_err(|e| format!("messages[{i}].content: {e}"))?,
+            None => 0,
+        };
+        bound += m.get().len() as i64 - content + content_bound;
+    }
+    Ok(bound)
+}
+
+/// The bound of one message's content: a string, or an array of parts (OpenAI) or blocks
+/// (Anthropic).
+fn content_bound(raw: &RawValue) -> Result<i64, String> {
+    #[derive(Deserialize)]
+    struct Audio<'a> {
+        #[serde(borrow, default)]
+        data: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Part<'a> {
+        #[serde(rename = "type", borrow, default)]
+        kind: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        input_audio: Option<Audio<'a>>,
+        /// An Anthropic tool result's own content (text and images).
+        #[serde(borrow, default)]
+        content: Option<&'a RawValue>,
+    }
+    if !raw.get().starts_with('[') {
+        return Ok(raw.get().len() as i64);
+    }
+    let parts: Vec<&RawValue> =
+        serde_json::from_str(raw.get()).map_err(|_| "must be a string or an array of parts.")?;
+    let mut bound = 0;
+    for part in parts {
+        let len = part.get().len() as i64;
+        let Ok(p) = serde_json::from_str::<Part>(part.get()) else {
+            bound += len;
+            continue;
+        };
+        bound += match p.kind.as_deref() {
+            Some("image_url" | "image") => IMAGE_TOKENS,
+            Some("input_audio") => {
+                let data = p
+                    .input_audio
+                    .and_then(|a| a.data)
+                    .map_or(0, |d| d.get().len() as i64);
+                len - data + data / 3
+            }
+            Some("tool_result") => match p.content {
+                Some(inner) => len - inner.get().len() as i64 + content_bound(inner)?,
+                None => len,
+            },
+            _ => len,
+        };
+    }
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_pass_through_as_they_came() {
+        let text = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"seed":7,"response_format":{"type":"json_object"},"future_field":[1,2,{"x":null}]}"#;
+        let mut body = Body::parse(text).unwrap();
+        assert_eq!(body.to_bytes(), text.to_vec());
+        body.set("model", "gpt-4o-mini");
+        let out: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap();
+        assert_eq!(out["model"], "gpt-4o-mini");
+        assert_eq!(out["future_field"][2]["x"], serde_json::Value::Null);
+        assert_eq!(body.keys().next(), Some("model"));
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused() {
+        let err = Body::parse(br#"{"max_tokens":1,"max_tokens":100000}"#).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        assert!(Body::parse(b"[1]").is_err());
+        assert!(Body::parse(b"{").is_err());
+    }
+
+    #[test]
+    fn facts_read_limits_choices_and_streams() {
+        let body = Body::parse(
+            br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"n":3,"max_tokens":10,"max_completion_tokens":20,"stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+        let f = facts(&body, Dialect::OpenAi).unwrap();
+        assert_eq!(
+            (f.choices, f.max_tokens, f.stream, f.include_usage),
+            (3, Some(20), true, true)
+        );
+        for bad in [
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":1000}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+            r#"{"model":"m","messages":[]}"#,
+            r#"{"model":"m","messages":"hello"}"#,
+            r#"{"messages":[{"role":"user","content":"x"}]}"#,
+        ] {
+            assert!(
+                facts(&Body::parse(bad.as_bytes()).unwrap(), Dialect::OpenAi).is_err(),
+                "{bad}"
+            );
+        }
+        let anthropic = Body::parse(
+            br#"{"model":"claude-3-5-haiku-latest","messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap();
+        assert!(facts(&anthropic, Dialect::Anthropic)
+            .unwrap_err()
+            .contains("max_tokens"));
+    }
+
+    #[test]
+    fn images_count_a_fixed_bound_whatever_their_size() {
+        let data = "A".repeat(300_000);
+        let body = Body::parse(
+            format!(
+                r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":[{{"type":"text","text":"What is this?"}},{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{data}"}}}}]}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let bound = prompt_bound(&body).unwrap();
+        assert!(
+            bound > IMAGE_TOKENS && bound < IMAGE_TOKENS + 200,
+            "{bound}"
+        );
+        // Text that looks like an image still counts as text.
+        let sneaky = Body::parse(
+            format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{{\"type\":\"image_url\"}} {data}"}}]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert!(prompt_bound(&sneaky).unwrap() > 300_000);
+    }
+
+    #[test]
+    fn the_bound_is_never_below_the_tokens() {
+        let text = "Could you summarise the discharge instructions? ".repeat(40);
+        let body = Body::parse(
+            format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{text}"}}],"tools":[{{"type":"function","function":{{"name":"lookup","parameters":{{"type":"object"}}}}}}]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert!(prompt_bound(&body).unwrap() >= crate::llm::count_tokens(&text) + 10);
+    }
+}

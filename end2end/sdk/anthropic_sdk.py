@@ -1,0 +1,78 @@
+"""The official Anthropic Python SDK against Tessera's /v1/messages: a message, a stream read
+with the SDK's helper, a tool round trip, and the SDK's own error classes for Tessera's errors.
+
+Run by server/tests/openai_sdk.rs with TESSERA_BASE_URL (the server's root: the SDK adds
+/v1/messages) and TESSERA_API_KEY set. Prints one JSON line with what it saw; exits non-zero
+when a check fails.
+"""
+
+import json
+import os
+import sys
+
+import anthropic
+
+MODEL = "claude-3-5-haiku-latest"
+WEATHER = {
+    "name": "weather",
+    "description": "The weather now in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def main() -> int:
+    client = anthropic.Anthropic(base_url=os.environ["TESSERA_BASE_URL"], api_key=os.environ["TESSERA_API_KEY"], max_retries=0)
+    seen = {}
+
+    message = client.messages.create(
+        model=MODEL, max_tokens=64, system="Be brief.",
+        messages=[{"role": "user", "content": "What does triage mean?"}],
+    )
+    assert message.type == "message" and message.stop_reason == "end_turn", message
+    assert "triage" in message.content[0].text, message
+    seen["message_tokens"] = message.usage.input_tokens + message.usage.output_tokens
+
+    with client.messages.stream(
+        model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "List the clinic opening hours"}],
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert "opening hours" in text, text
+    seen["stream_tokens"] = final.usage.input_tokens + final.usage.output_tokens
+
+    question = {"role": "user", "content": "What is the weather in Oslo?"}
+    first = client.messages.create(model=MODEL, max_tokens=64, tools=[WEATHER], messages=[question])
+    assert first.stop_reason == "tool_use", first
+    use = next(b for b in first.content if b.type == "tool_use")
+    assert use.name == "weather" and use.input == {"city": "Oslo"}, use
+    answer = client.messages.create(
+        model=MODEL, max_tokens=64, tools=[WEATHER],
+        messages=[
+            question,
+            {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "Rain, 4 degrees"}]},
+        ],
+    )
+    assert "the tool said Rain, 4 degrees" in answer.content[0].text, answer
+    seen["tool_tokens"] = sum(m.usage.input_tokens + m.usage.output_tokens for m in [first, answer])
+
+    try:
+        client.messages.create(model="gpt-4o-mini", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+        raise AssertionError("a model that is not Claude's must be refused here")
+    except anthropic.BadRequestError as e:
+        assert "/v1/chat/completions" in str(e), e
+
+    try:
+        anthropic.Anthropic(base_url=os.environ["TESSERA_BASE_URL"], api_key="tsk_not_a_real_key", max_retries=0).messages.create(
+            model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+        raise AssertionError("a wrong key must fail")
+    except anthropic.AuthenticationError:
+        pass
+
+    print(json.dumps(seen))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
