@@ -102,6 +102,9 @@ impl From<&LlmError> for ApiError {
         if e.kind == LlmErrorKind::Unavailable {
             out.retry_after = Some(tessera_types::OUTAGE_RETRY_SECS);
         }
+        if let Some(secs) = e.retry_after_secs {
+            out.retry_after = Some(secs);
+        }
         out
     }
 }
@@ -131,6 +134,11 @@ fn shape(kind: LlmErrorKind) -> (StatusCode, &'static str, &'static str) {
             "provider_key_rejected",
         ),
         K::Forbidden => (StatusCode::FORBIDDEN, "permission_error", "tenant_inactive"),
+        K::RateLimited => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+        ),
         K::OverBudget => (
             StatusCode::TOO_MANY_REQUESTS,
             "insufficient_quota",
@@ -192,7 +200,18 @@ fn api_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The caller of an API request, counted against its plan's requests per minute.
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let caller = authenticated(state, headers).await?;
+    match state.services.gateway.admit(&caller).await {
+        Ok(()) => Ok(caller),
+        Err(e) => Err(ApiError::from(&LlmError::from(e))),
+    }
+}
+
+/// The caller of an API request, not yet counted: for chat calls, whose reservation counts
+/// them in the same round trip (see `Gateway::forward`).
+async fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let Some(token) = api_key(headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -202,22 +221,7 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
         ));
     };
     match state.services.gateway.authenticate(token).await {
-        Ok(Some(caller)) => match state.services.gateway.admit(&caller).await {
-            Ok(()) => Ok(caller),
-            Err(tessera_core::Error::RateLimited { retry_after_secs }) => {
-                let mut e = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    "rate_limit_exceeded",
-                    format!(
-                        "Too many requests this minute for this clinic or API key (its plan's limit). Try again in {retry_after_secs} seconds."
-                    ),
-                );
-                e.retry_after = Some(retry_after_secs);
-                Err(e)
-            }
-            Err(e) => Err(ApiError::from(&LlmError::from(e))),
-        },
+        Ok(Some(caller)) => Ok(caller),
         Ok(None) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
@@ -293,7 +297,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match caller(&state, &headers).await {
+    let caller = match authenticated(&state, &headers).await {
         Ok(c) => c,
         Err(e) => return e.openai(),
     };
@@ -333,7 +337,7 @@ pub async fn chat_completions(
 /// `POST /v1/messages`: Anthropic's Messages API for its SDK, forwarded to Anthropic through
 /// the gateway (budget, key and ledger as for chat completions).
 pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let caller = match caller(&state, &headers).await {
+    let caller = match authenticated(&state, &headers).await {
         Ok(c) => c,
         Err(e) => return e.anthropic(),
     };

@@ -895,6 +895,55 @@ async fn the_api_holds_each_key_and_each_clinic_to_the_plans_rate(pool: PgPool) 
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn chat_calls_count_against_the_rate_with_their_reservation(pool: PgPool) {
+    // A chat call is counted in the same Redis round trip as its reservation; it shares the
+    // per-minute counters with the other /v1 routes, and a refused one reaches no provider and
+    // leaves nothing reserved.
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Rate Chat Clinic").await;
+    let client = reqwest::Client::new();
+    let second_of_minute = time::OffsetDateTime::now_utc().unix_timestamp() % 60;
+    if second_of_minute > 40 {
+        tokio::time::sleep(Duration::from_secs((61 - second_of_minute) as u64)).await;
+    }
+    for i in 0..299 {
+        let res = client
+            .get(format!("{}/v1/models", app.url))
+            .bearer_auth(c.token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "request {i}");
+    }
+    let ask = json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "hi" }] });
+    assert_eq!(chat(&app, c.token(), ask.clone()).await.status(), 200);
+    let before = sim_requests(&app).await;
+    let res = chat(&app, c.token(), ask.clone()).await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(sim_requests(&app).await, before);
+    let (_, reserved) = live(&app, c.tenant).await;
+    assert_eq!(reserved, 0);
+    // Anthropic's SDK is told in its own shape.
+    let res = client
+        .post(format!("{}/v1/messages", app.url))
+        .header("x-api-key", c.token())
+        .json(
+            &json!({ "model": "claude-3-5-haiku-latest", "max_tokens": 5,
+                       "messages": [{ "role": "user", "content": "hi" }] }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert_eq!(ledger(&app, c.tenant).await.requests, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn v1_embeddings_answers_in_openais_shape_and_is_metered(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("Embedding Clinic").await;

@@ -251,6 +251,7 @@ impl Gateway {
             prompt: Prompt::Messages(req.messages),
             mode: Mode::Typed,
             sources,
+            counted: false,
         };
         self.dispatch(caller, &limits, call).await
     }
@@ -260,7 +261,9 @@ impl Gateway {
     /// client sent it, the model name and an agent's settings aside (and, for OpenAI's
     /// streams, the request for usage), so tools, response formats, images and fields Tessera
     /// does not know pass through; the reply comes back as the provider's bytes. An OpenAI body
-    /// for a Claude model is translated to Anthropic's format and the reply back.
+    /// for a Claude model is translated to Anthropic's format and the reply back. A call made
+    /// with an API key is counted against the plan's requests per minute together with its
+    /// reservation (one Redis round trip), so its route need not [`Gateway::admit`] it.
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %caller.tenant))]
     pub async fn forward(&self, caller: &Caller, req: Forward) -> Result<ChatOutcome, LlmError> {
         let Forward { dialect, mut body } = req;
@@ -380,6 +383,7 @@ impl Gateway {
             prompt,
             mode,
             sources,
+            counted: caller.api_key.is_some(),
         };
         self.dispatch(caller, &limits, call).await
     }
@@ -391,9 +395,12 @@ impl Gateway {
         limits: &crate::metering::Limits,
         out: Outgoing,
     ) -> Result<ChatOutcome, LlmError> {
+        // An API request is counted against the plan's requests per minute in the same round
+        // trip as its reservation.
+        let rate = out.counted.then_some(caller.api_key);
         let reservation = self.metering.hold(
             self.metering
-                .reserve(caller.tenant, limits, out.worst)
+                .reserve_admitted(caller.tenant, rate, limits, out.worst)
                 .await?,
         );
         let started = Instant::now();
@@ -443,4 +450,6 @@ struct Outgoing {
     prompt: Prompt,
     mode: Mode,
     sources: Vec<Passage>,
+    /// Counted against the plan's requests per minute with the reservation.
+    counted: bool,
 }

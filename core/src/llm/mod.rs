@@ -69,6 +69,8 @@ impl Usage {
 pub struct LlmError {
     pub kind: LlmErrorKind,
     pub message: String,
+    /// When to try again, for [`LlmErrorKind::RateLimited`].
+    pub retry_after_secs: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +82,8 @@ pub enum LlmErrorKind {
     /// The provider refused the key.
     KeyRejected,
     Forbidden,
+    /// The clinic or its API key is over its plan's requests per minute.
+    RateLimited,
     OverBudget,
     /// A failed payment's grace period has ended.
     PaymentOverdue,
@@ -96,6 +100,7 @@ impl LlmError {
         Self {
             kind,
             message: message.into(),
+            retry_after_secs: None,
         }
     }
 
@@ -242,6 +247,13 @@ impl From<crate::Error> for LlmError {
         }
         match e {
             crate::Error::OverBudget { .. } => Self::new(LlmErrorKind::OverBudget, e.to_string()),
+            crate::Error::RateLimited { retry_after_secs } => Self {
+                retry_after_secs: Some(retry_after_secs),
+                ..Self::new(
+                    LlmErrorKind::RateLimited,
+                    format!("Too many requests this minute for this clinic or API key (its plan's limit). Try again in {retry_after_secs} seconds."),
+                )
+            },
             crate::Error::Forbidden(m) => Self::new(LlmErrorKind::Forbidden, m),
             crate::Error::Invalid(m) => Self::bad_request(m),
             other => Self::internal(format!("{other:?}")),

@@ -111,7 +111,21 @@ impl Drop for Held {
 // Counters and reservations of one clinic-month live in one hash: `tokens`, `prompt`,
 // `completion`, `cost`, `requests`, `reserved`, and `r:<id>` per reservation in flight, with a
 // sorted set of reservation ids by expiry next to it.
+// With KEYS[3] and KEYS[4] (an API request's per-minute counters of the clinic and the key,
+// as in `rate.rs`) and their limits in ARGV[7] and ARGV[8] (-1: none), the request is counted
+// there first, in the same round trip, and refused with status 2 when either is over.
 const RESERVE: &str = r#"
+if KEYS[3] then
+  local a = redis.call('INCR', KEYS[3])
+  if a == 1 then redis.call('EXPIRE', KEYS[3], 61) end
+  local b = 0
+  if KEYS[4] ~= KEYS[3] then
+    b = redis.call('INCR', KEYS[4])
+    if b == 1 then redis.call('EXPIRE', KEYS[4], 61) end
+  end
+  local la, lb = tonumber(ARGV[7]), tonumber(ARGV[8])
+  if (la >= 0 and a > la) or (lb >= 0 and KEYS[4] ~= KEYS[3] and b > lb) then return {2, a, b} end
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
@@ -241,6 +255,20 @@ impl Metering {
         limits: &Limits,
         amount: i64,
     ) -> Result<Reservation> {
+        self.reserve_admitted(tenant, None, limits, amount).await
+    }
+
+    /// [`Metering::reserve`] for an API request, counted against the plan's requests per
+    /// minute (as [`Metering::admit`] does) in the same Redis round trip: fails with
+    /// [`Error::RateLimited`] when the clinic or `api_key` is over its limit this minute.
+    /// `rate` is `None` for calls that are not API requests.
+    pub async fn reserve_admitted(
+        &self,
+        tenant: TenantId,
+        rate: Option<Option<Uuid>>,
+        limits: &Limits,
+        amount: i64,
+    ) -> Result<Reservation> {
         let started_at = OffsetDateTime::now_utc();
         let month = Month::of(started_at);
         let id = Uuid::new_v4();
@@ -251,20 +279,35 @@ impl Metering {
             self.counters_key(tenant, month),
             self.reservations_key(tenant, month),
         ];
-        for _ in 0..3 {
-            let (status, used, _reserved): (i64, i64, i64) = self
-                .reserve
-                .key(&keys[0])
-                .key(&keys[1])
+        let rated = rate.filter(|_| {
+            limits.requests_per_minute.is_some() || limits.key_requests_per_minute.is_some()
+        });
+        let now_s = started_at.unix_timestamp();
+        let rate_keys = rated.map(|api_key| self.rate_keys(tenant, api_key, now_s));
+        for attempt in 0..3 {
+            let mut call = self.reserve.prepare_invoke();
+            call.key(&keys[0]).key(&keys[1]);
+            // The request is counted once, on the first attempt.
+            if let (Some((clinic, key)), 0) = (&rate_keys, attempt) {
+                call.key(clinic).key(key);
+            }
+            let (status, used, _reserved): (i64, i64, i64) = call
                 .arg(id.to_string())
                 .arg(amount)
                 .arg(limit)
                 .arg(now_ms)
                 .arg(expires_ms)
                 .arg(COUNTER_TTL_SECS)
+                .arg(limits.requests_per_minute.map_or(-1, i64::from))
+                .arg(limits.key_requests_per_minute.map_or(-1, i64::from))
                 .invoke_async(&mut self.redis.conn())
                 .await?;
             match status {
+                2 => {
+                    return Err(Error::RateLimited {
+                        retry_after_secs: (60 - now_s.rem_euclid(60)).max(1) as u64,
+                    })
+                }
                 1 => {
                     return Ok(Reservation {
                         id,

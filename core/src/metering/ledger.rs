@@ -105,6 +105,9 @@ pub struct LedgerWriter {
     pub batch: usize,
 }
 
+/// How long the writer lets events gather after a partial batch.
+pub const GATHER: Duration = Duration::from_millis(50);
+
 impl LedgerWriter {
     pub fn new(db: Db, redis: Redis) -> Self {
         let stream = ledger_stream(&redis);
@@ -121,11 +124,19 @@ impl LedgerWriter {
     }
 
     /// Runs until the process ends: drains, then waits a moment when there is nothing to do.
+    /// After a partial batch it waits briefly too, so that under load the events of that
+    /// moment go to Postgres together: batches grow with the load (up to [`Self::batch`], then
+    /// back to back) instead of one small insert per event, and an event waits at most about
+    /// [`GATHER`] longer for the ledger.
     pub async fn run(self) {
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.drain_once().await {
                 Ok(0) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Ok(n) if n < self.batch => {
+                    backoff = Duration::from_millis(200);
+                    tokio::time::sleep(GATHER).await;
+                }
                 Ok(_) => backoff = Duration::from_millis(200),
                 Err(e) => {
                     tracing::warn!(error = ?e, "ledger writer failed; retrying");

@@ -25,6 +25,23 @@ return {a, b}
 static SCRIPT: LazyLock<Arc<redis::Script>> = LazyLock::new(|| Arc::new(redis::Script::new(COUNT)));
 
 impl Metering {
+    /// The per-minute counters of a clinic and of its API key (the clinic's again without one)
+    /// for the minute of `now` (seconds since the epoch).
+    pub(super) fn rate_keys(
+        &self,
+        tenant: TenantId,
+        api_key: Option<Uuid>,
+        now: i64,
+    ) -> (String, String) {
+        let minute = now.div_euclid(60);
+        let clinic = self.redis.key(&format!("rate:t:{tenant}:{minute}"));
+        let key = match api_key {
+            Some(k) => self.redis.key(&format!("rate:k:{k}:{minute}")),
+            None => clinic.clone(),
+        };
+        (clinic, key)
+    }
+
     /// Counts one API request of `tenant` (made with `api_key`), or refuses it with
     /// [`Error::RateLimited`] when the clinic or the key is over its plan's limit this minute.
     pub async fn admit(
@@ -37,12 +54,7 @@ impl Metering {
             return Ok(());
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let minute = now.div_euclid(60);
-        let clinic_key = self.redis.key(&format!("rate:t:{tenant}:{minute}"));
-        let key_key = match api_key {
-            Some(k) => self.redis.key(&format!("rate:k:{k}:{minute}")),
-            None => clinic_key.clone(),
-        };
+        let (clinic_key, key_key) = self.rate_keys(tenant, api_key, now);
         let (clinic, key): (i64, i64) = SCRIPT
             .key(&clinic_key)
             .key(&key_key)
