@@ -158,7 +158,8 @@ if [ "$BENCH_LITELLM" != 0 ]; then
   LITELLM_PORT="$(free_port)"
   LITELLM_KEY="sk-bench-master-$$"
   log "starting LiteLLM $LITELLM_VERSION on 127.0.0.1:$LITELLM_PORT (one worker)"
-  (cd "$WORK" && exec env LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_MASTER_KEY="$LITELLM_KEY" \
+  # Without a database: LiteLLM would otherwise take DATABASE_URL (Tessera's) for its own.
+  (cd "$WORK" && exec env -u DATABASE_URL -u DATABASE_ADMIN_URL LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_MASTER_KEY="$LITELLM_KEY" \
     BENCH_SIM_V1="$SIM_URL/v1" BENCH_REDIS_HOST="$REDIS_HOST" BENCH_REDIS_PORT="$REDIS_PORT" \
     LITELLM_LOG=ERROR "$LITELLM_VENV/bin/litellm" --config "$ROOT/bench/litellm.yaml" \
     --host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1) >"$WORK/litellm.log" 2>&1 &

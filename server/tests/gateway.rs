@@ -26,6 +26,21 @@ fn sse_data(text: &str) -> Vec<String> {
     common::sse(text).into_iter().map(|e| e.data).collect()
 }
 
+/// An OpenAI stream's chunks (it must end with `[DONE]`) and the first choice's text.
+async fn openai_stream(res: reqwest::Response) -> (Vec<Value>, String) {
+    let data = sse_data(&res.text().await.unwrap());
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    (chunks, text)
+}
+
 async fn ledger(app: &TestApp, tenant: TenantId) -> tessera_core::metering::MonthUsage {
     app.flush_ledger().await;
     app.ledger_usage(tenant).await
@@ -109,16 +124,7 @@ async fn streamed_usage_is_reported_and_recorded(pool: PgPool) {
 
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
-    let data = sse_data(&res.text().await.unwrap());
-    assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let (chunks, text) = openai_stream(res).await;
     let expected = testkit::reply_text("gpt-4o", "Summarise the handover notes");
     assert_eq!(text, expected);
     let usage = &chunks.last().unwrap()["usage"];
@@ -1218,16 +1224,7 @@ async fn claude_answers_openai_tool_calls_json_and_streamed(pool: PgPool) {
                     { "role": "tool", "tool_call_id": call["id"], "content": "Booked at 9" }] }),
     )
     .await;
-    let data = sse_data(&res.text().await.unwrap());
-    assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let (chunks, text) = openai_stream(res).await;
     assert_eq!(
         text,
         "Simulated reply from claude-3-5-haiku-latest: the tool said Booked at 9"

@@ -36,28 +36,14 @@ async fn the_openai_python_sdk_works_against_v1(pool: PgPool) {
     let Some(python) = python() else { return };
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("SDK Clinic").await;
-    let (tenant, token) = (c.tenant, c.token().to_string());
-
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../end2end/sdk/openai_sdk.py");
-    // On a blocking thread: the server under test runs on this test's runtime.
-    let base_url = format!("{}/v1", app.url);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&python)
-            .arg(script)
-            .env("TESSERA_BASE_URL", base_url)
-            .env("TESSERA_API_KEY", &token)
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the SDK script failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let tenant = c.tenant;
+    let seen = run_script(
+        python,
+        "openai_sdk.py",
+        format!("{}/v1", app.url),
+        c.token().to_string(),
+    )
+    .await;
 
     app.flush_ledger().await;
     let recorded = app.ledger_usage(tenant).await;
@@ -100,30 +86,14 @@ async fn the_openai_python_sdk_reads_the_sources_of_an_agent_that_uses_knowledge
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../end2end/sdk/knowledge_sdk.py"
-    );
-    let base_url = format!("{}/v1", app.url);
-    let token = c.token().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&python)
-            .arg(script)
-            .env("TESSERA_BASE_URL", base_url)
-            .env("TESSERA_API_KEY", &token)
-            .env("TESSERA_MODEL", "agent:front-desk")
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the SDK script failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let seen = run_script_with(
+        python,
+        "knowledge_sdk.py",
+        format!("{}/v1", app.url),
+        c.token().to_string(),
+        &[("TESSERA_MODEL", "agent:front-desk")],
+    )
+    .await;
     assert_eq!(seen["sources"], 1);
     assert_eq!(seen["streamed_sources"], 1);
     // The SDK decoded the same numbers the simulator made.
@@ -141,12 +111,29 @@ async fn run_script(
     base_url: String,
     token: String,
 ) -> serde_json::Value {
+    run_script_with(python, script, base_url, token, &[]).await
+}
+
+/// [`run_script`] with more environment variables.
+async fn run_script_with(
+    python: String,
+    script: &str,
+    base_url: String,
+    token: String,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
     let script = format!("{}/../end2end/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // On a blocking thread: the server under test runs on this test's runtime.
     let out = tokio::task::spawn_blocking(move || {
         Command::new(&python)
             .arg(script)
             .env("TESSERA_BASE_URL", base_url)
             .env("TESSERA_API_KEY", &token)
+            .envs(env)
             .output()
     })
     .await
