@@ -396,12 +396,7 @@ fn streamed(stream: ChatStream, dialect: Dialect) -> Response {
 }
 
 fn sse(v: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"data: ");
-    // Serialising a Value cannot fail.
-    let _ = serde_json::to_writer(&mut out, v);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
+    Bytes::from(tessera_core::llm::wire::sse_json(v))
 }
 
 /// `POST /v1/embeddings`: OpenAI's embeddings through the gateway, for OpenAI's models and the

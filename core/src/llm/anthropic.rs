@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use super::body::Body;
+use super::wire::sse_json as sse;
 use super::Usage;
 
 /// The tool a JSON schema becomes when none is named.
@@ -511,16 +512,6 @@ impl StreamTranslator {
             _ => Vec::new(),
         }
     }
-}
-
-/// One server-sent event carrying `v`.
-pub fn sse(v: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"data: ");
-    // Serialising a Value into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, v);
-    out.extend_from_slice(b"\n\n");
-    out
 }
 
 #[cfg(test)]

@@ -115,11 +115,6 @@ impl Body {
         Some(self.fields.remove(i).1)
     }
 
-    /// The fields' names, in order.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.fields.iter().map(|(k, _)| k.as_str())
-    }
-
     /// The body as JSON text: each field as it came, changed ones as set.
     pub fn to_bytes(&self) -> Vec<u8> {
         let size: usize = self
@@ -331,7 +326,7 @@ mod tests {
         let out: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap();
         assert_eq!(out["model"], "gpt-4o-mini");
         assert_eq!(out["future_field"][2]["x"], serde_json::Value::Null);
-        assert_eq!(body.keys().next(), Some("model"));
+        assert!(body.to_bytes().starts_with(br#"{"model""#));
     }
 
     #[test]

@@ -100,15 +100,16 @@ struct ErrorWire<'a> {
     message: Option<Cow<'a, str>>,
 }
 
-/// Reads an OpenAI chunk (or whole reply) into pieces. Only the first choice's text is reply
-/// text; other choices and tool calls count as [`Piece::Unseen`].
-fn openai_chunk(data: &str, out: &mut Vec<Piece>) {
+/// Reads an OpenAI chunk (or whole reply) into pieces; returns how many choices it had. Only
+/// the first choice's text is reply text; other choices and tool calls count as
+/// [`Piece::Unseen`].
+fn openai_chunk(data: &str, out: &mut Vec<Piece>) -> usize {
     if data.trim() == "[DONE]" {
         out.push(Piece::Done);
-        return;
+        return 0;
     }
     let Ok(chunk) = serde_json::from_str::<ChunkWire>(data) else {
-        return;
+        return 0;
     };
     if let Some(error) = chunk.error {
         out.push(Piece::Error(
@@ -117,8 +118,9 @@ fn openai_chunk(data: &str, out: &mut Vec<Piece>) {
                 .unwrap_or(Cow::Borrowed("stream error"))
                 .into_owned(),
         ));
-        return;
+        return 0;
     }
+    let choices = chunk.choices.len();
     for (i, choice) in chunk.choices.into_iter().enumerate() {
         if let Some(delta) = choice.delta {
             if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
@@ -144,6 +146,17 @@ fn openai_chunk(data: &str, out: &mut Vec<Piece>) {
     if let Some(usage) = chunk.usage.as_ref().and_then(UsageWire::usage) {
         out.push(Piece::Usage(usage));
     }
+    choices
+}
+
+/// One server-sent event carrying `v` (`data: <json>` and a blank line).
+pub fn sse_json(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"data: ");
+    // Serialising a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, v);
+    out.extend_from_slice(b"\n\n");
+    out
 }
 
 /// Whether a streamed OpenAI chunk is the usage chunk (no choices, a usage object), which a
@@ -316,50 +329,31 @@ pub fn parse_reply(provider: Provider, body: &Value) -> Option<Reply> {
 /// other generated text (other choices, tool calls, refusals) for counting, the finish reason
 /// and the usage. `None` when it is not a chat completion.
 pub fn read_openai_reply(bytes: &[u8]) -> Option<(Reply, String)> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let wire: ChunkWire = serde_json::from_str(text).ok()?;
-    if wire.choices.is_empty() {
+    let mut pieces = Vec::new();
+    if openai_chunk(std::str::from_utf8(bytes).ok()?, &mut pieces) == 0 {
         return None;
     }
-    let usage = wire.usage.as_ref().and_then(UsageWire::usage);
-    let mut pieces = Vec::new();
-    let mut finish = None;
-    for (i, choice) in wire.choices.into_iter().enumerate() {
-        if let Some(m) = choice.delta {
-            if let Some(t) = m.content {
-                pieces.push(if i == 0 {
-                    Piece::Text(t.into_owned())
-                } else {
-                    Piece::Unseen(t.into_owned())
-                });
-            }
-            if let Some(t) = m.refusal {
-                pieces.push(Piece::Unseen(t.into_owned()));
-            }
-            for raw in [m.tool_calls, m.audio].into_iter().flatten() {
-                pieces.push(Piece::Unseen(raw.get().to_string()));
-            }
-        }
-        if i == 0 {
-            finish = choice.finish_reason.map(Cow::into_owned);
-        }
-    }
-    let (mut reply_text, mut unseen) = (String::new(), String::new());
+    let (mut reply, mut unseen) = (
+        Reply {
+            text: String::new(),
+            finish_reason: String::new(),
+            usage: None,
+        },
+        String::new(),
+    );
     for p in pieces {
         match p {
-            Piece::Text(t) => reply_text.push_str(&t),
+            Piece::Text(t) => reply.text.push_str(&t),
             Piece::Unseen(t) => unseen.push_str(&t),
+            Piece::Finish(r) if reply.finish_reason.is_empty() => reply.finish_reason = r,
+            Piece::Usage(u) => reply.usage = Some(u),
             _ => {}
         }
     }
-    Some((
-        Reply {
-            text: reply_text,
-            finish_reason: finish.unwrap_or_else(|| "stop".into()),
-            usage,
-        },
-        unseen,
-    ))
+    if reply.finish_reason.is_empty() {
+        reply.finish_reason = "stop".into();
+    }
+    Some((reply, unseen))
 }
 
 /// The most of a whole (non-streamed) reply read from a provider.
@@ -471,7 +465,9 @@ pub fn sse_events(body: &str) -> Vec<SseEvent> {
 /// Turns one streamed event into pieces.
 pub fn parse_event(provider: Provider, ev: &SseEvent, out: &mut Vec<Piece>) {
     match provider {
-        Provider::OpenAi | Provider::OpenAiCompatible => openai_chunk(&ev.data, out),
+        Provider::OpenAi | Provider::OpenAiCompatible => {
+            openai_chunk(&ev.data, out);
+        }
         Provider::Anthropic => {
             let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
                 return;
