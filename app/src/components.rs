@@ -33,6 +33,7 @@ pub fn Protected(children: ChildrenFn) -> impl IntoView {
 fn Shell(info: SessionInfo, children: Children) -> impl IntoView {
     let auth = expect_context::<Auth>();
     let is_admin = info.role.is_admin();
+    let operator = info.operator;
     let pathname = use_location().pathname;
     let current = move |p: &'static str| move || if pathname.get() == p { "page" } else { "false" };
     let many_clinics = info.clinics.len() > 1;
@@ -55,6 +56,10 @@ fn Shell(info: SessionInfo, children: Children) -> impl IntoView {
                     <A href="/settings/api-keys" attr:aria-current=current("/settings/api-keys")>"API keys"</A>
                     <A href="/settings/usage" attr:aria-current=current("/settings/usage")>"Usage"</A>
                     <A href="/settings/billing" attr:aria-current=current("/settings/billing")>"Billing"</A>
+                    <A href="/settings/audit" attr:aria-current=current("/settings/audit")>"Audit log"</A>
+                </Show>
+                <Show when=move || operator>
+                    <A href="/operator">"Operator console"</A>
                 </Show>
             </nav>
             <div class="top-actions">

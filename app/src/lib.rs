@@ -109,6 +109,12 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/settings/api-keys") view=pages::api_keys::ApiKeysPage ssr=SsrMode::Async/>
                 <Route path=path!("/settings/usage") view=pages::usage::UsagePage ssr=SsrMode::Async/>
                 <Route path=path!("/settings/billing") view=pages::billing::BillingPage ssr=SsrMode::Async/>
+                <Route path=path!("/settings/audit") view=pages::audit::AuditPage ssr=SsrMode::Async/>
+                <Route path=path!("/operator") view=pages::operator::OperatorClinicsPage ssr=SsrMode::Async/>
+                <Route path=path!("/operator/clinics/:id") view=pages::operator::OperatorClinicPage ssr=SsrMode::Async/>
+                <Route path=path!("/operator/flags") view=pages::operator::OperatorFlagsPage ssr=SsrMode::Async/>
+                <Route path=path!("/operator/flags/:key") view=pages::operator::OperatorFlagPage ssr=SsrMode::Async/>
+                <Route path=path!("/operator/audit") view=pages::operator::OperatorAuditPage ssr=SsrMode::Async/>
                 <Route path=path!("/agents") view=pages::agents::AgentsAdminPage ssr=SsrMode::Async/>
                 <Route path=path!("/knowledge") view=pages::knowledge::KnowledgePage ssr=SsrMode::Async/>
                 <Route path=path!("/chat") view=pages::chat::ChatHomePage ssr=SsrMode::Async/>

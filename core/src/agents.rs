@@ -9,6 +9,7 @@ use sqlx::Postgres;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::audit::{self, By, Event};
 use crate::auth::members::Actor;
 use crate::changes::{Change, Changes};
 use crate::db::Db;
@@ -118,10 +119,9 @@ fn validate(input: &AgentInput) -> Result<Valid> {
             "The instructions can be at most 20,000 characters.",
         ));
     }
+    // Empty: the clinic's default model (the `default_model` flag), whatever it is when the
+    // agent answers.
     let model = input.model.trim().to_string();
-    if model.is_empty() {
-        return Err(Error::invalid("Choose the model the agent uses."));
-    }
     if model.len() > 200 || model.starts_with(MODEL_PREFIX) || model.contains(char::is_whitespace) {
         return Err(Error::invalid(format!("{model:?} is not a model name.")));
     }
@@ -158,6 +158,24 @@ fn validate(input: &AgentInput) -> Result<Valid> {
 /// An agent's slug, its name in the API: `Front Desk Helper` -> `front-desk-helper`.
 pub fn slugify(name: &str) -> String {
     crate::tenancy::slug(name, 50, "agent")
+}
+
+/// An agent's settings as the audit log keeps them.
+fn audited(a: &Agent) -> serde_json::Value {
+    serde_json::json!({
+        "slug": a.slug,
+        "name": a.name,
+        "description": a.description,
+        "instructions": a.system_prompt,
+        "model": a.model,
+        "temperature": a.temperature(),
+        "max_reply_tokens": a.max_reply_tokens,
+        "context_tokens": a.context_tokens,
+        "knowledge": a.knowledge_enabled,
+        "knowledge_top_k": a.knowledge_top_k,
+        "knowledge_min_score": a.knowledge_min_score,
+        "knowledge_tags": a.knowledge_tags,
+    })
 }
 
 /// Binds an agent's settings, in the order both statements list them.
@@ -262,6 +280,13 @@ pub async fn create(
         .bind(actor.user)
         .fetch_one(&mut *tx)
         .await?;
+    audit::record(
+        &mut tx,
+        Some(tenant),
+        By::Person(actor.user),
+        Event::new("agent.created", agent.name.clone()).after(audited(&agent)),
+    )
+    .await?;
     tx.commit().await?;
     changes.announce(Change::Tenant(tenant)).await;
     Ok(agent)
@@ -284,11 +309,25 @@ pub async fn update(
                 knowledge_min_score = $11, knowledge_tags = $12, updated_at = now()
           WHERE id = $1 RETURNING {COLUMNS}"
     );
-    let update = sqlx::query_as(&sql).bind(id);
-    let agent = db
-        .tenant_optional(tenant, bind_settings(update, &v))
+    let mut tx = db.begin_tenant(tenant).await?;
+    let select = format!("SELECT {COLUMNS} FROM agents WHERE id = $1 FOR UPDATE");
+    let before: Agent = sqlx::query_as(&select)
+        .bind(id)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(Error::NotFound)?;
+    let update = sqlx::query_as(&sql).bind(id);
+    let agent: Agent = bind_settings(update, &v).fetch_one(&mut *tx).await?;
+    audit::record(
+        &mut tx,
+        Some(tenant),
+        By::Person(actor.user),
+        Event::new("agent.updated", agent.name.clone())
+            .before(audited(&before))
+            .after(audited(&agent)),
+    )
+    .await?;
+    tx.commit().await?;
     changes.announce(Change::Tenant(tenant)).await;
     Ok(agent)
 }
@@ -302,8 +341,21 @@ pub async fn delete(
     id: Uuid,
 ) -> Result<()> {
     actor.require_admin("manage agents")?;
-    let delete = sqlx::query("DELETE FROM agents WHERE id = $1").bind(id);
-    db.tenant_change_one(tenant, delete).await?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let sql = format!("DELETE FROM agents WHERE id = $1 RETURNING {COLUMNS}");
+    let gone: Agent = sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound)?;
+    audit::record(
+        &mut tx,
+        Some(tenant),
+        By::Person(actor.user),
+        Event::new("agent.deleted", gone.name.clone()).before(audited(&gone)),
+    )
+    .await?;
+    tx.commit().await?;
     changes.announce(Change::Tenant(tenant)).await;
     Ok(())
 }
@@ -593,7 +645,13 @@ mod tests {
             model: " ".into(),
             ..ok.clone()
         };
-        assert!(validate(&no_model).is_err());
+        // No model: the clinic's default model (the `default_model` flag) when it answers.
+        assert_eq!(validate(&no_model).unwrap().model, "");
+        let spaced = AgentInput {
+            model: "gpt 4o".into(),
+            ..ok.clone()
+        };
+        assert!(validate(&spaced).is_err());
         let bad_ctx = AgentInput {
             context_tokens: "10".into(),
             ..ok

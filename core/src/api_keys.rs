@@ -6,10 +6,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::audit::{self, By, Event};
 use crate::auth::members::Actor;
 use crate::changes::{Change, Changes};
 use crate::db::{set_tenant, Db};
@@ -72,6 +74,13 @@ pub async fn create(
         .bind(actor.user)
         .execute(&mut *tx)
         .await?;
+    audit::record(
+        &mut tx,
+        Some(tenant),
+        By::Person(actor.user),
+        Event::new("api_key.created", name.clone()).after(json!({ "prefix": prefix })),
+    )
+    .await?;
     tx.commit().await?;
     let info = list(db, tenant, actor)
         .await?
@@ -102,10 +111,23 @@ pub async fn revoke(
     id: Uuid,
 ) -> Result<()> {
     actor.require_admin("manage API keys")?;
-    let revoke =
-        sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id);
-    db.tenant_change_one(tenant, revoke).await?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let revoked: Option<(String, String)> = sqlx::query_as(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL
+         RETURNING name, prefix",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (name, prefix) = revoked.ok_or(Error::NotFound)?;
+    audit::record(
+        &mut tx,
+        Some(tenant),
+        By::Person(actor.user),
+        Event::new("api_key.revoked", name).before(json!({ "prefix": prefix })),
+    )
+    .await?;
+    tx.commit().await?;
     changes.announce(Change::ApiKey(id)).await;
     Ok(())
 }

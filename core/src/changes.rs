@@ -1,5 +1,5 @@
 //! Announcements of changes that in-process caches must hear about: a clinic's provider keys,
-//! agents, plan, spending cap or status changed, or an API key was revoked.
+//! agents, plan, spending cap or status changed, an API key was revoked, or a flag changed.
 //!
 //! The core's writes announce their own changes ([`Changes::announce`]): subscribers in this
 //! process hear at once, and every other replica hears over Redis pub/sub ([`Changes::listen`]).
@@ -22,6 +22,8 @@ pub enum Change {
     Tenant(TenantId),
     /// An API key was revoked.
     ApiKey(Uuid),
+    /// A feature flag was created or changed.
+    Flags,
     /// Anything may have changed (announcements were missed); never sent to other replicas.
     Everything,
 }
@@ -31,11 +33,15 @@ impl Change {
         match self {
             Change::Tenant(t) => Some(format!("tenant:{t}")),
             Change::ApiKey(k) => Some(format!("api_key:{k}")),
+            Change::Flags => Some("flags".into()),
             Change::Everything => None,
         }
     }
 
     fn decode(s: &str) -> Option<Self> {
+        if s == "flags" {
+            return Some(Change::Flags);
+        }
         let (kind, id) = s.split_once(':')?;
         let id = Uuid::parse_str(id).ok()?;
         match kind {
@@ -168,6 +174,10 @@ mod tests {
         assert_eq!(Change::decode(&t.encode().unwrap()), Some(t));
         let k = Change::ApiKey(Uuid::new_v4());
         assert_eq!(Change::decode(&k.encode().unwrap()), Some(k));
+        assert_eq!(
+            Change::decode(&Change::Flags.encode().unwrap()),
+            Some(Change::Flags)
+        );
         assert_eq!(Change::Everything.encode(), None);
         assert_eq!(Change::decode("tenant:nope"), None);
     }

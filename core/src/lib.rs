@@ -13,6 +13,7 @@
 
 pub mod agents;
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod billing;
 pub mod changes;
@@ -22,10 +23,12 @@ pub mod crypto;
 pub mod db;
 pub mod egress;
 pub mod error;
+pub mod flags;
 pub mod gateway;
 pub mod knowledge;
 pub mod llm;
 pub mod metering;
+pub mod operator;
 pub mod provider_keys;
 pub mod redis_client;
 pub mod tenancy;
@@ -69,8 +72,15 @@ impl Services {
         let config = std::sync::Arc::new(config);
         let changes = Changes::new(redis.clone());
         let metering = metering::Metering::new(db.clone(), redis.clone());
-        let gateway =
-            gateway::Gateway::new(config.clone(), db.clone(), metering, http.clone(), &changes);
+        let flags = flags::Flags::new(db.clone(), &changes);
+        let gateway = gateway::Gateway::new(
+            config.clone(),
+            db.clone(),
+            metering,
+            http.clone(),
+            &changes,
+            flags,
+        );
         let stripe = config
             .stripe
             .as_ref()
@@ -98,6 +108,7 @@ impl Services {
     pub fn start_background(&self) {
         self.start_workers();
         self.changes.listen();
+        tokio::spawn(self.gateway.flags.clone().run());
         tokio::spawn(llm::tokens::warm_up());
     }
 

@@ -5,9 +5,11 @@ use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::audit::{self, By, Event};
 use crate::auth::members::Actor;
 use crate::changes::{Change, Changes};
 use crate::crypto::{self, DataKey, MasterKeys, Sealed, SecretContext, WrappedKey};
@@ -201,6 +203,20 @@ pub async fn set(
     .bind(actor.user)
     .execute(&mut *tx)
     .await?;
+    let (action, note) = if version == 1 {
+        ("provider_key.added", "added")
+    } else {
+        ("provider_key.replaced", "replaced")
+    };
+    let shown =
+        json!({ "last_four": last_four, "base_url": base_url, "version": version, "change": note });
+    audit::record(
+        &mut tx,
+        Some(tenant),
+        By::Person(actor.user),
+        Event::new(action, provider.as_str()).after(shown),
+    )
+    .await?;
     let info = list_in(&mut tx)
         .await?
         .into_iter()
@@ -247,8 +263,23 @@ pub async fn delete(
     provider: Provider,
 ) -> Result<()> {
     actor.require_admin("manage provider keys")?;
-    let delete = sqlx::query("DELETE FROM provider_keys WHERE provider = $1").bind(provider);
-    db.tenant_change_one(tenant, delete).await?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let gone: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+        "DELETE FROM provider_keys WHERE provider = $1 RETURNING last_four, base_url",
+    )
+    .bind(provider)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (last_four, base_url) = gone.ok_or(Error::NotFound)?;
+    audit::record(
+        &mut tx,
+        Some(tenant),
+        By::Person(actor.user),
+        Event::new("provider_key.deleted", provider.as_str())
+            .before(json!({ "last_four": last_four, "base_url": base_url })),
+    )
+    .await?;
+    tx.commit().await?;
     changes.announce(Change::Tenant(tenant)).await;
     Ok(())
 }

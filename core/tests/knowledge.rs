@@ -638,6 +638,35 @@ async fn an_agent_answers_from_the_documents_and_cites_them(pool: PgPool) {
     );
     assert!(!tagged.is_empty());
     assert!(tagged.iter().all(|p| p.name == "parking.txt"), "{tagged:?}");
+
+    // An operator turns retrieval off for this clinic (the `rag_enabled` flag): no passages.
+    let op = match tessera_core::operator::add(&pool, "ops@tessera.example")
+        .await
+        .unwrap()
+    {
+        tessera_core::operator::Added::Created { password } => {
+            tessera_core::auth::authenticate(&s.db, "ops@tessera.example", &password)
+                .await
+                .unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    let off = tessera_core::flags::FlagInput {
+        default: "true".into(),
+        rules: format!("clinic {} = false", c.slug),
+        ..Default::default()
+    };
+    tessera_core::flags::update(&s.db, &s.changes, op, "rag_enabled", 1, &off)
+        .await
+        .unwrap();
+    s.gateway.flags.reload().await.unwrap();
+    let ungrounded = sources(
+        s.gateway
+            .chat(&caller, ask("front-desk", "How much does a flu shot cost?"))
+            .await
+            .unwrap(),
+    );
+    assert!(ungrounded.is_empty(), "retrieval is off: {ungrounded:?}");
 }
 
 #[sqlx::test(migrator = "tessera_core::db::MIGRATOR")]

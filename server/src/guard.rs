@@ -12,7 +12,7 @@ use tessera_core::config::origin_of;
 
 /// Paths that authenticate by bearer token or signature rather than by cookie, so a
 /// cross-site form cannot act through them.
-const NON_COOKIE_PREFIXES: [&str; 2] = ["/v1/", "/webhooks/"];
+const NON_COOKIE_PREFIXES: [&str; 3] = ["/v1/", "/webhooks/", "/ofrep/"];
 
 pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let config = &state.services.config;
@@ -33,7 +33,8 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             .into_response();
     }
 
-    let mut res = next.run(req).await;
+    // Audit-log entries written while serving the request carry its client address.
+    let mut res = tessera_core::audit::with_address(ip, next.run(req)).await;
     let headers = res.headers_mut();
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

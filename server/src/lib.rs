@@ -1,10 +1,12 @@
 //! The Tessera server: builds the one axum `Router` that production and the tests both use.
 
+pub mod audit_export;
 pub mod billing_routes;
 pub mod chat_stream;
 pub mod guard;
 pub mod health;
 pub mod knowledge_routes;
+pub mod ofrep;
 pub mod openai_api;
 pub mod session_store;
 pub mod usage_export;
@@ -78,6 +80,9 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         .route("/v1/messages", post(openai_api::messages))
         .route("/chat/replies/{id}", get(chat_stream::reply_stream))
         .route("/settings/usage/export.csv", get(usage_export::export))
+        .route(app::api::audit::EXPORT_URL, get(audit_export::export))
+        .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))
+        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate_one))
         .route("/webhooks/stripe", post(billing_routes::stripe_webhook))
         .route("/settings/billing/plan", post(billing_routes::choose_plan))
         .route("/settings/billing/portal", post(billing_routes::portal))

@@ -35,6 +35,11 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Platform operators: people who use the operator console (/operator).
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
     /// Run only the background work (ledger writer, Stripe overage meter), no web server.
     Worker,
     /// Operator commands for the usage ledger.
@@ -51,6 +56,17 @@ enum LedgerCommand {
         /// How many to show.
         #[arg(long, default_value_t = 20)]
         count: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Make the account with this email a platform operator (creating the account, with a
+    /// password printed once, when there is none). An operator is not a member of any clinic
+    /// by being one.
+    Add {
+        /// The operator's email.
+        email: String,
     },
 }
 
@@ -88,6 +104,9 @@ async fn main() -> ExitCode {
         Command::Tenant {
             command: TenantCommand::SetPlan { slug, plan },
         } => set_plan(config, &slug, plan).await,
+        Command::Operator {
+            command: OperatorCommand::Add { email },
+        } => add_operator(&config, &email).await,
         Command::Worker => worker(config).await,
         Command::Ledger {
             command: LedgerCommand::DeadLetters { count },
@@ -205,6 +224,26 @@ async fn set_plan(config: Config, slug: &str, plan: tessera_core::PlanId) -> Res
             other => error_chain(&other),
         })?;
     println!("{slug} is now on the {plan} plan");
+    Ok(())
+}
+
+async fn add_operator(config: &Config, email: &str) -> Result<(), String> {
+    use tessera_core::operator::Added;
+    let admin = admin_pool(config).await?;
+    let added = tessera_core::operator::add(&admin, email)
+        .await
+        .map_err(|e| match e {
+            tessera_core::Error::Invalid(m) => m,
+            other => error_chain(&other),
+        })?;
+    match added {
+        Added::Existing => println!("{email} is now a platform operator"),
+        Added::Already => println!("{email} was already a platform operator"),
+        Added::Created { password } => {
+            println!("created an account for {email} and made it a platform operator");
+            println!("password (shown once): {password}");
+        }
+    }
     Ok(())
 }
 

@@ -36,7 +36,7 @@ const HEADER: [&str; 15] = [
 
 /// Keeps a spreadsheet from running a cell as a formula (which some also start after a tab or a
 /// carriage return).
-fn defused(value: &str) -> String {
+pub(crate) fn defused(value: &str) -> String {
     if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{value}")
     } else {

@@ -101,6 +101,12 @@ pub fn date(at: OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
+/// `2026-11-29 14:03 UTC`.
+pub fn date_time(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!("{} {:02}:{:02} UTC", date(at), at.hour(), at.minute())
+}
+
 /// `29 Nov 2026`.
 pub fn day(at: OffsetDateTime) -> String {
     let month = at.month().to_string();

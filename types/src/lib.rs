@@ -11,6 +11,21 @@ pub use states::{
     DocumentKind, DocumentStatus, MessageRole, MessageStatus, PlanId, Provider, ReplyEnd, Role,
 };
 
+/// The kinds of audit-log entry (the first part of an entry's action, `provider_key.added`),
+/// with their names, in the order filters offer them.
+pub const AUDIT_AREAS: &[(&str, &str)] = &[
+    ("sign_in", "Sign-ins"),
+    ("provider_key", "Provider keys"),
+    ("api_key", "API keys"),
+    ("invitation", "Invitations"),
+    ("member", "Members"),
+    ("billing", "Plan and spending cap"),
+    ("agent", "Agents"),
+    ("clinic", "Clinic status and plan"),
+    ("flag", "Feature flags"),
+    ("operator", "Operators"),
+];
+
 /// What every unexpected failure says, wherever it shows: the details go to the log.
 pub const SOMETHING_WENT_WRONG: &str = "Something went wrong on our side. Please try again.";
 

@@ -57,6 +57,9 @@ pub struct AgentsPage {
     pub models: Vec<String>,
     /// The collections (document tags) in use, to choose from.
     pub tags: Vec<String>,
+    /// The clinic's default model (the `default_model` flag): agents that name none use it,
+    /// and a new agent's form suggests it.
+    pub default_model: String,
 }
 
 #[server(endpoint = "agents")]
@@ -76,7 +79,13 @@ pub async fn get_agents_page() -> Result<AgentsPage, AppError> {
     models.sort();
     models.dedup();
     let tags = tessera_core::knowledge::tags(&services.db, v.tenant.id).await?;
+    let default_model = services
+        .gateway
+        .flags
+        .for_clinic(v.tenant.id, limits.plan)
+        .default_model;
     Ok(AgentsPage {
+        default_model,
         agents: agents.into_iter().map(AgentRow::from).collect(),
         plan_name: limits.plan_name,
         max_agents,

@@ -8,11 +8,13 @@
 #[allow(clippy::too_many_arguments)]
 pub mod agents;
 pub mod api_keys;
+pub mod audit;
 pub mod billing;
 pub mod chat;
 pub mod invite;
 pub mod knowledge;
 pub mod members;
+pub mod operator;
 pub mod provider_keys;
 pub mod session;
 pub mod usage;

@@ -43,6 +43,8 @@ pub struct SessionInfo {
     pub clinics: Vec<ClinicChoice>,
     /// A failed payment, as the banner on every page says it (worded for the person's role).
     pub payment_notice: Option<PaymentNotice>,
+    /// A platform operator (the navigation links the operator console).
+    pub operator: bool,
 }
 
 /// Who is signed in, or `None`.
@@ -54,6 +56,7 @@ pub async fn get_session() -> Result<Option<SessionInfo>, AppError> {
     let services = srv::services()?;
     let clinics = tessera_core::auth::memberships(&services.db, v.user.id).await?;
     Ok(Some(SessionInfo {
+        operator: tessera_core::operator::is_operator(&services.db, v.user.id).await?,
         payment_notice: payment_notice(&services, &v).await,
         user_id: v.user.id.to_string(),
         name: v.user.name,
@@ -128,17 +131,46 @@ pub async fn sign_in(email: String, password: String) -> Result<(), AppError> {
     let services = srv::services()?;
     let ip = srv::client_ip();
     services.throttle.attempt(&email, ip).await?;
-    let user = tessera_core::auth::authenticate(&services.db, &email, &password).await?;
+    let user = match tessera_core::auth::authenticate(&services.db, &email, &password).await {
+        Ok(user) => user,
+        Err(e) => {
+            if matches!(e, tessera_core::Error::Unauthenticated(_)) {
+                audit_sign_in(&services, &email, Err(())).await;
+            }
+            return Err(e.into());
+        }
+    };
     services.throttle.succeeded(&email, ip).await?;
     let memberships = tessera_core::auth::memberships(&services.db, user).await?;
     let Some(clinic) = tessera_core::auth::first_clinic(&memberships) else {
+        if tessera_core::operator::is_operator(&services.db, user).await? {
+            srv::start_operator_session(user).await?;
+            audit_sign_in(&services, &email, Ok((user, None))).await;
+            leptos_axum::redirect("/operator");
+            return Ok(());
+        }
         return Err(fail(AppError::Forbidden(
             "Your account doesn't belong to any clinic any more. Ask a clinic admin to invite you again.".into(),
         )));
     };
     srv::start_session(user, clinic).await?;
+    audit_sign_in(&services, &email, Ok((user, Some(clinic)))).await;
     leptos_axum::redirect("/");
     Ok(())
+}
+
+/// Writes a sign-in to the audit log; a failure to write it is logged, not the person's
+/// problem.
+#[cfg(feature = "ssr")]
+async fn audit_sign_in(
+    services: &tessera_core::Services,
+    email: &str,
+    outcome: Result<(tessera_core::UserId, Option<tessera_core::TenantId>), ()>,
+) {
+    if let Err(e) = tessera_core::auth::accounts::audit_sign_in(&services.db, email, outcome).await
+    {
+        tracing::error!(error = %crate::server::error::chain(&e), "could not record a sign-in in the audit log");
+    }
 }
 
 #[server(endpoint = "sign_out")]

@@ -34,6 +34,7 @@ fn AgentFields(
     models: Vec<String>,
     tags: Vec<String>,
     prefix: String,
+    default_model: String,
 ) -> impl IntoView {
     let a = agent.clone().unwrap_or(AgentRow {
         id: String::new(),
@@ -41,7 +42,7 @@ fn AgentFields(
         name: String::new(),
         description: String::new(),
         system_prompt: String::new(),
-        model: models.first().cloned().unwrap_or_default(),
+        model: default_model.clone(),
         temperature: "0.7".into(),
         max_reply_tokens: 1024,
         context_tokens: 8000,
@@ -70,7 +71,9 @@ fn AgentFields(
         <div class="field-row">
             <div class="field">
                 <label for=id("model")>"Model"</label>
-                <input id=id("model") type="text" name="model" required list=list.clone() value=a.model.clone() placeholder="gpt-4o-mini"/>
+                <input id=id("model") type="text" name="model" list=list.clone() value=a.model.clone()
+                    placeholder=format!("the clinic's default ({default_model})") aria-describedby=id("model-hint")/>
+                <span class="hint" id=id("model-hint")>{format!("Empty: the clinic's default model, now {default_model}.")}</span>
                 <datalist id=list>
                     {models.into_iter().map(|m| view! { <option value=m.clone()></option> }).collect_view()}
                 </datalist>
@@ -130,6 +133,7 @@ fn Agents(
     let full = page.max_agents.is_some_and(|max| count as i32 >= max);
     let models = StoredValue::new(page.models.clone());
     let tags = StoredValue::new(page.tags.clone());
+    let default_model = StoredValue::new(page.default_model.clone());
     view! {
         <div class="page-head"><h1>"Agents"</h1></div>
         <p class="muted">"Agents are the assistants your staff chat with. The API reaches one as the model " <code>"agent:<name>"</code> "."</p>
@@ -145,7 +149,7 @@ fn Agents(
                 <p class="notice warn" data-testid="agent-limit-reached">"This plan's agent limit is reached. Upgrade the plan under Billing, or delete an agent, to add another."</p>
             })}
             <ActionForm action=save attr:class="stack-form">
-                <AgentFields agent=None models=models.get_value() tags=tags.get_value() prefix="new".to_string()/>
+                <AgentFields agent=None models=models.get_value() tags=tags.get_value() prefix="new".to_string() default_model=default_model.get_value()/>
                 <button type="submit" disabled=save.pending()>"Create agent"</button>
             </ActionForm>
         </section>
@@ -163,7 +167,7 @@ fn Agents(
                             <h3>{a.name.clone()} " " <code class="muted small">{format!("agent:{}", a.slug)}</code></h3>
                             <p class="muted">
                                 {(!a.description.is_empty()).then(|| format!("{} · ", a.description))}
-                                {a.model.clone()}
+                                {if a.model.is_empty() { format!("default model ({})", default_model.get_value()) } else { a.model.clone() }}
                                 {if a.knowledge_enabled {
                                     if a.knowledge_tags.is_empty() { " · answers from all documents".to_string() } else { format!(" · answers from {}", a.knowledge_tags) }
                                 } else { " · knowledge off".to_string() }}
@@ -171,7 +175,7 @@ fn Agents(
                             <details>
                                 <summary>"Edit"</summary>
                                 <ActionForm action=save attr:class="stack-form">
-                                    <AgentFields agent=Some(a.clone()) models=models.get_value() tags=tags.get_value() prefix=prefix/>
+                                    <AgentFields agent=Some(a.clone()) models=models.get_value() tags=tags.get_value() prefix=prefix default_model=default_model.get_value()/>
                                     <button type="submit">"Save changes"</button>
                                 </ActionForm>
                             </details>

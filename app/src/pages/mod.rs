@@ -1,5 +1,6 @@
 pub mod agents;
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod billing;
 pub mod chat;
@@ -9,4 +10,5 @@ pub mod invite;
 pub mod keys;
 pub mod knowledge;
 pub mod members;
+pub mod operator;
 pub mod usage;

@@ -14,8 +14,8 @@ use tessera_core::Services;
 
 pub use error::fail;
 pub use session::{
-    end_session, require_admin, require_viewer, signed_in_viewer, start_session,
-    switch_session_tenant, Admin, SignedIn,
+    end_session, is_operator, require_admin, require_operator, require_viewer, signed_in_viewer,
+    start_operator_session, start_session, switch_session_tenant, Admin, SignedIn,
 };
 
 use crate::error::AppError;

@@ -74,10 +74,49 @@ async fn resolve(services: &Services, session: &Session) -> Result<Option<Viewer
             Ok(Some(v))
         }
         None => {
-            session.flush().await.map_err(session_err)?;
+            // A platform operator may belong to no clinic: their session stays, for the
+            // operator console.
+            if !tessera_core::operator::is_operator(&services.db, user).await? {
+                session.flush().await.map_err(session_err)?;
+            }
             Ok(None)
         }
     }
+}
+
+/// Starts a session for a platform operator who belongs to no clinic (the operator console
+/// only).
+pub async fn start_operator_session(user: UserId) -> Result<(), AppError> {
+    let session = session().await?;
+    session.cycle_id().await.map_err(session_err)?;
+    session.insert(USER, user).await.map_err(session_err)
+}
+
+/// The signed-in platform operator (401 when nobody is signed in, 403 for anyone else).
+pub async fn require_operator() -> Result<tessera_core::auth::User, AppError> {
+    let services = services()?;
+    let session = session().await?;
+    let Some(user) = session.get::<UserId>(USER).await.map_err(session_err)? else {
+        return Err(fail(AppError::Unauthenticated("Please sign in.".into())));
+    };
+    if !tessera_core::operator::is_operator(&services.db, user).await? {
+        return Err(fail(AppError::Forbidden(
+            "The operator console is for the platform's operators only.".into(),
+        )));
+    }
+    auth::accounts::user(&services.db, user)
+        .await?
+        .ok_or_else(|| fail(AppError::Unauthenticated("Please sign in.".into())))
+}
+
+/// Whether the signed-in person is a platform operator.
+pub async fn is_operator() -> Result<bool, AppError> {
+    let services = services()?;
+    let session = session().await?;
+    let Some(user) = session.get::<UserId>(USER).await.map_err(session_err)? else {
+        return Ok(false);
+    };
+    Ok(tessera_core::operator::is_operator(&services.db, user).await?)
 }
 
 /// The signed-in person, or 401; 403 when their clinic has been deactivated.

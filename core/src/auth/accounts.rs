@@ -133,7 +133,7 @@ pub async fn sign_up(db: &Db, input: SignUp<'_>) -> Result<(UserId, TenantId)> {
     Ok((user_id, tenant_id))
 }
 
-pub(crate) async fn insert_user(
+pub async fn insert_user(
     tx: &mut crate::db::Tx,
     id: UserId,
     email: &Email,
@@ -165,6 +165,64 @@ fn random_suffix() -> String {
     (0..4)
         .map(|_| char::from(b"abcdefghjkmnpqrstuvwxyz23456789"[rng.gen_range(0..31)]))
         .collect()
+}
+
+/// A password for an account made by a command (24 characters from a 31-letter alphabet
+/// without look-alikes, about 119 bits).
+pub(crate) fn random_password() -> String {
+    use rand::Rng;
+    let mut rng = rand::rngs::OsRng;
+    (0..24)
+        .map(|_| char::from(b"abcdefghjkmnpqrstuvwxyz23456789"[rng.gen_range(0..31)]))
+        .collect()
+}
+
+/// Records a sign-in in the audit log: a success in the clinic signed into (or platform-wide
+/// for an operator with no clinic); a failure platform-wide with the email tried, and in each
+/// clinic of the account it names, if any (so its admins see guessing at their members).
+pub async fn audit_sign_in(
+    db: &Db,
+    email: &str,
+    outcome: std::result::Result<(UserId, Option<TenantId>), ()>,
+) -> Result<()> {
+    use crate::audit::{record_alone, By, Event};
+    let shown: String = email.trim().chars().take(254).collect();
+    match outcome {
+        Ok((user, clinic)) => {
+            record_alone(
+                db,
+                clinic,
+                By::Person(user),
+                Event::new("sign_in.succeeded", shown),
+            )
+            .await
+        }
+        Err(()) => {
+            record_alone(
+                db,
+                None,
+                By::System,
+                Event::new("sign_in.failed", shown.clone()),
+            )
+            .await?;
+            let known: Option<UserId> = match Email::parse(email) {
+                Ok(e) => {
+                    sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = $1")
+                        .bind(e.normalized())
+                        .fetch_optional(db.pool())
+                        .await?
+                }
+                Err(_) => None,
+            };
+            if let Some(user) = known {
+                for m in memberships(db, user).await? {
+                    let event = Event::new("sign_in.failed", shown.clone());
+                    record_alone(db, Some(m.tenant.id), By::System, event).await?;
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Checks an email and password. Unknown emails and wrong passwords fail the same way, after

@@ -7,12 +7,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::members::Actor;
 use super::throttle::LoginThrottle;
 use super::{accounts, password, Email, Password};
+use crate::audit::{self, By, Event};
 use crate::db::{set_tenant, Db};
 use crate::tenancy::{InvitationId, Role, TenantId, UserId};
 use crate::{Error, Result};
@@ -107,6 +109,13 @@ pub async fn create(
     .bind(ttl.as_seconds_f64())
     .fetch_one(&mut *tx)
     .await?;
+    audit::record(
+        &mut tx,
+        Some(tenant),
+        By::Person(actor.user),
+        Event::new("invitation.created", email.as_str()).after(json!({ "role": role.as_str() })),
+    )
+    .await?;
     tx.commit().await?;
     Ok(NewInvitation {
         invitation: Invitation {
@@ -149,13 +158,20 @@ pub async fn pending(db: &Db, tenant: TenantId, actor: Actor) -> Result<Vec<Invi
 pub async fn revoke(db: &Db, tenant: TenantId, actor: Actor, id: InvitationId) -> Result<()> {
     actor.require_admin("withdraw invitations")?;
     let mut tx = db.begin_tenant(tenant).await?;
-    let n = sqlx::query("UPDATE invitations SET revoked_at = now() WHERE id = $1 AND accepted_at IS NULL AND revoked_at IS NULL")
+    let email: Option<String> = sqlx::query_scalar("UPDATE invitations SET revoked_at = now() WHERE id = $1 AND accepted_at IS NULL AND revoked_at IS NULL RETURNING email")
         .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_optional(&mut *tx)
+        .await?;
+    let email = email.ok_or(Error::NotFound)?;
+    audit::record(
+        &mut tx,
+        Some(tenant),
+        By::Person(actor.user),
+        Event::new("invitation.revoked", email),
+    )
+    .await?;
     tx.commit().await?;
-    crate::error::one_row(n)
+    Ok(())
 }
 
 #[derive(sqlx::FromRow)]
@@ -304,6 +320,13 @@ pub async fn accept(
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
+    audit::record(
+        &mut tx,
+        Some(row.tenant_id),
+        By::Person(user_id),
+        Event::new("member.joined", row.email.clone()).after(json!({ "role": row.role })),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(%user_id, tenant_id = %row.tenant_id, "invitation accepted");
     Ok((user_id, row.tenant_id))

@@ -2,8 +2,10 @@
 //! clinic manageable (only owners touch owners; the last owner stays).
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use time::OffsetDateTime;
 
+use crate::audit::{self, By, Event};
 use crate::db::{Db, Tx};
 use crate::tenancy::{Role, TenantId, UserId};
 use crate::{Error, Result};
@@ -74,6 +76,15 @@ async fn role_of(tx: &mut Tx, target: UserId) -> Result<Role> {
     Ok(role.ok_or(Error::NotFound)?.parse()?)
 }
 
+/// A person's email, as the audit log names them.
+async fn email_of(tx: &mut Tx, person: UserId) -> Result<String> {
+    Ok(sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+        .bind(person)
+        .fetch_optional(&mut **tx)
+        .await?
+        .unwrap_or_default())
+}
+
 /// Owners other than `target`, counted with the owners' rows locked so two concurrent
 /// demotions cannot both pass.
 async fn other_owners(tx: &mut Tx, target: UserId) -> Result<i64> {
@@ -112,6 +123,16 @@ pub async fn change_role(
         .bind(role.as_str())
         .execute(&mut *tx)
         .await?;
+    let email = email_of(&mut tx, target).await?;
+    audit::record(
+        &mut tx,
+        Some(tenant),
+        By::Person(actor.user),
+        Event::new("member.role_changed", email)
+            .before(json!({ "role": current.as_str() }))
+            .after(json!({ "role": role.as_str() })),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -132,6 +153,14 @@ pub async fn remove(db: &Db, tenant: TenantId, actor: Actor, target: UserId) -> 
         .bind(target)
         .execute(&mut *tx)
         .await?;
+    let email = email_of(&mut tx, target).await?;
+    audit::record(
+        &mut tx,
+        Some(tenant),
+        By::Person(actor.user),
+        Event::new("member.removed", email).before(json!({ "role": current.as_str() })),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

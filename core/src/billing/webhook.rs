@@ -306,8 +306,8 @@ async fn apply_subscription(
 ) -> Result<bool> {
     // Lock the clinic's row alone (a join would be re-checked against a concurrently changed
     // plan and could lose the row), then read its plan.
-    let (at, at_rank, current): (i64, i16, String) = sqlx::query_as(
-        "SELECT subscription_event_at, subscription_event_rank, plan FROM tenants FOR UPDATE",
+    let (tenant, at, at_rank, current): (crate::TenantId, i64, i16, String) = sqlx::query_as(
+        "SELECT id, subscription_event_at, subscription_event_rank, plan FROM tenants FOR UPDATE",
     )
     .fetch_one(&mut **tx)
     .await?;
@@ -355,7 +355,7 @@ async fn apply_subscription(
                 -- An ended subscription pays for nothing beyond the allowance any more.
                 spending_cap_micro_usd = CASE WHEN $9 THEN 0 ELSE spending_cap_micro_usd END",
     )
-    .bind(plan)
+    .bind(&plan)
     .bind(&sub.customer)
     .bind(&sub.id)
     .bind(&sub.status)
@@ -366,6 +366,12 @@ async fn apply_subscription(
     .bind(ended)
     .execute(&mut **tx)
     .await?;
+    if let Some(plan) = plan.filter(|p| *p != current) {
+        let event = crate::audit::Event::new("billing.plan_changed", plan.clone())
+            .before(serde_json::json!({ "plan": current }))
+            .after(serde_json::json!({ "plan": plan, "subscription": sub.status }));
+        crate::audit::record(tx, Some(tenant), crate::audit::By::System, event).await?;
+    }
     Ok(true)
 }
 

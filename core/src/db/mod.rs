@@ -80,6 +80,14 @@ impl Db {
         self.begin_scoped("app.api_key_hash", hex(key_hash)).await
     }
 
+    /// Opens a transaction in the operator console's scope: a platform operator reads every
+    /// clinic (and changes a clinic's status and plan, and the flags). The setting counts only
+    /// for a person in `platform_operators`; for anyone else the transaction sees no clinic.
+    pub async fn begin_operator(&self, operator: UserId) -> Result<Tx> {
+        self.begin_scoped("app.operator_id", operator.to_string())
+            .await
+    }
+
     /// Runs one query in a transaction scoped to `tenant` and returns its rows.
     pub async fn tenant_all<'q, T>(
         &self,

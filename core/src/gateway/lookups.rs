@@ -67,6 +67,7 @@ impl Caches {
                 self.knowledge.remove_where(|k, _| *k == t);
             }
             Change::ApiKey(id) => self.api_keys.remove_where(|_, c| c.key_id == id),
+            Change::Flags => {}
             Change::Everything => {
                 self.api_keys.clear();
                 self.limits.clear();
@@ -108,9 +109,15 @@ impl Gateway {
     }
 
     /// Counts one API request of the caller against its plan's requests per minute (the
-    /// clinic's and the key's), or refuses it with [`crate::Error::RateLimited`].
+    /// clinic's and the key's), or refuses it with [`crate::Error::RateLimited`]; a
+    /// deactivated clinic's requests are refused (403).
     pub async fn admit(&self, caller: &Caller) -> crate::Result<()> {
         let limits = self.limits(caller.tenant).await?;
+        if !limits.active {
+            return Err(crate::Error::forbidden(
+                "This clinic has been deactivated. Contact support.",
+            ));
+        }
         self.metering
             .admit(caller.tenant, caller.api_key, &limits)
             .await
@@ -250,10 +257,17 @@ impl Gateway {
             .ok_or_else(|| {
                 crate::Error::invalid(format!("No {} key is saved yet.", provider.label()))
             })?;
-        Ok(llm::Probe::from_listing(
-            provider,
-            self.list_models(&key).await,
-        ))
+        let probe = llm::Probe::from_listing(provider, self.list_models(&key).await);
+        let event = crate::audit::Event::new("provider_key.tested", provider.as_str())
+            .after(serde_json::json!({ "ok": probe.ok, "message": probe.message }));
+        crate::audit::record_alone(
+            &self.db,
+            Some(tenant),
+            crate::audit::By::Person(actor.user),
+            event,
+        )
+        .await?;
+        Ok(probe)
     }
 
     /// The models `key` can use, as its provider lists them, through the right client; `Err`

@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use crate::changes::Changes;
 use crate::db::Db;
+use crate::flags::{ClinicFlags, Flags};
 use crate::knowledge::qdrant::QdrantVectors;
 use crate::knowledge::search::Passage;
 use crate::knowledge::vectors::{PgVectors, Vectors};
@@ -106,6 +107,60 @@ impl futures_util::Stream for ChatStream {
     }
 }
 
+impl ChatStream {
+    /// The same reply given whole: nothing is passed on until the provider has finished; then
+    /// the text comes as one event (and a forwarded stream's events as one piece), followed by
+    /// the closing events. Dropping it still ends the provider call at once.
+    pub fn whole(mut self) -> ChatStream {
+        let (tx, rx) = mpsc::channel(8);
+        let inner_rx = std::mem::replace(&mut self.rx, rx);
+        tokio::spawn(gather(inner_rx, tx));
+        self
+    }
+}
+
+/// Collects a stream's events, joining neighbouring text and raw events, and sends them once
+/// the stream has ended (or stops when the receiver goes away).
+async fn gather(
+    mut inner: mpsc::Receiver<Result<StreamEvent, LlmError>>,
+    tx: mpsc::Sender<Result<StreamEvent, LlmError>>,
+) {
+    let mut gathered: Vec<Result<StreamEvent, LlmError>> = Vec::new();
+    loop {
+        let next = tokio::select! {
+            next = inner.recv() => next,
+            _ = tx.closed() => return,
+        };
+        let Some(event) = next else { break };
+        match (gathered.last_mut(), event) {
+            (Some(Ok(StreamEvent::Text(all))), Ok(StreamEvent::Text(more))) => all.push_str(&more),
+            (Some(Ok(StreamEvent::Raw(all))), Ok(StreamEvent::Raw(more))) => {
+                let mut joined = bytes::BytesMut::from(&all[..]);
+                joined.extend_from_slice(&more);
+                *all = joined.freeze();
+            }
+            (_, event) => gathered.push(event),
+        }
+    }
+    for event in gathered {
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// An agent as a clinic's flags shape it: its model, else the clinic's default model; its
+/// context budget within the clinic's cap; its documents only while retrieval is on.
+fn shaped(agent: &agents::Agent, flags: &ClinicFlags) -> Arc<agents::Agent> {
+    let mut a = agent.clone();
+    if a.model.trim().is_empty() {
+        a.model = flags.default_model.clone();
+    }
+    a.context_tokens = i64::from(a.context_tokens).min(flags.max_context_tokens) as i32;
+    a.knowledge_enabled &= flags.rag;
+    Arc::new(a)
+}
+
 /// The outcome of [`Gateway::chat`].
 pub enum ChatOutcome {
     Complete(Completion),
@@ -126,6 +181,8 @@ pub struct Gateway {
     pub vectors: Vectors,
     prices: Arc<OnceCell<Prices>>,
     caches: Arc<Caches>,
+    /// The feature flags that shape each clinic's calls.
+    pub flags: Flags,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -142,6 +199,7 @@ impl Gateway {
         metering: Metering,
         http: reqwest::Client,
         changes: &Changes,
+        flags: Flags,
     ) -> Self {
         let caches = Arc::new(Caches::default());
         let subscribed = Arc::clone(&caches);
@@ -186,6 +244,7 @@ impl Gateway {
             metering,
             prices: Arc::new(OnceCell::new()),
             caches,
+            flags,
         }
     }
 
@@ -205,11 +264,13 @@ impl Gateway {
         if !limits.active {
             return Err(Error::forbidden("This clinic has been deactivated.").into());
         }
+        let flags = self.flags.for_clinic(caller.tenant, limits.plan);
         // An agent named as the model brings its own model, instructions and limits, and the
         // clinic's passages for the question.
         let (req, sources) = match req.model.strip_prefix(agents::MODEL_PREFIX) {
             Some(slug) => match self.agent(caller.tenant, slug).await? {
                 Some(agent) => {
+                    let agent = shaped(&agent, &flags);
                     let question = req
                         .messages
                         .iter()
@@ -248,6 +309,7 @@ impl Gateway {
             stream: req.stream,
             model: req.model,
             agent: req.agent,
+            whole: req.stream && !flags.streaming,
             prompt: Prompt::Messages(req.messages),
             mode: Mode::Typed,
             sources,
@@ -272,6 +334,7 @@ impl Gateway {
         if !limits.active {
             return Err(Error::forbidden("This clinic has been deactivated.").into());
         }
+        let flags = self.flags.for_clinic(caller.tenant, limits.plan);
         let mut sources = Vec::new();
         let mut agent_id = None;
         let mut default_limit = self.config.default_max_tokens;
@@ -284,6 +347,7 @@ impl Gateway {
             let Some(agent) = self.agent(caller.tenant, slug).await? else {
                 return Err(LlmError::unknown_model(&facts.model));
             };
+            let agent = shaped(&agent, &flags);
             let question = agents::last_question(&body);
             let passages = self.retrieve(caller, &agent, &question).await?;
             let (used, limit) =
@@ -378,6 +442,7 @@ impl Gateway {
             worst,
             max_tokens: limit,
             stream,
+            whole: stream && !flags.streaming,
             model,
             agent: agent_id,
             prompt,
@@ -431,7 +496,12 @@ impl Gateway {
             sources: out.sources,
         };
         if out.stream {
-            Ok(ChatOutcome::Stream(call.stream(response)))
+            let stream = call.stream(response);
+            Ok(ChatOutcome::Stream(if out.whole {
+                stream.whole()
+            } else {
+                stream
+            }))
         } else {
             call.complete(response).await.map(ChatOutcome::Complete)
         }
@@ -445,6 +515,9 @@ struct Outgoing {
     worst: i64,
     max_tokens: u32,
     stream: bool,
+    /// Streamed from the provider, but given to the client whole (streaming is off for the
+    /// clinic).
+    whole: bool,
     model: String,
     agent: Option<Uuid>,
     prompt: Prompt,

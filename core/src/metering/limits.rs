@@ -3,6 +3,7 @@
 
 use time::OffsetDateTime;
 
+use crate::audit;
 use crate::auth::members::Actor;
 use crate::changes::{Change, Changes};
 use crate::db::Db;
@@ -111,8 +112,26 @@ pub async fn set_spending_cap(
             "Use beyond the allowance needs a paid plan: choose one under Billing first. Until then, model calls stop when the month's allowance is used.".into(),
         ));
     }
-    let update = sqlx::query("UPDATE tenants SET spending_cap_micro_usd = $1").bind(cap_micro_usd);
-    db.tenant_change_one(tenant, update).await?;
+    let mut tx = db.begin_tenant(tenant).await?;
+    let before: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT spending_cap_micro_usd FROM tenants WHERE id = $1 FOR UPDATE")
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let before = before.ok_or(Error::NotFound)?;
+    sqlx::query("UPDATE tenants SET spending_cap_micro_usd = $1 WHERE id = $2")
+        .bind(cap_micro_usd)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+    if before != cap_micro_usd {
+        let shown = |c: Option<i64>| serde_json::json!({ "spending_cap_micro_usd": c });
+        let event = audit::Event::new("billing.spending_cap_changed", "spending cap")
+            .before(shown(before))
+            .after(shown(cap_micro_usd));
+        audit::record(&mut tx, Some(tenant), audit::By::Person(actor.user), event).await?;
+    }
+    tx.commit().await?;
     changes.announce(Change::Tenant(tenant)).await;
     Ok(())
 }
