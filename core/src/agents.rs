@@ -232,15 +232,18 @@ pub async fn create(
     let mut tx = db.begin_tenant(tenant).await?;
     // Lock the clinic's row alone, then read its plan: with a join, a plan changed meanwhile
     // (a Stripe webhook) would fail the locked row's re-check and lose it.
-    let plan_id: String = sqlx::query_scalar("SELECT plan FROM tenants WHERE id = $1 FOR UPDATE")
-        .bind(tenant)
-        .fetch_one(&mut *tx)
-        .await?;
-    let (max, plan): (Option<i32>, String) =
+    let (plan_id, own_max): (String, Option<i32>) =
+        sqlx::query_as("SELECT plan, limit_max_agents FROM tenants WHERE id = $1 FOR UPDATE")
+            .bind(tenant)
+            .fetch_one(&mut *tx)
+            .await?;
+    let (plan_max, plan): (Option<i32>, String) =
         sqlx::query_as("SELECT max_agents, name FROM plans WHERE id = $1")
             .bind(&plan_id)
             .fetch_one(&mut *tx)
             .await?;
+    // An Enterprise clinic's own limit, else the plan's.
+    let max = own_max.or(plan_max);
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM agents")
         .fetch_one(&mut *tx)
         .await?;
@@ -542,7 +545,9 @@ pub async fn count(db: &Db, tenant: TenantId) -> Result<i64> {
 pub async fn max_agents(db: &Db, tenant: TenantId) -> Result<Option<i32>> {
     let mut tx = db.begin_tenant(tenant).await?;
     let max: Option<i32> =
-        sqlx::query_scalar("SELECT p.max_agents FROM tenants t JOIN plans p ON p.id = t.plan")
+        sqlx::query_scalar(
+            "SELECT COALESCE(t.limit_max_agents, p.max_agents) FROM tenants t JOIN plans p ON p.id = t.plan",
+        )
             .fetch_one(&mut *tx)
             .await?;
     tx.commit().await?;

@@ -104,6 +104,49 @@ pub struct ClinicSummary {
     pub storage_bytes: i64,
     pub subscription_status: Option<String>,
     pub created_at: OffsetDateTime,
+    /// An Enterprise clinic's own limits (`None`: the plan's, which for Enterprise is none).
+    #[sqlx(flatten)]
+    pub limits: OwnLimits,
+}
+
+/// An Enterprise clinic's own limits; `None` leaves the plan's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct OwnLimits {
+    #[sqlx(rename = "limit_included_tokens")]
+    pub included_tokens: Option<i64>,
+    #[sqlx(rename = "limit_requests_per_minute")]
+    pub requests_per_minute: Option<i32>,
+    #[sqlx(rename = "limit_max_agents")]
+    pub max_agents: Option<i32>,
+    #[sqlx(rename = "limit_storage_mb")]
+    pub storage_mb: Option<i32>,
+}
+
+impl OwnLimits {
+    /// Reads limits as typed in the console: empty for none, else a whole number above zero.
+    pub fn parse(tokens: &str, requests: &str, agents: &str, storage_mb: &str) -> Result<Self> {
+        fn whole<T: std::str::FromStr + PartialOrd + Default>(
+            raw: &str,
+            what: &str,
+        ) -> Result<Option<T>> {
+            let raw = raw.trim().replace([',', '_', ' '], "");
+            if raw.is_empty() {
+                return Ok(None);
+            }
+            match raw.parse::<T>() {
+                Ok(n) if n > T::default() => Ok(Some(n)),
+                _ => Err(Error::invalid(format!(
+                    "{what} must be a whole number above zero, or empty for no limit."
+                ))),
+            }
+        }
+        Ok(Self {
+            included_tokens: whole(tokens, "Tokens a month")?,
+            requests_per_minute: whole(requests, "Requests per minute")?,
+            max_agents: whole(agents, "Agents")?,
+            storage_mb: whole(storage_mb, "Storage (MB)")?,
+        })
+    }
 }
 
 const SUMMARY: &str = "SELECT t.id, t.name, t.slug, t.plan, t.active,
@@ -113,7 +156,8 @@ const SUMMARY: &str = "SELECT t.id, t.name, t.slug, t.plan, t.active,
         COALESCE((SELECT sum(u.cost_micro_usd) FROM usage_events u
                    WHERE u.tenant_id = t.id AND u.occurred_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'), 0)::bigint AS cost_micro_usd,
         COALESCE((SELECT sum(d.size_bytes) FROM documents d WHERE d.tenant_id = t.id), 0)::bigint AS storage_bytes,
-        t.subscription_status, t.created_at
+        t.subscription_status, t.created_at, t.limit_included_tokens, t.limit_requests_per_minute,
+        t.limit_max_agents, t.limit_storage_mb
    FROM tenants t";
 
 /// Clinics whose name or slug contains `search` (all when empty), by name; at most 500.
@@ -252,14 +296,67 @@ pub async fn set_plan(
     if was == plan {
         return Ok(());
     }
-    sqlx::query("UPDATE tenants SET plan = $2 WHERE id = $1")
-        .bind(id)
-        .bind(plan)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE tenants SET plan = $2,
+                limit_included_tokens = CASE WHEN $2 = 'enterprise' THEN limit_included_tokens END,
+                limit_requests_per_minute = CASE WHEN $2 = 'enterprise' THEN limit_requests_per_minute END,
+                limit_max_agents = CASE WHEN $2 = 'enterprise' THEN limit_max_agents END,
+                limit_storage_mb = CASE WHEN $2 = 'enterprise' THEN limit_storage_mb END
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(plan)
+    .execute(&mut *tx)
+    .await?;
     let event = Event::new("clinic.plan_set", name)
         .before(json!({ "plan": was }))
         .after(json!({ "plan": plan }));
+    audit::record(&mut tx, Some(id), By::Operator(operator), event).await?;
+    tx.commit().await?;
+    changes.announce(Change::Tenant(id)).await;
+    Ok(())
+}
+
+/// Sets an Enterprise clinic's own limits (tokens a month, API requests per minute, agents,
+/// storage); they apply at once on every replica. Other plans' limits are the plan's.
+pub async fn set_limits(
+    db: &Db,
+    changes: &Changes,
+    operator: UserId,
+    id: TenantId,
+    limits: OwnLimits,
+) -> Result<()> {
+    let mut tx = db.begin_operator(operator).await?;
+    let sql = format!("{SUMMARY} WHERE t.id = $1 FOR UPDATE OF t");
+    let clinic: ClinicSummary = sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound)?;
+    if clinic.plan != PlanId::Enterprise {
+        return Err(Error::invalid(format!(
+            "{} is on the {} plan, whose limits are the plan's. Put it on Enterprise first.",
+            clinic.name, clinic.plan
+        )));
+    }
+    if clinic.limits == limits {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE tenants SET limit_included_tokens = $2, limit_requests_per_minute = $3,
+                limit_max_agents = $4, limit_storage_mb = $5
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(limits.included_tokens)
+    .bind(limits.requests_per_minute)
+    .bind(limits.max_agents)
+    .bind(limits.storage_mb)
+    .execute(&mut *tx)
+    .await?;
+    let event = Event::new("clinic.limits_set", clinic.name.clone())
+        .before(json!(clinic.limits))
+        .after(json!(limits));
     audit::record(&mut tx, Some(id), By::Operator(operator), event).await?;
     tx.commit().await?;
     changes.announce(Change::Tenant(id)).await;

@@ -462,3 +462,88 @@ async fn the_app_role_cannot_alter_the_audit_log(pool: PgPool) {
         .unwrap();
     assert_eq!(seen, 0);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_enterprise_clinic_gets_limits_of_its_own(pool: PgPool) {
+    use tessera_core::operator::OwnLimits;
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "North").await;
+    let op = operator(&pool, &db, "ops@tessera.example").await;
+    let limits = OwnLimits::parse("1,000,000", "10", "1", "50").unwrap();
+    // Only on Enterprise.
+    let refused = operator::set_limits(&db, &CHANGES, op, c.tenant, limits).await;
+    assert!(
+        matches!(refused, Err(tessera_core::Error::Invalid(ref m)) if m.contains("Enterprise")),
+        "{refused:?}"
+    );
+    operator::set_plan(&db, &CHANGES, op, c.tenant, PlanId::Enterprise)
+        .await
+        .unwrap();
+    let unlimited = metering::limits(&db, c.tenant).await.unwrap();
+    assert_eq!(unlimited.included_tokens, None);
+    assert_eq!(agents::max_agents(&db, c.tenant).await.unwrap(), None);
+
+    operator::set_limits(&db, &CHANGES, op, c.tenant, limits)
+        .await
+        .unwrap();
+    let l = metering::limits(&db, c.tenant).await.unwrap();
+    assert_eq!(l.included_tokens, Some(1_000_000));
+    assert_eq!(l.token_limit(), Some(1_000_000));
+    assert_eq!(
+        (l.requests_per_minute, l.key_requests_per_minute),
+        (Some(10), Some(5))
+    );
+    assert_eq!(agents::max_agents(&db, c.tenant).await.unwrap(), Some(1));
+    let storage = tessera_core::knowledge::storage(&db, c.tenant)
+        .await
+        .unwrap();
+    assert_eq!(storage.limit_bytes, Some(50_000_000));
+    let input = AgentInput {
+        name: "One".into(),
+        ..Default::default()
+    };
+    agents::create(&db, &CHANGES, c.tenant, c.owner(), &input)
+        .await
+        .unwrap();
+    let second = agents::create(
+        &db,
+        &CHANGES,
+        c.tenant,
+        c.owner(),
+        &AgentInput {
+            name: "Two".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        matches!(second, Err(tessera_core::Error::PlanLimit(_))),
+        "{second:?}"
+    );
+    let detail = operator::clinic(&db, op, c.tenant).await.unwrap();
+    assert_eq!(detail.clinic.limits, limits);
+    assert!(detail
+        .recent
+        .iter()
+        .any(|e| e.action == "clinic.limits_set"));
+
+    // Bad input says what to fix; leaving the plan clears the limits.
+    let bad = OwnLimits::parse("lots", "", "", "")
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("Tokens a month"), "{bad}");
+    assert!(OwnLimits::parse("", "0", "", "").is_err());
+    operator::set_plan(&db, &CHANGES, op, c.tenant, PlanId::Professional)
+        .await
+        .unwrap();
+    let l = metering::limits(&db, c.tenant).await.unwrap();
+    assert_eq!(l.included_tokens, Some(10_000_000));
+    assert_eq!(
+        operator::clinic(&db, op, c.tenant)
+            .await
+            .unwrap()
+            .clinic
+            .limits,
+        OwnLimits::default()
+    );
+}

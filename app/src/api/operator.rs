@@ -46,6 +46,11 @@ pub struct ClinicRow {
     pub storage: String,
     pub subscription: String,
     pub created: String,
+    /// An Enterprise clinic's own limits as typed in the form (empty: none).
+    pub limit_tokens: String,
+    pub limit_requests: String,
+    pub limit_agents: String,
+    pub limit_storage_mb: String,
 }
 
 #[cfg(feature = "ssr")]
@@ -63,6 +68,22 @@ fn clinic_row(c: tessera_core::operator::ClinicSummary) -> ClinicRow {
         storage: tessera_core::format::bytes(c.storage_bytes),
         subscription: c.subscription_status.unwrap_or_else(|| "none".into()),
         created: date(c.created_at),
+        limit_tokens: c.limits.included_tokens.map(thousands).unwrap_or_default(),
+        limit_requests: c
+            .limits
+            .requests_per_minute
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        limit_agents: c
+            .limits
+            .max_agents
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        limit_storage_mb: c
+            .limits
+            .storage_mb
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -143,6 +164,24 @@ pub async fn set_clinic_plan(id: String, plan: String) -> Result<(), AppError> {
         .parse()
         .map_err(|_| srv::fail(AppError::Invalid(format!("{plan:?} is not a plan."))))?;
     tessera_core::operator::set_plan(&services.db, &services.changes, op.id, id, plan).await?;
+    Ok(())
+}
+
+/// Sets an Enterprise clinic's own limits (each empty for none).
+#[server(endpoint = "operator_set_limits")]
+pub async fn set_clinic_limits(
+    id: String,
+    tokens: String,
+    requests: String,
+    agents: String,
+    storage_mb: String,
+) -> Result<(), AppError> {
+    let op = srv::require_operator().await?;
+    let services = srv::services()?;
+    let id: tessera_core::TenantId = srv::parse_id(&id)?;
+    let limits =
+        tessera_core::operator::OwnLimits::parse(&tokens, &requests, &agents, &storage_mb)?;
+    tessera_core::operator::set_limits(&services.db, &services.changes, op.id, id, limits).await?;
     Ok(())
 }
 

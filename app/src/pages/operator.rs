@@ -10,7 +10,8 @@ use leptos_router::hooks::{use_location, use_params_map, use_query_map};
 use crate::api::operator::{
     operator_audit, operator_clinic, operator_clinics, operator_flag, operator_flags,
     operator_session, ClinicDetailView, ClinicRow, CreateFlag, FlagDetail, FlagRow, OperatorInfo,
-    PreviewFlag, RollbackFlag, SetClinicActive, SetClinicPlan, SetFlagEnabled, UpdateFlag,
+    PreviewFlag, RollbackFlag, SetClinicActive, SetClinicLimits, SetClinicPlan, SetFlagEnabled,
+    UpdateFlag,
 };
 use crate::components::{admin_data, ActionError};
 use crate::error::AppError;
@@ -173,19 +174,21 @@ fn ClinicLoader() -> impl IntoView {
     let params = use_params_map();
     let set_active = ServerAction::<SetClinicActive>::new();
     let set_plan = ServerAction::<SetClinicPlan>::new();
+    let set_limits = ServerAction::<SetClinicLimits>::new();
     let data = Resource::new(
         move || {
             (
                 params.read().get("id").unwrap_or_default(),
                 set_active.version().get(),
                 set_plan.version().get(),
+                set_limits.version().get(),
             )
         },
-        |(id, _, _)| operator_clinic(id),
+        |(id, _, _, _)| operator_clinic(id),
     );
     admin_data(
         data,
-        move |d| view! { <ClinicDetail d set_active set_plan/> },
+        move |d| view! { <ClinicDetail d set_active set_plan set_limits/> },
     )
 }
 
@@ -194,8 +197,17 @@ fn ClinicDetail(
     d: ClinicDetailView,
     set_active: ServerAction<SetClinicActive>,
     set_plan: ServerAction<SetClinicPlan>,
+    set_limits: ServerAction<SetClinicLimits>,
 ) -> impl IntoView {
     let c = d.clinic.clone();
+    let limits_id = c.id.clone();
+    let enterprise = c.plan == "enterprise";
+    let (tokens, requests, agents, storage) = (
+        c.limit_tokens.clone(),
+        c.limit_requests.clone(),
+        c.limit_agents.clone(),
+        c.limit_storage_mb.clone(),
+    );
     let active_id = c.id.clone();
     let plan_id = c.id.clone();
     let plan = c.plan.clone();
@@ -248,6 +260,36 @@ fn ClinicDetail(
                 <button type="submit" class="secondary">"Set plan"</button>
             </ActionForm>
             <ActionError value=set_plan.value()/>
+            {enterprise.then(|| view! {
+                <h3>"Enterprise limits"</h3>
+                <p class="muted">"Empty: no limit. Each API key may use half the clinic's requests per minute."</p>
+                <ActionForm action=set_limits attr:class="stack-form" attr:data-testid="limits-form">
+                    <input type="hidden" name="id" value=limits_id/>
+                    <div class="field-row">
+                        <div class="field">
+                            <label for="limit-tokens">"Tokens a month"</label>
+                            <input id="limit-tokens" name="tokens" inputmode="numeric" value=tokens/>
+                        </div>
+                        <div class="field">
+                            <label for="limit-requests">"API requests per minute"</label>
+                            <input id="limit-requests" name="requests" inputmode="numeric" value=requests/>
+                        </div>
+                        <div class="field">
+                            <label for="limit-agents">"Agents"</label>
+                            <input id="limit-agents" name="agents" inputmode="numeric" value=agents/>
+                        </div>
+                        <div class="field">
+                            <label for="limit-storage">"Storage (MB)"</label>
+                            <input id="limit-storage" name="storage_mb" inputmode="numeric" value=storage/>
+                        </div>
+                    </div>
+                    <button type="submit" class="secondary">"Save limits"</button>
+                </ActionForm>
+                <ActionError value=set_limits.value()/>
+                {move || set_limits.value().get().and_then(|r| r.ok()).map(|_| view! {
+                    <p class="notice" role="status">"Limits saved; they apply at once."</p>
+                })}
+            })}
         </section>
         <section class="card" aria-labelledby="clinic-members">
             <h2 id="clinic-members">"Members"</h2>

@@ -262,7 +262,14 @@ pub async fn set_plan(
     plan: PlanId,
 ) -> Result<TenantId> {
     let id: Option<TenantId> =
-        sqlx::query_scalar("UPDATE tenants SET plan = $2 WHERE slug = $1 RETURNING id")
+        sqlx::query_scalar(
+            "UPDATE tenants SET plan = $2,
+                    limit_included_tokens = CASE WHEN $2 = 'enterprise' THEN limit_included_tokens END,
+                    limit_requests_per_minute = CASE WHEN $2 = 'enterprise' THEN limit_requests_per_minute END,
+                    limit_max_agents = CASE WHEN $2 = 'enterprise' THEN limit_max_agents END,
+                    limit_storage_mb = CASE WHEN $2 = 'enterprise' THEN limit_storage_mb END
+              WHERE slug = $1 RETURNING id",
+        )
             .bind(slug)
             .bind(plan)
             .fetch_optional(admin)

@@ -130,7 +130,8 @@ pub async fn storage(db: &Db, tenant: TenantId) -> Result<Storage> {
 
 async fn storage_in(tx: &mut crate::db::Tx) -> Result<Storage> {
     let (used, limit_mb): (i64, Option<i64>) = sqlx::query_as(
-        "SELECT (SELECT COALESCE(sum(size_bytes), 0)::bigint FROM documents), p.storage_mb
+        "SELECT (SELECT COALESCE(sum(size_bytes), 0)::bigint FROM documents),
+                COALESCE(t.limit_storage_mb, p.storage_mb)::bigint
            FROM tenants t JOIN plans p ON p.id = t.plan",
     )
     .fetch_one(&mut **tx)

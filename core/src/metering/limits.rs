@@ -82,9 +82,12 @@ impl Limits {
 /// Reads a clinic's limits.
 pub async fn limits(db: &Db, tenant: TenantId) -> Result<Limits> {
     let query = sqlx::query_as(
-        "SELECT p.id AS plan, p.name AS plan_name, t.active, p.included_tokens,
+        "SELECT p.id AS plan, p.name AS plan_name, t.active,
+                COALESCE(t.limit_included_tokens, p.included_tokens) AS included_tokens,
                 p.overage_micro_usd_per_1k, t.spending_cap_micro_usd, p.platform_keys,
-                t.payment_failed_at, p.requests_per_minute, p.key_requests_per_minute,
+                t.payment_failed_at,
+                COALESCE(t.limit_requests_per_minute, p.requests_per_minute) AS requests_per_minute,
+                COALESCE(GREATEST(t.limit_requests_per_minute / 2, 1), p.key_requests_per_minute) AS key_requests_per_minute,
                 t.embedding_model,
                 NOT p.self_serve OR coalesce(t.subscription_status = ANY($1), false) AS paying
            FROM tenants t JOIN plans p ON p.id = t.plan",
