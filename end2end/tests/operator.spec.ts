@@ -32,13 +32,16 @@ test("an operator turns streaming off for one clinic, its staff get whole replie
   await op.locator("body[data-hydrated]").waitFor();
   await op.getByLabel("Search").fill(clinic);
   await op.getByRole("button", { name: "Search" }).click();
+  await expect(op).toHaveURL(/\/operator\?q=/);
+  await op.locator("body[data-hydrated]").waitFor();
   await op.getByRole("link", { name: clinic }).click();
+  await expect(op).toHaveURL(/\/operator\/clinics\//);
   const slug = (await op.getByTestId("clinic-slug").textContent())!.trim();
   expect(slug).toMatch(/^stream-clinic-/);
 
   // Streaming off for this clinic alone, checked with the preview first.
   await open(op, "/operator/flags/streaming_enabled");
-  await op.getByLabel("Rules").fill(`clinic ${slug} = false`);
+  await op.getByRole("textbox", { name: "Rules" }).fill(`clinic ${slug} = false`);
   await op.getByLabel("Preview for a clinic (slug or name, optional)").fill(slug);
   const before = Number(await op.getByTestId("flag-version").textContent());
   await op.getByTestId("flag-preview").click();
