@@ -78,6 +78,11 @@ fn Shell(info: SessionInfo, children: Children) -> impl IntoView {
                 </details>
             </div>
         </header>
+        {(!info.clinic_active).then(|| view! {
+            <div class="notice warn" role="alert" data-testid="clinic-deactivated">
+                {format!("{} has been deactivated, so its pages, chats and API keys are paused. Contact support to reactivate it.", info.clinic.name)}
+            </div>
+        })}
         {info.payment_notice.clone().map(|n| view! {
             <div class="notice warn payment-banner" class:blocked=n.blocked role="alert" data-testid="payment-banner">
                 {n.message}

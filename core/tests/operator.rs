@@ -469,6 +469,12 @@ async fn an_enterprise_clinic_gets_limits_of_its_own(pool: PgPool) {
     let db = app_db(&pool).await;
     let c = clinic(&db, "North").await;
     let op = operator(&pool, &db, "ops@tessera.example").await;
+    // Without limits of its own a clinic has its plan's.
+    let plan = metering::limits(&db, c.tenant).await.unwrap();
+    assert_eq!(
+        (plan.requests_per_minute, plan.key_requests_per_minute),
+        (Some(600), Some(300))
+    );
     let limits = OwnLimits::parse("1,000,000", "10", "1", "50").unwrap();
     // Only on Enterprise.
     let refused = operator::set_limits(&db, &CHANGES, op, c.tenant, limits).await;

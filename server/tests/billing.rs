@@ -178,6 +178,39 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
     assert_eq!(account.subscription_status.as_deref(), Some("canceled"));
     let again = choose(&app, &admin, "professional").await;
     assert!(location(&again).starts_with(&format!("{sim}/checkout/cs_")));
+
+    // Both plan changes are in the clinic's audit log, made by Tessera on Stripe's word.
+    let filter = tessera_core::audit::Filter::parse("", "billing", "", "", 100).unwrap();
+    let entries =
+        tessera_core::audit::list(&app.services.db, tenant, tessera_core::Role::Owner, &filter)
+            .await
+            .unwrap();
+    let changes: Vec<(String, Value, Value)> = entries
+        .iter()
+        .filter(|e| e.action == "billing.plan_changed")
+        .map(|e| {
+            (
+                e.actor_kind.clone(),
+                e.before.clone().unwrap()["plan"].clone(),
+                e.after.clone().unwrap()["plan"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (
+                "system".to_string(),
+                json!("professional"),
+                json!("starter")
+            ),
+            (
+                "system".to_string(),
+                json!("starter"),
+                json!("professional")
+            ),
+        ]
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -540,6 +540,16 @@ async fn a_deactivated_clinics_sessions_and_keys_are_refused_at_once(pool: PgPoo
         .unwrap();
     assert_eq!(page.status(), 403);
     assert!(page.text().await.unwrap().contains("deactivated"));
+    // Pages without data of their own (home) say why too.
+    let home = owner
+        .get(format!("{}/", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains("clinic-deactivated"), "{home}");
 
     operator::set_active(
         &app.services.db,

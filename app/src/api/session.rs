@@ -45,6 +45,8 @@ pub struct SessionInfo {
     pub payment_notice: Option<PaymentNotice>,
     /// A platform operator (the navigation links the operator console).
     pub operator: bool,
+    /// False when an operator has deactivated the clinic (every page says so).
+    pub clinic_active: bool,
 }
 
 /// Who is signed in, or `None`.
@@ -57,6 +59,7 @@ pub async fn get_session() -> Result<Option<SessionInfo>, AppError> {
     let clinics = tessera_core::auth::memberships(&services.db, v.user.id).await?;
     Ok(Some(SessionInfo {
         operator: tessera_core::operator::is_operator(&services.db, v.user.id).await?,
+        clinic_active: v.tenant.active,
         payment_notice: payment_notice(&services, &v).await,
         user_id: v.user.id.to_string(),
         name: v.user.name,

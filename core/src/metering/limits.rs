@@ -87,7 +87,8 @@ pub async fn limits(db: &Db, tenant: TenantId) -> Result<Limits> {
                 p.overage_micro_usd_per_1k, t.spending_cap_micro_usd, p.platform_keys,
                 t.payment_failed_at,
                 COALESCE(t.limit_requests_per_minute, p.requests_per_minute) AS requests_per_minute,
-                COALESCE(GREATEST(t.limit_requests_per_minute / 2, 1), p.key_requests_per_minute) AS key_requests_per_minute,
+                CASE WHEN t.limit_requests_per_minute IS NULL THEN p.key_requests_per_minute
+                     ELSE GREATEST(t.limit_requests_per_minute / 2, 1) END AS key_requests_per_minute,
                 t.embedding_model,
                 NOT p.self_serve OR coalesce(t.subscription_status = ANY($1), false) AS paying
            FROM tenants t JOIN plans p ON p.id = t.plan",
