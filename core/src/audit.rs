@@ -234,8 +234,18 @@ pub async fn list(db: &Db, tenant: TenantId, role: Role, filter: &Filter) -> Res
 
 /// Every entry, platform-wide ones included, newest first (operators).
 pub async fn list_all(db: &Db, operator: UserId, filter: &Filter) -> Result<Vec<Entry>> {
+    list_as_operator(db, operator, None, filter).await
+}
+
+/// One clinic's entries, newest first, as an operator reads them.
+pub async fn list_as_operator(
+    db: &Db,
+    operator: UserId,
+    tenant: Option<TenantId>,
+    filter: &Filter,
+) -> Result<Vec<Entry>> {
     let mut tx = db.begin_operator(operator).await?;
-    let rows = read(&mut tx, None, filter).await?;
+    let rows = read(&mut tx, tenant, filter).await?;
     tx.commit().await?;
     Ok(rows)
 }

@@ -225,11 +225,7 @@ pub async fn clinic(db: &Db, operator: UserId, id: TenantId) -> Result<ClinicDet
         limit: 20,
         ..Default::default()
     };
-    let recent = audit::list_all(db, operator, &filter)
-        .await?
-        .into_iter()
-        .filter(|e| e.tenant_id == Some(id))
-        .collect();
+    let recent = audit::list_as_operator(db, operator, Some(id), &filter).await?;
     Ok(ClinicDetail {
         clinic,
         members,

@@ -526,7 +526,15 @@ async fn an_enterprise_clinic_gets_limits_of_its_own(pool: PgPool) {
         matches!(second, Err(tessera_core::Error::PlanLimit(_))),
         "{second:?}"
     );
+    // Another clinic's busy log does not crowd this clinic's out of its detail.
+    let other = clinic(&db, "South").await;
+    for i in 0..25 {
+        api_keys::create(&db, other.tenant, other.owner(), &format!("key {i}"))
+            .await
+            .unwrap();
+    }
     let detail = operator::clinic(&db, op, c.tenant).await.unwrap();
+    assert!(detail.recent.iter().all(|e| e.tenant_id == Some(c.tenant)));
     assert_eq!(detail.clinic.limits, limits);
     assert!(detail
         .recent
