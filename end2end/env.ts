@@ -15,6 +15,9 @@ export const serverEnv: Record<string, string> = {
   LEPTOS_OUTPUT_NAME: "tessera",
   LEPTOS_SITE_ROOT: "target/site",
   LEPTOS_SITE_PKG_DIR: "pkg",
+  // cargo-leptos names the wasm, JavaScript and CSS by their content's hash (hash-files in
+  // Cargo.toml) and writes the hashes next to the server binary.
+  LEPTOS_HASH_FILES: "true",
   LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
   LEPTOS_RELOAD_PORT: String(port + 1),
   TESSERA_PUBLIC_URL: baseURL,

@@ -59,6 +59,9 @@ NATIVE=(-p tessera-types -p tessera-core -p testkit -p app -p server -p tessera-
 log "formatting"
 cargo fmt --all --check
 
+log "deployment files (compose, Kubernetes, Dockerfile)"
+bash "$ROOT/scripts/validate-deploy.sh"
+
 log "lints (server side, then browser side)"
 cargo clippy "${NATIVE[@]}" --all-targets -- -D warnings
 cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings

@@ -24,8 +24,9 @@ pub enum AppError {
     /// A service Tessera depends on (Stripe) failed; the message says what to do.
     #[error("{0}")]
     Unavailable(String),
-    #[error("{}", tessera_types::SOMETHING_WENT_WRONG)]
-    Internal,
+    /// Unexpected; with the request's id (when known) for support to find its log lines.
+    #[error("{}{}", tessera_types::SOMETHING_WENT_WRONG, reference(.0))]
+    Internal(Option<String>),
     /// The request did not reach the server or its answer could not be read.
     #[error("Couldn't reach Tessera: {0}")]
     Transport(String),
@@ -42,9 +43,16 @@ impl AppError {
             AppError::Gone(_) => 410,
             AppError::TooManyRequests(_) => 429,
             AppError::Unavailable(_) => 503,
-            AppError::Internal | AppError::Transport(_) => 500,
+            AppError::Internal(_) | AppError::Transport(_) => 500,
         }
     }
+}
+
+/// " Reference: <request id>." for an error message, when the id is known.
+fn reference(id: &Option<String>) -> String {
+    id.as_deref()
+        .map(|id| format!(" Reference: {id}."))
+        .unwrap_or_default()
 }
 
 impl FromServerFnError for AppError {

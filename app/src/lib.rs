@@ -11,7 +11,7 @@ pub mod pages;
 pub mod server;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
@@ -19,8 +19,35 @@ use crate::api::invite::AcceptInvitation;
 use crate::api::session::{SessionInfo, SignIn, SignOut, SignUp, SwitchClinic};
 use crate::error::AppError;
 
-/// The HTML document around the app.
+/// The Content Security Policy of a page: scripts from this site, or inline with the
+/// response's `nonce`; WebAssembly; styles from this site (and inline attributes, which the
+/// progress bars and charts use); connections only back to this site; no plugins; never in a
+/// frame.
+pub fn page_policy(nonce: Option<&str>) -> String {
+    let script = match nonce {
+        Some(n) => format!("'self' 'nonce-{n}' 'wasm-unsafe-eval'"),
+        None => "'self' 'wasm-unsafe-eval'".to_string(),
+    };
+    format!(
+        "default-src 'self'; script-src {script}; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'self'; \
+         frame-ancestors 'none'"
+    )
+}
+
+/// The HTML document around the app. On the server it also sets the page's Content Security
+/// Policy: scripts only from this site or with this response's nonce (the hydration script),
+/// WebAssembly allowed, nothing framing the page.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let (Some(nonce), Some(res)) = (
+        leptos::nonce::use_nonce(),
+        use_context::<leptos_axum::ResponseOptions>(),
+    ) {
+        if let Ok(value) = http::HeaderValue::from_str(&page_policy(Some(&nonce.to_string()))) {
+            res.insert_header(http::header::CONTENT_SECURITY_POLICY, value);
+        }
+    }
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -30,6 +57,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="color-scheme" content="light"/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
                 <AutoReload options=options.clone()/>
+                // With LEPTOS_HASH_FILES the file names carry their content's hash, so they
+                // are cached for a year (see the server's guard).
+                <HashedStylesheet id="leptos" options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
@@ -96,7 +126,6 @@ pub fn App() -> impl IntoView {
     });
 
     view! {
-        <Stylesheet id="leptos" href="/pkg/tessera.css"/>
         <Title formatter=|title: String| if title.is_empty() { "Tessera".to_string() } else { format!("{title} · Tessera") }/>
         <Router>
             <Routes fallback=|| view! { <pages::errors::NotFound/> }>

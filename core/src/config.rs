@@ -90,6 +90,16 @@ pub struct Config {
     pub qdrant_api_key: Option<secrecy::SecretString>,
     /// `TESSERA_QDRANT_PREFIX`: the start of the names of Tessera's Qdrant collections.
     pub qdrant_prefix: String,
+    /// `TESSERA_METRICS_ADDR`: where the operations listener (`/metrics`, `/healthz`,
+    /// `/readyz`, no authentication) listens, e.g. `0.0.0.0:9090`; none when unset. Keep it
+    /// off the public network.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `TESSERA_METRICS_TOKEN`: when set, `/metrics` is also served on the main address to
+    /// `Authorization: Bearer <token>`.
+    pub metrics_token: Option<secrecy::SecretString>,
+    /// `TESSERA_SHUTDOWN_GRACE_SECS`: on SIGTERM, how long replies in flight may take to
+    /// finish before the process exits anyway.
+    pub shutdown_grace_secs: u64,
 }
 
 /// How to reach Stripe.
@@ -154,6 +164,9 @@ impl fmt::Debug for Config {
                 &self.qdrant_api_key.as_ref().map(|_| "***"),
             )
             .field("qdrant_prefix", &self.qdrant_prefix)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .finish()
     }
 }
@@ -372,6 +385,32 @@ impl Config {
                 1,
                 24 * 365,
             )?,
+            metrics_addr: match get("TESSERA_METRICS_ADDR") {
+                None => None,
+                Some(v) => Some(v.parse().map_err(|_| ConfigError {
+                    var: "TESSERA_METRICS_ADDR",
+                    message: format!(
+                        "expected an address and port such as 0.0.0.0:9090, got {v:?}"
+                    ),
+                })?),
+            },
+            metrics_token: match get("TESSERA_METRICS_TOKEN") {
+                Some(v) if v.len() < 16 => {
+                    return Err(ConfigError {
+                        var: "TESSERA_METRICS_TOKEN",
+                        message: "expected at least 16 characters (e.g. `openssl rand -hex 24`)"
+                            .into(),
+                    })
+                }
+                v => v.map(|v| secrecy::SecretString::from(v.to_string())),
+            },
+            shutdown_grace_secs: number(
+                get("TESSERA_SHUTDOWN_GRACE_SECS"),
+                "TESSERA_SHUTDOWN_GRACE_SECS",
+                30,
+                0,
+                3600,
+            )?,
         })
     }
 
@@ -585,6 +624,25 @@ mod tests {
         let c =
             Config::from_vars(&vars(&[("TESSERA_TRUSTED_PROXIES", "10.0.0.0/8, ::1")])).unwrap();
         assert_eq!(c.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn operations_settings_are_checked_and_the_token_never_printed() {
+        let err = Config::from_vars(&vars(&[("TESSERA_METRICS_ADDR", "9090")])).unwrap_err();
+        assert_eq!(err.var, "TESSERA_METRICS_ADDR");
+        let err = Config::from_vars(&vars(&[("TESSERA_METRICS_TOKEN", "short")])).unwrap_err();
+        assert_eq!(err.var, "TESSERA_METRICS_TOKEN");
+        let err = Config::from_vars(&vars(&[("TESSERA_SHUTDOWN_GRACE_SECS", "-1")])).unwrap_err();
+        assert_eq!(err.var, "TESSERA_SHUTDOWN_GRACE_SECS");
+        let token = "a-metrics-token-of-some-length";
+        let c = Config::from_vars(&vars(&[
+            ("TESSERA_METRICS_ADDR", "0.0.0.0:9090"),
+            ("TESSERA_METRICS_TOKEN", token),
+        ]))
+        .unwrap();
+        assert_eq!(c.metrics_addr.unwrap().port(), 9090);
+        assert_eq!(c.shutdown_grace_secs, 30);
+        assert!(!format!("{c:?}").contains(token));
     }
 
     #[test]

@@ -284,6 +284,14 @@ pub fn open(key: &DataKey, ctx: SecretContext<'_>, sealed: &Sealed) -> Result<Ze
         })
 }
 
+/// Whether two secrets are equal, in time that depends on neither (both are hashed first, so
+/// not even their lengths show).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,5 +398,13 @@ mod tests {
         assert!(err.contains("32 bytes") && !err.contains(&STANDARD.encode([1u8; 16])));
         assert!(MasterKeys::parse("").is_err());
         assert!(MasterKeys::parse(&format!("v1:{k1},v1:{k2}")).is_err());
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_equal() {
+        assert!(constant_time_eq(b"token-abc", b"token-abc"));
+        assert!(!constant_time_eq(b"token-abc", b"token-abd"));
+        assert!(!constant_time_eq(b"token-abc", b"token-ab"));
+        assert!(!constant_time_eq(b"", b"x"));
     }
 }

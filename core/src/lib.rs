@@ -28,9 +28,11 @@ pub mod gateway;
 pub mod knowledge;
 pub mod llm;
 pub mod metering;
+pub mod observe;
 pub mod operator;
 pub mod provider_keys;
 pub mod redis_client;
+pub mod shutdown;
 pub mod tenancy;
 
 pub use changes::{Change, Changes};
@@ -58,6 +60,8 @@ pub struct Services {
     pub gateway: gateway::Gateway,
     /// Stripe, when billing is configured.
     pub stripe: Option<billing::StripeApi>,
+    /// Set on SIGTERM: the workers finish what they hold and stop.
+    pub shutdown: shutdown::Shutdown,
 }
 
 impl Services {
@@ -100,33 +104,45 @@ impl Services {
             throttle,
             http,
             gateway,
+            shutdown: shutdown::Shutdown::new(),
         }
     }
 
     /// Starts the work a serving process does in the background: the [workers](Self::start_workers),
     /// the listener that keeps in-process caches fresh, and loading the tokenizer.
-    pub fn start_background(&self) {
-        self.start_workers();
+    pub fn start_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let workers = self.start_workers();
         self.changes.listen();
         tokio::spawn(self.gateway.flags.clone().run());
         tokio::spawn(llm::tokens::warm_up());
+        workers
     }
 
     /// Starts the background workers: the ledger writer (draining settled usage into Postgres),
     /// the ingestion workers (`TESSERA_INGEST_WORKERS`) and, with Stripe configured, the meter worker reporting overage.
-    pub fn start_workers(&self) {
-        tokio::spawn(metering::LedgerWriter::new(self.db.clone(), self.redis.clone()).run());
+    /// They run until [`Services::shutdown`] is triggered, then finish what they hold (the job
+    /// in hand, the ledger hand-off); await the handles to know they have.
+    pub fn start_workers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let stop = &self.shutdown;
+        let mut handles = vec![tokio::spawn(
+            metering::LedgerWriter::new(self.db.clone(), self.redis.clone())
+                .run(stop.clone(), std::time::Duration::from_secs(10)),
+        )];
         for _ in 0..self.config.ingest_workers {
-            tokio::spawn(self.ingest_worker(Default::default()).run());
+            handles.push(tokio::spawn(
+                self.ingest_worker(Default::default()).run(stop.clone()),
+            ));
         }
         if let Some(api) = self.stripe.clone() {
-            tokio::spawn(billing::meter::run(
+            handles.push(tokio::spawn(billing::meter::run(
                 self.db.clone(),
                 api,
                 std::time::Duration::from_secs(self.config.meter_interval_secs),
                 std::time::Duration::from_secs(self.config.meter_delay_secs),
-            ));
+                stop.clone(),
+            )));
         }
+        handles
     }
 
     /// An ingestion worker over these services: documents are embedded through the gateway

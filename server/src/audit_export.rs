@@ -77,7 +77,7 @@ pub async fn export(
     let entries = audit::list(&state.services.db, v.tenant.id, v.role, &filter).await?;
     let csv = to_csv(&entries).map_err(|e| {
         tracing::error!(error = %e, "audit export could not be written");
-        AppError::Internal
+        AppError::Internal(None)
     })?;
     Ok((
         [

@@ -1,5 +1,5 @@
 //! Request guard applied to every route: records the client address, refuses cross-site
-//! state-changing requests, and adds security headers to every response.
+//! state-changing requests, and adds security and caching headers to every response.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -33,9 +33,50 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             .into_response();
     }
 
+    let static_file = path.starts_with("/pkg/");
     // Audit-log entries written while serving the request carry its client address.
     let mut res = tessera_core::audit::with_address(ip, next.run(req)).await;
+    let hashed_files = state.leptos_options.hash_files;
+    let found = res.status().is_success();
     let headers = res.headers_mut();
+    if static_file && found {
+        // Content-hashed names change with their content: cache them for good. Without
+        // hashing, check back each time (the answer is a cheap 304 when unchanged).
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(if hashed_files {
+                "public, max-age=31536000, immutable"
+            } else {
+                "no-cache"
+            }),
+        );
+    }
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        // Pages set their own policy, with the nonce of their hydration script. An HTML
+        // answer without one gets the same policy without a nonce; anything else runs no
+        // script and is framed by nobody.
+        let html = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/html"));
+        let policy = if html {
+            HeaderValue::from_str(&app::page_policy(None)).ok()
+        } else {
+            Some(HeaderValue::from_static(
+                "default-src 'none'; frame-ancestors 'none'",
+            ))
+        };
+        if let Some(policy) = policy {
+            headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+        }
+    }
+    if config.secure_cookies() {
+        // Reached over HTTPS: browsers keep to it.
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

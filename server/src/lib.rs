@@ -8,14 +8,16 @@ pub mod health;
 pub mod knowledge_routes;
 pub mod ofrep;
 pub mod openai_api;
+pub mod openapi;
 pub mod session_store;
+pub mod telemetry;
 pub mod usage_export;
 
 use std::sync::Arc;
 
 use app::server::AppState;
 use app::{shell, App};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -50,6 +52,55 @@ pub(crate) fn query_value(text: &str) -> String {
         .collect()
 }
 
+/// Where the OpenAPI document of `/v1` and the webhook is served.
+pub const OPENAPI_URL: &str = "/v1/openapi.json";
+
+/// Brotli or gzip, as the client accepts, for pages, scripts, styles, wasm, CSV and JSON
+/// documents of some size; never for event streams (each event must leave at once) or the
+/// gateway's answers (small, and their CPU is the gateway's overhead).
+fn compression(
+) -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+    use tower_http::compression::{CompressionLayer, CompressionLevel};
+    let predicate = SizeAbove::new(1024)
+        .and(NotForContentType::const_new("text/event-stream"))
+        .and(NotForContentType::GRPC)
+        .and(NotForContentType::IMAGES)
+        .and(
+            |_status, _version, headers: &http::HeaderMap, _ext: &http::Extensions| {
+                // The gateway's JSON answers are not compressed; its streams never are.
+                !headers.contains_key("x-tessera-call-id")
+            },
+        );
+    CompressionLayer::new()
+        .br(true)
+        .gzip(true)
+        .quality(CompressionLevel::Precise(4))
+        .compress_when(predicate)
+}
+
+/// The routes the OpenAPI document describes (`/v1` and the Stripe webhook), with their
+/// methods; `server/tests/openapi.rs` checks the document against this list.
+pub fn api_routes() -> Vec<(&'static str, http::Method, MethodRouter<AppState>)> {
+    use http::Method;
+    vec![
+        ("/v1/models", Method::GET, get(openai_api::models)),
+        (
+            "/v1/chat/completions",
+            Method::POST,
+            post(openai_api::chat_completions),
+        ),
+        ("/v1/embeddings", Method::POST, post(openai_api::embeddings)),
+        ("/v1/messages", Method::POST, post(openai_api::messages)),
+        (OPENAPI_URL, Method::GET, get(openapi::document)),
+        (
+            "/webhooks/stripe",
+            Method::POST,
+            post(billing_routes::stripe_webhook),
+        ),
+    ]
+}
+
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "tessera_session";
 
@@ -70,20 +121,20 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         services,
     };
     let routes = generate_route_list(App);
+    // Metrics recorded from here on are kept (one recorder per process).
+    telemetry::prometheus();
 
-    Router::new()
-        .route("/healthz", get(health::healthz))
+    let api = api_routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, _, route)| r.route(path, route));
+    api.route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/v1/models", get(openai_api::models))
-        .route("/v1/chat/completions", post(openai_api::chat_completions))
-        .route("/v1/embeddings", post(openai_api::embeddings))
-        .route("/v1/messages", post(openai_api::messages))
+        .route("/metrics", get(telemetry::metrics_with_token))
         .route("/chat/replies/{id}", get(chat_stream::reply_stream))
         .route("/settings/usage/export.csv", get(usage_export::export))
         .route(app::api::audit::EXPORT_URL, get(audit_export::export))
         .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))
         .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate_one))
-        .route("/webhooks/stripe", post(billing_routes::stripe_webhook))
         .route("/settings/billing/plan", post(billing_routes::choose_plan))
         .route("/settings/billing/portal", post(billing_routes::portal))
         .route(
@@ -113,6 +164,7 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
             state.clone(),
             guard::guard,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(telemetry::request_context))
+        .layer(compression())
         .with_state(state)
 }

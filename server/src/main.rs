@@ -3,13 +3,13 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use app::server::error::chain as error_chain;
 use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use tessera_core::config::redact_url;
 use tessera_core::{Config, Db, Redis, Services};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "server", about = "Tessera: multi-tenant AI agents for clinics")]
@@ -40,8 +40,16 @@ enum Command {
         #[command(subcommand)]
         command: OperatorCommand,
     },
-    /// Run only the background work (ledger writer, Stripe overage meter), no web server.
+    /// Run only the background work (ledger writer, ingestion, Stripe overage meter), no web
+    /// server; with TESSERA_METRICS_ADDR it serves /metrics, /healthz and /readyz there.
     Worker,
+    /// Exit 0 when the server's /healthz answers 200 (for container health checks, which have
+    /// no curl): on LEPTOS_SITE_ADDR's port on loopback, or at --url.
+    Healthcheck {
+        /// The address to check instead, e.g. http://127.0.0.1:9090/healthz.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Operator commands for the usage ledger.
     Ledger {
         #[command(subcommand)]
@@ -83,12 +91,14 @@ enum TenantCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck { url }) = &cli.command {
+        return healthcheck(url.as_deref()).await;
+    }
+    if let Err(e) = server::telemetry::init_logs() {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -108,6 +118,7 @@ async fn main() -> ExitCode {
             command: OperatorCommand::Add { email },
         } => add_operator(&config, &email).await,
         Command::Worker => worker(config).await,
+        Command::Healthcheck { .. } => unreachable!("answered before the configuration is read"),
         Command::Ledger {
             command: LedgerCommand::DeadLetters { count },
         } => dead_letters(&config, count).await,
@@ -260,11 +271,118 @@ async fn dead_letters(config: &Config, count: usize) -> Result<(), String> {
 }
 
 async fn worker(config: Config) -> Result<(), String> {
+    let ops_addr = config.metrics_addr;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    // The recorder first, so that nothing the workers count is lost.
+    server::telemetry::prometheus();
     let services = services(config).await?;
-    services.start_workers();
+    let workers = services.start_workers();
+    let ops = match ops_addr {
+        Some(addr) => Some(ops_listener(addr, &services).await?),
+        None => None,
+    };
     tracing::info!("worker running");
-    shutdown().await;
+    signal().await;
+    // Each worker finishes what it holds: the job in hand, the ledger hand-off.
+    services.shutdown.trigger();
+    finish(workers, grace).await;
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
+    tracing::info!("worker stopped");
     Ok(())
+}
+
+/// `/healthz` answered 200 within five seconds: exit 0; otherwise say why and exit 1.
+async fn healthcheck(url: Option<&str>) -> ExitCode {
+    let url = match url {
+        Some(u) => u.to_string(),
+        None => {
+            let port = std::env::var("LEPTOS_SITE_ADDR")
+                .ok()
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .map_or(3000, |a| a.port());
+            format!("http://127.0.0.1:{port}/healthz")
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), http_get_status(&url)).await {
+        Ok(Ok(200)) => ExitCode::SUCCESS,
+        Ok(Ok(status)) => {
+            eprintln!("{url} answered {status}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("{url}: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("{url} did not answer within 5 seconds");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The status of a plain HTTP/1.1 GET of `url` (`http://host:port/path` only).
+async fn http_get_status(url: &str) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// addresses can be checked")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut head = vec![0u8; 64];
+    let n = stream.read(&mut head).await.map_err(|e| e.to_string())?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {line:?}"))
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until shutdown.
+async fn ops_listener(
+    addr: SocketAddr,
+    services: &Services,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let leptos_options = leptos::config::LeptosOptions::builder()
+        .output_name("tessera")
+        .build();
+    let router = server::telemetry::ops_router(app::server::AppState {
+        leptos_options,
+        services: services.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("could not listen on {addr} (TESSERA_METRICS_ADDR): {e}"))?;
+    tracing::info!("metrics and health on http://{addr}");
+    let stop = services.shutdown.clone();
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.wait().await })
+            .await;
+    }))
+}
+
+/// Waits for the workers to finish what they hold, for at most `grace` (a job cut short is
+/// taken again by another worker once its lease runs out).
+async fn finish(workers: Vec<tokio::task::JoinHandle<()>>, grace: Duration) {
+    let all = futures_util::future::join_all(workers);
+    if tokio::time::timeout(grace.max(Duration::from_secs(5)), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("workers still busy at the end of the grace period; stopping anyway");
+    }
 }
 
 async fn serve(config: Config) -> Result<(), String> {
@@ -275,33 +393,65 @@ async fn serve(config: Config) -> Result<(), String> {
         migrate(&config).await?;
     }
     let addr = leptos_options.site_addr;
+    let ops_addr = config.metrics_addr;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
     tracing::info!(?config, "starting");
     if config.development_master_key {
         tracing::warn!("TESSERA_MASTER_KEYS is not set: provider keys are encrypted with the public development key");
     }
+    server::telemetry::prometheus();
     let services = services(config).await?;
-    services.start_background();
-    let app = server::router(services, leptos_options);
+    let workers = services.start_background();
+    let app = server::router(services.clone(), leptos_options);
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("could not listen on {addr} (LEPTOS_SITE_ADDR): {e}"))?;
+    let ops = match ops_addr {
+        Some(addr) => Some(ops_listener(addr, &services).await?),
+        None => None,
+    };
     tracing::info!("listening on http://{addr}");
     // Streamed replies are many small writes: send each at once rather than waiting for the
     // client's acknowledgement of the previous one (Nagle's algorithm adds ~40 ms per event).
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(
+    // On SIGTERM: stop accepting, let requests and streams in flight finish (for up to the
+    // grace period), then stop the workers, which flush the ledger hand-off and finish the
+    // job in hand.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        signal().await;
+        let _ = stopping_tx.send(true);
+    });
+    let mut until_stopping = stopping.clone();
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown())
-    .await
-    .map_err(|e| format!("server failed: {e}"))
+    .with_graceful_shutdown(async move {
+        let _ = until_stopping.wait_for(|s| *s).await;
+    });
+    let mut grace_over = stopping;
+    tokio::select! {
+        served = server => served.map_err(|e| format!("server failed: {e}"))?,
+        _ = async move {
+            let _ = grace_over.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(?grace, "requests still in flight at the end of the grace period; stopping anyway"),
+    }
+    services.shutdown.trigger();
+    finish(workers, grace).await;
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
 }
 
-async fn shutdown() {
+/// SIGTERM or Ctrl-C.
+async fn signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

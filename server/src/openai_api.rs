@@ -221,7 +221,10 @@ async fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, 
         ));
     };
     match state.services.gateway.authenticate(token).await {
-        Ok(Some(caller)) => Ok(caller),
+        Ok(Some(caller)) => {
+            app::server::record_clinic(caller.tenant);
+            Ok(caller)
+        }
         Ok(None) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",

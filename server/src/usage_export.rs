@@ -96,7 +96,7 @@ pub async fn export(
     let rows = ledger_rows(&state.services.db, v.tenant.id, month).await?;
     let csv = to_csv(&rows).map_err(|e| {
         tracing::error!(error = %e, "ledger export could not be written");
-        AppError::Internal
+        AppError::Internal(None)
     })?;
     Ok((
         [

@@ -52,7 +52,7 @@ impl From<tessera_core::Error> for AppError {
             }
             other => {
                 tracing::error!(error = %chain(&other), "request failed");
-                AppError::Internal
+                AppError::Internal(super::request_id())
             }
         };
         fail(mapped)

@@ -32,6 +32,18 @@ pub struct AppState {
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub Option<IpAddr>);
 
+/// The request's id, put on each request by the server's middleware: in every log line of the
+/// request, in the `x-request-id` response header, and on error pages, so support can find
+/// the lines of a failure someone reports.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// The current request's id (inside a server function or a page's render).
+pub fn request_id() -> Option<String> {
+    use_context::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<RequestId>().map(|r| r.0.clone()))
+}
+
 /// The services, from the server function's context.
 pub fn services() -> Result<Services, AppError> {
     use_context::<AppState>()
@@ -44,8 +56,13 @@ pub fn services() -> Result<Services, AppError> {
                 // children again) finishing after its scope was disposed; its result is unused.
                 tracing::debug!("server function ran outside a request scope");
             }
-            AppError::Internal
+            AppError::Internal(request_id())
         })
+}
+
+/// Names the clinic on the current request's log span (see the server's request middleware).
+pub fn record_clinic(tenant: tessera_core::TenantId) {
+    tracing::Span::current().record("clinic", tracing::field::display(tenant));
 }
 
 pub fn client_ip() -> Option<IpAddr> {

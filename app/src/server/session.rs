@@ -124,6 +124,7 @@ async fn signed_in(services: &Services, session: &Session) -> Result<Viewer, App
     let viewer = resolve(services, session)
         .await?
         .ok_or_else(|| fail(AppError::Unauthenticated("Please sign in.".into())))?;
+    super::record_clinic(viewer.tenant.id);
     if !viewer.tenant.active {
         return Err(fail(AppError::Forbidden(format!(
             "{} has been deactivated. Contact support.",

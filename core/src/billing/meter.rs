@@ -222,11 +222,21 @@ pub async fn tick(db: &Db, api: &StripeApi, now: OffsetDateTime, delay: Duration
 }
 
 /// The meter worker: a round every `interval`, for as long as the process runs.
-pub async fn run(db: Db, api: StripeApi, interval: Duration, delay: Duration) {
+pub async fn run(
+    db: Db,
+    api: StripeApi,
+    interval: Duration,
+    delay: Duration,
+    stop: crate::shutdown::Shutdown,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
+        // A round in progress is finished; the next is not started once stopping.
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait() => return,
+        }
         match tick(&db, &api, OffsetDateTime::now_utc(), delay).await {
             Ok(s) if s.sent + s.failed > 0 => {
                 tracing::info!(

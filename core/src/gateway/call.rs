@@ -75,6 +75,10 @@ pub(super) struct Call {
     pub started: Instant,
     /// The passages the call is grounded in.
     pub sources: Vec<Passage>,
+    /// The clinic's plan (for the metrics).
+    pub plan: crate::PlanId,
+    /// Time the gateway spent before calling the provider.
+    pub before_provider: Duration,
 }
 
 /// What reading a provider's stream came to.
@@ -161,6 +165,7 @@ impl Call {
     /// Settles the reservation with `usage` (checked first). The usage is never lost: when
     /// Redis cannot be reached it goes straight to the ledger (see [`crate::metering::Held::settle_durably`]).
     async fn settle(self, usage: Usage, streamed: bool, cancelled: bool) -> Usage {
+        let settling = Instant::now();
         let usage = self.checked(usage);
         let cost = self.gateway.prices().await.cost(
             &self.model,
@@ -169,6 +174,16 @@ impl Call {
         );
         let event = self.event(usage, streamed, cancelled, cost);
         self.reservation.settle_durably(&event).await;
+        crate::observe::settled(
+            self.plan,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            cost,
+        );
+        crate::observe::gateway_overhead(
+            if streamed { "stream" } else { "json" },
+            self.before_provider + settling.elapsed(),
+        );
         usage
     }
 

@@ -85,9 +85,12 @@ impl Gateway {
         let chosen = self.choose(caller.tenant, &limits, model).await?;
         // A token is at least one byte: the inputs' bytes bound what the call can use.
         let worst = inputs.iter().map(|i| i.len() as i64 + 1).sum::<i64>();
-        let reservation = self
-            .metering
-            .hold(self.metering.reserve(caller.tenant, &limits, worst).await?);
+        let reservation = self.metering.hold(
+            self.metering
+                .reserve(caller.tenant, &limits, worst)
+                .await
+                .inspect_err(crate::observe::refused)?,
+        );
         let request = CreateEmbeddingRequest {
             model: model.to_string(),
             input: EmbeddingInput::StringArray(inputs.clone()),
@@ -154,6 +157,7 @@ impl Gateway {
             kind: CallKind::Embedding,
         };
         reservation.settle_durably(&event).await;
+        crate::observe::settled(limits.plan, tokens, 0, cost);
         Ok(Embedded {
             vectors: parsed.data.into_iter().map(|d| d.embedding).collect(),
             tokens,

@@ -251,6 +251,7 @@ impl Gateway {
     /// Makes one chat call through every step: who, budget, key, call, settle.
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %caller.tenant, model = %req.model, stream = req.stream))]
     pub async fn chat(&self, caller: &Caller, req: ChatRequest) -> Result<ChatOutcome, LlmError> {
+        let entered = Instant::now();
         if req.messages.is_empty() {
             return Err(LlmError::bad_request(
                 "messages: at least one message is required.",
@@ -314,6 +315,7 @@ impl Gateway {
             mode: Mode::Typed,
             sources,
             counted: false,
+            entered,
         };
         self.dispatch(caller, &limits, call).await
     }
@@ -328,6 +330,7 @@ impl Gateway {
     /// reservation (one Redis round trip), so its route need not [`Gateway::admit`] it.
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %caller.tenant))]
     pub async fn forward(&self, caller: &Caller, req: Forward) -> Result<ChatOutcome, LlmError> {
+        let entered = Instant::now();
         let Forward { dialect, mut body } = req;
         let mut facts = request_body::facts(&body, dialect).map_err(LlmError::bad_request)?;
         let limits = self.limits(caller.tenant).await?;
@@ -449,6 +452,7 @@ impl Gateway {
             mode,
             sources,
             counted: caller.api_key.is_some(),
+            entered,
         };
         self.dispatch(caller, &limits, call).await
     }
@@ -463,12 +467,14 @@ impl Gateway {
         // An API request is counted against the plan's requests per minute in the same round
         // trip as its reservation.
         let rate = out.counted.then_some(caller.api_key);
-        let reservation = self.metering.hold(
-            self.metering
-                .reserve_admitted(caller.tenant, rate, limits, out.worst)
-                .await?,
-        );
+        let reserved = self
+            .metering
+            .reserve_admitted(caller.tenant, rate, limits, out.worst)
+            .await
+            .inspect_err(crate::observe::refused)?;
+        let reservation = self.metering.hold(reserved);
         let started = Instant::now();
+        let before_provider = out.entered.elapsed();
         let response = match self
             .send(&out.chosen, send::Op::Chat, bytes::Bytes::from(out.bytes))
             .await
@@ -494,6 +500,8 @@ impl Gateway {
             reservation,
             started,
             sources: out.sources,
+            plan: limits.plan,
+            before_provider,
         };
         if out.stream {
             let stream = call.stream(response);
@@ -525,4 +533,6 @@ struct Outgoing {
     sources: Vec<Passage>,
     /// Counted against the plan's requests per minute with the reservation.
     counted: bool,
+    /// When the call reached the gateway (for its overhead).
+    entered: Instant,
 }

@@ -10,7 +10,7 @@ use super::lookups::Chosen;
 use super::Gateway;
 use crate::llm::{wire, LlmError, LlmErrorKind};
 use crate::metering::Held;
-use crate::{egress, Provider};
+use crate::{egress, observe, Provider};
 
 /// Gives a failed call's tokens back (nothing is charged). A release that fails is logged:
 /// the reservation expires by itself.
@@ -25,6 +25,15 @@ pub(super) async fn release(reservation: Held) {
 pub(super) enum Op {
     Chat,
     Embeddings,
+}
+
+impl Op {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Op::Chat => "chat",
+            Op::Embeddings => "embeddings",
+        }
+    }
 }
 
 impl Gateway {
@@ -98,18 +107,26 @@ impl Gateway {
                     _ => request.bearer_auth(secret.expose_secret()),
                 };
             }
-            let err = match tokio::time::timeout(timeout, request.send()).await {
-                Err(_) => LlmError::timeout(chosen.provider, timeout),
+            let sent = std::time::Instant::now();
+            let answer = tokio::time::timeout(timeout, request.send()).await;
+            observe::provider_response(chosen.provider, op.as_str(), sent.elapsed());
+            let err = match answer {
+                Err(_) => {
+                    observe::provider_error(chosen.provider, "timeout");
+                    LlmError::timeout(chosen.provider, timeout)
+                }
                 Ok(Err(e)) => {
                     if let Some(refused) = egress::refusal(&e) {
                         return Err(refused.into());
                     }
+                    observe::provider_error(chosen.provider, "unreachable");
                     tracing::warn!(error = %e.without_url(), provider = chosen.provider.as_str(), "provider unreachable");
                     LlmError::unreachable(chosen.provider)
                 }
                 Ok(Ok(res)) if res.status().is_success() => return Ok(res),
                 Ok(Ok(res)) => {
                     let status = res.status().as_u16();
+                    observe::provider_error(chosen.provider, observe::status_kind(status));
                     let text =
                         tokio::time::timeout(timeout, wire::read_limited(res, wire::ERROR_LIMIT))
                             .await

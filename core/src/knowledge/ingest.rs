@@ -161,8 +161,10 @@ impl<E: Embedder, V: VectorIndex> Worker<E, V> {
     }
 
     /// Works until the process ends: a job at a time, waiting `poll` when there is none.
-    pub async fn run(self) {
-        loop {
+    pub async fn run(self, stop: crate::shutdown::Shutdown) {
+        // A job in hand is finished before the signal is looked at again: stopping takes no
+        // new job, and leaves none half done.
+        while !stop.is_triggered() {
             match self.run_once().await {
                 Ok(true) => continue,
                 Ok(false) => {}
@@ -171,7 +173,9 @@ impl<E: Embedder, V: VectorIndex> Worker<E, V> {
                 }
                 Err(e) => tracing::error!(error = ?e, "ingestion worker"),
             }
-            tokio::time::sleep(self.options.poll).await;
+            if stop.sleep(self.options.poll).await {
+                break;
+            }
         }
     }
 

@@ -27,6 +27,14 @@ pub(crate) fn ledger_stream(redis: &Redis) -> String {
     redis.key("ledger")
 }
 
+/// How many settled events wait in the hand-off stream for the ledger writer.
+pub async fn handoff_length(redis: &Redis) -> Result<u64> {
+    Ok(redis::cmd("XLEN")
+        .arg(ledger_stream(redis))
+        .query_async(&mut redis.conn())
+        .await?)
+}
+
 /// Milliseconds since the Unix epoch at `at`.
 pub(crate) fn unix_ms(at: OffsetDateTime) -> i64 {
     (at.unix_timestamp_nanos() / 1_000_000) as i64
@@ -123,26 +131,43 @@ impl LedgerWriter {
         }
     }
 
-    /// Runs until the process ends: drains, then waits a moment when there is nothing to do.
-    /// After a partial batch it waits briefly too, so that under load the events of that
+    /// Runs until `stop` is triggered: drains, then waits a moment when there is nothing to
+    /// do. After a partial batch it waits briefly too, so that under load the events of that
     /// moment go to Postgres together: batches grow with the load (up to [`Self::batch`], then
     /// back to back) instead of one small insert per event, and an event waits at most about
-    /// [`GATHER`] longer for the ledger.
-    pub async fn run(self) {
+    /// [`GATHER`] longer for the ledger. On `stop` it drains what is left (the hand-off is
+    /// flushed) for up to `flush_within`, then returns.
+    pub async fn run(self, stop: crate::shutdown::Shutdown, flush_within: Duration) {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.drain_once().await {
-                Ok(0) => tokio::time::sleep(Duration::from_millis(200)).await,
+            let pause = match self.drain_once().await {
+                Ok(0) => Duration::from_millis(200),
                 Ok(n) if n < self.batch => {
                     backoff = Duration::from_millis(200);
-                    tokio::time::sleep(GATHER).await;
+                    GATHER
                 }
-                Ok(_) => backoff = Duration::from_millis(200),
+                Ok(_) => {
+                    backoff = Duration::from_millis(200);
+                    Duration::ZERO
+                }
                 Err(e) => {
                     tracing::warn!(error = ?e, "ledger writer failed; retrying");
-                    tokio::time::sleep(backoff).await;
+                    let pause = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
+                    pause
                 }
+            };
+            if stop.is_triggered() || (!pause.is_zero() && stop.sleep(pause).await) {
+                break;
+            }
+        }
+        match tokio::time::timeout(flush_within, self.drain_all()).await {
+            Ok(Ok(n)) => tracing::info!(written = n, "ledger hand-off flushed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = ?e, "ledger hand-off not flushed; another writer will take it")
+            }
+            Err(_) => {
+                tracing::warn!("ledger hand-off not flushed in time; another writer will take it")
             }
         }
     }
@@ -267,6 +292,16 @@ impl LedgerWriter {
             .arg(&ids)
             .ignore();
         let _: () = pipe.query_async(&mut self.redis.conn()).await?;
+        // A stream entry's id starts with the time (ms) Redis took it: the settle.
+        let now = now_ms();
+        crate::observe::ledger_written(entries.iter().map(|(id, _)| {
+            let added = id
+                .split('-')
+                .next()
+                .and_then(|ms| ms.parse::<i64>().ok())
+                .unwrap_or(now);
+            Duration::from_millis(now.saturating_sub(added).max(0) as u64)
+        }));
         Ok(entries.len())
     }
 

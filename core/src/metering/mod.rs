@@ -31,7 +31,7 @@
 //! ledger before checking the budget.
 
 mod budget;
-mod ledger;
+pub(crate) mod ledger;
 mod limits;
 mod prices;
 mod rate;
@@ -39,7 +39,8 @@ pub mod report;
 
 pub use budget::{Held, Metering, Reservation};
 pub use ledger::{
-    dead_letters, now_ms, write_events, CallKind, LedgerWriter, UsageEvent, DEAD_LETTER_MAX,
+    dead_letters, handoff_length, now_ms, write_events, CallKind, LedgerWriter, UsageEvent,
+    DEAD_LETTER_MAX,
 };
 pub use limits::{grace_ends, limits, set_spending_cap, Limits};
 pub use prices::Prices;
