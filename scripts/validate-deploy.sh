@@ -153,10 +153,13 @@ echo "ok -- no findings"
 # the README's backup (pg_dump as the superuser) restored into a new database.
 PG_BIN="$(find /usr/lib/postgresql -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -1)"
 if [ -x "$PG_BIN/initdb" ] && { [ "$(id -u)" != 0 ] || id postgres >/dev/null 2>&1; }; then
-  as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+  # Run from the scratch directory: the checkout may be closed to the postgres user.
+  as_pg() { (cd "$pg" && if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi); }
   log "deploy/postgres-init.sh and the migrations in a scratch PostgreSQL $("$PG_BIN/postgres" -V | awk '{print $3}') cluster"
   pg="$(mktemp -d)"
   chmod 755 "$pg"
+  cp deploy/postgres-init.sh "$pg/postgres-init.sh"
+  chmod 755 "$pg/postgres-init.sh"
   [ "$(id -u)" != 0 ] || chown postgres "$pg"
   stop_pg() { as_pg "$PG_BIN/pg_ctl" -D "$pg/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$pg"; }
   trap stop_pg EXIT
@@ -169,7 +172,7 @@ if [ -x "$PG_BIN/initdb" ] && { [ "$(id -u)" != 0 ] || id postgres >/dev/null 2>
   as_pg env PGHOST="$pg" PGDATA="$pg/data" POSTGRES_USER=postgres \
     DATABASE_URL='postgres://tessera_app:app%40pass%3Aword@postgres:5432/tessera' \
     DATABASE_ADMIN_URL='postgres://tessera_owner:owner%2Fpass%25@postgres:5432/tessera' \
-    bash deploy/postgres-init.sh >/dev/null || fail "deploy/postgres-init.sh failed"
+    bash "$pg/postgres-init.sh" >/dev/null || fail "deploy/postgres-init.sh failed"
   [ "$(head -1 "$pg/data/pg_hba.conf")" = "host all postgres all reject" ] \
     || fail "deploy/postgres-init.sh did not refuse the superuser's network logins"
   # From here the two roles log in with their passwords, as they would over the network.

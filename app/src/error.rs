@@ -75,3 +75,28 @@ impl FromServerFnError for AppError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unexpected_error_names_its_request_for_support() {
+        let with = AppError::Internal(Some("5f0c9d2e".into()));
+        assert_eq!(
+            with.to_string(),
+            format!(
+                "{} Reference: 5f0c9d2e.",
+                tessera_types::SOMETHING_WENT_WRONG
+            )
+        );
+        assert_eq!(
+            AppError::Internal(None).to_string(),
+            tessera_types::SOMETHING_WENT_WRONG
+        );
+        assert_eq!(with.status(), 500);
+        // It crosses the wire with its reference.
+        let json = serde_json::to_string(&with).unwrap();
+        assert_eq!(serde_json::from_str::<AppError>(&json).unwrap(), with);
+    }
+}

@@ -117,13 +117,11 @@ impl From<&Viewer> for Chatter {
 
 const MAX_MESSAGE_CHARS: usize = 32_000;
 
-/// A title from the first message: its first line, shortened at a word.
+/// A title from the first message: its first line as plain text (Markdown marks taken out),
+/// shortened at a word.
 pub fn title_from(message: &str) -> String {
-    let line = message
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("New conversation");
+    let plain = message.lines().map(plain_text).find(|l| !l.is_empty());
+    let line = plain.as_deref().unwrap_or("New conversation");
     if line.chars().count() <= 60 {
         return line.to_string();
     }
@@ -133,6 +131,75 @@ pub fn title_from(message: &str) -> String {
         _ => &cut,
     };
     format!("{}…", cut.trim_end())
+}
+
+/// One line of Markdown as the text a reader sees: no heading, quote or list marks, no
+/// emphasis or code marks, links and images as their text.
+fn plain_text(line: &str) -> String {
+    let mut line = line.trim();
+    // Block marks at the start: headings, quotes, list items.
+    loop {
+        let before = line;
+        line = line.trim_start_matches('#').trim_start();
+        line = line.trim_start_matches('>').trim_start();
+        for bullet in ["- ", "* ", "+ "] {
+            line = line.strip_prefix(bullet).unwrap_or(line);
+        }
+        let digits = line.chars().take_while(char::is_ascii_digit).count();
+        if digits > 0 && matches!(line[digits..].chars().next(), Some('.' | ')')) {
+            line = line[digits + 1..].trim_start();
+        }
+        if line == before {
+            break;
+        }
+    }
+    let chars: Vec<char> = line.chars().collect();
+    // Emphasis marks open or close a word; inside one (`snake_case`, `2*3`) they are text.
+    let mut kept = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if matches!(c, '*' | '_' | '~') {
+            let end = (i..chars.len())
+                .find(|&j| chars[j] != c)
+                .unwrap_or(chars.len());
+            let before = i.checked_sub(1).map(|j| chars[j]);
+            let after = chars.get(end).copied();
+            let inside = before.is_some_and(char::is_alphanumeric)
+                && after.is_some_and(char::is_alphanumeric);
+            if inside {
+                kept.extend(&chars[i..end]);
+            }
+            i = end;
+            continue;
+        }
+        kept.push(c);
+        i += 1;
+    }
+    let mut out = String::with_capacity(kept.len());
+    let mut chars = kept.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '`' => {}
+            '!' if chars.peek() == Some(&'[') => {}
+            '[' => {}
+            ']' if chars.peek() == Some(&'(') => {
+                // Skip the link's address.
+                let mut depth = 0;
+                for c in chars.by_ref() {
+                    match c {
+                        '(' => depth += 1,
+                        ')' if depth <= 1 => break,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                }
+            }
+            ']' => {}
+            c => out.push(c),
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn check_text(text: &str) -> Result<&str> {
@@ -401,5 +468,25 @@ mod tests {
             "Could you summarise the discharge instructions for the patient in bed twelve please";
         let t = title_from(long);
         assert!(t.ends_with('…') && t.chars().count() <= 61, "{t}");
+    }
+
+    #[test]
+    fn titles_are_plain_text() {
+        assert_eq!(
+            title_from("What are our **appointments** for _today_?"),
+            "What are our appointments for today?"
+        );
+        assert_eq!(
+            title_from("## Dosage of `amoxicillin`"),
+            "Dosage of amoxicillin"
+        );
+        assert_eq!(
+            title_from("> - see [the leaflet](https://example.com/a_(b)) please"),
+            "see the leaflet please"
+        );
+        assert_eq!(title_from("1. ![scan](x.png) results"), "scan results");
+        assert_eq!(title_from("**\n**\nSecond line"), "Second line");
+        // Inside a word they are text.
+        assert_eq!(title_from("snake_case 2*3"), "snake_case 2*3");
     }
 }
