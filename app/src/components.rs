@@ -158,3 +158,30 @@ pub fn AuthCard(children: Children) -> impl IntoView {
         </main>
     }
 }
+
+/// A submit button for something that cannot be undone: the browser asks `question` first, and
+/// the form is sent only when the person confirms. (Before the page is interactive the form
+/// posts without asking.)
+#[component]
+pub fn ConfirmButton(
+    /// What the dialog asks, such as "Delete the agent Front desk?".
+    #[prop(into)]
+    question: String,
+    /// The button's text.
+    #[prop(into)]
+    label: String,
+    #[prop(optional, into)] class: Option<String>,
+    #[prop(optional, into)] aria_label: Option<String>,
+    #[prop(optional, into)] testid: Option<String>,
+) -> impl IntoView {
+    let ask = move |ev: leptos::ev::MouseEvent| {
+        let confirmed = window().confirm_with_message(&question).unwrap_or(false);
+        if !confirmed {
+            ev.prevent_default();
+        }
+    };
+    view! {
+        <button type="submit" class=class.unwrap_or_else(|| "danger small".into())
+            aria-label=aria_label data-testid=testid on:click=ask>{label}</button>
+    }
+}

@@ -176,28 +176,34 @@ fn plain_text(line: &str) -> String {
         kept.push(c);
         i += 1;
     }
+    // Links and images as their text; other brackets stay.
+    let chars: Vec<char> = kept.chars().filter(|c| *c != '`').collect();
     let mut out = String::with_capacity(kept.len());
-    let mut chars = kept.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '`' => {}
-            '!' if chars.peek() == Some(&'[') => {}
-            '[' => {}
-            ']' if chars.peek() == Some(&'(') => {
-                // Skip the link's address.
+    let mut i = 0;
+    while i < chars.len() {
+        let image = chars[i] == '!' && chars.get(i + 1) == Some(&'[');
+        let open = if image { i + 1 } else { i };
+        if chars[open] == '[' {
+            let close = (open + 1..chars.len()).find(|&j| chars[j] == ']');
+            if let Some(close) = close.filter(|&c| chars.get(c + 1) == Some(&'(')) {
                 let mut depth = 0;
-                for c in chars.by_ref() {
-                    match c {
+                let end = (close + 1..chars.len()).find(|&j| {
+                    match chars[j] {
                         '(' => depth += 1,
-                        ')' if depth <= 1 => break,
                         ')' => depth -= 1,
                         _ => {}
                     }
+                    depth == 0
+                });
+                if let Some(end) = end {
+                    out.extend(&chars[open + 1..close]);
+                    i = end + 1;
+                    continue;
                 }
             }
-            ']' => {}
-            c => out.push(c),
         }
+        out.push(chars[i]);
+        i += 1;
     }
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -488,5 +494,10 @@ mod tests {
         assert_eq!(title_from("**\n**\nSecond line"), "Second line");
         // Inside a word they are text.
         assert_eq!(title_from("snake_case 2*3"), "snake_case 2*3");
+        // Brackets that are not a link stay.
+        assert_eq!(
+            title_from("Open on Saturday? [note]"),
+            "Open on Saturday? [note]"
+        );
     }
 }

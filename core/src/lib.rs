@@ -29,6 +29,7 @@ pub mod knowledge;
 pub mod llm;
 pub mod metering;
 pub mod observe;
+pub mod onboarding;
 pub mod operator;
 pub mod provider_keys;
 pub mod redis_client;

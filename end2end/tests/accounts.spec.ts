@@ -125,6 +125,8 @@ test("an admin stores a provider key and sees only its last four characters", as
   expect(await page.content()).not.toContain("playwright-secret");
   expect(await page.content()).not.toContain("invalid-key-for-test");
 
+  await page.locator("body[data-hydrated]").waitFor();
+  page.once("dialog", (dialog) => dialog.accept());
   await page.getByTestId("provider-openai").getByRole("button", { name: "Delete" }).click();
   await expect(page.getByTestId("provider-openai").getByTestId("key-status")).toHaveText("Not set.");
 });
@@ -154,6 +156,8 @@ test("an admin creates an API key that works once shown, and revokes it", async 
   const row = page.getByTestId("api-key-row").filter({ hasText: "Reception scripts" });
   await expect(row).toContainText(token.slice(0, 12));
   expect(await page.content()).not.toContain(token);
+  // Revoking asks first (once the page is interactive); the admin confirms.
+  page.once("dialog", (dialog) => dialog.accept());
   await row.getByRole("button", { name: "Revoke" }).click();
   await expect(page.getByTestId("api-key-row").filter({ hasText: "Reception scripts" })).toContainText("revoked");
   const refused = await request.get("/v1/models", { headers: { Authorization: `Bearer ${token}` } });

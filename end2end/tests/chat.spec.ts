@@ -5,6 +5,12 @@ test("an admin creates an agent; staff chat with streaming, stop a reply, reload
   const clinic = `Chat Clinic ${Date.now()}`;
   await signUp(page, clinic, "Ada Admin", uniqueEmail("chat-admin"));
   const nav = page.getByRole("navigation", { name: "Main" });
+  // A new clinic's admin is shown what to do first; nothing is done yet.
+  await expect(page.getByTestId("get-started")).toContainText("0 of 4 done");
+  for (const step of ["step-key", "step-agent", "step-colleague", "step-conversation"]) {
+    await expect(page.getByTestId(step)).toHaveAttribute("data-done", "false");
+  }
+  await expect(page.getByTestId("step-agent").getByRole("link")).toHaveAttribute("href", "/agents");
   await nav.getByRole("link", { name: "Provider keys" }).click();
   const openai = page.getByTestId("provider-openai");
   await openai.getByLabel("API key").fill("sk-test-e2e-chat-1212");
@@ -21,6 +27,17 @@ test("an admin creates an agent; staff chat with streaming, stop a reply, reload
   await form.getByRole("button", { name: "Create agent" }).click();
   await expect(page.getByTestId("agent-row").filter({ hasText: "Front Desk" })).toContainText("agent:front-desk");
   await expect(page.getByTestId("agent-limit")).toHaveText("1 of 3 agents on the Starter plan.");
+  // The form says what it made and is empty again for the next agent.
+  await expect(page.getByTestId("agent-created")).toContainText("Created the agent Front Desk.");
+  await expect(form.getByLabel("Name")).toHaveValue("");
+  await expect(form.getByLabel("Description")).toHaveValue("");
+
+  // The checklist has ticked the key and the agent by itself.
+  await open(page, "/");
+  await expect(page.getByTestId("get-started")).toContainText("2 of 4 done");
+  await expect(page.getByTestId("step-key")).toHaveAttribute("data-done", "true");
+  await expect(page.getByTestId("step-agent")).toHaveAttribute("data-done", "true");
+  await expect(page.getByTestId("step-colleague")).toHaveAttribute("data-done", "false");
 
   // ...and invites a staff member.
   const { context: staffContext, staff } = await inviteStaff(page, browser, clinic, "chat-nurse");
@@ -38,6 +55,11 @@ test("an admin creates an agent; staff chat with streaming, stop a reply, reload
   await expect(staff.getByRole("button", { name: "Stop" })).toBeVisible();
   await expect(replies.first()).toContainText("Simulated reply from gpt-4o-mini: When are you open on Saturday?");
   await expect(staff.getByRole("button", { name: "Send" })).toBeVisible();
+
+  // Every step done: the admin's checklist has gone.
+  await open(page, "/");
+  await expect(page.getByRole("heading", { name: "Welcome, Ada Admin" })).toBeVisible();
+  await expect(page.getByTestId("get-started")).toHaveCount(0);
 
   // A second, long reply is stopped midway: what was generated stays.
   const composer = staff.getByLabel("Message", { exact: true });

@@ -88,6 +88,16 @@ test("an admin reads the clinic's audit log, filters it and downloads it", async
   await page.getByLabel("Name").fill("Reports");
   await page.getByRole("button", { name: "Create key" }).click();
   await expect(page.getByTestId("new-api-key")).toBeVisible();
+  // Revoking asks first: saying no keeps the key, saying yes revokes it.
+  let asked = "";
+  page.once("dialog", (dialog) => {
+    asked = dialog.message();
+    return dialog.dismiss();
+  });
+  await page.getByRole("button", { name: "Revoke" }).click();
+  await expect.poll(() => asked).toContain("Revoke the API key Reports?");
+  await expect(page.getByTestId("api-key-row")).not.toContainText("revoked");
+  page.once("dialog", (dialog) => dialog.accept());
   await page.getByRole("button", { name: "Revoke" }).click();
   await expect(page.getByTestId("api-key-row")).toContainText("revoked");
 

@@ -11,6 +11,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod billing;
 pub mod chat;
+pub mod home;
 pub mod invite;
 pub mod knowledge;
 pub mod members;

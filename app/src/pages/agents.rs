@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::api::agents::{get_agents_page, AgentRow, AgentsPage, DeleteAgent, SaveAgent};
-use crate::components::{admin_data, ActionError, Protected};
+use crate::components::{admin_data, ActionError, ConfirmButton, Protected};
 
 #[component]
 pub fn AgentsAdminPage() -> impl IntoView {
@@ -18,13 +18,23 @@ pub fn AgentsAdminPage() -> impl IntoView {
 
 #[component]
 fn AgentsLoader() -> impl IntoView {
+    let create = ServerAction::<SaveAgent>::new();
     let save = ServerAction::<SaveAgent>::new();
     let delete = ServerAction::<DeleteAgent>::new();
     let data = Resource::new(
-        move || (save.version().get(), delete.version().get()),
+        move || {
+            (
+                create.version().get(),
+                save.version().get(),
+                delete.version().get(),
+            )
+        },
         |_| get_agents_page(),
     );
-    admin_data(data, move |page| view! { <Agents page save delete/> })
+    admin_data(
+        data,
+        move |page| view! { <Agents page create save delete/> },
+    )
 }
 
 /// The fields of an agent, empty for a new one.
@@ -122,9 +132,25 @@ fn AgentFields(
 #[component]
 fn Agents(
     page: AgentsPage,
+    create: ServerAction<SaveAgent>,
     save: ServerAction<SaveAgent>,
     delete: ServerAction<DeleteAgent>,
 ) -> impl IntoView {
+    // A created agent empties the form, ready for the next one (the message says what was
+    // made).
+    let new_form = NodeRef::<leptos::html::Form>::new();
+    Effect::watch(
+        move || create.version().get(),
+        move |_, _, _| {
+            #[cfg(feature = "hydrate")]
+            if matches!(create.value().get_untracked(), Some(Ok(_))) {
+                if let Some(form) = new_form.get_untracked() {
+                    form.reset();
+                }
+            }
+        },
+        false,
+    );
     let count = page.agents.len();
     let limit = match page.max_agents {
         Some(max) => format!("{count} of {max} agents on the {} plan.", page.plan_name),
@@ -143,14 +169,21 @@ fn Agents(
         {move || save.value().get().and_then(|r| r.ok()).map(|a| view! {
             <p class="notice" role="status">{format!("Saved {}.", a.name)}</p>
         })}
+        {move || create.value().get().and_then(|r| r.ok()).map(|a| view! {
+            <p class="notice" role="status" data-testid="agent-created">
+                {format!("Created the agent {}. Staff can choose it in Chat now; the API reaches it as ", a.name)}
+                <code>{format!("agent:{}", a.slug)}</code> "."
+            </p>
+        })}
         <section class="card" aria-labelledby="new-agent-heading">
             <h2 id="new-agent-heading">"New agent"</h2>
             {full.then(|| view! {
                 <p class="notice warn" data-testid="agent-limit-reached">"This plan's agent limit is reached. Upgrade the plan under Billing, or delete an agent, to add another."</p>
             })}
-            <ActionForm action=save attr:class="stack-form">
+            <ActionError value=create.value()/>
+            <ActionForm action=create node_ref=new_form attr:class="stack-form">
                 <AgentFields agent=None models=models.get_value() tags=tags.get_value() prefix="new".to_string() default_model=default_model.get_value()/>
-                <button type="submit" disabled=save.pending()>"Create agent"</button>
+                <button type="submit" disabled=create.pending()>"Create agent"</button>
             </ActionForm>
         </section>
         <section class="card" aria-labelledby="agents-heading">
@@ -181,7 +214,8 @@ fn Agents(
                             </details>
                             <ActionForm action=delete attr:class="row-form">
                                 <input type="hidden" name="id" value=id/>
-                                <button type="submit" class="danger small" aria-label=format!("Delete {name}")>"Delete"</button>
+                                <ConfirmButton label="Delete" aria_label=format!("Delete {name}")
+                                    question=format!("Delete the agent {name}? Its conversations stay, but nobody can chat with it any more.")/>
                             </ActionForm>
                         </article>
                     }

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::api::api_keys::{list_api_keys, ApiKeyRow, CreateApiKey, RevokeApiKey};
-use crate::components::{admin_data, ActionError, Protected};
+use crate::components::{admin_data, ActionError, ConfirmButton, Protected};
 
 #[component]
 pub fn ApiKeysPage() -> impl IntoView {
@@ -67,6 +67,7 @@ fn ApiKeys(
                         <tbody>
                             {rows.into_iter().map(|k| {
                                 let id = k.id.clone();
+                                let key_name = k.name.clone();
                                 view! {
                                     <tr data-testid="api-key-row">
                                         <td>{k.name.clone()}</td>
@@ -79,7 +80,8 @@ fn ApiKeys(
                                                 None => view! {
                                                     <ActionForm action=revoke attr:class="row-form">
                                                         <input type="hidden" name="id" value=id/>
-                                                        <button type="submit" class="danger small">"Revoke"</button>
+                                                        <ConfirmButton label="Revoke"
+                                                            question=format!("Revoke the API key {key_name}? Programs using it are refused at once.")/>
                                                     </ActionForm>
                                                 }.into_any(),
                                             }}

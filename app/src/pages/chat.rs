@@ -14,7 +14,7 @@ use crate::api::chat::{
     get_chat_home, get_conversation, send_message, ChatHome, ConversationView, DeleteConversation,
     MessageView, RenameConversation, StartConversation,
 };
-use crate::components::{admin_data, ActionError, Protected};
+use crate::components::{admin_data, ActionError, ConfirmButton, Protected};
 
 #[component]
 pub fn ChatHomePage() -> impl IntoView {
@@ -464,7 +464,7 @@ fn ConversationHead(c: ConversationView) -> impl IntoView {
                 </ActionForm>
                 <ActionForm action=delete attr:class="inline-form">
                     <input type="hidden" name="id" value=delete_id/>
-                    <button type="submit" class="danger small">"Delete conversation"</button>
+                    <ConfirmButton label="Delete conversation" question="Delete this conversation? It cannot be brought back."/>
                 </ActionForm>
                 <ActionError value=rename.value()/>
                 <ActionError value=delete.value()/>

@@ -9,7 +9,7 @@ use tessera_types::Provider;
 use crate::api::provider_keys::{
     list_provider_keys, DeleteProviderKey, ProviderKeyRow, SaveProviderKey, TestProviderKey,
 };
-use crate::components::{admin_data, ActionError, Protected};
+use crate::components::{admin_data, ActionError, ConfirmButton, Protected};
 
 #[component]
 pub fn ProviderKeysPage() -> impl IntoView {
@@ -118,7 +118,7 @@ fn ProviderCard(
                     </ActionForm>
                     <ActionForm action=delete attr:class="row-form">
                         <input type="hidden" name="provider" value=provider_delete/>
-                        <button type="submit" class="danger small">"Delete"</button>
+                        <ConfirmButton label="Delete" question="Delete this provider key? Calls that need it stop until a new one is saved."/>
                     </ActionForm>
                 </div>
                 <ActionError value=test.value()/>

@@ -12,7 +12,7 @@ use crate::api::knowledge::{
     get_knowledge_page, DeleteDocument, DocumentRow, KnowledgePage, RetryDocument,
     SetEmbeddingModel, TagDocument, ACCEPT, UPLOAD_URL,
 };
-use crate::components::{admin_data, ActionError, Protected};
+use crate::components::{admin_data, ActionError, ConfirmButton, Protected};
 
 #[component]
 pub fn KnowledgePage() -> impl IntoView {
@@ -204,7 +204,8 @@ fn DocumentLine(
             <td>
                 <ActionForm action=delete attr:class="row-form">
                     <input type="hidden" name="id" value=delete_id/>
-                    <button type="submit" class="danger small" aria-label=format!("Delete {name}")>"Delete"</button>
+                    <ConfirmButton label="Delete" aria_label=format!("Delete {name}")
+                        question=format!("Delete {name}? Agents stop citing it at once.")/>
                 </ActionForm>
             </td>
         </tr>

@@ -8,7 +8,7 @@ use crate::api::members::{
     list_members, ChangeMemberRole, InviteMember, MemberRow, MembersPage as Page, PendingInvite,
     RemoveMember, RevokeInvitation,
 };
-use crate::components::{admin_data, ActionError, Protected};
+use crate::components::{admin_data, ActionError, ConfirmButton, Protected};
 use tessera_types::Role;
 
 #[component]
@@ -153,7 +153,8 @@ fn People(
                                     {can_manage.then(|| view! {
                                         <ActionForm action=remove attr:class="row-form">
                                             <input type="hidden" name="user_id" value=uid_remove/>
-                                            <button type="submit" class="danger small">{if is_me { "Leave" } else { "Remove" }}</button>
+                                            <ConfirmButton label=if is_me { "Leave" } else { "Remove" }
+                                                question=if is_me { "Leave this clinic? You lose access to it until someone invites you again." } else { "Remove this person from the clinic? They lose access at once." }/>
                                         </ActionForm>
                                     })}
                                 </td>

@@ -13,7 +13,7 @@ use crate::api::operator::{
     PreviewFlag, RollbackFlag, SetClinicActive, SetClinicLimits, SetClinicPlan, SetFlagEnabled,
     UpdateFlag,
 };
-use crate::components::{admin_data, ActionError};
+use crate::components::{admin_data, ActionError, ConfirmButton};
 use crate::error::AppError;
 use crate::pages::audit::{AuditFilter, AuditQuery, AuditTable};
 use crate::pages::errors::{ErrorPage, Forbidden};
@@ -236,7 +236,8 @@ fn ClinicDetail(
                     view! {
                         <input type="hidden" name="active" value="false"/>
                         <p class="muted">"Deactivating refuses the clinic's sessions and API keys at once; its people see why."</p>
-                        <button type="submit" class="danger" data-testid="deactivate">"Deactivate clinic"</button>
+                        <ConfirmButton label="Deactivate clinic" class="danger" testid="deactivate"
+                            question="Deactivate this clinic? Its people and API keys are refused at once."/>
                     }.into_any()
                 } else {
                     view! {
