@@ -1,0 +1,44 @@
+import AxeBuilder from "@axe-core/playwright";
+import { expect, test, type Page } from "@playwright/test";
+
+import { open, signUp, uniqueEmail } from "./fixtures/pages";
+
+// Every page passes an automated axe-core scan (WCAG 2.1 A and AA rules) with no violations, in
+// the light and the dark theme, at desktop and at phone width.
+const SIGNED_OUT = ["/signin", "/signup"];
+const ADMIN_PAGES = [
+  "/",
+  "/chat",
+  "/agents",
+  "/knowledge",
+  "/members",
+  "/settings/keys",
+  "/settings/api-keys",
+  "/settings/usage",
+  "/settings/billing",
+  "/settings/audit",
+];
+
+async function scan(page: Page, path: string, label: string) {
+  await open(page, path);
+  const result = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]).analyze();
+  const found = result.violations.map(
+    (v) => `${v.id} (${v.impact}): ${v.help}\n    ${v.nodes.map((n) => n.target.join(" ")).slice(0, 5).join("\n    ")}`,
+  );
+  // The scan ran over the page's content (a page that failed to render would pass nothing).
+  expect(result.passes.length, `${label} ${path}`).toBeGreaterThan(10);
+  expect(found, `${label} ${path}`).toEqual([]);
+}
+
+for (const scheme of ["light", "dark"] as const) {
+  for (const width of [1280, 390]) {
+    test(`every page passes axe in the ${scheme} theme at ${width}px`, async ({ page }) => {
+      await page.setViewportSize({ width, height: 900 });
+      await page.emulateMedia({ colorScheme: scheme });
+      for (const path of SIGNED_OUT) await scan(page, path, `${scheme} ${width}px`);
+      await signUp(page, `Axe Clinic ${Date.now()}`, "Ada Admin", uniqueEmail(`axe-${scheme}-${width}`));
+      await expect(page.getByTestId("clinic-name")).toBeVisible();
+      for (const path of ADMIN_PAGES) await scan(page, path, `${scheme} ${width}px`);
+    });
+  }
+}
