@@ -38,12 +38,16 @@ test("a clinic signs up, invites a staff member, and staff are refused the Membe
   await staff.getByLabel("Choose a password").fill(PASSWORD);
   await staff.getByRole("button", { name: `Join ${clinic}` }).click();
   await expectSignedInTo(staff, clinic);
+  // Staff land in the chat; the home page tells them their role.
+  await expect(staff).toHaveURL(/\/chat$/);
+  await staff.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Home" }).click();
   await expect(staff.getByTestId("my-role")).toHaveText("Staff");
 
   // Staff sign out and sign in again with the password they chose.
   await signOut(staff);
   await signIn(staff, staffEmail);
   await expectSignedInTo(staff, clinic);
+  await expect(staff).toHaveURL(/\/chat$/);
 
   // Staff see no Members link, and opening the page by address is refused.
   await expect(staff.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Home" })).toBeVisible();

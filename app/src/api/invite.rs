@@ -45,6 +45,7 @@ pub async fn accept_invitation(
     )
     .await?;
     srv::start_session(user, tenant).await?;
-    leptos_axum::redirect("/");
+    let memberships = tessera_core::auth::memberships(&services.db, user).await?;
+    leptos_axum::redirect(crate::api::session::landing(&memberships, tenant));
     Ok(())
 }

@@ -158,8 +158,21 @@ pub async fn sign_in(email: String, password: String) -> Result<(), AppError> {
     };
     srv::start_session(user, clinic).await?;
     audit_sign_in(&services, &email, Ok((user, Some(clinic)))).await;
-    leptos_axum::redirect("/");
+    leptos_axum::redirect(landing(&memberships, clinic));
     Ok(())
+}
+
+/// Where a person lands in `clinic`: admins on the home page (its checklist and cards), staff
+/// in the chat.
+#[cfg(feature = "ssr")]
+pub(crate) fn landing(
+    memberships: &[tessera_core::auth::Membership],
+    clinic: tessera_core::TenantId,
+) -> &'static str {
+    match memberships.iter().find(|m| m.tenant.id == clinic) {
+        Some(m) if !m.role.is_admin() => "/chat",
+        _ => "/",
+    }
 }
 
 /// Writes a sign-in to the audit log; a failure to write it is logged, not the person's
