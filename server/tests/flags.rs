@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestApp, PASSWORD};
+use common::{app_url, Child, TestApp, PASSWORD};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -562,28 +562,6 @@ async fn a_deactivated_clinics_sessions_and_keys_are_refused_at_once(pool: PgPoo
     .unwrap();
     assert_eq!(models().await.unwrap().status(), 200);
     assert_eq!(app.call(&owner, "api_keys", &[]).await.status(), 200);
-}
-
-/// The URL of the test's database as the app role.
-fn app_url(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    let password = std::env::var("TESSERA_APP_DB_PASSWORD").unwrap_or_else(|_| "tessera".into());
-    format!(
-        "postgres://tessera_app:{password}@{}:{}/{}",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or("postgres")
-    )
-}
-
-/// Kills the second server when the test ends, however it ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[sqlx::test(migrations = "../migrations")]

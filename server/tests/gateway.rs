@@ -5,21 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestApp;
+use common::{chat, TestApp};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tessera_core::Provider;
 use tessera_core::TenantId;
-
-async fn chat(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", app.url))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
 
 /// The `data:` payloads of an event stream.
 fn sse_data(text: &str) -> Vec<String> {

@@ -8,22 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestApp;
+use common::{app_url, Child, TestApp};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-
-/// The URL of the test's database as the app role.
-fn app_url(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    let password = std::env::var("TESSERA_APP_DB_PASSWORD").unwrap_or_else(|_| "tessera".into());
-    format!(
-        "postgres://tessera_app:{password}@{}:{}/{}",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or("postgres")
-    )
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -31,16 +19,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Kills the server when the test ends, however it ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[sqlx::test(migrations = "../migrations")]

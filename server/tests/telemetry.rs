@@ -4,22 +4,12 @@
 
 mod common;
 
-use common::TestApp;
-use serde_json::{json, Value};
+use common::{chat, TestApp};
+use serde_json::json;
 use sqlx::PgPool;
 use tessera_core::observe;
 
 const TOKEN: &str = "metrics-token-for-the-tests";
-
-async fn chat(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", app.url))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
 
 /// `name` has a sample line in the exposition (not only its HELP and TYPE lines).
 fn has_sample(text: &str, name: &str) -> bool {

@@ -393,3 +393,36 @@ impl TestApp {
 pub fn sse(body: &str) -> Vec<SseEvent> {
     tessera_core::llm::wire::sse_events(body)
 }
+
+/// A `/v1/chat/completions` call with the API key `token`.
+pub async fn chat(app: &TestApp, token: &str, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", app.url))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The URL of the test's database as the app role (for a `server` process of the test's own).
+pub fn app_url(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    let password = std::env::var("TESSERA_APP_DB_PASSWORD").unwrap_or_else(|_| "tessera".into());
+    format!(
+        "postgres://tessera_app:{password}@{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    )
+}
+
+/// A `server` process a test started: killed when the test ends, however it ends.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
