@@ -277,10 +277,7 @@ async fn worker(config: Config) -> Result<(), String> {
     server::telemetry::prometheus();
     let services = services(config).await?;
     let workers = services.start_workers();
-    let ops = match ops_addr {
-        Some(addr) => Some(ops_listener(addr, &services).await?),
-        None => None,
-    };
+    let ops = ops_listener(ops_addr, &services).await?;
     tracing::info!("worker running");
     signal().await;
     // Each worker finishes what it holds: the job in hand, the ledger hand-off.
@@ -349,11 +346,13 @@ async fn http_get_status(url: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("not an HTTP answer: {line:?}"))
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until shutdown.
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` (`TESSERA_METRICS_ADDR`, if set) until
+/// shutdown.
 async fn ops_listener(
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     services: &Services,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+    let Some(addr) = addr else { return Ok(None) };
     let leptos_options = leptos::config::LeptosOptions::builder()
         .output_name("tessera")
         .build();
@@ -366,11 +365,11 @@ async fn ops_listener(
         .map_err(|e| format!("could not listen on {addr} (TESSERA_METRICS_ADDR): {e}"))?;
     tracing::info!("metrics and health on http://{addr}");
     let stop = services.shutdown.clone();
-    Ok(tokio::spawn(async move {
+    Ok(Some(tokio::spawn(async move {
         let _ = axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.wait().await })
             .await;
-    }))
+    })))
 }
 
 /// Waits for the workers to finish what they hold, for at most `grace` (a job cut short is
@@ -407,10 +406,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("could not listen on {addr} (LEPTOS_SITE_ADDR): {e}"))?;
-    let ops = match ops_addr {
-        Some(addr) => Some(ops_listener(addr, &services).await?),
-        None => None,
-    };
+    let ops = ops_listener(ops_addr, &services).await?;
     tracing::info!("listening on http://{addr}");
     // Streamed replies are many small writes: send each at once rather than waiting for the
     // client's acknowledgement of the previous one (Nagle's algorithm adds ~40 ms per event).

@@ -570,11 +570,7 @@ async fn a_rollback_reaches_a_second_server_process_within_a_second(pool: PgPool
     let c = app.api_clinic("North").await;
     let (op, _) = operator(&pool, &app, "ops@tessera.example").await;
     // A second server process on the same database and Redis (prefix included).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let second = format!("http://127.0.0.1:{port}");
     let site = std::env::temp_dir().join(format!("tessera-site-{port}"));
     std::fs::create_dir_all(&site).unwrap();

@@ -8,27 +8,11 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::TestApp;
 use sqlx::PgPool;
 
 fn python() -> Option<String> {
-    let python = std::env::var("TESSERA_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import openai, anthropic"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the openai and anthropic Python packages are required under CI: set TESSERA_PYTHON (scripts/test.sh does)"
-    );
-    eprintln!("SKIPPED: {python} cannot import openai and anthropic; run scripts/test.sh or set TESSERA_PYTHON");
-    None
+    common::python(&["openai", "anthropic"])
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -86,7 +70,7 @@ async fn the_openai_python_sdk_reads_the_sources_of_an_agent_that_uses_knowledge
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
-    let seen = run_script_with(
+    let seen = common::run_script(
         python,
         "knowledge_sdk.py",
         format!("{}/v1", app.url),
@@ -111,41 +95,7 @@ async fn run_script(
     base_url: String,
     token: String,
 ) -> serde_json::Value {
-    run_script_with(python, script, base_url, token, &[]).await
-}
-
-/// [`run_script`] with more environment variables.
-async fn run_script_with(
-    python: String,
-    script: &str,
-    base_url: String,
-    token: String,
-    env: &[(&str, &str)],
-) -> serde_json::Value {
-    let script = format!("{}/../end2end/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    // On a blocking thread: the server under test runs on this test's runtime.
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&python)
-            .arg(script)
-            .env("TESSERA_BASE_URL", base_url)
-            .env("TESSERA_API_KEY", &token)
-            .envs(env)
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the SDK script failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
+    common::run_script(python, script, base_url, token, &[]).await
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use common::TestApp;
 use serde_json::Value;
@@ -65,44 +64,18 @@ async fn the_document_describes_exactly_the_routes_and_each_answers(pool: PgPool
 
 #[sqlx::test(migrations = "../migrations")]
 async fn real_answers_validate_against_the_document(pool: PgPool) {
-    let python = std::env::var("TESSERA_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import openapi_spec_validator, jsonschema"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "openapi-spec-validator and jsonschema are required under CI: set TESSERA_PYTHON (scripts/test.sh does)"
-        );
-        eprintln!("SKIPPED: {python} cannot import openapi_spec_validator and jsonschema");
+    let Some(python) = common::python(&["openapi_spec_validator", "jsonschema"]) else {
         return;
-    }
+    };
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("OpenAPI Clinic").await;
-    let script = format!(
-        "{}/../end2end/sdk/openapi_check.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let url = app.url.clone();
-    let token = c.token().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&python)
-            .arg(script)
-            .env("TESSERA_BASE_URL", url)
-            .env("TESSERA_API_KEY", token)
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the check failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let seen = common::run_script(
+        python,
+        "openapi_check.py",
+        app.url.clone(),
+        c.token().to_string(),
+        &[],
+    )
+    .await;
     assert_eq!(seen["validated"], 6, "{seen}");
 }

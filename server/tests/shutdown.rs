@@ -8,18 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{app_url, Child, TestApp};
+use common::{app_url, free_port, Child, TestApp};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[sqlx::test(migrations = "../migrations")]
 async fn sigterm_lets_a_stream_in_flight_finish_and_loses_nothing(pool: PgPool) {

@@ -294,7 +294,13 @@ impl LedgerWriter {
         let _: () = pipe.query_async(&mut self.redis.conn()).await?;
         // A stream entry's id starts with the time (ms) Redis took it: the settle.
         let now = now_ms();
-        crate::observe::ledger_written(entries.iter().map(|(id, _)| {
+        // Only what reached the ledger (not what was set aside).
+        let written = entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !aside.contains(i))
+            .map(|(_, entry)| entry);
+        crate::observe::ledger_written(written.map(|(id, _)| {
             let added = id
                 .split('-')
                 .next()

@@ -426,3 +426,70 @@ impl Drop for Child {
         let _ = self.0.wait();
     }
 }
+
+/// A free port on loopback (for a process of the test's own to listen on).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The Python interpreter for the scripts under `end2end/sdk` when it can import `modules`:
+/// `TESSERA_PYTHON` (scripts/test.sh points it at a virtual environment with
+/// end2end/sdk/requirements.txt installed), else `python3`. Without them the test fails under
+/// CI and is skipped, saying so, elsewhere.
+pub fn python(modules: &[&str]) -> Option<String> {
+    let python = std::env::var("TESSERA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", &format!("import {}", modules.join(", "))])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        return Some(python);
+    }
+    let names = modules.join(", ");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the Python packages {names} are required under CI: set TESSERA_PYTHON (scripts/test.sh does)"
+    );
+    eprintln!("SKIPPED: {python} cannot import {names}; run scripts/test.sh or set TESSERA_PYTHON");
+    None
+}
+
+/// Runs `end2end/sdk/<script>` against the server (`TESSERA_BASE_URL`, `TESSERA_API_KEY`, and
+/// `env`); returns the JSON it printed, failing with its output when it fails.
+pub async fn run_script(
+    python: String,
+    script: &str,
+    base_url: String,
+    token: String,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let script = format!("{}/../end2end/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // On a blocking thread: the server under test runs on this test's runtime.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .arg(&script)
+            .env("TESSERA_BASE_URL", base_url)
+            .env("TESSERA_API_KEY", &token)
+            .envs(env)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
