@@ -13,7 +13,7 @@ export const webhookSecret = "whsec_e2e";
 export const serverEnv: Record<string, string> = {
   ...(process.env as Record<string, string>),
   LEPTOS_OUTPUT_NAME: "tessera",
-  LEPTOS_SITE_ROOT: "target/site",
+  LEPTOS_SITE_ROOT: process.env.LEPTOS_SITE_ROOT ?? "target/site",
   LEPTOS_SITE_PKG_DIR: "pkg",
   // cargo-leptos names the wasm, JavaScript and CSS by their content's hash (hash-files in
   // Cargo.toml) and writes the hashes next to the server binary.

@@ -1,6 +1,9 @@
 //! Tessera's UI: the pages, their components and the server functions they call. Compiled
 //! twice: with `ssr` into the server binary, and with `hydrate` into the browser's wasm.
 
+// The chat's views are deeply nested types.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod chart;
 pub mod components;
@@ -63,10 +66,26 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
-            <body>
+            <body data-demo=demo_mode().then_some("true")>
                 <App/>
             </body>
         </html>
+    }
+}
+
+/// Whether the server runs in demo mode (`TESSERA_DEMO`). The server knows from its
+/// configuration and marks the page's body; the browser reads the mark, so both render the
+/// same banner.
+fn demo_mode() -> bool {
+    #[cfg(feature = "ssr")]
+    {
+        use_context::<server::AppState>().is_some_and(|s| s.services.config.demo)
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        document()
+            .body()
+            .is_some_and(|b| b.has_attribute("data-demo"))
     }
 }
 
@@ -125,7 +144,18 @@ pub fn App() -> impl IntoView {
         );
     });
 
+    let demo = demo_mode();
     view! {
+        {demo.then(|| view! {
+            <p class="demo-banner" role="note" data-testid="demo-banner">
+                <strong>"Demo"</strong>
+                " — replies come from a built-in simulator, not a real model. Sign in as "
+                <code>{tessera_types::demo::EMAIL}</code>
+                " with the password "
+                <code>{tessera_types::demo::PASSWORD}</code>
+                "."
+            </p>
+        })}
         <Title formatter=|title: String| if title.is_empty() { "Tessera".to_string() } else { format!("{title} · Tessera") }/>
         <Router>
             <Routes fallback=|| view! { <pages::errors::NotFound/> }>

@@ -2,7 +2,7 @@
 //! schemes, and images are reduced to their description (nothing loads from elsewhere). The
 //! output is HTML built only from Markdown's own elements, so it can be set as inner HTML.
 
-use pulldown_cmark::{html, Event, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::{html, CodeBlockKind, CowStr, Event, Options, Parser, Tag, TagEnd};
 
 fn safe_url(url: &str) -> bool {
     let lower = url.trim().to_ascii_lowercase();
@@ -11,6 +11,18 @@ fn safe_url(url: &str) -> bool {
         || lower.starts_with("mailto:")
         || lower.starts_with('/')
         || lower.starts_with('#')
+}
+
+/// A fenced block's language as a label: its first word, only letters, digits and `+#._-`
+/// (so it needs no escaping), at most 24 characters.
+fn language_label(info: &str) -> String {
+    info.split_whitespace()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "+#._-".contains(*c))
+        .take(24)
+        .collect()
 }
 
 /// Renders Markdown to HTML that is safe to insert into the page.
@@ -33,6 +45,24 @@ pub fn render(markdown: &str) -> String {
         // An image becomes its description, as text.
         Event::Start(Tag::Image { .. }) | Event::End(TagEnd::Image) => None,
         other => Some(other),
+    });
+    // Code blocks get a heading with their language and a Copy button (handled by the page).
+    let events = events.flat_map(|event| match event {
+        Event::Start(Tag::CodeBlock(ref kind)) => {
+            let language = match kind {
+                CodeBlockKind::Fenced(info) => language_label(info),
+                CodeBlockKind::Indented => String::new(),
+            };
+            let label = if language.is_empty() { "code".to_string() } else { language };
+            vec![
+                Event::Html(CowStr::from(format!(
+                    "<div class=\"code-block\"><div class=\"code-head\"><span class=\"code-lang\">{label}</span><button type=\"button\" class=\"copy-code\">Copy</button></div>"
+                ))),
+                event,
+            ]
+        }
+        Event::End(TagEnd::CodeBlock) => vec![event, Event::Html(CowStr::from("</div>"))],
+        other => vec![other],
     });
     let mut out = String::with_capacity(markdown.len() * 3 / 2);
     html::push_html(&mut out, events);
@@ -64,6 +94,42 @@ mod tests {
             assert!(!html.contains("<div"), "{html}");
             assert!(html.contains("&lt;"), "shown as text: {html}");
         }
+    }
+
+    #[test]
+    fn code_blocks_have_their_language_and_a_copy_button() {
+        let html = render("```rust\nfn main() {}\n```\n\n```\nplain\n```\n\n```<script>x\ny\n```");
+        assert!(
+            html.contains("<span class=\"code-lang\">rust</span>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<code class=\"language-rust\">fn main() {}"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<span class=\"code-lang\">code</span>"),
+            "{html}"
+        );
+        assert_eq!(html.matches("class=\"copy-code\"").count(), 3, "{html}");
+        assert!(!html.contains("<script"), "{html}");
+        assert_eq!(
+            html.matches("<div class=\"code-block\">").count(),
+            html.matches("</pre></div>").count()
+        );
+    }
+
+    #[test]
+    fn tables_and_lists_render() {
+        let html = render("| Day | Hours |\n|---|---|\n| Sat | 9-12 |\n\n1. one\n2. two");
+        assert!(
+            html.contains("<table>") && html.contains("<td>Sat</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<ol>") && html.contains("<li>two</li>"),
+            "{html}"
+        );
     }
 
     #[test]

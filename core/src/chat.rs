@@ -33,6 +33,47 @@ pub struct Message {
     pub created_at: OffsetDateTime,
     /// For a reply: the passages it was grounded in, `[1]` first.
     pub sources: Vec<Citation>,
+    /// For a reply: the person's rating of it, if they gave one.
+    pub rating: Option<Rating>,
+    /// For a reply: the comment with the rating (empty when none).
+    pub rating_comment: String,
+}
+
+/// A person's rating of a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rating {
+    Up,
+    Down,
+}
+
+impl Rating {
+    fn value(self) -> i16 {
+        match self {
+            Rating::Up => 1,
+            Rating::Down => -1,
+        }
+    }
+
+    fn from_value(v: i16) -> Option<Self> {
+        match v {
+            1 => Some(Rating::Up),
+            -1 => Some(Rating::Down),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Rating {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "up" => Ok(Rating::Up),
+            "down" => Ok(Rating::Down),
+            _ => Err(Error::invalid("A rating is up or down.")),
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -44,6 +85,8 @@ struct MessageRow {
     error: Option<String>,
     created_at: OffsetDateTime,
     sources: String,
+    rating: Option<i16>,
+    rating_comment: String,
 }
 
 impl From<MessageRow> for Message {
@@ -56,6 +99,8 @@ impl From<MessageRow> for Message {
             error: r.error,
             created_at: r.created_at,
             sources: serde_json::from_str(&r.sources).unwrap_or_default(),
+            rating: r.rating.and_then(Rating::from_value),
+            rating_comment: r.rating_comment,
         }
     }
 }
@@ -245,8 +290,9 @@ pub async fn get(db: &Db, who: Chatter, id: Uuid) -> Result<(Conversation, Vec<M
     .await?
     .ok_or(Error::NotFound)?;
     let messages = sqlx::query_as::<_, MessageRow>(
-        "SELECT id, role, content, status, error, created_at, sources::text AS sources FROM messages
-          WHERE conversation_id = $1 ORDER BY created_at, role DESC",
+        "SELECT id, role, content, status, error, created_at, sources::text AS sources, rating,
+                rating_comment
+           FROM messages WHERE conversation_id = $1 ORDER BY created_at, role DESC",
     )
     .bind(id)
     .fetch_all(&mut *tx)
@@ -293,12 +339,83 @@ pub async fn start(
 pub async fn post(db: &Db, who: Chatter, conversation: Uuid, text: &str) -> Result<Uuid> {
     let text = check_text(text)?;
     let mut tx = db.begin_tenant(who.tenant).await?;
+    owned_and_idle(&mut tx, who, conversation).await?;
+    let reply = add_turn(&mut tx, who, conversation, text).await?;
+    tx.commit().await?;
+    Ok(reply)
+}
+
+/// Generates the last reply again: the reply is replaced by a pending one (the earlier text is
+/// not kept). Returns the new reply's id.
+pub async fn regenerate(db: &Db, who: Chatter, conversation: Uuid) -> Result<Uuid> {
+    let mut tx = db.begin_tenant(who.tenant).await?;
+    owned_and_idle(&mut tx, who, conversation).await?;
+    let last = last_message(&mut tx, conversation).await?;
+    let Some((id, MessageRole::Assistant)) = last else {
+        return Err(Error::invalid("There is no reply to generate again."));
+    };
+    sqlx::query("DELETE FROM messages WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let reply = add_reply(&mut tx, who, conversation).await?;
+    tx.commit().await?;
+    Ok(reply)
+}
+
+/// Replaces the person's last question with `text` and asks again: the reply to it is replaced
+/// by a pending one. Returns the new reply's id.
+pub async fn edit_last(db: &Db, who: Chatter, conversation: Uuid, text: &str) -> Result<Uuid> {
+    let text = check_text(text)?;
+    let mut tx = db.begin_tenant(who.tenant).await?;
+    owned_and_idle(&mut tx, who, conversation).await?;
+    let question: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM messages WHERE conversation_id = $1 AND role = 'user'
+          ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(conversation)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let question = question.ok_or_else(|| Error::invalid("There is no question to edit."))?;
+    sqlx::query("UPDATE messages SET content = $2 WHERE id = $1")
+        .bind(question)
+        .bind(text)
+        .execute(&mut *tx)
+        .await?;
+    // The replies after it (normally one) make way for the new one.
+    sqlx::query(
+        "DELETE FROM messages WHERE conversation_id = $1 AND role = 'assistant'
+            AND created_at >= (SELECT created_at FROM messages WHERE id = $2)",
+    )
+    .bind(conversation)
+    .bind(question)
+    .execute(&mut *tx)
+    .await?;
+    let reply = add_reply(&mut tx, who, conversation).await?;
+    tx.commit().await?;
+    Ok(reply)
+}
+
+/// The last message of a conversation: its id and who wrote it.
+async fn last_message(tx: &mut Tx, conversation: Uuid) -> Result<Option<(Uuid, MessageRole)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, role FROM messages WHERE conversation_id = $1
+          ORDER BY created_at DESC, role ASC LIMIT 1",
+    )
+    .bind(conversation)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// `NotFound` unless the conversation is the person's; `Conflict` while its agent is still
+/// answering.
+async fn owned_and_idle(tx: &mut Tx, who: Chatter, conversation: Uuid) -> Result<()> {
     let owned: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2)",
+        "SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2 FOR UPDATE)",
     )
     .bind(conversation)
     .bind(who.user)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     if !owned {
         return Err(Error::NotFound);
@@ -309,16 +426,14 @@ pub async fn post(db: &Db, who: Chatter, conversation: Uuid, text: &str) -> Resu
                           AND created_at > now() - interval '10 minutes')",
     )
     .bind(conversation)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     if busy {
         return Err(Error::Conflict(
             "The agent is still answering. Wait for the reply or stop it first.".into(),
         ));
     }
-    let reply = add_turn(&mut tx, who, conversation, text).await?;
-    tx.commit().await?;
-    Ok(reply)
+    Ok(())
 }
 
 /// The person's message and a pending reply to it, in an open transaction.
@@ -330,6 +445,11 @@ async fn add_turn(tx: &mut Tx, who: Chatter, conversation: Uuid, text: &str) -> 
         .bind(text)
         .execute(&mut **tx)
         .await?;
+    add_reply(tx, who, conversation).await
+}
+
+/// A pending reply at the end of the conversation, which moves to the top of the list.
+async fn add_reply(tx: &mut Tx, who: Chatter, conversation: Uuid) -> Result<Uuid> {
     let reply = Uuid::new_v4();
     sqlx::query("INSERT INTO messages (id, tenant_id, conversation_id, role, status) VALUES ($1, $2, $3, 'assistant', 'pending')")
         .bind(reply)
@@ -442,6 +562,291 @@ pub async fn finish(
         .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Saves the text of a reply being generated so far, so a page opened meanwhile shows it.
+/// Returns false when the reply is no longer being generated (someone stopped it).
+pub async fn save_progress(db: &Db, tenant: TenantId, reply: Uuid, content: &str) -> Result<bool> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    let n = sqlx::query("UPDATE messages SET content = $2 WHERE id = $1 AND status = 'generating'")
+        .bind(reply)
+        .bind(content)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Marks a reply of the person's that is waiting or being generated as stopped: it keeps what
+/// was generated so far (its generator saves the rest of its text as it notices; see
+/// `replies::stop`). A reply that has ended already is left as it is.
+pub async fn stop(db: &Db, who: Chatter, reply: Uuid) -> Result<()> {
+    let mut tx = db.begin_tenant(who.tenant).await?;
+    let owned: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                         WHERE m.id = $1 AND m.role = 'assistant' AND c.user_id = $2)",
+    )
+    .bind(reply)
+    .bind(who.user)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !owned {
+        return Err(Error::NotFound);
+    }
+    sqlx::query(
+        "UPDATE messages SET status = 'stopped'
+          WHERE id = $1 AND status IN ('pending', 'generating')",
+    )
+    .bind(reply)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Where a reply of the person's is: its status, text so far, error and sources.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub status: MessageStatus,
+    pub content: String,
+    pub error: Option<String>,
+    pub sources: Vec<Citation>,
+}
+
+/// A reply of the person's as saved now (`NotFound` if it is not theirs).
+pub async fn progress(db: &Db, who: Chatter, reply: Uuid) -> Result<Progress> {
+    let row: Option<(MessageStatus, String, Option<String>, String)> = db
+        .tenant_optional(
+            who.tenant,
+            sqlx::query_as(
+                "SELECT m.status, m.content, m.error, m.sources::text
+                   FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                  WHERE m.id = $1 AND m.role = 'assistant' AND c.user_id = $2",
+            )
+            .bind(reply)
+            .bind(who.user),
+        )
+        .await?;
+    let (status, content, error, sources) = row.ok_or(Error::NotFound)?;
+    Ok(Progress {
+        status,
+        content,
+        error,
+        sources: serde_json::from_str(&sources).unwrap_or_default(),
+    })
+}
+
+const MAX_COMMENT_CHARS: usize = 2_000;
+
+/// Rates a reply of the person's that has ended, or takes the rating back (`None`). The
+/// comment is optional; it is kept with the rating and shown to the clinic's admins.
+pub async fn rate(
+    db: &Db,
+    who: Chatter,
+    reply: Uuid,
+    rating: Option<Rating>,
+    comment: &str,
+) -> Result<()> {
+    let comment = comment.trim();
+    if comment.chars().count() > MAX_COMMENT_CHARS {
+        return Err(Error::invalid(format!(
+            "A comment can be at most {} characters.",
+            crate::format::thousands(MAX_COMMENT_CHARS as i64)
+        )));
+    }
+    let comment = if rating.is_some() { comment } else { "" };
+    let mut tx = db.begin_tenant(who.tenant).await?;
+    let status: Option<MessageStatus> = sqlx::query_scalar(
+        "SELECT m.status FROM messages m JOIN conversations c ON c.id = m.conversation_id
+          WHERE m.id = $1 AND m.role = 'assistant' AND c.user_id = $2",
+    )
+    .bind(reply)
+    .bind(who.user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match status {
+        None => return Err(Error::NotFound),
+        Some(s) if s.in_progress() => {
+            return Err(Error::invalid("Rate the reply once it has ended."))
+        }
+        Some(_) => {}
+    }
+    sqlx::query(
+        "UPDATE messages SET rating = $2, rating_comment = $3,
+                rated_at = CASE WHEN $2::smallint IS NULL THEN NULL ELSE now() END
+          WHERE id = $1",
+    )
+    .bind(reply)
+    .bind(rating.map(Rating::value))
+    .bind(comment)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A conversation found by a search: where the words were found, with a line around them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub conversation: Conversation,
+    /// Text around the first match in a message, when the title did not match.
+    pub snippet: Option<String>,
+}
+
+/// The person's conversations whose title or messages contain `query` (case-insensitive),
+/// newest first. An empty query lists them all.
+pub async fn search(db: &Db, who: Chatter, query: &str) -> Result<Vec<Found>> {
+    let query = query.trim();
+    if query.is_empty() {
+        return Ok(list(db, who)
+            .await?
+            .into_iter()
+            .map(|conversation| Found {
+                conversation,
+                snippet: None,
+            })
+            .collect());
+    }
+    let query: String = query.chars().take(200).collect();
+    let pattern = format!(
+        "%{}%",
+        query
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        conversation: Conversation,
+        title_matches: bool,
+        content: Option<String>,
+    }
+    let sql = format!(
+        "SELECT * FROM (
+            SELECT c.id, c.agent_id, a.name AS agent_name, c.title, c.created_at, c.updated_at,
+                   c.title ILIKE $2 AS title_matches,
+                   (SELECT m.content FROM messages m
+                     WHERE m.conversation_id = c.id AND m.content ILIKE $2
+                     ORDER BY m.created_at LIMIT 1) AS content
+              FROM conversations c LEFT JOIN agents a ON a.id = c.agent_id
+             WHERE c.user_id = $1) found
+          WHERE title_matches OR content IS NOT NULL
+          ORDER BY updated_at DESC LIMIT 50"
+    );
+    let rows: Vec<Row> = db
+        .tenant_all(
+            who.tenant,
+            sqlx::query_as(&sql).bind(who.user).bind(pattern),
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Found {
+            snippet: (!r.title_matches)
+                .then(|| r.content.as_deref().map(|c| snippet(c, &query)))
+                .flatten(),
+            conversation: r.conversation,
+        })
+        .collect())
+}
+
+/// About 120 characters of `text` around the first place `query` is found in it, on one line.
+pub fn snippet(text: &str, query: &str) -> String {
+    let flat: Vec<char> = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .collect();
+    let lower: Vec<char> = flat.iter().flat_map(|c| c.to_lowercase()).collect();
+    let needle: Vec<char> = query.chars().flat_map(|c| c.to_lowercase()).collect();
+    // Lower-casing can change lengths (rarely); positions are then only approximate.
+    let at = (lower.len() == flat.len())
+        .then(|| {
+            lower
+                .windows(needle.len().max(1))
+                .position(|w| w == needle.as_slice())
+        })
+        .flatten()
+        .unwrap_or(0);
+    let start = at.saturating_sub(40);
+    let end = (at + needle.len() + 80).min(flat.len());
+    let mut out: String = flat[start..end].iter().collect();
+    if start > 0 {
+        out.insert(0, '…');
+    }
+    if end < flat.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// What the clinic's people think of an agent's replies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentFeedback {
+    pub agent_id: Option<Uuid>,
+    pub agent_name: Option<String>,
+    pub up: i64,
+    pub down: i64,
+    /// The latest comments, newest first.
+    pub comments: Vec<FeedbackComment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedbackComment {
+    pub rating: Rating,
+    pub comment: String,
+    pub at: OffsetDateTime,
+}
+
+/// Ratings of the clinic's replies per agent (most rated first), each with its latest five
+/// comments. Only the ratings and comments: the conversations stay private.
+pub async fn feedback_by_agent(db: &Db, tenant: TenantId) -> Result<Vec<AgentFeedback>> {
+    let mut tx = db.begin_tenant(tenant).await?;
+    let counts: Vec<(Option<Uuid>, Option<String>, i64, i64)> = sqlx::query_as(
+        "SELECT c.agent_id, a.name, count(*) FILTER (WHERE m.rating = 1),
+                count(*) FILTER (WHERE m.rating = -1)
+           FROM messages m JOIN conversations c ON c.id = m.conversation_id
+           LEFT JOIN agents a ON a.id = c.agent_id
+          WHERE m.rating IS NOT NULL
+          GROUP BY c.agent_id, a.name
+          ORDER BY count(*) DESC, a.name",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let comments: Vec<(Option<Uuid>, i16, String, OffsetDateTime)> = sqlx::query_as(
+        "SELECT agent_id, rating, rating_comment, rated_at FROM (
+            SELECT c.agent_id, m.rating, m.rating_comment, m.rated_at,
+                   row_number() OVER (PARTITION BY c.agent_id ORDER BY m.rated_at DESC) AS n
+              FROM messages m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.rating IS NOT NULL AND m.rating_comment <> '') latest
+          WHERE n <= 5 ORDER BY rated_at DESC",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(counts
+        .into_iter()
+        .map(|(agent_id, agent_name, up, down)| AgentFeedback {
+            agent_id,
+            agent_name,
+            up,
+            down,
+            comments: comments
+                .iter()
+                .filter(|c| c.0 == agent_id)
+                .filter_map(|(_, rating, comment, at)| {
+                    Some(FeedbackComment {
+                        rating: Rating::from_value(*rating)?,
+                        comment: comment.clone(),
+                        at: *at,
+                    })
+                })
+                .collect(),
+        })
+        .collect())
 }
 
 pub async fn rename(db: &Db, who: Chatter, id: Uuid, title: &str) -> Result<()> {

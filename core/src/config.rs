@@ -100,6 +100,27 @@ pub struct Config {
     /// `TESSERA_SHUTDOWN_GRACE_SECS`: on SIGTERM, how long replies in flight may take to
     /// finish before the process exits anyway.
     pub shutdown_grace_secs: u64,
+    /// `TESSERA_DEMO`: demo mode, for trying Tessera on one machine without a provider account
+    /// (`scripts/serve.sh --demo` turns it on with the provider simulator). Seeds a demo clinic
+    /// and says "Demo" on every page. Refused unless `TESSERA_PUBLIC_URL` is plain HTTP on a
+    /// loopback address, so a deployment cannot run it by accident.
+    pub demo: bool,
+}
+
+/// Whether `url` is plain HTTP on a loopback address.
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host_port = rest.split('/').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// How to reach Stripe.
@@ -167,6 +188,7 @@ impl fmt::Debug for Config {
             .field("metrics_addr", &self.metrics_addr)
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("demo", &self.demo)
             .finish()
     }
 }
@@ -276,7 +298,19 @@ impl Config {
             });
         }
         let platform_key = |var: &str| get(var).map(|k| secrecy::SecretString::from(k.to_string()));
+        let demo = boolean(get("TESSERA_DEMO"), "TESSERA_DEMO", false)?;
+        if demo && !is_loopback_http(&public_url) {
+            return Err(ConfigError {
+                var: "TESSERA_DEMO",
+                message: format!(
+                    "demo mode only runs on this machine: TESSERA_PUBLIC_URL must be http:// on \
+                     127.0.0.1, [::1] or localhost (it is {public_url}); unset TESSERA_DEMO in \
+                     production"
+                ),
+            });
+        }
         Ok(Self {
+            demo,
             openai_base_url,
             anthropic_base_url,
             platform_openai_key: platform_key("TESSERA_PLATFORM_OPENAI_KEY"),
@@ -643,6 +677,40 @@ mod tests {
         assert_eq!(c.metrics_addr.unwrap().port(), 9090);
         assert_eq!(c.shutdown_grace_secs, 30);
         assert!(!format!("{c:?}").contains(token));
+    }
+
+    #[test]
+    fn demo_mode_runs_only_on_this_machine() {
+        for local in [
+            "http://127.0.0.1:3000",
+            "http://localhost:8080/",
+            "http://[::1]:3000",
+        ] {
+            let c = Config::from_vars(&vars(&[
+                ("TESSERA_DEMO", "true"),
+                ("TESSERA_PUBLIC_URL", local),
+            ]))
+            .unwrap();
+            assert!(c.demo, "{local}");
+        }
+        for public in [
+            "https://127.0.0.1:3000",
+            "http://clinic.example.com",
+            "http://10.0.0.5:3000",
+            "http://127.0.0.1.example.com",
+        ] {
+            let err = Config::from_vars(&vars(&[
+                ("TESSERA_DEMO", "true"),
+                ("TESSERA_PUBLIC_URL", public),
+                (
+                    "TESSERA_MASTER_KEYS",
+                    "v1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+                ),
+            ]))
+            .unwrap_err();
+            assert_eq!(err.var, "TESSERA_DEMO", "{public}");
+        }
+        assert!(!Config::from_vars(&HashMap::new()).unwrap().demo);
     }
 
     #[test]

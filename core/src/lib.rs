@@ -21,6 +21,7 @@ pub mod chat;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod demo;
 pub mod egress;
 pub mod error;
 pub mod flags;
@@ -33,6 +34,7 @@ pub mod onboarding;
 pub mod operator;
 pub mod provider_keys;
 pub mod redis_client;
+pub mod replies;
 pub mod shutdown;
 pub mod tenancy;
 

@@ -159,3 +159,158 @@ async fn conversations_are_private_to_the_person_who_started_them(pool: PgPool) 
     chat::delete(&db, owner, conv).await.unwrap();
     assert!(chat::list(&db, owner).await.unwrap().is_empty());
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn replies_are_regenerated_edited_stopped_rated_and_found(pool: PgPool) {
+    // Arrange: a conversation with a complete reply.
+    let db = app_db(&pool).await;
+    let a = clinic(&db, "Actions Clinic").await;
+    let colleague = member(&db, &a, "colleague@actions.example.com", Role::Admin).await;
+    let agent = agents::create(&db, &CHANGES, a.tenant, a.owner(), &input("Front Desk"))
+        .await
+        .unwrap();
+    let owner = Chatter {
+        tenant: a.tenant,
+        user: a.owner,
+    };
+    let other = Chatter {
+        tenant: a.tenant,
+        user: colleague,
+    };
+    let (conv, reply) = chat::start(&db, owner, agent.id, "Opening hours?")
+        .await
+        .unwrap();
+    chat::claim(&db, owner, reply).await.unwrap();
+    assert!(chat::save_progress(&db, a.tenant, reply, "We open")
+        .await
+        .unwrap());
+    chat::finish(
+        &db,
+        a.tenant,
+        reply,
+        "We open on Saturday from 9 to 12, 100% of weeks.",
+        ReplyEnd::Complete,
+        None,
+    )
+    .await
+    .unwrap();
+
+    // Search: by title, by a word in a message (with the text around it), literally.
+    let found = chat::search(&db, owner, "hours").await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].snippet, None, "the title matched");
+    let found = chat::search(&db, owner, "SATURDAY").await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0]
+            .snippet
+            .as_deref()
+            .unwrap()
+            .contains("Saturday from 9"),
+        "{:?}",
+        found[0].snippet
+    );
+    assert_eq!(chat::search(&db, owner, "100%").await.unwrap().len(), 1);
+    assert!(chat::search(&db, owner, "1_0").await.unwrap().is_empty());
+    assert!(chat::search(&db, owner, "Sunday").await.unwrap().is_empty());
+    assert!(chat::search(&db, other, "Saturday")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(chat::search(&db, owner, " ").await.unwrap().len(), 1);
+
+    // Rating: the person's own ended replies only; admins see counts and comments per agent.
+    assert!(matches!(
+        chat::rate(&db, other, reply, Some(chat::Rating::Down), "").await,
+        Err(Error::NotFound)
+    ));
+    chat::rate(
+        &db,
+        owner,
+        reply,
+        Some(chat::Rating::Up),
+        "  Exactly right  ",
+    )
+    .await
+    .unwrap();
+    let feedback = chat::feedback_by_agent(&db, a.tenant).await.unwrap();
+    assert_eq!(feedback.len(), 1);
+    assert_eq!(feedback[0].agent_name.as_deref(), Some("Front Desk"));
+    assert_eq!((feedback[0].up, feedback[0].down), (1, 0));
+    assert_eq!(feedback[0].comments[0].comment, "Exactly right");
+    let (_, messages) = chat::get(&db, owner, conv).await.unwrap();
+    assert_eq!(messages[1].rating, Some(chat::Rating::Up));
+    assert!(matches!(
+        chat::rate(&db, owner, reply, Some(chat::Rating::Up), &"x".repeat(2001)).await,
+        Err(Error::Invalid(_))
+    ));
+    chat::rate(&db, owner, reply, None, "ignored")
+        .await
+        .unwrap();
+    assert!(chat::feedback_by_agent(&db, a.tenant)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Regenerate: the last reply makes way for a pending one; the history is the question.
+    assert!(matches!(
+        chat::regenerate(&db, other, conv).await,
+        Err(Error::NotFound)
+    ));
+    let again = chat::regenerate(&db, owner, conv).await.unwrap();
+    assert_ne!(again, reply);
+    let (_, messages) = chat::get(&db, owner, conv).await.unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1].id, again);
+    assert_eq!(messages[1].status, MessageStatus::Pending);
+    assert!(matches!(
+        chat::regenerate(&db, owner, conv).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        chat::rate(&db, owner, again, Some(chat::Rating::Up), "").await,
+        Err(Error::Invalid(_))
+    ));
+
+    // Stop: the reply keeps what was generated; its generator learns at its next save.
+    chat::claim(&db, owner, again).await.unwrap();
+    assert!(matches!(
+        chat::stop(&db, other, again).await,
+        Err(Error::NotFound)
+    ));
+    chat::stop(&db, owner, again).await.unwrap();
+    assert!(!chat::save_progress(&db, a.tenant, again, "We o")
+        .await
+        .unwrap());
+    let progress = chat::progress(&db, owner, again).await.unwrap();
+    assert_eq!(progress.status, MessageStatus::Stopped);
+
+    // Edit the last question and resend: one question (edited), one pending reply.
+    assert!(matches!(
+        chat::edit_last(&db, owner, conv, "  ").await,
+        Err(Error::Invalid(_))
+    ));
+    let edited = chat::edit_last(&db, owner, conv, "Opening hours on Sunday?")
+        .await
+        .unwrap();
+    let (_, messages) = chat::get(&db, owner, conv).await.unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0].content, "Opening hours on Sunday?");
+    assert_eq!(messages[1].id, edited);
+    let pending = chat::claim(&db, owner, edited).await.unwrap();
+    assert_eq!(pending.history.len(), 1);
+    assert_eq!(pending.history[0].content, "Opening hours on Sunday?");
+}
+
+#[test]
+fn snippets_show_the_words_in_their_context() {
+    let text = format!(
+        "{} the Saturday clinic {}",
+        "before ".repeat(20),
+        "after ".repeat(30)
+    );
+    let s = chat::snippet(&text, "saturday");
+    assert!(s.starts_with('…') && s.ends_with('…'), "{s}");
+    assert!(s.contains("the Saturday clinic"), "{s}");
+    assert_eq!(chat::snippet("short text", "short"), "short text");
+}

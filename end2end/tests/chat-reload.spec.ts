@@ -1,9 +1,9 @@
 import { expect, test } from "@playwright/test";
 import { open, signUp, uniqueEmail } from "./fixtures/pages";
 
-// A reply being generated is marked so by the server; a page opened meanwhile (another tab, a
-// reload) waits for it instead of asking for it again and showing "Thinking…" for ever.
-test("a reply being generated shows in another tab and survives a reload of the page", async ({ page, context }) => {
+// A reply keeps generating when its page goes: a page opened meanwhile (another tab, a reload)
+// shows what has come so far and follows the rest live.
+test("a reply being generated shows live in another tab and keeps generating across a reload", async ({ page, context }) => {
   await signUp(page, `Reload Clinic ${Date.now()}`, "Pat Admin", uniqueEmail("reload"));
   await expect(page.getByTestId("clinic-name")).toBeVisible();
   const nav = page.getByRole("navigation", { name: "Main" });
@@ -27,16 +27,19 @@ test("a reply being generated shows in another tab and survives a reload of the 
   const reply = page.getByTestId("message-assistant").first();
   await expect(reply).toContainText("word3");
 
-  // A second tab shows it in progress, then the whole reply once the first tab has it.
+  // A second tab shows it live: the words so far, then the rest as they come.
   const other = await context.newPage();
   await open(other, page.url());
-  await expect(other.getByTestId("thinking")).toBeVisible();
+  const mirrored = other.getByTestId("message-assistant").first();
+  await expect(mirrored).toContainText("word3");
+  await expect(mirrored).not.toContainText("word40");
+  await expect(mirrored).toContainText("word40", { timeout: 15_000 });
   await expect(reply).toContainText("word40");
-  await expect(other.getByTestId("message-assistant").first()).toContainText("word40", { timeout: 10_000 });
   await expect(other.getByTestId("thinking")).toHaveCount(0);
   await other.close();
 
-  // Reloading while a reply streams shows what was saved of it, not "Thinking…".
+  // Reloading while a reply streams shows what has come so far, then the rest: the reply did
+  // not stop when the page went.
   const composer = page.getByLabel("Message", { exact: true });
   await composer.fill("And again [sim:words=60] [sim:chunk_ms=150]");
   await composer.press("Enter");
@@ -44,8 +47,15 @@ test("a reply being generated shows in another tab and survives a reload of the 
   await expect(second).toContainText("word3");
   await page.reload();
   await page.locator("body[data-hydrated]").waitFor();
-  await expect(page.getByTestId("thinking")).toHaveCount(0, { timeout: 10_000 });
-  await expect(page.getByTestId("message-assistant").nth(1)).toContainText("word1 word2 word3");
+  const reloaded = page.getByTestId("message-assistant").nth(1);
+  await expect(reloaded).toContainText("word1 word2 word3");
+  await expect(page.getByRole("button", { name: "Stop" })).toBeVisible();
+  await expect(reloaded).toContainText("word60", { timeout: 20_000 });
+  await expect(reloaded.getByTestId("stopped")).toHaveCount(0);
+  // And after another reload it is there whole, saved.
+  await page.reload();
+  await page.locator("body[data-hydrated]").waitFor();
+  await expect(page.getByTestId("message-assistant").nth(1)).toContainText("word58 word59 word60");
   // The composer works again: the conversation is not stuck.
   await composer.fill("Short one");
   await composer.press("Enter");

@@ -1,90 +1,65 @@
-//! `GET /chat/replies/{id}`: generates a pending reply of a signed-in person's conversation
-//! through the gateway and streams it to the browser as server-sent events:
+//! `GET /chat/replies/{id}`: a signed-in person's reply, as server-sent events. A pending
+//! reply is claimed and generated through the gateway by a task of its own
+//! (`tessera_core::replies`); a reply already being generated (the page was reloaded, or is
+//! open in another tab) is followed. Events:
 //!
-//! - `sources`: the passages the reply is grounded in (sent first, when there are any);
+//! - `sources`: the passages the reply is grounded in (first, when there are any);
+//! - `text`: a JSON string, the whole text so far (replaces what the page shows);
 //! - `delta`: a JSON string of new text;
-//! - `done`: the reply is complete (JSON usage);
-//! - `failed`: a JSON string saying what went wrong and what to do.
+//! - `done`: the reply is complete (JSON usage, zeros when followed from another process);
+//! - `failed`: a JSON string saying what went wrong and what to do;
+//! - `stopped`: the person stopped it (`POST` to `stop_reply`); what came is kept.
 //!
-//! The text is saved as it ends: complete, failed (with the message), or stopped when the
-//! browser closes the stream (the Stop button, a reload), in which case only what was generated
-//! is charged. A reply is generated once: while it is, it is `generating`, and asking again
-//! answers 409 (the page then waits for what is saved).
+//! Closing the stream does not stop the reply. A reply that has ended answers 409: the page
+//! reads it saved.
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 
 use app::error::AppError;
 use app::server::{parse_id, AppState, SignedIn};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-
 use axum::response::Response;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use tessera_core::chat;
-use tessera_core::gateway::{Caller, ChatOutcome, ChatStream, StreamEvent};
-use tessera_core::{Db, ReplyEnd, TenantId};
+use tessera_core::gateway::{Caller, ChatOutcome};
+use tessera_core::replies::{self, End, Update};
+use tessera_core::{Error, ReplyEnd};
 use uuid::Uuid;
 
 fn event(name: &str, data: &serde_json::Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
-/// Saves the reply when the stream ends, however it ends. Dropped before the end means the
-/// person stopped it.
-struct Saver {
-    db: Db,
-    tenant: TenantId,
-    reply: Uuid,
-    text: Arc<Mutex<String>>,
-    done: bool,
-}
-
-impl Saver {
-    fn text(&self) -> String {
-        self.text.lock().map(|t| t.clone()).unwrap_or_default()
-    }
-
-    async fn save(&mut self, end: ReplyEnd, error: Option<&str>) {
-        self.done = true;
-        if let Err(e) =
-            chat::finish(&self.db, self.tenant, self.reply, &self.text(), end, error).await
-        {
-            tracing::error!(error = ?e, "could not save a reply");
+fn encode(update: Update) -> Bytes {
+    match update {
+        Update::Sources(sources) => {
+            let cited: Vec<_> = sources
+                .iter()
+                .map(
+                    |c| serde_json::json!({ "name": c.name, "heading": c.heading, "text": c.text }),
+                )
+                .collect();
+            event("sources", &serde_json::json!(cited))
         }
-    }
-}
-
-impl Drop for Saver {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let (db, tenant, reply, text) = (self.db.clone(), self.tenant, self.reply, self.text());
-        tokio::spawn(async move {
-            if let Err(e) = chat::finish(&db, tenant, reply, &text, ReplyEnd::Stopped, None).await {
-                tracing::error!(error = ?e, "could not save a stopped reply");
-            }
-        });
+        Update::Text(t) => event("text", &serde_json::json!(t)),
+        Update::Delta(t) => event("delta", &serde_json::json!(t)),
+        Update::End(End::Done {
+            prompt_tokens,
+            completion_tokens,
+        }) => event(
+            "done",
+            &serde_json::json!({ "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens }),
+        ),
+        Update::End(End::Failed(message)) => event("failed", &serde_json::json!(message)),
+        Update::End(End::Stopped) => event("stopped", &serde_json::json!(null)),
     }
 }
 
-impl Saver {
-    fn new(db: Db, tenant: TenantId, reply: Uuid) -> Self {
-        Self {
-            db,
-            tenant,
-            reply,
-            text: Arc::new(Mutex::new(String::new())),
-            done: false,
-        }
-    }
-
-    /// Saves the reply as failed with `message`, and answers a stream that says so.
-    async fn fail(mut self, message: &str) -> Response {
-        self.save(ReplyEnd::Failed, Some(message)).await;
-        crate::event_stream(Body::from(event("failed", &serde_json::json!(message))))
-    }
+fn events(updates: impl Stream<Item = Update> + Send + 'static) -> Response {
+    crate::event_stream(Body::from_stream(
+        updates.map(|u| Ok::<_, Infallible>(encode(u))),
+    ))
 }
 
 pub async fn reply_stream(
@@ -94,15 +69,42 @@ pub async fn reply_stream(
 ) -> Result<Response, AppError> {
     let services = &state.services;
     let reply: Uuid = parse_id(&reply)?;
-    let pending = chat::claim(&services.db, (&v).into(), reply).await?;
-    let saver = Saver::new(services.db.clone(), v.tenant.id, reply);
+    let who = (&v).into();
+    let pending = match chat::claim(&services.db, who, reply).await {
+        Ok(pending) => pending,
+        // Being generated already: follow it (or 409 if it has ended meanwhile).
+        Err(Error::Conflict(_)) => {
+            return Ok(events(replies::follow(&services.db, who, reply).await?))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let tenant = v.tenant.id;
+    let fail = |message: String| async move {
+        if let Err(e) = chat::finish(
+            &services.db,
+            tenant,
+            reply,
+            "",
+            ReplyEnd::Failed,
+            Some(&message),
+        )
+        .await
+        {
+            tracing::error!(error = ?e, "could not save a failed reply");
+        }
+        events(futures_util::stream::iter([Update::End(End::Failed(
+            message,
+        ))]))
+    };
     let Some(request) = pending.into_request() else {
-        return Ok(saver
-            .fail("This conversation's agent was deleted. Start a new conversation with another agent.")
-            .await);
+        return Ok(fail(
+            "This conversation's agent was deleted. Start a new conversation with another agent."
+                .into(),
+        )
+        .await);
     };
     let caller = Caller {
-        tenant: v.tenant.id,
+        tenant,
         user: Some(v.user.id),
         api_key: None,
     };
@@ -110,55 +112,19 @@ pub async fn reply_stream(
         Ok(ChatOutcome::Stream(stream)) => {
             let sources: Vec<chat::Citation> = stream.sources.iter().map(Into::into).collect();
             if !sources.is_empty() {
-                if let Err(e) = chat::set_sources(&services.db, v.tenant.id, reply, &sources).await
-                {
+                if let Err(e) = chat::set_sources(&services.db, tenant, reply, &sources).await {
                     tracing::error!(error = ?e, "could not keep a reply's sources");
                 }
             }
-            relay(stream, saver, &sources)
+            events(replies::generate(
+                services.db.clone(),
+                tenant,
+                reply,
+                stream,
+                sources,
+            ))
         }
-        Ok(ChatOutcome::Complete(_)) => saver.fail("The reply could not be streamed.").await,
-        Err(e) => saver.fail(&e.message).await,
+        Ok(ChatOutcome::Complete(_)) => fail("The reply could not be streamed.".into()).await,
+        Err(e) => fail(e.message).await,
     })
-}
-
-/// Sends the passages the reply is grounded in, then its text as it comes, and saves it when
-/// it ends.
-fn relay(stream: ChatStream, saver: Saver, sources: &[chat::Citation]) -> Response {
-    let first = (!sources.is_empty()).then(|| {
-        let cited: Vec<_> = sources
-            .iter()
-            .map(|c| serde_json::json!({ "name": c.name, "heading": c.heading, "text": c.text }))
-            .collect();
-        Ok::<_, Infallible>(event("sources", &serde_json::json!(cited)))
-    });
-    let text = saver.text.clone();
-    let saver = Arc::new(tokio::sync::Mutex::new(saver));
-    let body = stream.then(move |ev| {
-        let text = text.clone();
-        let saver = saver.clone();
-        async move {
-            let bytes = match ev {
-                Ok(StreamEvent::Text(t)) => {
-                    if let Ok(mut all) = text.lock() {
-                        all.push_str(&t);
-                    }
-                    event("delta", &serde_json::json!(t))
-                }
-                Ok(StreamEvent::Finish(_) | StreamEvent::Raw(_)) => Bytes::new(),
-                Ok(StreamEvent::Usage(u)) => {
-                    saver.lock().await.save(ReplyEnd::Complete, None).await;
-                    event("done", &serde_json::json!({ "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens }))
-                }
-                Err(e) => {
-                    saver.lock().await.save(ReplyEnd::Failed, Some(&e.message)).await;
-                    event("failed", &serde_json::json!(e.message))
-                }
-            };
-            Ok::<_, Infallible>(bytes)
-        }
-    });
-    crate::event_stream(Body::from_stream(
-        futures_util::stream::iter(first).chain(body),
-    ))
 }

@@ -112,6 +112,126 @@ async fn a_reply_streams_once_and_is_saved(pool: PgPool) {
     );
 }
 
+/// Reads a stream until its text contains `needle`, then lets it go (the page is closed).
+async fn read_until(mut res: reqwest::Response, needle: &str) -> String {
+    let mut seen = String::new();
+    while let Some(chunk) = res.chunk().await.unwrap() {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        if seen.contains(needle) {
+            return seen;
+        }
+    }
+    panic!("the stream ended without {needle}: {seen}");
+}
+
+/// The text a page shows from a reply's events: `text` replaces it, `delta` adds to it.
+fn shown_text(evs: &[(String, String)]) -> String {
+    let mut text = String::new();
+    for (name, data) in evs {
+        match name.as_str() {
+            "text" => text = serde_json::from_str(data).unwrap(),
+            "delta" => text.push_str(&serde_json::from_str::<String>(data).unwrap()),
+            _ => {}
+        }
+    }
+    text
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_reply_keeps_generating_after_its_page_goes_and_is_followed_then_stopped(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let owner = owner_with_agent(&app, "Follow Clinic", "o@follow.example").await;
+    let agent = agent_id(&app, &owner).await;
+    let sent: Value = app
+        .json(
+            &owner,
+            "start_conversation",
+            &[
+                ("agent_id", &agent),
+                ("text", "Slowly [sim:words=30] [sim:chunk_ms=40]"),
+            ],
+        )
+        .await;
+    let reply = sent["reply_id"].as_str().unwrap().to_string();
+    let conversation = sent["conversation_id"].as_str().unwrap().to_string();
+    let url = format!("{}/chat/replies/{reply}", app.url);
+
+    // The page that asked for it reads a few words, then is reloaded (its stream closes).
+    let res = owner.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    read_until(res, "word3").await;
+
+    // The reply goes on. The reloaded page follows it: the text so far, then the rest.
+    let res = owner.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let evs = events(&res.text().await.unwrap());
+    assert_eq!(evs[0].0, "text", "{evs:?}");
+    assert!(evs[0].1.contains("word3"), "{evs:?}");
+    assert_eq!(evs.last().unwrap().0, "done", "{evs:?}");
+    let whole = testkit::reply_text("gpt-4o-mini", "[sim:words=30]");
+    assert_eq!(shown_text(&evs), whole);
+    let conv: Value = app
+        .json(&owner, "conversation", &[("id", &conversation)])
+        .await;
+    assert_eq!(conv["messages"][1]["status"], "complete");
+    assert_eq!(conv["messages"][1]["content"], whole.as_str());
+
+    // A long reply is stopped from another request: its stream says so, and what came is kept.
+    let sent: Value = app
+        .json(
+            &owner,
+            "send_message",
+            &[
+                ("conversation_id", &conversation),
+                ("text", "Everything [sim:words=400] [sim:chunk_ms=40]"),
+            ],
+        )
+        .await;
+    let reply = sent["reply_id"].as_str().unwrap().to_string();
+    let mut res = owner
+        .get(format!("{}/chat/replies/{reply}", app.url))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("word3") {
+        seen.push_str(&String::from_utf8_lossy(
+            &res.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    // Someone else may not stop it.
+    let stranger = app.browser();
+    app.sign_up(&stranger, "Elsewhere", "s@follow-else.example")
+        .await;
+    let res_other = app
+        .call(&stranger, "stop_reply", &[("reply_id", &reply)])
+        .await;
+    assert_eq!(res_other.status(), 404);
+    let stopped = app
+        .call(&owner, "stop_reply", &[("reply_id", &reply)])
+        .await;
+    assert!(stopped.status().is_success());
+    while let Some(chunk) = res.chunk().await.unwrap() {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let evs = events(&seen);
+    assert_eq!(evs.last().unwrap().0, "stopped", "{evs:?}");
+    let text = shown_text(&evs);
+    assert!(!text.contains("word400"), "stopped midway: {text}");
+    let conv: Value = app
+        .json(&owner, "conversation", &[("id", &conversation)])
+        .await;
+    assert_eq!(conv["messages"][3]["status"], "stopped");
+    assert_eq!(conv["messages"][3]["content"], text.as_str());
+    // A stopped reply is not streamed again.
+    let again = owner
+        .get(format!("{}/chat/replies/{reply}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn conversations_are_private_over_http(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;

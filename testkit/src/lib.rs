@@ -32,6 +32,7 @@
 //! - `[sim:chunk_ms=MS]`: wait MS milliseconds between streamed events (overrides
 //!   [`SimOptions::chunk_ms`]);
 //! - `[sim:words=N]`: the reply is exactly N words, `word1 word2 ... wordN`;
+//! - `[sim:markdown]`: the reply is [`MARKDOWN_REPLY`] (a heading, a list, a table, code);
 //! - `[sim:prompt_tokens=N]`: the usage reports N prompt tokens (N may be negative or absurd:
 //!   a provider that lies).
 //!
@@ -267,6 +268,9 @@ async fn models(State(flavor): State<Flavor>, headers: HeaderMap) -> Response {
 // Deterministic behaviour
 // ---------------------------------------------------------------------------------------------
 
+/// The reply to a message with `[sim:markdown]`: a heading, a list, a table and a code block.
+pub const MARKDOWN_REPLY: &str = "## Saturday hours\n\n- Front desk: **9:00 to 12:00**\n- Phones: 9:00 to 11:00\n\n| Day | Hours |\n|---|---|\n| Saturday | 9-12 |\n| Sunday | closed |\n\n```python\nprint(\"open\")\n```";
+
 /// The most words `[sim:words=N]` produces.
 pub const MAX_WORDS: usize = 100_000;
 
@@ -289,6 +293,9 @@ pub fn prompt_tokens(texts: &[&str]) -> i64 {
 /// reply is exactly N words instead, `"word1 word2 ... wordN"` (N at most [`MAX_WORDS`]).
 /// Before `max_tokens` (see [`limit_reply`]).
 pub fn reply_text(model: &str, last_user_message: &str) -> String {
+    if directive(last_user_message, "markdown").is_some() {
+        return MARKDOWN_REPLY.to_string();
+    }
     if let Some(n) = directive_num(last_user_message, "words") {
         let n = usize::try_from(n).unwrap_or(MAX_WORDS).min(MAX_WORDS);
         return (1..=n)
@@ -802,21 +809,23 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The pieces of a reply as streamed: each word followed by a space except the last.
+/// The pieces of a reply as streamed: each word with the whitespace after it (so line breaks
+/// in a Markdown reply survive), the last without.
 fn pieces(reply: &str) -> Vec<String> {
-    let words: Vec<&str> = reply.split_whitespace().collect();
-    let n = words.len();
-    words
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            if i + 1 < n {
-                format!("{w} ")
-            } else {
-                (*w).to_string()
-            }
-        })
-        .collect()
+    let mut out = Vec::new();
+    let mut piece = String::new();
+    let mut in_space = false;
+    for c in reply.trim().chars() {
+        if !c.is_whitespace() && in_space {
+            out.push(std::mem::take(&mut piece));
+        }
+        in_space = c.is_whitespace();
+        piece.push(c);
+    }
+    if !piece.is_empty() {
+        out.push(piece);
+    }
+    out
 }
 
 async fn last(State(sim): State<Sim>) -> Response {

@@ -3,6 +3,13 @@
 //! browser (no database there). One definition for each: the UI's role is the core's role.
 
 pub mod format;
+
+/// The demo clinic's owner (demo mode, `TESSERA_DEMO`, which runs on loopback addresses only):
+/// shown on every page while it is on.
+pub mod demo {
+    pub const EMAIL: &str = "demo@tessera.test";
+    pub const PASSWORD: &str = "tessera-demo-password";
+}
 mod month;
 mod states;
 

@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::api::agents::{get_agents_page, AgentRow, AgentsPage, DeleteAgent, SaveAgent};
+use crate::api::chat::{get_agent_feedback, AgentFeedbackView};
 use crate::components::{admin_data, ActionError, ConfirmButton, Protected};
 
 #[component]
@@ -12,6 +13,7 @@ pub fn AgentsAdminPage() -> impl IntoView {
         <Title text="Agents"/>
         <Protected>
             <AgentsLoader/>
+            <FeedbackLoader/>
         </Protected>
     }
 }
@@ -220,6 +222,59 @@ fn Agents(
                         </article>
                     }
                 }).collect_view().into_any()
+            }}
+        </section>
+    }
+}
+
+#[component]
+fn FeedbackLoader() -> impl IntoView {
+    let data = Resource::new(|| (), |_| get_agent_feedback());
+    admin_data(data, move |feedback| view! { <AgentFeedback feedback/> })
+}
+
+/// What staff think of each agent's replies: thumbs up and down, and the latest comments. A
+/// signal of which instructions work. The conversations themselves stay private.
+#[component]
+fn AgentFeedback(feedback: Vec<AgentFeedbackView>) -> impl IntoView {
+    view! {
+        <section class="card" aria-labelledby="feedback-heading" data-testid="agent-feedback">
+            <h2 id="feedback-heading">"Feedback on replies"</h2>
+            <p class="muted small">"Ratings and comments people gave replies in the chat. Conversations stay private to the people who had them."</p>
+            {if feedback.is_empty() {
+                view! { <p class="muted" data-testid="no-feedback">"No feedback yet. People rate replies with 👍 or 👎 in the chat."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="table">
+                        <thead><tr><th scope="col">"Agent"</th><th scope="col">"👍 Good"</th><th scope="col">"👎 Bad"</th><th scope="col">"Latest comments"</th></tr></thead>
+                        <tbody>
+                            {feedback.into_iter().map(|f| view! {
+                                <tr data-testid="feedback-row">
+                                    <th scope="row">{f.agent.clone()}</th>
+                                    <td data-testid="feedback-up">{f.up}</td>
+                                    <td data-testid="feedback-down">{f.down}</td>
+                                    <td>
+                                        {if f.comments.is_empty() {
+                                            view! { <span class="muted">"—"</span> }.into_any()
+                                        } else {
+                                            view! {
+                                                <ul class="plain">
+                                                    {f.comments.into_iter().map(|c| view! {
+                                                        <li data-testid="feedback-comment">
+                                                            <span aria-label=if c.up { "Good" } else { "Bad" }>{if c.up { "👍 " } else { "👎 " }}</span>
+                                                            {c.comment.clone()}
+                                                            <span class="muted small">" · " {c.date.clone()}</span>
+                                                        </li>
+                                                    }).collect_view()}
+                                                </ul>
+                                            }.into_any()
+                                        }}
+                                    </td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                }.into_any()
             }}
         </section>
     }
