@@ -723,8 +723,7 @@ pub async fn search(db: &Db, who: Chatter, query: &str) -> Result<Vec<Found>> {
         title_matches: bool,
         content: Option<String>,
     }
-    let sql = format!(
-        "SELECT * FROM (
+    let sql = "SELECT * FROM (
             SELECT c.id, c.agent_id, a.name AS agent_name, c.title, c.created_at, c.updated_at,
                    c.title ILIKE $2 AS title_matches,
                    (SELECT m.content FROM messages m
@@ -733,13 +732,9 @@ pub async fn search(db: &Db, who: Chatter, query: &str) -> Result<Vec<Found>> {
               FROM conversations c LEFT JOIN agents a ON a.id = c.agent_id
              WHERE c.user_id = $1) found
           WHERE title_matches OR content IS NOT NULL
-          ORDER BY updated_at DESC LIMIT 50"
-    );
+          ORDER BY updated_at DESC LIMIT 50";
     let rows: Vec<Row> = db
-        .tenant_all(
-            who.tenant,
-            sqlx::query_as(&sql).bind(who.user).bind(pattern),
-        )
+        .tenant_all(who.tenant, sqlx::query_as(sql).bind(who.user).bind(pattern))
         .await?;
     Ok(rows
         .into_iter()

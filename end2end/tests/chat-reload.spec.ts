@@ -40,6 +40,7 @@ test("a reply being generated shows live in another tab and keeps generating acr
 
   // Reloading while a reply streams shows what has come so far, then the rest: the reply did
   // not stop when the page went.
+  await expect(page.getByRole("button", { name: "Send" })).toBeVisible();
   const composer = page.getByLabel("Message", { exact: true });
   await composer.fill("And again [sim:words=60] [sim:chunk_ms=150]");
   await composer.press("Enter");
@@ -57,6 +58,7 @@ test("a reply being generated shows live in another tab and keeps generating acr
   await page.locator("body[data-hydrated]").waitFor();
   await expect(page.getByTestId("message-assistant").nth(1)).toContainText("word58 word59 word60");
   // The composer works again: the conversation is not stuck.
+  await expect(page.getByRole("button", { name: "Send" })).toBeVisible();
   await composer.fill("Short one");
   await composer.press("Enter");
   await expect(page.getByTestId("message-assistant").nth(2)).toContainText("Simulated reply from gpt-4o-mini: Short one");

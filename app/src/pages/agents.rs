@@ -9,17 +9,8 @@ use crate::components::{admin_data, ActionError, ConfirmButton, Protected};
 
 #[component]
 pub fn AgentsAdminPage() -> impl IntoView {
-    view! {
-        <Title text="Agents"/>
-        <Protected>
-            <AgentsLoader/>
-            <FeedbackLoader/>
-        </Protected>
-    }
-}
-
-#[component]
-fn AgentsLoader() -> impl IntoView {
+    // The page's actions and data are made here, before the signed-in check's suspense, so
+    // the server and the browser create them in the same order (hydration relies on it).
     let create = ServerAction::<SaveAgent>::new();
     let save = ServerAction::<SaveAgent>::new();
     let delete = ServerAction::<DeleteAgent>::new();
@@ -33,10 +24,14 @@ fn AgentsLoader() -> impl IntoView {
         },
         |_| get_agents_page(),
     );
-    admin_data(
-        data,
-        move |page| view! { <Agents page create save delete/> },
-    )
+    let feedback = Resource::new(|| (), |_| get_agent_feedback());
+    view! {
+        <Title text="Agents"/>
+        <Protected>
+            {admin_data(data, move |page| view! { <Agents page create save delete/> })}
+            {admin_data(feedback, move |feedback| view! { <AgentFeedback feedback/> })}
+        </Protected>
+    }
 }
 
 /// The fields of an agent, empty for a new one.
@@ -225,12 +220,6 @@ fn Agents(
             }}
         </section>
     }
-}
-
-#[component]
-fn FeedbackLoader() -> impl IntoView {
-    let data = Resource::new(|| (), |_| get_agent_feedback());
-    admin_data(data, move |feedback| view! { <AgentFeedback feedback/> })
 }
 
 /// What staff think of each agent's replies: thumbs up and down, and the latest comments. A

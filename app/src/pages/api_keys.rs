@@ -8,23 +8,22 @@ use crate::components::{admin_data, ActionError, ConfirmButton, Protected};
 
 #[component]
 pub fn ApiKeysPage() -> impl IntoView {
-    view! {
-        <Title text="API keys"/>
-        <Protected>
-            <ApiKeysLoader/>
-        </Protected>
-    }
-}
-
-#[component]
-fn ApiKeysLoader() -> impl IntoView {
+    // The page's actions and data are made here, before the signed-in check's suspense, so
+    // the server and the browser create them in the same order (hydration relies on it).
     let create = ServerAction::<CreateApiKey>::new();
     let revoke = ServerAction::<RevokeApiKey>::new();
     let data = Resource::new(
         move || (create.version().get(), revoke.version().get()),
         |_| list_api_keys(),
     );
-    admin_data(data, move |rows| view! { <ApiKeys rows create revoke/> })
+    view! {
+        <Title text="API keys"/>
+        <Protected>
+            {
+            admin_data(data, move |rows| view! { <ApiKeys rows create revoke/> })
+            }
+        </Protected>
+    }
 }
 
 #[component]

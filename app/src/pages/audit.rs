@@ -11,10 +11,29 @@ use crate::components::{admin_data, Protected};
 
 #[component]
 pub fn AuditPage() -> impl IntoView {
+    // The page's actions and data are made here, before the signed-in check's suspense, so
+    // the server and the browser create them in the same order (hydration relies on it).
+    let query = AuditQuery::read();
+    let data = Resource::new(
+        move || query.get(),
+        |q| clinic_audit(q.person, q.area, q.from, q.to),
+    );
     view! {
         <Title text="Audit log"/>
         <Protected>
-            <AuditLoader/>
+            {
+            admin_data(data, move |rows| {
+                let q = query.get_untracked();
+                let export = format!("{EXPORT_URL}?{}", q.to_query());
+                view! {
+                    <div class="page-head"><h1>"Audit log"</h1></div>
+                    <p class="muted">"Every sensitive change in this clinic: who made it, when and from which address. Entries cannot be changed or deleted."</p>
+                    <AuditFilter action="/settings/audit" q=q/>
+                    <p><a href=export download="" data-testid="audit-export">"Download these entries (CSV)"</a></p>
+                    <AuditTable rows show_clinic=false/>
+                }
+            })
+            }
         </Protected>
     }
 }
@@ -63,26 +82,6 @@ impl AuditQuery {
             enc(&self.to)
         )
     }
-}
-
-#[component]
-fn AuditLoader() -> impl IntoView {
-    let query = AuditQuery::read();
-    let data = Resource::new(
-        move || query.get(),
-        |q| clinic_audit(q.person, q.area, q.from, q.to),
-    );
-    admin_data(data, move |rows| {
-        let q = query.get_untracked();
-        let export = format!("{EXPORT_URL}?{}", q.to_query());
-        view! {
-            <div class="page-head"><h1>"Audit log"</h1></div>
-            <p class="muted">"Every sensitive change in this clinic: who made it, when and from which address. Entries cannot be changed or deleted."</p>
-            <AuditFilter action="/settings/audit" q=q/>
-            <p><a href=export download="" data-testid="audit-export">"Download these entries (CSV)"</a></p>
-            <AuditTable rows show_clinic=false/>
-        }
-    })
 }
 
 /// The filter form (a plain GET form: the filter lives in the address).

@@ -32,22 +32,48 @@ fn list_changed() {
     }
 }
 
+/// The sidebar's data: the search and the list it gives, with what makes it read again. Made
+/// by the page before the signed-in check's suspense, so the server and the browser create
+/// them in the same order (hydration relies on it).
+#[derive(Clone, Copy)]
+struct ChatList {
+    query: RwSignal<String>,
+    changed: RwSignal<u32>,
+    rows: Resource<Result<Vec<ConversationRow>, crate::error::AppError>>,
+}
+
+impl ChatList {
+    fn new() -> Self {
+        let query_map = use_query_map();
+        let query = RwSignal::new(query_map.get_untracked().get("q").unwrap_or_default());
+        let changed = RwSignal::new(0u32);
+        let rows = Resource::new(
+            move || (query.get(), changed.get()),
+            |(q, _)| list_conversations(q),
+        );
+        Self {
+            query,
+            changed,
+            rows,
+        }
+    }
+}
+
 /// The chat's frame: the sidebar of conversations and, beside it, the page's own content.
 #[component]
 fn ChatLayout(
+    list: ChatList,
     /// The conversation open beside the sidebar, if any.
     #[prop(into)]
     current: Signal<Option<String>>,
     children: Children,
 ) -> impl IntoView {
-    let changed = RwSignal::new(0u32);
+    let ChatList {
+        query,
+        changed,
+        rows: list,
+    } = list;
     provide_context(ChatListChanged(changed));
-    let query_map = use_query_map();
-    let query = RwSignal::new(query_map.get_untracked().get("q").unwrap_or_default());
-    let list = Resource::new(
-        move || (query.get(), changed.get()),
-        |(q, _)| list_conversations(q),
-    );
     let drawer = RwSignal::new(false);
     view! {
         <div class="chat-layout" class:drawer-open=move || drawer.get()>
@@ -117,20 +143,16 @@ fn ConversationList(
 
 #[component]
 pub fn ChatHomePage() -> impl IntoView {
+    let list = ChatList::new();
+    let data = Resource::new(|| (), |_| get_chat_home());
     view! {
         <Title text="Chat"/>
         <Protected>
-            <ChatLayout current=Signal::derive(|| None::<String>)>
-                <ChatHomeLoader/>
+            <ChatLayout list current=Signal::derive(|| None::<String>)>
+                {admin_data(data, move |home| view! { <NewChat home/> })}
             </ChatLayout>
         </Protected>
     }
-}
-
-#[component]
-fn ChatHomeLoader() -> impl IntoView {
-    let data = Resource::new(|| (), |_| get_chat_home());
-    admin_data(data, move |home| view! { <NewChat home/> })
 }
 
 /// A new chat: the agent to talk to at the top, the composer at the bottom. Also a plain form,
@@ -226,11 +248,12 @@ fn submit_form_of(ev: &leptos::ev::KeyboardEvent) {
 pub fn ConversationPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.read().get("id").unwrap_or_default();
+    let list = ChatList::new();
     let data = Resource::new(id, get_conversation);
     view! {
         <Title text="Conversation"/>
         <Protected>
-            <ChatLayout current=Signal::derive(move || Some(id()))>
+            <ChatLayout list current=Signal::derive(move || Some(id()))>
                 {admin_data(data, move |c| view! { <Conversation c/> })}
             </ChatLayout>
         </Protected>
@@ -628,7 +651,14 @@ fn Conversation(c: ConversationView) -> impl IntoView {
     });
     let send = move || {
         let text = draft.get_untracked();
-        if text.trim().is_empty() || streaming.get_untracked().is_some() {
+        if text.trim().is_empty() {
+            return;
+        }
+        if streaming.get_untracked().is_some() {
+            // The draft stays; nothing typed is lost.
+            error.set(Some(
+                "The agent is still answering. Wait for the reply or press Stop.".into(),
+            ));
             return;
         }
         error.set(None);

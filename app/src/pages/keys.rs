@@ -13,23 +13,22 @@ use crate::components::{admin_data, ActionError, ConfirmButton, Protected};
 
 #[component]
 pub fn ProviderKeysPage() -> impl IntoView {
-    view! {
-        <Title text="Provider keys"/>
-        <Protected>
-            <KeysLoader/>
-        </Protected>
-    }
-}
-
-#[component]
-fn KeysLoader() -> impl IntoView {
+    // The page's actions and data are made here, before the signed-in check's suspense, so
+    // the server and the browser create them in the same order (hydration relies on it).
     let save = ServerAction::<SaveProviderKey>::new();
     let delete = ServerAction::<DeleteProviderKey>::new();
     let data = Resource::new(
         move || (save.version().get(), delete.version().get()),
         |_| list_provider_keys(),
     );
-    admin_data(data, move |rows| view! { <Keys rows save delete/> })
+    view! {
+        <Title text="Provider keys"/>
+        <Protected>
+            {
+            admin_data(data, move |rows| view! { <Keys rows save delete/> })
+            }
+        </Protected>
+    }
 }
 
 #[component]

@@ -16,27 +16,8 @@ use crate::components::{admin_data, ActionError, ConfirmButton, Protected};
 
 #[component]
 pub fn KnowledgePage() -> impl IntoView {
-    view! {
-        <Title text="Knowledge"/>
-        <Protected>
-            <KnowledgeLoader/>
-        </Protected>
-    }
-}
-
-/// One file being uploaded from this page.
-#[derive(Clone, Debug, PartialEq)]
-struct Upload {
-    key: usize,
-    name: String,
-    /// 0 to 1.
-    progress: f64,
-    /// `None` while it goes; then what the server said, and whether it was accepted.
-    outcome: Option<(bool, String)>,
-}
-
-#[component]
-fn KnowledgeLoader() -> impl IntoView {
+    // The page's actions and data are made here, before the signed-in check's suspense, so
+    // the server and the browser create them in the same order (hydration relies on it).
     let delete = ServerAction::<DeleteDocument>::new();
     let retry = ServerAction::<RetryDocument>::new();
     let tag = ServerAction::<TagDocument>::new();
@@ -56,25 +37,43 @@ fn KnowledgeLoader() -> impl IntoView {
         |_| get_knowledge_page(),
     );
     view! {
-        <div class="page-head"><h1>"Knowledge"</h1></div>
-        <p class="muted">"Documents your agents answer from: protocols, price lists, leaflets. Agents cite the passages they use."</p>
-        <Flash/>
-        <ActionError value=delete.value()/>
-        <ActionError value=retry.value()/>
-        <ActionError value=tag.value()/>
-        <ActionError value=model.value()/>
-        {admin_data(data, move |page| {
-            // While a document is being read, look again shortly (the page shows each status live).
-            #[cfg(feature = "hydrate")]
-            if page.in_progress() {
-                leptos::leptos_dom::helpers::set_timeout(
-                    move || refresh.update(|n| *n += 1),
-                    std::time::Duration::from_millis(1500),
-                );
+        <Title text="Knowledge"/>
+        <Protected>
+            {
+            view! {
+                <div class="page-head"><h1>"Knowledge"</h1></div>
+                <p class="muted">"Documents your agents answer from: protocols, price lists, leaflets. Agents cite the passages they use."</p>
+                <Flash/>
+                <ActionError value=delete.value()/>
+                <ActionError value=retry.value()/>
+                <ActionError value=tag.value()/>
+                <ActionError value=model.value()/>
+                {admin_data(data, move |page| {
+                    // While a document is being read, look again shortly (the page shows each status live).
+                    #[cfg(feature = "hydrate")]
+                    if page.in_progress() {
+                        leptos::leptos_dom::helpers::set_timeout(
+                            move || refresh.update(|n| *n += 1),
+                            std::time::Duration::from_millis(1500),
+                        );
+                    }
+                    view! { <Knowledge page uploads refresh delete retry tag model/> }
+                })}
             }
-            view! { <Knowledge page uploads refresh delete retry tag model/> }
-        })}
+            }
+        </Protected>
     }
+}
+
+/// One file being uploaded from this page.
+#[derive(Clone, Debug, PartialEq)]
+struct Upload {
+    key: usize,
+    name: String,
+    /// 0 to 1.
+    progress: f64,
+    /// `None` while it goes; then what the server said, and whether it was accepted.
+    outcome: Option<(bool, String)>,
 }
 
 /// What the plain upload form came back with.

@@ -13,18 +13,8 @@ use tessera_types::Role;
 
 #[component]
 pub fn MembersPage() -> impl IntoView {
-    view! {
-        <Title text="Members"/>
-        <Protected>
-            <MembersLoader/>
-        </Protected>
-    }
-}
-
-/// Loads the page's data only once someone is known to be signed in, so a signed-out visitor
-/// is redirected rather than answered 401.
-#[component]
-fn MembersLoader() -> impl IntoView {
+    // The page's actions and data are made here, before the signed-in check's suspense, so
+    // the server and the browser create them in the same order (hydration relies on it).
     let invite = ServerAction::<InviteMember>::new();
     let change = ServerAction::<ChangeMemberRole>::new();
     let remove = ServerAction::<RemoveMember>::new();
@@ -40,12 +30,21 @@ fn MembersLoader() -> impl IntoView {
         },
         |_| list_members(),
     );
-    admin_data(
-        data,
-        move |page| view! { <Members page invite change remove revoke/> },
-    )
+    view! {
+        <Title text="Members"/>
+        <Protected>
+            {
+            admin_data(
+                data,
+                move |page| view! { <Members page invite change remove revoke/> },
+            )
+            }
+        </Protected>
+    }
 }
 
+/// Loads the page's data only once someone is known to be signed in, so a signed-out visitor
+/// is redirected rather than answered 401.
 #[component]
 fn Members(
     page: Page,

@@ -91,32 +91,30 @@ fn OperatorShell(info: OperatorInfo, children: Children) -> impl IntoView {
 
 #[component]
 pub fn OperatorClinicsPage() -> impl IntoView {
-    view! {
-        <Title text="Clinics · Operator"/>
-        <OperatorOnly>
-            <ClinicsLoader/>
-        </OperatorOnly>
-    }
-}
-
-#[component]
-fn ClinicsLoader() -> impl IntoView {
+    // Made before the suspense, in the same order on the server and in the browser.
     let query = use_query_map();
     let search = Memo::new(move |_| query.read().get("q").unwrap_or_default());
     let data = Resource::new(move || search.get(), operator_clinics);
-    admin_data(data, move |rows| {
-        view! {
-            <div class="page-head"><h1>"Clinics"</h1></div>
-            <form method="get" action="/operator" class="inline-form" role="search">
-                <div class="field">
-                    <label for="clinic-search">"Search"</label>
-                    <input id="clinic-search" type="search" name="q" value=search.get_untracked() placeholder="Name or slug"/>
-                </div>
-                <button type="submit" class="secondary">"Search"</button>
-            </form>
-            <ClinicTable rows/>
-        }
-    })
+    view! {
+        <Title text="Clinics · Operator"/>
+        <OperatorOnly>
+            {
+            admin_data(data, move |rows| {
+                view! {
+                    <div class="page-head"><h1>"Clinics"</h1></div>
+                    <form method="get" action="/operator" class="inline-form" role="search">
+                        <div class="field">
+                            <label for="clinic-search">"Search"</label>
+                            <input id="clinic-search" type="search" name="q" value=search.get_untracked() placeholder="Name or slug"/>
+                        </div>
+                        <button type="submit" class="secondary">"Search"</button>
+                    </form>
+                    <ClinicTable rows/>
+                }
+            })
+            }
+        </OperatorOnly>
+    }
 }
 
 #[component]
@@ -161,16 +159,7 @@ fn status(active: bool) -> impl IntoView {
 
 #[component]
 pub fn OperatorClinicPage() -> impl IntoView {
-    view! {
-        <Title text="Clinic · Operator"/>
-        <OperatorOnly>
-            <ClinicLoader/>
-        </OperatorOnly>
-    }
-}
-
-#[component]
-fn ClinicLoader() -> impl IntoView {
+    // Made before the suspense, in the same order on the server and in the browser.
     let params = use_params_map();
     let set_active = ServerAction::<SetClinicActive>::new();
     let set_plan = ServerAction::<SetClinicPlan>::new();
@@ -186,10 +175,17 @@ fn ClinicLoader() -> impl IntoView {
         },
         |(id, _, _, _)| operator_clinic(id),
     );
-    admin_data(
-        data,
-        move |d| view! { <ClinicDetail d set_active set_plan set_limits/> },
-    )
+    view! {
+        <Title text="Clinic · Operator"/>
+        <OperatorOnly>
+            {
+            admin_data(
+                data,
+                move |d| view! { <ClinicDetail d set_active set_plan set_limits/> },
+            )
+            }
+        </OperatorOnly>
+    }
 }
 
 #[component]
@@ -314,19 +310,17 @@ fn ClinicDetail(
 
 #[component]
 pub fn OperatorFlagsPage() -> impl IntoView {
+    // Made before the suspense, in the same order on the server and in the browser.
+    let create = ServerAction::<CreateFlag>::new();
+    let data = Resource::new(move || create.version().get(), |_| operator_flags());
     view! {
         <Title text="Flags · Operator"/>
         <OperatorOnly>
-            <FlagsLoader/>
+            {
+            admin_data(data, move |rows| view! { <Flags rows create/> })
+            }
         </OperatorOnly>
     }
-}
-
-#[component]
-fn FlagsLoader() -> impl IntoView {
-    let create = ServerAction::<CreateFlag>::new();
-    let data = Resource::new(move || create.version().get(), |_| operator_flags());
-    admin_data(data, move |rows| view! { <Flags rows create/> })
 }
 
 fn effect(f: &FlagRow) -> String {
@@ -420,16 +414,7 @@ fn RulesField(
 
 #[component]
 pub fn OperatorFlagPage() -> impl IntoView {
-    view! {
-        <Title text="Flag · Operator"/>
-        <OperatorOnly>
-            <FlagLoader/>
-        </OperatorOnly>
-    }
-}
-
-#[component]
-fn FlagLoader() -> impl IntoView {
+    // Made before the suspense, in the same order on the server and in the browser.
     let params = use_params_map();
     let update = ServerAction::<UpdateFlag>::new();
     let enabled = ServerAction::<SetFlagEnabled>::new();
@@ -445,7 +430,14 @@ fn FlagLoader() -> impl IntoView {
         },
         |(key, _, _, _)| operator_flag(key),
     );
-    admin_data(data, move |d| view! { <Flag d update enabled rollback/> })
+    view! {
+        <Title text="Flag · Operator"/>
+        <OperatorOnly>
+            {
+            admin_data(data, move |d| view! { <Flag d update enabled rollback/> })
+            }
+        </OperatorOnly>
+    }
 }
 
 #[component]
@@ -582,28 +574,26 @@ fn Flag(
 
 #[component]
 pub fn OperatorAuditPage() -> impl IntoView {
-    view! {
-        <Title text="Audit log · Operator"/>
-        <OperatorOnly>
-            <OperatorAuditLoader/>
-        </OperatorOnly>
-    }
-}
-
-#[component]
-fn OperatorAuditLoader() -> impl IntoView {
+    // Made before the suspense, in the same order on the server and in the browser.
     let query = AuditQuery::read();
     let data = Resource::new(
         move || query.get(),
         |q| operator_audit(q.person, q.area, q.from, q.to),
     );
-    admin_data(data, move |rows| {
-        let q = query.get_untracked();
-        view! {
-            <div class="page-head"><h1>"Audit log"</h1></div>
-            <p class="muted">"Every clinic's entries and the platform's own (flags, operators, failed sign-ins of unknown accounts)."</p>
-            <AuditFilter action="/operator/audit" q=q/>
-            <AuditTable rows show_clinic=true/>
-        }
-    })
+    view! {
+        <Title text="Audit log · Operator"/>
+        <OperatorOnly>
+            {
+            admin_data(data, move |rows| {
+                let q = query.get_untracked();
+                view! {
+                    <div class="page-head"><h1>"Audit log"</h1></div>
+                    <p class="muted">"Every clinic's entries and the platform's own (flags, operators, failed sign-ins of unknown accounts)."</p>
+                    <AuditFilter action="/operator/audit" q=q/>
+                    <AuditTable rows show_clinic=true/>
+                }
+            })
+            }
+        </OperatorOnly>
+    }
 }

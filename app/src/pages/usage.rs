@@ -15,24 +15,23 @@ use crate::components::{admin_data, ActionError, Protected};
 
 #[component]
 pub fn UsagePage() -> impl IntoView {
-    view! {
-        <Title text="Usage"/>
-        <Protected>
-            <UsageLoader/>
-        </Protected>
-    }
-}
-
-#[component]
-fn UsageLoader() -> impl IntoView {
+    // The page's actions and data are made here, before the signed-in check's suspense, so
+    // the server and the browser create them in the same order (hydration relies on it).
     let save = ServerAction::<SetSpendingCap>::new();
     let data = Resource::new(move || save.version().get(), |_| get_usage());
     // `?month=YYYY-MM` picks the month of the dashboard (the form below sets it).
     let query = leptos_router::hooks::use_query_map();
     let dashboard = Resource::new(move || query.read().get("month"), get_usage_dashboard);
     view! {
-        {admin_data(data, move |u| view! { <Usage u save/> })}
-        {admin_data(dashboard, move |d| view! { <Dashboard d/> })}
+        <Title text="Usage"/>
+        <Protected>
+            {
+            view! {
+                {admin_data(data, move |u| view! { <Usage u save/> })}
+                {admin_data(dashboard, move |d| view! { <Dashboard d/> })}
+            }
+            }
+        </Protected>
     }
 }
 
