@@ -66,7 +66,8 @@ pub fn render(markdown: &str) -> String {
     });
     let mut out = String::with_capacity(markdown.len() * 3 / 2);
     html::push_html(&mut out, events);
-    out
+    // A code block that scrolls sideways can be scrolled from the keyboard.
+    out.replace("<pre><code", "<pre tabindex=\"0\"><code")
 }
 
 #[cfg(test)]
@@ -113,10 +114,9 @@ mod tests {
         );
         assert_eq!(html.matches("class=\"copy-code\"").count(), 3, "{html}");
         assert!(!html.contains("<script"), "{html}");
-        assert_eq!(
-            html.matches("<div class=\"code-block\">").count(),
-            html.matches("</pre></div>").count()
-        );
+        // Each block's wrapper closes after its `<pre>`.
+        assert_eq!(html.matches("<div class=\"code-block\">").count(), 3);
+        assert_eq!(html.matches("</pre>\n</div>").count(), 3, "{html}");
     }
 
     #[test]

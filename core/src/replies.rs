@@ -73,6 +73,8 @@ struct Live {
 struct LiveState {
     text: String,
     sources: Vec<Citation>,
+    /// How it ended, once it has (for a page that subscribes just then).
+    ended: Option<End>,
 }
 
 impl Live {
@@ -92,11 +94,28 @@ impl Live {
         }
     }
 
-    /// The text so far and the updates after it.
-    fn subscribe(&self) -> (Vec<Citation>, String, broadcast::Receiver<Update>) {
+    /// The text so far, how it ended if it has, and the updates after it.
+    fn subscribe(
+        &self,
+    ) -> (
+        Vec<Citation>,
+        String,
+        Option<End>,
+        broadcast::Receiver<Update>,
+    ) {
         match self.state.lock() {
-            Ok(s) => (s.sources.clone(), s.text.clone(), self.updates.subscribe()),
-            Err(_) => (Vec::new(), String::new(), self.updates.subscribe()),
+            Ok(s) => (
+                s.sources.clone(),
+                s.text.clone(),
+                s.ended.clone(),
+                self.updates.subscribe(),
+            ),
+            Err(_) => (
+                Vec::new(),
+                String::new(),
+                Some(End::Stopped),
+                self.updates.subscribe(),
+            ),
         }
     }
 }
@@ -147,6 +166,7 @@ pub fn generate(
         state: Mutex::new(LiveState {
             text: String::new(),
             sources,
+            ended: None,
         }),
         updates,
         stop: Notify::new(),
@@ -204,7 +224,8 @@ async fn run(db: Db, tenant: TenantId, reply: Uuid, mut stream: ChatStream, live
     if let Ok(mut m) = LIVE.lock() {
         m.remove(&reply);
     }
-    if let Ok(_s) = live.state.lock() {
+    if let Ok(mut s) = live.state.lock() {
+        s.ended = Some(end.clone());
         let _ = live.updates.send(Update::End(end));
     }
 }
@@ -212,15 +233,18 @@ async fn run(db: Db, tenant: TenantId, reply: Uuid, mut stream: ChatStream, live
 /// The updates of a reply generated in this process: the sources and text so far, then each
 /// new piece, then the end.
 fn follow_live(live: Arc<Live>) -> impl Stream<Item = Update> + Send + 'static {
-    let (sources, text, rx) = live.subscribe();
+    let (sources, text, ended, rx) = live.subscribe();
+    let done = ended.is_some();
     let first: Vec<Update> = [
         (!sources.is_empty()).then_some(Update::Sources(sources)),
         (!text.is_empty()).then_some(Update::Text(text)),
+        ended.map(Update::End),
     ]
     .into_iter()
     .flatten()
     .collect();
-    let rest = futures_util::stream::unfold(Some((rx, live)), |state| async move {
+    let start = (!done).then_some((rx, live));
+    let rest = futures_util::stream::unfold(start, |state| async move {
         let (mut rx, live) = state?;
         match rx.recv().await {
             Ok(Update::End(end)) => Some((Update::End(end), None)),

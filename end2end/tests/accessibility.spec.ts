@@ -1,7 +1,7 @@
 import AxeBuilder from "@axe-core/playwright";
 import { expect, test, type Page } from "@playwright/test";
 
-import { open, signUp, uniqueEmail } from "./fixtures/pages";
+import { open, serverCommand, signIn, signOut, signUp, uniqueEmail } from "./fixtures/pages";
 
 // Every page passes an automated axe-core scan (WCAG 2.1 A and AA rules) with no violations, in
 // the light and the dark theme, at desktop and at phone width.
@@ -41,4 +41,28 @@ for (const scheme of ["light", "dark"] as const) {
       for (const path of ADMIN_PAGES) await scan(page, path, `${scheme} ${width}px`);
     });
   }
+}
+
+// The operator console, in both themes: light at desktop width, dark at phone width.
+for (const [scheme, width] of [["light", 1280], ["dark", 390]] as const) {
+  test(`the operator console passes axe in the ${scheme} theme at ${width}px`, async ({ page }) => {
+    // A clinic for the console to show.
+    await signUp(page, `Axe Ops Clinic ${Date.now()}`, "Ada Admin", uniqueEmail(`axe-ops-clinic-${scheme}`));
+    await expect(page.getByTestId("clinic-name")).toBeVisible();
+    await signOut(page);
+    const email = uniqueEmail(`axe-ops-${scheme}`);
+    const out = serverCommand("operator", "add", email);
+    const password = /password \(shown once\): (\S+)/.exec(out)?.[1];
+    expect(password).toBeTruthy();
+    await page.setViewportSize({ width, height: 900 });
+    await page.emulateMedia({ colorScheme: scheme });
+    await signIn(page, email, password!);
+    await expect(page).toHaveURL(/\/operator$/);
+    await scan(page, "/operator", `${scheme} ${width}px`);
+    const clinic = await page.getByRole("link", { name: /Axe Ops Clinic/ }).first().getAttribute("href");
+    await scan(page, clinic!, `${scheme} ${width}px`);
+    for (const path of ["/operator/flags", "/operator/flags/streaming_enabled", "/operator/audit"]) {
+      await scan(page, path, `${scheme} ${width}px`);
+    }
+  });
 }

@@ -127,7 +127,7 @@ pub fn AuditTable(rows: Vec<AuditRow>, show_clinic: bool) -> impl IntoView {
             .into_any();
     }
     view! {
-        <div class="table-wrap">
+        <div class="table-wrap" tabindex="0" role="region" aria-label="Audit log entries">
             <table class="table audit">
                 <thead>
                     <tr>

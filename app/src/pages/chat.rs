@@ -279,6 +279,13 @@ mod live {
         }
     }
 
+    /// A page left (another conversation opened) closes its stream: its handlers go with it.
+    impl Drop for Live {
+        fn drop(&mut self) {
+            self.source.close();
+        }
+    }
+
     fn text_of(e: &MessageEvent) -> String {
         e.data()
             .as_string()

@@ -138,7 +138,7 @@ fn Knowledge(
                 view! { <p class="muted" data-testid="no-documents">"No documents yet. Upload the files your staff look things up in; agents will answer from them."</p> }.into_any()
             } else {
                 view! {
-                    <div class="table-wrap">
+                    <div class="table-wrap" tabindex="0" role="region" aria-label="Documents">
                         <table class="table documents">
                             <thead><tr>
                                 <th scope="col">"Document"</th>

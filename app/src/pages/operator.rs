@@ -123,7 +123,7 @@ fn ClinicTable(rows: Vec<ClinicRow>) -> impl IntoView {
         return view! { <p class="muted">"No clinic matches."</p> }.into_any();
     }
     view! {
-        <div class="table-wrap">
+        <div class="table-wrap" tabindex="0" role="region" aria-label="Clinics">
             <table class="table">
                 <thead><tr>
                     <th>"Clinic"</th><th>"Plan"</th><th>"Status"</th><th>"Members"</th>
@@ -335,7 +335,7 @@ fn Flags(rows: Vec<FlagRow>, create: ServerAction<CreateFlag>) -> impl IntoView 
     view! {
         <div class="page-head"><h1>"Feature flags"</h1></div>
         <p class="muted">"Each clinic gets the first rule that matches it, else the default. A change reaches every server within a second."</p>
-        <div class="table-wrap">
+        <div class="table-wrap" tabindex="0" role="region" aria-label="Flags">
             <table class="table">
                 <thead><tr><th>"Flag"</th><th>"Type"</th><th>"Default"</th><th>"Rules"</th><th>"State"</th><th>"Effect"</th></tr></thead>
                 <tbody>
@@ -536,7 +536,7 @@ fn Flag(
         <section class="card" aria-labelledby="flag-history-heading">
             <h2 id="flag-history-heading">"History"</h2>
             <ActionError value=rollback.value()/>
-            <div class="table-wrap">
+            <div class="table-wrap" tabindex="0" role="region" aria-label="Flag versions">
                 <table class="table">
                     <thead><tr><th>"Version"</th><th>"When"</th><th>"Who"</th><th>"What"</th><th>"State"</th><th>"Default"</th><th>"Rules"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
                     <tbody>
