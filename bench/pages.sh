@@ -2,7 +2,7 @@
 # The page-speed benchmark (see bench/README.md, "Pages"): builds Tessera in release (server and
 # wasm, as the image does), serves it against a fresh database with the provider simulator, and
 # times how long the chat page and the sign-in page take to become interactive in Chromium,
-# plus the wasm's size as built and as served.
+# plus the wasm's size as built (and optimised by wasm-opt, as in the image) and as served.
 #
 #   bash bench/pages.sh            (BENCH_ROUNDS=15 loads of each page by default)
 set -euo pipefail
@@ -20,6 +20,16 @@ if ! command -v cargo-leptos >/dev/null || [ ! -d end2end/node_modules ] \
   log "tools, packages or PostgreSQL missing: running scripts/setup.sh"
   bash scripts/setup.sh
 fi
+
+# cargo-leptos runs Binaryen's wasm-opt on the release wasm, as the image's build does (the same
+# version, from npm), into a cache of its own.
+BINARYEN_VERSION="$(sed -n 's/^ARG BINARYEN_VERSION=//p' deploy/Dockerfile)"
+BINARYEN_DIR="$HOME/.cache/tessera/binaryen-$BINARYEN_VERSION"
+if [ ! -x "$BINARYEN_DIR/node_modules/.bin/wasm-opt" ]; then
+  log "installing Binaryen $BINARYEN_VERSION (wasm-opt) from npm"
+  npm install --prefix "$BINARYEN_DIR" --no-audit --no-fund --silent "binaryen@$BINARYEN_VERSION"
+fi
+export PATH="$BINARYEN_DIR/node_modules/.bin:$PATH"
 
 log "building Tessera in release (long the first time)"
 # A site of its own, so the debug build's site (the tests') is left as it is.

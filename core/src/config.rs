@@ -105,6 +105,8 @@ pub struct Config {
     /// and says "Demo" on every page. Refused unless `TESSERA_PUBLIC_URL` is plain HTTP on a
     /// loopback address, so a deployment cannot run it by accident.
     pub demo: bool,
+    /// `TESSERA_SIGNUPS_PER_HOUR`: clinics one client address may sign up per hour (20).
+    pub signups_per_hour: u32,
 }
 
 /// Whether `url` is plain HTTP on a loopback address.
@@ -189,6 +191,7 @@ impl fmt::Debug for Config {
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("demo", &self.demo)
+            .field("signups_per_hour", &self.signups_per_hour)
             .finish()
     }
 }
@@ -311,6 +314,13 @@ impl Config {
         }
         Ok(Self {
             demo,
+            signups_per_hour: number(
+                get("TESSERA_SIGNUPS_PER_HOUR"),
+                "TESSERA_SIGNUPS_PER_HOUR",
+                20,
+                1,
+                1_000_000,
+            )?,
             openai_base_url,
             anthropic_base_url,
             platform_openai_key: platform_key("TESSERA_PLATFORM_OPENAI_KEY"),

@@ -70,7 +70,13 @@ pub struct Services {
 impl Services {
     /// Assembles the services from connected pools.
     pub fn new(config: Config, db: Db, redis: Redis) -> Self {
-        let throttle = auth::throttle::LoginThrottle::new(redis.clone(), Default::default());
+        let throttle = auth::throttle::LoginThrottle::new(
+            redis.clone(),
+            auth::throttle::ThrottleLimits {
+                signups_per_address: config.signups_per_hour,
+                ..Default::default()
+            },
+        );
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))

@@ -86,7 +86,11 @@ test("the chat: sidebar, search, Markdown and copy, regenerate, edit and resend,
 
   // Regenerate the last reply: it is generated again (Stop shows while it comes).
   const first = page.getByTestId("message-assistant");
+  const regenerated = page.waitForResponse((r) => r.url().includes("/api/regenerate_reply"));
   await first.getByRole("button", { name: "Regenerate" }).click();
+  expect((await regenerated).status()).toBe(200);
+  // The new reply has ended once it offers its actions again.
+  await expect(first.getByRole("group", { name: "Reply actions" })).toBeVisible();
   await expect(page.getByRole("button", { name: "Send" })).toBeVisible();
   await expect(first).toHaveCount(1);
   await expect(first).toContainText("Simulated reply from gpt-4o-mini: Where is the defibrillator kept?");
