@@ -141,19 +141,7 @@ async fn demo_mode_shows_on_every_page_and_never_runs_for_a_public_address(pool:
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let _child = start(&pool, &app, &base, &format!("127.0.0.1:{port}"));
-    let started = Instant::now();
-    while reqwest::get(format!("{base}/readyz"))
-        .await
-        .map(|r| r.status())
-        .ok()
-        != Some(reqwest::StatusCode::OK)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_ready(&base).await;
     for path in ["/signin", "/signup"] {
         let html = reqwest::get(format!("{base}{path}"))
             .await

@@ -58,19 +58,7 @@ async fn sigterm_lets_a_stream_in_flight_finish_and_loses_nothing(pool: PgPool) 
             .map_while(Result::ok)
             .collect::<Vec<String>>()
     });
-    let started = Instant::now();
-    while reqwest::get(format!("{base}/readyz"))
-        .await
-        .map(|r| r.status())
-        .ok()
-        != Some(reqwest::StatusCode::OK)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_ready(&base).await;
     // The operations listener: health and metrics, without a token.
     let health = reqwest::get(format!("http://127.0.0.1:{ops_port}/healthz"))
         .await

@@ -493,3 +493,20 @@ pub async fn run_script(
     );
     serde_json::from_str(stdout.trim()).unwrap()
 }
+
+/// Waits (up to a minute) until a server started as a child process answers `/readyz`.
+pub async fn wait_ready(base: &str) {
+    let started = std::time::Instant::now();
+    while reqwest::get(format!("{base}/readyz"))
+        .await
+        .map(|r| r.status())
+        .ok()
+        != Some(reqwest::StatusCode::OK)
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the server did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
