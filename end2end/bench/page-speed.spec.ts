@@ -52,6 +52,7 @@ function servedBytes(path: string, encoding: string): Promise<number> {
 test("page speed: the chat page against the sign-in page", async ({ browser, page }) => {
   // A clinic with an agent and a conversation with a few messages.
   await signUp(page, `Speed Clinic ${Date.now()}`, "Ada Admin", uniqueEmail("speed"));
+  await expect(page.getByTestId("clinic-name")).toBeVisible();
   await open(page, "/settings/keys");
   const openai = page.getByTestId("provider-openai");
   await openai.getByLabel("API key").fill("sk-test-bench-7878");

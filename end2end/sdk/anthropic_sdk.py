@@ -1,5 +1,6 @@
 """The official Anthropic Python SDK against Tessera's /v1/messages: a message, a stream read
-with the SDK's helper, a tool round trip, and the SDK's own error classes for Tessera's errors.
+with the SDK's helper, a tool round trip, a call with beta features, and the SDK's own error
+classes for Tessera's errors.
 
 Run by server/tests/openai_sdk.rs with TESSERA_BASE_URL (the server's root: the SDK adds
 /v1/messages) and TESSERA_API_KEY set. Prints one JSON line with what it saw; exits non-zero
@@ -55,6 +56,15 @@ def main() -> int:
     )
     assert "the tool said Rain, 4 degrees" in answer.content[0].text, answer
     seen["tool_tokens"] = sum(m.usage.input_tokens + m.usage.output_tokens for m in [first, answer])
+
+    # Beta features through the SDK's beta namespace: the `anthropic-beta` header reaches
+    # Anthropic (the test reads what the simulator received); this is the last call forwarded.
+    beta = client.beta.messages.create(
+        model=MODEL, max_tokens=32, betas=["token-efficient-tools-2025-02-19"],
+        messages=[{"role": "user", "content": "Name one vital sign"}],
+    )
+    assert "vital sign" in beta.content[0].text, beta
+    seen["beta_tokens"] = beta.usage.input_tokens + beta.usage.output_tokens
 
     try:
         client.messages.create(model="gpt-4o-mini", max_tokens=10, messages=[{"role": "user", "content": "hi"}])

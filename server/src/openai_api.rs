@@ -311,6 +311,7 @@ pub async fn chat_completions(
     let forward = Forward {
         dialect: Dialect::OpenAi,
         body,
+        anthropic_beta: None,
     };
     match state.services.gateway.forward(&caller, forward).await {
         Err(e) => ApiError::from(&e).openai(),
@@ -348,9 +349,23 @@ pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(b) => b,
         Err(message) => return ApiError::invalid(message).anthropic(),
     };
+    // Beta features (`anthropic-beta`, as the SDK's `betas` sends them) go to Anthropic as
+    // asked, once checked.
+    let anthropic_beta = match headers.get("anthropic-beta").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(value)) => match tessera_core::gateway::beta_header(value) {
+            Ok(value) => Some(value),
+            Err(message) => return ApiError::invalid(message).anthropic(),
+        },
+        Some(Err(_)) => {
+            return ApiError::invalid("anthropic-beta: expected plain ASCII beta names.")
+                .anthropic()
+        }
+    };
     let forward = Forward {
         dialect: Dialect::Anthropic,
         body,
+        anthropic_beta,
     };
     match state.services.gateway.forward(&caller, forward).await {
         Err(e) => ApiError::from(&e).anthropic(),

@@ -101,6 +101,7 @@ async fn streaming_off_gives_whole_replies_until_rolled_back(pool: PgPool) {
                 .as_bytes(),
         )
         .unwrap(),
+        anthropic_beta: None,
     }
     };
     let (texts, _, streamed) = pieces(

@@ -1314,4 +1314,51 @@ async fn v1_messages_forwards_anthropic_bodies_and_answers_in_anthropics_shape(p
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
+    // Beta features the SDK asks for (`betas=[...]`) reach Anthropic as its header; without
+    // one, none is sent; a malformed one is refused by name before anything is reserved.
+    let last_headers = || async {
+        reqwest::get(format!("http://{}/sim/last-headers", app.sim))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(last_headers().await["anthropic-beta"], Value::Null);
+    let res = client
+        .post(format!("{}/v1/messages", app.url))
+        .header("x-api-key", c.token())
+        .header("anthropic-version", "2023-06-01")
+        .header(
+            "anthropic-beta",
+            "prompt-caching-2024-07-31, token-efficient-tools-2025-02-19",
+        )
+        .json(&sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let headers = last_headers().await;
+    assert_eq!(
+        headers["anthropic-beta"],
+        "prompt-caching-2024-07-31,token-efficient-tools-2025-02-19"
+    );
+    assert_eq!(headers["anthropic-version"], "2023-06-01");
+    let before = ledger(&app, c.tenant).await.requests;
+    let res = client
+        .post(format!("{}/v1/messages", app.url))
+        .header("x-api-key", c.token())
+        .header("anthropic-beta", "files-api;drop table")
+        .json(&sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let error: Value = res.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("anthropic-beta:"));
+    assert_eq!(ledger(&app, c.tenant).await.requests, before);
 }

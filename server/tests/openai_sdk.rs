@@ -137,14 +137,30 @@ async fn the_anthropic_python_sdk_works_against_v1_messages(pool: PgPool) {
     app.flush_ledger().await;
     let recorded = app.ledger_usage(c.tenant).await;
     assert_eq!(
-        recorded.requests, 4,
-        "a message, a stream and a tool round trip; refusals are not charged"
+        recorded.requests, 5,
+        "a message, a stream, a tool round trip and a beta call; refusals are not charged"
     );
     assert_eq!(
         recorded.tokens,
-        ["message_tokens", "stream_tokens", "tool_tokens"]
-            .iter()
-            .map(|k| seen[k].as_i64().unwrap())
-            .sum::<i64>()
+        [
+            "message_tokens",
+            "stream_tokens",
+            "tool_tokens",
+            "beta_tokens"
+        ]
+        .iter()
+        .map(|k| seen[k].as_i64().unwrap())
+        .sum::<i64>()
+    );
+    // The SDK's `betas` reached Anthropic as its header.
+    let headers: serde_json::Value = reqwest::get(format!("http://{}/sim/last-headers", app.sim))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        headers["anthropic-beta"],
+        "token-efficient-tools-2025-02-19"
     );
 }

@@ -14,6 +14,8 @@
 //! - `GET /sim/stats`: `{"requests": n}`, the number of chat, messages and embeddings requests
 //!   received so far (whatever their outcome);
 //! - `GET /sim/last`: the body of the last chat or messages request, as received;
+//! - `GET /sim/last-headers`: the `anthropic-version` and `anthropic-beta` headers of that
+//!   request, as `{"anthropic-version": ..., "anthropic-beta": ...}` (null when absent);
 //! - `/stripe/...`: Stripe (see [`stripe`]).
 //!
 //! Everything is deterministic. Tokens are counted by a toy tokenizer, [`count_tokens`] (one
@@ -108,6 +110,8 @@ struct Sim {
     ids: Arc<AtomicU64>,
     /// The body of the last chat or messages request received.
     last: Arc<Mutex<Bytes>>,
+    /// Its `anthropic-version` and `anthropic-beta` headers.
+    last_headers: Arc<Mutex<[Option<String>; 2]>>,
 }
 
 /// The simulator's routes (see the crate documentation), with default [`SimOptions`].
@@ -133,6 +137,7 @@ pub fn router_with(options: SimOptions) -> Router {
         .route("/anthropic/v1/messages", post(messages))
         .route("/sim/stats", get(stats))
         .route("/sim/last", get(last))
+        .route("/sim/last-headers", get(last_headers))
         .with_state(sim)
         .nest("/stripe", stripe)
 }
@@ -833,8 +838,25 @@ async fn last(State(sim): State<Sim>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn remember(sim: &Sim, body: &Bytes) {
+async fn last_headers(State(sim): State<Sim>) -> Response {
+    let [version, beta] = sim
+        .last_headers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Json(json!({ "anthropic-version": version, "anthropic-beta": beta })).into_response()
+}
+
+fn remember(sim: &Sim, headers: &HeaderMap, body: &Bytes) {
     *sim.last.lock().unwrap_or_else(|e| e.into_inner()) = body.clone();
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    *sim.last_headers.lock().unwrap_or_else(|e| e.into_inner()) =
+        [text("anthropic-version"), text("anthropic-beta")];
 }
 
 async fn stats(State(sim): State<Sim>) -> Response {
@@ -843,7 +865,7 @@ async fn stats(State(sim): State<Sim>) -> Response {
 
 async fn chat_completions(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
     sim.requests.fetch_add(1, Ordering::SeqCst);
-    remember(&sim, &body);
+    remember(&sim, &headers, &body);
     let flavor = Flavor::OpenAi;
     if let Err(res) = check(&headers, flavor) {
         return res;
@@ -1028,7 +1050,7 @@ async fn chat_completions(State(sim): State<Sim>, headers: HeaderMap, body: Byte
 
 async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
     sim.requests.fetch_add(1, Ordering::SeqCst);
-    remember(&sim, &body);
+    remember(&sim, &headers, &body);
     let flavor = Flavor::Anthropic;
     if let Err(res) = check(&headers, flavor) {
         return res;

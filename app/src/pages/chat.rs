@@ -75,10 +75,20 @@ fn ChatLayout(
     } = list;
     provide_context(ChatListChanged(changed));
     let drawer = RwSignal::new(false);
+    // Escape closes the drawer and gives the focus back to its button.
+    let toggle = NodeRef::<leptos::html::Button>::new();
+    let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
+        if ev.key() == "Escape" && drawer.get_untracked() {
+            drawer.set(false);
+            if let Some(button) = toggle.get_untracked() {
+                let _ = button.focus();
+            }
+        }
+    };
     view! {
-        <div class="chat-layout" class:drawer-open=move || drawer.get()>
+        <div class="chat-layout" class:drawer-open=move || drawer.get() on:keydown=on_keydown>
             <button type="button" class="secondary drawer-toggle" aria-controls="chat-sidebar"
-                aria-expanded=move || drawer.get().to_string()
+                node_ref=toggle aria-expanded=move || drawer.get().to_string()
                 on:click=move |_| drawer.update(|o| *o = !*o)>
                 {move || if drawer.get() { "Close conversations" } else { "Conversations" }}
             </button>

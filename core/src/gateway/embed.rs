@@ -100,7 +100,7 @@ impl Gateway {
         };
         let body = serde_json::to_vec(&request).map_err(|e| LlmError::internal(e.to_string()))?;
         let started = Instant::now();
-        let response = match self.send(&chosen, Op::Embeddings, body.into()).await {
+        let response = match self.send(&chosen, Op::Embeddings, body.into(), None).await {
             Ok(r) => r,
             Err(e) => {
                 release(reservation).await;

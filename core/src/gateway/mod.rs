@@ -75,6 +75,33 @@ pub struct Completion {
 pub struct Forward {
     pub dialect: Dialect,
     pub body: Body,
+    /// Anthropic's beta features the client asked for (its `anthropic-beta` header, checked
+    /// with [`beta_header`]), passed on when the call goes to Anthropic in its own format.
+    pub anthropic_beta: Option<String>,
+}
+
+/// The longest `anthropic-beta` header passed on.
+const BETA_HEADER_MAX: usize = 512;
+
+/// A client's `anthropic-beta` header, checked: comma-separated feature names (letters,
+/// digits, `-`, `_`, `.`), as Anthropic's SDKs send them. Anything else is refused by name
+/// rather than passed on to the provider.
+pub fn beta_header(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let names: Vec<&str> = value.split(',').map(str::trim).collect();
+    let valid = value.len() <= BETA_HEADER_MAX
+        && names.iter().all(|n| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        });
+    if valid {
+        Ok(names.join(","))
+    } else {
+        Err(format!(
+            "anthropic-beta: expected comma-separated beta names (letters, digits, '-', '_', '.'; at most {BETA_HEADER_MAX} characters)."
+        ))
+    }
 }
 
 /// What a streamed reply yields.
@@ -316,6 +343,7 @@ impl Gateway {
             sources,
             counted: false,
             entered,
+            anthropic_beta: None,
         };
         self.dispatch(caller, &limits, call).await
     }
@@ -331,7 +359,11 @@ impl Gateway {
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %caller.tenant))]
     pub async fn forward(&self, caller: &Caller, req: Forward) -> Result<ChatOutcome, LlmError> {
         let entered = Instant::now();
-        let Forward { dialect, mut body } = req;
+        let Forward {
+            dialect,
+            mut body,
+            anthropic_beta,
+        } = req;
         let mut facts = request_body::facts(&body, dialect).map_err(LlmError::bad_request)?;
         let limits = self.limits(caller.tenant).await?;
         if !limits.active {
@@ -377,6 +409,8 @@ impl Gateway {
             prompt_bound,
         } = facts;
         let limit = max_tokens.unwrap_or(default_limit).max(1);
+        // Passed on only to Anthropic, with a body in its own format.
+        let mut beta = None;
         // The worst case: the prompt's bound and every choice's reply at its limit.
         let worst = prompt_bound + i64::from(choices) * i64::from(limit);
         let (bytes, mode) = match (dialect, chosen.provider) {
@@ -424,6 +458,7 @@ impl Gateway {
                 )
             }
             (Dialect::Anthropic, Provider::Anthropic) => {
+                beta = anthropic_beta;
                 (body.to_bytes(), Mode::Raw { hide_usage: false })
             }
             (Dialect::Anthropic, _) => {
@@ -453,6 +488,7 @@ impl Gateway {
             sources,
             counted: caller.api_key.is_some(),
             entered,
+            anthropic_beta: beta,
         };
         self.dispatch(caller, &limits, call).await
     }
@@ -476,7 +512,12 @@ impl Gateway {
         let started = Instant::now();
         let before_provider = out.entered.elapsed();
         let response = match self
-            .send(&out.chosen, send::Op::Chat, bytes::Bytes::from(out.bytes))
+            .send(
+                &out.chosen,
+                send::Op::Chat,
+                bytes::Bytes::from(out.bytes),
+                out.anthropic_beta.as_deref(),
+            )
             .await
         {
             Ok(r) => r,
@@ -535,4 +576,22 @@ struct Outgoing {
     counted: bool,
     /// When the call reached the gateway (for its overhead).
     entered: Instant,
+    /// The client's `anthropic-beta` header, for a call to Anthropic in its own format.
+    anthropic_beta: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::beta_header;
+
+    #[test]
+    fn beta_headers_are_names_separated_by_commas() {
+        assert_eq!(
+            beta_header(" a-2024-01-01 ,b_2.x ").as_deref(),
+            Ok("a-2024-01-01,b_2.x")
+        );
+        for bad in ["", "a,,b", "a;b", "a b", "é", &"a".repeat(513)] {
+            assert!(beta_header(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

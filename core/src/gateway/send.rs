@@ -82,12 +82,14 @@ impl Gateway {
     }
 
     /// Sends a call, retrying with backoff on timeouts, unreachable hosts, 429 and 5xx. Nothing
-    /// has reached the client yet, so a retry is invisible to it.
+    /// has reached the client yet, so a retry is invisible to it. `anthropic_beta` (checked by
+    /// [`super::beta_header`]) goes to Anthropic as its `anthropic-beta` header.
     pub(super) async fn send(
         &self,
         chosen: &Chosen,
         op: Op,
         bytes: bytes::Bytes,
+        anthropic_beta: Option<&str>,
     ) -> Result<reqwest::Response, LlmError> {
         let url = self.endpoint(chosen, op)?;
         self.guard(chosen.provider, &url)?;
@@ -101,9 +103,15 @@ impl Gateway {
                 .body(bytes.clone());
             if let Some(secret) = &chosen.key.secret {
                 request = match chosen.provider {
-                    Provider::Anthropic => request
-                        .header("x-api-key", secret.expose_secret())
-                        .header("anthropic-version", wire::ANTHROPIC_VERSION),
+                    Provider::Anthropic => {
+                        let request = request
+                            .header("x-api-key", secret.expose_secret())
+                            .header("anthropic-version", wire::ANTHROPIC_VERSION);
+                        match anthropic_beta {
+                            Some(beta) => request.header("anthropic-beta", beta),
+                            None => request,
+                        }
+                    }
                     _ => request.bearer_auth(secret.expose_secret()),
                 };
             }
