@@ -115,14 +115,7 @@ async fn an_admin_upgrades_through_checkout_and_the_new_limits_apply_at_once(own
     assert_eq!(overview["plan"]["name"], "Professional");
     assert_eq!(overview["subscription_status"], "active");
     assert_eq!(overview["live_subscription"], true);
-    let html = admin
-        .get(format!("{}/settings/billing", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.text(&admin, "/settings/billing").await;
     assert!(
         html.contains("data-testid=\"billing-plan\">Professional<"),
         "{html}"

@@ -393,14 +393,7 @@ async fn the_usage_dashboard_and_export_show_a_chat_just_made(pool: PgPool) {
         )
         .await;
     let reply = sent["reply_id"].as_str().unwrap();
-    owner
-        .get(format!("{}/chat/replies/{reply}", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    app.text(&owner, &format!("/chat/replies/{reply}")).await;
     app.flush_ledger().await;
 
     let dash: Value = app.json(&owner, "usage_dashboard", &[]).await;
@@ -409,14 +402,7 @@ async fn the_usage_dashboard_and_export_show_a_chat_just_made(pool: PgPool) {
     let by_agent = &dash["charts"][1];
     assert_eq!(by_agent["series"][0]["name"], "Front Desk");
     assert_eq!(dash["charts"][2]["series"][0]["name"], "Olivia Owner");
-    let page = owner
-        .get(format!("{}/settings/usage", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.text(&owner, "/settings/usage").await;
     assert!(
         page.contains("<svg") && page.contains("Front Desk"),
         "the chart is drawn on the server"

@@ -40,14 +40,7 @@ async fn the_demo_clinic_is_seeded_once_and_chats_through_the_simulator(pool: Pg
         )
         .await;
     let reply = sent["reply_id"].as_str().unwrap();
-    let body = staff
-        .get(format!("{}/chat/replies/{reply}", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = app.text(&staff, &format!("/chat/replies/{reply}")).await;
     assert!(body.contains("\"Simulated \""), "{body}");
     assert!(body.contains("event: done"), "{body}");
 }

@@ -542,14 +542,7 @@ async fn a_deactivated_clinics_sessions_and_keys_are_refused_at_once(pool: PgPoo
     assert_eq!(page.status(), 403);
     assert!(page.text().await.unwrap().contains("deactivated"));
     // Pages without data of their own (home) say why too.
-    let home = owner
-        .get(format!("{}/", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = app.text(&owner, "/").await;
     assert!(home.contains("clinic-deactivated"), "{home}");
 
     operator::set_active(

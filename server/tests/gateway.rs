@@ -1038,12 +1038,7 @@ async fn v1_embeddings_answers_in_openais_shape_and_is_metered(pool: PgPool) {
 
 /// The body of the last chat or messages request the simulator received.
 async fn sim_last(app: &TestApp) -> Value {
-    reqwest::get(format!("http://{}/sim/last", app.sim))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.sim("/sim/last").await
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -1251,14 +1246,13 @@ async fn v1_messages_forwards_anthropic_bodies_and_answers_in_anthropics_shape(p
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("Messages Clinic").await;
     let client = reqwest::Client::new();
-    let post = |body: Value, key: &str| {
+    let request = |key: &str| {
         client
             .post(format!("{}/v1/messages", app.url))
             .header("x-api-key", key)
             .header("anthropic-version", "2023-06-01")
-            .json(&body)
-            .send()
     };
+    let post = |body: Value, key: &str| request(key).json(&body).send();
     let sent = json!({ "model": "claude-3-5-haiku-latest", "max_tokens": 50,
         "system": [{ "type": "text", "text": "Be brief.", "cache_control": { "type": "ephemeral" } }],
         "messages": [{ "role": "user", "content": "What is triage?" }],
@@ -1316,19 +1310,11 @@ async fn v1_messages_forwards_anthropic_bodies_and_answers_in_anthropics_shape(p
     assert_eq!(res.status(), 400);
     // Beta features the SDK asks for (`betas=[...]`) reach Anthropic as its header; without
     // one, none is sent; a malformed one is refused by name before anything is reserved.
-    let last_headers = || async {
-        reqwest::get(format!("http://{}/sim/last-headers", app.sim))
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
-    assert_eq!(last_headers().await["anthropic-beta"], Value::Null);
-    let res = client
-        .post(format!("{}/v1/messages", app.url))
-        .header("x-api-key", c.token())
-        .header("anthropic-version", "2023-06-01")
+    assert_eq!(
+        app.sim("/sim/last-headers").await["anthropic-beta"],
+        Value::Null
+    );
+    let res = request(c.token())
         .header(
             "anthropic-beta",
             "prompt-caching-2024-07-31, token-efficient-tools-2025-02-19",
@@ -1338,16 +1324,14 @@ async fn v1_messages_forwards_anthropic_bodies_and_answers_in_anthropics_shape(p
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let headers = last_headers().await;
+    let headers = app.sim("/sim/last-headers").await;
     assert_eq!(
         headers["anthropic-beta"],
         "prompt-caching-2024-07-31,token-efficient-tools-2025-02-19"
     );
     assert_eq!(headers["anthropic-version"], "2023-06-01");
     let before = ledger(&app, c.tenant).await.requests;
-    let res = client
-        .post(format!("{}/v1/messages", app.url))
-        .header("x-api-key", c.token())
+    let res = request(c.token())
         .header("anthropic-beta", "files-api;drop table")
         .json(&sent)
         .send()

@@ -122,14 +122,7 @@ async fn the_plain_upload_form_stores_documents_and_says_what_happened(pool: PgP
     assert_eq!(billing["storage"], page["storage"]);
 
     // The page renders it (server-side, before any script runs).
-    let html = browser
-        .get(format!("{}/knowledge", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.text(&browser, "/knowledge").await;
     assert!(
         html.contains("prices.md") && html.contains("multipart/form-data"),
         "{html}"
@@ -261,14 +254,7 @@ async fn replies_cite_the_passages_they_were_given_in_the_chat_and_on_v1(pool: P
         )
         .await;
     let reply = sent["reply_id"].as_str().unwrap();
-    let body = browser
-        .get(format!("{}/chat/replies/{reply}", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = app.text(&browser, &format!("/chat/replies/{reply}")).await;
     let events = sse(&body);
     assert_eq!(events[0].event.as_deref(), Some("sources"), "{body}");
     let cited: serde_json::Value = serde_json::from_str(&events[0].data).unwrap();

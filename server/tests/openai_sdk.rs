@@ -153,12 +153,7 @@ async fn the_anthropic_python_sdk_works_against_v1_messages(pool: PgPool) {
         .sum::<i64>()
     );
     // The SDK's `betas` reached Anthropic as its header.
-    let headers: serde_json::Value = reqwest::get(format!("http://{}/sim/last-headers", app.sim))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let headers = app.sim("/sim/last-headers").await;
     assert_eq!(
         headers["anthropic-beta"],
         "token-efficient-tools-2025-02-19"

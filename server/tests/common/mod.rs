@@ -102,6 +102,29 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A JSON answer of the provider simulator, e.g. `/sim/last` (the body of the last chat or
+    /// messages request it received) or `/sim/last-headers`.
+    pub async fn sim(&self, path: &str) -> serde_json::Value {
+        reqwest::get(format!("http://{}{path}", self.sim))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// A page or other text answer, fetched by `client`.
+    pub async fn text(&self, client: &reqwest::Client, path: &str) -> String {
+        client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Waits until every settled usage event is in the Postgres ledger (the server's own
     /// ledger writer runs too; this one helps and then waits for the hand-off to be empty).
     pub async fn flush_ledger(&self) {
