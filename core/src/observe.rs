@@ -18,6 +18,8 @@ pub const PROVIDER_ERRORS: &str = "tessera_provider_errors_total";
 pub const TOKENS: &str = "tessera_tokens_total";
 pub const COST: &str = "tessera_cost_micro_usd_total";
 pub const BUDGET_REFUSALS: &str = "tessera_budget_refusals_total";
+pub const BUDGET_SCRIPTS: &str = "tessera_budget_scripts_total";
+pub const BUDGET_OPERATIONS: &str = "tessera_budget_operations_total";
 pub const LEDGER_LAG: &str = "tessera_ledger_handoff_lag_seconds";
 pub const LEDGER_WRITTEN: &str = "tessera_ledger_events_written_total";
 pub const LEDGER_PENDING: &str = "tessera_ledger_handoff_pending";
@@ -27,7 +29,7 @@ pub const DB_CONNECTIONS: &str = "tessera_db_pool_connections";
 pub const DB_MAX_CONNECTIONS: &str = "tessera_db_pool_max_connections";
 
 /// Every family, for the help texts and for tests that check each is exposed.
-pub const FAMILIES: [&str; 15] = [
+pub const FAMILIES: [&str; 17] = [
     HTTP_REQUESTS,
     HTTP_SECONDS,
     GATEWAY_OVERHEAD,
@@ -36,6 +38,8 @@ pub const FAMILIES: [&str; 15] = [
     TOKENS,
     COST,
     BUDGET_REFUSALS,
+    BUDGET_SCRIPTS,
+    BUDGET_OPERATIONS,
     LEDGER_LAG,
     LEDGER_WRITTEN,
     LEDGER_PENDING,
@@ -79,6 +83,14 @@ pub fn describe() {
     describe_counter!(
         BUDGET_REFUSALS,
         "Calls refused before reaching a provider, by reason (allowance, rate)."
+    );
+    describe_counter!(
+        BUDGET_SCRIPTS,
+        "Budget scripts sent to Redis (each carries the reservations and settles of calls made at about the same moment)."
+    );
+    describe_counter!(
+        BUDGET_OPERATIONS,
+        "Reservations and settles sent to Redis; divided by the scripts, the mean batch."
     );
     describe_histogram!(
         LEDGER_LAG,
@@ -143,6 +155,12 @@ pub fn refused(err: &crate::Error) {
         _ => return,
     };
     counter!(BUDGET_REFUSALS, "reason" => reason).increment(1);
+}
+
+/// One budget script sent, carrying `operations` reservations and settles.
+pub fn budget_batch(operations: usize) {
+    counter!(BUDGET_SCRIPTS).increment(1);
+    counter!(BUDGET_OPERATIONS).increment(operations as u64);
 }
 
 pub fn ledger_written(lags: impl Iterator<Item = Duration>) {

@@ -72,6 +72,70 @@ async fn concurrent_reservations_never_exceed_the_limit(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn overlapping_calls_share_scripts_and_each_is_counted_once(pool: PgPool) {
+    // Arrange: three clinics, and one metering (one process) for all of them.
+    let db = app_db(&pool).await;
+    let r = redis().await;
+    let mut clinics = Vec::new();
+    for name in ["Batch One", "Batch Two", "Batch Three"] {
+        let c = clinic(&db, name).await;
+        clinics.push((c.tenant, metering::limits(&db, c.tenant).await.unwrap()));
+    }
+    let m = Metering::new(db.clone(), r.clone());
+    let (scripts_before, ops_before) = m.scripts_sent();
+
+    // Act: 60 calls at once, 20 per clinic, each reserving 1,000 and settling 10 + i tokens
+    // (a tenth of them released instead, as failed calls are).
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let m = m.clone();
+            let (tenant, limits) = clinics[i % 3].clone();
+            tokio::spawn(async move {
+                let res = m.reserve(tenant, &limits, 1_000).await.unwrap();
+                if i % 10 == 9 {
+                    m.release(res).await.unwrap();
+                    return 0;
+                }
+                let ev = event(&res, 10, i as i64);
+                m.settle(res, &ev).await.unwrap();
+                10 + i as i64
+            })
+        })
+        .collect();
+    let mut expected = [0i64; 3];
+    for (i, t) in tasks.into_iter().enumerate() {
+        expected[i % 3] += t.await.unwrap();
+    }
+    let written = LedgerWriter::new(db.clone(), r.clone())
+        .drain_all()
+        .await
+        .unwrap();
+
+    // Assert: each clinic's counters and ledger hold exactly its own calls, nothing is left
+    // reserved, and the 120 operations went in fewer scripts than operations.
+    let month = tessera_core::Month::now();
+    for (i, (tenant, _)) in clinics.iter().enumerate() {
+        let (usage, reserved) = m.month_usage(*tenant, month).await.unwrap();
+        assert_eq!(
+            (usage.tokens, usage.requests, reserved),
+            (expected[i], 18, 0)
+        );
+        let ledger = metering::report::ledger_totals(&db, *tenant, month)
+            .await
+            .unwrap();
+        assert_eq!(ledger, usage);
+    }
+    assert_eq!(written, 54);
+    let (scripts, ops) = m.scripts_sent();
+    assert_eq!(ops - ops_before, 120);
+    assert!(
+        scripts - scripts_before < 120,
+        "{} scripts for 120 operations",
+        scripts - scripts_before
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn settling_counts_real_usage_and_releasing_charges_nothing(pool: PgPool) {
     let db = app_db(&pool).await;
     let c = clinic(&db, "Settle Clinic").await;

@@ -407,6 +407,9 @@ impl Call {
                 Ok(Some(Ok(bytes))) => bytes,
             };
             let mut out: Vec<StreamEvent> = Vec::new();
+            // What the client gets of this read, as one piece: one write to the client per
+            // read from the provider, as a proxy would, rather than one per event.
+            let mut raw: Vec<u8> = Vec::new();
             for ev in parser.feed(&bytes) {
                 let before = pieces.len();
                 wire::parse_event(provider, &ev, &mut pieces);
@@ -427,21 +430,20 @@ impl Call {
                         if *hide_usage && wire::is_usage_chunk(&ev.data) {
                             continue;
                         }
-                        let frame = frame(&ev);
                         if ends {
-                            read.held.push(frame);
+                            let mut held = Vec::new();
+                            frame(&ev, &mut held);
+                            read.held.push(Bytes::from(held));
                         } else {
-                            out.push(StreamEvent::Raw(frame));
+                            frame(&ev, &mut raw);
                         }
                     }
                     Mode::Translated { .. } => {
                         if !ends {
                             if let Some(t) = read.translator.as_mut() {
-                                out.extend(
-                                    t.event(&ev.data, read.usage)
-                                        .into_iter()
-                                        .map(|b| StreamEvent::Raw(Bytes::from(b))),
-                                );
+                                for b in t.event(&ev.data, read.usage) {
+                                    raw.extend_from_slice(&b);
+                                }
                             }
                         }
                     }
@@ -471,6 +473,9 @@ impl Call {
                     }
                 }
             }
+            if !raw.is_empty() {
+                out.push(StreamEvent::Raw(Bytes::from(raw)));
+            }
             for event in out {
                 if tx.send(Ok(event)).await.is_err() {
                     read.cancelled = true;
@@ -498,9 +503,9 @@ impl Call {
     }
 }
 
-/// A server-sent event as it came (its data unchanged, no JSON read or written).
-fn frame(ev: &wire::SseEvent) -> Bytes {
-    let mut out = Vec::with_capacity(ev.data.len() + 32);
+/// Appends a server-sent event as it came (its data unchanged, no JSON read or written).
+fn frame(ev: &wire::SseEvent, out: &mut Vec<u8>) {
+    out.reserve(ev.data.len() + 32);
     if let Some(event) = &ev.event {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(event.as_bytes());
@@ -512,5 +517,4 @@ fn frame(ev: &wire::SseEvent) -> Bytes {
         out.push(b'\n');
     }
     out.push(b'\n');
-    Bytes::from(out)
 }

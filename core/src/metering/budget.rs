@@ -8,6 +8,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::batch::{Batch, Op};
 use super::ledger::{ledger_stream, pending_in_handoff, unix_ms, write_events};
 use super::report::ledger_totals;
 use super::{Limits, MonthUsage, UsageEvent};
@@ -108,68 +109,8 @@ impl Drop for Held {
     }
 }
 
-// Counters and reservations of one clinic-month live in one hash: `tokens`, `prompt`,
-// `completion`, `cost`, `requests`, `reserved`, and `r:<id>` per reservation in flight, with a
-// sorted set of reservation ids by expiry next to it.
-// With KEYS[3] and KEYS[4] (an API request's per-minute counters of the clinic and the key,
-// as in `rate.rs`) and their limits in ARGV[7] and ARGV[8] (-1: none), the request is counted
-// there first, in the same round trip, and refused with status 2 when either is over.
-const RESERVE: &str = r#"
-if KEYS[3] then
-  local a = redis.call('INCR', KEYS[3])
-  if a == 1 then redis.call('EXPIRE', KEYS[3], 61) end
-  local b = 0
-  if KEYS[4] ~= KEYS[3] then
-    b = redis.call('INCR', KEYS[4])
-    if b == 1 then redis.call('EXPIRE', KEYS[4], 61) end
-  end
-  local la, lb = tonumber(ARGV[7]), tonumber(ARGV[8])
-  if (la >= 0 and a > la) or (lb >= 0 and KEYS[4] ~= KEYS[3] and b > lb) then return {2, a, b} end
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, 100)
-for _, id in ipairs(expired) do
-  local amt = redis.call('HGET', KEYS[1], 'r:' .. id)
-  if amt then
-    redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amt))
-    redis.call('HDEL', KEYS[1], 'r:' .. id)
-  end
-  redis.call('ZREM', KEYS[2], id)
-end
-local used = tonumber(redis.call('HGET', KEYS[1], 'tokens') or '0')
-local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-local amount = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-if limit >= 0 and used + reserved + amount > limit then return {0, used, reserved} end
-redis.call('HINCRBY', KEYS[1], 'reserved', amount)
-redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], amount)
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-return {1, used, reserved + amount}
-"#;
-
-// Releases a reservation and, when an event is given, counts it and hands it to the ledger.
-// If the counters vanished meanwhile (Redis flushed), they are left for the next reservation to
-// rebuild from the ledger rather than restarted from this one call.
-const SETTLE: &str = r#"
-local amt = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
-if amt then
-  redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amt))
-  redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
-end
-redis.call('ZREM', KEYS[2], ARGV[1])
-if ARGV[2] ~= '' then
-  if redis.call('EXISTS', KEYS[1]) == 1 then
-    redis.call('HINCRBY', KEYS[1], 'tokens', tonumber(ARGV[3]) + tonumber(ARGV[4]))
-    redis.call('HINCRBY', KEYS[1], 'prompt', ARGV[3])
-    redis.call('HINCRBY', KEYS[1], 'completion', ARGV[4])
-    redis.call('HINCRBY', KEYS[1], 'cost', ARGV[5])
-    redis.call('HINCRBY', KEYS[1], 'requests', 1)
-  end
-  redis.call('XADD', KEYS[3], '*', 'e', ARGV[2])
-end
-return 1
-"#;
+// Reservations and settles are one script for many calls (see `batch.rs`), which also
+// describes the counters' layout.
 
 // Settles a call whose event the ledger already has (written there while Redis could not be
 // reached): releases the reservation and counts the call live. It counts only while the
@@ -208,8 +149,7 @@ const COUNTER_TTL_SECS: i64 = 70 * 24 * 3600;
 pub struct Metering {
     pub(super) redis: Redis,
     db: Db,
-    reserve: Arc<redis::Script>,
-    settle: Arc<redis::Script>,
+    batch: Batch,
     correct: Arc<redis::Script>,
     init: Arc<redis::Script>,
     /// How long a reservation may stay unsettled before it is given back.
@@ -225,10 +165,9 @@ impl std::fmt::Debug for Metering {
 impl Metering {
     pub fn new(db: Db, redis: Redis) -> Self {
         Self {
+            batch: Batch::new(redis.clone()),
             redis,
             db,
-            reserve: Arc::new(redis::Script::new(RESERVE)),
-            settle: Arc::new(redis::Script::new(SETTLE)),
             correct: Arc::new(redis::Script::new(CORRECT)),
             init: Arc::new(redis::Script::new(INIT)),
             reservation_ttl: Duration::from_secs(15 * 60),
@@ -241,6 +180,12 @@ impl Metering {
 
     fn reservations_key(&self, tenant: TenantId, month: Month) -> String {
         self.redis.key(&format!("reservations:{tenant}:{month}"))
+    }
+
+    /// Budget scripts sent to Redis by this process so far, and the reservations and settles
+    /// they carried (more than one each when calls overlap).
+    pub fn scripts_sent(&self) -> (u64, u64) {
+        self.batch.sent()
     }
 
     /// The Redis stream that hands settled events to the ledger writer.
@@ -285,22 +230,22 @@ impl Metering {
         let now_s = started_at.unix_timestamp();
         let rate_keys = rated.map(|api_key| self.rate_keys(tenant, api_key, now_s));
         for attempt in 0..3 {
-            let mut call = self.reserve.prepare_invoke();
-            call.key(&keys[0]).key(&keys[1]);
-            // The request is counted once, on the first attempt.
-            if let (Some((clinic, key)), 0) = (&rate_keys, attempt) {
-                call.key(clinic).key(key);
-            }
-            let (status, used, _reserved): (i64, i64, i64) = call
-                .arg(id.to_string())
-                .arg(amount)
-                .arg(limit)
-                .arg(now_ms)
-                .arg(expires_ms)
-                .arg(COUNTER_TTL_SECS)
-                .arg(limits.requests_per_minute.map_or(-1, i64::from))
-                .arg(limits.key_requests_per_minute.map_or(-1, i64::from))
-                .invoke_async(&mut self.redis.conn())
+            let [status, used, _reserved] = self
+                .batch
+                .run(Op::Reserve {
+                    counters: keys[0].clone(),
+                    reservations: keys[1].clone(),
+                    // The request is counted once, on the first attempt.
+                    rate: rate_keys.clone().filter(|_| attempt == 0),
+                    id,
+                    amount,
+                    limit,
+                    now_ms,
+                    expires_ms,
+                    ttl_secs: COUNTER_TTL_SECS,
+                    requests_per_minute: limits.requests_per_minute.map_or(-1, i64::from),
+                    key_requests_per_minute: limits.key_requests_per_minute.map_or(-1, i64::from),
+                })
                 .await?;
             match status {
                 2 => {
@@ -406,17 +351,17 @@ impl Metering {
         completion_tokens: i64,
         cost_micro_usd: i64,
     ) -> Result<()> {
-        let _: i64 = self
-            .settle
-            .key(self.counters_key(r.tenant, r.month))
-            .key(self.reservations_key(r.tenant, r.month))
-            .key(self.ledger_stream())
-            .arg(r.id.to_string())
-            .arg(event_json)
-            .arg(prompt_tokens)
-            .arg(completion_tokens)
-            .arg(cost_micro_usd)
-            .invoke_async(&mut self.redis.conn())
+        self.batch
+            .run(Op::Settle {
+                counters: self.counters_key(r.tenant, r.month),
+                reservations: self.reservations_key(r.tenant, r.month),
+                stream: self.ledger_stream(),
+                id: r.id,
+                event: event_json.to_owned(),
+                prompt_tokens,
+                completion_tokens,
+                cost_micro_usd,
+            })
             .await?;
         Ok(())
     }

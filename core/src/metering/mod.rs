@@ -30,6 +30,7 @@
 //! missing (Redis was flushed or restarted empty) the next reservation rebuilds it from the
 //! ledger before checking the budget.
 
+mod batch;
 mod budget;
 pub(crate) mod ledger;
 mod limits;

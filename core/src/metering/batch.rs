@@ -1,0 +1,438 @@
+//! Budget operations of concurrent calls in one Redis round trip (a group commit).
+//!
+//! Every reservation and settle goes through [`Batch::run`]. An operation that arrives when no
+//! script is in flight is sent at once, by its own call: a lone call waits for nothing and
+//! takes no detour through another task. Operations that arrive while a script is in flight
+//! wait; when it is back, a task sends all of them together in the next script (up to
+//! [`MOST`]) and goes on until none wait. Under load one script therefore carries many calls'
+//! operations, and Redis and the server do a round trip's fixed work (a read and a write on
+//! each side, a script started, the wake-ups between tasks) once for many calls. Each operation
+//! is still atomic on its own, and each caller gets its own answer.
+//!
+//! The task owns the operations it sends, so a caller that goes away (its request dropped)
+//! takes nobody else's operation with it, and its own goes out as it would have: a settle
+//! whose caller left is still counted and handed to the ledger.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::{Error, Redis, Result};
+
+/// The most operations one script carries (a script holds Redis while it runs).
+pub(super) const MOST: usize = 128;
+
+// Runs each operation in turn; each takes its keys from KEYS and its arguments from ARGV where
+// the one before it left off, and answers three numbers.
+//
+// reserve  KEYS counters, reservations[, the clinic's and the key's requests this minute]
+//          ARGV 'r', id, amount, limit (-1: none), now (ms), expiry (ms), counters' lifetime (s),
+//               the clinic's and the key's requests per minute (-1: none), rated (1 or 0)
+//          -> {1, used, reserved} reserved; {0, used, reserved} over the limit;
+//             {2, clinic's, key's} over a per-minute limit; {-1, 0, 0} the counters are missing
+//             (rebuild them and try again)
+// settle   KEYS counters, reservations, the ledger stream
+//          ARGV 's', id, the event ('' to release without charging), prompt, completion, cost
+//          -> {1, 0, 0}
+//
+// Counters and reservations of one clinic-month live in one hash: `tokens`, `prompt`,
+// `completion`, `cost`, `requests`, `reserved`, and `r:<id>` per reservation in flight, with a
+// sorted set of reservation ids by expiry next to it. A reservation counts the request against
+// the per-minute limits first (once: a retry after a rebuild is not rated), and gives back
+// reservations whose caller vanished without settling. A settle whose counters vanished meanwhile
+// (Redis flushed) leaves them for the next reservation to rebuild from the ledger rather than
+// restarting them from this one call.
+const SCRIPT: &str = r#"
+local out = {}
+local k, a = 1, 1
+while a <= #ARGV do
+  local c, z = KEYS[k], KEYS[k + 1]
+  local id = ARGV[a + 1]
+  if ARGV[a] == 'r' then
+    local status, x, y = nil, 0, 0
+    if ARGV[a + 9] == '1' then
+      local ka, kb = KEYS[k + 2], KEYS[k + 3]
+      x = redis.call('INCR', ka)
+      if x == 1 then redis.call('EXPIRE', ka, 61) end
+      if kb ~= ka then
+        y = redis.call('INCR', kb)
+        if y == 1 then redis.call('EXPIRE', kb, 61) end
+      end
+      local la, lb = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8])
+      if (la >= 0 and x > la) or (lb >= 0 and kb ~= ka and y > lb) then status = 2 end
+      k = k + 2
+    end
+    if not status then
+      local v = redis.call('HMGET', c, 'tokens', 'reserved')
+      if not v[1] and redis.call('EXISTS', c) == 0 then
+        status, x, y = -1, 0, 0
+      else
+        local expired = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[a + 4], 'LIMIT', 0, 100)
+        local reserved = tonumber(v[2] or '0')
+        for _, e in ipairs(expired) do
+          local amt = redis.call('HGET', c, 'r:' .. e)
+          if amt then
+            redis.call('HINCRBY', c, 'reserved', -tonumber(amt))
+            redis.call('HDEL', c, 'r:' .. e)
+            reserved = reserved - tonumber(amt)
+          end
+          redis.call('ZREM', z, e)
+        end
+        local used = tonumber(v[1] or '0')
+        local amount, limit = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+        if limit >= 0 and used + reserved + amount > limit then
+          status, x, y = 0, used, reserved
+        else
+          redis.call('HINCRBY', c, 'reserved', amount)
+          redis.call('HSET', c, 'r:' .. id, amount)
+          redis.call('ZADD', z, ARGV[a + 5], id)
+          redis.call('EXPIRE', z, ARGV[a + 6])
+          status, x, y = 1, used, reserved + amount
+        end
+      end
+    end
+    out[#out + 1] = status
+    out[#out + 1] = x
+    out[#out + 1] = y
+    k = k + 2
+    a = a + 10
+  else
+    local amt = redis.call('HGET', c, 'r:' .. id)
+    if amt then
+      redis.call('HINCRBY', c, 'reserved', -tonumber(amt))
+      redis.call('HDEL', c, 'r:' .. id)
+    end
+    redis.call('ZREM', z, id)
+    if ARGV[a + 2] ~= '' then
+      if redis.call('EXISTS', c) == 1 then
+        local p, q = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+        redis.call('HINCRBY', c, 'tokens', p + q)
+        redis.call('HINCRBY', c, 'prompt', p)
+        redis.call('HINCRBY', c, 'completion', q)
+        redis.call('HINCRBY', c, 'cost', ARGV[a + 5])
+        redis.call('HINCRBY', c, 'requests', 1)
+      end
+      redis.call('XADD', KEYS[k + 2], '*', 'e', ARGV[a + 2])
+    end
+    out[#out + 1] = 1
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+    k = k + 3
+    a = a + 6
+  end
+end
+return out
+"#;
+
+/// One budget operation (see the script above).
+pub(super) enum Op {
+    Reserve {
+        counters: String,
+        reservations: String,
+        /// The clinic's and the key's per-minute counters, when the request is rated.
+        rate: Option<(String, String)>,
+        id: Uuid,
+        amount: i64,
+        limit: i64,
+        now_ms: i64,
+        expires_ms: i64,
+        ttl_secs: i64,
+        requests_per_minute: i64,
+        key_requests_per_minute: i64,
+    },
+    Settle {
+        counters: String,
+        reservations: String,
+        stream: String,
+        id: Uuid,
+        /// The usage event's JSON; empty to release without charging.
+        event: String,
+        prompt_tokens: i64,
+        completion_tokens: i64,
+        cost_micro_usd: i64,
+    },
+}
+
+impl Op {
+    fn add_to(&self, call: &mut redis::ScriptInvocation<'_>) {
+        match self {
+            Op::Reserve {
+                counters,
+                reservations,
+                rate,
+                id,
+                amount,
+                limit,
+                now_ms,
+                expires_ms,
+                ttl_secs,
+                requests_per_minute,
+                key_requests_per_minute,
+            } => {
+                call.key(counters).key(reservations);
+                if let Some((clinic, key)) = rate {
+                    call.key(clinic).key(key);
+                }
+                call.arg("r")
+                    .arg(id.to_string())
+                    .arg(amount)
+                    .arg(limit)
+                    .arg(now_ms)
+                    .arg(expires_ms)
+                    .arg(ttl_secs)
+                    .arg(requests_per_minute)
+                    .arg(key_requests_per_minute)
+                    .arg(if rate.is_some() { "1" } else { "0" });
+            }
+            Op::Settle {
+                counters,
+                reservations,
+                stream,
+                id,
+                event,
+                prompt_tokens,
+                completion_tokens,
+                cost_micro_usd,
+            } => {
+                call.key(counters).key(reservations).key(stream);
+                call.arg("s")
+                    .arg(id.to_string())
+                    .arg(event)
+                    .arg(prompt_tokens)
+                    .arg(completion_tokens)
+                    .arg(cost_micro_usd);
+            }
+        }
+    }
+}
+
+/// An operation's answer: `[status, a, b]` as the script says.
+pub(super) type Answer = [i64; 3];
+
+struct Waiting {
+    op: Op,
+    answer: oneshot::Sender<Result<Answer>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// A task is sending scripts; it takes what waits here when its script returns.
+    busy: bool,
+    waiting: Vec<Waiting>,
+}
+
+/// Budget operations batched across concurrent calls (see the module's documentation).
+#[derive(Clone)]
+pub(super) struct Batch {
+    redis: Redis,
+    script: Arc<redis::Script>,
+    queue: Arc<Mutex<Queue>>,
+    /// Scripts sent and the operations they carried, since the start.
+    sent: Arc<[AtomicU64; 2]>,
+}
+
+impl Batch {
+    pub fn new(redis: Redis) -> Self {
+        Self {
+            redis,
+            script: Arc::new(redis::Script::new(SCRIPT)),
+            queue: Arc::default(),
+            sent: Arc::default(),
+        }
+    }
+
+    /// Scripts sent so far, and the operations they carried.
+    pub fn sent(&self) -> (u64, u64) {
+        (
+            self.sent[0].load(Ordering::Relaxed),
+            self.sent[1].load(Ordering::Relaxed),
+        )
+    }
+
+    /// Runs `op`: at once when no script is in flight, else with whatever else waits, in the
+    /// next script.
+    pub async fn run(&self, op: Op) -> Result<Answer> {
+        enum Turn {
+            Now(Op),
+            Later(oneshot::Receiver<Result<Answer>>),
+        }
+        let turn = {
+            let mut queue = self.lock();
+            if queue.busy {
+                let (answer, answered) = oneshot::channel();
+                queue.waiting.push(Waiting { op, answer });
+                Turn::Later(answered)
+            } else {
+                queue.busy = true;
+                Turn::Now(op)
+            }
+        };
+        let op = match turn {
+            Turn::Now(op) => op,
+            Turn::Later(answered) => {
+                return answered.await.unwrap_or_else(|_| {
+                    Err(Error::Internal(
+                        "a budget operation was lost (its batch ended early)".into(),
+                    ))
+                })
+            }
+        };
+        // Nothing in flight: this call sends its own operation now. Operations that arrive
+        // meanwhile are sent by a task once it is back (or, should this call be dropped
+        // first, at once).
+        let _handover = Handover {
+            batch: self,
+            armed: true,
+        };
+        let mut answers = self.send(std::slice::from_ref(&op)).await?;
+        answers
+            .pop()
+            .ok_or_else(|| Error::Internal("the budget script answered nothing".into()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends what waits, a script at a time, until nothing does.
+    async fn drain(self) {
+        loop {
+            let batch: Vec<Waiting> = {
+                let mut queue = self.lock();
+                if queue.waiting.is_empty() {
+                    queue.busy = false;
+                    return;
+                }
+                let n = queue.waiting.len().min(MOST);
+                queue.waiting.drain(..n).collect()
+            };
+            // Should this task end early (a panic), its operations are answered with an error
+            // as their senders drop, and the next operation starts again.
+            let mut handover = Handover {
+                batch: &self,
+                armed: true,
+            };
+            let (ops, answers): (Vec<Op>, Vec<_>) =
+                batch.into_iter().map(|w| (w.op, w.answer)).unzip();
+            match self.send(&ops).await {
+                Ok(numbers) => {
+                    for (answer, n) in answers.into_iter().zip(numbers) {
+                        let _ = answer.send(Ok(n));
+                    }
+                }
+                Err(e) => {
+                    for answer in answers {
+                        let _ = answer.send(Err(e.copy()));
+                    }
+                }
+            }
+            handover.armed = false;
+        }
+    }
+
+    /// One script carrying `ops`; their answers in order.
+    async fn send(&self, ops: &[Op]) -> Result<Vec<Answer>> {
+        crate::observe::budget_batch(ops.len());
+        self.sent[0].fetch_add(1, Ordering::Relaxed);
+        self.sent[1].fetch_add(ops.len() as u64, Ordering::Relaxed);
+        let mut call = self.script.prepare_invoke();
+        for op in ops {
+            op.add_to(&mut call);
+        }
+        let numbers: Vec<i64> = call.invoke_async(&mut self.redis.conn()).await?;
+        if numbers.len() != ops.len() * 3 {
+            return Err(Error::Internal(format!(
+                "the budget script answered {} numbers for {} operations",
+                numbers.len(),
+                ops.len()
+            )));
+        }
+        Ok(numbers
+            .chunks_exact(3)
+            .map(|n| [n[0], n[1], n[2]])
+            .collect())
+    }
+}
+
+/// Whoever sends a script hands the queue on when it is back, or when it is dropped before (its
+/// request went away, a panic): what arrived meanwhile is sent by a task, and with nothing
+/// waiting the next operation goes at once. No operation is left waiting behind a script that
+/// will never come back.
+struct Handover<'a> {
+    batch: &'a Batch,
+    armed: bool,
+}
+
+impl Drop for Handover<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut queue = self.batch.lock();
+        if queue.waiting.is_empty() {
+            queue.busy = false;
+        } else if tokio::runtime::Handle::try_current().is_ok() {
+            drop(queue);
+            tokio::spawn(self.batch.clone().drain());
+        } else {
+            // No runtime to send them on (it is shutting down): they are answered with an
+            // error as their senders drop.
+            queue.waiting.clear();
+            queue.busy = false;
+        }
+    }
+}
+
+impl Error {
+    /// The same error for another operation of a failed script.
+    fn copy(&self) -> Error {
+        match self {
+            Error::Redis(e) => Error::Redis(copy(e)),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A Redis error for each operation of a failed batch: the same kind, so that an outage still
+/// reads as one ([`Error::is_outage`]).
+fn copy(e: &redis::RedisError) -> redis::RedisError {
+    use std::io::ErrorKind;
+    if e.is_io_error() {
+        let kind = if e.is_connection_refusal() {
+            ErrorKind::ConnectionRefused
+        } else if e.is_timeout() {
+            ErrorKind::TimedOut
+        } else if e.is_connection_dropped() {
+            ErrorKind::ConnectionReset
+        } else {
+            ErrorKind::Other
+        };
+        return std::io::Error::new(kind, e.to_string()).into();
+    }
+    (e.kind(), "Redis error", e.to_string()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copied_error_reads_as_an_outage_when_the_original_did() {
+        let refused: redis::RedisError =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused").into();
+        assert!(Error::Redis(copy(&refused)).is_outage());
+        let timed_out: redis::RedisError =
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "slow").into();
+        assert!(Error::Redis(copy(&timed_out)).is_outage());
+        let script: redis::RedisError = (
+            redis::ErrorKind::ResponseError,
+            "ERR",
+            "bad script".to_string(),
+        )
+            .into();
+        assert_eq!(copy(&script).kind(), redis::ErrorKind::ResponseError);
+        assert!(!Error::Redis(copy(&script)).is_outage());
+    }
+}
