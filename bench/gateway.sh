@@ -9,6 +9,8 @@
 # default $CARGO_TARGET_DIR/gateway-bench.json), RUST_LOG (the server's, default warn),
 # SIM_LATENCY_MS (the simulator's wait before each answer, default 0),
 # BENCH_LITELLM (1, the default: LiteLLM's proxy measured too; 0: left out),
+# BENCH_SERVER_BIN (a Tessera server binary to measure instead of this checkout's release
+# build, for comparing two builds in one go),
 # BENCH_SIM (`bench`, the default: testkit's simulator served by `gateway-bench sim` with
 # TCP_NODELAY; `provider-sim`: the testkit binary, whose streamed replies stall ~40 ms on a
 # kept-alive connection).
@@ -52,12 +54,16 @@ fi
 
 # --- release builds --------------------------------------------------------------------------
 log "building the release binaries (long the first time)"
-cargo build --release -p server --bin server
+if [ -z "${BENCH_SERVER_BIN:-}" ]; then
+  cargo build --release -p server --bin server
+fi
 if [ "$BENCH_SIM" = provider-sim ]; then
   cargo build --release -p testkit --bin provider-sim
 fi
 cargo build --release -p tessera-bench --bin gateway-bench
 BIN="$CARGO_TARGET_DIR/release"
+SERVER_BIN="${BENCH_SERVER_BIN:-$BIN/server}"
+[ -x "$SERVER_BIN" ] || { echo "BENCH_SERVER_BIN: $SERVER_BIN is not an executable" >&2; exit 2; }
 if [ "$BENCH_SIM" = provider-sim ]; then
   SIM_CMD=("$BIN/provider-sim")
 else
@@ -136,7 +142,7 @@ export RUST_LOG="${RUST_LOG:-warn}"
 export TESSERA_ALLOW_PRIVATE_ENDPOINTS=true
 
 log "starting Tessera on 127.0.0.1:$PORT (database $BENCH_DB, Redis prefix $REDIS_PREFIX)"
-"$BIN/server" serve >"$WORK/server.log" 2>&1 &
+"$SERVER_BIN" serve >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 120); do
   curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" 2>/dev/null && break

@@ -82,6 +82,12 @@ async fn overlapping_calls_share_scripts_and_each_is_counted_once(pool: PgPool) 
         clinics.push((c.tenant, metering::limits(&db, c.tenant).await.unwrap()));
     }
     let m = Metering::new(db.clone(), r.clone());
+    // Each clinic's live counters, built (a first reservation would otherwise find them missing,
+    // build them and try again).
+    let month = tessera_core::Month::now();
+    for (tenant, _) in &clinics {
+        m.month_usage(*tenant, month).await.unwrap();
+    }
     let (scripts_before, ops_before) = m.scripts_sent();
 
     // Act: 60 calls at once, 20 per clinic, each reserving 1,000 and settling 10 + i tokens
@@ -113,7 +119,6 @@ async fn overlapping_calls_share_scripts_and_each_is_counted_once(pool: PgPool) 
 
     // Assert: each clinic's counters and ledger hold exactly its own calls, nothing is left
     // reserved, and the 120 operations went in fewer scripts than operations.
-    let month = tessera_core::Month::now();
     for (i, (tenant, _)) in clinics.iter().enumerate() {
         let (usage, reserved) = m.month_usage(*tenant, month).await.unwrap();
         assert_eq!(
