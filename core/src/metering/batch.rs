@@ -218,7 +218,7 @@ struct Waiting {
 
 #[derive(Default)]
 struct Queue {
-    /// A task is sending scripts; it takes what waits here when its script returns.
+    /// A script is in flight; whoever sent it hands on what waits here when it returns.
     busy: bool,
     waiting: Vec<Waiting>,
 }
