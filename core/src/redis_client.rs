@@ -7,7 +7,9 @@ use crate::Result;
 
 #[derive(Clone)]
 pub struct Redis {
-    client: redis::Client,
+    /// Behind an `Arc`: a `Redis` is cloned per request in places, and the client's connection
+    /// details are strings.
+    client: std::sync::Arc<redis::Client>,
     conn: ConnectionManager,
     prefix: std::sync::Arc<str>,
 }
@@ -33,7 +35,7 @@ impl Redis {
             .set_number_of_retries(0);
         let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Self {
-            client,
+            client: std::sync::Arc::new(client),
             conn,
             prefix: prefix.into(),
         })

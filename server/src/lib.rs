@@ -124,12 +124,16 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
     // Metrics recorded from here on are kept (one recorder per process).
     telemetry::prometheus();
 
+    // The API, the webhook, health and metrics authenticate by key, signature or token, never
+    // by the session cookie: they are served without the session layer (and its work per
+    // request).
     let api = api_routes()
         .into_iter()
-        .fold(Router::new(), |r, (path, _, route)| r.route(path, route));
-    api.route("/healthz", get(health::healthz))
+        .fold(Router::new(), |r, (path, _, route)| r.route(path, route))
+        .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(telemetry::metrics_with_token))
+        .route("/metrics", get(telemetry::metrics_with_token));
+    Router::new()
         .route("/chat/replies/{id}", get(chat_stream::reply_stream))
         .route("/settings/usage/export.csv", get(usage_export::export))
         .route(app::api::audit::EXPORT_URL, get(audit_export::export))
@@ -160,6 +164,7 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
             shell,
         ))
         .layer(sessions)
+        .merge(api)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,

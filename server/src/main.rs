@@ -89,6 +89,10 @@ enum TenantCommand {
     },
 }
 
+/// mimalloc rather than the system's malloc: see the workspace manifest.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
