@@ -290,7 +290,7 @@ impl Metering {
             .map_err(|e| Error::Internal(format!("usage event: {e}")))?;
         self.run_settle(
             r,
-            &json,
+            json,
             event.prompt_tokens,
             event.completion_tokens,
             event.cost_micro_usd,
@@ -338,7 +338,7 @@ impl Metering {
 
     /// Gives a reservation's tokens back without charging anything (the call failed).
     pub async fn release(&self, reservation: Reservation) -> Result<()> {
-        self.run_settle(&reservation, "", 0, 0, 0).await
+        self.run_settle(&reservation, String::new(), 0, 0, 0).await
     }
 
     /// Runs the settle script: releases `r`, and with a non-empty `event_json` counts its tokens
@@ -346,7 +346,7 @@ impl Metering {
     async fn run_settle(
         &self,
         r: &Reservation,
-        event_json: &str,
+        event_json: String,
         prompt_tokens: i64,
         completion_tokens: i64,
         cost_micro_usd: i64,
@@ -357,7 +357,7 @@ impl Metering {
                 reservations: self.reservations_key(r.tenant, r.month),
                 stream: self.ledger_stream(),
                 id: r.id,
-                event: event_json.to_owned(),
+                event: event_json,
                 prompt_tokens,
                 completion_tokens,
                 cost_micro_usd,
