@@ -34,7 +34,8 @@ pub(super) const MOST: usize = 128;
 //             {2, clinic's, key's} over a per-minute limit; {-1, 0, 0} the counters are missing
 //             (rebuild them and try again)
 // settle   KEYS counters, reservations, the ledger stream
-//          ARGV 's', id, the event ('' to release without charging), prompt, completion, cost
+//          ARGV 's', id, the event ('' to release without charging), prompt, completion, cost,
+//               the amount reserved
 //          -> {1, 0, 0}
 //
 // Counters and reservations of one clinic-month live in one hash: `tokens`, `prompt`,
@@ -44,12 +45,33 @@ pub(super) const MOST: usize = 128;
 // reservations whose caller vanished without settling. A settle whose counters vanished meanwhile
 // (Redis flushed) leaves them for the next reservation to rebuild from the ledger rather than
 // restarting them from this one call.
+//
+// What Redis does per operation is kept small, because a script costs Redis a few microseconds
+// per command it runs: a clinic-month's counters are read once per script (`HMGET`, only when a
+// reservation needs them) and its counters written once at its end (one `HINCRBY` per field
+// that changed, however many operations changed it); every read in between goes through the
+// script's own copy, so each operation still sees the ones before it. A settle finds its
+// reservation still held when removing its `r:<id>` field removes something (`HDEL` answers 1),
+// and takes the amount from its own caller, who made the reservation, instead of reading it
+// first; the field itself stays, because expired reservations are given back by the amount it
+// holds (by any replica, old or new). Expired reservations are looked for once per script and
+// clinic-month, and only when something is reserved.
 const SCRIPT: &str = r#"
 local out = {}
 local k, a = 1, 1
+local seen, order = {}, {}
 while a <= #ARGV do
   local c, z = KEYS[k], KEYS[k + 1]
   local id = ARGV[a + 1]
+  local s = seen[c]
+  if not s then
+    -- Changes to write at the end, and what was read (used = -1: not yet; exists = 0: not
+    -- known yet, 1: yes, 2: no).
+    s = {tokens = 0, prompt = 0, completion = 0, cost = 0, requests = 0, held = 0,
+         used = -1, reserved = 0, exists = 0, swept = false, expires = false}
+    seen[c] = s
+    order[#order + 1] = c
+  end
   if ARGV[a] == 'r' then
     local status, x, y = nil, 0, 0
     if ARGV[a + 9] == '1' then
@@ -65,30 +87,41 @@ while a <= #ARGV do
       k = k + 2
     end
     if not status then
-      local v = redis.call('HMGET', c, 'tokens', 'reserved')
-      if not v[1] and redis.call('EXISTS', c) == 0 then
+      if s.used < 0 then
+        local v = redis.call('HMGET', c, 'tokens', 'reserved')
+        s.used, s.reserved = tonumber(v[1] or '0'), tonumber(v[2] or '0')
+        if v[1] then s.exists = 1 end
+      end
+      if s.exists == 0 then s.exists = redis.call('EXISTS', c) == 1 and 1 or 2 end
+      if s.exists == 2 then
         status, x, y = -1, 0, 0
       else
-        local expired = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[a + 4], 'LIMIT', 0, 100)
-        local reserved = tonumber(v[2] or '0')
-        for _, e in ipairs(expired) do
-          local amt = redis.call('HGET', c, 'r:' .. e)
-          if amt then
-            redis.call('HINCRBY', c, 'reserved', -tonumber(amt))
-            redis.call('HDEL', c, 'r:' .. e)
-            reserved = reserved - tonumber(amt)
+        if not s.swept then
+          s.swept = true
+          if s.reserved + s.held > 0 then
+            local expired = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[a + 4], 'LIMIT', 0, 100)
+            for _, e in ipairs(expired) do
+              local amt = redis.call('HGET', c, 'r:' .. e)
+              if amt then
+                s.held = s.held - tonumber(amt)
+                redis.call('HDEL', c, 'r:' .. e)
+              end
+              redis.call('ZREM', z, e)
+            end
           end
-          redis.call('ZREM', z, e)
         end
-        local used = tonumber(v[1] or '0')
+        local used, reserved = s.used + s.tokens, s.reserved + s.held
         local amount, limit = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
         if limit >= 0 and used + reserved + amount > limit then
           status, x, y = 0, used, reserved
         else
-          redis.call('HINCRBY', c, 'reserved', amount)
+          s.held = s.held + amount
           redis.call('HSET', c, 'r:' .. id, amount)
           redis.call('ZADD', z, ARGV[a + 5], id)
-          redis.call('EXPIRE', z, ARGV[a + 6])
+          if not s.expires then
+            s.expires = true
+            redis.call('EXPIRE', z, ARGV[a + 6])
+          end
           status, x, y = 1, used, reserved + amount
         end
       end
@@ -99,20 +132,20 @@ while a <= #ARGV do
     k = k + 2
     a = a + 10
   else
-    local amt = redis.call('HGET', c, 'r:' .. id)
-    if amt then
-      redis.call('HINCRBY', c, 'reserved', -tonumber(amt))
-      redis.call('HDEL', c, 'r:' .. id)
-    end
     redis.call('ZREM', z, id)
+    if redis.call('HDEL', c, 'r:' .. id) == 1 then
+      s.exists = 1
+      s.held = s.held - tonumber(ARGV[a + 6])
+    end
     if ARGV[a + 2] ~= '' then
-      if redis.call('EXISTS', c) == 1 then
+      if s.exists == 0 then s.exists = redis.call('EXISTS', c) == 1 and 1 or 2 end
+      if s.exists == 1 then
         local p, q = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-        redis.call('HINCRBY', c, 'tokens', p + q)
-        redis.call('HINCRBY', c, 'prompt', p)
-        redis.call('HINCRBY', c, 'completion', q)
-        redis.call('HINCRBY', c, 'cost', ARGV[a + 5])
-        redis.call('HINCRBY', c, 'requests', 1)
+        s.tokens = s.tokens + p + q
+        s.prompt = s.prompt + p
+        s.completion = s.completion + q
+        s.cost = s.cost + tonumber(ARGV[a + 5])
+        s.requests = s.requests + 1
       end
       redis.call('XADD', KEYS[k + 2], '*', 'e', ARGV[a + 2])
     end
@@ -120,8 +153,17 @@ while a <= #ARGV do
     out[#out + 1] = 0
     out[#out + 1] = 0
     k = k + 3
-    a = a + 6
+    a = a + 7
   end
+end
+for _, c in ipairs(order) do
+  local s = seen[c]
+  if s.tokens ~= 0 then redis.call('HINCRBY', c, 'tokens', s.tokens) end
+  if s.prompt ~= 0 then redis.call('HINCRBY', c, 'prompt', s.prompt) end
+  if s.completion ~= 0 then redis.call('HINCRBY', c, 'completion', s.completion) end
+  if s.cost ~= 0 then redis.call('HINCRBY', c, 'cost', s.cost) end
+  if s.requests ~= 0 then redis.call('HINCRBY', c, 'requests', s.requests) end
+  if s.held ~= 0 then redis.call('HINCRBY', c, 'reserved', s.held) end
 end
 return out
 "#;
@@ -152,6 +194,8 @@ pub(super) enum Op {
         prompt_tokens: i64,
         completion_tokens: i64,
         cost_micro_usd: i64,
+        /// What the reservation holds (given back if it is still held).
+        amount: i64,
     },
 }
 
@@ -195,6 +239,7 @@ impl Op {
                 prompt_tokens,
                 completion_tokens,
                 cost_micro_usd,
+                amount,
             } => {
                 call.key(counters).key(reservations).key(stream);
                 call.arg("s")
@@ -202,7 +247,8 @@ impl Op {
                     .arg(event)
                     .arg(prompt_tokens)
                     .arg(completion_tokens)
-                    .arg(cost_micro_usd);
+                    .arg(cost_micro_usd)
+                    .arg(amount);
             }
         }
     }
@@ -417,6 +463,124 @@ fn copy(e: &redis::RedisError) -> redis::RedisError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reserve(c: &str, z: &str, id: Uuid, amount: i64, limit: i64) -> Op {
+        Op::Reserve {
+            counters: c.into(),
+            reservations: z.into(),
+            rate: None,
+            id,
+            amount,
+            limit,
+            now_ms: 1_000,
+            expires_ms: i64::MAX / 2,
+            ttl_secs: 600,
+            requests_per_minute: -1,
+            key_requests_per_minute: -1,
+        }
+    }
+
+    fn settle(c: &str, z: &str, stream: &str, id: Uuid, tokens: (i64, i64), amount: i64) -> Op {
+        Op::Settle {
+            counters: c.into(),
+            reservations: z.into(),
+            stream: stream.into(),
+            id,
+            event: if tokens == (0, 0) {
+                String::new()
+            } else {
+                format!("{{\"id\":\"{id}\"}}")
+            },
+            prompt_tokens: tokens.0,
+            completion_tokens: tokens.1,
+            cost_micro_usd: 3,
+            amount,
+        }
+    }
+
+    /// Operations of one script see the ones before them, although the counters are read once
+    /// and written once at its end; a settle gives back only a reservation still held.
+    #[tokio::test]
+    async fn operations_in_one_script_see_each_other() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let redis = Redis::connect(&url, &format!("test:{}:", Uuid::new_v4()))
+            .await
+            .expect("connect to Redis");
+        let (c, z, stream) = (redis.key("c"), redis.key("z"), redis.key("s"));
+        let batch = Batch::new(redis.clone());
+        let [a, b, d, e] = [(); 4].map(|_| Uuid::new_v4());
+
+        // Missing counters are reported, and nothing is reserved.
+        let answers = batch.send(&[reserve(&c, &z, a, 600, 1_000)]).await.unwrap();
+        assert_eq!(answers, vec![[-1, 0, 0]]);
+        let _: () = redis::cmd("HSET")
+            .arg(&c)
+            .arg(&["tokens", "0", "prompt", "0", "completion", "0", "cost", "0"])
+            .arg(&["requests", "0", "reserved", "0"])
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+
+        // The second reservation does not fit beside the first...
+        let answers = batch
+            .send(&[
+                reserve(&c, &z, a, 600, 1_000),
+                reserve(&c, &z, b, 600, 1_000),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(answers, vec![[1, 0, 600], [0, 0, 600]]);
+        // ...but fits once the first is settled earlier in the same script; a settle of
+        // something never reserved counts its usage and gives nothing back; a release gives
+        // back only its own reservation.
+        let answers = batch
+            .send(&[
+                settle(&c, &z, &stream, a, (30, 20), 600),
+                reserve(&c, &z, b, 600, 1_000),
+                settle(&c, &z, &stream, d, (1, 1), 500),
+                reserve(&c, &z, e, 400, 1_000),
+                settle(&c, &z, &stream, b, (0, 0), 600),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            answers,
+            vec![[1, 0, 0], [1, 50, 600], [1, 0, 0], [0, 52, 600], [1, 0, 0]]
+        );
+        let counters: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(&c)
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+        let expected: std::collections::HashMap<String, i64> = [
+            ("tokens", 52),
+            ("prompt", 31),
+            ("completion", 21),
+            ("cost", 6),
+            ("requests", 2),
+            ("reserved", 0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(counters, expected);
+        let held: i64 = redis::cmd("ZCARD")
+            .arg(&z)
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+        let handed: i64 = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+        assert_eq!((held, handed), (0, 2));
+        let _: () = redis::cmd("DEL")
+            .arg(&[&c, &z, &stream])
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+    }
 
     #[test]
     fn a_copied_error_reads_as_an_outage_when_the_original_did() {

@@ -361,6 +361,7 @@ impl Metering {
                 prompt_tokens,
                 completion_tokens,
                 cost_micro_usd,
+                amount: r.amount,
             })
             .await?;
         Ok(())
