@@ -116,10 +116,7 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
         .with_expiry(Expiry::OnInactivity(time::Duration::hours(
             config.session_ttl_hours,
         )));
-    let state = AppState {
-        leptos_options,
-        services,
-    };
+    let state = AppState::new(leptos_options, services);
     let routes = generate_route_list(App);
     // Metrics recorded from here on are kept (one recorder per process).
     telemetry::prometheus();

@@ -360,10 +360,8 @@ async fn ops_listener(
     let leptos_options = leptos::config::LeptosOptions::builder()
         .output_name("tessera")
         .build();
-    let router = server::telemetry::ops_router(app::server::AppState {
-        leptos_options,
-        services: services.clone(),
-    });
+    let router =
+        server::telemetry::ops_router(app::server::AppState::new(leptos_options, services.clone()));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("could not listen on {addr} (TESSERA_METRICS_ADDR): {e}"))?;

@@ -7,6 +7,7 @@ pub mod error;
 pub mod session;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::extract::FromRef;
 use leptos::prelude::*;
@@ -20,11 +21,44 @@ pub use session::{
 
 use crate::error::AppError;
 
-/// The router's state, also provided to every server function through context.
-#[derive(Clone, FromRef)]
-pub struct AppState {
+/// The router's state, also provided to every server function through context. Cloned for
+/// every request (by each extractor and middleware that reads it), so it is one shared
+/// allocation: a clone is a reference count, not a copy of the options and every service.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub leptos_options: LeptosOptions,
     pub services: Services,
+}
+
+impl AppState {
+    pub fn new(leptos_options: LeptosOptions, services: Services) -> Self {
+        Self(Arc::new(Shared {
+            leptos_options,
+            services,
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+impl FromRef<AppState> for Services {
+    fn from_ref(state: &AppState) -> Self {
+        state.services.clone()
+    }
 }
 
 /// The client's address, put on each request by the server's middleware (from the socket, or
@@ -47,7 +81,7 @@ pub fn request_id() -> Option<String> {
 /// The services, from the server function's context.
 pub fn services() -> Result<Services, AppError> {
     use_context::<AppState>()
-        .map(|s| s.services)
+        .map(|s| s.services.clone())
         .ok_or_else(|| {
             if use_context::<http::request::Parts>().is_some() {
                 tracing::error!("AppState missing from context");

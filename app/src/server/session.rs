@@ -177,8 +177,8 @@ where
         let session = Session::from_request_parts(parts, state)
             .await
             .map_err(|(_, message)| session_err(message))?;
-        let services = &AppState::from_ref(state).services;
-        signed_in(services, &session).await.map(SignedIn)
+        let state = AppState::from_ref(state);
+        signed_in(&state.services, &session).await.map(SignedIn)
     }
 }
 

@@ -50,10 +50,11 @@ pub(super) enum Mode {
 /// The prompt, for counting it when the provider reports no usage.
 pub(super) enum Prompt {
     Messages(Vec<ChatMessage>),
-    /// The messages' JSON text (counting it over-counts by its punctuation), and the prompt's
-    /// upper bound, which caps the count (images are counted by their text otherwise).
+    /// The messages' JSON text as the client sent it (counting it over-counts by its
+    /// punctuation), and the prompt's upper bound, which caps the count (images are counted
+    /// by their text otherwise).
     Json {
-        text: String,
+        messages: Option<Box<serde_json::value::RawValue>>,
         bound: i64,
     },
 }
@@ -197,9 +198,11 @@ impl Call {
             .unwrap_or_else(|| match &self.prompt {
                 Prompt::Messages(messages) => messages.iter().map(message_tokens).sum::<i64>() + 3,
                 // Long texts (images, audio) are not worth tokenizing: the bound stands.
-                Prompt::Json { text, bound } if text.len() <= 256 << 10 => {
-                    count_tokens(text).min(*bound)
-                }
+                Prompt::Json {
+                    messages: Some(text),
+                    bound,
+                } if text.get().len() <= 256 << 10 => count_tokens(text.get()).min(*bound),
+                Prompt::Json { messages: None, .. } => 0,
                 Prompt::Json { bound, .. } => *bound,
             });
         Usage {
@@ -378,33 +381,52 @@ impl Call {
                 translation.clone(),
             ));
         }
+        // Tokio's clock (the timer's), not the system's.
+        use tokio::time::Instant;
         let extend_every = self.gateway.metering.reservation_ttl / 3;
         let mut extended = Instant::now();
+        // One timer for the whole stream, not one per chunk: each wait for the provider notes
+        // when it began, and when the timer fires it is set again for that wait's end unless
+        // the provider really has been quiet for `idle`.
+        let quiet = tokio::time::sleep(idle);
+        tokio::pin!(quiet);
         loop {
-            if extended.elapsed() >= extend_every {
+            let mut now = Instant::now();
+            if now.duration_since(extended) >= extend_every {
                 // A long stream keeps its reservation: it must not expire and be handed out
                 // again while this call can still spend it.
                 if let Err(e) = self.reservation.extend().await {
                     tracing::warn!(error = ?e, "could not extend a stream's reservation");
                 }
                 extended = Instant::now();
+                now = extended;
             }
-            let next = tokio::select! {
-                _ = tx.closed() => { read.cancelled = true; return read; }
-                next = tokio::time::timeout(idle, body.next()) => next,
+            let next = loop {
+                tokio::select! {
+                    _ = tx.closed() => { read.cancelled = true; return read; }
+                    () = &mut quiet => {
+                        let deadline = now + idle;
+                        if Instant::now() < deadline {
+                            quiet.as_mut().reset(deadline);
+                            continue;
+                        }
+                        break None;
+                    }
+                    next = body.next() => break Some(next),
+                }
             };
             let bytes = match next {
-                Err(_) => {
+                None => {
                     read.failure = Some(LlmError::timeout(provider, idle));
                     return read;
                 }
-                Ok(None) => return read,
-                Ok(Some(Err(e))) => {
+                Some(None) => return read,
+                Some(Some(Err(e))) => {
                     tracing::warn!(error = %e.without_url(), "provider stream broke");
                     read.failure = Some(LlmError::interrupted(provider));
                     return read;
                 }
-                Ok(Some(Ok(bytes))) => bytes,
+                Some(Some(Ok(bytes))) => bytes,
             };
             let mut out: Vec<StreamEvent> = Vec::new();
             // What the client gets of this read, as one piece: one write to the client per

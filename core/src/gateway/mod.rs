@@ -468,10 +468,7 @@ impl Gateway {
             }
         };
         let prompt = Prompt::Json {
-            text: body
-                .remove("messages")
-                .map(|m| m.get().to_string())
-                .unwrap_or_default(),
+            messages: body.remove("messages"),
             bound: prompt_bound,
         };
         let call = Outgoing {
