@@ -267,6 +267,61 @@ async fn failed_calls_are_not_charged(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn a_stream_times_out_when_its_provider_goes_quiet_not_when_it_is_slow(pool: PgPool) {
+    let app = TestApp::spawn_with(&pool, &[("TESSERA_PROVIDER_TIMEOUT_SECS", "1")]).await;
+    let c = app.api_clinic("Quiet Clinic").await;
+
+    // Slow but steady: every event within the timeout, the whole stream longer than it.
+    let started = std::time::Instant::now();
+    let res = chat(
+        &app,
+        c.token(),
+        json!({ "model": "gpt-4o-mini", "stream": true,
+        "messages": [{ "role": "user", "content": "Summarise the handover notes [sim:chunk_ms=300]" }] }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let (_, text) = openai_stream(res).await;
+    assert!(!text.is_empty());
+    assert!(
+        started.elapsed() > Duration::from_millis(1500),
+        "the stream took {:?}: too short to show the timeout is per wait",
+        started.elapsed()
+    );
+
+    // Quiet for longer than the timeout after its first event: the client gets the timeout as
+    // an error event after about a second, not the provider's next event.
+    let started = std::time::Instant::now();
+    let res = chat(
+        &app,
+        c.token(),
+        json!({ "model": "gpt-4o-mini", "stream": true,
+        "messages": [{ "role": "user", "content": "Summarise the handover notes [sim:chunk_ms=4000]" }] }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let data = sse_data(&res.text().await.unwrap());
+    let took = started.elapsed();
+    let last = data.last().unwrap();
+    assert!(last.contains("provider_timeout"), "{data:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(3500),
+        "the timeout came after {took:?}"
+    );
+
+    // The two calls are on the ledger (the second for what reached the client, if anything)
+    // and nothing is left reserved.
+    let (_, reserved) = live(&app, c.tenant).await;
+    assert_eq!(reserved, 0);
+    let recorded = ledger(&app, c.tenant).await;
+    assert!(
+        (1..=2).contains(&recorded.requests),
+        "{}",
+        recorded.requests
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn a_flaky_provider_is_retried_before_the_first_byte_and_charged_once(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("Flaky Clinic").await;
