@@ -270,16 +270,19 @@ async fn failed_calls_are_not_charged(pool: PgPool) {
 async fn a_stream_times_out_when_its_provider_goes_quiet_not_when_it_is_slow(pool: PgPool) {
     let app = TestApp::spawn_with(&pool, &[("TESSERA_PROVIDER_TIMEOUT_SECS", "1")]).await;
     let c = app.api_clinic("Quiet Clinic").await;
+    // A streamed question whose events the simulator sends `chunk_ms` apart.
+    let stream_every = |chunk_ms: u64| {
+        chat(
+            &app,
+            c.token(),
+            json!({ "model": "gpt-4o-mini", "stream": true, "messages": [{ "role": "user",
+                "content": format!("Summarise the handover notes [sim:chunk_ms={chunk_ms}]") }] }),
+        )
+    };
 
     // Slow but steady: every event within the timeout, the whole stream longer than it.
     let started = std::time::Instant::now();
-    let res = chat(
-        &app,
-        c.token(),
-        json!({ "model": "gpt-4o-mini", "stream": true,
-        "messages": [{ "role": "user", "content": "Summarise the handover notes [sim:chunk_ms=300]" }] }),
-    )
-    .await;
+    let res = stream_every(300).await;
     assert_eq!(res.status(), 200);
     let (_, text) = openai_stream(res).await;
     assert!(!text.is_empty());
@@ -292,13 +295,7 @@ async fn a_stream_times_out_when_its_provider_goes_quiet_not_when_it_is_slow(poo
     // Quiet for longer than the timeout after its first event: the client gets the timeout as
     // an error event after about a second, not the provider's next event.
     let started = std::time::Instant::now();
-    let res = chat(
-        &app,
-        c.token(),
-        json!({ "model": "gpt-4o-mini", "stream": true,
-        "messages": [{ "role": "user", "content": "Summarise the handover notes [sim:chunk_ms=4000]" }] }),
-    )
-    .await;
+    let res = stream_every(4000).await;
     assert_eq!(res.status(), 200);
     let data = sse_data(&res.text().await.unwrap());
     let took = started.elapsed();
