@@ -5,7 +5,7 @@ mod common;
 use common::{app_db, clinic, redis};
 use sqlx::PgPool;
 use tessera_core::metering::{self, report, LedgerWriter, Metering, UsageEvent};
-use tessera_core::{Error, TenantId};
+use tessera_core::{Error, Month, TenantId};
 
 /// A new clinic is on Starter: 1,000,000 tokens a month, and (with the spending cap at its
 /// default) nothing beyond them.
@@ -304,6 +304,7 @@ async fn an_event_that_cannot_be_written_is_set_aside_without_blocking_others(po
         month,
         amount: 0,
         started_at: time::OffsetDateTime::now_utc(),
+        slice: None,
     };
     let orphan = event(&gone, 1, 1);
     m.settle(gone, &orphan).await.unwrap();
@@ -484,4 +485,207 @@ async fn a_rebuild_counts_what_the_handoff_still_holds(pool: PgPool) {
     // Assert: the rebuilt counters hold the ledger and the hand-off, each once.
     let after = m.month_usage(c.tenant, month).await.unwrap().0;
     assert_eq!(after, before);
+}
+
+/// Reserves `amount` for a call no per-minute limit counts (a chat reply, an API key of a plan
+/// without one): from the process's slice of the allowance when it can.
+async fn reserve_call(
+    m: &Metering,
+    tenant: TenantId,
+    limits: &metering::Limits,
+    amount: i64,
+) -> tessera_core::Result<metering::Reservation> {
+    m.reserve_admitted(tenant, None, limits, amount).await
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn calls_reserve_from_a_slice_and_each_is_counted_once(pool: PgPool) {
+    // Arrange
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Slice Clinic").await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let r = redis().await;
+    let m = Metering::new(db.clone(), r.clone());
+    let month = tessera_core::Month::now();
+    m.month_usage(c.tenant, month).await.unwrap();
+    let (scripts_before, ops_before) = m.scripts_sent();
+
+    // Act: 40 calls one after another, each reserving 1,000 and using 10 (every fifth fails
+    // and is released).
+    let mut used = 0;
+    for i in 0..40 {
+        let res = reserve_call(&m, c.tenant, &limits, 1_000).await.unwrap();
+        assert!(res.slice.is_some());
+        if i % 5 == 4 {
+            m.release(res).await.unwrap();
+            continue;
+        }
+        let ev = event(&res, 4, 6);
+        m.settle(res, &ev).await.unwrap();
+        used += 10;
+    }
+    let (_, held) = m.month_usage(c.tenant, month).await.unwrap();
+    m.return_slices().await.unwrap();
+    LedgerWriter::new(db.clone(), r.clone())
+        .drain_all()
+        .await
+        .unwrap();
+
+    // Assert: the slice covered 32 calls' worst case at a time, so the 40 reservations took
+    // two round trips (and the failed calls none: their tokens went back into the slice): with
+    // the 32 settles and the slice given back, 35 scripts; while held, its free tokens counted
+    // as reserved; given back, nothing is.
+    let (scripts, ops) = m.scripts_sent();
+    assert_eq!((scripts - scripts_before, ops - ops_before), (35, 35));
+    assert!(held > 0 && held <= 32_000, "{held}");
+    let (usage, reserved) = m.month_usage(c.tenant, month).await.unwrap();
+    assert_eq!((usage.tokens, usage.requests, reserved), (used, 32, 0));
+    let ledger = report::ledger_totals(&db, c.tenant, month).await.unwrap();
+    assert_eq!(ledger, usage);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn slices_of_two_processes_never_exceed_the_limit(pool: PgPool) {
+    // Arrange: two processes (two meterings) sharing one clinic's budget of 1,000,000.
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Two Slices Clinic").await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let r = redis().await;
+    let processes = [
+        Metering::new(db.clone(), r.clone()),
+        Metering::new(db.clone(), r.clone()),
+    ];
+
+    // Act: 200 calls of 30,000 at once, half through each process; then, with each process's
+    // slices given back, 40 more.
+    let run = |n: usize| {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let m = processes[i % 2].clone();
+                let limits = limits.clone();
+                tokio::spawn(
+                    async move { (i % 2, reserve_call(&m, c.tenant, &limits, 30_000).await) },
+                )
+            })
+            .collect();
+        async move {
+            let mut admitted = Vec::new();
+            for t in tasks {
+                match t.await.unwrap() {
+                    (p, Ok(r)) => admitted.push((p, r)),
+                    (_, Err(Error::OverBudget { .. })) => {}
+                    (_, Err(e)) => panic!("unexpected {e:?}"),
+                }
+            }
+            admitted
+        }
+    };
+    let first = run(200).await;
+    for m in &processes {
+        m.return_slices().await.unwrap();
+    }
+    let month = Month::now();
+    let (_, after_first) = processes[0].month_usage(c.tenant, month).await.unwrap();
+    let more = run(40).await;
+    for m in &processes {
+        m.return_slices().await.unwrap();
+    }
+    let (_, after_more) = processes[0].month_usage(c.tenant, month).await.unwrap();
+
+    // Assert: what was admitted never passes the limit, and with the slices given back only
+    // the calls hold anything.
+    let admitted = (first.len() + more.len()) as i64;
+    assert!(admitted <= ALLOWANCE / 30_000, "{admitted} admitted");
+    assert!(first.len() >= 20, "{} admitted", first.len());
+    assert_eq!(after_first, 30_000 * first.len() as i64);
+    assert_eq!(after_more, 30_000 * admitted);
+    for (p, res) in first.into_iter().chain(more) {
+        processes[p].release(res).await.unwrap();
+    }
+    for m in &processes {
+        m.return_slices().await.unwrap();
+    }
+    let (_, reserved) = processes[0].month_usage(c.tenant, month).await.unwrap();
+    assert_eq!(reserved, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_call_near_the_limit_is_admitted_with_the_slice_given_back(pool: PgPool) {
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Near Limit Clinic").await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let m = Metering::new(db.clone(), redis().await);
+
+    // A small call leaves its slice holding 31 more such calls' worth free...
+    let small = reserve_call(&m, c.tenant, &limits, 1_000).await.unwrap();
+    let ev = event(&small, 10, 10);
+    m.settle(small, &ev).await.unwrap();
+    // ...which a call needing all the rest of the month gets back: it is admitted.
+    let big = reserve_call(&m, c.tenant, &limits, ALLOWANCE - 20)
+        .await
+        .unwrap();
+    assert!(matches!(
+        reserve_call(&m, c.tenant, &limits, 1).await,
+        Err(Error::OverBudget { .. })
+    ));
+    m.release(big).await.unwrap();
+    m.return_slices().await.unwrap();
+    let (usage, reserved) = m.month_usage(c.tenant, Month::now()).await.unwrap();
+    assert_eq!((usage.tokens, reserved), (20, 0));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_idle_slice_is_given_back_by_itself(pool: PgPool) {
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Idle Slice Clinic").await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let m = Metering::new(db.clone(), redis().await);
+
+    let res = reserve_call(&m, c.tenant, &limits, 1_000).await.unwrap();
+    let ev = event(&res, 10, 10);
+    m.settle(res, &ev).await.unwrap();
+    assert!(m.month_usage(c.tenant, Month::now()).await.unwrap().1 > 0);
+
+    // A second or so without a call, and the slice is back.
+    let mut reserved = -1;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        reserved = m.month_usage(c.tenant, Month::now()).await.unwrap().1;
+        if reserved == 0 {
+            break;
+        }
+    }
+    assert_eq!(reserved, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_slice_redis_lost_is_not_relied_on(pool: PgPool) {
+    // Arrange: a slice taken, then Redis loses the clinic's counters (a restart without
+    // persistence).
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Lost Slice Clinic").await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let r = redis().await;
+    let m = Metering::new(db.clone(), r.clone());
+    let first = reserve_call(&m, c.tenant, &limits, 1_000).await.unwrap();
+    let slice = first.slice;
+    let month = first.month;
+    let _: () = redis::cmd("DEL")
+        .arg(r.key(&format!("usage:{}:{month}", c.tenant)))
+        .query_async(&mut r.conn())
+        .await
+        .unwrap();
+
+    // Act: the call settles; the next one reserves.
+    let ev = event(&first, 10, 10);
+    m.settle(first, &ev).await.unwrap();
+    let next = reserve_call(&m, c.tenant, &limits, 1_000).await.unwrap();
+
+    // Assert: the next call did not take from the lost slice, but reserved in Redis again
+    // (with counters rebuilt from the ledger and the hand-off: the first call is in them).
+    assert_ne!(next.slice, slice);
+    m.release(next).await.unwrap();
+    m.return_slices().await.unwrap();
+    let (usage, reserved) = m.month_usage(c.tenant, month).await.unwrap();
+    assert_eq!((usage.tokens, usage.requests, reserved), (20, 1, 0));
 }

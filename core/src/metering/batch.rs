@@ -29,14 +29,24 @@ pub(super) const MOST: usize = 128;
 //
 // reserve  KEYS counters, reservations[, the clinic's and the key's requests this minute]
 //          ARGV 'r', id, amount, limit (-1: none), now (ms), expiry (ms), counters' lifetime (s),
-//               the clinic's and the key's requests per minute (-1: none), rated (1 or 0)
-//          -> {1, used, reserved} reserved; {0, used, reserved} over the limit;
+//               the clinic's and the key's requests per minute (-1: none), rated (1 or 0),
+//               wanted (at least amount), slice (1 or 0), given back first (slices only)
+//          -> {1, used, granted} reserved; {0, used, reserved} over the limit;
 //             {2, clinic's, key's} over a per-minute limit; {-1, 0, 0} the counters are missing
 //             (rebuild them and try again)
+//          A call's reservation is granted `amount` exactly. A slice (a process's share of the
+//          allowance, see `budget.rs`) is granted `amount` and, as far as the limit leaves room
+//          (an eighth of what is left at most), up to `wanted`; it adds to what the slice
+//          already holds, after giving back the tokens the process no longer counts on.
 // settle   KEYS counters, reservations, the ledger stream
 //          ARGV 's', id, the event ('' to release without charging), prompt, completion, cost,
-//               the amount reserved
-//          -> {1, 0, 0}
+//               the amount reserved, slice (1 or 0)
+//          -> {1, 0, 0}; {1, 1, 0} for a slice that is gone (expired, or Redis was flushed)
+//          A call on a slice takes its amount out of the slice's field instead of removing a
+//          field of its own.
+// return   KEYS counters, reservations
+//          ARGV 'g', the slice's id
+//          -> {1, what it held, 0}: a slice is given back whole
 //
 // Counters and reservations of one clinic-month live in one hash: `tokens`, `prompt`,
 // `completion`, `cost`, `requests`, `reserved`, and `r:<id>` per reservation in flight, with a
@@ -110,19 +120,40 @@ while a <= #ARGV do
             end
           end
         end
+        local slice, back = ARGV[a + 11] == '1', tonumber(ARGV[a + 12])
+        if slice and back > 0 then
+          local v = redis.call('HGET', c, 'r:' .. id)
+          if v then
+            back = math.min(back, tonumber(v))
+            redis.call('HINCRBY', c, 'r:' .. id, -back)
+            s.held = s.held - back
+          end
+        end
         local used, reserved = s.used + s.tokens, s.reserved + s.held
         local amount, limit = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
         if limit >= 0 and used + reserved + amount > limit then
           status, x, y = 0, used, reserved
         else
-          s.held = s.held + amount
-          redis.call('HSET', c, 'r:' .. id, amount)
+          local grant, wanted = amount, tonumber(ARGV[a + 10])
+          if wanted > amount then
+            if limit < 0 then
+              grant = wanted
+            else
+              grant = math.max(amount, math.min(wanted, math.floor((limit - used - reserved) / 8)))
+            end
+          end
+          s.held = s.held + grant
+          if slice then
+            redis.call('HINCRBY', c, 'r:' .. id, grant)
+          else
+            redis.call('HSET', c, 'r:' .. id, grant)
+          end
           redis.call('ZADD', z, ARGV[a + 5], id)
           if not s.expires then
             s.expires = true
             redis.call('EXPIRE', z, ARGV[a + 6])
           end
-          status, x, y = 1, used, reserved + amount
+          status, x, y = 1, used, grant
         end
       end
     end
@@ -130,12 +161,38 @@ while a <= #ARGV do
     out[#out + 1] = x
     out[#out + 1] = y
     k = k + 2
-    a = a + 10
-  else
+    a = a + 13
+  elseif ARGV[a] == 'g' then
+    local v = redis.call('HGET', c, 'r:' .. id)
     redis.call('ZREM', z, id)
-    if redis.call('HDEL', c, 'r:' .. id) == 1 then
+    if v then
+      redis.call('HDEL', c, 'r:' .. id)
       s.exists = 1
-      s.held = s.held - tonumber(ARGV[a + 6])
+      s.held = s.held - tonumber(v)
+    end
+    out[#out + 1] = 1
+    out[#out + 1] = tonumber(v or '0')
+    out[#out + 1] = 0
+    k = k + 2
+    a = a + 2
+  else
+    local gone = 0
+    if ARGV[a + 7] == '1' then
+      local v = redis.call('HGET', c, 'r:' .. id)
+      if v then
+        local take = math.min(tonumber(ARGV[a + 6]), tonumber(v))
+        redis.call('HINCRBY', c, 'r:' .. id, -take)
+        s.exists = 1
+        s.held = s.held - take
+      else
+        gone = 1
+      end
+    else
+      redis.call('ZREM', z, id)
+      if redis.call('HDEL', c, 'r:' .. id) == 1 then
+        s.exists = 1
+        s.held = s.held - tonumber(ARGV[a + 6])
+      end
     end
     if ARGV[a + 2] ~= '' then
       if s.exists == 0 then s.exists = redis.call('EXISTS', c) == 1 and 1 or 2 end
@@ -150,10 +207,10 @@ while a <= #ARGV do
       redis.call('XADD', KEYS[k + 2], '*', 'e', ARGV[a + 2])
     end
     out[#out + 1] = 1
-    out[#out + 1] = 0
+    out[#out + 1] = gone
     out[#out + 1] = 0
     k = k + 3
-    a = a + 7
+    a = a + 8
   end
 end
 for _, c in ipairs(order) do
@@ -183,6 +240,17 @@ pub(super) enum Op {
         ttl_secs: i64,
         requests_per_minute: i64,
         key_requests_per_minute: i64,
+        /// Grant up to this much when the limit leaves room (at least `amount`).
+        wanted: i64,
+        /// `id` is a slice's: add to what it holds, after giving back `back`.
+        slice: bool,
+        back: i64,
+    },
+    /// Gives a slice back whole.
+    Return {
+        counters: String,
+        reservations: String,
+        id: Uuid,
     },
     Settle {
         counters: String,
@@ -196,6 +264,8 @@ pub(super) enum Op {
         cost_micro_usd: i64,
         /// What the reservation holds (given back if it is still held).
         amount: i64,
+        /// `id` is the slice the call's reservation was taken from.
+        slice: bool,
     },
 }
 
@@ -214,6 +284,9 @@ impl Op {
                 ttl_secs,
                 requests_per_minute,
                 key_requests_per_minute,
+                wanted,
+                slice,
+                back,
             } => {
                 call.key(counters).key(reservations);
                 if let Some((clinic, key)) = rate {
@@ -228,7 +301,18 @@ impl Op {
                     .arg(ttl_secs)
                     .arg(requests_per_minute)
                     .arg(key_requests_per_minute)
-                    .arg(if rate.is_some() { "1" } else { "0" });
+                    .arg(if rate.is_some() { "1" } else { "0" })
+                    .arg(wanted)
+                    .arg(if *slice { "1" } else { "0" })
+                    .arg(back);
+            }
+            Op::Return {
+                counters,
+                reservations,
+                id,
+            } => {
+                call.key(counters).key(reservations);
+                call.arg("g").arg(id.to_string());
             }
             Op::Settle {
                 counters,
@@ -240,6 +324,7 @@ impl Op {
                 completion_tokens,
                 cost_micro_usd,
                 amount,
+                slice,
             } => {
                 call.key(counters).key(reservations).key(stream);
                 call.arg("s")
@@ -248,7 +333,8 @@ impl Op {
                     .arg(prompt_tokens)
                     .arg(completion_tokens)
                     .arg(cost_micro_usd)
-                    .arg(amount);
+                    .arg(amount)
+                    .arg(if *slice { "1" } else { "0" });
             }
         }
     }
@@ -477,6 +563,9 @@ mod tests {
             ttl_secs: 600,
             requests_per_minute: -1,
             key_requests_per_minute: -1,
+            wanted: amount,
+            slice: false,
+            back: 0,
         }
     }
 
@@ -495,6 +584,7 @@ mod tests {
             completion_tokens: tokens.1,
             cost_micro_usd: 3,
             amount,
+            slice: false,
         }
     }
 

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::batch::{Batch, Op};
 use super::ledger::{ledger_stream, pending_in_handoff, unix_ms, write_events};
 use super::report::ledger_totals;
+use super::slices::{Slices, Take, IDLE, SLICE_CALLS};
 use super::{Limits, MonthUsage, UsageEvent};
 use crate::db::Db;
 use crate::tenancy::TenantId;
@@ -27,6 +28,16 @@ pub struct Reservation {
     pub month: Month,
     pub amount: i64,
     pub started_at: OffsetDateTime,
+    /// The slice of this process's share of the allowance the amount was taken from (see
+    /// `slices.rs`), or `None` for a reservation of the call's own.
+    pub slice: Option<Uuid>,
+}
+
+impl Reservation {
+    /// The reservation's field and expiry in Redis: its slice's, or its own.
+    fn held_as(&self) -> Uuid {
+        self.slice.unwrap_or(self.id)
+    }
 }
 
 /// A reservation held by a call in flight. Settle it or release it; if the call ends any
@@ -53,12 +64,22 @@ impl Held {
         let Some(r) = self.reservation.take() else {
             return;
         };
-        let Err(e) = self.metering.run_settle_event(&r, event).await else {
-            return;
+        let e = match self.metering.run_settle_event(&r, event).await {
+            Ok(gone) => {
+                self.metering.settled(&r, gone);
+                return;
+            }
+            Err(e) => e,
         };
         tracing::error!(error = ?e, "usage could not be settled in Redis; writing it to the ledger");
+        // The call's slice is taken from no more; the call keeps its part of it (the slice is
+        // not given back) until it is counted live.
+        if let Some(slice) = r.slice {
+            self.metering.slices.retire(slice);
+        }
         if let Err(e) = write_events(&self.metering.db, std::slice::from_ref(event)).await {
             tracing::error!(error = ?e, event = ?event, "usage could not be recorded");
+            self.metering.settled(&r, true);
             return;
         }
         let written_ms = unix_ms(OffsetDateTime::now_utc());
@@ -70,10 +91,14 @@ impl Held {
             while tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(wait).await;
                 match metering.correct(&r, &event, written_ms).await {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        metering.settled(&r, true);
+                        return;
+                    }
                     Err(_) => wait = (wait * 2).min(Duration::from_secs(10)),
                 }
             }
+            metering.settled(&r, true);
             tracing::warn!(event = %event.id, "live counters not corrected; they are right again when next rebuilt");
         });
     }
@@ -98,6 +123,11 @@ impl Drop for Held {
         let Some(reservation) = self.reservation.take() else {
             return;
         };
+        if let Some(slice) = reservation.slice {
+            // Back into the slice, here: no round trip.
+            self.metering.slices.released(slice, reservation.amount);
+            return;
+        }
         let metering = self.metering.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
@@ -109,6 +139,22 @@ impl Drop for Held {
     }
 }
 
+/// A top-up on its way to Redis: the slice counts on it (and is not given back) until it is
+/// granted, refused, or its call goes away.
+struct Pending<'a> {
+    slices: &'a Slices,
+    slice: Uuid,
+    armed: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.slices.not_granted(self.slice);
+        }
+    }
+}
+
 // Reservations and settles are one script for many calls (see `batch.rs`), which also
 // describes the counters' layout.
 
@@ -116,12 +162,21 @@ impl Drop for Held {
 // reached): releases the reservation and counts the call live. It counts only while the
 // reservation is still held (a settle whose reply was lost already counted it) and the
 // counters were not rebuilt from the ledger after the event was written (they hold it then).
+//
+// A call on a slice has no field of its own to tell whether its settle was counted (ARGV[6] is
+// '1'): it is counted, and the slice's field is left as it is (the slice, retired when the
+// settle failed, gives back whatever it still holds when it is given back whole). Should the
+// failed settle have been counted after all, the live counters count the call twice until they
+// are next rebuilt, which can only refuse calls early, never let them spend past the limit; the
+// ledger has it once.
 const CORRECT: &str = r#"
-local amt = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-if not amt then return 0 end
-redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amt))
-redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
+if ARGV[6] ~= '1' then
+  local amt = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  if not amt then return 0 end
+  redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amt))
+  redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
+end
 local rebuilt = tonumber(redis.call('HGET', KEYS[1], 'rebuilt_at') or '0')
 if rebuilt < tonumber(ARGV[5]) then
   redis.call('HINCRBY', KEYS[1], 'tokens', tonumber(ARGV[2]) + tonumber(ARGV[3]))
@@ -152,6 +207,9 @@ pub struct Metering {
     batch: Batch,
     correct: Arc<redis::Script>,
     init: Arc<redis::Script>,
+    slices: Arc<Slices>,
+    /// The task that gives idle slices back runs.
+    sweeping: Arc<std::sync::atomic::AtomicBool>,
     /// How long a reservation may stay unsettled before it is given back.
     pub reservation_ttl: Duration,
 }
@@ -170,6 +228,8 @@ impl Metering {
             db,
             correct: Arc::new(redis::Script::new(CORRECT)),
             init: Arc::new(redis::Script::new(INIT)),
+            slices: Arc::default(),
+            sweeping: Arc::default(),
             reservation_ttl: Duration::from_secs(15 * 60),
         }
     }
@@ -193,20 +253,23 @@ impl Metering {
         ledger_stream(&self.redis)
     }
 
-    /// Reserves `amount` tokens for one call, or fails with [`Error::OverBudget`].
+    /// Reserves `amount` tokens for one call, as a reservation of its own, or fails with
+    /// [`Error::OverBudget`].
     pub async fn reserve(
         &self,
         tenant: TenantId,
         limits: &Limits,
         amount: i64,
     ) -> Result<Reservation> {
-        self.reserve_admitted(tenant, None, limits, amount).await
+        self.reserve_own(tenant, None, limits, amount).await
     }
 
-    /// [`Metering::reserve`] for an API request, counted against the plan's requests per
-    /// minute (as [`Metering::admit`] does) in the same Redis round trip: fails with
-    /// [`Error::RateLimited`] when the clinic or `api_key` is over its limit this minute.
-    /// `rate` is `None` for calls that are not API requests.
+    /// Reserves `amount` tokens for a model call, or fails with [`Error::OverBudget`]. An API
+    /// request (`rate` is `Some`, with its key) is counted against the plan's requests per
+    /// minute in the same Redis round trip, and fails with [`Error::RateLimited`] when the
+    /// clinic or the key is over its limit this minute. A call that no per-minute limit counts
+    /// takes its worst case from this process's slice of the allowance (`slices.rs`): most such
+    /// calls reserve without a round trip.
     pub async fn reserve_admitted(
         &self,
         tenant: TenantId,
@@ -214,9 +277,107 @@ impl Metering {
         limits: &Limits,
         amount: i64,
     ) -> Result<Reservation> {
+        let rated = rate.filter(|_| {
+            limits.requests_per_minute.is_some() || limits.key_requests_per_minute.is_some()
+        });
+        if rated.is_some() {
+            return self.reserve_own(tenant, rated, limits, amount).await;
+        }
+        self.reserve_sliced(tenant, limits, amount).await
+    }
+
+    async fn reserve_own(
+        &self,
+        tenant: TenantId,
+        rated: Option<Option<Uuid>>,
+        limits: &Limits,
+        amount: i64,
+    ) -> Result<Reservation> {
+        let started_at = OffsetDateTime::now_utc();
+        let id = Uuid::new_v4();
+        let month = Month::of(started_at);
+        self.reserve_in_redis(tenant, month, started_at, rated, limits, amount, id, None)
+            .await?;
+        Ok(Reservation {
+            id,
+            tenant,
+            month,
+            amount,
+            started_at,
+            slice: None,
+        })
+    }
+
+    async fn reserve_sliced(
+        &self,
+        tenant: TenantId,
+        limits: &Limits,
+        amount: i64,
+    ) -> Result<Reservation> {
         let started_at = OffsetDateTime::now_utc();
         let month = Month::of(started_at);
-        let id = Uuid::new_v4();
+        let ttl_ms = self.reservation_ttl.as_millis() as i64;
+        let reservation = |slice| Reservation {
+            id: Uuid::new_v4(),
+            tenant,
+            month,
+            amount,
+            started_at,
+            slice: Some(slice),
+        };
+        let (slice, back) = loop {
+            // Listening before looking, so that a top-up ending in between is not missed.
+            let changed = self.slices.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match self
+                .slices
+                .take(tenant, month, amount, unix_ms(started_at), ttl_ms / 2)
+            {
+                Take::Taken(slice) => return Ok(reservation(slice)),
+                Take::TopUp { slice, back } => break (slice, back),
+                Take::Wait => changed.await,
+            }
+        };
+        self.sweep_idle_slices();
+        // Should this call go away before the answer, the slice no longer counts on it.
+        let mut pending = Pending {
+            slices: &self.slices,
+            slice,
+            armed: true,
+        };
+        let wanted = amount.saturating_mul(SLICE_CALLS);
+        let (granted, expires_ms) = self
+            .reserve_in_redis(
+                tenant,
+                month,
+                started_at,
+                None,
+                limits,
+                amount,
+                slice,
+                Some((wanted, back)),
+            )
+            .await?;
+        pending.armed = false;
+        self.slices.granted(slice, amount, granted, expires_ms);
+        Ok(reservation(slice))
+    }
+
+    /// Runs a reservation script for `id` (a call's own, or with `slice` = `(wanted, back)` a
+    /// slice's top-up), rebuilding missing counters; the amount granted and until when.
+    #[allow(clippy::too_many_arguments)]
+    async fn reserve_in_redis(
+        &self,
+        tenant: TenantId,
+        month: Month,
+        started_at: OffsetDateTime,
+        rated: Option<Option<Uuid>>,
+        limits: &Limits,
+        amount: i64,
+        id: Uuid,
+        slice: Option<(i64, i64)>,
+    ) -> Result<(i64, i64)> {
         let now_ms = unix_ms(started_at);
         let expires_ms = now_ms + self.reservation_ttl.as_millis() as i64;
         let limit = limits.token_limit().unwrap_or(-1);
@@ -224,13 +385,11 @@ impl Metering {
             self.counters_key(tenant, month),
             self.reservations_key(tenant, month),
         ];
-        let rated = rate.filter(|_| {
-            limits.requests_per_minute.is_some() || limits.key_requests_per_minute.is_some()
-        });
         let now_s = started_at.unix_timestamp();
         let rate_keys = rated.map(|api_key| self.rate_keys(tenant, api_key, now_s));
+        let (wanted, back) = slice.unwrap_or((amount, 0));
         for attempt in 0..3 {
-            let [status, used, _reserved] = self
+            let [status, used, granted] = self
                 .batch
                 .run(Op::Reserve {
                     counters: keys[0].clone(),
@@ -245,6 +404,9 @@ impl Metering {
                     ttl_secs: COUNTER_TTL_SECS,
                     requests_per_minute: limits.requests_per_minute.map_or(-1, i64::from),
                     key_requests_per_minute: limits.key_requests_per_minute.map_or(-1, i64::from),
+                    wanted,
+                    slice: slice.is_some(),
+                    back,
                 })
                 .await?;
             match status {
@@ -253,15 +415,7 @@ impl Metering {
                         retry_after_secs: (60 - now_s.rem_euclid(60)).max(1) as u64,
                     })
                 }
-                1 => {
-                    return Ok(Reservation {
-                        id,
-                        tenant,
-                        month,
-                        amount,
-                        started_at,
-                    })
-                }
+                1 => return Ok((granted.max(amount), expires_ms)),
                 0 => {
                     return Err(Error::OverBudget {
                         used,
@@ -279,13 +433,91 @@ impl Metering {
         ))
     }
 
+    /// Gives back every slice of the allowance no call holds (at shutdown, so that other
+    /// processes need not wait for them to expire). Tests call it to see the counters of calls
+    /// in flight alone.
+    pub async fn return_slices(&self) -> Result<()> {
+        self.return_idle(Duration::ZERO).await
+    }
+
+    async fn return_idle(&self, idle: Duration) -> Result<()> {
+        let mut result = Ok(());
+        for (slice, tenant, month) in self.slices.idle(idle) {
+            let returned = self
+                .batch
+                .run(Op::Return {
+                    counters: self.counters_key(tenant, month),
+                    reservations: self.reservations_key(tenant, month),
+                    id: slice,
+                })
+                .await;
+            if let Err(e) = returned {
+                tracing::warn!(error = ?e, "a slice of the allowance could not be given back; it expires by itself");
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// Starts, once per process, the task that gives slices back after [`IDLE`] without a call.
+    /// It ends when this metering is dropped.
+    fn sweep_idle_slices(&self) {
+        use std::sync::atomic::Ordering;
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Relaxed);
+            return;
+        };
+        let slices = Arc::downgrade(&self.slices);
+        let metering = Metering {
+            slices: Arc::default(),
+            ..self.clone()
+        };
+        let sweeping = Arc::clone(&self.sweeping);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(IDLE / 2);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(slices) = slices.upgrade() else {
+                    break;
+                };
+                if !slices.any() {
+                    continue;
+                }
+                let metering = Metering {
+                    slices,
+                    ..metering.clone()
+                };
+                let _ = metering.return_idle(IDLE).await;
+            }
+            sweeping.store(false, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+
     /// Settles a reservation with the call's usage: counts it live and hands the event to the
     /// ledger, in one atomic step.
     pub async fn settle(&self, reservation: Reservation, event: &UsageEvent) -> Result<()> {
-        self.run_settle_event(&reservation, event).await
+        let settled = self.run_settle_event(&reservation, event).await;
+        self.settled(&reservation, !matches!(settled, Ok(false)));
+        settled.map(|_| ())
     }
 
-    async fn run_settle_event(&self, r: &Reservation, event: &UsageEvent) -> Result<()> {
+    /// A call on a slice is settled, or given up on: the slice no longer counts on it, and
+    /// is retired when `gone` (Redis no longer holds it, or the settle failed).
+    fn settled(&self, r: &Reservation, gone: bool) {
+        if let Some(slice) = r.slice {
+            if gone {
+                tracing::info!(tenant = %r.tenant, "a slice of the allowance is retired");
+            }
+            self.slices.settled(slice, gone);
+        }
+    }
+
+    /// Runs the settle; whether the call's slice was gone from Redis.
+    async fn run_settle_event(&self, r: &Reservation, event: &UsageEvent) -> Result<bool> {
         let json = serde_json::to_string(event)
             .map_err(|e| Error::Internal(format!("usage event: {e}")))?;
         self.run_settle(
@@ -309,6 +541,7 @@ impl Metering {
             .arg(event.completion_tokens)
             .arg(event.cost_micro_usd)
             .arg(written_ms)
+            .arg(if r.slice.is_some() { "1" } else { "0" })
             .invoke_async(&mut self.redis.conn())
             .await?;
         Ok(())
@@ -330,7 +563,7 @@ impl Metering {
             .arg(self.reservations_key(r.tenant, r.month))
             .arg("XX")
             .arg(expires_ms)
-            .arg(r.id.to_string())
+            .arg(r.held_as().to_string())
             .query_async(&mut self.redis.conn())
             .await?;
         Ok(())
@@ -338,11 +571,18 @@ impl Metering {
 
     /// Gives a reservation's tokens back without charging anything (the call failed).
     pub async fn release(&self, reservation: Reservation) -> Result<()> {
-        self.run_settle(&reservation, String::new(), 0, 0, 0).await
+        if let Some(slice) = reservation.slice {
+            // Back into the slice, here: no round trip.
+            self.slices.released(slice, reservation.amount);
+            return Ok(());
+        }
+        self.run_settle(&reservation, String::new(), 0, 0, 0)
+            .await
+            .map(|_| ())
     }
 
     /// Runs the settle script: releases `r`, and with a non-empty `event_json` counts its tokens
-    /// and cost and hands the event to the ledger.
+    /// and cost and hands the event to the ledger. Answers whether `r`'s slice was gone.
     async fn run_settle(
         &self,
         r: &Reservation,
@@ -350,21 +590,23 @@ impl Metering {
         prompt_tokens: i64,
         completion_tokens: i64,
         cost_micro_usd: i64,
-    ) -> Result<()> {
-        self.batch
+    ) -> Result<bool> {
+        let [_, gone, _] = self
+            .batch
             .run(Op::Settle {
                 counters: self.counters_key(r.tenant, r.month),
                 reservations: self.reservations_key(r.tenant, r.month),
                 stream: self.ledger_stream(),
-                id: r.id,
+                id: r.held_as(),
                 event: event_json,
                 prompt_tokens,
                 completion_tokens,
                 cost_micro_usd,
                 amount: r.amount,
+                slice: r.slice.is_some(),
             })
             .await?;
-        Ok(())
+        Ok(gone == 1)
     }
 
     /// Rebuilds a clinic-month's live counters from the ledger, if they are missing.

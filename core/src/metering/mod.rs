@@ -11,6 +11,10 @@
 //! A reservation left behind by a crashed request carries an expiry and gives its tokens back
 //! the next time anyone reserves.
 //!
+//! Calls that no per-minute limit counts reserve from a *slice*: a reservation of the same
+//! kind that a process makes for many calls at once and hands out in memory (`slices.rs`), so
+//! that most of them make no round trip before the provider call.
+//!
 //! # Ledger, and why Postgres is off the request's path
 //!
 //! The settle script does two things atomically: it moves the reservation into the live
@@ -37,6 +41,7 @@ mod limits;
 mod prices;
 mod rate;
 pub mod report;
+mod slices;
 
 pub use budget::{Held, Metering, Reservation};
 pub use ledger::{
