@@ -672,6 +672,107 @@ mod tests {
             .unwrap();
     }
 
+    /// A slice is topped up (after giving back what it held free), is taken from by its calls'
+    /// settles, tells a settle when Redis no longer holds it, and is given back whole.
+    #[tokio::test]
+    async fn a_slice_is_topped_up_settled_from_and_given_back() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let redis = Redis::connect(&url, &format!("test:{}:", Uuid::new_v4()))
+            .await
+            .expect("connect to Redis");
+        let (c, z, stream) = (redis.key("c"), redis.key("z"), redis.key("s"));
+        let batch = Batch::new(redis.clone());
+        let _: () = redis::cmd("HSET")
+            .arg(&c)
+            .arg(&["tokens", "0", "prompt", "0", "completion", "0", "cost", "0"])
+            .arg(&["requests", "0", "reserved", "0"])
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+        let slice = Uuid::new_v4();
+        let top_up = |amount: i64, w: i64, b: i64| {
+            let mut op = reserve(&c, &z, slice, amount, 8_000);
+            if let Op::Reserve {
+                wanted,
+                slice,
+                back,
+                ..
+            } = &mut op
+            {
+                (*wanted, *slice, *back) = (w, true, b);
+            }
+            op
+        };
+        let on_slice = |tokens: (i64, i64), amount: i64| {
+            let mut op = settle(&c, &z, &stream, slice, tokens, amount);
+            if let Op::Settle { slice, .. } = &mut op {
+                *slice = true;
+            }
+            op
+        };
+        let field = |redis: Redis, c: String| async move {
+            let v: (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+                .arg(&c)
+                .arg(format!("r:{slice}"))
+                .arg("reserved")
+                .query_async(&mut redis.conn())
+                .await
+                .unwrap();
+            v
+        };
+
+        // Granted what it wants when an eighth of the room covers it (1,000 of 8,000), else an
+        // eighth of the room (what the limit leaves beside the 20 used and the 900 still held:
+        // 885); a call's settle takes its amount out of the slice.
+        let answers = batch
+            .send(&[
+                top_up(100, 1_000, 0),
+                on_slice((10, 10), 100),
+                top_up(100, 3_200, 0),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(answers, vec![[1, 0, 1_000], [1, 0, 0], [1, 20, 885]]);
+        assert_eq!(
+            field(redis.clone(), c.clone()).await,
+            (Some(1_785), Some(1_785))
+        );
+        // A top-up gives back what the process held free before it is checked: 7,000 fit only
+        // with the 1,685 given back (20 used + 100 held by a call + 7,000 ≤ 8,000).
+        let answers = batch.send(&[top_up(7_000, 7_000, 1_685)]).await.unwrap();
+        assert_eq!(answers, vec![[1, 20, 7_000]]);
+        assert_eq!(
+            field(redis.clone(), c.clone()).await,
+            (Some(7_100), Some(7_100))
+        );
+        // Given back whole.
+        let answers = batch
+            .send(&[Op::Return {
+                counters: c.clone(),
+                reservations: z.clone(),
+                id: slice,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(answers, vec![[1, 7_100, 0]]);
+        assert_eq!(field(redis.clone(), c.clone()).await, (None, Some(0)));
+        // A settle on a slice Redis no longer holds says so, and still counts the call.
+        let answers = batch.send(&[on_slice((1, 1), 100)]).await.unwrap();
+        assert_eq!(answers, vec![[1, 1, 0]]);
+        let tokens: i64 = redis::cmd("HGET")
+            .arg(&c)
+            .arg("tokens")
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+        assert_eq!(tokens, 22);
+        let _: () = redis::cmd("DEL")
+            .arg(&[&c, &z, &stream])
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+    }
+
     #[test]
     fn a_copied_error_reads_as_an_outage_when_the_original_did() {
         let refused: redis::RedisError =
