@@ -588,14 +588,29 @@ mod tests {
         }
     }
 
+    async fn test_redis() -> Redis {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        Redis::connect(&url, &format!("test:{}:", Uuid::new_v4()))
+            .await
+            .expect("connect to Redis")
+    }
+
+    /// A clinic-month's counters, all zero (as a rebuild from an empty ledger leaves them).
+    async fn empty_counters(redis: &Redis, c: &str) {
+        let _: () = redis::cmd("HSET")
+            .arg(c)
+            .arg(&["tokens", "0", "prompt", "0", "completion", "0", "cost", "0"])
+            .arg(&["requests", "0", "reserved", "0"])
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+    }
+
     /// Operations of one script see the ones before them, although the counters are read once
     /// and written once at its end; a settle gives back only a reservation still held.
     #[tokio::test]
     async fn operations_in_one_script_see_each_other() {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let redis = Redis::connect(&url, &format!("test:{}:", Uuid::new_v4()))
-            .await
-            .expect("connect to Redis");
+        let redis = test_redis().await;
         let (c, z, stream) = (redis.key("c"), redis.key("z"), redis.key("s"));
         let batch = Batch::new(redis.clone());
         let [a, b, d, e] = [(); 4].map(|_| Uuid::new_v4());
@@ -603,13 +618,7 @@ mod tests {
         // Missing counters are reported, and nothing is reserved.
         let answers = batch.send(&[reserve(&c, &z, a, 600, 1_000)]).await.unwrap();
         assert_eq!(answers, vec![[-1, 0, 0]]);
-        let _: () = redis::cmd("HSET")
-            .arg(&c)
-            .arg(&["tokens", "0", "prompt", "0", "completion", "0", "cost", "0"])
-            .arg(&["requests", "0", "reserved", "0"])
-            .query_async(&mut redis.conn())
-            .await
-            .unwrap();
+        empty_counters(&redis, &c).await;
 
         // The second reservation does not fit beside the first...
         let answers = batch
@@ -676,19 +685,10 @@ mod tests {
     /// settles, tells a settle when Redis no longer holds it, and is given back whole.
     #[tokio::test]
     async fn a_slice_is_topped_up_settled_from_and_given_back() {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let redis = Redis::connect(&url, &format!("test:{}:", Uuid::new_v4()))
-            .await
-            .expect("connect to Redis");
+        let redis = test_redis().await;
         let (c, z, stream) = (redis.key("c"), redis.key("z"), redis.key("s"));
         let batch = Batch::new(redis.clone());
-        let _: () = redis::cmd("HSET")
-            .arg(&c)
-            .arg(&["tokens", "0", "prompt", "0", "completion", "0", "cost", "0"])
-            .arg(&["requests", "0", "reserved", "0"])
-            .query_async(&mut redis.conn())
-            .await
-            .unwrap();
+        empty_counters(&redis, &c).await;
         let slice = Uuid::new_v4();
         let top_up = |amount: i64, w: i64, b: i64| {
             let mut op = reserve(&c, &z, slice, amount, 8_000);

@@ -437,12 +437,14 @@ impl Metering {
     /// processes need not wait for them to expire). Tests call it to see the counters of calls
     /// in flight alone.
     pub async fn return_slices(&self) -> Result<()> {
-        self.return_idle(Duration::ZERO).await
+        self.return_idle(&self.slices, Duration::ZERO).await
     }
 
-    async fn return_idle(&self, idle: Duration) -> Result<()> {
+    /// Gives back `slices`' idle ones (this metering's: the sweeper holds them apart, so as
+    /// not to keep them alive).
+    async fn return_idle(&self, slices: &Slices, idle: Duration) -> Result<()> {
         let mut result = Ok(());
-        for (slice, tenant, month) in self.slices.idle(idle) {
+        for (slice, tenant, month) in slices.idle(idle) {
             let returned = self
                 .batch
                 .run(Op::Return {
@@ -471,6 +473,7 @@ impl Metering {
             return;
         };
         let slices = Arc::downgrade(&self.slices);
+        // Without the slices: the task must not keep them alive.
         let metering = Metering {
             slices: Arc::default(),
             ..self.clone()
@@ -484,14 +487,9 @@ impl Metering {
                 let Some(slices) = slices.upgrade() else {
                     break;
                 };
-                if !slices.any() {
-                    continue;
+                if slices.any() {
+                    let _ = metering.return_idle(&slices, IDLE).await;
                 }
-                let metering = Metering {
-                    slices,
-                    ..metering.clone()
-                };
-                let _ = metering.return_idle(IDLE).await;
             }
             sweeping.store(false, std::sync::atomic::Ordering::Relaxed);
         });
