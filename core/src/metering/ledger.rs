@@ -381,8 +381,8 @@ impl LedgerWriter {
 }
 
 /// Postgres answered and refused the statement (any SQLSTATE: a constraint, a value it cannot
-/// store): retrying the same event cannot help. Anything else (unreachable, pool exhausted)
-/// may pass on a retry.
+/// store), or the event's clinic does not exist ([`write_events`]): retrying the same event
+/// cannot help. Anything else (unreachable, pool exhausted) may pass on a retry.
 fn is_refused_by_postgres(e: &Error) -> bool {
     matches!(
         e,
