@@ -541,8 +541,7 @@ pub async fn write_events(db: &Db, events: &[UsageEvent]) -> Result<()> {
                     u.completion_tokens, u.cached_tokens, u.cost, u.latency_ms, u.estimated,
                     u.streamed, u.cancelled, u.idempotency_key, u.occurred_at,
                     -- An agent deleted since the call is recorded as none.
-                    CASE WHEN u.agent_id IS NOT NULL
-                         THEN (SELECT a.id FROM agents a WHERE a.id = u.agent_id) END, u.kind
+                    (SELECT a.id FROM agents a WHERE a.id = u.agent_id), u.kind
                FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
                            $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::int[],
                            $12::bool[], $13::bool[], $14::bool[], $15::text[], $16::timestamptz[],
