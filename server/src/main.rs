@@ -462,7 +462,8 @@ async fn serve(config: Config) -> Result<(), String> {
     tessera_core::replies::wait_idle(grace).await;
     // What this process holds of clinics' allowances for calls it will no longer make goes
     // back now, rather than when it expires.
-    let _ = services.gateway.metering.return_slices().await;
+    // Settles still queued go first (the ledger gets every call).
+    let _ = tokio::time::timeout(grace, services.gateway.metering.return_slices()).await;
     services.shutdown.trigger();
     finish(workers, grace).await;
     if let Some(ops) = ops {

@@ -100,6 +100,64 @@ struct Read {
     /// The caller went away (or pressed Stop).
     cancelled: bool,
     failure: Option<LlmError>,
+    /// Chunks forwarded without being read ([`wire::plain_openai_delta`]): their text is read
+    /// only when it must be counted, or when they grow past [`UNREAD_LIMIT`].
+    unread: Vec<String>,
+    unread_bytes: usize,
+}
+
+/// The most bytes of forwarded chunks a stream keeps unread.
+const UNREAD_LIMIT: usize = 64 << 10;
+
+impl Read {
+    /// Takes in a piece of the reply: its text (to count), its finish, usage, end or error.
+    fn take(
+        &mut self,
+        piece: Piece,
+        provider_error: impl FnOnce(&str) -> LlmError,
+    ) -> Option<Piece> {
+        match piece {
+            Piece::Text(t) => {
+                self.text.push_str(&t);
+                self.delivered = true;
+                Some(Piece::Text(t))
+            }
+            Piece::Unseen(t) => {
+                self.text.push_str(&t);
+                None
+            }
+            Piece::Finish(r) => {
+                self.finished = true;
+                Some(Piece::Finish(r))
+            }
+            Piece::Usage(u) => {
+                self.usage = Some(wire::merge_usage(self.usage, u));
+                None
+            }
+            Piece::Done => {
+                self.done = true;
+                None
+            }
+            Piece::Error(message) => {
+                self.failure = Some(provider_error(&message));
+                None
+            }
+        }
+    }
+
+    /// Reads the chunks forwarded unread, so that [`Self::text`] holds everything generated
+    /// (in another order than it came, which counting does not mind).
+    fn catch_up(&mut self, provider: Provider, provider_error: impl Fn(&str) -> LlmError) {
+        let mut pieces = Vec::new();
+        for data in std::mem::take(&mut self.unread) {
+            let event = wire::SseEvent { event: None, data };
+            wire::parse_event(provider, &event, &mut pieces);
+        }
+        self.unread_bytes = 0;
+        for piece in pieces {
+            self.take(piece, &provider_error);
+        }
+    }
 }
 
 impl Call {
@@ -163,24 +221,48 @@ impl Call {
         }
     }
 
-    /// Settles the reservation with `usage` (checked first). The usage is never lost: when
-    /// Redis cannot be reached it goes straight to the ledger (see [`crate::metering::Held::settle_durably`]).
-    async fn settle(self, usage: Usage, streamed: bool, cancelled: bool) -> Usage {
-        let settling = Instant::now();
+    /// The usage checked, and the call's event with its cost (counted in the metrics).
+    async fn charge(&self, usage: Usage, streamed: bool, cancelled: bool) -> (Usage, UsageEvent) {
         let usage = self.checked(usage);
         let cost = self.gateway.prices().await.cost(
             &self.model,
             usage.prompt_tokens,
             usage.completion_tokens,
         );
-        let event = self.event(usage, streamed, cancelled, cost);
-        self.reservation.settle_durably(&event).await;
         crate::observe::settled(
             self.plan,
             usage.prompt_tokens,
             usage.completion_tokens,
             cost,
         );
+        (usage, self.event(usage, streamed, cancelled, cost))
+    }
+
+    /// Settles the reservation with `usage` (checked first). The usage is never lost: when
+    /// Redis cannot be reached it goes straight to the ledger (see [`crate::metering::Held::settle_durably`]).
+    async fn settle(self, usage: Usage, streamed: bool, cancelled: bool) -> Usage {
+        let settling = Instant::now();
+        let (usage, event) = self.charge(usage, streamed, cancelled).await;
+        self.reservation.settle_durably(&event).await;
+        crate::observe::gateway_overhead(
+            if streamed { "stream" } else { "json" },
+            self.before_provider + settling.elapsed(),
+        );
+        usage
+    }
+
+    /// Settles like [`Self::settle`] without waiting for Redis: for a call whose client reads
+    /// the provider's usage from the reply itself (the API), the settle is queued here and
+    /// goes to Redis with others' while the reply is on its way (see
+    /// [`crate::metering::Held::settle_soon`]). Tessera's chat waits, since its usage is shown
+    /// with the reply.
+    async fn settle_soon(self, usage: Usage, streamed: bool, cancelled: bool) -> Usage {
+        if matches!(self.mode, Mode::Typed) {
+            return self.settle(usage, streamed, cancelled).await;
+        }
+        let settling = Instant::now();
+        let (usage, event) = self.charge(usage, streamed, cancelled).await;
+        self.reservation.settle_soon(event);
         crate::observe::gateway_overhead(
             if streamed { "stream" } else { "json" },
             self.before_provider + settling.elapsed(),
@@ -261,7 +343,7 @@ impl Call {
             _ => None,
         };
         let raw = matches!(self.mode, Mode::Raw { .. });
-        let usage = self.settle(usage, false, false).await;
+        let usage = self.settle_soon(usage, false, false).await;
         let body = match (translation, tree) {
             (Some(t), Some(tree)) => Some(Bytes::from(
                 serde_json::to_vec(&anthropic::reply(&tree, &t, &usage, created))
@@ -306,6 +388,13 @@ impl Call {
     ) {
         let provider = self.chosen.provider;
         let mut read = self.read(response, &tx).await;
+        let reported = read
+            .usage
+            .is_some_and(|u| u.prompt_tokens > 0 || u.completion_tokens > 0);
+        if read.cancelled || read.failure.is_some() || !(read.done || read.finished) || !reported {
+            // What was generated may have to be counted: every chunk's text is read.
+            read.catch_up(provider, |m| self.provider_error(m));
+        }
         if read.cancelled {
             // Stopped by the caller: charge what was generated.
             let complete_usage = read
@@ -335,8 +424,9 @@ impl Call {
             // The provider reported nothing: count, and say so.
             known => self.count(&read.text, known),
         };
-        let usage = self.settle(usage, true, false).await;
-        // The end reaches the client once the call is settled.
+        let usage = self.settle_soon(usage, true, false).await;
+        // The end reaches the client once the call is settled (or, through the API, its settle
+        // queued).
         for bytes in read.held {
             if tx.send(Ok(StreamEvent::Raw(bytes))).await.is_err() {
                 return;
@@ -369,6 +459,8 @@ impl Call {
         let mut parser = wire::SseParser::default();
         let mut pieces = Vec::new();
         let mut read = Read::default();
+        // OpenAI's chunks forwarded as they came need not be read as they pass.
+        let unread_ok = matches!(self.mode, Mode::Raw { .. }) && provider != Provider::Anthropic;
         if let Mode::Translated {
             translation,
             include_usage,
@@ -433,12 +525,21 @@ impl Call {
             // read from the provider, as a proxy would, rather than one per event.
             let mut raw: Vec<u8> = Vec::new();
             for ev in parser.feed(&bytes) {
+                if unread_ok && wire::plain_openai_delta(&ev.data) {
+                    // Forwarded as it came, read later only if its text must be counted.
+                    frame(&ev, &mut raw);
+                    read.unread_bytes += ev.data.len();
+                    read.unread.push(ev.data);
+                    continue;
+                }
                 let before = pieces.len();
                 wire::parse_event(provider, &ev, &mut pieces);
                 let ends = pieces[before..].iter().any(|p| matches!(p, Piece::Done));
                 let fails = pieces[before..]
                     .iter()
                     .any(|p| matches!(p, Piece::Error(_)));
+                // At once, for the translator (merging the same usage again later changes
+                // nothing).
                 for p in &pieces[before..] {
                     if let Piece::Usage(u) = p {
                         read.usage = Some(wire::merge_usage(read.usage, *u));
@@ -473,27 +574,14 @@ impl Call {
             }
             let typed = matches!(self.mode, Mode::Typed);
             for piece in pieces.drain(..) {
-                match piece {
-                    Piece::Text(t) => {
-                        read.text.push_str(&t);
-                        read.delivered = true;
-                        if typed {
-                            out.push(StreamEvent::Text(t));
-                        }
-                    }
-                    Piece::Unseen(t) => read.text.push_str(&t),
-                    Piece::Finish(r) => {
-                        read.finished = true;
-                        if typed {
-                            out.push(StreamEvent::Finish(r));
-                        }
-                    }
-                    Piece::Usage(_) => {}
-                    Piece::Done => read.done = true,
-                    Piece::Error(message) => {
-                        read.failure = Some(self.provider_error(&message));
-                    }
+                match read.take(piece, |m| self.provider_error(m)) {
+                    Some(Piece::Text(t)) if typed => out.push(StreamEvent::Text(t)),
+                    Some(Piece::Finish(r)) if typed => out.push(StreamEvent::Finish(r)),
+                    _ => {}
                 }
+            }
+            if read.unread_bytes > UNREAD_LIMIT {
+                read.catch_up(provider, |m| self.provider_error(m));
             }
             if !raw.is_empty() {
                 out.push(StreamEvent::Raw(Bytes::from(raw)));

@@ -149,6 +149,19 @@ fn openai_chunk(data: &str, out: &mut Vec<Piece>) -> usize {
     choices
 }
 
+/// Whether an OpenAI stream chunk can carry nothing but generated text (deltas of content,
+/// tool calls and the like): it has no usage object, no error, no finish reason, and is not the
+/// end marker. The gateway forwards such chunks without reading them, and reads them only if
+/// it must count their text (see `gateway::call`). Conservative: a chunk that might be more
+/// (a spelling these checks do not know) is read.
+pub fn plain_openai_delta(data: &str) -> bool {
+    data.starts_with('{')
+        && !data.contains("\"usage\":{")
+        && !data.contains("\"usage\": {")
+        && !data.contains("\"error\"")
+        && data.matches("finish_reason").count() == data.matches("\"finish_reason\":null").count()
+}
+
 /// One server-sent event carrying `v` (`data: <json>` and a blank line).
 pub fn sse_json(v: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
@@ -568,6 +581,37 @@ mod tests {
                 }
             ]
         );
+    }
+
+    /// Only chunks that can carry nothing but generated text are forwarded unread: every
+    /// chunk with a usage object, an error, a finish reason, or the end marker is read, and a
+    /// plain chunk read later gives what reading it at once would have.
+    #[test]
+    fn only_plain_text_chunks_are_left_unread() {
+        let plain = [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"an \"error\" here"},"finish_reason":null}],"usage":null}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\""}}]},"finish_reason":null}]}"#,
+        ];
+        for data in plain {
+            assert!(plain_openai_delta(data), "{data}");
+        }
+        let read = [
+            "[DONE]",
+            r#"{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+            r#"{"id":"c","choices":[], "usage": {"prompt_tokens":3,"completion_tokens":2}}"#,
+            r#"{"error":{"message":"overloaded"}}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason": "stop"}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":null},{"index":1,"delta":{},"finish_reason":"length"}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"finish_reason"},"finish_reason":null}]}"#,
+        ];
+        for data in read {
+            assert!(!plain_openai_delta(data), "{data}");
+        }
+        let mut out = Vec::new();
+        openai_chunk(plain[1], &mut out);
+        assert!(matches!(&out[..], [Piece::Text(t)] if t == "an \"error\" here"));
     }
 
     #[test]

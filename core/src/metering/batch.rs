@@ -12,9 +12,18 @@
 //! The task owns the operations it sends, so a caller that goes away (its request dropped)
 //! takes nobody else's operation with it, and its own goes out as it would have: a settle
 //! whose caller left is still counted and handed to the ledger.
+//!
+//! A settle whose call has already answered its client ([`Batch::defer`]) waits for company:
+//! for up to [`LINGER`], or until the next script, whichever comes first. Nobody waits for
+//! it, so the wait costs no latency, and at low concurrency, where scripts would otherwise
+//! carry one operation each, a script carries the settles of several calls. It never makes
+//! the budget less exact: until it is settled the call's worst case stays reserved, and any
+//! operation sent later (a reservation, a read of the counters through [`Batch::flush`]) goes
+//! in the same script or a later one, after it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -23,6 +32,9 @@ use crate::{Error, Redis, Result};
 
 /// The most operations one script carries (a script holds Redis while it runs).
 pub(super) const MOST: usize = 128;
+
+/// How long a deferred settle waits for others to go in the same script.
+pub(super) const LINGER: Duration = Duration::from_millis(5);
 
 // Runs each operation in turn; each takes its keys from KEYS and its arguments from ARGV where
 // the one before it left off, and answers three numbers.
@@ -267,6 +279,9 @@ pub(super) enum Op {
         /// `id` is the slice the call's reservation was taken from.
         slice: bool,
     },
+    /// Nothing: answered `[1, 0, 0]` once every operation queued before it has been answered
+    /// ([`Batch::flush`]). Never sent to Redis.
+    Flush,
 }
 
 impl Op {
@@ -336,6 +351,7 @@ impl Op {
                     .arg(amount)
                     .arg(if *slice { "1" } else { "0" });
             }
+            Op::Flush => {}
         }
     }
 }
@@ -353,6 +369,8 @@ struct Queue {
     /// A script is in flight; whoever sent it hands on what waits here when it returns.
     busy: bool,
     waiting: Vec<Waiting>,
+    /// A task will send what waits once [`LINGER`] is over (unless a script does first).
+    lingering: bool,
 }
 
 /// Budget operations batched across concurrent calls (see the module's documentation).
@@ -383,8 +401,8 @@ impl Batch {
         )
     }
 
-    /// Runs `op`: at once when no script is in flight, else with whatever else waits, in the
-    /// next script.
+    /// Runs `op`: at once when no script is in flight and nothing waits, else with whatever
+    /// waits, in the next script (after it: deferred settles go before a reservation).
     pub async fn run(&self, op: Op) -> Result<Answer> {
         enum Turn {
             Now(Op),
@@ -392,9 +410,16 @@ impl Batch {
         }
         let turn = {
             let mut queue = self.lock();
-            if queue.busy {
+            if queue.busy || !queue.waiting.is_empty() {
                 let (answer, answered) = oneshot::channel();
                 queue.waiting.push(Waiting { op, answer });
+                if !queue.busy {
+                    // Deferred settles wait: this operation goes after them, in a script sent
+                    // by a task (which owns them all, whatever happens to this call).
+                    queue.busy = true;
+                    drop(queue);
+                    tokio::spawn(self.clone().drain());
+                }
                 Turn::Later(answered)
             } else {
                 queue.busy = true;
@@ -403,13 +428,7 @@ impl Batch {
         };
         let op = match turn {
             Turn::Now(op) => op,
-            Turn::Later(answered) => {
-                return answered.await.unwrap_or_else(|_| {
-                    Err(Error::Internal(
-                        "a budget operation was lost (its batch ended early)".into(),
-                    ))
-                })
-            }
+            Turn::Later(answered) => return Self::answer(answered).await,
         };
         // Nothing in flight: this call sends its own operation now. Operations that arrive
         // meanwhile are sent by a task once it is back (or, should this call be dropped
@@ -422,6 +441,57 @@ impl Batch {
         answers
             .pop()
             .ok_or_else(|| Error::Internal("the budget script answered nothing".into()))
+    }
+
+    /// Queues `op` (a settle whose call has answered) to go with the next script, or on its
+    /// own after [`LINGER`]; its answer comes on the receiver. Queued before this returns, so
+    /// anything sent after it (a reservation, [`Self::flush`]) goes after it.
+    pub fn defer(&self, op: Op) -> oneshot::Receiver<Result<Answer>> {
+        let (answer, answered) = oneshot::channel();
+        let mut queue = self.lock();
+        queue.waiting.push(Waiting { op, answer });
+        if !queue.busy && !queue.lingering {
+            queue.lingering = true;
+            drop(queue);
+            let batch = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(LINGER).await;
+                let send = {
+                    let mut queue = batch.lock();
+                    queue.lingering = false;
+                    // A script in flight takes what waits when it is back.
+                    let send = !queue.busy && !queue.waiting.is_empty();
+                    queue.busy |= send;
+                    send
+                };
+                if send {
+                    batch.drain().await;
+                }
+            });
+        }
+        answered
+    }
+
+    /// Returns once every operation queued before the call has been answered (at once when
+    /// none waits or is in flight): what reads Redis after it sees their effects.
+    pub async fn flush(&self) -> Result<()> {
+        let idle = {
+            let queue = self.lock();
+            !queue.busy && queue.waiting.is_empty()
+        };
+        if idle {
+            return Ok(());
+        }
+        self.run(Op::Flush).await.map(|_| ())
+    }
+
+    /// The answer on `answered` ([`Self::defer`]), or an error if its batch ended early.
+    pub async fn answer(answered: oneshot::Receiver<Result<Answer>>) -> Result<Answer> {
+        answered.await.unwrap_or_else(|_| {
+            Err(Error::Internal(
+                "a budget operation was lost (its batch ended early)".into(),
+            ))
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -464,26 +534,36 @@ impl Batch {
         }
     }
 
-    /// One script carrying `ops`; their answers in order.
+    /// One script carrying `ops`; their answers in order. [`Op::Flush`] goes in no script
+    /// (with nothing else, none is sent).
     async fn send(&self, ops: &[Op]) -> Result<Vec<Answer>> {
-        crate::observe::budget_batch(ops.len());
+        const FLUSHED: Answer = [1, 0, 0];
+        let real = ops.iter().filter(|op| !matches!(op, Op::Flush)).count();
+        if real == 0 {
+            return Ok(vec![FLUSHED; ops.len()]);
+        }
+        crate::observe::budget_batch(real);
         self.sent[0].fetch_add(1, Ordering::Relaxed);
-        self.sent[1].fetch_add(ops.len() as u64, Ordering::Relaxed);
+        self.sent[1].fetch_add(real as u64, Ordering::Relaxed);
         let mut call = self.script.prepare_invoke();
         for op in ops {
             op.add_to(&mut call);
         }
         let numbers: Vec<i64> = call.invoke_async(&mut self.redis.conn()).await?;
-        if numbers.len() != ops.len() * 3 {
+        if numbers.len() != real * 3 {
             return Err(Error::Internal(format!(
                 "the budget script answered {} numbers for {} operations",
                 numbers.len(),
-                ops.len()
+                real
             )));
         }
-        Ok(numbers
-            .chunks_exact(3)
-            .map(|n| [n[0], n[1], n[2]])
+        let mut answers = numbers.chunks_exact(3).map(|n| [n[0], n[1], n[2]]);
+        Ok(ops
+            .iter()
+            .map(|op| match op {
+                Op::Flush => FLUSHED,
+                _ => answers.next().unwrap_or(FLUSHED),
+            })
             .collect())
     }
 }
@@ -674,6 +754,59 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((held, handed), (0, 2));
+        let _: () = redis::cmd("DEL")
+            .arg(&[&c, &z, &stream])
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+    }
+
+    /// A deferred settle goes before anything sent after it: the next reservation sees it
+    /// (here one that fits only once the first call is settled), and so does whatever reads
+    /// the counters after a flush. Alone, it is sent once the linger is over.
+    #[tokio::test]
+    async fn a_deferred_settle_goes_before_what_follows_it() {
+        let redis = test_redis().await;
+        let (c, z, stream) = (redis.key("c"), redis.key("z"), redis.key("s"));
+        let batch = Batch::new(redis.clone());
+        empty_counters(&redis, &c).await;
+        let [a, b, d] = [(); 3].map(|_| Uuid::new_v4());
+        let tokens = |redis: Redis, c: String| async move {
+            let v: Option<i64> = redis::cmd("HGET")
+                .arg(&c)
+                .arg("tokens")
+                .query_async(&mut redis.conn())
+                .await
+                .unwrap();
+            v.unwrap_or(0)
+        };
+
+        assert_eq!(
+            batch.run(reserve(&c, &z, a, 600, 1_000)).await.unwrap(),
+            [1, 0, 600]
+        );
+        let first = batch.defer(settle(&c, &z, &stream, a, (60, 40), 600));
+        // 600 more fit only once the first call's 600 reserved became the 100 it used.
+        assert_eq!(
+            batch.run(reserve(&c, &z, b, 600, 1_000)).await.unwrap(),
+            [1, 100, 600]
+        );
+        assert_eq!(first.await.unwrap().unwrap(), [1, 0, 0]);
+
+        let second = batch.defer(settle(&c, &z, &stream, b, (5, 5), 600));
+        batch.flush().await.unwrap();
+        assert_eq!(tokens(redis.clone(), c.clone()).await, 110);
+        assert_eq!(second.await.unwrap().unwrap(), [1, 0, 0]);
+
+        // Alone, with nothing sent after it, it goes once the linger is over.
+        let third = batch.defer(settle(&c, &z, &stream, d, (1, 1), 2));
+        let answer = tokio::time::timeout(LINGER * 20, third).await;
+        assert_eq!(answer.unwrap().unwrap().unwrap(), [1, 0, 0]);
+        assert_eq!(tokens(redis.clone(), c.clone()).await, 112);
+        // Nothing waits: a flush sends nothing.
+        let sent = batch.sent();
+        batch.flush().await.unwrap();
+        assert_eq!(batch.sent(), sent);
         let _: () = redis::cmd("DEL")
             .arg(&[&c, &z, &stream])
             .query_async(&mut redis.conn())

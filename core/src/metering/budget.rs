@@ -8,7 +8,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::batch::{Batch, Op};
+use super::batch::{Answer, Batch, Op};
 use super::ledger::{ledger_stream, pending_in_handoff, unix_ms, write_events};
 use super::report::ledger_totals;
 use super::slices::{Slices, Take, IDLE, SLICE_CALLS};
@@ -64,42 +64,33 @@ impl Held {
         let Some(r) = self.reservation.take() else {
             return;
         };
-        let e = match self.metering.run_settle_event(&r, event).await {
-            Ok(gone) => {
-                self.metering.settled(&r, gone);
-                return;
-            }
-            Err(e) => e,
+        let settled = match self.metering.settle_op(&r, event) {
+            Ok(op) => self.metering.batch.run(op).await,
+            Err(e) => Err(e),
         };
-        tracing::error!(error = ?e, "usage could not be settled in Redis; writing it to the ledger");
-        // The call's slice is taken from no more; the call keeps its part of it (the slice is
-        // not given back) until it is counted live.
-        if let Some(slice) = r.slice {
-            self.metering.slices.retire(slice);
-        }
-        if let Err(e) = write_events(&self.metering.db, std::slice::from_ref(event)).await {
-            tracing::error!(error = ?e, event = ?event, "usage could not be recorded");
-            self.metering.settled(&r, true);
+        self.metering.after_settle(r, event, settled).await;
+    }
+
+    /// Settles like [`Self::settle_durably`], for a call that has answered its client: the
+    /// settle is queued before this returns (what is sent after it, the next reservation or
+    /// a read of the counters, comes after it) and goes to Redis with others' (see
+    /// `batch.rs`); the rest happens in a task that [`Metering::settles_done`] waits for.
+    pub fn settle_soon(mut self, event: UsageEvent) {
+        let Some(r) = self.reservation.take() else {
             return;
-        }
-        let written_ms = unix_ms(OffsetDateTime::now_utc());
+        };
         let metering = self.metering.clone();
-        let event = event.clone();
+        let busy = metering.settling.enter();
+        let answered = metering
+            .settle_op(&r, &event)
+            .map(|op| metering.batch.defer(op));
         tokio::spawn(async move {
-            let mut wait = Duration::from_millis(500);
-            let deadline = tokio::time::Instant::now() + metering.reservation_ttl;
-            while tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(wait).await;
-                match metering.correct(&r, &event, written_ms).await {
-                    Ok(()) => {
-                        metering.settled(&r, true);
-                        return;
-                    }
-                    Err(_) => wait = (wait * 2).min(Duration::from_secs(10)),
-                }
-            }
-            metering.settled(&r, true);
-            tracing::warn!(event = %event.id, "live counters not corrected; they are right again when next rebuilt");
+            let settled = match answered {
+                Ok(answered) => Batch::answer(answered).await,
+                Err(e) => Err(e),
+            };
+            metering.after_settle(r, &event, settled).await;
+            drop(busy);
         });
     }
 
@@ -210,6 +201,8 @@ pub struct Metering {
     slices: Arc<Slices>,
     /// The task that gives idle slices back runs.
     sweeping: Arc<std::sync::atomic::AtomicBool>,
+    /// Settles of calls that have answered ([`Held::settle_soon`]) not finished yet.
+    settling: Arc<InFlight>,
     /// How long a reservation may stay unsettled before it is given back.
     pub reservation_ttl: Duration,
 }
@@ -230,6 +223,7 @@ impl Metering {
             init: Arc::new(redis::Script::new(INIT)),
             slices: Arc::default(),
             sweeping: Arc::default(),
+            settling: Arc::default(),
             reservation_ttl: Duration::from_secs(15 * 60),
         }
     }
@@ -437,7 +431,18 @@ impl Metering {
     /// processes need not wait for them to expire). Tests call it to see the counters of calls
     /// in flight alone.
     pub async fn return_slices(&self) -> Result<()> {
+        // Slices with settles still on their way are not idle yet.
+        self.settles_done().await;
         self.return_idle(&self.slices, Duration::ZERO).await
+    }
+
+    /// Waits until the settles of calls that have answered ([`Held::settle_soon`]) are done
+    /// (at shutdown: nothing is left behind).
+    pub async fn settles_done(&self) {
+        if let Err(e) = self.batch.flush().await {
+            tracing::warn!(error = ?e, "settles could not be flushed");
+        }
+        self.settling.idle().await;
     }
 
     /// Gives back `slices`' idle ones (this metering's: the sweeper holds them apart, so as
@@ -498,7 +503,10 @@ impl Metering {
     /// Settles a reservation with the call's usage: counts it live and hands the event to the
     /// ledger, in one atomic step.
     pub async fn settle(&self, reservation: Reservation, event: &UsageEvent) -> Result<()> {
-        let settled = self.run_settle_event(&reservation, event).await;
+        let settled = match self.settle_op(&reservation, event) {
+            Ok(op) => self.batch.run(op).await.map(|[_, gone, _]| gone == 1),
+            Err(e) => Err(e),
+        };
         self.settled(&reservation, !matches!(settled, Ok(false)));
         settled.map(|_| ())
     }
@@ -514,18 +522,61 @@ impl Metering {
         }
     }
 
-    /// Runs the settle; whether the call's slice was gone from Redis.
-    async fn run_settle_event(&self, r: &Reservation, event: &UsageEvent) -> Result<bool> {
+    /// The settle of `r` with `event`.
+    fn settle_op(&self, r: &Reservation, event: &UsageEvent) -> Result<Op> {
         let json = serde_json::to_string(event)
             .map_err(|e| Error::Internal(format!("usage event: {e}")))?;
-        self.run_settle(
+        Ok(self.settle_of(
             r,
             json,
             event.prompt_tokens,
             event.completion_tokens,
             event.cost_micro_usd,
-        )
-        .await
+        ))
+    }
+
+    /// What follows a settle's answer: the slice told (retired when Redis no longer held it);
+    /// when Redis could not be reached, the event written straight to the ledger and the live
+    /// counters corrected once Redis answers again (in the background, for as long as a
+    /// reservation lives).
+    async fn after_settle(&self, r: Reservation, event: &UsageEvent, settled: Result<Answer>) {
+        let e = match settled {
+            Ok([_, gone, _]) => {
+                self.settled(&r, gone == 1);
+                return;
+            }
+            Err(e) => e,
+        };
+        tracing::error!(error = ?e, "usage could not be settled in Redis; writing it to the ledger");
+        // The call's slice is taken from no more; the call keeps its part of it (the slice is
+        // not given back) until it is counted live.
+        if let Some(slice) = r.slice {
+            self.slices.retire(slice);
+        }
+        if let Err(e) = write_events(&self.db, std::slice::from_ref(event)).await {
+            tracing::error!(error = ?e, event = ?event, "usage could not be recorded");
+            self.settled(&r, true);
+            return;
+        }
+        let written_ms = unix_ms(OffsetDateTime::now_utc());
+        let metering = self.clone();
+        let event = event.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(500);
+            let deadline = tokio::time::Instant::now() + metering.reservation_ttl;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(wait).await;
+                match metering.correct(&r, &event, written_ms).await {
+                    Ok(()) => {
+                        metering.settled(&r, true);
+                        return;
+                    }
+                    Err(_) => wait = (wait * 2).min(Duration::from_secs(10)),
+                }
+            }
+            metering.settled(&r, true);
+            tracing::warn!(event = %event.id, "live counters not corrected; they are right again when next rebuilt");
+        });
     }
 
     /// Counts live a call the ledger already has (see [`Held::settle_durably`]).
@@ -574,37 +625,34 @@ impl Metering {
             self.slices.released(slice, reservation.amount);
             return Ok(());
         }
-        self.run_settle(&reservation, String::new(), 0, 0, 0)
+        self.batch
+            .run(self.settle_of(&reservation, String::new(), 0, 0, 0))
             .await
             .map(|_| ())
     }
 
-    /// Runs the settle script: releases `r`, and with a non-empty `event_json` counts its tokens
-    /// and cost and hands the event to the ledger. Answers whether `r`'s slice was gone.
-    async fn run_settle(
+    /// The settle script's operation: releases `r`, and with a non-empty `event_json` counts
+    /// its tokens and cost and hands the event to the ledger.
+    fn settle_of(
         &self,
         r: &Reservation,
         event_json: String,
         prompt_tokens: i64,
         completion_tokens: i64,
         cost_micro_usd: i64,
-    ) -> Result<bool> {
-        let [_, gone, _] = self
-            .batch
-            .run(Op::Settle {
-                counters: self.counters_key(r.tenant, r.month),
-                reservations: self.reservations_key(r.tenant, r.month),
-                stream: self.ledger_stream(),
-                id: r.held_as(),
-                event: event_json,
-                prompt_tokens,
-                completion_tokens,
-                cost_micro_usd,
-                amount: r.amount,
-                slice: r.slice.is_some(),
-            })
-            .await?;
-        Ok(gone == 1)
+    ) -> Op {
+        Op::Settle {
+            counters: self.counters_key(r.tenant, r.month),
+            reservations: self.reservations_key(r.tenant, r.month),
+            stream: self.ledger_stream(),
+            id: r.held_as(),
+            event: event_json,
+            prompt_tokens,
+            completion_tokens,
+            cost_micro_usd,
+            amount: r.amount,
+            slice: r.slice.is_some(),
+        }
     }
 
     /// Rebuilds a clinic-month's live counters from the ledger, if they are missing.
@@ -630,6 +678,8 @@ impl Metering {
     /// The live view of a clinic's use in `month` (rebuilt from the ledger when missing), and
     /// the tokens reserved by calls in flight.
     pub async fn month_usage(&self, tenant: TenantId, month: Month) -> Result<(MonthUsage, i64)> {
+        // Settles queued by this process go first: a call that has answered is counted.
+        self.batch.flush().await?;
         let key = self.counters_key(tenant, month);
         for _ in 0..2 {
             let values: Vec<Option<i64>> = redis::cmd("HMGET")
@@ -663,5 +713,47 @@ impl Metering {
         Err(Error::Internal(
             "usage counters could not be rebuilt".into(),
         ))
+    }
+}
+
+/// Tasks in flight, and a way to wait until there are none.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One task counted by an [`InFlight`] until dropped.
+struct Entered(Arc<InFlight>);
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> Entered {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Entered(Arc::clone(self))
+    }
+
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
     }
 }

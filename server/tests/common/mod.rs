@@ -128,6 +128,8 @@ impl TestApp {
     /// Waits until every settled usage event is in the Postgres ledger (the server's own
     /// ledger writer runs too; this one helps and then waits for the hand-off to be empty).
     pub async fn flush_ledger(&self) {
+        // Calls that have answered may have their settles still queued (see `batch.rs`).
+        self.services.gateway.metering.settles_done().await;
         let writer = tessera_core::metering::LedgerWriter::new(
             self.services.db.clone(),
             self.services.redis.clone(),
