@@ -50,6 +50,9 @@ pub fn init_logs() -> Result<(), String> {
     Ok(())
 }
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process's Prometheus recorder, installed on first use.
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -69,6 +72,18 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .install_recorder()
             .expect("the Prometheus recorder is the process's only recorder");
         observe::describe();
+        // Histogram samples wait in the recorder until an upkeep folds them into buckets: without
+        // one on a timer they would pile up (a few bytes per request) on a server nobody scrapes.
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no metrics upkeep thread; histograms are folded only when scraped");
+        }
         handle
     })
 }

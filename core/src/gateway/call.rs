@@ -258,7 +258,8 @@ impl Call {
     /// with the reply.
     async fn settle_soon(self, usage: Usage, streamed: bool, cancelled: bool) -> Usage {
         if matches!(self.mode, Mode::Typed) {
-            return self.settle(usage, streamed, cancelled).await;
+            // Boxed: inline, the wait would make the future of every API call as large.
+            return Box::pin(self.settle(usage, streamed, cancelled)).await;
         }
         let settling = Instant::now();
         let (usage, event) = self.charge(usage, streamed, cancelled).await;
@@ -401,7 +402,7 @@ impl Call {
                 .usage
                 .filter(|u| read.finished && u.completion_tokens > 0);
             let charged = complete_usage.unwrap_or_else(|| self.count(&read.text, read.usage));
-            self.settle(charged, true, true).await;
+            Box::pin(self.settle(charged, true, true)).await;
             return;
         }
         if read.failure.is_none() && !(read.done || read.finished) {
@@ -414,7 +415,7 @@ impl Call {
             } else {
                 // What reached the client was generated for it: charged, as counted here.
                 let delivered = self.count(&read.text, read.usage);
-                self.settle(delivered, true, false).await;
+                Box::pin(self.settle(delivered, true, false)).await;
             }
             let _ = tx.send(Err(err)).await;
             return;

@@ -194,9 +194,13 @@ pub enum ChatOutcome {
     Stream(ChatStream),
 }
 
-/// The one path for model calls. Cheap to clone.
+/// The one path for model calls. Cheap to clone: one reference count (every call in flight
+/// holds a clone).
 #[derive(Clone)]
-pub struct Gateway {
+pub struct Gateway(Arc<Parts>);
+
+/// What a [`Gateway`] is made of, shared by its clones.
+pub struct Parts {
     config: Arc<Config>,
     db: Db,
     /// For the providers the installation configures.
@@ -207,9 +211,18 @@ pub struct Gateway {
     /// Where the clinics' document vectors live.
     pub vectors: Vectors,
     prices: Arc<OnceCell<Prices>>,
+    endpoints: send::Endpoints,
     caches: Arc<Caches>,
     /// The feature flags that shape each clinic's calls.
     pub flags: Flags,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -262,7 +275,8 @@ impl Gateway {
             }
             None => Vectors::Postgres(PgVectors::new(db.clone())),
         };
-        Self {
+        let endpoints = send::Endpoints::new(&config);
+        Self(Arc::new(Parts {
             egress: crate::egress::client(config.allow_private_endpoints),
             vectors,
             config,
@@ -270,9 +284,10 @@ impl Gateway {
             http,
             metering,
             prices: Arc::new(OnceCell::new()),
+            endpoints,
             caches,
             flags,
-        }
+        }))
     }
 
     /// Makes one chat call through every step: who, budget, key, call, settle.
@@ -306,7 +321,7 @@ impl Gateway {
                         .find(|m| m.role == crate::llm::MessageRole::User)
                         .map(|m| m.content.clone())
                         .unwrap_or_default();
-                    let passages = self.retrieve(caller, &agent, &question).await?;
+                    let passages = Box::pin(self.retrieve(caller, &agent, &question)).await?;
                     let (req, used) = agents::apply(&agent, req, &passages);
                     let mut sources = passages;
                     sources.truncate(used);
@@ -384,7 +399,9 @@ impl Gateway {
             };
             let agent = shaped(&agent, &flags);
             let question = agents::last_question(&body);
-            let passages = self.retrieve(caller, &agent, &question).await?;
+            // Boxed: a search's future is large, and inline it would be carried (and copied)
+            // by every call through here, most of which name a model, not an agent.
+            let passages = Box::pin(self.retrieve(caller, &agent, &question)).await?;
             let (used, limit) =
                 agents::apply_body(&agent, &mut body, &passages).map_err(LlmError::bad_request)?;
             default_limit = limit;

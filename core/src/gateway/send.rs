@@ -15,7 +15,8 @@ use crate::{egress, observe, Provider};
 /// Gives a failed call's tokens back (nothing is charged). A release that fails is logged:
 /// the reservation expires by itself.
 pub(super) async fn release(reservation: Held) {
-    if let Err(e) = reservation.release().await {
+    // Boxed: failures are rare, and the futures of the calls that wait on this stay small.
+    if let Err(e) = Box::pin(reservation.release()).await {
         tracing::warn!(error = ?e, "could not release a reservation");
     }
 }
@@ -32,6 +33,37 @@ impl Op {
         match self {
             Op::Chat => "chat",
             Op::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// The addresses of the providers the installation configures, parsed once rather than for
+/// every call; `None` where the configured base URL does not parse (such calls fail as they
+/// are sent, as before).
+#[derive(Debug)]
+pub(super) struct Endpoints {
+    openai_chat: Option<reqwest::Url>,
+    openai_embeddings: Option<reqwest::Url>,
+    anthropic_messages: Option<reqwest::Url>,
+}
+
+impl Endpoints {
+    pub(super) fn new(config: &crate::config::Config) -> Self {
+        let parse = |text: String| reqwest::Url::parse(&text).ok();
+        Self {
+            openai_chat: parse(format!("{}/chat/completions", config.openai_base_url)),
+            openai_embeddings: parse(format!("{}/embeddings", config.openai_base_url)),
+            anthropic_messages: parse(format!("{}/v1/messages", config.anthropic_base_url)),
+        }
+    }
+
+    /// The address of `op` at `provider`, if it is the installation's (not a clinic's).
+    fn get(&self, provider: Provider, op: Op) -> Option<&reqwest::Url> {
+        match (provider, op) {
+            (Provider::OpenAi, Op::Chat) => self.openai_chat.as_ref(),
+            (Provider::OpenAi, Op::Embeddings) => self.openai_embeddings.as_ref(),
+            (Provider::Anthropic, Op::Chat) => self.anthropic_messages.as_ref(),
+            _ => None,
         }
     }
 }
@@ -91,14 +123,21 @@ impl Gateway {
         bytes: bytes::Bytes,
         anthropic_beta: Option<&str>,
     ) -> Result<reqwest::Response, LlmError> {
-        let url = self.endpoint(chosen, op)?;
-        self.guard(chosen.provider, &url)?;
+        let url = match self.endpoints.get(chosen.provider, op) {
+            Some(url) => url.clone(),
+            None => {
+                let text = self.endpoint(chosen, op)?;
+                self.guard(chosen.provider, &text)?;
+                // What reqwest would have refused as it sent.
+                reqwest::Url::parse(&text).map_err(|_| LlmError::unreachable(chosen.provider))?
+            }
+        };
         let timeout = Duration::from_secs(self.config.provider_timeout_secs);
         let mut attempt = 0;
         loop {
             let mut request = self
                 .client_for(chosen.provider)
-                .post(&url)
+                .post(url.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(bytes.clone());
             if let Some(secret) = &chosen.key.secret {

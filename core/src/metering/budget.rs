@@ -553,7 +553,9 @@ impl Metering {
         if let Some(slice) = r.slice {
             self.slices.retire(slice);
         }
-        if let Err(e) = write_events(&self.db, std::slice::from_ref(event)).await {
+        // Boxed, as the rest of this path: it is rare, and inline it would make every
+        // settle's future (one per call) as large as a Postgres query's.
+        if let Err(e) = Box::pin(write_events(&self.db, std::slice::from_ref(event))).await {
             tracing::error!(error = ?e, event = ?event, "usage could not be recorded");
             self.settled(&r, true);
             return;
