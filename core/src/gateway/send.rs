@@ -35,11 +35,31 @@ impl Op {
             Op::Embeddings => "embeddings",
         }
     }
+
+    /// Its path under an OpenAI-format base URL.
+    fn path(self) -> &'static str {
+        match self {
+            Op::Chat => "chat/completions",
+            Op::Embeddings => "embeddings",
+        }
+    }
 }
 
-/// The addresses of the providers the installation configures, parsed once rather than for
-/// every call; `None` where the configured base URL does not parse (such calls fail as they
-/// are sent, as before).
+/// The address of `op` at `provider` when the installation configures it (OpenAI, and
+/// Anthropic's Messages API), not a clinic.
+fn installation_url(config: &crate::config::Config, provider: Provider, op: Op) -> Option<String> {
+    match (provider, op) {
+        (Provider::OpenAi, _) => Some(format!("{}/{}", config.openai_base_url, op.path())),
+        (Provider::Anthropic, Op::Chat) => {
+            Some(format!("{}/v1/messages", config.anthropic_base_url))
+        }
+        _ => None,
+    }
+}
+
+/// The addresses of the providers the installation configures ([`installation_url`]), parsed
+/// once rather than for every call; `None` where the configured base URL does not parse (such
+/// calls are refused as unreachable).
 #[derive(Debug)]
 pub(super) struct Endpoints {
     openai_chat: Option<reqwest::Url>,
@@ -49,11 +69,13 @@ pub(super) struct Endpoints {
 
 impl Endpoints {
     pub(super) fn new(config: &crate::config::Config) -> Self {
-        let parse = |text: String| reqwest::Url::parse(&text).ok();
+        let parse = |provider, op| {
+            installation_url(config, provider, op).and_then(|text| reqwest::Url::parse(&text).ok())
+        };
         Self {
-            openai_chat: parse(format!("{}/chat/completions", config.openai_base_url)),
-            openai_embeddings: parse(format!("{}/embeddings", config.openai_base_url)),
-            anthropic_messages: parse(format!("{}/v1/messages", config.anthropic_base_url)),
+            openai_chat: parse(Provider::OpenAi, Op::Chat),
+            openai_embeddings: parse(Provider::OpenAi, Op::Embeddings),
+            anthropic_messages: parse(Provider::Anthropic, Op::Chat),
         }
     }
 
@@ -87,29 +109,20 @@ impl Gateway {
     }
 
     fn endpoint(&self, chosen: &Chosen, op: Op) -> Result<String, LlmError> {
-        let path = match op {
-            Op::Chat => "chat/completions",
-            Op::Embeddings => "embeddings",
-        };
-        Ok(match chosen.provider {
-            Provider::OpenAi => format!("{}/{path}", self.config.openai_base_url),
-            Provider::Anthropic if op == Op::Chat => {
-                format!("{}/v1/messages", self.config.anthropic_base_url)
-            }
-            Provider::Anthropic => {
-                return Err(LlmError::bad_request(
-                    "Anthropic does not offer embeddings; choose an OpenAI or OpenAI-compatible embedding model.",
-                ))
-            }
-            Provider::OpenAiCompatible => {
-                let base = chosen.key.base_url.as_deref().ok_or_else(|| {
-                    LlmError::new(
-                        LlmErrorKind::NoKey,
-                        "The OpenAI-compatible endpoint has no base URL. An admin can set it under Settings → Provider keys.",
-                    )
-                })?;
-                format!("{}/{path}", base.trim_end_matches('/'))
-            }
+        if chosen.provider == Provider::OpenAiCompatible {
+            let base = chosen.key.base_url.as_deref().ok_or_else(|| {
+                LlmError::new(
+                    LlmErrorKind::NoKey,
+                    "The OpenAI-compatible endpoint has no base URL. An admin can set it under Settings → Provider keys.",
+                )
+            })?;
+            return Ok(format!("{}/{}", base.trim_end_matches('/'), op.path()));
+        }
+        // The installation has every address but Anthropic's for embeddings.
+        installation_url(&self.config, chosen.provider, op).ok_or_else(|| {
+            LlmError::bad_request(
+                "Anthropic does not offer embeddings; choose an OpenAI or OpenAI-compatible embedding model.",
+            )
         })
     }
 

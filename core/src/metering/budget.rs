@@ -64,10 +64,7 @@ impl Held {
         let Some(r) = self.reservation.take() else {
             return;
         };
-        let settled = match self.metering.settle_op(&r, event) {
-            Ok(op) => self.metering.batch.run(op).await,
-            Err(e) => Err(e),
-        };
+        let settled = self.metering.run_settle(&r, event).await;
         self.metering.after_settle(r, event, settled).await;
     }
 
@@ -503,10 +500,10 @@ impl Metering {
     /// Settles a reservation with the call's usage: counts it live and hands the event to the
     /// ledger, in one atomic step.
     pub async fn settle(&self, reservation: Reservation, event: &UsageEvent) -> Result<()> {
-        let settled = match self.settle_op(&reservation, event) {
-            Ok(op) => self.batch.run(op).await.map(|[_, gone, _]| gone == 1),
-            Err(e) => Err(e),
-        };
+        let settled = self
+            .run_settle(&reservation, event)
+            .await
+            .map(|[_, gone, _]| gone == 1);
         self.settled(&reservation, !matches!(settled, Ok(false)));
         settled.map(|_| ())
     }
@@ -533,6 +530,12 @@ impl Metering {
             event.completion_tokens,
             event.cost_micro_usd,
         ))
+    }
+
+    /// Sends the settle of `r` with `event` (with others', see `batch.rs`); its answer.
+    async fn run_settle(&self, r: &Reservation, event: &UsageEvent) -> Result<Answer> {
+        let op = self.settle_op(r, event)?;
+        self.batch.run(op).await
     }
 
     /// What follows a settle's answer: the slice told (retired when Redis no longer held it);
