@@ -4,9 +4,13 @@
 //! facade (a no-op until a recorder is installed); the server installs the Prometheus
 //! recorder and serves `/metrics` (see `server::telemetry`).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, histogram, Counter, Histogram,
+    Unit,
+};
 
 use crate::{PlanId, Provider};
 
@@ -100,7 +104,7 @@ pub fn describe() {
     describe_counter!(LEDGER_WRITTEN, "Usage events written to the ledger.");
     describe_gauge!(
         LEDGER_PENDING,
-        "Settled usage events waiting in Redis for the ledger writer."
+        "Entries waiting in Redis for the ledger writer (each holds the usage events one settle script handed over)."
     );
     describe_gauge!(
         JOBS_WAITING,
@@ -118,8 +122,76 @@ pub fn describe() {
     describe_gauge!(DB_MAX_CONNECTIONS, "Postgres pool size limit.");
 }
 
+/// The handles of the metrics every model call records, looked up once instead of by name
+/// and labels at each call ([`keep_handles`]).
+struct Handles {
+    /// By provider ([`Provider::ALL`]), then operation (chat, embeddings).
+    provider_seconds: Vec<[Histogram; 2]>,
+    /// JSON, stream.
+    overhead: [Histogram; 2],
+    /// By plan ([`PlanId::ALL`]): prompt and completion tokens, cost.
+    settled: Vec<[Counter; 3]>,
+    scripts: Counter,
+    operations: Counter,
+    ledger_lag: Histogram,
+    ledger_written: Counter,
+}
+
+static HANDLES: OnceLock<Handles> = OnceLock::new();
+
+/// Looks up the handles of the metrics every call records, once: call it after installing
+/// the recorder (`server::telemetry::prometheus` does). Until then, and without it, each
+/// recording looks its metric up by name (and records nothing without a recorder).
+pub fn keep_handles() {
+    HANDLES.get_or_init(|| Handles {
+        provider_seconds: Provider::ALL
+            .iter()
+            .map(|p| {
+                ["chat", "embeddings"]
+                    .map(|op| histogram!(PROVIDER_SECONDS, "provider" => p.as_str(), "op" => op))
+            })
+            .collect(),
+        overhead: ["json", "stream"].map(|mode| histogram!(GATEWAY_OVERHEAD, "mode" => mode)),
+        settled: PlanId::ALL
+            .iter()
+            .map(|p| {
+                let plan = p.as_str();
+                [
+                    counter!(TOKENS, "plan" => plan, "kind" => "prompt"),
+                    counter!(TOKENS, "plan" => plan, "kind" => "completion"),
+                    counter!(COST, "plan" => plan),
+                ]
+            })
+            .collect(),
+        scripts: counter!(BUDGET_SCRIPTS),
+        operations: counter!(BUDGET_OPERATIONS),
+        ledger_lag: histogram!(LEDGER_LAG),
+        ledger_written: counter!(LEDGER_WRITTEN),
+    });
+}
+
+/// The position of `item` in `all`.
+fn index<T: PartialEq>(all: &[T], item: &T) -> Option<usize> {
+    all.iter().position(|x| x == item)
+}
+
 pub fn provider_response(provider: Provider, op: &'static str, took: Duration) {
-    histogram!(PROVIDER_SECONDS, "provider" => provider.as_str(), "op" => op).record(took);
+    let op_index = match op {
+        "chat" => Some(0),
+        "embeddings" => Some(1),
+        _ => None,
+    };
+    let kept = HANDLES.get().and_then(|h| {
+        h.provider_seconds
+            .get(index(Provider::ALL, &provider)?)?
+            .get(op_index?)
+    });
+    match kept {
+        Some(h) => h.record(took),
+        None => {
+            histogram!(PROVIDER_SECONDS, "provider" => provider.as_str(), "op" => op).record(took)
+        }
+    }
 }
 
 pub fn provider_error(provider: Provider, kind: &'static str) {
@@ -136,15 +208,32 @@ pub fn status_kind(status: u16) -> &'static str {
 }
 
 pub fn gateway_overhead(mode: &'static str, took: Duration) {
-    histogram!(GATEWAY_OVERHEAD, "mode" => mode).record(took);
+    let kept = HANDLES.get().and_then(|h| match mode {
+        "json" => Some(&h.overhead[0]),
+        "stream" => Some(&h.overhead[1]),
+        _ => None,
+    });
+    match kept {
+        Some(h) => h.record(took),
+        None => histogram!(GATEWAY_OVERHEAD, "mode" => mode).record(took),
+    }
 }
 
 pub fn settled(plan: PlanId, prompt_tokens: i64, completion_tokens: i64, cost_micro_usd: i64) {
+    let counts = [prompt_tokens, completion_tokens, cost_micro_usd].map(|n| n.max(0) as u64);
+    if let Some(kept) = HANDLES
+        .get()
+        .and_then(|h| h.settled.get(index(PlanId::ALL, &plan)?))
+    {
+        for (counter, n) in kept.iter().zip(counts) {
+            counter.increment(n);
+        }
+        return;
+    }
     let plan = plan.as_str();
-    counter!(TOKENS, "plan" => plan, "kind" => "prompt").increment(prompt_tokens.max(0) as u64);
-    counter!(TOKENS, "plan" => plan, "kind" => "completion")
-        .increment(completion_tokens.max(0) as u64);
-    counter!(COST, "plan" => plan).increment(cost_micro_usd.max(0) as u64);
+    counter!(TOKENS, "plan" => plan, "kind" => "prompt").increment(counts[0]);
+    counter!(TOKENS, "plan" => plan, "kind" => "completion").increment(counts[1]);
+    counter!(COST, "plan" => plan).increment(counts[2]);
 }
 
 /// Counts a refusal by the budget or the rate limit (other errors are not counted here).
@@ -159,15 +248,27 @@ pub fn refused(err: &crate::Error) {
 
 /// One budget script sent, carrying `operations` reservations and settles.
 pub fn budget_batch(operations: usize) {
-    counter!(BUDGET_SCRIPTS).increment(1);
-    counter!(BUDGET_OPERATIONS).increment(operations as u64);
+    match HANDLES.get() {
+        Some(h) => {
+            h.scripts.increment(1);
+            h.operations.increment(operations as u64);
+        }
+        None => {
+            counter!(BUDGET_SCRIPTS).increment(1);
+            counter!(BUDGET_OPERATIONS).increment(operations as u64);
+        }
+    }
 }
 
 pub fn ledger_written(lags: impl Iterator<Item = Duration>) {
+    let (lag, written) = match HANDLES.get() {
+        Some(h) => (h.ledger_lag.clone(), h.ledger_written.clone()),
+        None => (histogram!(LEDGER_LAG), counter!(LEDGER_WRITTEN)),
+    };
     let mut n = 0;
-    for lag in lags {
-        histogram!(LEDGER_LAG).record(lag);
+    for took in lags {
+        lag.record(took);
         n += 1;
     }
-    counter!(LEDGER_WRITTEN).increment(n);
+    written.increment(n);
 }

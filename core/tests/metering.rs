@@ -172,8 +172,11 @@ async fn a_reservation_left_by_a_crash_expires(pool: PgPool) {
     let db = app_db(&pool).await;
     let c = clinic(&db, "Crash Clinic").await;
     let limits = metering::limits(&db, c.tenant).await.unwrap();
-    let mut m = Metering::new(db.clone(), redis().await);
-    m.reservation_ttl = std::time::Duration::from_millis(50);
+    let m = Metering::with_reservation_ttl(
+        db.clone(),
+        redis().await,
+        std::time::Duration::from_millis(50),
+    );
 
     let abandoned = m.reserve(c.tenant, &limits, ALLOWANCE).await.unwrap();
     assert!(m.reserve(c.tenant, &limits, 1).await.is_err());
@@ -412,21 +415,33 @@ async fn the_dashboard_splits_a_month_by_model_agent_and_caller(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn one_event_postgres_refuses_never_holds_up_the_others(pool: PgPool) {
-    // Arrange: three settled calls, one of them with a model name Postgres cannot store (a
-    // NUL character, which a client can send as a model name).
+    // Arrange: three calls settled together (as calls that answer at once are: their events
+    // reach the hand-off as one entry), one of them with a model name Postgres cannot store
+    // (a NUL character, which a client can send as a model name).
     let db = app_db(&pool).await;
     let c = clinic(&db, "Poison Clinic").await;
     let limits = metering::limits(&db, c.tenant).await.unwrap();
     let r = redis().await;
     let m = Metering::new(db.clone(), r.clone());
+    let mut held = Vec::new();
     for model in ["gpt-4o-mini", "bad\u{0}model", "gpt-4o"] {
         let res = m.reserve(c.tenant, &limits, 100).await.unwrap();
         let ev = UsageEvent {
             model: model.into(),
             ..event(&res, 5, 5)
         };
-        m.settle(res, &ev).await.unwrap();
+        held.push((m.hold(res), ev));
     }
+    for (held, ev) in held {
+        held.settle_soon(ev);
+    }
+    m.settles_done().await;
+    let entries: i64 = redis::cmd("XLEN")
+        .arg(m.ledger_stream())
+        .query_async(&mut r.conn())
+        .await
+        .unwrap();
+    assert_eq!(entries, 1);
 
     // Act
     let writer = LedgerWriter::new(db.clone(), r.clone());
@@ -441,7 +456,9 @@ async fn one_event_postgres_refuses_never_holds_up_the_others(pool: PgPool) {
     assert_eq!(ledger.requests, 2);
     let (dead, entries) = metering::dead_letters(&r, 10).await.unwrap();
     assert_eq!(dead, 1);
+    // Only the event Postgres refused, not the others handed over with it.
     assert!(entries[0].1.contains("bad\\u0000model"), "{entries:?}");
+    assert!(!entries[0].1.contains("gpt-4o"), "{entries:?}");
     let left: i64 = redis::cmd("XLEN")
         .arg(m.ledger_stream())
         .query_async(&mut r.conn())

@@ -72,6 +72,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .install_recorder()
             .expect("the Prometheus recorder is the process's only recorder");
         observe::describe();
+        observe::keep_handles();
         // Histogram samples wait in the recorder until an upkeep folds them into buckets: without
         // one on a timer they would pile up (a few bytes per request) on a server nobody scrapes.
         let upkeep = handle.clone();
@@ -105,35 +106,107 @@ fn request_id(req: &Request) -> String {
 
 /// The route's pattern for labels and logs (never the raw path: ids would make every request
 /// a new series).
-fn route_of(req: &Request) -> String {
-    match req.extensions().get::<MatchedPath>() {
-        Some(p) => p.as_str().to_string(),
-        None if req.uri().path().starts_with("/pkg/") => "/pkg/*".into(),
-        None => "unmatched".into(),
+enum Route {
+    Matched(MatchedPath),
+    Other(&'static str),
+}
+
+impl Route {
+    fn of(req: &Request) -> Self {
+        match req.extensions().get::<MatchedPath>() {
+            Some(p) => Route::Matched(p.clone()),
+            None if req.uri().path().starts_with("/pkg/") => Route::Other("/pkg/*"),
+            None => Route::Other("unmatched"),
+        }
     }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Route::Matched(p) => p.as_str(),
+            Route::Other(s) => s,
+        }
+    }
+}
+
+/// The method's label: the standard ones by name, any other as `other` (a client can send
+/// any token as a method, and each would be a new series).
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// A request handle's metrics: its method and status, the count of its kind, the time of its
+/// route and method.
+type Kept = (&'static str, u16, metrics::Counter, metrics::Histogram);
+
+/// Counts and times an answered request. The metrics' handles are kept per worker thread, by
+/// route, method and status (a bounded set: route patterns, standard methods, statuses), so a
+/// request looks them up in a map instead of by name and allocated labels.
+fn record_request(method: &'static str, route: &str, status: u16, took: std::time::Duration) {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static KEPT: RefCell<HashMap<Box<str>, Vec<Kept>>> = RefCell::default();
+    }
+    KEPT.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        if !kept.contains_key(route) {
+            kept.insert(route.into(), Vec::new());
+        }
+        let Some(handles) = kept.get_mut(route) else {
+            return;
+        };
+        let i = match handles
+            .iter()
+            .position(|(m, s, _, _)| *m == method && *s == status)
+        {
+            Some(i) => i,
+            None => {
+                handles.push((
+                    method,
+                    status,
+                    metrics::counter!(observe::HTTP_REQUESTS, "method" => method, "route" => route.to_string(), "status" => status.to_string()),
+                    metrics::histogram!(observe::HTTP_SECONDS, "method" => method, "route" => route.to_string()),
+                ));
+                handles.len() - 1
+            }
+        };
+        let (_, _, count, seconds) = &handles[i];
+        count.increment(1);
+        seconds.record(took);
+    });
 }
 
 /// Outermost middleware: gives the request its id (in its extensions, its log span and the
 /// response's `x-request-id`), counts and times it, and logs one line when it is answered.
 pub async fn request_context(mut req: Request, next: Next) -> Response {
     let id = request_id(&req);
-    let route = route_of(&req);
-    let method = req.method().as_str().to_string();
+    let route = Route::of(&req);
+    let method = method_label(req.method());
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!(
         "request",
         request_id = %id,
         method = %method,
-        route = %route,
+        route = %route.as_str(),
         clinic = tracing::field::Empty,
     );
     let started = Instant::now();
     let mut res = next.run(req).instrument(span.clone()).await;
     let took = started.elapsed();
     let status = res.status().as_u16();
-    metrics::counter!(observe::HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!(observe::HTTP_SECONDS, "method" => method, "route" => route).record(took);
+    record_request(method, route.as_str(), status, took);
     // Refusals and failures are logged at `info` and `warn`; successes at `debug`
     // (`RUST_LOG=info,server::telemetry=debug` logs every request), which keeps a busy
     // gateway's log, and its CPU, for what needs reading.
@@ -236,6 +309,13 @@ mod tests {
             .header(REQUEST_ID, value)
             .body(axum::body::Body::empty())
             .unwrap()
+    }
+
+    #[test]
+    fn methods_beyond_the_standard_ones_share_one_label() {
+        assert_eq!(method_label(&http::Method::POST), "POST");
+        let custom = http::Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(method_label(&custom), "other");
     }
 
     #[test]

@@ -55,7 +55,9 @@ pub(super) const LINGER: Duration = Duration::from_millis(5);
 //               the amount reserved, slice (1 or 0)
 //          -> {1, 0, 0}; {1, 1, 0} for a slice that is gone (expired, or Redis was flushed)
 //          A call on a slice takes its amount out of the slice's field instead of removing a
-//          field of its own.
+//          field of its own. The events of a script's settles go to the stream as one entry
+//          (field `e`: the events, one JSON object per line), which the ledger writer reads
+//          and acknowledges as one.
 // return   KEYS counters, reservations
 //          ARGV 'g', the slice's id
 //          -> {1, what it held, 0}: a slice is given back whole
@@ -76,12 +78,24 @@ pub(super) const LINGER: Duration = Duration::from_millis(5);
 // reservation still held when removing its `r:<id>` field removes something (`HDEL` answers 1),
 // and takes the amount from its own caller, who made the reservation, instead of reading it
 // first; the field itself stays, because expired reservations are given back by the amount it
-// holds (by any replica, old or new). Expired reservations are looked for once per script and
-// clinic-month, and only when something is reserved.
+// holds (by any replica, old or new). Settles on one slice read its field once and write it
+// once per script (before any other operation, which may read or change it, and at the end),
+// and the events of all settles go in one stream entry. Expired reservations are looked for
+// once per script and clinic-month, and only when something is reserved.
 const SCRIPT: &str = r#"
 local out = {}
 local k, a = 1, 1
 local seen, order = {}, {}
+-- Settles' takes from slices, applied with one HINCRBY per slice (before any other operation
+-- that reads or changes a slice, and at the end), and the events for each stream.
+local taken, takes = {}, {}
+local events, streams = {}, {}
+local function apply_takes()
+  for _, t in ipairs(takes) do
+    if t.take > 0 then redis.call('HINCRBY', t.c, t.f, -t.take) end
+  end
+  taken, takes = {}, {}
+end
 while a <= #ARGV do
   local c, z = KEYS[k], KEYS[k + 1]
   local id = ARGV[a + 1]
@@ -94,6 +108,7 @@ while a <= #ARGV do
     seen[c] = s
     order[#order + 1] = c
   end
+  if ARGV[a] ~= 's' and #takes > 0 then apply_takes() end
   if ARGV[a] == 'r' then
     local status, x, y = nil, 0, 0
     if ARGV[a + 9] == '1' then
@@ -190,10 +205,18 @@ while a <= #ARGV do
   else
     local gone = 0
     if ARGV[a + 7] == '1' then
-      local v = redis.call('HGET', c, 'r:' .. id)
-      if v then
-        local take = math.min(tonumber(ARGV[a + 6]), tonumber(v))
-        redis.call('HINCRBY', c, 'r:' .. id, -take)
+      local f = 'r:' .. id
+      local t = taken[c .. ' ' .. f]
+      if not t then
+        local v = redis.call('HGET', c, f)
+        t = {c = c, f = f, left = v and tonumber(v), take = 0}
+        taken[c .. ' ' .. f] = t
+        takes[#takes + 1] = t
+      end
+      if t.left then
+        local take = math.min(tonumber(ARGV[a + 6]), t.left)
+        t.left = t.left - take
+        t.take = t.take + take
         s.exists = 1
         s.held = s.held - take
       else
@@ -216,7 +239,12 @@ while a <= #ARGV do
         s.cost = s.cost + tonumber(ARGV[a + 5])
         s.requests = s.requests + 1
       end
-      redis.call('XADD', KEYS[k + 2], '*', 'e', ARGV[a + 2])
+      local st = KEYS[k + 2]
+      if not events[st] then
+        events[st] = {}
+        streams[#streams + 1] = st
+      end
+      table.insert(events[st], ARGV[a + 2])
     end
     out[#out + 1] = 1
     out[#out + 1] = gone
@@ -224,6 +252,10 @@ while a <= #ARGV do
     k = k + 3
     a = a + 8
   end
+end
+apply_takes()
+for _, st in ipairs(streams) do
+  redis.call('XADD', st, '*', 'e', table.concat(events[st], '\n'))
 end
 for _, c in ipairs(order) do
   local s = seen[c]
@@ -361,7 +393,49 @@ pub(super) type Answer = [i64; 3];
 
 struct Waiting {
     op: Op,
-    answer: oneshot::Sender<Result<Answer>>,
+    answer: Reply,
+}
+
+/// Where an operation's answer goes.
+enum Reply {
+    /// To a caller waiting on the receiver.
+    Channel(oneshot::Sender<Result<Answer>>),
+    /// To a function, run by whoever has the answer ([`Batch::defer_then`]).
+    Then(Then),
+}
+
+type ThenFn = Box<dyn FnOnce(Result<Answer>) + Send>;
+
+/// A function for an operation's answer; called with an error if the operation is dropped
+/// unanswered (its batch ended early), as a waiting caller's receiver would see one.
+struct Then(Option<ThenFn>);
+
+impl Reply {
+    fn send(self, answer: Result<Answer>) {
+        match self {
+            Reply::Channel(sender) => {
+                let _ = sender.send(answer);
+            }
+            Reply::Then(mut then) => {
+                if let Some(f) = then.0.take() {
+                    f(answer);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Then {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(lost()));
+        }
+    }
+}
+
+/// The error of an operation whose batch ended before it was answered.
+fn lost() -> Error {
+    Error::Internal("a budget operation was lost (its batch ended early)".into())
 }
 
 #[derive(Default)]
@@ -412,7 +486,10 @@ impl Batch {
             let mut queue = self.lock();
             if queue.busy || !queue.waiting.is_empty() {
                 let (answer, answered) = oneshot::channel();
-                queue.waiting.push(Waiting { op, answer });
+                queue.waiting.push(Waiting {
+                    op,
+                    answer: Reply::Channel(answer),
+                });
                 if !queue.busy {
                     // Deferred settles wait: this operation goes after them, in a script sent
                     // by a task (which owns them all, whatever happens to this call).
@@ -446,10 +523,29 @@ impl Batch {
     /// Queues `op` (a settle whose call has answered) to go with the next script, or on its
     /// own after [`LINGER`]; its answer comes on the receiver. Queued before this returns, so
     /// anything sent after it (a reservation, [`Self::flush`]) goes after it.
+    #[cfg(test)]
     pub fn defer(&self, op: Op) -> oneshot::Receiver<Result<Answer>> {
         let (answer, answered) = oneshot::channel();
+        self.queue_deferred(Waiting {
+            op,
+            answer: Reply::Channel(answer),
+        });
+        answered
+    }
+
+    /// Queues `op` like [`Self::defer`]; its answer goes to `then`, run by the task that
+    /// receives it (so it must not block), or with an error if the operation is lost. No task
+    /// waits for it.
+    pub fn defer_then(&self, op: Op, then: impl FnOnce(Result<Answer>) + Send + 'static) {
+        self.queue_deferred(Waiting {
+            op,
+            answer: Reply::Then(Then(Some(Box::new(then)))),
+        });
+    }
+
+    fn queue_deferred(&self, waiting: Waiting) {
         let mut queue = self.lock();
-        queue.waiting.push(Waiting { op, answer });
+        queue.waiting.push(waiting);
         if !queue.busy && !queue.lingering {
             queue.lingering = true;
             drop(queue);
@@ -469,7 +565,6 @@ impl Batch {
                 }
             });
         }
-        answered
     }
 
     /// Returns once every operation queued before the call has been answered (at once when
@@ -487,11 +582,7 @@ impl Batch {
 
     /// The answer on `answered` ([`Self::defer`]), or an error if its batch ended early.
     pub async fn answer(answered: oneshot::Receiver<Result<Answer>>) -> Result<Answer> {
-        answered.await.unwrap_or_else(|_| {
-            Err(Error::Internal(
-                "a budget operation was lost (its batch ended early)".into(),
-            ))
-        })
+        answered.await.unwrap_or_else(|_| Err(lost()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -521,12 +612,12 @@ impl Batch {
             match self.send(&ops).await {
                 Ok(numbers) => {
                     for (answer, n) in answers.into_iter().zip(numbers) {
-                        let _ = answer.send(Ok(n));
+                        answer.send(Ok(n));
                     }
                 }
                 Err(e) => {
                     for answer in answers {
-                        let _ = answer.send(Err(e.copy()));
+                        answer.send(Err(e.copy()));
                     }
                 }
             }
@@ -590,9 +681,11 @@ impl Drop for Handover<'_> {
             tokio::spawn(self.batch.clone().drain());
         } else {
             // No runtime to send them on (it is shutting down): they are answered with an
-            // error as their senders drop.
-            queue.waiting.clear();
+            // error as they drop (out of the lock: an answer's function may take it).
+            let lost = std::mem::take(&mut queue.waiting);
             queue.busy = false;
+            drop(queue);
+            drop(lost);
         }
     }
 }
@@ -686,6 +779,21 @@ mod tests {
             .unwrap();
     }
 
+    /// The `e` field of each entry of `stream`, oldest first.
+    async fn handed_over(redis: &Redis, stream: &str) -> Vec<String> {
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+        entries
+            .into_iter()
+            .flat_map(|(_, fields)| fields.into_iter().map(|(_, v)| v))
+            .collect()
+    }
+
     /// Operations of one script see the ones before them, although the counters are read once
     /// and written once at its end; a settle gives back only a reservation still held.
     #[tokio::test]
@@ -753,7 +861,12 @@ mod tests {
             .query_async(&mut redis.conn())
             .await
             .unwrap();
-        assert_eq!((held, handed), (0, 2));
+        // The two events of the script's settles that charged something, as one entry.
+        assert_eq!((held, handed), (0, 1));
+        assert_eq!(
+            handed_over(&redis, &stream).await,
+            vec![format!("{{\"id\":\"{a}\"}}\n{{\"id\":\"{d}\"}}")]
+        );
         let _: () = redis::cmd("DEL")
             .arg(&[&c, &z, &stream])
             .query_async(&mut redis.conn())
@@ -899,6 +1012,71 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(tokens, 22);
+        let _: () = redis::cmd("DEL")
+            .arg(&[&c, &z, &stream])
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+    }
+
+    /// Settles on one slice in one script each take from what the ones before them left (the
+    /// slice's field is read and written once), and their events go as one entry.
+    #[tokio::test]
+    async fn settles_on_one_slice_in_one_script_take_in_turn() {
+        let redis = test_redis().await;
+        let (c, z, stream) = (redis.key("c"), redis.key("z"), redis.key("s"));
+        let batch = Batch::new(redis.clone());
+        empty_counters(&redis, &c).await;
+        let slice = Uuid::new_v4();
+        let mut top_up = reserve(&c, &z, slice, 1_000, 8_000);
+        if let Op::Reserve { slice, .. } = &mut top_up {
+            *slice = true;
+        }
+        assert_eq!(batch.send(&[top_up]).await.unwrap(), vec![[1, 0, 1_000]]);
+        let on_slice = |tokens: (i64, i64), amount: i64| {
+            let mut op = settle(&c, &z, &stream, slice, tokens, amount);
+            if let Op::Settle { slice, .. } = &mut op {
+                *slice = true;
+            }
+            op
+        };
+        // The third takes only what the first two left (800 of its 900).
+        let answers = batch
+            .send(&[
+                on_slice((10, 10), 100),
+                on_slice((5, 5), 100),
+                on_slice((1, 1), 900),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(answers, vec![[1, 0, 0]; 3]);
+        let (field, reserved, tokens): (Option<i64>, i64, i64) = redis::cmd("HMGET")
+            .arg(&c)
+            .arg(format!("r:{slice}"))
+            .arg("reserved")
+            .arg("tokens")
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+        assert_eq!((field, reserved, tokens), (Some(0), 0, 32));
+        let handed = handed_over(&redis, &stream).await;
+        assert_eq!(handed.len(), 1);
+        assert_eq!(handed[0].lines().count(), 3);
+        // A settle, then the slice given back in the same script: the settle's take is
+        // applied first, and the slice is gone for the settle after it.
+        let answers = batch
+            .send(&[
+                on_slice((0, 1), 0),
+                Op::Return {
+                    counters: c.clone(),
+                    reservations: z.clone(),
+                    id: slice,
+                },
+                on_slice((0, 1), 0),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(answers, vec![[1, 0, 0], [1, 0, 0], [1, 1, 0]]);
         let _: () = redis::cmd("DEL")
             .arg(&[&c, &z, &stream])
             .query_async(&mut redis.conn())

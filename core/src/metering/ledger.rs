@@ -27,7 +27,8 @@ pub(crate) fn ledger_stream(redis: &Redis) -> String {
     redis.key("ledger")
 }
 
-/// How many settled events wait in the hand-off stream for the ledger writer.
+/// How many entries wait in the hand-off stream for the ledger writer (each holds the events
+/// of one settle script: one or more).
 pub async fn handoff_length(redis: &Redis) -> Result<u64> {
     Ok(redis::cmd("XLEN")
         .arg(ledger_stream(redis))
@@ -245,19 +246,22 @@ impl LedgerWriter {
         if entries.is_empty() {
             return Ok(0);
         }
-        // Each entry's event, read once; `None` for one that cannot be read.
-        let parsed: Vec<Option<UsageEvent>> = entries
-            .iter()
-            .map(|(_, payload)| {
-                payload
-                    .as_deref()
-                    .and_then(|p| serde_json::from_slice::<UsageEvent>(p).ok())
-            })
+        // Each event of each entry (one per line: a settle script hands over its settles'
+        // events as one entry), read once: the entry it came in, its text, and the event, or
+        // `None` for one that cannot be read.
+        let mut parsed: Vec<(usize, &[u8], Option<UsageEvent>)> = Vec::new();
+        for (i, (_, payload)) in entries.iter().enumerate() {
+            match payload {
+                Some(payload) => parsed.extend(
+                    events_of(payload).map(|line| (i, line, serde_json::from_slice(line).ok())),
+                ),
+                None => parsed.push((i, &[], None)),
+            }
+        }
+        let mut aside: Vec<usize> = (0..parsed.len())
+            .filter(|&i| parsed[i].2.is_none())
             .collect();
-        let mut aside: Vec<usize> = (0..entries.len())
-            .filter(|&i| parsed[i].is_none())
-            .collect();
-        let events: Vec<UsageEvent> = parsed.iter().flatten().cloned().collect();
+        let events: Vec<UsageEvent> = parsed.iter().filter_map(|p| p.2.clone()).collect();
         if let Err(e) = write_events(&self.db, &events).await {
             if !is_refused_by_postgres(&e) {
                 // Postgres is unreachable or similar: leave the batch pending and retry.
@@ -266,7 +270,7 @@ impl LedgerWriter {
             // Postgres refused the batch (say one event's clinic was deleted meanwhile, or a
             // value it cannot store): write the events one by one, and set aside the ones it
             // refuses again, so one bad event never holds up the others.
-            for (i, event) in parsed.iter().enumerate() {
+            for (i, (_, _, event)) in parsed.iter().enumerate() {
                 let Some(event) = event else { continue };
                 if let Err(e) = write_events(&self.db, std::slice::from_ref(event)).await {
                     if !is_refused_by_postgres(&e) {
@@ -278,7 +282,8 @@ impl LedgerWriter {
             }
         }
         for &i in &aside {
-            self.set_aside(&entries[i]).await?;
+            let (entry, text, _) = parsed[i];
+            self.set_aside(&entries[entry].0, text).await?;
         }
         let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
         let mut pipe = redis::pipe();
@@ -294,21 +299,24 @@ impl LedgerWriter {
         let _: () = pipe.query_async(&mut self.redis.conn()).await?;
         // A stream entry's id starts with the time (ms) Redis took it: the settle.
         let now = now_ms();
-        // Only what reached the ledger (not what was set aside).
-        let written = entries
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !aside.contains(i))
-            .map(|(_, entry)| entry);
-        crate::observe::ledger_written(written.map(|(id, _)| {
-            let added = id
+        let lag = |entry: usize| {
+            let added = entries[entry]
+                .0
                 .split('-')
                 .next()
                 .and_then(|ms| ms.parse::<i64>().ok())
                 .unwrap_or(now);
             Duration::from_millis(now.saturating_sub(added).max(0) as u64)
-        }));
-        Ok(entries.len())
+        };
+        // Only what reached the ledger (not what was set aside).
+        crate::observe::ledger_written(
+            parsed
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !aside.contains(i))
+                .map(|(_, (entry, _, _))| lag(*entry)),
+        );
+        Ok(parsed.len())
     }
 
     /// This writer's own entries of a failed batch, else entries another writer left pending
@@ -344,7 +352,7 @@ impl LedgerWriter {
     /// Keeps an event that cannot be written for an operator (`server ledger dead-letters`)
     /// rather than retrying it for ever. The dead-letter stream keeps the newest
     /// [`DEAD_LETTER_MAX`] events.
-    async fn set_aside(&self, (id, payload): &(String, Option<Vec<u8>>)) -> Result<()> {
+    async fn set_aside(&self, id: &str, event: &[u8]) -> Result<()> {
         tracing::error!(entry = %id, "usage event that cannot be written moved to ledger-dead");
         let _: String = redis::cmd("XADD")
             .arg(dead_letter_stream(&self.redis))
@@ -353,7 +361,7 @@ impl LedgerWriter {
             .arg(DEAD_LETTER_MAX)
             .arg("*")
             .arg("e")
-            .arg(payload.clone().unwrap_or_default())
+            .arg(event)
             .query_async(&mut self.redis.conn())
             .await?;
         Ok(())
@@ -426,6 +434,12 @@ pub async fn dead_letters(redis: &Redis, count: usize) -> Result<(usize, Vec<(St
     Ok((total, entries))
 }
 
+/// The events of a hand-off entry: one JSON object per line (a settle script hands over the
+/// events of all its settles as one entry).
+fn events_of(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
+    payload.split(|b| *b == b'\n')
+}
+
 /// `[[id, [field, value, ...]], ...]` to `(id, value of field "e")`.
 fn parse_entries(value: &Value) -> Vec<(String, Option<Vec<u8>>)> {
     let Value::Array(items) = value else {
@@ -471,9 +485,12 @@ pub(crate) async fn pending_in_handoff(
         .arg("+")
         .query_async(&mut redis.conn())
         .await?;
-    let events: Vec<UsageEvent> = parse_entries(&raw)
-        .into_iter()
-        .filter_map(|(_, payload)| serde_json::from_slice::<UsageEvent>(&payload?).ok())
+    let entries = parse_entries(&raw);
+    let events: Vec<UsageEvent> = entries
+        .iter()
+        .filter_map(|(_, payload)| payload.as_deref())
+        .flat_map(events_of)
+        .filter_map(|line| serde_json::from_slice::<UsageEvent>(line).ok())
         .filter(|e| e.tenant == tenant && crate::Month::of(occurred_at(e)) == month)
         .collect();
     let mut pending = MonthUsage::default();
