@@ -205,12 +205,13 @@ while a <= #ARGV do
   else
     local gone = 0
     if ARGV[a + 7] == '1' then
-      local f = 'r:' .. id
-      local t = taken[c .. ' ' .. f]
+      -- (A slice's id is unique: it names one clinic-month's field.)
+      local t = taken[id]
       if not t then
+        local f = 'r:' .. id
         local v = redis.call('HGET', c, f)
         t = {c = c, f = f, left = v and tonumber(v), take = 0}
-        taken[c .. ' ' .. f] = t
+        taken[id] = t
         takes[#takes + 1] = t
       end
       if t.left then
