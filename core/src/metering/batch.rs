@@ -13,10 +13,10 @@
 //! takes nobody else's operation with it, and its own goes out as it would have: a settle
 //! whose caller left is still counted and handed to the ledger.
 //!
-//! A settle whose call has already answered its client ([`Batch::defer`]) waits for company:
-//! for up to [`LINGER`], or until the next script, whichever comes first. Nobody waits for
-//! it, so the wait costs no latency, and at low concurrency, where scripts would otherwise
-//! carry one operation each, a script carries the settles of several calls. It never makes
+//! A settle whose call has already answered its client ([`Batch::defer_then`]) waits for
+//! company: for up to [`LINGER`], or until the next script, whichever comes first. Nobody
+//! waits for it, so the wait costs no latency, and at low concurrency, where scripts would
+//! otherwise carry one operation each, a script carries the settles of several calls. It never makes
 //! the budget less exact: until it is settled the call's worst case stays reserved, and any
 //! operation sent later (a reservation, a read of the counters through [`Batch::flush`]) goes
 //! in the same script or a later one, after it.
@@ -522,8 +522,18 @@ impl Batch {
     }
 
     /// Queues `op` (a settle whose call has answered) to go with the next script, or on its
-    /// own after [`LINGER`]; its answer comes on the receiver. Queued before this returns, so
-    /// anything sent after it (a reservation, [`Self::flush`]) goes after it.
+    /// own after [`LINGER`]; its answer goes to `then`, run by the task that receives it (so it
+    /// must not block), or with an error if the operation is lost. No task waits for it.
+    /// Queued before this returns, so anything sent after it (a reservation, [`Self::flush`])
+    /// goes after it.
+    pub fn defer_then(&self, op: Op, then: impl FnOnce(Result<Answer>) + Send + 'static) {
+        self.queue_deferred(Waiting {
+            op,
+            answer: Reply::Then(Then(Some(Box::new(then)))),
+        });
+    }
+
+    /// Queues `op` like [`Self::defer_then`], its answer on the receiver.
     #[cfg(test)]
     pub fn defer(&self, op: Op) -> oneshot::Receiver<Result<Answer>> {
         let (answer, answered) = oneshot::channel();
@@ -532,16 +542,6 @@ impl Batch {
             answer: Reply::Channel(answer),
         });
         answered
-    }
-
-    /// Queues `op` like [`Self::defer`]; its answer goes to `then`, run by the task that
-    /// receives it (so it must not block), or with an error if the operation is lost. No task
-    /// waits for it.
-    pub fn defer_then(&self, op: Op, then: impl FnOnce(Result<Answer>) + Send + 'static) {
-        self.queue_deferred(Waiting {
-            op,
-            answer: Reply::Then(Then(Some(Box::new(then)))),
-        });
     }
 
     fn queue_deferred(&self, waiting: Waiting) {
@@ -581,7 +581,7 @@ impl Batch {
         self.run(Op::Flush).await.map(|_| ())
     }
 
-    /// The answer on `answered` ([`Self::defer`]), or an error if its batch ended early.
+    /// The answer on `answered`, or an error if its batch ended early.
     pub async fn answer(answered: oneshot::Receiver<Result<Answer>>) -> Result<Answer> {
         answered.await.unwrap_or_else(|_| Err(lost()))
     }
