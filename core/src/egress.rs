@@ -1,10 +1,11 @@
 //! Calls to addresses a clinic supplies (its OpenAI-compatible endpoint) go through one guarded
-//! client, so a clinic cannot make the server reach into the network it runs in:
+//! client ([`Http::guarded`]), so a clinic cannot make the server reach into the network it
+//! runs in:
 //!
-//! - an address is parsed once, with the parser the HTTP client itself uses ([`parse`]), so the
-//!   host that is checked is the host that is called (`http://10.0.0.1\@example.com` is a call
-//!   to 10.0.0.1, and is refused as one);
-//! - a host name is resolved by the client's own resolver ([`PublicOnly`]), which drops every
+//! - an address is parsed once ([`parse`]) and the call goes to that parse's own text
+//!   ([`uri`]), so the host that is checked is the host that is called
+//!   (`http://10.0.0.1\@example.com` is a call to 10.0.0.1, and is refused as one);
+//! - a host name is resolved by the client's own resolver ([`Resolver`]), which drops every
 //!   internal address: the connection goes to an address that was checked, with no second
 //!   lookup a rebinding name could answer differently;
 //! - a host given as an IP address, which no resolver sees, is checked before every call
@@ -15,12 +16,20 @@
 //! `TESSERA_ALLOW_PRIVATE_ENDPOINTS=true`, which turns the address checks off (redirects are
 //! still not followed).
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::Url;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use url::Url;
 
 /// Why an endpoint was refused, worded for the admin who set it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -90,53 +99,167 @@ pub fn check_host(url: &Url) -> Result<(), Refused> {
     }
 }
 
-/// Resolves host names and keeps only public addresses; a name with none is refused.
-#[derive(Debug, Default)]
-pub struct PublicOnly;
+/// The address the client calls for `url`: its own text, read as a URI. A URL whose host
+/// would read differently is refused (it cannot be, for one [`parse`] accepted).
+pub fn uri(url: &Url) -> Result<http::Uri, Refused> {
+    let uri: http::Uri = url.as_str().parse().map_err(|_| Refused::Malformed)?;
+    let host = url
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'));
+    let called = uri
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'));
+    if host.is_none() || host != called {
+        return Err(Refused::Malformed);
+    }
+    Ok(uri)
+}
 
-impl Resolve for PublicOnly {
-    fn resolve(&self, name: Name) -> Resolving {
+/// Resolves `host`; with `public_only`, keeps only public addresses and refuses a name with
+/// none.
+pub async fn resolve(host: &str, public_only: bool) -> Result<Vec<SocketAddr>, Refused> {
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|_| Refused::Unresolvable(host.to_string()))?
+        .collect();
+    if !public_only {
+        return if found.is_empty() {
+            Err(Refused::Unresolvable(host.to_string()))
+        } else {
+            Ok(found)
+        };
+    }
+    let public: Vec<SocketAddr> = found
+        .iter()
+        .copied()
+        .filter(|a| !is_internal(a.ip()))
+        .collect();
+    if public.is_empty() {
+        return Err(if found.is_empty() {
+            Refused::Unresolvable(host.to_string())
+        } else {
+            Refused::Private
+        });
+    }
+    Ok(public)
+}
+
+/// The connector's resolver: [`resolve`], public addresses only unless private ones are
+/// allowed.
+#[derive(Clone, Copy, Debug)]
+pub struct Resolver {
+    public_only: bool,
+}
+
+type Resolving =
+    Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, Refused>> + Send>>;
+
+impl tower_service::Service<Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Refused;
+    type Future = Resolving;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Refused>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Resolving {
+        let public_only = self.public_only;
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            resolve(name.as_str(), public_only)
                 .await
-                .map_err(|_| Box::new(Refused::Unresolvable(host.clone())))?
-                .collect();
-            let public: Vec<SocketAddr> = found
-                .iter()
-                .copied()
-                .filter(|a| !is_internal(a.ip()))
-                .collect();
-            if public.is_empty() {
-                let refused = if found.is_empty() {
-                    Refused::Unresolvable(host)
-                } else {
-                    Refused::Private
-                };
-                return Err(Box::new(refused) as Box<dyn std::error::Error + Send + Sync>);
-            }
-            Ok(Box::new(public.into_iter()) as Addrs)
+                .map(Vec::into_iter)
         })
     }
 }
 
-/// The client for addresses clinics supply: never follows a redirect, and (unless private
-/// endpoints are allowed) connects only to public addresses.
-pub fn client(allow_private: bool) -> reqwest::Client {
-    let builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none());
-    let builder = if allow_private {
-        builder
-    } else {
-        builder.dns_resolver(Arc::new(PublicOnly))
-    };
-    builder.build().unwrap_or_default()
+/// How long a connection to a provider may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle connection is kept for the next call.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A provider's answer, its body still to be read.
+pub type Response = http::Response<hyper::body::Incoming>;
+/// Why a call got no answer.
+pub type Error = hyper_util::client::legacy::Error;
+
+/// The HTTP client for calls to model providers: hyper's pooled HTTP/1.1 client over rustls
+/// (Mozilla's roots, as the rest of the server uses), with nothing else in the way. Calls
+/// carry their address as parsed once ([`http::Uri`]); redirects are never followed; the
+/// connection sets `TCP_NODELAY`, so a small request or event is not held back.
+///
+/// [`Http::guarded`] is the one client for addresses clinics supply.
+#[derive(Clone, Debug)]
+pub struct Http {
+    client: Client<HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>,
+    user_agent: http::HeaderValue,
 }
 
-/// The refusal behind a failed request, if the guard refused it.
-pub fn refusal(err: &reqwest::Error) -> Option<Refused> {
+impl Http {
+    /// For the providers the installation configures (any address, as configured).
+    pub fn installation() -> Self {
+        Self::new(Resolver { public_only: false })
+    }
+
+    /// For addresses clinics supply: only public addresses, unless `allow_private` (every
+    /// host name is resolved by [`Resolver`]; a host given as an IP address is checked by
+    /// [`check_host`] before the call).
+    pub fn guarded(allow_private: bool) -> Self {
+        Self::new(Resolver {
+            public_only: !allow_private,
+        })
+    }
+
+    fn new(resolver: Resolver) -> Self {
+        let mut connector = HttpConnector::new_with_resolver(resolver);
+        connector.enforce_http(false);
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .expect("ring supports rustls's default protocol versions")
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(https);
+        Self {
+            client,
+            user_agent: http::HeaderValue::from_static(concat!(
+                "tessera/",
+                env!("CARGO_PKG_VERSION")
+            )),
+        }
+    }
+
+    /// Sends `req` (with the client's `User-Agent`, and `Host` from its address) and waits
+    /// for the answer's head.
+    pub async fn send(&self, mut req: http::Request<Full<Bytes>>) -> Result<Response, Error> {
+        req.headers_mut()
+            .insert(http::header::USER_AGENT, self.user_agent.clone());
+        self.client.request(req).await
+    }
+}
+
+/// An error and its causes, for logs (`client error (Connect): tcp connect error: ...`).
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// The refusal behind a failed call, if the guard refused it.
+pub fn refusal(err: &(dyn std::error::Error + 'static)) -> Option<Refused> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(refused) = e.downcast_ref::<Refused>() {
@@ -294,12 +417,27 @@ mod tests {
 
     #[tokio::test]
     async fn the_resolver_connects_only_to_public_addresses() {
-        let refused = PublicOnly
-            .resolve("localhost".parse().unwrap())
-            .await
-            .err()
-            .unwrap();
-        assert_eq!(refused.downcast_ref::<Refused>(), Some(&Refused::Private));
+        assert_eq!(resolve("localhost", true).await, Err(Refused::Private));
+        let any = resolve("localhost", false).await.unwrap();
+        assert!(any.iter().all(|a| a.ip().is_loopback()), "{any:?}");
+    }
+
+    #[test]
+    fn the_address_called_is_the_address_checked() {
+        for (raw, host) in [
+            ("http://169.254.169.254\\@example.com/v1", "169.254.169.254"),
+            ("http://0x7f.1/v1", "127.0.0.1"),
+            ("https://models.example.com/v1", "models.example.com"),
+            ("http://[::1]:8000/v1", "::1"),
+            ("HTTP://Example.COM:80/v1", "example.com"),
+        ] {
+            let called = uri(&parse(raw).unwrap()).unwrap();
+            assert_eq!(
+                called.host().map(|h| h.trim_matches(['[', ']'])),
+                Some(host),
+                "{raw}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -307,17 +445,44 @@ mod tests {
         // A listener on loopback that would see the call.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let err = client(false)
-            .get(format!("http://localhost:{port}/v1/models"))
-            .send()
-            .await
-            .unwrap_err();
+        let url = parse(&format!("http://localhost:{port}/v1/models")).unwrap();
+        let req = http::Request::get(uri(&url).unwrap())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let err = Http::guarded(false).send(req).await.unwrap_err();
         assert_eq!(refusal(&err), Some(Refused::Private));
         let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
         assert!(
             accepted.is_err(),
             "the guarded client connected to loopback"
         );
+    }
+
+    #[tokio::test]
+    async fn the_installation_client_calls_any_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = vec![0u8; 4096];
+            let n = socket.read(&mut head).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&head[..n]).to_lowercase()
+        });
+        let url = parse(&format!("http://localhost:{port}/v1/models")).unwrap();
+        let req = http::Request::get(uri(&url).unwrap())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = Http::installation().send(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let head = server.await.unwrap();
+        assert!(head.starts_with("get /v1/models http/1.1"), "{head}");
+        assert!(head.contains(&format!("host: localhost:{port}")), "{head}");
+        assert!(head.contains("user-agent: tessera/"), "{head}");
     }
 
     proptest::proptest! {

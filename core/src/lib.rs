@@ -57,8 +57,6 @@ pub struct Services {
     /// Announces changes to in-process caches here and on every replica.
     pub changes: Changes,
     pub throttle: auth::throttle::LoginThrottle,
-    /// One HTTP client (connection pools) for every provider call.
-    pub http: reqwest::Client,
     /// The one path for model calls.
     pub gateway: gateway::Gateway,
     /// Stripe, when billing is configured.
@@ -77,23 +75,11 @@ impl Services {
                 ..Default::default()
             },
         );
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .user_agent(concat!("tessera/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
         let config = std::sync::Arc::new(config);
         let changes = Changes::new(redis.clone());
         let metering = metering::Metering::new(db.clone(), redis.clone());
         let flags = flags::Flags::new(db.clone(), &changes);
-        let gateway = gateway::Gateway::new(
-            config.clone(),
-            db.clone(),
-            metering,
-            http.clone(),
-            &changes,
-            flags,
-        );
+        let gateway = gateway::Gateway::new(config.clone(), db.clone(), metering, &changes, flags);
         let stripe = config
             .stripe
             .as_ref()
@@ -111,7 +97,6 @@ impl Services {
             redis,
             changes,
             throttle,
-            http,
             gateway,
             shutdown: shutdown::Shutdown::new(),
         }

@@ -35,7 +35,7 @@ fn key(provider: Provider, secret: &str) -> ResolvedKey {
 #[tokio::test]
 async fn working_keys_pass_the_check() {
     let config = config().await;
-    let http = reqwest::Client::new();
+    let http = tessera_core::egress::Http::installation();
     let openai = probe(
         &http,
         &config,
@@ -64,7 +64,7 @@ async fn working_keys_pass_the_check() {
 #[tokio::test]
 async fn a_rejected_key_says_so_with_the_providers_words_and_without_the_key() {
     let config = config().await;
-    let http = reqwest::Client::new();
+    let http = tessera_core::egress::Http::installation();
     let secret = "sk-invalid-0123456789abcdef";
     let res = probe(&http, &config, &key(Provider::OpenAi, secret)).await;
     assert!(!res.ok);
@@ -91,7 +91,7 @@ async fn a_rejected_key_says_so_with_the_providers_words_and_without_the_key() {
 #[tokio::test]
 async fn rate_limits_outages_and_unreachable_hosts_are_told_apart() {
     let config = config().await;
-    let http = reqwest::Client::new();
+    let http = tessera_core::egress::Http::installation();
     let limited = probe(
         &http,
         &config,

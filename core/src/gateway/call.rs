@@ -296,7 +296,7 @@ impl Call {
         }
     }
 
-    pub async fn complete(self, response: reqwest::Response) -> Result<Completion, LlmError> {
+    pub async fn complete(self, response: crate::egress::Response) -> Result<Completion, LlmError> {
         let timeout = Duration::from_secs(self.gateway.config.provider_timeout_secs);
         let provider = self.chosen.provider;
         let read = tokio::time::timeout(timeout, wire::read_limited(response, wire::REPLY_LIMIT));
@@ -365,7 +365,7 @@ impl Call {
         })
     }
 
-    pub fn stream(self, response: reqwest::Response) -> ChatStream {
+    pub fn stream(self, response: crate::egress::Response) -> ChatStream {
         let (tx, rx) = mpsc::channel(64);
         let stream = ChatStream {
             id: self.reservation.reservation().id,
@@ -384,7 +384,7 @@ impl Call {
     /// provider failed part-way; nothing if it failed before any text.
     async fn pump(
         self,
-        response: reqwest::Response,
+        response: crate::egress::Response,
         tx: mpsc::Sender<Result<StreamEvent, LlmError>>,
     ) {
         let provider = self.chosen.provider;
@@ -451,12 +451,12 @@ impl Call {
     /// or the client goes away, forwarding text and finish reasons as they come.
     async fn read(
         &self,
-        response: reqwest::Response,
+        response: crate::egress::Response,
         tx: &mpsc::Sender<Result<StreamEvent, LlmError>>,
     ) -> Read {
         let provider = self.chosen.provider;
         let idle = Duration::from_secs(self.gateway.config.provider_timeout_secs);
-        let mut body = response.bytes_stream();
+        let mut body = http_body_util::BodyDataStream::new(response.into_body());
         let mut parser = wire::SseParser::default();
         let mut pieces = Vec::new();
         let mut read = Read::default();
@@ -515,7 +515,7 @@ impl Call {
                 }
                 Some(None) => return read,
                 Some(Some(Err(e))) => {
-                    tracing::warn!(error = %e.without_url(), "provider stream broke");
+                    tracing::warn!(error = %crate::egress::Chain(&e), "provider stream broke");
                     read.failure = Some(LlmError::interrupted(provider));
                     return read;
                 }

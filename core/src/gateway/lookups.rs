@@ -274,7 +274,7 @@ impl Gateway {
     /// is a message for people.
     async fn list_models(&self, key: &ResolvedKey) -> Result<Vec<String>, String> {
         if let Some(url) = llm::models::models_url(&self.config, key) {
-            self.guard(key.provider, &url).map_err(|e| e.message)?;
+            self.address(key.provider, &url).map_err(|e| e.message)?;
         }
         llm::list_models(self.client_for(key.provider), &self.config, key).await
     }

@@ -204,9 +204,9 @@ pub struct Parts {
     config: Arc<Config>,
     db: Db,
     /// For the providers the installation configures.
-    http: reqwest::Client,
+    http: crate::egress::Http,
     /// For addresses clinics supply (see [`crate::egress`]).
-    egress: reqwest::Client,
+    egress: crate::egress::Http,
     pub metering: Metering,
     /// Where the clinics' document vectors live.
     pub vectors: Vectors,
@@ -237,7 +237,6 @@ impl Gateway {
         config: Arc<Config>,
         db: Db,
         metering: Metering,
-        http: reqwest::Client,
         changes: &Changes,
         flags: Flags,
     ) -> Self {
@@ -277,11 +276,11 @@ impl Gateway {
         };
         let endpoints = send::Endpoints::new(&config);
         Self(Arc::new(Parts {
-            egress: crate::egress::client(config.allow_private_endpoints),
+            http: crate::egress::Http::installation(),
+            egress: crate::egress::Http::guarded(config.allow_private_endpoints),
             vectors,
             config,
             db,
-            http,
             metering,
             prices: Arc::new(OnceCell::new()),
             endpoints,

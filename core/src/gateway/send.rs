@@ -21,6 +21,58 @@ pub(super) async fn release(reservation: Held) {
     }
 }
 
+/// The headers of a call to `chosen`: its content type, and the key in the provider's header
+/// (marked sensitive, so no log shows it).
+fn provider_headers(
+    chosen: &Chosen,
+    anthropic_beta: Option<&str>,
+) -> Result<http::HeaderMap, LlmError> {
+    use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+    let mut headers = http::HeaderMap::with_capacity(4);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let Some(secret) = &chosen.key.secret else {
+        return Ok(headers);
+    };
+    // A key that is no header value is one the provider would refuse.
+    let rejected = |_| {
+        LlmError::new(
+            LlmErrorKind::KeyRejected,
+            format!(
+                "The {} key cannot be sent (it holds characters no key has). An admin can replace it under Settings → Provider keys.",
+                chosen.provider.label()
+            ),
+        )
+    };
+    let secret = secret.expose_secret();
+    match chosen.provider {
+        Provider::Anthropic => {
+            let mut key = HeaderValue::from_str(secret).map_err(rejected)?;
+            key.set_sensitive(true);
+            headers.insert("x-api-key", key);
+            headers.insert(
+                "anthropic-version",
+                HeaderValue::from_static(wire::ANTHROPIC_VERSION),
+            );
+            if let Some(beta) = anthropic_beta {
+                // Checked by `beta_header`: names, commas.
+                headers.insert(
+                    "anthropic-beta",
+                    HeaderValue::from_str(beta).map_err(|_| {
+                        LlmError::bad_request("anthropic-beta: expected beta names.")
+                    })?,
+                );
+            }
+        }
+        _ => {
+            let mut bearer =
+                HeaderValue::from_str(&format!("Bearer {secret}")).map_err(rejected)?;
+            bearer.set_sensitive(true);
+            headers.insert(AUTHORIZATION, bearer);
+        }
+    }
+    Ok(headers)
+}
+
 /// What a call asks of its provider.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Op {
@@ -62,15 +114,16 @@ fn installation_url(config: &crate::config::Config, provider: Provider, op: Op) 
 /// calls are refused as unreachable).
 #[derive(Debug)]
 pub(super) struct Endpoints {
-    openai_chat: Option<reqwest::Url>,
-    openai_embeddings: Option<reqwest::Url>,
-    anthropic_messages: Option<reqwest::Url>,
+    openai_chat: Option<http::Uri>,
+    openai_embeddings: Option<http::Uri>,
+    anthropic_messages: Option<http::Uri>,
 }
 
 impl Endpoints {
     pub(super) fn new(config: &crate::config::Config) -> Self {
         let parse = |provider, op| {
-            installation_url(config, provider, op).and_then(|text| reqwest::Url::parse(&text).ok())
+            installation_url(config, provider, op)
+                .and_then(|text| egress::uri(&egress::parse(&text).ok()?).ok())
         };
         Self {
             openai_chat: parse(Provider::OpenAi, Op::Chat),
@@ -80,7 +133,7 @@ impl Endpoints {
     }
 
     /// The address of `op` at `provider`, if it is the installation's (not a clinic's).
-    fn get(&self, provider: Provider, op: Op) -> Option<&reqwest::Url> {
+    fn get(&self, provider: Provider, op: Op) -> Option<&http::Uri> {
         match (provider, op) {
             (Provider::OpenAi, Op::Chat) => self.openai_chat.as_ref(),
             (Provider::OpenAi, Op::Embeddings) => self.openai_embeddings.as_ref(),
@@ -92,20 +145,22 @@ impl Endpoints {
 
 impl Gateway {
     /// The client for calls to `provider`: the guarded one for addresses a clinic supplied.
-    pub(super) fn client_for(&self, provider: Provider) -> &reqwest::Client {
+    pub(super) fn client_for(&self, provider: Provider) -> &egress::Http {
         match provider {
             Provider::OpenAiCompatible => &self.egress,
             Provider::OpenAi | Provider::Anthropic => &self.http,
         }
     }
 
-    /// Refuses a call to an address a clinic supplied whose host is an internal IP address
-    /// (host names are checked by the guarded client's resolver as it connects).
-    pub(super) fn guard(&self, provider: Provider, url: &str) -> Result<(), LlmError> {
+    /// The address to call for `url`, refused if a clinic supplied it and its host is an
+    /// internal IP address (host names are checked by the guarded client's resolver as it
+    /// connects).
+    pub(super) fn address(&self, provider: Provider, url: &str) -> Result<http::Uri, LlmError> {
+        let parsed = egress::parse(url)?;
         if provider == Provider::OpenAiCompatible && !self.config.allow_private_endpoints {
-            egress::check_host(&egress::parse(url)?)?;
+            egress::check_host(&parsed)?;
         }
-        Ok(())
+        Ok(egress::uri(&parsed)?)
     }
 
     fn endpoint(&self, chosen: &Chosen, op: Op) -> Result<String, LlmError> {
@@ -135,40 +190,30 @@ impl Gateway {
         op: Op,
         bytes: bytes::Bytes,
         anthropic_beta: Option<&str>,
-    ) -> Result<reqwest::Response, LlmError> {
+    ) -> Result<egress::Response, LlmError> {
         let url = match self.endpoints.get(chosen.provider, op) {
             Some(url) => url.clone(),
             None => {
                 let text = self.endpoint(chosen, op)?;
-                self.guard(chosen.provider, &text)?;
-                // What reqwest would have refused as it sent.
-                reqwest::Url::parse(&text).map_err(|_| LlmError::unreachable(chosen.provider))?
+                self.address(chosen.provider, &text)
+                    .map_err(|e| match e.kind {
+                        // The address was saved, so it parsed then: it no longer reads as one.
+                        LlmErrorKind::BadRequest => LlmError::unreachable(chosen.provider),
+                        _ => e,
+                    })?
             }
         };
+        let headers = provider_headers(chosen, anthropic_beta)?;
         let timeout = Duration::from_secs(self.config.provider_timeout_secs);
         let mut attempt = 0;
         loop {
-            let mut request = self
-                .client_for(chosen.provider)
-                .post(url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(bytes.clone());
-            if let Some(secret) = &chosen.key.secret {
-                request = match chosen.provider {
-                    Provider::Anthropic => {
-                        let request = request
-                            .header("x-api-key", secret.expose_secret())
-                            .header("anthropic-version", wire::ANTHROPIC_VERSION);
-                        match anthropic_beta {
-                            Some(beta) => request.header("anthropic-beta", beta),
-                            None => request,
-                        }
-                    }
-                    _ => request.bearer_auth(secret.expose_secret()),
-                };
-            }
+            let mut request = http::Request::post(url.clone())
+                .body(http_body_util::Full::new(bytes.clone()))
+                .map_err(LlmError::internal)?;
+            *request.headers_mut() = headers.clone();
             let sent = std::time::Instant::now();
-            let answer = tokio::time::timeout(timeout, request.send()).await;
+            let answer =
+                tokio::time::timeout(timeout, self.client_for(chosen.provider).send(request)).await;
             observe::provider_response(chosen.provider, op.as_str(), sent.elapsed());
             let err = match answer {
                 Err(_) => {
@@ -180,7 +225,7 @@ impl Gateway {
                         return Err(refused.into());
                     }
                     observe::provider_error(chosen.provider, "unreachable");
-                    tracing::warn!(error = %e.without_url(), provider = chosen.provider.as_str(), "provider unreachable");
+                    tracing::warn!(error = %egress::Chain(&e), provider = chosen.provider.as_str(), "provider unreachable");
                     LlmError::unreachable(chosen.provider)
                 }
                 Ok(Ok(res)) if res.status().is_success() => return Ok(res),

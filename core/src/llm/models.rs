@@ -30,7 +30,7 @@ pub fn models_url(config: &Config, key: &ResolvedKey) -> Option<String> {
 }
 
 /// Checks a key with one small real call to its provider.
-pub async fn probe(http: &reqwest::Client, config: &Config, key: &ResolvedKey) -> Probe {
+pub async fn probe(http: &crate::egress::Http, config: &Config, key: &ResolvedKey) -> Probe {
     Probe::from_listing(key.provider, list_models(http, config, key).await)
 }
 
@@ -57,45 +57,72 @@ const MODEL_LIST_LIMIT: usize = 1 << 20;
 /// The models a key can use, as the provider lists them; `Err` is a message for people.
 #[tracing::instrument(skip_all, fields(provider = key.provider.as_str()))]
 pub async fn list_models(
-    http: &reqwest::Client,
+    http: &crate::egress::Http,
     config: &Config,
     key: &ResolvedKey,
 ) -> Result<Vec<String>, String> {
+    use crate::egress;
+    use http::header::{HeaderValue, AUTHORIZATION};
     let name = key.provider.label();
     let Some(url) = models_url(config, key) else {
         return Err(format!("No base URL is set for the {name}."));
     };
-    let mut req = http.get(&url).timeout(PROBE_TIMEOUT);
+    let address = egress::parse(&url)
+        .and_then(|parsed| egress::uri(&parsed))
+        .map_err(|e| e.to_string())?;
+    let mut req = http::Request::get(address)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .map_err(|_| egress::Refused::Malformed.to_string())?;
     if let Some(secret) = &key.secret {
-        req = match key.provider {
-            Provider::Anthropic => req
-                .header("x-api-key", secret.expose_secret())
-                .header("anthropic-version", super::wire::ANTHROPIC_VERSION),
-            _ => req.bearer_auth(secret.expose_secret()),
-        };
-    }
-    let res = match req.send().await {
-        Ok(res) => res,
-        Err(e) if e.is_timeout() => {
-            return Err(format!(
-                "{name} did not answer within {} seconds. Try again.",
-                PROBE_TIMEOUT.as_secs()
-            ))
+        let rejected =
+            || format!("Your {name} key cannot be sent: it holds characters no key has.");
+        let headers = req.headers_mut();
+        match key.provider {
+            Provider::Anthropic => {
+                let mut value =
+                    HeaderValue::from_str(secret.expose_secret()).map_err(|_| rejected())?;
+                value.set_sensitive(true);
+                headers.insert("x-api-key", value);
+                headers.insert(
+                    "anthropic-version",
+                    HeaderValue::from_static(super::wire::ANTHROPIC_VERSION),
+                );
+            }
+            _ => {
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {}", secret.expose_secret()))
+                        .map_err(|_| rejected())?;
+                value.set_sensitive(true);
+                headers.insert(AUTHORIZATION, value);
+            }
         }
-        Err(e) => {
-            if let Some(refused) = crate::egress::refusal(&e) {
+    }
+    let timed_out = || {
+        format!(
+            "{name} did not answer within {} seconds. Try again.",
+            PROBE_TIMEOUT.as_secs()
+        )
+    };
+    let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
+    let res = match tokio::time::timeout_at(deadline, http.send(req)).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Ok(res)) => res,
+        Ok(Err(e)) => {
+            if let Some(refused) = egress::refusal(&e) {
                 return Err(refused.to_string());
             }
-            tracing::warn!(error = %e.without_url(), "provider unreachable");
+            tracing::warn!(error = %egress::Chain(&e), "provider unreachable");
             return Err(format!(
                 "Could not reach {name} at {url}. Check the address and that it is running."
             ));
         }
     };
     let status = res.status();
-    let body: serde_json::Value = match super::wire::read_limited(res, MODEL_LIST_LIMIT).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        Err(_) => serde_json::Value::Null,
+    let read = tokio::time::timeout_at(deadline, super::wire::read_limited(res, MODEL_LIST_LIMIT));
+    let body: serde_json::Value = match read.await {
+        Err(_) => return Err(timed_out()),
+        Ok(Ok(bytes)) => serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        Ok(Err(_)) => serde_json::Value::Null,
     };
     let provider_message = body["error"]["message"]
         .as_str()

@@ -384,23 +384,28 @@ pub struct TooLong(pub usize);
 /// Reads a response's body, refusing one longer than `limit` bytes (a provider, or an endpoint
 /// a clinic runs, must not be able to fill the server's memory).
 pub async fn read_limited(
-    res: reqwest::Response,
+    res: crate::egress::Response,
     limit: usize,
 ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
-    use futures_util::StreamExt;
-    if res.content_length().is_some_and(|n| n > limit as u64) {
+    use http_body_util::BodyExt;
+    use hyper::body::Body as _;
+    let mut body = res.into_body();
+    let expected = body.size_hint().exact();
+    if expected.is_some_and(|n| n > limit as u64) {
         return Err(Box::new(TooLong(limit)));
     }
-    let mut body = Vec::new();
-    let mut chunks = res.bytes_stream();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk?;
-        if body.len() + chunk.len() > limit {
+    // A body of known length is read into one allocation of its size.
+    let mut out = Vec::with_capacity(expected.map_or(0, |n| n as usize));
+    while let Some(frame) = body.frame().await {
+        let Ok(chunk) = frame?.into_data() else {
+            continue;
+        };
+        if out.len() + chunk.len() > limit {
             return Err(Box::new(TooLong(limit)));
         }
-        body.extend_from_slice(&chunk);
+        out.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(out)
 }
 
 /// Splits a byte stream into server-sent events (`event:` and `data:` fields).
