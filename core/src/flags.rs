@@ -189,14 +189,20 @@ pub fn bucket(clinic: TenantId, key: &str) -> u32 {
 impl Flag {
     /// The flag's value for a clinic on a plan.
     pub fn evaluate(&self, clinic: TenantId, plan: PlanId) -> Evaluation {
-        let at = |value: &Value, reason, variant: String| Evaluation {
+        let (value, reason, rule) = self.pick(clinic, plan);
+        Evaluation {
             value: value.clone(),
             reason,
-            variant,
+            variant: rule.map_or_else(|| "default".into(), |i| format!("rule-{}", i + 1)),
             version: self.version,
-        };
+        }
+    }
+
+    /// The value a clinic on a plan gets, why, and the index of the rule that gave it (`None`
+    /// for the default). Nothing is copied: the gateway reads its flags on every call.
+    fn pick(&self, clinic: TenantId, plan: PlanId) -> (&Value, Reason, Option<usize>) {
         if !self.enabled {
-            return at(&self.default, Reason::Disabled, "default".into());
+            return (&self.default, Reason::Disabled, None);
         }
         for (i, rule) in self.rules.iter().enumerate() {
             let (matched, reason) = match &rule.target {
@@ -208,10 +214,10 @@ impl Flag {
                 ),
             };
             if matched {
-                return at(&rule.value, reason, format!("rule-{}", i + 1));
+                return (&rule.value, reason, Some(i));
             }
         }
-        at(&self.default, Reason::Default, "default".into())
+        (&self.default, Reason::Default, None)
     }
 }
 
@@ -389,8 +395,7 @@ impl Flags {
         let value = |key: &str| {
             snapshot
                 .get(key)
-                .map(|f| f.evaluate(clinic, plan).value)
-                .unwrap_or(Value::Null)
+                .map_or(&Value::Null, |f| f.pick(clinic, plan).0)
         };
         ClinicFlags {
             default_model: value("default_model")

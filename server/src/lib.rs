@@ -56,8 +56,10 @@ pub(crate) fn query_value(text: &str) -> String {
 pub const OPENAPI_URL: &str = "/v1/openapi.json";
 
 /// Brotli or gzip, as the client accepts, for pages, scripts, styles, wasm, CSV and JSON
-/// documents of some size; never for event streams (each event must leave at once) or the
-/// gateway's answers (small, and their CPU is the gateway's overhead).
+/// documents of some size; never for event streams (each event must leave at once). The
+/// gateway's answers are not under it at all (small, the provider's bytes, and their CPU is
+/// the gateway's overhead): of the API's routes only its documents are (the model list, the
+/// OpenAPI document, metrics).
 fn compression(
 ) -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
     use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
@@ -65,13 +67,7 @@ fn compression(
     let predicate = SizeAbove::new(1024)
         .and(NotForContentType::const_new("text/event-stream"))
         .and(NotForContentType::GRPC)
-        .and(NotForContentType::IMAGES)
-        .and(
-            |_status, _version, headers: &http::HeaderMap, _ext: &http::Extensions| {
-                // The gateway's JSON answers are not compressed; its streams never are.
-                !headers.contains_key("x-tessera-call-id")
-            },
-        );
+        .and(NotForContentType::IMAGES);
     CompressionLayer::new()
         .br(true)
         .gzip(true)
@@ -84,7 +80,11 @@ fn compression(
 pub fn api_routes() -> Vec<(&'static str, http::Method, MethodRouter<AppState>)> {
     use http::Method;
     vec![
-        ("/v1/models", Method::GET, get(openai_api::models)),
+        (
+            "/v1/models",
+            Method::GET,
+            get(openai_api::models).layer(compression()),
+        ),
         (
             "/v1/chat/completions",
             Method::POST,
@@ -92,7 +92,11 @@ pub fn api_routes() -> Vec<(&'static str, http::Method, MethodRouter<AppState>)>
         ),
         ("/v1/embeddings", Method::POST, post(openai_api::embeddings)),
         ("/v1/messages", Method::POST, post(openai_api::messages)),
-        (OPENAPI_URL, Method::GET, get(openapi::document)),
+        (
+            OPENAPI_URL,
+            Method::GET,
+            get(openapi::document).layer(compression()),
+        ),
         (
             "/webhooks/stripe",
             Method::POST,
@@ -123,13 +127,17 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
 
     // The API, the webhook, health and metrics authenticate by key, signature or token, never
     // by the session cookie: they are served without the session layer (and its work per
-    // request).
+    // request), and compressed only where an answer is a document (the gateway's answers are
+    // the provider's bytes, and its streams' events must leave at once).
     let api = api_routes()
         .into_iter()
         .fold(Router::new(), |r, (path, _, route)| r.route(path, route))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(telemetry::metrics_with_token));
+        .route(
+            "/metrics",
+            get(telemetry::metrics_with_token).layer(compression()),
+        );
     Router::new()
         .route("/chat/replies/{id}", get(chat_stream::reply_stream))
         .route("/settings/usage/export.csv", get(usage_export::export))
@@ -161,12 +169,12 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
             shell,
         ))
         .layer(sessions)
+        .layer(compression())
         .merge(api)
+        // The request's id, span and metrics, then the guard: one layer for both.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            guard::guard,
+            telemetry::request_context,
         ))
-        .layer(axum::middleware::from_fn(telemetry::request_context))
-        .layer(compression())
         .with_state(state)
 }

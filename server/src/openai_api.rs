@@ -283,7 +283,8 @@ fn unix_now() -> u64 {
 const CALL_ID: &str = "x-tessera-call-id";
 
 fn with_call_id(mut res: Response, id: uuid::Uuid) -> Response {
-    if let Ok(v) = header::HeaderValue::from_str(&id.to_string()) {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    if let Ok(v) = header::HeaderValue::from_str(id.hyphenated().encode_lower(&mut text)) {
         res.headers_mut().insert(CALL_ID, v);
     }
     res

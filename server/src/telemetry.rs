@@ -190,7 +190,13 @@ fn record_request(method: &'static str, route: &str, status: u16, took: std::tim
 
 /// Outermost middleware: gives the request its id (in its extensions, its log span and the
 /// response's `x-request-id`), counts and times it, and logs one line when it is answered.
-pub async fn request_context(mut req: Request, next: Next) -> Response {
+/// Inside it the request passes [`crate::guard::guard`] (one layer for both, so a request's
+/// service and future are boxed once).
+pub async fn request_context(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = request_id(&req);
     let route = Route::of(&req);
     let method = method_label(req.method());
@@ -203,7 +209,9 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         clinic = tracing::field::Empty,
     );
     let started = Instant::now();
-    let mut res = next.run(req).instrument(span.clone()).await;
+    let mut res = crate::guard::guard(State(state), req, next)
+        .instrument(span.clone())
+        .await;
     let took = started.elapsed();
     let status = res.status().as_u16();
     record_request(method, route.as_str(), status, took);

@@ -209,6 +209,19 @@ async fn pages_carry_a_policy_with_their_scripts_nonce_and_are_compressed(pool: 
         res.headers()["content-security-policy"],
         "default-src 'none'; frame-ancestors 'none'"
     );
+    // The request's id and the guard's headers reach the gateway's answers too.
+    assert!(res.headers().get("x-request-id").is_some());
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    // The API's documents are compressed like pages.
+    let doc = http
+        .get(format!("{}/v1/openapi.json", app.url))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(doc.status(), 200);
+    assert_eq!(doc.headers()["content-encoding"], "gzip");
+    assert!(doc.headers().get("x-request-id").is_some());
 }
 
 #[sqlx::test(migrations = "../migrations")]
