@@ -27,7 +27,7 @@ fn provider_headers(
     chosen: &Chosen,
     anthropic_beta: Option<&str>,
 ) -> Result<http::HeaderMap, LlmError> {
-    use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+    use http::header::{HeaderValue, CONTENT_TYPE};
     let mut headers = http::HeaderMap::with_capacity(4);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let Some(secret) = &chosen.key.secret else {
@@ -43,32 +43,12 @@ fn provider_headers(
             ),
         )
     };
-    let secret = secret.expose_secret();
-    match chosen.provider {
-        Provider::Anthropic => {
-            let mut key = HeaderValue::from_str(secret).map_err(rejected)?;
-            key.set_sensitive(true);
-            headers.insert("x-api-key", key);
-            headers.insert(
-                "anthropic-version",
-                HeaderValue::from_static(wire::ANTHROPIC_VERSION),
-            );
-            if let Some(beta) = anthropic_beta {
-                // Checked by `beta_header`: names, commas.
-                headers.insert(
-                    "anthropic-beta",
-                    HeaderValue::from_str(beta).map_err(|_| {
-                        LlmError::bad_request("anthropic-beta: expected beta names.")
-                    })?,
-                );
-            }
-        }
-        _ => {
-            let mut bearer =
-                HeaderValue::from_str(&format!("Bearer {secret}")).map_err(rejected)?;
-            bearer.set_sensitive(true);
-            headers.insert(AUTHORIZATION, bearer);
-        }
+    wire::put_key(&mut headers, chosen.provider, secret.expose_secret()).map_err(rejected)?;
+    if let (Provider::Anthropic, Some(beta)) = (chosen.provider, anthropic_beta) {
+        // Checked by `beta_header`: names, commas.
+        let beta = http::HeaderValue::from_str(beta)
+            .map_err(|_| LlmError::bad_request("anthropic-beta: expected beta names."))?;
+        headers.insert("anthropic-beta", beta);
     }
     Ok(headers)
 }

@@ -62,7 +62,6 @@ pub async fn list_models(
     key: &ResolvedKey,
 ) -> Result<Vec<String>, String> {
     use crate::egress;
-    use http::header::{HeaderValue, AUTHORIZATION};
     let name = key.provider.label();
     let Some(url) = models_url(config, key) else {
         return Err(format!("No base URL is set for the {name}."));
@@ -74,28 +73,9 @@ pub async fn list_models(
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .map_err(|_| egress::Refused::Malformed.to_string())?;
     if let Some(secret) = &key.secret {
-        let rejected =
-            || format!("Your {name} key cannot be sent: it holds characters no key has.");
-        let headers = req.headers_mut();
-        match key.provider {
-            Provider::Anthropic => {
-                let mut value =
-                    HeaderValue::from_str(secret.expose_secret()).map_err(|_| rejected())?;
-                value.set_sensitive(true);
-                headers.insert("x-api-key", value);
-                headers.insert(
-                    "anthropic-version",
-                    HeaderValue::from_static(super::wire::ANTHROPIC_VERSION),
-                );
-            }
-            _ => {
-                let mut value =
-                    HeaderValue::from_str(&format!("Bearer {}", secret.expose_secret()))
-                        .map_err(|_| rejected())?;
-                value.set_sensitive(true);
-                headers.insert(AUTHORIZATION, value);
-            }
-        }
+        super::wire::put_key(req.headers_mut(), key.provider, secret.expose_secret()).map_err(
+            |_| format!("Your {name} key cannot be sent: it holds characters no key has."),
+        )?;
     }
     let timed_out = || {
         format!(

@@ -14,6 +14,34 @@ use crate::Provider;
 /// The version of Anthropic's API the requests are written for.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
+/// Puts `secret` in `provider`'s header for it (`x-api-key` and the API version for Anthropic,
+/// `Authorization: Bearer` for the others), marked sensitive so no log shows it. `Err`: the
+/// key holds characters no header may carry (no provider would accept it).
+pub fn put_key(
+    headers: &mut http::HeaderMap,
+    provider: crate::Provider,
+    secret: &str,
+) -> Result<(), http::header::InvalidHeaderValue> {
+    use http::header::{HeaderValue, AUTHORIZATION};
+    match provider {
+        crate::Provider::Anthropic => {
+            let mut key = HeaderValue::from_str(secret)?;
+            key.set_sensitive(true);
+            headers.insert("x-api-key", key);
+            headers.insert(
+                "anthropic-version",
+                HeaderValue::from_static(ANTHROPIC_VERSION),
+            );
+        }
+        _ => {
+            let mut bearer = HeaderValue::from_str(&format!("Bearer {secret}"))?;
+            bearer.set_sensitive(true);
+            headers.insert(AUTHORIZATION, bearer);
+        }
+    }
+    Ok(())
+}
+
 /// One thing a provider said, in any format.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Piece {
@@ -567,6 +595,24 @@ pub fn merge_usage(known: Option<Usage>, new: Usage) -> Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_goes_in_its_providers_header_marked_sensitive() {
+        let mut headers = http::HeaderMap::new();
+        put_key(&mut headers, crate::Provider::OpenAi, "sk-1").unwrap();
+        assert_eq!(headers["authorization"], "Bearer sk-1");
+        assert!(headers["authorization"].is_sensitive());
+        let mut headers = http::HeaderMap::new();
+        put_key(&mut headers, crate::Provider::Anthropic, "sk-ant-1").unwrap();
+        assert_eq!(headers["x-api-key"], "sk-ant-1");
+        assert!(headers["x-api-key"].is_sensitive());
+        assert_eq!(headers["anthropic-version"], ANTHROPIC_VERSION);
+        assert!(headers.get("authorization").is_none());
+        // A key no header can carry is refused, not sent cut short.
+        let mut headers = http::HeaderMap::new();
+        assert!(put_key(&mut headers, crate::Provider::OpenAiCompatible, "sk\n1").is_err());
+        assert!(headers.is_empty());
+    }
 
     #[test]
     fn sse_events_split_across_chunks() {
