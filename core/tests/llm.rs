@@ -125,4 +125,19 @@ async fn rate_limits_outages_and_unreachable_hosts_are_told_apart() {
         "{}",
         res.message
     );
+    // An installation host that does not resolve is unreachable, not a clinic's endpoint.
+    let vars: HashMap<String, String> = [(
+        "OPENAI_BASE_URL".to_string(),
+        "http://no-such-host.invalid/v1".to_string(),
+    )]
+    .into_iter()
+    .collect();
+    let unresolved = Config::from_vars(&vars).unwrap();
+    let res = probe(&http, &unresolved, &key(Provider::OpenAi, "sk-test-1234")).await;
+    assert!(
+        res.message
+            .starts_with("Could not reach OpenAI at http://no-such-host.invalid/v1/models"),
+        "{}",
+        res.message
+    );
 }

@@ -201,7 +201,10 @@ impl Gateway {
                     LlmError::timeout(chosen.provider, timeout)
                 }
                 Ok(Err(e)) => {
-                    if let Some(refused) = egress::refusal(&e) {
+                    // The guard's refusals (and its words) are about a clinic's endpoint; the
+                    // installation's hosts are retried like any unreachable one.
+                    let guarded = chosen.provider == Provider::OpenAiCompatible;
+                    if let Some(refused) = egress::refusal(&e).filter(|_| guarded) {
                         return Err(refused.into());
                     }
                     observe::provider_error(chosen.provider, "unreachable");

@@ -88,7 +88,8 @@ pub async fn list_models(
         Err(_) => return Err(timed_out()),
         Ok(Ok(res)) => res,
         Ok(Err(e)) => {
-            if let Some(refused) = egress::refusal(&e) {
+            let guarded = key.provider == Provider::OpenAiCompatible;
+            if let Some(refused) = egress::refusal(&e).filter(|_| guarded) {
                 return Err(refused.to_string());
             }
             tracing::warn!(error = %egress::Chain(&e), "provider unreachable");
