@@ -1,8 +1,10 @@
 //! The bare proxy: `POST /v1/chat/completions` forwarded to the provider as it came, and the
 //! answer streamed back untouched. No authentication, no accounting: the baseline for what any
-//! proxy in the path costs. It runs as its own process (`gateway-bench proxy`) so that its CPU
-//! can be read alone. Its connections set `TCP_NODELAY`, so streamed events are not held back
-//! by Nagle's algorithm.
+//! proxy in the path costs. It calls the provider with the HTTP client Tessera's gateway uses
+//! (`tessera_core::egress::Http`), so the comparison is of what each does around the call, not
+//! of two clients. It runs as its own process (`gateway-bench proxy`) so that its CPU can be
+//! read alone. Its connections set `TCP_NODELAY`, so streamed events are not held back by
+//! Nagle's algorithm.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -14,21 +16,25 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt;
 use axum::Router;
+use tessera_core::egress::{Chain, Http};
 
 #[derive(Clone)]
 struct Upstream {
-    client: reqwest::Client,
-    url: String,
+    client: Http,
+    url: axum::http::Uri,
 }
 
 async fn forward(State(up): State<Upstream>, headers: HeaderMap, body: Bytes) -> Response {
-    let mut request = up.client.post(&up.url).body(body);
+    let mut request = axum::http::Request::post(up.url.clone());
     for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
         if let Some(value) = headers.get(&name) {
             request = request.header(name, value);
         }
     }
-    match request.send().await {
+    let Ok(request) = request.body(http_body_util::Full::new(body)) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    match up.client.send(request).await {
         Ok(res) => {
             let mut out = Response::builder().status(res.status());
             for name in [header::CONTENT_TYPE, header::CACHE_CONTROL] {
@@ -36,10 +42,10 @@ async fn forward(State(up): State<Upstream>, headers: HeaderMap, body: Bytes) ->
                     out = out.header(name, value);
                 }
             }
-            out.body(Body::from_stream(res.bytes_stream()))
+            out.body(Body::new(res.into_body()))
                 .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
-        Err(e) => (StatusCode::BAD_GATEWAY, e.without_url().to_string()).into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, Chain(&e).to_string()).into_response(),
     }
 }
 
@@ -77,16 +83,16 @@ pub async fn main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let client = match reqwest::Client::builder().no_proxy().build() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("proxy: HTTP client: {e}");
-            return ExitCode::FAILURE;
+    let url = match format!("{upstream}/v1/chat/completions").parse() {
+        Ok(url) => url,
+        Err(_) => {
+            eprintln!("proxy: --upstream must be an http(s) URL (got {upstream:?})");
+            return ExitCode::from(2);
         }
     };
     let state = Upstream {
-        client,
-        url: format!("{upstream}/v1/chat/completions"),
+        client: Http::installation(),
+        url,
     };
     let app = Router::new()
         .route("/v1/chat/completions", post(forward))
