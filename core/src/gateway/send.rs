@@ -21,17 +21,17 @@ pub(super) async fn release(reservation: Held) {
     }
 }
 
-/// The headers of a call to `chosen`: its content type, and the key in the provider's header
-/// (marked sensitive, so no log shows it).
-fn provider_headers(
+/// Puts a call's headers to `chosen` in `headers`: its content type, and the key in the
+/// provider's header (marked sensitive, so no log shows it).
+fn put_headers(
+    headers: &mut http::HeaderMap,
     chosen: &Chosen,
     anthropic_beta: Option<&str>,
-) -> Result<http::HeaderMap, LlmError> {
+) -> Result<(), LlmError> {
     use http::header::{HeaderValue, CONTENT_TYPE};
-    let mut headers = http::HeaderMap::with_capacity(4);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let Some(secret) = &chosen.key.secret else {
-        return Ok(headers);
+        return Ok(());
     };
     // A key that is no header value is one the provider would refuse.
     let rejected = |_| {
@@ -43,14 +43,14 @@ fn provider_headers(
             ),
         )
     };
-    wire::put_key(&mut headers, chosen.provider, secret.expose_secret()).map_err(rejected)?;
+    wire::put_key(headers, chosen.provider, secret.expose_secret()).map_err(rejected)?;
     if let (Provider::Anthropic, Some(beta)) = (chosen.provider, anthropic_beta) {
         // Checked by `beta_header`: names, commas.
         let beta = http::HeaderValue::from_str(beta)
             .map_err(|_| LlmError::bad_request("anthropic-beta: expected beta names."))?;
         headers.insert("anthropic-beta", beta);
     }
-    Ok(headers)
+    Ok(())
 }
 
 /// What a call asks of its provider.
@@ -183,14 +183,14 @@ impl Gateway {
                     })?
             }
         };
-        let headers = provider_headers(chosen, anthropic_beta)?;
         let timeout = Duration::from_secs(self.config.provider_timeout_secs);
         let mut attempt = 0;
         loop {
             let mut request = http::Request::post(url.clone())
                 .body(http_body_util::Full::new(bytes.clone()))
                 .map_err(LlmError::internal)?;
-            *request.headers_mut() = headers.clone();
+            // Built for each attempt (a retry is rare) rather than copied from a map kept aside.
+            put_headers(request.headers_mut(), chosen, anthropic_beta)?;
             let sent = std::time::Instant::now();
             let answer =
                 tokio::time::timeout(timeout, self.client_for(chosen.provider).send(request)).await;

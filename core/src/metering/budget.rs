@@ -594,7 +594,7 @@ impl Metering {
         }
         // Boxed, as the rest of this path: it is rare, and inline it would make every
         // settle's future (one per call) as large as a Postgres query's.
-        if let Err(e) = Box::pin(write_events(&self.db, std::slice::from_ref(event))).await {
+        if let Err(e) = Box::pin(write_events(&self.db, [event])).await {
             tracing::error!(error = ?e, event = ?event, "usage could not be recorded");
             self.settled(&r, true);
             return;

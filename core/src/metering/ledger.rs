@@ -261,8 +261,8 @@ impl LedgerWriter {
         let mut aside: Vec<usize> = (0..parsed.len())
             .filter(|&i| parsed[i].2.is_none())
             .collect();
-        let events: Vec<UsageEvent> = parsed.iter().filter_map(|p| p.2.clone()).collect();
-        if let Err(e) = write_events(&self.db, &events).await {
+        let events = parsed.iter().filter_map(|p| p.2.as_ref());
+        if let Err(e) = write_events(&self.db, events).await {
             if !is_refused_by_postgres(&e) {
                 // Postgres is unreachable or similar: leave the batch pending and retry.
                 return Err(e);
@@ -272,7 +272,7 @@ impl LedgerWriter {
             // refuses again, so one bad event never holds up the others.
             for (i, (_, _, event)) in parsed.iter().enumerate() {
                 let Some(event) = event else { continue };
-                if let Err(e) = write_events(&self.db, std::slice::from_ref(event)).await {
+                if let Err(e) = write_events(&self.db, [event]).await {
                     if !is_refused_by_postgres(&e) {
                         return Err(e);
                     }
@@ -530,13 +530,16 @@ fn occurred_at(e: &UsageEvent) -> OffsetDateTime {
 /// there (same id, which is also their idempotency key) are skipped. A clinic that does not
 /// exist refuses its events ([`Error::NotFound`]): the ledger checks that once per clinic and
 /// batch rather than by a foreign key per row, which cost more than half of each insert.
-pub async fn write_events(db: &Db, events: &[UsageEvent]) -> Result<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
+pub async fn write_events<'a>(
+    db: &Db,
+    events: impl IntoIterator<Item = &'a UsageEvent>,
+) -> Result<()> {
     let mut by_tenant: std::collections::BTreeMap<TenantId, Vec<&UsageEvent>> = Default::default();
     for e in events {
         by_tenant.entry(e.tenant).or_default().push(e);
+    }
+    if by_tenant.is_empty() {
+        return Ok(());
     }
     let mut tx = db.pool().begin().await?;
     for (tenant, events) in by_tenant {
