@@ -311,10 +311,23 @@ impl Call {
                 return Err(LlmError::timeout(provider, timeout));
             }
         };
-        // An OpenAI-format reply forwarded as it came is read without building a tree.
+        // An OpenAI-format reply forwarded as it came is read without building a tree, and
+        // only for its usage when the provider reported it (its client reads the bytes).
         let fast = matches!(self.mode, Mode::Raw { .. }) && provider != Provider::Anthropic;
         let (reply, unseen, tree) = if fast {
-            match wire::read_openai_reply(&bytes) {
+            let read = match wire::openai_reply_usage(&bytes) {
+                Some(Some(usage)) => Some((
+                    wire::Reply {
+                        text: String::new(),
+                        finish_reason: String::new(),
+                        usage: Some(usage),
+                    },
+                    String::new(),
+                )),
+                Some(None) => wire::read_openai_reply(&bytes),
+                None => None,
+            };
+            match read {
                 Some((reply, unseen)) => (reply, unseen, None),
                 None => {
                     release(self.reservation).await;

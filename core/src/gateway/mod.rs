@@ -60,6 +60,8 @@ pub struct Completion {
     pub id: Uuid,
     pub model: String,
     pub provider: Provider,
+    /// The reply's text and why it stopped; left empty for a request made with
+    /// [`Gateway::forward`] whose provider reported its usage (its client reads `body`).
     pub content: String,
     pub finish_reason: String,
     pub usage: Usage,

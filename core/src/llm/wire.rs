@@ -397,6 +397,28 @@ pub fn read_openai_reply(bytes: &[u8]) -> Option<(Reply, String)> {
     Some((reply, unseen))
 }
 
+/// A whole OpenAI-format reply's usage, read without its text (a reply forwarded as it came
+/// needs nothing else when the provider reported usage): `None` when it is not a reply (no
+/// choices, or an error), `Some(None)` for a reply without usage, whose text must then be
+/// counted ([`read_openai_reply`]).
+pub fn openai_reply_usage(bytes: &[u8]) -> Option<Option<Usage>> {
+    use serde::de::IgnoredAny;
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(default)]
+        choices: Vec<IgnoredAny>,
+        #[serde(default)]
+        usage: Option<UsageWire>,
+        #[serde(default)]
+        error: Option<IgnoredAny>,
+    }
+    let head: Head = serde_json::from_slice(bytes).ok()?;
+    if head.error.is_some() || head.choices.is_empty() {
+        return None;
+    }
+    Some(head.usage.as_ref().and_then(UsageWire::usage))
+}
+
 /// The most of a whole (non-streamed) reply read from a provider.
 pub const REPLY_LIMIT: usize = 16 << 20;
 /// The most of an error answer read from a provider.
@@ -612,6 +634,45 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         assert!(put_key(&mut headers, crate::Provider::OpenAiCompatible, "sk\n1").is_err());
         assert!(headers.is_empty());
+    }
+
+    /// A forwarded reply is read for its usage alone when it has one; one without usage, or
+    /// anything that is not a reply, is told apart from it.
+    #[test]
+    fn a_replys_usage_is_read_without_its_text() {
+        let reply = br#"{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi \"there\"","tool_calls":[{"id":"t","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":4}},"error":null}"#;
+        let usage = openai_reply_usage(reply).unwrap().unwrap();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens
+            ),
+            (12, 5, 4)
+        );
+        assert!(!usage.estimated);
+        // The same as reading the whole reply.
+        assert_eq!(read_openai_reply(reply).unwrap().0.usage, Some(usage));
+        // No usage: the text must be counted.
+        let bare = br#"{"choices":[{"message":{"content":"Hi"},"finish_reason":"stop"}]}"#;
+        assert_eq!(openai_reply_usage(bare), Some(None));
+        assert_eq!(read_openai_reply(bare).unwrap().0.text, "Hi");
+        // Not a reply.
+        for body in [
+            &br#"{"error":{"message":"no"},"choices":[{}]}"#[..],
+            br#"{"choices":[],"usage":{"prompt_tokens":1}}"#,
+            br#"{"usage":{"prompt_tokens":1}}"#,
+            b"[1]",
+            b"{\"choices\":[{}]",
+        ] {
+            assert_eq!(
+                openai_reply_usage(body),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(read_openai_reply(body).is_none());
+        }
     }
 
     #[test]

@@ -52,10 +52,12 @@ pub(super) const LINGER: Duration = Duration::from_millis(5);
 //          already holds, after giving back the tokens the process no longer counts on.
 // settle   KEYS counters, reservations, the ledger stream
 //          ARGV 's', id, the event ('' to release without charging), prompt, completion, cost,
-//               the amount reserved, slice (1 or 0)
+//               the amount reserved, slice (1 or 0), calls
 //          -> {1, 0, 0}; {1, 1, 0} for a slice that is gone (expired, or Redis was flushed)
 //          A call on a slice takes its amount out of the slice's field instead of removing a
-//          field of its own. The events of a script's settles go to the stream as one entry
+//          field of its own. The settles of several calls on one slice may come as one
+//          (`calls` of them: their events one per line, their numbers summed; see
+//          `Batch::send`). The events of a script's settles go to the stream as one entry
 //          (field `e`: the events, one JSON object per line), which the ledger writer reads
 //          and acknowledges as one.
 // return   KEYS counters, reservations
@@ -238,7 +240,7 @@ while a <= #ARGV do
         s.prompt = s.prompt + p
         s.completion = s.completion + q
         s.cost = s.cost + tonumber(ARGV[a + 5])
-        s.requests = s.requests + 1
+        s.requests = s.requests + tonumber(ARGV[a + 8])
       end
       local st = KEYS[k + 2]
       if not events[st] then
@@ -251,12 +253,13 @@ while a <= #ARGV do
     out[#out + 1] = gone
     out[#out + 1] = 0
     k = k + 3
-    a = a + 8
+    a = a + 9
   end
 end
 apply_takes()
 for _, st in ipairs(streams) do
-  redis.call('XADD', st, '*', 'e', table.concat(events[st], '\n'))
+  local e = events[st]
+  redis.call('XADD', st, '*', 'e', #e == 1 and e[1] or table.concat(e, '\n'))
 end
 for _, c in ipairs(order) do
   local s = seen[c]
@@ -318,7 +321,8 @@ pub(super) enum Op {
 }
 
 impl Op {
-    fn add_to(&self, call: &mut redis::ScriptInvocation<'_>) {
+    /// Puts the operation in `call`; a settle that is the first of `together`, with theirs.
+    fn add_to(&self, together: Option<&Together>, call: &mut redis::ScriptInvocation<'_>) {
         match self {
             Op::Reserve {
                 counters,
@@ -374,19 +378,157 @@ impl Op {
                 amount,
                 slice,
             } => {
+                // As the first of settles taken together, it carries theirs.
+                let (event, prompt, completion, cost, amount, calls) = match together {
+                    Some(t) => (
+                        t.events.as_str(),
+                        t.prompt_tokens,
+                        t.completion_tokens,
+                        t.cost_micro_usd,
+                        t.amount,
+                        t.calls,
+                    ),
+                    None => (
+                        event.as_str(),
+                        *prompt_tokens,
+                        *completion_tokens,
+                        *cost_micro_usd,
+                        *amount,
+                        1,
+                    ),
+                };
                 call.key(counters).key(reservations).key(stream);
                 call.arg("s")
                     .arg(id.to_string())
                     .arg(event)
-                    .arg(prompt_tokens)
-                    .arg(completion_tokens)
-                    .arg(cost_micro_usd)
+                    .arg(prompt)
+                    .arg(completion)
+                    .arg(cost)
                     .arg(amount)
-                    .arg(if *slice { "1" } else { "0" });
+                    .arg(if *slice { "1" } else { "0" })
+                    .arg(calls);
             }
             Op::Flush => {}
         }
     }
+
+    /// A settle that charges a call on a slice: the slice's id and the keys it goes with.
+    fn charge_on_slice(&self) -> Option<(&Uuid, &str, &str)> {
+        match self {
+            Op::Settle {
+                counters,
+                stream,
+                id,
+                event,
+                slice: true,
+                ..
+            } if !event.is_empty() => Some((id, counters, stream)),
+            _ => None,
+        }
+    }
+}
+
+/// The settles of several calls on one slice, sent as one operation (see [`Batch::send`]).
+struct Together {
+    /// Where the first of them is among the operations.
+    first: usize,
+    events: String,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost_micro_usd: i64,
+    amount: i64,
+    calls: i64,
+}
+
+impl Together {
+    fn new(first: usize, op: &Op) -> Self {
+        let mut t = Together {
+            first,
+            events: String::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_micro_usd: 0,
+            amount: 0,
+            calls: 0,
+        };
+        t.add(op);
+        t
+    }
+
+    fn add(&mut self, op: &Op) {
+        if let Op::Settle {
+            event,
+            prompt_tokens,
+            completion_tokens,
+            cost_micro_usd,
+            amount,
+            ..
+        } = op
+        {
+            if self.calls > 0 {
+                self.events.push('\n');
+            }
+            self.events.push_str(event);
+            self.prompt_tokens = self.prompt_tokens.saturating_add(*prompt_tokens);
+            self.completion_tokens = self.completion_tokens.saturating_add(*completion_tokens);
+            self.cost_micro_usd = self.cost_micro_usd.saturating_add(*cost_micro_usd);
+            self.amount = self.amount.saturating_add(*amount);
+            self.calls += 1;
+        }
+    }
+}
+
+/// What a script is sent: an operation as it is, or settles taken together.
+enum Sent {
+    One(usize),
+    Together(Together),
+}
+
+/// The operations of one script, with the settles of calls on one slice taken together: those
+/// that follow one another (no reservation or return between them, which may read or change
+/// the slice) go as one, their events in one text and their numbers summed. The script does
+/// for them what it would for each in turn (the slice's tokens are taken until none are left
+/// either way, and a slice that is gone is gone for all), for the cost of one; each still gets
+/// its answer. Returns what to send and, for each of `ops`, which of it answers it (`None` for
+/// [`Op::Flush`], which goes nowhere).
+fn together(ops: &[Op]) -> (Vec<Sent>, Vec<Option<usize>>) {
+    let mut sent: Vec<Sent> = Vec::with_capacity(ops.len());
+    let mut of = Vec::with_capacity(ops.len());
+    // Where the settles since the last reservation or return start in `sent`.
+    let mut run = 0;
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::Flush => {
+                of.push(None);
+                continue;
+            }
+            Op::Settle { .. } => {
+                if let Some(key) = op.charge_on_slice() {
+                    let earlier = (run..sent.len()).find(|&j| {
+                        let first = match &sent[j] {
+                            Sent::One(first) => *first,
+                            Sent::Together(t) => t.first,
+                        };
+                        ops[first].charge_on_slice() == Some(key)
+                    });
+                    if let Some(j) = earlier {
+                        if let Sent::One(first) = sent[j] {
+                            sent[j] = Sent::Together(Together::new(first, &ops[first]));
+                        }
+                        if let Sent::Together(t) = &mut sent[j] {
+                            t.add(op);
+                        }
+                        of.push(Some(j));
+                        continue;
+                    }
+                }
+            }
+            Op::Reserve { .. } | Op::Return { .. } => run = sent.len() + 1,
+        }
+        of.push(Some(sent.len()));
+        sent.push(Sent::One(i));
+    }
+    (sent, of)
 }
 
 /// An operation's answer: `[status, a, b]` as the script says.
@@ -637,24 +779,27 @@ impl Batch {
         crate::observe::budget_batch(real);
         self.sent[0].fetch_add(1, Ordering::Relaxed);
         self.sent[1].fetch_add(real as u64, Ordering::Relaxed);
+        let (sent, of) = together(ops);
         let mut call = self.script.prepare_invoke();
-        for op in ops {
-            op.add_to(&mut call);
+        for s in &sent {
+            match s {
+                Sent::One(i) => ops[*i].add_to(None, &mut call),
+                Sent::Together(t) => ops[t.first].add_to(Some(t), &mut call),
+            }
         }
         let numbers: Vec<i64> = call.invoke_async(&mut self.redis.conn()).await?;
-        if numbers.len() != real * 3 {
+        if numbers.len() != sent.len() * 3 {
             return Err(Error::Internal(format!(
                 "the budget script answered {} numbers for {} operations",
                 numbers.len(),
-                real
+                sent.len()
             )));
         }
-        let mut answers = numbers.chunks_exact(3).map(|n| [n[0], n[1], n[2]]);
-        Ok(ops
+        Ok(of
             .iter()
-            .map(|op| match op {
-                Op::Flush => FLUSHED,
-                _ => answers.next().unwrap_or(FLUSHED),
+            .map(|i| match i {
+                Some(i) => [numbers[3 * i], numbers[3 * i + 1], numbers[3 * i + 2]],
+                None => FLUSHED,
             })
             .collect())
     }
@@ -1060,6 +1205,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((field, reserved, tokens), (Some(0), 0, 32));
+        // Sent as one operation, counted as three calls.
+        let requests: i64 = redis::cmd("HGET")
+            .arg(&c)
+            .arg("requests")
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+        assert_eq!(requests, 3);
         let handed = handed_over(&redis, &stream).await;
         assert_eq!(handed.len(), 1);
         assert_eq!(handed[0].lines().count(), 3);
@@ -1083,6 +1236,71 @@ mod tests {
             .query_async(&mut redis.conn())
             .await
             .unwrap();
+    }
+
+    /// Charges on one slice that follow one another go as one operation; a reservation or a
+    /// return between them, another slice, a call's own reservation, a release or a flush
+    /// keep theirs.
+    #[test]
+    fn settles_on_one_slice_go_together_until_something_else_touches_it() {
+        let (c, z, st) = ("c", "z", "s");
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let on = |slice: Uuid, tokens: (i64, i64), amount: i64| {
+            let mut op = settle(c, z, st, slice, tokens, amount);
+            if let Op::Settle { slice, .. } = &mut op {
+                *slice = true;
+            }
+            op
+        };
+        let ops = [
+            on(a, (1, 2), 10),               // 0
+            on(b, (1, 1), 10),               // 1
+            settle(c, z, st, a, (1, 1), 10), // 2: a call's own reservation
+            on(a, (3, 4), 20),               // 0
+            Op::Flush,                       // -
+            on(a, (0, 0), 5),                // 3: a release
+            reserve(c, z, b, 5, -1),         // 4
+            on(a, (1, 1), 10),               // 5: after a reservation
+            on(b, (2, 2), 10),               // 6
+            on(a, (1, 0), 10),               // 5
+        ];
+        let (sent, of) = together(&ops);
+        assert_eq!(
+            of,
+            [0, 1, 2, 0, usize::MAX, 3, 4, 5, 6, 5]
+                .map(|i| (i != usize::MAX).then_some(i))
+                .to_vec()
+        );
+        assert_eq!(sent.len(), 7);
+        let Sent::Together(first) = &sent[0] else {
+            panic!("the first two charges on slice a go together")
+        };
+        assert_eq!(
+            (
+                first.first,
+                first.prompt_tokens,
+                first.completion_tokens,
+                first.cost_micro_usd,
+                first.amount,
+                first.calls
+            ),
+            (0, 4, 6, 6, 30, 2)
+        );
+        assert_eq!(
+            first.events,
+            format!("{{\"id\":\"{a}\"}}\n{{\"id\":\"{a}\"}}")
+        );
+        assert!(matches!(sent[1], Sent::One(1)));
+        assert!(matches!(sent[2], Sent::One(2)));
+        assert!(matches!(sent[3], Sent::One(5)));
+        assert!(matches!(
+            sent[5],
+            Sent::Together(Together {
+                first: 7,
+                calls: 2,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -560,8 +560,10 @@ pub async fn write_events<'a>(
              SELECT u.id, $1, u.user_id, u.api_key_id, u.provider, u.model, u.prompt_tokens,
                     u.completion_tokens, u.cached_tokens, u.cost, u.latency_ms, u.estimated,
                     u.streamed, u.cancelled, u.idempotency_key, u.occurred_at,
-                    -- An agent deleted since the call is recorded as none.
-                    (SELECT a.id FROM agents a WHERE a.id = u.agent_id), u.kind
+                    -- An agent deleted since the call is recorded as none (and a call
+                    -- through none looks up nothing).
+                    CASE WHEN u.agent_id IS NOT NULL
+                         THEN (SELECT a.id FROM agents a WHERE a.id = u.agent_id) END, u.kind
                FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
                            $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::int[],
                            $12::bool[], $13::bool[], $14::bool[], $15::text[], $16::timestamptz[],
@@ -581,7 +583,7 @@ pub async fn write_events<'a>(
         )
         .bind(events.iter().map(|e| e.api_key).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.provider).collect::<Vec<_>>())
-        .bind(events.iter().map(|e| e.model.clone()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.model.as_str()).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.prompt_tokens).collect::<Vec<_>>())
         .bind(
             events
@@ -598,7 +600,7 @@ pub async fn write_events<'a>(
         .bind(
             events
                 .iter()
-                .map(|e| e.idempotency_key.clone())
+                .map(|e| e.idempotency_key.as_str())
                 .collect::<Vec<_>>(),
         )
         .bind(occurred)
