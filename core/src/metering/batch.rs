@@ -489,7 +489,7 @@ enum Sent {
 /// the slice) go as one, their events in one text and their numbers summed. The script does
 /// for them what it would for each in turn (the slice's tokens are taken until none are left
 /// either way, and a slice that is gone is gone for all), for the cost of one; each still gets
-/// its answer. Returns what to send and, for each of `ops`, which of it answers it (`None` for
+/// its answer. Returns what to send and, for each of `ops`, which of that answers it (`None` for
 /// [`Op::Flush`], which goes nowhere).
 fn together(ops: &[Op]) -> (Vec<Sent>, Vec<Option<usize>>) {
     let mut sent: Vec<Sent> = Vec::with_capacity(ops.len());
