@@ -315,19 +315,7 @@ impl Call {
         // only for its usage when the provider reported it (its client reads the bytes).
         let fast = matches!(self.mode, Mode::Raw { .. }) && provider != Provider::Anthropic;
         let (reply, unseen, tree) = if fast {
-            let read = match wire::openai_reply_usage(&bytes) {
-                Some(Some(usage)) => Some((
-                    wire::Reply {
-                        text: String::new(),
-                        finish_reason: String::new(),
-                        usage: Some(usage),
-                    },
-                    String::new(),
-                )),
-                Some(None) => wire::read_openai_reply(&bytes),
-                None => None,
-            };
-            match read {
+            match wire::read_openai_reply(&bytes) {
                 Some((reply, unseen)) => (reply, unseen, None),
                 None => {
                     release(self.reservation).await;

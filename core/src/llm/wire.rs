@@ -366,10 +366,28 @@ pub fn parse_reply(provider: Provider, body: &Value) -> Option<Reply> {
     }
 }
 
-/// Reads an OpenAI reply as bytes, without building a tree: the first choice's text, every
-/// other generated text (other choices, tool calls, refusals) for counting, the finish reason
-/// and the usage. `None` when it is not a chat completion.
+/// Reads a forwarded OpenAI reply as bytes, without building a tree. When the provider
+/// reported usage, that is all it reads (its client reads the bytes: text and finish reason
+/// are left empty); otherwise the first choice's text and every other generated text (other
+/// choices, tool calls, refusals), to be counted, and the finish reason. `None` when it is not
+/// a chat completion.
 pub fn read_openai_reply(bytes: &[u8]) -> Option<(Reply, String)> {
+    match openai_reply_usage(bytes)? {
+        Some(usage) => Some((
+            Reply {
+                text: String::new(),
+                finish_reason: String::new(),
+                usage: Some(usage),
+            },
+            String::new(),
+        )),
+        None => read_openai_text(bytes),
+    }
+}
+
+/// An OpenAI reply's first choice's text, every other generated text, the finish reason and
+/// the usage.
+fn read_openai_text(bytes: &[u8]) -> Option<(Reply, String)> {
     let mut pieces = Vec::new();
     if openai_chunk(std::str::from_utf8(bytes).ok()?, &mut pieces) == 0 {
         return None;
@@ -397,11 +415,10 @@ pub fn read_openai_reply(bytes: &[u8]) -> Option<(Reply, String)> {
     Some((reply, unseen))
 }
 
-/// A whole OpenAI-format reply's usage, read without its text (a reply forwarded as it came
-/// needs nothing else when the provider reported usage): `None` when it is not a reply (no
-/// choices, or an error), `Some(None)` for a reply without usage, whose text must then be
-/// counted ([`read_openai_reply`]).
-pub fn openai_reply_usage(bytes: &[u8]) -> Option<Option<Usage>> {
+/// A whole OpenAI-format reply's usage, read without its text: `None` when it is not a reply
+/// (no choices, or an error), `Some(None)` for a reply without usage, whose text must then be
+/// counted.
+fn openai_reply_usage(bytes: &[u8]) -> Option<Option<Usage>> {
     use serde::de::IgnoredAny;
     #[derive(serde::Deserialize)]
     struct Head {
