@@ -2,6 +2,7 @@
 //! atomically; another settles the reservation to the real usage and hands the event to the
 //! ledger in the same step. The live counters per clinic and month live next to them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,10 +92,7 @@ impl Held {
         };
         let metering = self.metering.clone();
         let busy = metering.settling.enter();
-        let op = match metering.settle_op(&r, &event) {
-            Ok(op) => op,
-            Err(e) => return settle_failed(metering, r, event, e, busy),
-        };
+        let op = metering.settle_op(&r, &event);
         let batch = &self.metering.batch;
         batch.defer_then(op, move |settled| match settled {
             Ok([_, gone, _]) => {
@@ -231,7 +229,14 @@ pub struct Parts {
     settling: Arc<InFlight>,
     /// How long a reservation may stay unsettled before it is given back.
     pub reservation_ttl: Duration,
+    /// Clinic-months' keys ([`Metering::month_keys`]).
+    month_keys: std::sync::Mutex<HashMap<(TenantId, Month), Arc<(String, String)>>>,
+    /// The ledger's hand-off stream.
+    stream: String,
 }
+
+/// The most clinic-months whose keys are kept formatted.
+const MONTH_KEYS_KEPT: usize = 4096;
 
 impl std::ops::Deref for Metering {
     type Target = Parts;
@@ -257,6 +262,7 @@ impl Metering {
     pub fn with_reservation_ttl(db: Db, redis: Redis, reservation_ttl: Duration) -> Self {
         Self(Arc::new(Parts {
             batch: Batch::new(redis.clone()),
+            stream: ledger_stream(&redis),
             redis,
             db,
             correct: redis::Script::new(CORRECT),
@@ -265,15 +271,34 @@ impl Metering {
             sweeping: Default::default(),
             settling: Arc::default(),
             reservation_ttl,
+            month_keys: Default::default(),
         }))
     }
 
     fn counters_key(&self, tenant: TenantId, month: Month) -> String {
-        self.redis.key(&format!("usage:{tenant}:{month}"))
+        self.month_keys(tenant, month).0.clone()
     }
 
     fn reservations_key(&self, tenant: TenantId, month: Month) -> String {
-        self.redis.key(&format!("reservations:{tenant}:{month}"))
+        self.month_keys(tenant, month).1.clone()
+    }
+
+    /// A clinic-month's counters and reservations keys, formatted once: every call's settle
+    /// names them. The cache is emptied when it holds [`MONTH_KEYS_KEPT`] clinic-months.
+    fn month_keys(&self, tenant: TenantId, month: Month) -> Arc<(String, String)> {
+        let mut keys = self.month_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = keys.get(&(tenant, month)) {
+            return Arc::clone(k);
+        }
+        if keys.len() >= MONTH_KEYS_KEPT {
+            keys.clear();
+        }
+        let k = Arc::new((
+            self.redis.key(&format!("usage:{tenant}:{month}")),
+            self.redis.key(&format!("reservations:{tenant}:{month}")),
+        ));
+        keys.insert((tenant, month), Arc::clone(&k));
+        k
     }
 
     /// Budget scripts sent to Redis by this process so far, and the reservations and settles
@@ -284,7 +309,7 @@ impl Metering {
 
     /// The Redis stream that hands settled events to the ledger writer.
     pub fn ledger_stream(&self) -> String {
-        ledger_stream(&self.redis)
+        self.stream.clone()
     }
 
     /// Reserves `amount` tokens for one call, as a reservation of its own, or fails with
@@ -415,10 +440,7 @@ impl Metering {
         let now_ms = unix_ms(started_at);
         let expires_ms = now_ms + self.reservation_ttl.as_millis() as i64;
         let limit = limits.token_limit().unwrap_or(-1);
-        let keys = [
-            self.counters_key(tenant, month),
-            self.reservations_key(tenant, month),
-        ];
+        let keys = self.month_keys(tenant, month);
         let now_s = started_at.unix_timestamp();
         let rate_keys = rated.map(|api_key| self.rate_keys(tenant, api_key, now_s));
         let (wanted, back) = slice.unwrap_or((amount, 0));
@@ -426,8 +448,8 @@ impl Metering {
             let [status, used, granted] = self
                 .batch
                 .run(Op::Reserve {
-                    counters: keys[0].clone(),
-                    reservations: keys[1].clone(),
+                    counters: keys.0.clone(),
+                    reservations: keys.1.clone(),
                     // The request is counted once, on the first attempt.
                     rate: rate_keys.clone().filter(|_| attempt == 0),
                     id,
@@ -556,22 +578,19 @@ impl Metering {
     }
 
     /// The settle of `r` with `event`.
-    fn settle_op(&self, r: &Reservation, event: &UsageEvent) -> Result<Op> {
-        let json = serde_json::to_string(event)
-            .map_err(|e| Error::Internal(format!("usage event: {e}")))?;
-        Ok(self.settle_of(
+    fn settle_op(&self, r: &Reservation, event: &UsageEvent) -> Op {
+        self.settle_of(
             r,
-            json,
+            event.to_json(),
             event.prompt_tokens,
             event.completion_tokens,
             event.cost_micro_usd,
-        ))
+        )
     }
 
     /// Sends the settle of `r` with `event` (with others', see `batch.rs`); its answer.
     async fn run_settle(&self, r: &Reservation, event: &UsageEvent) -> Result<Answer> {
-        let op = self.settle_op(r, event)?;
-        self.batch.run(op).await
+        self.batch.run(self.settle_op(r, event)).await
     }
 
     /// What follows a settle's answer: the slice told (retired when Redis no longer held it);
@@ -682,10 +701,11 @@ impl Metering {
         completion_tokens: i64,
         cost_micro_usd: i64,
     ) -> Op {
+        let keys = self.month_keys(r.tenant, r.month);
         Op::Settle {
-            counters: self.counters_key(r.tenant, r.month),
-            reservations: self.reservations_key(r.tenant, r.month),
-            stream: self.ledger_stream(),
+            counters: keys.0.clone(),
+            reservations: keys.1.clone(),
+            stream: self.stream.clone(),
             id: r.held_as(),
             event: event_json,
             prompt_tokens,
