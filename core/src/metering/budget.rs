@@ -230,13 +230,19 @@ pub struct Parts {
     /// How long a reservation may stay unsettled before it is given back.
     pub reservation_ttl: Duration,
     /// Clinic-months' keys ([`Metering::month_keys`]).
-    month_keys: std::sync::Mutex<HashMap<(TenantId, Month), Arc<(String, String)>>>,
+    month_keys: std::sync::Mutex<HashMap<(TenantId, Month), Arc<MonthKeys>>>,
     /// The ledger's hand-off stream.
     stream: String,
 }
 
 /// The most clinic-months whose keys are kept formatted.
 const MONTH_KEYS_KEPT: usize = 4096;
+
+/// A clinic-month's keys: its counters' hash and its reservations' sorted set.
+struct MonthKeys {
+    counters: String,
+    reservations: String,
+}
 
 impl std::ops::Deref for Metering {
     type Target = Parts;
@@ -276,16 +282,16 @@ impl Metering {
     }
 
     fn counters_key(&self, tenant: TenantId, month: Month) -> String {
-        self.month_keys(tenant, month).0.clone()
+        self.month_keys(tenant, month).counters.clone()
     }
 
     fn reservations_key(&self, tenant: TenantId, month: Month) -> String {
-        self.month_keys(tenant, month).1.clone()
+        self.month_keys(tenant, month).reservations.clone()
     }
 
     /// A clinic-month's counters and reservations keys, formatted once: every call's settle
     /// names them. The cache is emptied when it holds [`MONTH_KEYS_KEPT`] clinic-months.
-    fn month_keys(&self, tenant: TenantId, month: Month) -> Arc<(String, String)> {
+    fn month_keys(&self, tenant: TenantId, month: Month) -> Arc<MonthKeys> {
         let mut keys = self.month_keys.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = keys.get(&(tenant, month)) {
             return Arc::clone(k);
@@ -293,10 +299,10 @@ impl Metering {
         if keys.len() >= MONTH_KEYS_KEPT {
             keys.clear();
         }
-        let k = Arc::new((
-            self.redis.key(&format!("usage:{tenant}:{month}")),
-            self.redis.key(&format!("reservations:{tenant}:{month}")),
-        ));
+        let k = Arc::new(MonthKeys {
+            counters: self.redis.key(&format!("usage:{tenant}:{month}")),
+            reservations: self.redis.key(&format!("reservations:{tenant}:{month}")),
+        });
         keys.insert((tenant, month), Arc::clone(&k));
         k
     }
@@ -448,8 +454,8 @@ impl Metering {
             let [status, used, granted] = self
                 .batch
                 .run(Op::Reserve {
-                    counters: keys.0.clone(),
-                    reservations: keys.1.clone(),
+                    counters: keys.counters.clone(),
+                    reservations: keys.reservations.clone(),
                     // The request is counted once, on the first attempt.
                     rate: rate_keys.clone().filter(|_| attempt == 0),
                     id,
@@ -703,8 +709,8 @@ impl Metering {
     ) -> Op {
         let keys = self.month_keys(r.tenant, r.month);
         Op::Settle {
-            counters: keys.0.clone(),
-            reservations: keys.1.clone(),
+            counters: keys.counters.clone(),
+            reservations: keys.reservations.clone(),
             stream: self.stream.clone(),
             id: r.held_as(),
             event: event_json,

@@ -81,7 +81,7 @@ impl UsageEvent {
     /// for it (the same fields in the same order, read back by the same `Deserialize`), written
     /// directly, because every call's settle writes one and serde's general path (each key
     /// scanned for escapes, each id through a formatter) was a measurable part of a call.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         fn uuid(out: &mut String, id: &Uuid) {
             out.push('"');
             out.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
