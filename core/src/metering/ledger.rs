@@ -80,94 +80,70 @@ impl UsageEvent {
     /// The event as the hand-off carries it: exactly the JSON `serde_json::to_string` writes
     /// for it (the same fields in the same order, read back by the same `Deserialize`), written
     /// directly, because every call's settle writes one and serde's general path (each key
-    /// scanned for escapes, each id through a formatter) was a measurable part of a call.
+    /// scanned for escapes, each id through a formatter) was a measurable part of a call; its
+    /// text fields are escaped by serde_json as before.
     pub(crate) fn to_json(&self) -> String {
-        fn uuid(out: &mut String, id: &Uuid) {
-            out.push('"');
-            out.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
-            out.push('"');
+        fn uuid(out: &mut Vec<u8>, id: &Uuid) {
+            out.push(b'"');
+            out.extend_from_slice(
+                id.hyphenated()
+                    .encode_lower(&mut Uuid::encode_buffer())
+                    .as_bytes(),
+            );
+            out.push(b'"');
         }
-        fn optional(out: &mut String, id: Option<&Uuid>) {
+        fn optional(out: &mut Vec<u8>, id: Option<&Uuid>) {
             match id {
                 Some(id) => uuid(out, id),
-                None => out.push_str("null"),
+                None => out.extend_from_slice(b"null"),
             }
         }
-        let mut out = String::with_capacity(360 + self.model.len() + self.idempotency_key.len());
+        let mut out = Vec::with_capacity(360 + self.model.len() + self.idempotency_key.len());
         let mut number = itoa::Buffer::new();
-        out.push_str("{\"id\":");
+        out.extend_from_slice(b"{\"id\":");
         uuid(&mut out, &self.id);
-        out.push_str(",\"tenant\":");
+        out.extend_from_slice(b",\"tenant\":");
         uuid(&mut out, &self.tenant.0);
-        out.push_str(",\"user\":");
+        out.extend_from_slice(b",\"user\":");
         optional(&mut out, self.user.as_ref().map(|u| &u.0));
-        out.push_str(",\"api_key\":");
+        out.extend_from_slice(b",\"api_key\":");
         optional(&mut out, self.api_key.as_ref());
-        out.push_str(",\"agent\":");
+        out.extend_from_slice(b",\"agent\":");
         optional(&mut out, self.agent.as_ref());
-        out.push_str(",\"provider\":\"");
-        out.push_str(self.provider.as_str());
-        out.push_str("\",\"model\":");
-        json_string(&mut out, &self.model);
+        out.extend_from_slice(b",\"provider\":\"");
+        out.extend_from_slice(self.provider.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"model\":");
+        // Text escaped by serde_json itself (writing to a `Vec` cannot fail).
+        let _ = serde_json::to_writer(&mut out, &self.model);
         for (key, value) in [
-            (",\"prompt_tokens\":", self.prompt_tokens),
-            (",\"completion_tokens\":", self.completion_tokens),
-            (",\"cached_tokens\":", self.cached_tokens),
-            (",\"cost_micro_usd\":", self.cost_micro_usd),
-            (",\"latency_ms\":", i64::from(self.latency_ms)),
+            (&b",\"prompt_tokens\":"[..], self.prompt_tokens),
+            (b",\"completion_tokens\":", self.completion_tokens),
+            (b",\"cached_tokens\":", self.cached_tokens),
+            (b",\"cost_micro_usd\":", self.cost_micro_usd),
+            (b",\"latency_ms\":", i64::from(self.latency_ms)),
         ] {
-            out.push_str(key);
-            out.push_str(number.format(value));
+            out.extend_from_slice(key);
+            out.extend_from_slice(number.format(value).as_bytes());
         }
         for (key, value) in [
-            (",\"estimated\":", self.estimated),
-            (",\"streamed\":", self.streamed),
-            (",\"cancelled\":", self.cancelled),
+            (&b",\"estimated\":"[..], self.estimated),
+            (b",\"streamed\":", self.streamed),
+            (b",\"cancelled\":", self.cancelled),
         ] {
-            out.push_str(key);
-            out.push_str(if value { "true" } else { "false" });
+            out.extend_from_slice(key);
+            out.extend_from_slice(if value { &b"true"[..] } else { b"false" });
         }
-        out.push_str(",\"idempotency_key\":");
-        json_string(&mut out, &self.idempotency_key);
-        out.push_str(",\"occurred_at_ms\":");
-        out.push_str(number.format(self.occurred_at_ms));
-        out.push_str(",\"kind\":\"");
-        out.push_str(self.kind.as_str());
-        out.push_str("\"}");
-        out
+        out.extend_from_slice(b",\"idempotency_key\":");
+        let _ = serde_json::to_writer(&mut out, &self.idempotency_key);
+        out.extend_from_slice(b",\"occurred_at_ms\":");
+        out.extend_from_slice(number.format(self.occurred_at_ms).as_bytes());
+        out.extend_from_slice(b",\"kind\":\"");
+        out.extend_from_slice(self.kind.as_str().as_bytes());
+        out.extend_from_slice(b"\"}");
+        // Every piece is UTF-8, so this is never lossy.
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
-}
-
-/// `text` as a JSON string, escaped as `serde_json` escapes it: quotes, backslashes and
-/// control characters (`\b \t \n \f \r`, others as `\u00xx`); everything else as it is.
-fn json_string(out: &mut String, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push('"');
-    let mut start = 0;
-    for (i, b) in text.bytes().enumerate() {
-        let escape: &str = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            0x08 => "\\b",
-            b'\t' => "\\t",
-            b'\n' => "\\n",
-            0x0c => "\\f",
-            b'\r' => "\\r",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&text[start..i]);
-        if escape.is_empty() {
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        } else {
-            out.push_str(escape);
-        }
-        start = i + 1;
-    }
-    out.push_str(&text[start..]);
-    out.push('"');
 }
 
 /// What a model call was for.
