@@ -549,16 +549,56 @@ async fn calls_reserve_from_a_slice_and_each_is_counted_once(pool: PgPool) {
         .unwrap();
 
     // Assert: the slice covered 32 calls' worst case at a time, so the 40 reservations took
-    // two round trips (and the failed calls none: their tokens went back into the slice): with
-    // the 32 settles and the slice given back, 35 scripts; while held, its free tokens counted
-    // as reserved; given back, nothing is.
+    // two round trips, the second one ahead of need, when a call left less than 16 calls' worth
+    // free (and the failed calls none: their tokens went back into the slice): with the 32
+    // settles and the slice given back, 35 scripts. While held, the slice's tokens counted as
+    // reserved (two grants of 32,000, less the 32 settled calls' 1,000 each); given back,
+    // nothing is.
     let (scripts, ops) = m.scripts_sent();
     assert_eq!((scripts - scripts_before, ops - ops_before), (35, 35));
-    assert!(held > 0 && held <= 32_000, "{held}");
+    assert_eq!(held, 32_000);
     let (usage, reserved) = m.month_usage(c.tenant, month).await.unwrap();
     assert_eq!((usage.tokens, usage.requests, reserved), (used, 32, 0));
     let ledger = report::ledger_totals(&db, c.tenant, month).await.unwrap();
     assert_eq!(ledger, usage);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_slice_running_low_is_topped_up_before_a_call_needs_it(pool: PgPool) {
+    // Arrange
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Ahead Clinic").await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let m = Metering::new(db.clone(), redis().await);
+    let month = tessera_core::Month::now();
+    m.month_usage(c.tenant, month).await.unwrap();
+    let call = |m: Metering, limits: metering::Limits| async move {
+        let res = reserve_call(&m, c.tenant, &limits, 1_000).await.unwrap();
+        let ev = event(&res, 4, 6);
+        m.settle(res, &ev).await.unwrap();
+    };
+
+    // Act: 17 calls of 1,000 one after another; the first reserves a slice of 32,000 and the
+    // 17th leaves 15,000 free, less than 16 calls' worth.
+    for _ in 0..17 {
+        call(m.clone(), limits.clone()).await;
+    }
+    m.settles_done().await;
+    let (_, held) = m.month_usage(c.tenant, month).await.unwrap();
+    let (scripts_before, _) = m.scripts_sent();
+    for _ in 0..30 {
+        call(m.clone(), limits.clone()).await;
+    }
+    let (scripts, _) = m.scripts_sent();
+
+    // Assert: the 17th call topped the slice up ahead of need (a second grant of 32,000, less
+    // the 17 settled calls' 1,000 each), so the 30 calls after it all took from the slice: one
+    // script each, their settles; none reserved in Redis.
+    assert_eq!(held, 64_000 - 17_000);
+    assert_eq!(scripts - scripts_before, 30);
+    m.return_slices().await.unwrap();
+    let (usage, reserved) = m.month_usage(c.tenant, month).await.unwrap();
+    assert_eq!((usage.tokens, usage.requests, reserved), (470, 47, 0));
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -166,6 +166,22 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// A top-up ahead of need on its way: however it ends (dropped too), the slice is told.
+struct Ahead {
+    metering: Metering,
+    slice: Uuid,
+    /// What it was granted, and until when.
+    granted: Option<(i64, i64)>,
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.metering
+            .slices
+            .topped_up_ahead(self.slice, self.granted.take());
+    }
+}
+
 // Reservations and settles are one script for many calls (see `batch.rs`), which also
 // describes the counters' layout.
 
@@ -400,6 +416,10 @@ impl Metering {
                 .take(tenant, month, amount, unix_ms(started_at), ttl_ms / 2)
             {
                 Take::Taken(slice) => return Ok(reservation(slice)),
+                Take::TakenTopUpAhead(slice) => {
+                    self.top_up_ahead(tenant, month, limits, amount, slice);
+                    return Ok(reservation(slice));
+                }
                 Take::TopUp { slice, back } => break (slice, back),
                 Take::Wait => changed.await,
             }
@@ -427,6 +447,50 @@ impl Metering {
         pending.armed = false;
         self.slices.granted(slice, amount, granted, expires_ms);
         Ok(reservation(slice))
+    }
+
+    /// Tops `slice` up in the background, ahead of need (`Take::TakenTopUpAhead`): as a call
+    /// of `amount` would, giving nothing back. Settles wait for it ([`Self::settles_done`]), so
+    /// that a slice given back at shutdown is not held by it.
+    fn top_up_ahead(
+        &self,
+        tenant: TenantId,
+        month: Month,
+        limits: &Limits,
+        amount: i64,
+        slice: Uuid,
+    ) {
+        let mut ahead = Ahead {
+            metering: self.clone(),
+            slice,
+            granted: None,
+        };
+        let limits = limits.clone();
+        let busy = self.settling.enter();
+        tokio::spawn(async move {
+            let _busy = busy;
+            let topped_up = ahead
+                .metering
+                .reserve_in_redis(
+                    tenant,
+                    month,
+                    OffsetDateTime::now_utc(),
+                    None,
+                    &limits,
+                    amount,
+                    slice,
+                    Some((amount.saturating_mul(SLICE_CALLS), 0)),
+                )
+                .await;
+            if let Err(e) = &topped_up {
+                if !matches!(e, Error::OverBudget { .. }) {
+                    tracing::warn!(error = ?e, "a slice of the allowance could not be topped up ahead of need");
+                }
+            }
+            ahead.granted = topped_up.ok();
+            // The slice is told before the settles are done.
+            drop(ahead);
+        });
     }
 
     /// Runs a reservation script for `id` (a call's own, or with `slice` = `(wanted, back)` a

@@ -9,7 +9,11 @@
 //! memory; each call's settle takes its amount out of the slice's field in Redis, in the same
 //! script that counts its usage. When the free tokens do not cover a call, its reservation goes
 //! to Redis as a top-up that first gives back what was left free; one top-up at a time, calls
-//! arriving meanwhile wait for it and take from what it brought.
+//! arriving meanwhile wait for it and take from what it brought. So that calls seldom have to
+//! wait for one, a call that leaves the slice with less than [`AHEAD_CALLS`] such calls' worth
+//! free starts a top-up ahead of need, in the background: the calls after it go on taking from
+//! what is left while it is on its way, and find the slice refilled. One refused (the month is
+//! nearly used up) is not tried again ahead until a call's own top-up has been granted.
 //!
 //! The budget stays exact: every call's worst case is reserved in Redis before the call, as a
 //! part of some slice, so no number of calls and processes can take recorded use past the
@@ -32,6 +36,10 @@ use crate::Month;
 /// How many calls of the same worst case a slice is meant to cover.
 pub(super) const SLICE_CALLS: i64 = 32;
 
+/// A call that leaves a slice with less than this many calls' worth of free tokens tops it up
+/// ahead of need.
+pub(super) const AHEAD_CALLS: i64 = SLICE_CALLS / 2;
+
 /// A slice without a call for this long is given back.
 pub(super) const IDLE: Duration = Duration::from_secs(1);
 
@@ -41,6 +49,9 @@ pub(super) const IDLE: Duration = Duration::from_secs(1);
 pub(super) enum Take {
     /// Taken from the slice's free tokens.
     Taken(Uuid),
+    /// Taken from the slice's free tokens, which are running low: top the slice up ahead of
+    /// need (without waiting for it), then tell [`Slices::topped_up_ahead`].
+    TakenTopUpAhead(Uuid),
     /// Reserve in Redis for this slice, after giving back `back` tokens it holds free.
     TopUp { slice: Uuid, back: i64 },
     /// Another call is topping the slice up: wait for [`Slices::changed`], then take again.
@@ -62,8 +73,11 @@ struct Slice {
     /// No longer taken from (Redis lost it, or a settle failed); given back once not pending.
     retired: bool,
     /// A top-up is on its way to Redis. One at a time: calls that arrive meanwhile wait for
-    /// it, so that a burst of calls does not reserve a slice each and leave most of it unused.
+    /// it (unless it is one ahead of need and they find enough free), so that a burst of calls
+    /// does not reserve a slice each and leave most of it unused.
     topping_up: bool,
+    /// A top-up ahead of need was refused: none is tried again until a call's own is granted.
+    no_ahead: bool,
 }
 
 /// A process's slices (see the module's documentation).
@@ -105,6 +119,12 @@ impl Slices {
                     s.pending += 1;
                     s.last_used = now;
                     s.free -= amount;
+                    if !s.topping_up && !s.no_ahead && s.free < amount.saturating_mul(AHEAD_CALLS) {
+                        // The top-up holds the slice too until it is done.
+                        s.pending += 1;
+                        s.topping_up = true;
+                        return Take::TakenTopUpAhead(id);
+                    }
                     return Take::Taken(id);
                 }
                 if s.topping_up {
@@ -130,6 +150,7 @@ impl Slices {
                 last_used: now,
                 retired: false,
                 topping_up: true,
+                no_ahead: false,
             },
         );
         Take::TopUp { slice: id, back: 0 }
@@ -142,6 +163,28 @@ impl Slices {
             s.free += (granted - amount).max(0);
             s.expires_ms = s.expires_ms.max(expires_ms);
             s.topping_up = false;
+            s.no_ahead = false;
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// A top-up ahead of need ([`Take::TakenTopUpAhead`]) is done: `granted` tokens until
+    /// `expires_ms` are free now, or, with `None`, it was refused or failed and none is tried
+    /// ahead again until a call's own top-up is granted.
+    pub fn topped_up_ahead(&self, slice: Uuid, granted: Option<(i64, i64)>) {
+        if let Some(s) = self.lock().slices.get_mut(&slice) {
+            s.pending = s.pending.saturating_sub(1);
+            s.topping_up = false;
+            match granted {
+                // A slice retired meanwhile keeps what it was granted in Redis until it is
+                // given back whole.
+                Some((granted, expires_ms)) if !s.retired => {
+                    s.free += granted.max(0);
+                    s.expires_ms = s.expires_ms.max(expires_ms);
+                }
+                Some(_) => {}
+                None => s.no_ahead = true,
+            }
         }
         self.changed.notify_waiters();
     }
@@ -248,16 +291,56 @@ mod tests {
             panic!("a first call tops up a new slice");
         };
         s.granted(slice, 100, 350, 10_000);
-        assert_eq!(s.take(t, m, 100, 0, FRESH), Take::Taken(slice));
+        // Running low, the slice is topped up ahead of need; that one is refused (the month is
+        // nearly used up), and none is tried ahead again.
+        assert_eq!(s.take(t, m, 100, 0, FRESH), Take::TakenTopUpAhead(slice));
+        s.topped_up_ahead(slice, None);
         assert_eq!(s.take(t, m, 100, 0, FRESH), Take::Taken(slice));
         // 50 left free: the next call tops the slice up and gives them back in the same step.
         assert_eq!(s.take(t, m, 100, 0, FRESH), Take::TopUp { slice, back: 50 });
         // Near its expiry a slice is topped up (which renews it) rather than taken from.
-        s.granted(slice, 100, 400, 10_000);
+        s.granted(slice, 100, 4_000, 10_000);
         assert_eq!(
             s.take(t, m, 100, 9_500, FRESH),
-            Take::TopUp { slice, back: 300 }
+            Take::TopUp { slice, back: 3_900 }
         );
+    }
+
+    #[test]
+    fn a_slice_running_low_is_topped_up_ahead_of_need() {
+        let s = Slices::default();
+        let (t, m) = clinic();
+        let Take::TopUp { slice, .. } = s.take(t, m, 100, 0, FRESH) else {
+            panic!()
+        };
+        // 31 calls' worth free: 15 calls take from it...
+        s.granted(slice, 100, 3_200, 10_000);
+        for _ in 0..15 {
+            assert_eq!(s.take(t, m, 100, 0, FRESH), Take::Taken(slice));
+        }
+        // ...and the one that leaves less than 16 calls' worth starts a top-up ahead of need.
+        assert_eq!(s.take(t, m, 100, 0, FRESH), Take::TakenTopUpAhead(slice));
+        // While it is on its way, calls go on taking what is left, and start no other...
+        for _ in 0..15 {
+            assert_eq!(s.take(t, m, 100, 0, FRESH), Take::Taken(slice));
+        }
+        // ...until nothing is: then they wait for it, and take from what it brought.
+        assert_eq!(s.take(t, m, 100, 0, FRESH), Take::Wait);
+        s.topped_up_ahead(slice, Some((3_200, 20_000)));
+        assert_eq!(s.take(t, m, 100, 0, FRESH), Take::Taken(slice));
+        // It renewed the slice too: not stale at 9,500 (its first grant's expiry was 10,000).
+        assert_eq!(s.take(t, m, 100, 9_500, FRESH), Take::Taken(slice));
+        // The slice is held by its calls and by a top-up ahead on its way: given back only
+        // when none is left.
+        let Take::TopUp { slice: other, .. } = s.take(t, m, 30_000, 0, FRESH) else {
+            panic!("a call bigger than what is free tops up")
+        };
+        assert_eq!(other, slice);
+        s.not_granted(slice);
+        for _ in 0..34 {
+            s.settled(slice, false);
+        }
+        assert_eq!(s.idle(Duration::ZERO), vec![(slice, t, m)]);
     }
 
     #[test]
@@ -269,11 +352,15 @@ mod tests {
         };
         assert_eq!(s.take(t, m, 100, 0, FRESH), Take::Wait);
         s.granted(slice, 100, 300, 10_000);
-        assert_eq!(s.take(t, m, 100, 0, FRESH), Take::Taken(slice));
-        // A refused top-up lets the next call try its own.
+        assert_eq!(s.take(t, m, 100, 0, FRESH), Take::TakenTopUpAhead(slice));
+        // A top-up ahead of need is waited for too, by a call that finds too little free...
+        assert_eq!(s.take(t, m, 150, 0, FRESH), Take::Wait);
+        // ...and, refused, lets it try its own.
+        s.topped_up_ahead(slice, None);
         let Take::TopUp { slice, back: 100 } = s.take(t, m, 150, 0, FRESH) else {
             panic!()
         };
+        // So does a call's own top-up, refused.
         assert_eq!(s.take(t, m, 150, 0, FRESH), Take::Wait);
         s.not_granted(slice);
         assert!(matches!(
@@ -289,7 +376,7 @@ mod tests {
         let Take::TopUp { slice, .. } = s.take(t, m, 100, 0, FRESH) else {
             panic!()
         };
-        s.granted(slice, 100, 300, 10_000);
+        s.granted(slice, 100, 3_300, 10_000);
         assert_eq!(s.take(t, m, 100, 0, FRESH), Take::Taken(slice));
         assert!(s.idle(Duration::ZERO).is_empty(), "two calls hold it");
         s.settled(slice, false);
@@ -310,7 +397,7 @@ mod tests {
         let Take::TopUp { slice, .. } = s.take(t, m, 100, 0, FRESH) else {
             panic!()
         };
-        s.granted(slice, 100, 1_000, 10_000);
+        s.granted(slice, 100, 10_000, 10_000);
         assert_eq!(s.take(t, m, 100, 0, FRESH), Take::Taken(slice));
         s.settled(slice, true);
         // Not taken from again: a new slice.
