@@ -551,11 +551,14 @@ async fn calls_reserve_from_a_slice_and_each_is_counted_once(pool: PgPool) {
     // Assert: the slice covered 32 calls' worst case at a time, so the 40 reservations took
     // two round trips, the second one ahead of need, when a call left less than 16 calls' worth
     // free (and the failed calls none: their tokens went back into the slice): with the 32
-    // settles and the slice given back, 35 scripts. While held, the slice's tokens counted as
+    // settles and the slice given back, 35 operations, in as many scripts or one fewer (the
+    // top-up ahead may share one with a settle). While held, the slice's tokens counted as
     // reserved (two grants of 32,000, less the 32 settled calls' 1,000 each); given back,
     // nothing is.
     let (scripts, ops) = m.scripts_sent();
-    assert_eq!((scripts - scripts_before, ops - ops_before), (35, 35));
+    assert_eq!(ops - ops_before, 35);
+    let scripts = scripts - scripts_before;
+    assert!((34..=35).contains(&scripts), "{scripts} scripts");
     assert_eq!(held, 32_000);
     let (usage, reserved) = m.month_usage(c.tenant, month).await.unwrap();
     assert_eq!((usage.tokens, usage.requests, reserved), (used, 32, 0));
