@@ -581,11 +581,12 @@ impl Metering {
     async fn return_idle(&self, idle: Duration) -> Result<()> {
         let mut result = Ok(());
         for (slice, tenant, month) in self.slices.idle(idle) {
+            let keys = self.month_keys(tenant, month);
             let returned = self
                 .batch
                 .run(Op::Return {
-                    counters: self.counters_key(tenant, month),
-                    reservations: self.reservations_key(tenant, month),
+                    counters: keys.counters.clone(),
+                    reservations: keys.reservations.clone(),
                     id: slice,
                 })
                 .await;
@@ -711,10 +712,11 @@ impl Metering {
 
     /// Counts live a call the ledger already has (see [`Held::settle_durably`]).
     async fn correct(&self, r: &Reservation, event: &UsageEvent, written_ms: i64) -> Result<()> {
+        let keys = self.month_keys(r.tenant, r.month);
         let _: i64 = self
             .correct
-            .key(self.counters_key(r.tenant, r.month))
-            .key(self.reservations_key(r.tenant, r.month))
+            .key(&keys.counters)
+            .key(&keys.reservations)
             .arg(r.id.to_string())
             .arg(event.prompt_tokens)
             .arg(event.completion_tokens)
