@@ -13,7 +13,9 @@
 # build, for comparing two builds in one go),
 # BENCH_SIM (`bench`, the default: testkit's simulator served by `gateway-bench sim` with
 # TCP_NODELAY; `provider-sim`: the testkit binary, whose streamed replies stall ~40 ms on a
-# kept-alive connection).
+# kept-alive connection),
+# BENCH_WORKERS (runtime threads of the Tessera server and of the bare proxy, the same for
+# both; default: Tokio's, one per core. The simulator and the load generator keep the default).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +32,13 @@ BENCH_OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/gateway-bench.json}"
 BENCH_SIM="${BENCH_SIM:-bench}"
 # LiteLLM's proxy in the same run (installed from PyPI on first use); 0 leaves it out.
 BENCH_LITELLM="${BENCH_LITELLM:-1}"
+BENCH_WORKERS="${BENCH_WORKERS:-}"
+case "$BENCH_WORKERS" in
+  "" | [1-9] | [1-9][0-9]) ;;
+  *) echo "BENCH_WORKERS must be a whole number from 1 to 99 (got $BENCH_WORKERS)" >&2; exit 2 ;;
+esac
+# Nothing else started here inherits a thread count from the caller's environment.
+unset TOKIO_WORKER_THREADS
 LITELLM_VERSION="1.108.5"
 case "$BENCH_SIM" in
   bench | provider-sim) ;;
@@ -142,7 +151,11 @@ export RUST_LOG="${RUST_LOG:-warn}"
 export TESSERA_ALLOW_PRIVATE_ENDPOINTS=true
 
 log "starting Tessera on 127.0.0.1:$PORT (database $BENCH_DB, Redis prefix $REDIS_PREFIX)"
-"$SERVER_BIN" serve >"$WORK/server.log" 2>&1 &
+if [ -n "$BENCH_WORKERS" ]; then
+  TOKIO_WORKER_THREADS="$BENCH_WORKERS" "$SERVER_BIN" serve >"$WORK/server.log" 2>&1 &
+else
+  "$SERVER_BIN" serve >"$WORK/server.log" 2>&1 &
+fi
 SERVER_PID=$!
 for _ in $(seq 1 120); do
   curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" 2>/dev/null && break
@@ -186,5 +199,6 @@ log "running the benchmark"
   --server-pid "$SERVER_PID" \
   --sim-pid "$SIM_PID" \
   --out "$BENCH_OUT" \
+  ${BENCH_WORKERS:+--proxy-workers "$BENCH_WORKERS"} \
   "${LITELLM_ARGS[@]}" \
   "$@"

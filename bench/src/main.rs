@@ -41,6 +41,8 @@ run options:
   --settle-ms MS       pause after each run before reading CPU, so deferred work
                        (the ledger writer) is counted (default 500)
   --model NAME         model asked for (default gpt-4o-mini)
+  --proxy-workers N    runtime threads of the bare proxy (default: Tokio's, one per core);
+                       give the server the same with TOKIO_WORKER_THREADS
   --out FILE           also write the results as JSON
   --litellm URL        also measure LiteLLM's proxy at URL (with --litellm-key, its master
                        key, and --litellm-pid, its process)
@@ -120,6 +122,8 @@ struct Options {
     out: Option<String>,
     /// LiteLLM's proxy: its URL, master key and pid.
     litellm: Option<(String, String, u32)>,
+    /// Runtime threads of the bare proxy (`TOKIO_WORKER_THREADS`); Tokio's default if unset.
+    proxy_workers: Option<usize>,
 }
 
 impl Options {
@@ -156,6 +160,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         model: "gpt-4o-mini".into(),
         out: None,
         litellm: None,
+        proxy_workers: None,
     };
     let (mut litellm_url, mut litellm_key, mut litellm_pid) = (None, None, None);
     let mut concurrency = vec![1, 32];
@@ -193,6 +198,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                 )
             }
             "--model" => o.model = value()?,
+            "--proxy-workers" => {
+                let v = value()?;
+                o.proxy_workers =
+                    Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("{a}: expected a positive whole number, got {v:?}")
+                    })?)
+            }
             "--out" => o.out = Some(value()?),
             "--litellm" => litellm_url = Some(value()?.trim_end_matches('/').to_string()),
             "--litellm-key" => litellm_key = Some(value()?),
@@ -248,10 +260,15 @@ struct ProxyProcess {
 }
 
 impl ProxyProcess {
-    fn start(upstream: &str) -> Result<Self, String> {
+    fn start(upstream: &str, workers: Option<usize>) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-        let mut child = std::process::Command::new(exe)
-            .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
+        let mut command = std::process::Command::new(exe);
+        command.args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream]);
+        match workers {
+            Some(n) => command.env("TOKIO_WORKER_THREADS", n.to_string()),
+            None => command.env_remove("TOKIO_WORKER_THREADS"),
+        };
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -543,7 +560,7 @@ async fn run(o: Options) -> Result<bool, String> {
     );
     let clinic = setup::clinic(&config, PROVIDER_KEY, None).await?;
     let compatible = setup::clinic(&config, PROVIDER_KEY, Some(&format!("{}/v1", o.sim))).await?;
-    let proxy = ProxyProcess::start(&o.sim)?;
+    let proxy = ProxyProcess::start(&o.sim, o.proxy_workers)?;
     let proxy_pid = proxy.child.id();
     let watched = Watched {
         fixed: vec![
@@ -731,6 +748,7 @@ async fn run(o: Options) -> Result<bool, String> {
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "model": o.model,
             "settle_ms": o.settle.as_millis() as u64,
+            "proxy_workers": o.proxy_workers,
             "unix_time": std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
