@@ -247,19 +247,26 @@ async fn a_writer_crash_mid_batch_loses_and_doubles_nothing(pool: PgPool) {
     }
 
     // Act: one writer takes the batch and dies before writing it; another takes over, and a
-    // replay of events already written changes nothing.
+    // replay of events already written changes nothing; a batch that holds one of them and a
+    // new event writes the new one.
     let crashed = LedgerWriter::new(db.clone(), r.clone());
     assert_eq!(crashed.read_and_abandon(10).await.unwrap(), 3);
     let mut survivor = LedgerWriter::new(db.clone(), r.clone());
     survivor.claim_after = std::time::Duration::ZERO;
     assert_eq!(survivor.drain_all().await.unwrap(), 3);
     metering::write_events(&db, &events).await.unwrap();
+    let mut late = events[0].clone();
+    late.id = uuid::Uuid::new_v4();
+    late.idempotency_key = late.id.to_string();
+    metering::write_events(&db, [&events[1], &late])
+        .await
+        .unwrap();
 
     // Assert
     let totals = metering::report::ledger_totals(&db, c.tenant, month)
         .await
         .unwrap();
-    assert_eq!((totals.requests, totals.tokens), (3, 30));
+    assert_eq!((totals.requests, totals.tokens), (4, 40));
 }
 
 #[sqlx::test(migrations = "../migrations")]
