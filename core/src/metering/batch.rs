@@ -14,9 +14,13 @@
 //! whose caller left is still counted and handed to the ledger.
 //!
 //! A settle whose call has already answered its client ([`Batch::defer_then`]) waits for
-//! company: for up to [`LINGER`], or until the next script, whichever comes first. Nobody
-//! waits for it, so the wait costs no latency, and at low concurrency, where scripts would
-//! otherwise carry one operation each, a script carries the settles of several calls. It never makes
+//! company: for up to [`LINGER`], or until an operation that has a caller waiting on it goes
+//! (a reservation, a read of the counters), whichever comes first; it goes at once only when a
+//! full script's worth waits. A script's return does not send the settles that came meanwhile
+//! either: they linger in turn. Nobody waits for them, so the wait costs no latency, and a
+//! script carries the settles of all the calls that answered during the linger instead of the
+//! few that answered during one round trip (under load, scripts would otherwise go back to
+//! back, each with its fixed work on both sides for a few calls). It never makes
 //! the budget less exact: until it is settled the call's worst case stays reserved, and any
 //! operation sent later (a reservation, a read of the counters through [`Batch::flush`]) goes
 //! in the same script or a later one, after it.
@@ -537,6 +541,8 @@ pub(super) type Answer = [i64; 3];
 struct Waiting {
     op: Op,
     answer: Reply,
+    /// A settle whose call has answered ([`Batch::defer_then`]): nobody waits for it.
+    deferred: bool,
 }
 
 /// Where an operation's answer goes.
@@ -632,6 +638,7 @@ impl Batch {
                 queue.waiting.push(Waiting {
                     op,
                     answer: Reply::Channel(answer),
+                    deferred: false,
                 });
                 if !queue.busy {
                     // Deferred settles wait: this operation goes after them, in a script sent
@@ -672,6 +679,7 @@ impl Batch {
         self.queue_deferred(Waiting {
             op,
             answer: Reply::Then(Then(Some(Box::new(then)))),
+            deferred: true,
         });
     }
 
@@ -682,6 +690,7 @@ impl Batch {
         self.queue_deferred(Waiting {
             op,
             answer: Reply::Channel(answer),
+            deferred: true,
         });
         answered
     }
@@ -689,25 +698,62 @@ impl Batch {
     fn queue_deferred(&self, waiting: Waiting) {
         let mut queue = self.lock();
         queue.waiting.push(waiting);
-        if !queue.busy && !queue.lingering {
-            queue.lingering = true;
-            drop(queue);
-            let batch = self.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(LINGER).await;
-                let send = {
-                    let mut queue = batch.lock();
-                    queue.lingering = false;
-                    // A script in flight takes what waits when it is back.
-                    let send = !queue.busy && !queue.waiting.is_empty();
-                    queue.busy |= send;
-                    send
-                };
-                if send {
-                    batch.drain().await;
-                }
-            });
+        if queue.busy {
+            return;
         }
+        if queue.waiting.len() >= MOST {
+            queue.busy = true;
+            drop(queue);
+            tokio::spawn(self.clone().drain());
+        } else {
+            self.linger(queue);
+        }
+    }
+
+    /// Unless a task already will, starts one that sends what waits once [`LINGER`] is over
+    /// (if no script has taken it by then). Called with no script in flight.
+    fn linger(&self, mut queue: std::sync::MutexGuard<'_, Queue>) {
+        if queue.lingering {
+            return;
+        }
+        queue.lingering = true;
+        drop(queue);
+        let batch = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LINGER).await;
+            let send = {
+                let mut queue = batch.lock();
+                queue.lingering = false;
+                // A script in flight takes what waits when it is back.
+                let send = !queue.busy && !queue.waiting.is_empty();
+                queue.busy |= send;
+                send
+            };
+            if send {
+                batch.drain().await;
+            }
+        });
+    }
+
+    /// What follows a script's return: `true` when the next script should go now (something
+    /// that waits has a caller waiting on it, or a full script's worth waits); otherwise no
+    /// script is in flight any more, and settles that wait only for company linger until
+    /// [`LINGER`] is over or an operation with a caller comes (which takes them along). Under
+    /// load this keeps scripts from going back to back with a few settles each: each carries
+    /// what came during the linger, and Redis and the server do a script's fixed work once for
+    /// many more calls.
+    fn next_now(&self) -> bool {
+        let mut queue = self.lock();
+        if queue.waiting.is_empty() {
+            queue.busy = false;
+            return false;
+        }
+        if queue.waiting.len() >= MOST || queue.waiting.iter().any(|w| !w.deferred) {
+            return true;
+        }
+        queue.busy = false;
+        self.linger(queue);
+        false
     }
 
     /// Returns once every operation queued before the call has been answered (at once when
@@ -734,7 +780,11 @@ impl Batch {
 
     /// Sends what waits, a script at a time, until nothing does.
     async fn drain(self) {
+        let mut first = true;
         loop {
+            if !std::mem::take(&mut first) && !self.next_now() {
+                return;
+            }
             let batch: Vec<Waiting> = {
                 let mut queue = self.lock();
                 if queue.waiting.is_empty() {
@@ -819,12 +869,15 @@ impl Drop for Handover<'_> {
         if !self.armed {
             return;
         }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            if self.batch.next_now() {
+                tokio::spawn(self.batch.clone().drain());
+            }
+            return;
+        }
         let mut queue = self.batch.lock();
         if queue.waiting.is_empty() {
             queue.busy = false;
-        } else if tokio::runtime::Handle::try_current().is_ok() {
-            drop(queue);
-            tokio::spawn(self.batch.clone().drain());
         } else {
             // No runtime to send them on (it is shutting down): they are answered with an
             // error as they drop (out of the lock: an answer's function may take it).
@@ -1075,6 +1128,56 @@ mod tests {
 
     /// A slice is topped up (after giving back what it held free), is taken from by its calls'
     /// settles, tells a settle when Redis no longer holds it, and is given back whole.
+    /// Settles deferred while a script is in flight do not go the moment it is back: they
+    /// linger for company (under load, scripts would otherwise go back to back with a few
+    /// settles each), then go together in one script.
+    #[tokio::test]
+    async fn settles_that_come_during_a_script_linger_after_it() {
+        let redis = test_redis().await;
+        let (c, z, stream) = (redis.key("c"), redis.key("z"), redis.key("s"));
+        let batch = Batch::new(redis.clone());
+        empty_counters(&redis, &c).await;
+        let ids = [(); 4].map(|_| Uuid::new_v4());
+        for id in &ids[1..] {
+            assert_eq!(
+                batch.run(reserve(&c, &z, *id, 10, 1_000)).await.unwrap()[0],
+                1
+            );
+        }
+        let before = batch.sent();
+
+        // A reservation in flight (this test's runtime runs one task at a time: the spawned
+        // call sends its script before this one goes on), and three calls answered meanwhile.
+        let started = std::time::Instant::now();
+        let in_flight = tokio::spawn({
+            let batch = batch.clone();
+            let op = reserve(&c, &z, ids[0], 10, 1_000);
+            async move { batch.run(op).await }
+        });
+        tokio::task::yield_now().await;
+        let settled: Vec<_> = ids[1..]
+            .iter()
+            .map(|id| batch.defer(settle(&c, &z, &stream, *id, (1, 1), 10)))
+            .collect();
+        assert_eq!(in_flight.await.unwrap().unwrap()[0], 1);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if started.elapsed() < LINGER {
+            // Back, and nothing sent after it: the settles linger.
+            assert_eq!(batch.sent(), (before.0 + 1, before.1 + 1));
+        }
+        for answer in settled {
+            let answer = tokio::time::timeout(LINGER * 20, answer).await;
+            assert_eq!(answer.unwrap().unwrap().unwrap(), [1, 0, 0]);
+        }
+        // All three in one script after the reservation's.
+        assert_eq!(batch.sent(), (before.0 + 2, before.1 + 4));
+        let _: () = redis::cmd("DEL")
+            .arg(&[&c, &z, &stream])
+            .query_async(&mut redis.conn())
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn a_slice_is_topped_up_settled_from_and_given_back() {
         let redis = test_redis().await;
