@@ -534,11 +534,11 @@ async fn calls_reserve_from_a_slice_and_each_is_counted_once(pool: PgPool) {
     m.month_usage(c.tenant, month).await.unwrap();
     let (scripts_before, ops_before) = m.scripts_sent();
 
-    // Act: 40 calls one after another, each reserving 1,000 and using 10 (every fifth fails
+    // Act: 40 calls one after another, each reserving 100 and using 10 (every fifth fails
     // and is released).
     let mut used = 0;
     for i in 0..40 {
-        let res = reserve_call(&m, c.tenant, &limits, 1_000).await.unwrap();
+        let res = reserve_call(&m, c.tenant, &limits, 100).await.unwrap();
         assert!(res.slice.is_some());
         if i % 5 == 4 {
             m.release(res).await.unwrap();
@@ -555,18 +555,15 @@ async fn calls_reserve_from_a_slice_and_each_is_counted_once(pool: PgPool) {
         .await
         .unwrap();
 
-    // Assert: the slice covered 32 calls' worst case at a time, so the 40 reservations took
-    // two round trips, the second one ahead of need, when a call left less than 16 calls' worth
-    // free (and the failed calls none: their tokens went back into the slice): with the 32
-    // settles and the slice given back, 35 operations, in as many scripts or one fewer (the
-    // top-up ahead may share one with a settle). While held, the slice's tokens counted as
-    // reserved (two grants of 32,000, less the 32 settled calls' 1,000 each); given back,
-    // nothing is.
+    // Assert: the slice covered 128 calls' worst case, so the 40 reservations took one round
+    // trip (and the failed calls none: their tokens went back into the slice): with the 32
+    // settles and the slice given back, 34 operations, one script each. While held, the
+    // slice's tokens counted as reserved (a grant of 12,800, less the 32 settled calls' 100
+    // each); given back, nothing is.
     let (scripts, ops) = m.scripts_sent();
-    assert_eq!(ops - ops_before, 35);
-    let scripts = scripts - scripts_before;
-    assert!((34..=35).contains(&scripts), "{scripts} scripts");
-    assert_eq!(held, 32_000);
+    assert_eq!(ops - ops_before, 34);
+    assert_eq!(scripts - scripts_before, 34);
+    assert_eq!(held, 9_600);
     let (usage, reserved) = m.month_usage(c.tenant, month).await.unwrap();
     assert_eq!((usage.tokens, usage.requests, reserved), (used, 32, 0));
     let ledger = report::ledger_totals(&db, c.tenant, month).await.unwrap();
@@ -583,14 +580,14 @@ async fn a_slice_running_low_is_topped_up_before_a_call_needs_it(pool: PgPool) {
     let month = tessera_core::Month::now();
     m.month_usage(c.tenant, month).await.unwrap();
     let call = |m: Metering, limits: metering::Limits| async move {
-        let res = reserve_call(&m, c.tenant, &limits, 1_000).await.unwrap();
+        let res = reserve_call(&m, c.tenant, &limits, 100).await.unwrap();
         let ev = event(&res, 4, 6);
         m.settle(res, &ev).await.unwrap();
     };
 
-    // Act: 17 calls of 1,000 one after another; the first reserves a slice of 32,000 and the
-    // 17th leaves 15,000 free, less than 16 calls' worth.
-    for _ in 0..17 {
+    // Act: 113 calls of 100 one after another; the first reserves a slice of 12,800 and the
+    // 113th leaves 1,500 free, less than 16 calls' worth.
+    for _ in 0..113 {
         call(m.clone(), limits.clone()).await;
     }
     m.settles_done().await;
@@ -601,14 +598,14 @@ async fn a_slice_running_low_is_topped_up_before_a_call_needs_it(pool: PgPool) {
     }
     let (scripts, _) = m.scripts_sent();
 
-    // Assert: the 17th call topped the slice up ahead of need (a second grant of 32,000, less
-    // the 17 settled calls' 1,000 each), so the 30 calls after it all took from the slice: one
+    // Assert: the 113th call topped the slice up ahead of need (a second grant of 12,800, less
+    // the 113 settled calls' 100 each), so the 30 calls after it all took from the slice: one
     // script each, their settles; none reserved in Redis.
-    assert_eq!(held, 64_000 - 17_000);
+    assert_eq!(held, 25_600 - 11_300);
     assert_eq!(scripts - scripts_before, 30);
     m.return_slices().await.unwrap();
     let (usage, reserved) = m.month_usage(c.tenant, month).await.unwrap();
-    assert_eq!((usage.tokens, usage.requests, reserved), (470, 47, 0));
+    assert_eq!((usage.tokens, usage.requests, reserved), (1_430, 143, 0));
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -683,7 +680,7 @@ async fn a_call_near_the_limit_is_admitted_with_the_slice_given_back(pool: PgPoo
     let limits = metering::limits(&db, c.tenant).await.unwrap();
     let m = Metering::new(db.clone(), redis().await);
 
-    // A small call leaves its slice holding 31 more such calls' worth free...
+    // A small call leaves its slice holding 127 more such calls' worth free...
     let small = reserve_call(&m, c.tenant, &limits, 1_000).await.unwrap();
     let ev = event(&small, 10, 10);
     m.settle(small, &ev).await.unwrap();

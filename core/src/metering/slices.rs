@@ -33,12 +33,15 @@ use uuid::Uuid;
 use crate::tenancy::TenantId;
 use crate::Month;
 
-/// How many calls of the same worst case a slice is meant to cover.
-pub(super) const SLICE_CALLS: i64 = 32;
+/// How many calls of the same worst case a slice is meant to cover (never more than an eighth
+/// of what the limit leaves). Each top-up is a reservation in Redis, with a script of its own
+/// under load (settles wait for company, a top-up does not): 128 calls per slice sends a
+/// quarter of the top-ups 32 did.
+pub(super) const SLICE_CALLS: i64 = 128;
 
 /// A call that leaves a slice with less than this many calls' worth of free tokens tops it up
 /// ahead of need.
-pub(super) const AHEAD_CALLS: i64 = SLICE_CALLS / 2;
+pub(super) const AHEAD_CALLS: i64 = 16;
 
 /// A slice without a call for this long is given back.
 pub(super) const IDLE: Duration = Duration::from_secs(1);
