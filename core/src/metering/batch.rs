@@ -778,7 +778,8 @@ impl Batch {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends what waits, a script at a time, until nothing does.
+    /// Sends what waits, a script at a time, until nothing does or only settles that may
+    /// linger do ([`Self::next_now`]).
     async fn drain(self) {
         let mut first = true;
         loop {
@@ -1126,8 +1127,6 @@ mod tests {
             .unwrap();
     }
 
-    /// A slice is topped up (after giving back what it held free), is taken from by its calls'
-    /// settles, tells a settle when Redis no longer holds it, and is given back whole.
     /// Settles deferred while a script is in flight do not go the moment it is back: they
     /// linger for company (under load, scripts would otherwise go back to back with a few
     /// settles each), then go together in one script.
@@ -1178,6 +1177,8 @@ mod tests {
             .unwrap();
     }
 
+    /// A slice is topped up (after giving back what it held free), is taken from by its calls'
+    /// settles, tells a settle when Redis no longer holds it, and is given back whole.
     #[tokio::test]
     async fn a_slice_is_topped_up_settled_from_and_given_back() {
         let redis = test_redis().await;
