@@ -781,11 +781,7 @@ impl Batch {
     /// Sends what waits, a script at a time, until nothing does or only settles that may
     /// linger do ([`Self::next_now`]).
     async fn drain(self) {
-        let mut first = true;
         loop {
-            if !std::mem::take(&mut first) && !self.next_now() {
-                return;
-            }
             let batch: Vec<Waiting> = {
                 let mut queue = self.lock();
                 if queue.waiting.is_empty() {
@@ -816,6 +812,9 @@ impl Batch {
                 }
             }
             handover.armed = false;
+            if !self.next_now() {
+                return;
+            }
         }
     }
 
