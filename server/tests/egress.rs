@@ -168,3 +168,62 @@ async fn a_redirect_is_not_followed(pool: PgPool) {
     );
     assert!(!touched(&elsewhere).await, "the redirect was followed");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_moved_endpoint_is_called_where_it_is_now(pool: PgPool) {
+    // The address of a clinic's endpoint is parsed once and kept; an admin who moves the
+    // endpoint moves the calls with it, and back.
+    let app = TestApp::spawn(&pool).await;
+    let here = format!("http://{}/v1", app.sim);
+    let c = testkit::fixtures::clinic("Moving Clinic")
+        .endpoint(&here, "sk-test-compatible")
+        .api_key("tests")
+        .create(&app.env())
+        .await;
+    let move_to = |base_url: String| {
+        let app = &app;
+        let owner = c.owner();
+        async move {
+            let input = KeyInput {
+                provider: Provider::OpenAiCompatible,
+                secret: "sk-test-compatible",
+                base_url: &base_url,
+            };
+            provider_keys::set(
+                &app.services.db,
+                &app.services.changes,
+                app.services.master_keys(),
+                c.tenant,
+                owner,
+                input,
+                true,
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let client = reqwest::Client::new();
+    let call = || async {
+        let res = client
+            .post(format!("{}/v1/chat/completions", app.url))
+            .bearer_auth(c.token())
+            .json(&json!({ "model": "llama3", "messages": [{ "role": "user", "content": "hi" }] }))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json::<Value>().await.unwrap())
+    };
+    for _ in 0..2 {
+        let (status, body) = call().await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Nothing listens on the discard port.
+    move_to("http://127.0.0.1:9/v1".into()).await;
+    let (status, body) = call().await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "provider_unavailable", "{body}");
+    move_to(here).await;
+    let (status, body) = call().await;
+    assert_eq!(status, 200, "{body}");
+}

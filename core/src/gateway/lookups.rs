@@ -42,6 +42,9 @@ pub(super) struct Caches {
     /// The embedding models of each clinic's searchable documents (`None`: none are
     /// searchable yet), so a clinic without documents costs its agents no query.
     pub(super) knowledge: TtlCache<TenantId, Option<Arc<Vec<Option<String>>>>>,
+    /// The addresses of clinics' OpenAI-compatible endpoints, by base URL and operation,
+    /// parsed and checked (see `Gateway::clinic_address`).
+    pub(super) addresses: TtlCache<(Box<str>, super::send::Op), http::Uri>,
 }
 
 impl Default for Caches {
@@ -52,6 +55,7 @@ impl Default for Caches {
             provider_keys: TtlCache::new(CACHE_TTL, CACHE_MAX),
             agents: TtlCache::new(LIMITS_TTL, CACHE_MAX),
             knowledge: TtlCache::new(LIMITS_TTL, CACHE_MAX),
+            addresses: TtlCache::new(CACHE_TTL, CACHE_MAX),
         }
     }
 }
@@ -74,6 +78,7 @@ impl Caches {
                 self.provider_keys.clear();
                 self.agents.clear();
                 self.knowledge.clear();
+                self.addresses.clear();
             }
         }
     }

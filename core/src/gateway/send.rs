@@ -54,7 +54,7 @@ fn put_headers(
 }
 
 /// What a call asks of its provider.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Op {
     Chat,
     Embeddings,
@@ -161,6 +161,32 @@ impl Gateway {
         })
     }
 
+    /// The address of `op` at the clinic's endpoint (or an error for an operation the
+    /// installation's provider does not offer). An OpenAI-compatible endpoint's is parsed and
+    /// checked once per base URL and kept (the check is of the text: a host name is checked by
+    /// the guarded client's resolver at each connection), rather than for every call.
+    fn clinic_address(&self, chosen: &Chosen, op: Op) -> Result<http::Uri, LlmError> {
+        let key = match (chosen.provider, chosen.key.base_url.as_deref()) {
+            (Provider::OpenAiCompatible, Some(base)) => Some((Box::<str>::from(base), op)),
+            _ => None,
+        };
+        if let Some(url) = key.as_ref().and_then(|k| self.caches.addresses.get(k)) {
+            return Ok(url);
+        }
+        let text = self.endpoint(chosen, op)?;
+        let url = self
+            .address(chosen.provider, &text)
+            .map_err(|e| match e.kind {
+                // The address was saved, so it parsed then: it no longer reads as one.
+                LlmErrorKind::BadRequest => LlmError::unreachable(chosen.provider),
+                _ => e,
+            })?;
+        if let Some(key) = key {
+            self.caches.addresses.insert(key, url.clone());
+        }
+        Ok(url)
+    }
+
     /// Sends a call, retrying with backoff on timeouts, unreachable hosts, 429 and 5xx. Nothing
     /// has reached the client yet, so a retry is invisible to it. `anthropic_beta` (checked by
     /// [`super::beta_header`]) goes to Anthropic as its `anthropic-beta` header.
@@ -173,15 +199,7 @@ impl Gateway {
     ) -> Result<egress::Response, LlmError> {
         let url = match self.endpoints.get(chosen.provider, op) {
             Some(url) => url.clone(),
-            None => {
-                let text = self.endpoint(chosen, op)?;
-                self.address(chosen.provider, &text)
-                    .map_err(|e| match e.kind {
-                        // The address was saved, so it parsed then: it no longer reads as one.
-                        LlmErrorKind::BadRequest => LlmError::unreachable(chosen.provider),
-                        _ => e,
-                    })?
-            }
+            None => self.clinic_address(chosen, op)?,
         };
         let timeout = Duration::from_secs(self.config.provider_timeout_secs);
         let mut attempt = 0;
