@@ -109,10 +109,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # A port nothing listens on (the server needs a fixed one; the simulator picks its own).
+# Chosen below the range the kernel hands out to outgoing connections: a port one of those holds
+# (to Postgres, Redis, the simulator) answers nothing, yet refuses a listener.
 free_port() {
-  local port
+  local port low
+  low="$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+  [ "${low:-0}" -gt 11000 ] 2>/dev/null || low=32768
   for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + RANDOM % (low - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
       return 0
