@@ -28,6 +28,32 @@ async fn touched(listener: &TcpListener) -> bool {
         .is_ok()
 }
 
+/// Saves `base_url` as the clinic's OpenAI-compatible endpoint, as its owner would on an
+/// installation that allows private endpoints (a saved address is where these tests start).
+async fn save_endpoint(
+    app: &TestApp,
+    c: &testkit::fixtures::TestClinic,
+    base_url: &str,
+    secret: &str,
+) {
+    let input = KeyInput {
+        provider: Provider::OpenAiCompatible,
+        secret,
+        base_url,
+    };
+    provider_keys::set(
+        &app.services.db,
+        &app.services.changes,
+        app.services.master_keys(),
+        c.tenant,
+        c.owner(),
+        input,
+        true,
+    )
+    .await
+    .unwrap();
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn an_endpoint_written_to_look_public_is_refused_when_saved(pool: PgPool) {
     let app = TestApp::spawn_with(&pool, &[("TESSERA_ALLOW_PRIVATE_ENDPOINTS", "false")]).await;
@@ -69,23 +95,7 @@ async fn a_saved_name_that_now_points_inside_is_never_called(pool: PgPool) {
         .api_key("tests")
         .create(&app.env())
         .await;
-    let base_url = format!("http://localhost:{port}/v1");
-    let input = KeyInput {
-        provider: Provider::OpenAiCompatible,
-        secret: "",
-        base_url: &base_url,
-    };
-    provider_keys::set(
-        &app.services.db,
-        &app.services.changes,
-        app.services.master_keys(),
-        c.tenant,
-        c.owner(),
-        input,
-        true,
-    )
-    .await
-    .unwrap();
+    save_endpoint(&app, &c, &format!("http://localhost:{port}/v1"), "").await;
 
     let client = reqwest::Client::new();
     let models: Value = client
@@ -180,28 +190,6 @@ async fn a_moved_endpoint_is_called_where_it_is_now(pool: PgPool) {
         .api_key("tests")
         .create(&app.env())
         .await;
-    let move_to = |base_url: String| {
-        let app = &app;
-        let owner = c.owner();
-        async move {
-            let input = KeyInput {
-                provider: Provider::OpenAiCompatible,
-                secret: "sk-test-compatible",
-                base_url: &base_url,
-            };
-            provider_keys::set(
-                &app.services.db,
-                &app.services.changes,
-                app.services.master_keys(),
-                c.tenant,
-                owner,
-                input,
-                true,
-            )
-            .await
-            .unwrap();
-        }
-    };
     let client = reqwest::Client::new();
     let call = || async {
         let res = client
@@ -219,11 +207,11 @@ async fn a_moved_endpoint_is_called_where_it_is_now(pool: PgPool) {
         assert_eq!(status, 200, "{body}");
     }
     // Nothing listens on the discard port.
-    move_to("http://127.0.0.1:9/v1".into()).await;
+    save_endpoint(&app, &c, "http://127.0.0.1:9/v1", "sk-test-compatible").await;
     let (status, body) = call().await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "provider_unavailable", "{body}");
-    move_to(here).await;
+    save_endpoint(&app, &c, &here, "sk-test-compatible").await;
     let (status, body) = call().await;
     assert_eq!(status, 200, "{body}");
 }
