@@ -23,6 +23,9 @@ use crate::Provider;
 const CACHE_TTL: Duration = Duration::from_secs(60);
 const LIMITS_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 100_000;
+/// Endpoint addresses kept (a clinic has one endpoint; one that is moved again and again leaves
+/// its old addresses to expire or be evicted).
+const ADDRESSES_MAX: usize = 10_000;
 
 /// The key a call will use.
 #[derive(Clone)]
@@ -55,7 +58,7 @@ impl Default for Caches {
             provider_keys: TtlCache::new(CACHE_TTL, CACHE_MAX),
             agents: TtlCache::new(LIMITS_TTL, CACHE_MAX),
             knowledge: TtlCache::new(LIMITS_TTL, CACHE_MAX),
-            addresses: TtlCache::new(CACHE_TTL, CACHE_MAX),
+            addresses: TtlCache::new(CACHE_TTL, ADDRESSES_MAX),
         }
     }
 }
