@@ -28,6 +28,20 @@ async fn touched(listener: &TcpListener) -> bool {
         .is_ok()
 }
 
+/// A chat call with the clinic's API key to a model its endpoint serves: the status and the
+/// JSON answer.
+async fn chat(app: &TestApp, token: &str) -> (reqwest::StatusCode, Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", app.url))
+        .bearer_auth(token)
+        .json(&json!({ "model": "llama3", "messages": [{ "role": "user", "content": "hi" }] }))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap())
+}
+
 /// Saves `base_url` as the clinic's OpenAI-compatible endpoint, as its owner would on an
 /// installation that allows private endpoints (a saved address is where these tests start).
 async fn save_endpoint(
@@ -120,15 +134,8 @@ async fn a_saved_name_that_now_points_inside_is_never_called(pool: PgPool) {
         "{}",
         probe.message
     );
-    let res = client
-        .post(format!("{}/v1/chat/completions", app.url))
-        .bearer_auth(c.token())
-        .json(&json!({ "model": "llama3", "messages": [{ "role": "user", "content": "hi" }] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 400);
-    let body: Value = res.json().await.unwrap();
+    let (status, body) = chat(&app, c.token()).await;
+    assert_eq!(status, 400);
     assert!(
         body["error"]["message"]
             .as_str()
@@ -160,15 +167,8 @@ async fn a_redirect_is_not_followed(pool: PgPool) {
         .api_key("tests")
         .create(&app.env())
         .await;
-    let res = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", app.url))
-        .bearer_auth(c.token())
-        .json(&json!({ "model": "llama3", "messages": [{ "role": "user", "content": "hi" }] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 502);
-    let body: Value = res.json().await.unwrap();
+    let (status, body) = chat(&app, c.token()).await;
+    assert_eq!(status, 502);
     assert!(
         body["error"]["message"]
             .as_str()
@@ -190,28 +190,16 @@ async fn a_moved_endpoint_is_called_where_it_is_now(pool: PgPool) {
         .api_key("tests")
         .create(&app.env())
         .await;
-    let client = reqwest::Client::new();
-    let call = || async {
-        let res = client
-            .post(format!("{}/v1/chat/completions", app.url))
-            .bearer_auth(c.token())
-            .json(&json!({ "model": "llama3", "messages": [{ "role": "user", "content": "hi" }] }))
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        (status, res.json::<Value>().await.unwrap())
-    };
     for _ in 0..2 {
-        let (status, body) = call().await;
+        let (status, body) = chat(&app, c.token()).await;
         assert_eq!(status, 200, "{body}");
     }
     // Nothing listens on the discard port.
     save_endpoint(&app, &c, "http://127.0.0.1:9/v1", "sk-test-compatible").await;
-    let (status, body) = call().await;
+    let (status, body) = chat(&app, c.token()).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "provider_unavailable", "{body}");
     save_endpoint(&app, &c, &here, "sk-test-compatible").await;
-    let (status, body) = call().await;
+    let (status, body) = chat(&app, c.token()).await;
     assert_eq!(status, 200, "{body}");
 }
