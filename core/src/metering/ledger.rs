@@ -144,6 +144,157 @@ impl UsageEvent {
         String::from_utf8(out)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
+
+    /// Reads an event of the hand-off. The text [`UsageEvent::to_json`] writes is read
+    /// directly, field by field in its order: the ledger writer reads every call's event, and
+    /// serde's general path (each key matched by name, each id through a visitor) cost it
+    /// three times the insert's own work. Any other text (an event written before a field
+    /// existed, a string with escapes, other spacing) goes to serde as before, so what is read
+    /// is what serde reads. `None` when the text is not an event.
+    pub(crate) fn from_json(text: &[u8]) -> Option<UsageEvent> {
+        Exact { rest: text }
+            .event()
+            .or_else(|| serde_json::from_slice(text).ok())
+    }
+}
+
+/// A reader of exactly the JSON [`UsageEvent::to_json`] writes: at the first byte that
+/// differs it gives up (`None`), and the text is left to serde.
+struct Exact<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Exact<'a> {
+    fn event(mut self) -> Option<UsageEvent> {
+        self.text(b"{\"id\":")?;
+        let id = self.uuid()?;
+        self.text(b",\"tenant\":")?;
+        let tenant = TenantId(self.uuid()?);
+        self.text(b",\"user\":")?;
+        let user = self.optional_uuid()?.map(UserId);
+        self.text(b",\"api_key\":")?;
+        let api_key = self.optional_uuid()?;
+        self.text(b",\"agent\":")?;
+        let agent = self.optional_uuid()?;
+        self.text(b",\"provider\":")?;
+        let provider = self.string()?;
+        let provider = *Provider::ALL.iter().find(|p| p.as_str() == provider)?;
+        self.text(b",\"model\":")?;
+        let model = self.string()?.to_string();
+        self.text(b",\"prompt_tokens\":")?;
+        let prompt_tokens = self.integer()?;
+        self.text(b",\"completion_tokens\":")?;
+        let completion_tokens = self.integer()?;
+        self.text(b",\"cached_tokens\":")?;
+        let cached_tokens = self.integer()?;
+        self.text(b",\"cost_micro_usd\":")?;
+        let cost_micro_usd = self.integer()?;
+        self.text(b",\"latency_ms\":")?;
+        let latency_ms = self.integer()?;
+        self.text(b",\"estimated\":")?;
+        let estimated = self.boolean()?;
+        self.text(b",\"streamed\":")?;
+        let streamed = self.boolean()?;
+        self.text(b",\"cancelled\":")?;
+        let cancelled = self.boolean()?;
+        self.text(b",\"idempotency_key\":")?;
+        let idempotency_key = self.string()?.to_string();
+        self.text(b",\"occurred_at_ms\":")?;
+        let occurred_at_ms = self.integer()?;
+        self.text(b",\"kind\":")?;
+        let kind = match self.string()? {
+            "chat" => CallKind::Chat,
+            "embedding" => CallKind::Embedding,
+            _ => return None,
+        };
+        self.text(b"}")?;
+        self.rest.is_empty().then_some(UsageEvent {
+            id,
+            tenant,
+            user,
+            api_key,
+            agent,
+            provider,
+            model,
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens,
+            cost_micro_usd,
+            latency_ms,
+            estimated,
+            streamed,
+            cancelled,
+            idempotency_key,
+            occurred_at_ms,
+            kind,
+        })
+    }
+
+    /// These exact bytes.
+    fn text(&mut self, text: &[u8]) -> Option<()> {
+        self.rest = self.rest.strip_prefix(text)?;
+        Some(())
+    }
+
+    /// An id, quoted, in the hyphenated form `to_json` writes.
+    fn uuid(&mut self) -> Option<Uuid> {
+        let (quoted, rest) = self.rest.split_at_checked(38)?;
+        let id = quoted.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+        let id = Uuid::try_parse_ascii(id).ok()?;
+        self.rest = rest;
+        Some(id)
+    }
+
+    fn optional_uuid(&mut self) -> Option<Option<Uuid>> {
+        match self.rest.strip_prefix(b"null") {
+            Some(rest) => {
+                self.rest = rest;
+                Some(None)
+            }
+            None => self.uuid().map(Some),
+        }
+    }
+
+    /// A string without escapes (one with any is serde's to read).
+    fn string(&mut self) -> Option<&'a str> {
+        let rest = self.rest.strip_prefix(b"\"")?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest[end] != b'"' {
+            return None;
+        }
+        let text = std::str::from_utf8(&rest[..end]).ok()?;
+        self.rest = &rest[end + 1..];
+        Some(text)
+    }
+
+    /// A whole number as `to_json` writes one (no leading zeros, no `-0`, which serde reads as
+    /// a fraction, no fraction, no exponent), that fits `T`.
+    fn integer<T: std::str::FromStr>(&mut self) -> Option<T> {
+        let sign = usize::from(self.rest.first() == Some(&b'-'));
+        let digits = self.rest[sign..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits == 0 || (self.rest[sign] == b'0' && (digits > 1 || sign == 1)) {
+            return None;
+        }
+        let (number, rest) = self.rest.split_at(sign + digits);
+        let number = std::str::from_utf8(number).ok()?.parse().ok()?;
+        self.rest = rest;
+        Some(number)
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        if let Some(rest) = self.rest.strip_prefix(b"true") {
+            self.rest = rest;
+            Some(true)
+        } else {
+            self.rest = self.rest.strip_prefix(b"false")?;
+            Some(false)
+        }
+    }
 }
 
 /// What a model call was for.
@@ -322,9 +473,8 @@ impl LedgerWriter {
         let mut parsed: Vec<(usize, &[u8], Option<UsageEvent>)> = Vec::new();
         for (i, (_, payload)) in entries.iter().enumerate() {
             match payload {
-                Some(payload) => parsed.extend(
-                    events_of(payload).map(|line| (i, line, serde_json::from_slice(line).ok())),
-                ),
+                Some(payload) => parsed
+                    .extend(events_of(payload).map(|line| (i, line, UsageEvent::from_json(line)))),
                 None => parsed.push((i, &[], None)),
             }
         }
@@ -560,7 +710,7 @@ pub(crate) async fn pending_in_handoff(
         .iter()
         .filter_map(|(_, payload)| payload.as_deref())
         .flat_map(events_of)
-        .filter_map(|line| serde_json::from_slice::<UsageEvent>(line).ok())
+        .filter_map(UsageEvent::from_json)
         .filter(|e| e.tenant == tenant && crate::Month::of(occurred_at(e)) == month)
         .collect();
     let mut pending = MonthUsage::default();
@@ -780,6 +930,96 @@ mod tests {
             let json = e.to_json();
             assert_eq!(json, serde_json::to_string(&e).unwrap());
             assert_eq!(serde_json::from_str::<UsageEvent>(&json).unwrap(), e);
+            assert_eq!(UsageEvent::from_json(json.as_bytes()), Some(e));
         }
+    }
+
+    /// The layout `to_json` writes is read without serde; the same with an escape in a string
+    /// is left to serde, and reads the same.
+    #[test]
+    fn an_events_own_json_is_read_directly() {
+        let mut e = event();
+        e.user = Some(UserId::new());
+        e.agent = Some(Uuid::new_v4());
+        e.model = "claude-3-5-haiku-latest é ✓".into();
+        e.prompt_tokens = i64::MIN;
+        e.completion_tokens = 0;
+        e.latency_ms = i32::MAX;
+        e.kind = CallKind::Embedding;
+        for provider in Provider::ALL {
+            e.provider = *provider;
+            let json = e.to_json();
+            assert_eq!(
+                Exact {
+                    rest: json.as_bytes()
+                }
+                .event(),
+                Some(e.clone())
+            );
+        }
+        e.model = "a \"quoted\" model".into();
+        let json = e.to_json();
+        assert_eq!(
+            Exact {
+                rest: json.as_bytes()
+            }
+            .event(),
+            None
+        );
+        assert_eq!(UsageEvent::from_json(json.as_bytes()), Some(e));
+    }
+
+    /// Any other text reads as serde reads it: events written before a field existed, other
+    /// spacing or order, and texts that are not events at all.
+    #[test]
+    fn other_texts_read_as_serde_reads_them() {
+        let e = event();
+        let json = e.to_json();
+        let mut texts = vec![
+            json.replace(",\"agent\":null", "")
+                .replace(",\"kind\":\"chat\"", ""),
+            json.replace(":", ": ").replace(",", ", "),
+            format!("{json}\n"),
+            format!(" {json}"),
+            json.replace("\"provider\":\"openai\"", "\"provider\":\" openai \""),
+            json.replacen(&e.id.to_string(), &e.id.simple().to_string(), 1),
+            json.replacen(&e.id.to_string(), &e.id.to_string().to_uppercase(), 1),
+            serde_json::to_string(&serde_json::from_str::<serde_json::Value>(&json).unwrap())
+                .unwrap(),
+        ];
+        for (field, bad) in [
+            ("\"latency_ms\":12", "\"latency_ms\":2147483648"),
+            ("\"latency_ms\":12", "\"latency_ms\":012"),
+            ("\"latency_ms\":12", "\"latency_ms\":12.0"),
+            ("\"latency_ms\":12", "\"latency_ms\":-0"),
+            ("\"prompt_tokens\":31", "\"prompt_tokens\":1e3"),
+            ("\"prompt_tokens\":31", "\"prompt_tokens\":-"),
+            (
+                "\"cost_micro_usd\":9223372036854775807",
+                "\"cost_micro_usd\":9223372036854775808",
+            ),
+            ("\"provider\":\"openai\"", "\"provider\":\"mistral\""),
+            ("\"kind\":\"chat\"", "\"kind\":\"image\""),
+            ("\"streamed\":true", "\"streamed\":1"),
+            ("\"user\":null", "\"user\":\"not-an-id\""),
+            ("\"model\":\"gpt-4o-mini\"", "\"model\":\"gpt\u{1}\""),
+        ] {
+            assert!(json.contains(field), "{field}");
+            texts.push(json.replacen(field, bad, 1));
+        }
+        texts.push(format!("{json}}}"));
+        texts.push(json[..json.len() - 1].to_string());
+        texts.push(String::new());
+        for text in texts {
+            assert_eq!(
+                UsageEvent::from_json(text.as_bytes()),
+                serde_json::from_str::<UsageEvent>(&text).ok(),
+                "{text}"
+            );
+        }
+        let mut bytes = json.into_bytes();
+        let at = bytes.iter().position(|&b| b == b'g').unwrap();
+        bytes[at] = 0xff;
+        assert_eq!(UsageEvent::from_json(&bytes), None);
     }
 }
