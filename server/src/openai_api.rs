@@ -280,7 +280,7 @@ fn unix_now() -> u64 {
 }
 
 /// The id Tessera keeps the call under (in the ledger), for support.
-const CALL_ID: &str = "x-tessera-call-id";
+const CALL_ID: header::HeaderName = header::HeaderName::from_static("x-tessera-call-id");
 
 fn with_call_id(mut res: Response, id: uuid::Uuid) -> Response {
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];

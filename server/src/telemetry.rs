@@ -17,8 +17,9 @@ use tessera_core::observe;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
-/// The header that carries the request id, both ways.
-pub const REQUEST_ID: &str = "x-request-id";
+/// The header that carries the request id, both ways (a name built once: one given as text is
+/// checked again at every use).
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Sets up logging from `TESSERA_LOG_FORMAT` (`json`, the default, or `text`) and `RUST_LOG`.
 pub fn init_logs() -> Result<(), String> {
@@ -93,7 +94,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
 /// else a new one.
 fn request_id(req: &Request) -> String {
     req.headers()
-        .get(REQUEST_ID)
+        .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             (1..=64).contains(&v.len())
