@@ -40,6 +40,8 @@ run options:
   --warmup N           requests before each measured run (default: a tenth, at least 50)
   --settle-ms MS       pause after each run before reading CPU, so deferred work
                        (the ledger writer) is counted (default 500)
+  --pause-ms MS        pause after each run's line, before the next run, so that a
+                       tool watching the output can act between runs (default 0)
   --model NAME         model asked for (default gpt-4o-mini)
   --proxy-workers N    runtime threads of the bare proxy (default: Tokio's, one per core);
                        give the server the same with TOKIO_WORKER_THREADS
@@ -118,6 +120,8 @@ struct Options {
     runs: Vec<(usize, usize)>,
     warmup: Option<usize>,
     settle: Duration,
+    /// After each run's line, before the next run.
+    pause: Duration,
     model: String,
     out: Option<String>,
     /// LiteLLM's proxy: its URL, master key and pid.
@@ -157,6 +161,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         runs: Vec::new(),
         warmup: None,
         settle: Duration::from_millis(500),
+        pause: Duration::ZERO,
         model: "gpt-4o-mini".into(),
         out: None,
         litellm: None,
@@ -195,6 +200,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                     value()?
                         .parse()
                         .map_err(|_| "--settle-ms: expected a whole number".to_string())?,
+                )
+            }
+            "--pause-ms" => {
+                o.pause = Duration::from_millis(
+                    value()?
+                        .parse()
+                        .map_err(|_| "--pause-ms: expected a whole number".to_string())?,
                 )
             }
             "--model" => o.model = value()?,
@@ -262,7 +274,18 @@ struct ProxyProcess {
 impl ProxyProcess {
     fn start(upstream: &str, workers: Option<usize>) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-        let mut command = std::process::Command::new(exe);
+        // `BENCH_PROXY_WRAPPER`: a command the proxy runs under (bench/instructions.sh counts
+        // its instructions with valgrind); split at spaces.
+        let wrapper = std::env::var("BENCH_PROXY_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = std::process::Command::new(program);
+                command.args(words).arg(exe);
+                command
+            }
+            None => std::process::Command::new(exe),
+        };
         command.args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream]);
         match workers {
             Some(n) => command.env("TOKIO_WORKER_THREADS", n.to_string()),
@@ -708,6 +731,7 @@ async fn run(o: Options) -> Result<bool, String> {
                     }
                 );
                 rows.push(row);
+                tokio::time::sleep(o.pause).await;
             }
         }
     }
