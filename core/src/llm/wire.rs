@@ -183,11 +183,26 @@ fn openai_chunk(data: &str, out: &mut Vec<Piece>) -> usize {
 /// it must count their text (see `gateway::call`). Conservative: a chunk that might be more
 /// (a spelling these checks do not know) is read.
 pub fn plain_openai_delta(data: &str) -> bool {
-    data.starts_with('{')
-        && !data.contains("\"usage\":{")
-        && !data.contains("\"usage\": {")
-        && !data.contains("\"error\"")
-        && data.matches("finish_reason").count() == data.matches("\"finish_reason\":null").count()
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    // Every chunk of every stream is checked: the searchers are built once, not per search.
+    static SEARCH: LazyLock<[Finder<'static>; 5]> = LazyLock::new(|| {
+        [
+            "\"usage\":{",
+            "\"usage\": {",
+            "\"error\"",
+            "finish_reason",
+            "\"finish_reason\":null",
+        ]
+        .map(Finder::new)
+    });
+    let [usage, spaced_usage, error, finish, no_finish] = &*SEARCH;
+    let data = data.as_bytes();
+    data.starts_with(b"{")
+        && usage.find(data).is_none()
+        && spaced_usage.find(data).is_none()
+        && error.find(data).is_none()
+        && finish.find_iter(data).count() == no_finish.find_iter(data).count()
 }
 
 /// One server-sent event carrying `v` (`data: <json>` and a blank line).
@@ -511,7 +526,12 @@ impl SseParser {
                 }
                 continue;
             }
-            let line = String::from_utf8_lossy(line);
+            // Checked as a whole first: most lines are valid UTF-8 (mostly ASCII), which this
+            // checks words at a time, where the lossy reading goes byte by byte.
+            let line = match std::str::from_utf8(line) {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(line),
+            };
             let (field, value) = match line.split_once(':') {
                 Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
                 None => (line.as_ref(), ""),
