@@ -511,7 +511,7 @@ impl SseParser {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         let mut start = 0;
-        while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
+        while let Some(pos) = memchr::memchr(b'\n', &self.buf[start..]) {
             let mut line = &self.buf[start..start + pos];
             start += pos + 1;
             if line.last() == Some(&b'\r') {
