@@ -188,6 +188,57 @@ async fn a_reservation_left_by_a_crash_expires(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn a_reservation_whose_call_went_away_is_given_back(pool: PgPool) {
+    // Arrange
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Gone Clinic").await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let r = redis().await;
+    let m = Metering::new(db.clone(), r.clone());
+    let month = Month::now();
+    m.month_usage(c.tenant, month).await.unwrap();
+    let counters = r.key(&format!("usage:{}:{month}", c.tenant));
+
+    // Act: a call's reservation reaches Redis, and the call goes away before it reads the
+    // answer (its client gave up and the request was dropped).
+    let mut reserve = Box::pin(m.reserve(c.tenant, &limits, ALLOWANCE));
+    let mut reached = false;
+    for _ in 0..100 {
+        tokio::select! {
+            biased;
+            answer = &mut reserve => panic!("answered before it went away: {answer:?}"),
+            _ = std::future::ready(()) => {}
+        }
+        let reserved: Option<i64> = redis::cmd("HGET")
+            .arg(&counters)
+            .arg("reserved")
+            .query_async(&mut r.conn())
+            .await
+            .unwrap();
+        if reserved == Some(ALLOWANCE) {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "the reservation never reached Redis");
+    drop(reserve);
+
+    // Assert: it is released behind it (nothing stays reserved until it expires), and the
+    // whole allowance can be reserved again.
+    let mut reserved = -1;
+    for _ in 0..100 {
+        reserved = m.month_usage(c.tenant, month).await.unwrap().1;
+        if reserved == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(reserved, 0);
+    let again = m.reserve(c.tenant, &limits, ALLOWANCE).await.unwrap();
+    m.release(again).await.unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn counters_are_rebuilt_from_the_ledger_after_a_flush(pool: PgPool) {
     // Arrange: some settled calls, written to the ledger.
     let db = app_db(&pool).await;

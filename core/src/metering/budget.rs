@@ -139,6 +139,37 @@ impl Drop for Held {
     }
 }
 
+/// A call's own reservation on its way to Redis. A call that goes away before the answer (its
+/// request dropped) does not take its operation with it (see `batch.rs`): the script still
+/// runs, and what it reserved would be held, by nobody, until it expired. So unless the answer
+/// came, the reservation is released behind it, in the same queue and after it (releasing one
+/// that was never made changes nothing).
+struct Unanswered<'a> {
+    metering: &'a Metering,
+    reservation: Option<Reservation>,
+}
+
+impl Unanswered<'_> {
+    /// The answer came: the reservation is the caller's, to settle or release.
+    fn answered(mut self) -> Reservation {
+        self.reservation
+            .take()
+            .expect("an unanswered reservation is present until answered")
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(reservation) = self.reservation.take() {
+            // Released as a dropped call's is.
+            drop(Held {
+                metering: self.metering.clone(),
+                reservation: Some(reservation),
+            });
+        }
+    }
+}
+
 /// What follows a queued settle that failed ([`Held::settle_soon`]): the event written to
 /// the ledger directly, in a task (none when the runtime is gone, at exit).
 fn settle_failed(metering: Metering, r: Reservation, event: UsageEvent, e: Error, busy: Entered) {
@@ -377,16 +408,31 @@ impl Metering {
         let started_at = OffsetDateTime::now_utc();
         let id = call_id(started_at);
         let month = Month::of(started_at);
-        self.reserve_in_redis(tenant, month, started_at, rated, limits, amount, id, None)
-            .await?;
-        Ok(Reservation {
-            id,
-            tenant,
-            month,
-            amount,
-            started_at,
-            slice: None,
-        })
+        // Should this call go away before the answer, the script may still reserve.
+        let unanswered = Unanswered {
+            metering: self,
+            reservation: Some(Reservation {
+                id,
+                tenant,
+                month,
+                amount,
+                started_at,
+                slice: None,
+            }),
+        };
+        match self
+            .reserve_in_redis(tenant, month, started_at, rated, limits, amount, id, None)
+            .await
+        {
+            Ok(_) => Ok(unanswered.answered()),
+            Err(e @ (Error::OverBudget { .. } | Error::RateLimited { .. })) => {
+                // Refused: nothing was reserved.
+                drop(unanswered.answered());
+                Err(e)
+            }
+            // Redis failed, perhaps after the script ran: released behind it.
+            Err(e) => Err(e),
+        }
     }
 
     async fn reserve_sliced(
