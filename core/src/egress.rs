@@ -115,6 +115,32 @@ pub fn uri(url: &Url) -> Result<http::Uri, Refused> {
     Ok(uri)
 }
 
+/// An address to call: the URI as read once ([`uri`]), and its `Host` header as the client
+/// would write it (the host, and the port unless it is the scheme's), written once instead of
+/// for every request.
+#[derive(Clone, Debug)]
+pub struct Address {
+    pub uri: http::Uri,
+    pub host: http::HeaderValue,
+}
+
+/// The address the client calls for `url` (see [`uri`]).
+pub fn address(url: &Url) -> Result<Address, Refused> {
+    let uri = uri(url)?;
+    let host = uri.host().ok_or(Refused::Malformed)?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    let host = match uri.port_u16().filter(|p| Some(*p) != default_port) {
+        Some(port) => http::HeaderValue::from_str(&format!("{host}:{port}")),
+        None => http::HeaderValue::from_str(host),
+    }
+    .map_err(|_| Refused::Malformed)?;
+    Ok(Address { uri, host })
+}
+
 /// Resolves `host`; with `public_only`, keeps only public addresses and refuses a name with
 /// none.
 pub async fn resolve(host: &str, public_only: bool) -> Result<Vec<SocketAddr>, Refused> {
@@ -324,6 +350,28 @@ fn internal_v6(ip: Ipv6Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_carries_the_host_header_the_client_would_write() {
+        for (url, host) in [
+            (
+                "https://api.openai.com/v1/chat/completions",
+                "api.openai.com",
+            ),
+            ("https://llm.example.org:443/v1", "llm.example.org"),
+            ("http://llm.example.org:80/v1", "llm.example.org"),
+            ("https://llm.example.org:8443/v1", "llm.example.org:8443"),
+            ("http://127.0.0.1:9000/v1", "127.0.0.1:9000"),
+            ("http://[::1]:9000/v1", "[::1]:9000"),
+        ] {
+            let address = address(&parse(url).unwrap()).unwrap();
+            assert_eq!(address.host, host, "{url}");
+            assert_eq!(
+                address.uri.to_string(),
+                url.replace(":443/", "/").replace(":80/", "/")
+            );
+        }
+    }
 
     #[test]
     fn internal_addresses_are_recognised() {

@@ -47,7 +47,7 @@ pub(super) struct Caches {
     pub(super) knowledge: TtlCache<TenantId, Option<Arc<Vec<Option<String>>>>>,
     /// The addresses of clinics' OpenAI-compatible endpoints, by base URL and operation,
     /// parsed and checked (see `Gateway::clinic_address`).
-    pub(super) addresses: TtlCache<(Box<str>, super::send::Op), http::Uri>,
+    pub(super) addresses: TtlCache<(Box<str>, super::send::Op), crate::egress::Address>,
 }
 
 impl Default for Caches {

@@ -94,16 +94,16 @@ fn installation_url(config: &crate::config::Config, provider: Provider, op: Op) 
 /// calls are refused as unreachable).
 #[derive(Debug)]
 pub(super) struct Endpoints {
-    openai_chat: Option<http::Uri>,
-    openai_embeddings: Option<http::Uri>,
-    anthropic_messages: Option<http::Uri>,
+    openai_chat: Option<egress::Address>,
+    openai_embeddings: Option<egress::Address>,
+    anthropic_messages: Option<egress::Address>,
 }
 
 impl Endpoints {
     pub(super) fn new(config: &crate::config::Config) -> Self {
         let parse = |provider, op| {
             installation_url(config, provider, op)
-                .and_then(|text| egress::uri(&egress::parse(&text).ok()?).ok())
+                .and_then(|text| egress::address(&egress::parse(&text).ok()?).ok())
         };
         Self {
             openai_chat: parse(Provider::OpenAi, Op::Chat),
@@ -113,7 +113,7 @@ impl Endpoints {
     }
 
     /// The address of `op` at `provider`, if it is the installation's (not a clinic's).
-    fn get(&self, provider: Provider, op: Op) -> Option<&http::Uri> {
+    fn get(&self, provider: Provider, op: Op) -> Option<&egress::Address> {
         match (provider, op) {
             (Provider::OpenAi, Op::Chat) => self.openai_chat.as_ref(),
             (Provider::OpenAi, Op::Embeddings) => self.openai_embeddings.as_ref(),
@@ -135,12 +135,16 @@ impl Gateway {
     /// The address to call for `url`, refused if a clinic supplied it and its host is an
     /// internal IP address (host names are checked by the guarded client's resolver as it
     /// connects).
-    pub(super) fn address(&self, provider: Provider, url: &str) -> Result<http::Uri, LlmError> {
+    pub(super) fn address(
+        &self,
+        provider: Provider,
+        url: &str,
+    ) -> Result<egress::Address, LlmError> {
         let parsed = egress::parse(url)?;
         if provider == Provider::OpenAiCompatible && !self.config.allow_private_endpoints {
             egress::check_host(&parsed)?;
         }
-        Ok(egress::uri(&parsed)?)
+        Ok(egress::address(&parsed)?)
     }
 
     fn endpoint(&self, chosen: &Chosen, op: Op) -> Result<String, LlmError> {
@@ -165,16 +169,16 @@ impl Gateway {
     /// installation's provider does not offer). An OpenAI-compatible endpoint's is parsed and
     /// checked once per base URL and kept (the check is of the text: a host name is checked by
     /// the guarded client's resolver at each connection), rather than for every call.
-    fn clinic_address(&self, chosen: &Chosen, op: Op) -> Result<http::Uri, LlmError> {
+    fn clinic_address(&self, chosen: &Chosen, op: Op) -> Result<egress::Address, LlmError> {
         let key = match (chosen.provider, chosen.key.base_url.as_deref()) {
             (Provider::OpenAiCompatible, Some(base)) => Some((Box::<str>::from(base), op)),
             _ => None,
         };
-        if let Some(url) = key.as_ref().and_then(|k| self.caches.addresses.get(k)) {
-            return Ok(url);
+        if let Some(address) = key.as_ref().and_then(|k| self.caches.addresses.get(k)) {
+            return Ok(address);
         }
         let text = self.endpoint(chosen, op)?;
-        let url = self
+        let address = self
             .address(chosen.provider, &text)
             .map_err(|e| match e.kind {
                 // The address was saved, so it parsed then: it no longer reads as one.
@@ -182,9 +186,9 @@ impl Gateway {
                 _ => e,
             })?;
         if let Some(key) = key {
-            self.caches.addresses.insert(key, url.clone());
+            self.caches.addresses.insert(key, address.clone());
         }
-        Ok(url)
+        Ok(address)
     }
 
     /// Sends a call, retrying with backoff on timeouts, unreachable hosts, 429 and 5xx. Nothing
@@ -197,16 +201,19 @@ impl Gateway {
         bytes: bytes::Bytes,
         anthropic_beta: Option<&str>,
     ) -> Result<egress::Response, LlmError> {
-        let url = match self.endpoints.get(chosen.provider, op) {
-            Some(url) => url.clone(),
+        let address = match self.endpoints.get(chosen.provider, op) {
+            Some(address) => address.clone(),
             None => self.clinic_address(chosen, op)?,
         };
         let timeout = Duration::from_secs(self.config.provider_timeout_secs);
         let mut attempt = 0;
         loop {
-            let mut request = http::Request::post(url.clone())
+            let mut request = http::Request::post(address.uri.clone())
                 .body(http_body_util::Full::new(bytes.clone()))
                 .map_err(LlmError::internal)?;
+            request
+                .headers_mut()
+                .insert(http::header::HOST, address.host.clone());
             // Built for each attempt (a retry is rare) rather than copied from a map kept aside.
             put_headers(request.headers_mut(), chosen, anthropic_beta)?;
             let sent = std::time::Instant::now();

@@ -240,28 +240,71 @@ pub fn prompt_bound(body: &Body) -> Result<i64, String> {
 }
 
 fn messages_bound(raw: &RawValue) -> Result<i64, String> {
-    #[derive(Deserialize)]
-    struct Message<'a> {
-        #[serde(borrow, default)]
-        content: Option<&'a RawValue>,
+    // One pass over the list: each message is read as it comes (its other fields skipped),
+    // and the bound is the list's whole text with each content's text replaced by its bound
+    // (the brackets and commas between messages count too: still an upper bound).
+    let mut refused = None;
+    let change = serde_json::Deserializer::from_str(raw.get())
+        .deserialize_seq(Contents {
+            refused: &mut refused,
+        })
+        .map_err(|_| {
+            refused
+                .take()
+                .unwrap_or_else(|| "messages must be an array of messages.".to_string())
+        })?;
+    Ok(raw.get().len() as i64 + change)
+}
+
+/// Reads a list of messages for what their contents change in the prompt's bound (each
+/// content's bound less its text's length); `refused` says what is wrong with a message.
+struct Contents<'r> {
+    refused: &'r mut Option<String>,
+}
+
+impl<'de> Visitor<'de> for Contents<'_> {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of messages")
     }
-    let list: Vec<&RawValue> = serde_json::from_str(raw.get())
-        .map_err(|_| "messages must be an array of messages.".to_string())?;
-    if list.is_empty() {
-        return Err("messages must contain at least one message.".into());
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<i64, A::Error> {
+        #[derive(Deserialize)]
+        struct Message<'a> {
+            #[serde(borrow, default)]
+            content: Option<&'a RawValue>,
+        }
+        let mut change = 0;
+        let mut i = 0;
+        loop {
+            let message = match seq.next_element::<Message<'de>>() {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(_) => {
+                    *self.refused = Some(format!(
+                        "messages[{i}] must be an object with a role and content."
+                    ));
+                    return Err(de::Error::custom("a message"));
+                }
+            };
+            if let Some(c) = message.content {
+                match content_bound(c) {
+                    Ok(bound) => change += bound - c.get().len() as i64,
+                    Err(e) => {
+                        *self.refused = Some(format!("messages[{i}].content: {e}"));
+                        return Err(de::Error::custom("a content"));
+                    }
+                }
+            }
+            i += 1;
+        }
+        if i == 0 {
+            *self.refused = Some("messages must contain at least one message.".into());
+            return Err(de::Error::custom("no message"));
+        }
+        Ok(change)
     }
-    let mut bound = 0;
-    for (i, m) in list.iter().enumerate() {
-        let message: Message = serde_json::from_str(m.get())
-            .map_err(|_| format!("messages[{i}] must be an object with a role and content."))?;
-        let content = message.content.map_or(0, |c| c.get().len() as i64);
-        let content_bound = match message.content {
-            Some(c) => content_bound(c).map_err(|e| format!("messages[{i}].content: {e}"))?,
-            None => 0,
-        };
-        bound += m.get().len() as i64 - content + content_bound;
-    }
-    Ok(bound)
 }
 
 /// The bound of one message's content: a string, or an array of parts (OpenAI) or blocks
@@ -393,6 +436,32 @@ mod tests {
         )
         .unwrap();
         assert!(prompt_bound(&sneaky).unwrap() > 300_000);
+    }
+
+    #[test]
+    fn messages_are_read_in_one_pass_and_their_faults_named() {
+        // Text contents count their JSON text, so the bound is the body's text and a little.
+        let text = r#"{"model":"m","messages":[{"role":"system","content":"Be brief."}, {"role":"user","content":"hi","name":"x"}]}"#;
+        let body = Body::parse(text.as_bytes()).unwrap();
+        let fields = 8 + ("model".len() + 1 + 3) + ("messages".len() + 1);
+        let messages = text.len() - r#"{"model":"m","messages":}"#.len();
+        assert_eq!(prompt_bound(&body).unwrap(), (fields + messages) as i64);
+        for (bad, says) in [
+            (
+                r#"[{"role":"user","content":"x"},5]"#,
+                "messages[1] must be an object",
+            ),
+            (
+                r#"[{"role":"user","content":"x","content":"y"}]"#,
+                "messages[0] must be",
+            ),
+            (r#"[]"#, "at least one message"),
+            (r#"{"role":"user"}"#, "messages must be an array"),
+        ] {
+            let raw = RawValue::from_string(bad.to_string()).unwrap();
+            let err = messages_bound(&raw).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]
