@@ -202,11 +202,8 @@ impl<'a> Exact<'a> {
         self.text(b",\"occurred_at_ms\":")?;
         let occurred_at_ms = self.integer()?;
         self.text(b",\"kind\":")?;
-        let kind = match self.string()? {
-            "chat" => CallKind::Chat,
-            "embedding" => CallKind::Embedding,
-            _ => return None,
-        };
+        let kind = self.string()?;
+        let kind = CallKind::ALL.into_iter().find(|k| k.as_str() == kind)?;
         self.text(b"}")?;
         self.rest.is_empty().then_some(UsageEvent {
             id,
@@ -309,6 +306,8 @@ pub enum CallKind {
 }
 
 impl CallKind {
+    pub const ALL: [CallKind; 2] = [CallKind::Chat, CallKind::Embedding];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CallKind::Chat => "chat",
