@@ -8,7 +8,6 @@
 //! ([`Flags::for_clinic`], [`Flags::evaluate`]) never waits on the network: it reads the last
 //! snapshot, or the built-in defaults before the first load.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use crate::audit::{self, By, Event};
 use crate::changes::{Change, Changes};
 use crate::db::Db;
 use crate::tenancy::{TenantId, UserId};
+use crate::FastMap;
 use crate::{Error, PlanId, Result};
 
 /// How often a replica reloads the flags even without an announcement (the most a replica
@@ -222,7 +222,7 @@ impl Flag {
 }
 
 /// The flags as shipped (the seed of the migration), used before the first load.
-fn built_in() -> HashMap<String, Arc<Flag>> {
+fn built_in() -> FastMap<String, Arc<Flag>> {
     let flag = |key: &str, kind, default: Value| {
         (
             key.to_string(),
@@ -237,13 +237,15 @@ fn built_in() -> HashMap<String, Arc<Flag>> {
             }),
         )
     };
-    HashMap::from([
+    [
         flag("default_model", Kind::String, json!("gpt-4o-mini")),
         flag("streaming_enabled", Kind::Boolean, json!(true)),
         flag("max_context_tokens", Kind::Integer, json!(200_000)),
         flag("rag_enabled", Kind::Boolean, json!(true)),
         flag("reranking_enabled", Kind::Boolean, json!(false)),
-    ])
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// The flags that shape a clinic's model calls.
@@ -264,7 +266,7 @@ pub struct Flags {
 }
 
 /// Every flag by key, as one replaceable whole.
-type Snapshot = Arc<HashMap<String, Arc<Flag>>>;
+type Snapshot = Arc<FastMap<String, Arc<Flag>>>;
 
 impl std::fmt::Debug for Flags {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -48,6 +48,13 @@ pub use tessera_types::{
     format, MessageRole, MessageStatus, Month, PlanId, Provider, ReplyEnd, Role,
 };
 
+/// A map of the in-process state a model call reads (the gateway's caches, the flags, the
+/// budget's slices, the metrics' handles), hashed with foldhash instead of SipHash, which costs
+/// several times as much per lookup (a call makes a dozen). Its seed differs from process to
+/// process (it is drawn from the addresses the system's layout randomisation gave the process);
+/// the keys are ids, hashes and names, the maps bounded.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The shared services a request handler needs, cloned cheaply into every handler.
 #[derive(Clone)]
 pub struct Services {

@@ -156,9 +156,8 @@ type Kept = (&'static str, u16, metrics::Counter, metrics::Histogram);
 /// request looks them up in a map instead of by name and allocated labels.
 fn record_request(method: &'static str, route: &str, status: u16, took: std::time::Duration) {
     use std::cell::RefCell;
-    use std::collections::HashMap;
     thread_local! {
-        static KEPT: RefCell<HashMap<Box<str>, Vec<Kept>>> = RefCell::default();
+        static KEPT: RefCell<tessera_core::FastMap<Box<str>, Vec<Kept>>> = RefCell::default();
     }
     KEPT.with(|kept| {
         let mut kept = kept.borrow_mut();

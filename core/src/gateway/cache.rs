@@ -2,7 +2,6 @@
 //! clinic and provider -> decrypted key. Entries live a short time; changes made anywhere are
 //! announced over Redis pub/sub so every replica drops what it holds at once.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ struct Entry<V> {
 pub struct TtlCache<K, V> {
     ttl: Duration,
     max: usize,
-    map: Mutex<HashMap<K, Entry<V>>>,
+    map: Mutex<crate::FastMap<K, Entry<V>>>,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
@@ -29,11 +28,11 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         Self {
             ttl,
             max: max.max(1),
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(crate::FastMap::default()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Entry<V>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, crate::FastMap<K, Entry<V>>> {
         self.map
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 use super::{ChatRequest, MessageRole, Usage};
 use crate::Provider;
 
+mod skim;
+
 /// The version of Anthropic's API the requests are written for.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
@@ -432,8 +434,14 @@ fn read_openai_text(bytes: &[u8]) -> Option<(Reply, String)> {
 
 /// A whole OpenAI-format reply's usage, read without its text: `None` when it is not a reply
 /// (no choices, or an error), `Some(None)` for a reply without usage, whose text must then be
-/// counted.
+/// counted. Read in one pass over its bytes ([`skim`]) where that reads it as serde does, by
+/// serde otherwise.
 fn openai_reply_usage(bytes: &[u8]) -> Option<Option<Usage>> {
+    skim::reply_usage(bytes).or_else(|| serde_reply_usage(bytes))
+}
+
+/// [`openai_reply_usage`] read by serde.
+fn serde_reply_usage(bytes: &[u8]) -> Option<Option<Usage>> {
     use serde::de::IgnoredAny;
     #[derive(serde::Deserialize)]
     struct Head {

@@ -2,7 +2,6 @@
 //! atomically; another settles the reservation to the real usage and hands the event to the
 //! ledger in the same step. The live counters per clinic and month live next to them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -277,7 +276,7 @@ pub struct Parts {
     /// How long a reservation may stay unsettled before it is given back.
     pub reservation_ttl: Duration,
     /// Clinic-months' keys ([`Metering::month_keys`]).
-    month_keys: std::sync::Mutex<HashMap<(TenantId, Month), Arc<MonthKeys>>>,
+    month_keys: std::sync::Mutex<crate::FastMap<(TenantId, Month), Arc<MonthKeys>>>,
     /// The ledger's hand-off stream.
     stream: String,
 }

@@ -23,7 +23,6 @@
 //! A slice that Redis no longer holds (it expired, or Redis lost it in a restart) is retired
 //! at the first settle that finds it gone, so calls stop relying on it.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -93,8 +92,8 @@ pub(super) struct Slices {
 
 #[derive(Debug, Default)]
 struct Inner {
-    current: HashMap<(TenantId, Month), Uuid>,
-    slices: HashMap<Uuid, Slice>,
+    current: crate::FastMap<(TenantId, Month), Uuid>,
+    slices: crate::FastMap<Uuid, Slice>,
 }
 
 impl Slices {

@@ -1,0 +1,400 @@
+//! A whole OpenAI-format reply read for its usage in one pass over its bytes, for the replies
+//! forwarded as they came (see [`super::read_openai_reply`]). serde reads such a reply for
+//! about sixteen instructions a byte, most of them its per-token work (a reply is mostly short
+//! keys and values); this reads it for a few, and only the usage object's numbers are made
+//! into numbers.
+//!
+//! It answers only where it is sure to answer as serde does: a reply whose every string is
+//! free of escapes and control characters, whose keys serde reads (the top level's, the
+//! usage's) are ASCII, whose usage numbers are plain non-negative integers below 10^18, and
+//! which has choices and no error. Anything else (an escape anywhere, a float where a count
+//! goes, an error, a duplicate field, any text that is not JSON) is left to serde: `None`.
+
+use super::{PromptDetails, Usage, UsageWire};
+
+/// Deepest nesting read here; deeper replies are left to serde.
+const DEPTH: u8 = 32;
+
+/// A reply's usage as [`super::serde_reply_usage`] would read it (`Some(None)`: a reply
+/// without usage), or `None` when only serde can tell (see the module's documentation).
+pub(super) fn reply_usage(bytes: &[u8]) -> Option<Option<Usage>> {
+    let mut s = Skim { b: bytes, i: 0 };
+    let mut choices = None;
+    let mut usage: Option<Option<UsageWire>> = None;
+    let mut error = false;
+    s.object(|s, key| match key {
+        b"choices" if choices.is_none() => {
+            choices = Some(s.array_len()?);
+            Some(())
+        }
+        b"usage" if usage.is_none() => {
+            usage = Some(s.usage()?);
+            Some(())
+        }
+        // Only `"error": null` is a reply; any other error is serde's to read.
+        b"error" if !error => {
+            error = true;
+            s.literal(b"null")
+        }
+        b"choices" | b"usage" | b"error" => None,
+        _ if key.is_ascii() => s.value(DEPTH),
+        _ => None,
+    })?;
+    if s.peek().is_some() || choices? == 0 {
+        return None;
+    }
+    Some(usage.flatten().as_ref().and_then(UsageWire::usage))
+}
+
+struct Skim<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Skim<'a> {
+    /// The next byte after any whitespace (JSON's four), not taken.
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&c) = self.b.get(self.i) {
+            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                return Some(c);
+            }
+            self.i += 1;
+        }
+        None
+    }
+
+    /// Takes `c` after any whitespace.
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.peek()?;
+        let rest = self.b.get(self.i..)?;
+        rest.starts_with(word).then(|| self.i += word.len())
+    }
+
+    /// A string without escapes or control characters: its bytes between the quotes.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let end = string_end(self.b, start);
+        if self.b.get(end) != Some(&b'"') {
+            return None;
+        }
+        self.i = end + 1;
+        Some(&self.b[start..end])
+    }
+
+    /// An object, each of whose keys is handed to `value`, which takes the key's value.
+    fn object(&mut self, mut value: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.eat(b':')?;
+            value(self, key)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// An array's number of elements.
+    fn array_len(&mut self) -> Option<usize> {
+        self.array(DEPTH)
+    }
+
+    fn array(&mut self, depth: u8) -> Option<usize> {
+        self.eat(b'[')?;
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(0);
+        }
+        let mut n = 0;
+        loop {
+            self.value(depth)?;
+            n += 1;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(n);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Any value, passed over.
+    fn value(&mut self, depth: u8) -> Option<()> {
+        let depth = depth.checked_sub(1)?;
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => self.object(|s, _| s.value(depth)),
+            b'[' => self.array(depth).map(drop),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' => {
+                self.i += 1;
+                self.number()
+            }
+            b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    /// A number's digits after its sign, in JSON's grammar: no leading zeros, a fraction and an
+    /// exponent each with digits.
+    fn number(&mut self) -> Option<()> {
+        match self.b.get(self.i)? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            self.some_digits()?;
+        }
+        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            self.some_digits()?;
+        }
+        // A digit after a leading zero is no number.
+        (!matches!(self.b.get(self.i), Some(b'0'..=b'9'))).then_some(())
+    }
+
+    fn digits(&mut self) {
+        while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Option<()> {
+        let start = self.i;
+        self.digits();
+        (self.i > start).then_some(())
+    }
+
+    /// A count: `null`, or a whole number from 0 to 10^18 − 1 written plainly (what serde
+    /// reads into an `Option<i64>` alike; other numbers are left to it).
+    fn count(&mut self) -> Option<Option<i64>> {
+        if self.peek()? == b'n' {
+            return self.literal(b"null").map(|()| None);
+        }
+        let start = self.i;
+        self.digits();
+        let digits = &self.b[start..self.i];
+        let plain = match digits {
+            [] => false,
+            [b'0'] => true,
+            [first, ..] => *first != b'0' && digits.len() <= 18,
+        };
+        if !plain || matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        Some(Some(
+            digits
+                .iter()
+                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0')),
+        ))
+    }
+
+    /// The usage: `null`, or an object read as [`UsageWire`] reads it.
+    fn usage(&mut self) -> Option<Option<UsageWire>> {
+        if self.peek()? == b'n' {
+            return self.literal(b"null").map(|()| None);
+        }
+        let (mut prompt, mut completion, mut details) = (None, None, None);
+        self.object(|s, key| match key {
+            b"prompt_tokens" if prompt.is_none() => {
+                prompt = Some(s.count()?);
+                Some(())
+            }
+            b"completion_tokens" if completion.is_none() => {
+                completion = Some(s.count()?);
+                Some(())
+            }
+            b"prompt_tokens_details" if details.is_none() => {
+                details = Some(s.details()?);
+                Some(())
+            }
+            b"prompt_tokens" | b"completion_tokens" | b"prompt_tokens_details" => None,
+            _ if key.is_ascii() => s.value(DEPTH),
+            _ => None,
+        })?;
+        Some(Some(UsageWire {
+            prompt_tokens: prompt.flatten(),
+            completion_tokens: completion.flatten(),
+            prompt_tokens_details: details.flatten(),
+        }))
+    }
+
+    fn details(&mut self) -> Option<Option<PromptDetails>> {
+        if self.peek()? == b'n' {
+            return self.literal(b"null").map(|()| None);
+        }
+        let mut cached = None;
+        self.object(|s, key| match key {
+            b"cached_tokens" if cached.is_none() => {
+                cached = Some(s.count()?);
+                Some(())
+            }
+            b"cached_tokens" => None,
+            _ if key.is_ascii() => s.value(DEPTH),
+            _ => None,
+        })?;
+        Some(Some(PromptDetails {
+            cached_tokens: cached.flatten(),
+        }))
+    }
+}
+
+/// The index of the first `"`, `\` or control character at or after `i` (`b.len()` if none),
+/// eight bytes at a time.
+fn string_end(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let slash = w ^ (ONES * u64::from(b'\\'));
+        // A zero byte of `quote` or `slash`, or a byte of `w` below 0x20, sets its high bit;
+        // the lowest one set is the first such byte (borrows only run upwards).
+        let found = (quote.wrapping_sub(ONES) & !quote
+            | slash.wrapping_sub(ONES) & !slash
+            | w.wrapping_sub(ONES * 0x20) & !w)
+            & HIGH;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::serde_reply_usage;
+    use super::*;
+
+    const REPLIES: [&str; 6] = [
+        r#"{"choices":[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"annotations":[],"content":"Simulated reply from gpt-4o-mini: Summarise the clinic's opening hours.","refusal":null,"role":"assistant"}}],"created":1796524107,"id":"chatcmpl-sim-2","model":"gpt-4o-mini","object":"chat.completion","service_tier":"default","system_fingerprint":"fp_sim","usage":{"completion_tokens":16,"completion_tokens_details":{"accepted_prediction_tokens":0,"audio_tokens":0,"reasoning_tokens":0,"rejected_prediction_tokens":0},"prompt_tokens":30,"prompt_tokens_details":{"audio_tokens":0,"cached_tokens":7},"total_tokens":46}}"#,
+        "{\n  \"id\": \"c1\",\n  \"choices\": [\n    {\"index\": 0, \"message\": {\"role\": \"assistant\", \"content\": null, \"tool_calls\": [{\"id\": \"t\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{}\"}}]}, \"finish_reason\": \"tool_calls\"},\n    {\"index\": 1, \"message\": {\"content\": \"Ça va — très bien 👍\"}, \"logprobs\": {\"content\": [{\"token\": \"a\", \"logprob\": -0.25e-3, \"bytes\": [97]}]}}\n  ],\n  \"usage\": {\"prompt_tokens\": 0, \"completion_tokens\": 5, \"prompt_tokens_details\": null},\n  \"error\": null\n}\n",
+        r#"{"choices":[{"message":{"content":"Hi"},"finish_reason":"stop"}]}"#,
+        r#"{"usage":null,"choices":[{}],"x":[[],{},[1.5,-0,true,false],{"a":{"b":[0e1,1E+2,3.25E-7]}}]}"#,
+        r#"{"choices":[1],"usage":{"completion_tokens":3,"prompt_tokens":999999999999999999,"prompt_tokens_details":{"cached_tokens":null,"x":"y"}}}"#,
+        r#"  {"choices":[{"message":{"content":"tab	here"}}],"usage":{"prompt_tokens":4}}  "#,
+    ];
+
+    #[test]
+    fn replies_are_read_here_as_serde_reads_them() {
+        for (n, reply) in REPLIES.iter().enumerate() {
+            let bytes = reply.as_bytes();
+            let here = reply_usage(bytes);
+            // The tab in the last is a control character: left to serde (which refuses it).
+            if n == 5 {
+                assert_eq!(here, None);
+                continue;
+            }
+            assert!(here.is_some(), "reply {n} was left to serde");
+            assert_eq!(here, serde_reply_usage(bytes), "reply {n}");
+        }
+        let usage = reply_usage(REPLIES[0].as_bytes()).flatten().unwrap();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens
+            ),
+            (30, 16, 7)
+        );
+        assert_eq!(reply_usage(REPLIES[2].as_bytes()), Some(None));
+    }
+
+    #[test]
+    fn what_is_not_sure_is_left_to_serde() {
+        for body in [
+            // Escapes, errors, floats and negative counts, duplicates, no choices, not JSON.
+            r#"{"choices":[{"message":{"content":"a\"b"}}],"usage":{"prompt_tokens":1}}"#,
+            r#"{"choices":[{}],"error":{"message":"no"}}"#,
+            r#"{"choices":[{}],"usage":{"prompt_tokens":1.0}}"#,
+            r#"{"choices":[{}],"usage":{"prompt_tokens":-0}}"#,
+            r#"{"choices":[{}],"usage":{"prompt_tokens":1,"prompt_tokens":2}}"#,
+            r#"{"choices":[{}],"choices":[{}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":1}}"#,
+            r#"{"usage":{"prompt_tokens":1}}"#,
+            r#"{"choices":[{}],"usage":{"prompt_tokens":1000000000000000000}}"#,
+            r#"{"choices":[{}],"usage":{"prompt_tokens":01}}"#,
+            r#"{"choices":[{}],"é":1}"#,
+            r#"{"choices":[{}],}"#,
+            r#"{"choices":[{}]} x"#,
+            r#"[{"choices":[{}]}]"#,
+            "",
+        ] {
+            assert_eq!(reply_usage(body.as_bytes()), None, "{body}");
+        }
+    }
+
+    /// Every reply above changed in one byte (each byte replaced by each of a set of bytes
+    /// that matter to JSON, or removed) and cut at every length: wherever the reading here
+    /// answers, serde answers the same.
+    #[test]
+    fn a_changed_reply_is_never_read_otherwise_than_by_serde() {
+        let swaps = b"\"\\{}[],: \n0123456789-+.eEntfrul\x01\x7f\xc3\xffx";
+        let mut checked = 0;
+        let mut check = |bytes: &[u8]| {
+            if let Some(here) = reply_usage(bytes) {
+                assert_eq!(
+                    Some(here),
+                    serde_reply_usage(bytes),
+                    "{}",
+                    String::from_utf8_lossy(bytes)
+                );
+                checked += 1;
+            }
+        };
+        for reply in REPLIES {
+            let bytes = reply.as_bytes();
+            for at in 0..bytes.len() {
+                let mut changed = bytes.to_vec();
+                for &swap in swaps {
+                    changed[at] = swap;
+                    check(&changed);
+                }
+                changed.remove(at);
+                check(&changed);
+                check(&bytes[..at]);
+            }
+        }
+        // Most changes keep a reply readable here (a changed letter of a text, a digit).
+        assert!(checked > 10_000, "only {checked} changed replies read here");
+    }
+
+    #[test]
+    fn a_strings_end_is_found_in_words_and_bytes() {
+        let text = b"0123456789abcdef\"";
+        for start in 0..text.len() {
+            assert_eq!(string_end(text, start), 16);
+        }
+        assert_eq!(string_end(b"abc\\d", 0), 3);
+        assert_eq!(string_end(b"abcdefgh\x1fij", 0), 8);
+        assert_eq!(string_end(b"\xc3\xa9\xf0\x9f\x91\x8d12345", 0), 11);
+        assert_eq!(string_end(b"", 0), 0);
+    }
+}
