@@ -41,13 +41,14 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub fn get(&self, key: &K) -> Option<V> {
         let mut map = self.lock();
         match map.get_mut(key) {
-            Some(e) if e.stored.elapsed() < self.ttl => {
-                e.read = Instant::now();
+            Some(e) => {
+                let now = Instant::now();
+                if now.saturating_duration_since(e.stored) >= self.ttl {
+                    map.remove(key);
+                    return None;
+                }
+                e.read = now;
                 Some(e.value.clone())
-            }
-            Some(_) => {
-                map.remove(key);
-                None
             }
             None => None,
         }

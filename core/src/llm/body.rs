@@ -128,8 +128,15 @@ impl Body {
             if i > 0 {
                 out.push(b',');
             }
-            // Writing a string into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut out, key);
+            if key.bytes().any(|b| matches!(b, b'"' | b'\\' | 0..=0x1f)) {
+                // Writing a string into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut out, key);
+            } else {
+                // Nothing in it to escape (a field's name, nearly always).
+                out.push(b'"');
+                out.extend_from_slice(key.as_bytes());
+                out.push(b'"');
+            }
             out.push(b':');
             out.extend_from_slice(value.get().as_bytes());
         }
@@ -370,6 +377,14 @@ mod tests {
         assert_eq!(out["model"], "gpt-4o-mini");
         assert_eq!(out["future_field"][2]["x"], serde_json::Value::Null);
         assert!(body.to_bytes().starts_with(br#"{"model""#));
+        // A name with something to escape is written escaped, as serde writes it.
+        let text = r#"{"a\"b":1,"c\\d\n":2,"\u0001":3,"é":4}"#;
+        let body = Body::parse(text.as_bytes()).unwrap();
+        assert_eq!(body.raw("a\"b").map(RawValue::get), Some("1"));
+        assert_eq!(
+            String::from_utf8(body.to_bytes()).unwrap(),
+            r#"{"a\"b":1,"c\\d\n":2,"\u0001":3,"é":4}"#
+        );
     }
 
     #[test]
