@@ -170,13 +170,13 @@ impl Gateway {
         &self,
         tenant: TenantId,
     ) -> crate::Result<Option<Arc<Vec<Option<String>>>>> {
-        if let Some(s) = self.caches.knowledge.get(&tenant) {
-            return Ok(s);
-        }
-        let models = crate::knowledge::searchable(&self.db, tenant).await?;
-        let s = (!models.is_empty()).then(|| Arc::new(models));
-        self.caches.knowledge.insert(tenant, s.clone());
-        Ok(s)
+        self.caches
+            .knowledge
+            .get_or_load(&tenant, || async {
+                let models = crate::knowledge::searchable(&self.db, tenant).await?;
+                Ok((!models.is_empty()).then(|| Arc::new(models)))
+            })
+            .await
     }
 
     /// The passages of the clinic's documents for the newest question, as `agent` retrieves

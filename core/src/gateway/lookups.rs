@@ -99,15 +99,21 @@ impl Gateway {
     /// unknown or revoked key.
     pub async fn authenticate(&self, token: &str) -> crate::Result<Option<Caller>> {
         let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-        let found = match self.caches.api_keys.get(&hash) {
-            Some(c) => Some(c),
-            None => {
-                let found = api_keys::authenticate(&self.db, token).await?;
-                if let Some(c) = &found {
-                    self.caches.api_keys.insert(hash, *c);
-                }
-                found
-            }
+        // An unknown key is not kept: `Err(None)` carries it past the cache.
+        let found = self
+            .caches
+            .api_keys
+            .get_or_load(&hash, || async {
+                api_keys::authenticate(&self.db, token)
+                    .await
+                    .map_err(Some)?
+                    .ok_or(None)
+            })
+            .await;
+        let found = match found {
+            Ok(c) => Some(c),
+            Err(None) => None,
+            Err(Some(e)) => return Err(e),
         };
         Ok(found.map(|c| Caller {
             tenant: c.tenant,
@@ -133,12 +139,10 @@ impl Gateway {
 
     /// A clinic's limits, from the cache when possible.
     pub async fn limits(&self, tenant: TenantId) -> crate::Result<Limits> {
-        if let Some(l) = self.caches.limits.get(&tenant) {
-            return Ok(l);
-        }
-        let l = metering::limits(&self.db, tenant).await?;
-        self.caches.limits.insert(tenant, l.clone());
-        Ok(l)
+        self.caches
+            .limits
+            .get_or_load(&tenant, || metering::limits(&self.db, tenant))
+            .await
     }
 
     /// An agent by its slug, from the cache when possible.
@@ -148,12 +152,12 @@ impl Gateway {
         slug: &str,
     ) -> crate::Result<Option<Arc<Agent>>> {
         let key = (tenant, slug.to_string());
-        if let Some(a) = self.caches.agents.get(&key) {
-            return Ok(a);
-        }
-        let a = agents::by_slug(&self.db, tenant, slug).await?.map(Arc::new);
-        self.caches.agents.insert(key, a.clone());
-        Ok(a)
+        self.caches
+            .agents
+            .get_or_load(&key, || async {
+                Ok(agents::by_slug(&self.db, tenant, slug).await?.map(Arc::new))
+            })
+            .await
     }
 
     async fn clinic_key(
@@ -161,17 +165,14 @@ impl Gateway {
         tenant: TenantId,
         provider: Provider,
     ) -> crate::Result<Option<Arc<ResolvedKey>>> {
-        if let Some(k) = self.caches.provider_keys.get(&(tenant, provider)) {
-            return Ok(k);
-        }
-        let k =
-            provider_keys::resolve(&self.db, self.config.master_keys.as_ref(), tenant, provider)
-                .await?
-                .map(Arc::new);
         self.caches
             .provider_keys
-            .insert((tenant, provider), k.clone());
-        Ok(k)
+            .get_or_load(&(tenant, provider), || async {
+                let master = self.config.master_keys.as_ref();
+                let k = provider_keys::resolve(&self.db, master, tenant, provider).await?;
+                Ok(k.map(Arc::new))
+            })
+            .await
     }
 
     fn platform_key(&self, provider: Provider) -> Option<Arc<ResolvedKey>> {
