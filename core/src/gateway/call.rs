@@ -623,10 +623,40 @@ fn frame(ev: &wire::SseEvent, out: &mut Vec<u8>) {
         out.extend_from_slice(event.as_bytes());
         out.push(b'\n');
     }
-    for line in ev.data.split('\n') {
+    // Line by line (the line ends found by memchr; nearly every event has one line).
+    let mut data = ev.data.as_bytes();
+    loop {
+        let end = memchr::memchr(b'\n', data);
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(&data[..end.unwrap_or(data.len())]);
         out.push(b'\n');
+        match end {
+            Some(end) => data = &data[end + 1..],
+            None => break,
+        }
     }
     out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event is written back as the lines it was read from: a data line per line of its
+    /// data, its name first, a blank line last.
+    #[test]
+    fn an_event_is_framed_as_it_was_read() {
+        let texts = [
+            "data: {\"a\":1}\n\n",
+            "event: message_delta\ndata: {\"b\":2}\n\n",
+            "data: one\ndata: \ndata: three\n\n",
+        ];
+        for text in texts {
+            let events = wire::sse_events(text);
+            assert_eq!(events.len(), 1, "{text:?}");
+            let mut out = Vec::new();
+            frame(&events[0], &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
+    }
 }

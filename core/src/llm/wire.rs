@@ -12,6 +12,7 @@ use super::{ChatRequest, MessageRole, Usage};
 use crate::Provider;
 
 mod skim;
+pub(crate) use skim::string_end;
 
 /// The version of Anthropic's API the requests are written for.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -184,27 +185,34 @@ fn openai_chunk(data: &str, out: &mut Vec<Piece>) -> usize {
 /// end marker. The gateway forwards such chunks without reading them, and reads them only if
 /// it must count their text (see `gateway::call`). Conservative: a chunk that might be more
 /// (a spelling these checks do not know) is read.
+///
+/// Every chunk of every stream is checked, so in one pass: each key starts right after a
+/// quote, and only the quotes are visited (found by memchr). After a quote, `usage` as a key
+/// must hold `null`, `finish_reason` as a key must hold `null` (and the text `finish_reason`
+/// anywhere else makes the chunk read too), and `error"` anywhere makes it read.
 pub fn plain_openai_delta(data: &str) -> bool {
-    use memchr::memmem::Finder;
-    use std::sync::LazyLock;
-    // Every chunk of every stream is checked: the searchers are built once, not per search.
-    static SEARCH: LazyLock<[Finder<'static>; 5]> = LazyLock::new(|| {
-        [
-            "\"usage\":{",
-            "\"usage\": {",
-            "\"error\"",
-            "finish_reason",
-            "\"finish_reason\":null",
-        ]
-        .map(Finder::new)
-    });
-    let [usage, spaced_usage, error, finish, no_finish] = &*SEARCH;
     let data = data.as_bytes();
-    data.starts_with(b"{")
-        && usage.find(data).is_none()
-        && spaced_usage.find(data).is_none()
-        && error.find(data).is_none()
-        && finish.find_iter(data).count() == no_finish.find_iter(data).count()
+    if !data.starts_with(b"{") {
+        return false;
+    }
+    memchr::memchr_iter(b'"', data).all(|at| {
+        let rest = &data[at + 1..];
+        match rest.first() {
+            Some(b'u') => key_value(rest, b"usage").is_none_or(|v| v.starts_with(b"null")),
+            Some(b'e') => !rest.starts_with(b"error\""),
+            Some(b'f') if rest.starts_with(b"finish_reason") => {
+                key_value(rest, b"finish_reason").is_some_and(|v| v.starts_with(b"null"))
+            }
+            _ => true,
+        }
+    })
+}
+
+/// When `text` (just after a quote) is the key `key`, the text of its value.
+fn key_value<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let after = text.strip_prefix(key)?.strip_prefix(b"\"")?;
+    let value = after.trim_ascii_start().strip_prefix(b":")?;
+    Some(value.trim_ascii_start())
 }
 
 /// One server-sent event carrying `v` (`data: <json>` and a blank line).
@@ -534,24 +542,28 @@ impl SseParser {
                 }
                 continue;
             }
-            // Checked as a whole first: most lines are valid UTF-8 (mostly ASCII), which this
-            // checks words at a time, where the lossy reading goes byte by byte.
-            let line = match std::str::from_utf8(line) {
-                Ok(text) => std::borrow::Cow::Borrowed(text),
-                Err(_) => String::from_utf8_lossy(line),
+            // The field's name is short: found before the value is read as text.
+            let (field, value) = match line.iter().position(|&b| b == b':') {
+                Some(colon) => {
+                    let value = &line[colon + 1..];
+                    (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (line, &b""[..]),
             };
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-                None => (line.as_ref(), ""),
+            // Checked as a whole first: most values are valid UTF-8 (mostly ASCII), which this
+            // checks words at a time, where the lossy reading goes byte by byte.
+            let text = || match std::str::from_utf8(value) {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(value),
             };
             match field {
-                "data" => {
+                b"data" => {
                     if !self.data.is_empty() {
                         self.data.push('\n');
                     }
-                    self.data.push_str(value);
+                    self.data.push_str(&text());
                 }
-                "event" => self.event = Some(value.to_string()),
+                b"event" => self.event = Some(text().into_owned()),
                 _ => {}
             }
         }
@@ -749,6 +761,7 @@ mod tests {
             r#"{"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#,
             r#"{"id":"c","choices":[{"index":0,"delta":{"content":"an \"error\" here"},"finish_reason":null}],"usage":null}"#,
             r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\""}}]},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"role":"usage","content":"usage: \"usage\":{"},"finish_reason" : null}],"usage" :null}"#,
         ];
         for data in plain {
             assert!(plain_openai_delta(data), "{data}");
@@ -762,6 +775,12 @@ mod tests {
             r#"{"choices":[{"index":0,"delta":{},"finish_reason": "stop"}]}"#,
             r#"{"choices":[{"index":0,"delta":{},"finish_reason":null},{"index":1,"delta":{},"finish_reason":"length"}]}"#,
             r#"{"choices":[{"index":0,"delta":{"content":"finish_reason"},"finish_reason":null}]}"#,
+            r#"{"choices":[],"usage" : {"prompt_tokens":3}}"#,
+            r#"{"choices":[],"usage":[]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason"
+                : "stop"}]}"#,
+            r#"{"type":"error","choices":[]}"#,
+            r#"{"error" : null}"#,
         ];
         for data in read {
             assert!(!plain_openai_delta(data), "{data}");

@@ -255,10 +255,8 @@ impl<'a> Exact<'a> {
     /// A string without escapes (one with any is serde's to read).
     fn string(&mut self) -> Option<&'a str> {
         let rest = self.rest.strip_prefix(b"\"")?;
-        let end = rest
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        if rest[end] != b'"' {
+        let end = crate::llm::wire::string_end(rest, 0);
+        if rest.get(end) != Some(&b'"') {
             return None;
         }
         let text = std::str::from_utf8(&rest[..end]).ok()?;
@@ -268,17 +266,26 @@ impl<'a> Exact<'a> {
 
     /// A whole number as `to_json` writes one (no leading zeros, no `-0`, which serde reads as
     /// a fraction, no fraction, no exponent), that fits `T`.
-    fn integer<T: std::str::FromStr>(&mut self) -> Option<T> {
+    fn integer<T: TryFrom<i64>>(&mut self) -> Option<T> {
         let sign = usize::from(self.rest.first() == Some(&b'-'));
         let digits = self.rest[sign..]
             .iter()
             .take_while(|b| b.is_ascii_digit())
             .count();
-        if digits == 0 || (self.rest[sign] == b'0' && (digits > 1 || sign == 1)) {
+        // i64's widest are 19 digits.
+        if digits == 0 || digits > 19 || (self.rest[sign] == b'0' && (digits > 1 || sign == 1)) {
             return None;
         }
         let (number, rest) = self.rest.split_at(sign + digits);
-        let number = std::str::from_utf8(number).ok()?.parse().ok()?;
+        let magnitude = number[sign..].iter().try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
+        let number = if sign == 1 {
+            0i64.checked_sub_unsigned(magnitude)?
+        } else {
+            i64::try_from(magnitude).ok()?
+        };
+        let number = T::try_from(number).ok()?;
         self.rest = rest;
         Some(number)
     }
@@ -656,7 +663,21 @@ pub async fn dead_letters(redis: &Redis, count: usize) -> Result<(usize, Vec<(St
 /// The events of a hand-off entry: one JSON object per line (a settle script hands over the
 /// events of all its settles as one entry).
 fn events_of(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
-    payload.split(|b| *b == b'\n')
+    // As `payload.split(|b| *b == b'\n')`, with the line ends found by memchr.
+    let mut rest = Some(payload);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        Some(match memchr::memchr(b'\n', text) {
+            Some(end) => {
+                rest = Some(&text[end + 1..]);
+                &text[..end]
+            }
+            None => {
+                rest = None;
+                text
+            }
+        })
+    })
 }
 
 /// `[[id, [field, value, ...]], ...]` to `(id, value of field "e")`.
@@ -966,6 +987,56 @@ mod tests {
             None
         );
         assert_eq!(UsageEvent::from_json(json.as_bytes()), Some(e));
+    }
+
+    /// An entry's lines are split as `split` splits them: empty lines and a last line without
+    /// its end included.
+    #[test]
+    fn an_entrys_events_are_its_lines() {
+        for payload in [
+            "",
+            "\n",
+            "a",
+            "a\n",
+            "\na",
+            "a\nb",
+            "a\n\nb\n",
+            "{\"x\":1}\n{}",
+        ] {
+            let here: Vec<&[u8]> = events_of(payload.as_bytes()).collect();
+            let split: Vec<&[u8]> = payload.as_bytes().split(|b| *b == b'\n').collect();
+            assert_eq!(here, split, "{payload:?}");
+        }
+    }
+
+    /// Numbers at the ends of their types are read directly; one past them goes to serde.
+    #[test]
+    fn numbers_at_the_ends_of_their_types_are_read_exactly() {
+        for (text, read) in [
+            ("0", Some(0)),
+            ("-1", Some(-1)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("-9223372036854775809", None),
+            ("99999999999999999999", None),
+            ("-", None),
+            ("", None),
+        ] {
+            let mut at = Exact {
+                rest: text.as_bytes(),
+            };
+            assert_eq!(at.integer::<i64>(), read, "{text}");
+        }
+        let mut at = Exact {
+            rest: b"2147483648",
+        };
+        assert_eq!(at.integer::<i32>(), None);
+        let mut at = Exact {
+            rest: b"-2147483648,",
+        };
+        assert_eq!(at.integer::<i32>(), Some(i32::MIN));
+        assert_eq!(at.rest, b",");
     }
 
     /// Any other text reads as serde reads it: events written before a field existed, other

@@ -265,7 +265,7 @@ impl<'a> Skim<'a> {
 
 /// The index of the first `"`, `\` or control character at or after `i` (`b.len()` if none),
 /// eight bytes at a time.
-fn string_end(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn string_end(b: &[u8], mut i: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     while let Some(chunk) = b.get(i..i + 8) {
