@@ -186,44 +186,47 @@ fn openai_chunk(data: &str, out: &mut Vec<Piece>) -> usize {
 /// it must count their text (see `gateway::call`). Conservative: a chunk that might be more
 /// (a spelling these checks do not know) is read.
 ///
-/// Every chunk of every stream is checked, so in one pass: each key starts right after a
-/// quote, and only the quotes are visited (found eight bytes at a time). After a quote,
-/// `usage` as a key must hold `null`, `finish_reason` as a key must hold `null` (and the text
-/// `finish_reason` anywhere else makes the chunk read too), and `error"` anywhere makes it read.
+/// Every chunk of every stream is checked, so its three keys are searched for at once (with
+/// SIMD, by aho-corasick's packed searcher; by memchr's, one key after the other, on a CPU
+/// without): a quoted `usage` must hold `null`, `finish_reason` must be a quoted key holding
+/// `null`, and a quoted `error` makes the chunk read.
 pub fn plain_openai_delta(data: &str) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const LOW: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let data = data.as_bytes();
+    static AT_ONCE: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> =
+        std::sync::LazyLock::new(|| aho_corasick::packed::Searcher::new(PLAIN_KEYS));
+    plain_keys(data.as_bytes(), AT_ONCE.as_ref())
+}
+
+/// [`plain_openai_delta`] with `at_once`, or without.
+fn plain_keys(data: &[u8], at_once: Option<&aho_corasick::packed::Searcher>) -> bool {
+    use memchr::memmem::Finder;
+    static EACH: std::sync::LazyLock<[Finder<'static>; 3]> =
+        std::sync::LazyLock::new(|| PLAIN_KEYS.map(Finder::new));
     if !data.starts_with(b"{") {
         return false;
     }
-    let plain_after = |at| plain_after_quote(&data[at + 1..]);
-    let mut i = 0;
-    while let Some(chunk) = data.get(i..i + 8) {
-        let w = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        let q = w ^ (ONES * u64::from(b'"'));
-        // The high bit of each byte of `q` that is zero (a quote in `w`), and of no other.
-        let mut quotes = !(((q & LOW).wrapping_add(LOW)) | q | LOW);
-        while quotes != 0 {
-            if !plain_after(i + (quotes.trailing_zeros() / 8) as usize) {
-                return false;
-            }
-            quotes &= quotes - 1;
-        }
-        i += 8;
+    match at_once {
+        Some(keys) => keys
+            .find_iter(data)
+            .all(|m| plain_at(data, m.start(), m.pattern().as_usize())),
+        None => EACH
+            .iter()
+            .enumerate()
+            .all(|(key, f)| f.find_iter(data).all(|at| plain_at(data, at, key))),
     }
-    (i..data.len()).all(|at| data[at] != b'"' || plain_after(at))
 }
 
-/// Whether what follows a quote leaves a chunk plain (see [`plain_openai_delta`]).
-fn plain_after_quote(rest: &[u8]) -> bool {
-    match rest.first() {
-        Some(b'u') => key_value(rest, b"usage").is_none_or(|v| v.starts_with(b"null")),
-        Some(b'e') => !rest.starts_with(b"error\""),
-        Some(b'f') if rest.starts_with(b"finish_reason") => {
-            key_value(rest, b"finish_reason").is_some_and(|v| v.starts_with(b"null"))
-        }
-        _ => true,
+/// The keys [`plain_openai_delta`] looks for. None overlaps another (none ends with what
+/// another begins with), so searching them without overlaps finds every one.
+const PLAIN_KEYS: [&str; 3] = ["usage\"", "error\"", "finish_reason"];
+
+/// Whether the key `PLAIN_KEYS[key]`, found at `at`, leaves a chunk plain.
+fn plain_at(data: &[u8], at: usize, key: usize) -> bool {
+    let quoted = at > 0 && data[at - 1] == b'"';
+    let rest = &data[at..];
+    match key {
+        0 => !quoted || key_value(rest, b"usage").is_none_or(|v| v.starts_with(b"null")),
+        1 => !quoted,
+        _ => quoted && key_value(rest, b"finish_reason").is_some_and(|v| v.starts_with(b"null")),
     }
 }
 
@@ -774,15 +777,19 @@ mod tests {
     /// Only chunks that can carry nothing but generated text are forwarded unread: every
     /// chunk with a usage object, an error, a finish reason, or the end marker is read, and a
     /// plain chunk read later gives what reading it at once would have.
-    /// The quotes found eight bytes at a time are every quote, and only the quotes: the same
-    /// answer as a byte-by-byte look, whatever the offsets, with the bytes next to a quote's
-    /// (`#` is `"` with its low bit flipped, `¢` ends in `"` with its high bit set).
+    /// The keys searched for at once are found wherever they are: the same answer as a look
+    /// at every byte, whatever the offsets and neighbours.
     #[test]
-    fn a_chunks_quotes_are_all_found() {
+    fn a_chunks_keys_are_all_found() {
         let by_bytes = |data: &str| {
             let d = data.as_bytes();
             d.starts_with(b"{")
-                && (0..d.len()).all(|at| d[at] != b'"' || plain_after_quote(&d[at + 1..]))
+                && (0..d.len()).all(|at| {
+                    PLAIN_KEYS
+                        .iter()
+                        .enumerate()
+                        .all(|(key, k)| !d[at..].starts_with(k.as_bytes()) || plain_at(d, at, key))
+                })
         };
         let pieces = [
             "\"usage\":{}",
@@ -795,6 +802,8 @@ mod tests {
             "\"\"",
             "ab",
             "x",
+            "finish_reason",
+            "{\"id\":\"chatcmpl-0123456789\",\"object\":\"chunk\"}",
         ];
         let mut checked = 0;
         for a in pieces {
@@ -802,6 +811,7 @@ mod tests {
                 for pad in 0..9 {
                     let data = format!("{{{}{a}{}{b}", " ".repeat(pad), "#".repeat(pad % 3));
                     assert_eq!(plain_openai_delta(&data), by_bytes(&data), "{data}");
+                    assert_eq!(plain_keys(data.as_bytes(), None), by_bytes(&data), "{data}");
                     checked += usize::from(!by_bytes(&data));
                 }
             }
