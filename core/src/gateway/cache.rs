@@ -67,18 +67,9 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     pub fn get(&self, key: &K) -> Option<V> {
-        let mut map = self.lock();
-        match map.get_mut(key) {
-            Some(e) => {
-                let now = Instant::now();
-                if now.saturating_duration_since(e.stored) >= self.ttl {
-                    map.remove(key);
-                    return None;
-                }
-                e.read = now;
-                Some(e.value.clone())
-            }
-            None => None,
+        match self.find(key, false) {
+            Found::Fresh(v) => Some(v),
+            _ => None,
         }
     }
 
@@ -90,7 +81,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        match self.find(key) {
+        match self.find(key, true) {
             Found::Fresh(v) => Ok(v),
             Found::Refresh(stored) => {
                 let loaded = self.load(key, load).await;
@@ -135,9 +126,9 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
-    /// Looks `key` up; an entry in its last quarter of life that no call is reading again is
-    /// claimed for this one.
-    fn find(&self, key: &K) -> Found<V> {
+    /// Looks `key` up (an expired entry is dropped); with `claim`, an entry in its last quarter
+    /// of life that no call is reading again is claimed for this one.
+    fn find(&self, key: &K, claim: bool) -> Found<V> {
         let mut map = self.lock();
         let Some(e) = map.get_mut(key) else {
             return Found::Missing;
@@ -149,7 +140,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
             return Found::Missing;
         }
         e.read = now;
-        if !e.refreshing && age >= self.ttl - self.ttl / 4 {
+        if claim && !e.refreshing && age >= self.ttl - self.ttl / 4 {
             e.refreshing = true;
             return Found::Refresh(e.stored);
         }

@@ -25,7 +25,7 @@ pub(super) fn reply_usage(bytes: &[u8]) -> Option<Option<Usage>> {
     let mut error = false;
     s.object(|s, key| match key {
         b"choices" if choices.is_none() => {
-            choices = Some(s.array_len()?);
+            choices = Some(s.array(DEPTH)?);
             Some(())
         }
         b"usage" if usage.is_none() => {
@@ -110,10 +110,6 @@ impl<'a> Skim<'a> {
     }
 
     /// An array's number of elements.
-    fn array_len(&mut self) -> Option<usize> {
-        self.array(DEPTH)
-    }
-
     fn array(&mut self, depth: u8) -> Option<usize> {
         self.eat(b'[')?;
         if self.peek()? == b']' {
@@ -192,9 +188,10 @@ impl<'a> Skim<'a> {
     /// A count: `null`, or a whole number from 0 to 10^18 − 1 written plainly (what serde
     /// reads into an `Option<i64>` alike; other numbers are left to it).
     fn count(&mut self) -> Option<Option<i64>> {
-        if self.peek()? == b'n' {
-            return self.literal(b"null").map(|()| None);
-        }
+        self.or_null(Self::plain_number)
+    }
+
+    fn plain_number(&mut self) -> Option<i64> {
         let start = self.i;
         self.digits();
         let digits = &self.b[start..self.i];
@@ -206,18 +203,19 @@ impl<'a> Skim<'a> {
         if !plain || matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E')) {
             return None;
         }
-        Some(Some(
+        Some(
             digits
                 .iter()
                 .fold(0i64, |n, d| n * 10 + i64::from(d - b'0')),
-        ))
+        )
     }
 
     /// The usage: `null`, or an object read as [`UsageWire`] reads it.
     fn usage(&mut self) -> Option<Option<UsageWire>> {
-        if self.peek()? == b'n' {
-            return self.literal(b"null").map(|()| None);
-        }
+        self.or_null(Self::usage_object)
+    }
+
+    fn usage_object(&mut self) -> Option<UsageWire> {
         let (mut prompt, mut completion, mut details) = (None, None, None);
         self.object(|s, key| match key {
             b"prompt_tokens" if prompt.is_none() => {
@@ -236,30 +234,37 @@ impl<'a> Skim<'a> {
             _ if key.is_ascii() => s.value(DEPTH),
             _ => None,
         })?;
-        Some(Some(UsageWire {
+        Some(UsageWire {
             prompt_tokens: prompt.flatten(),
             completion_tokens: completion.flatten(),
             prompt_tokens_details: details.flatten(),
-        }))
+        })
     }
 
     fn details(&mut self) -> Option<Option<PromptDetails>> {
+        self.or_null(|s| {
+            let mut cached = None;
+            s.object(|s, key| match key {
+                b"cached_tokens" if cached.is_none() => {
+                    cached = Some(s.count()?);
+                    Some(())
+                }
+                b"cached_tokens" => None,
+                _ if key.is_ascii() => s.value(DEPTH),
+                _ => None,
+            })?;
+            Some(PromptDetails {
+                cached_tokens: cached.flatten(),
+            })
+        })
+    }
+
+    /// `null` (`Some(None)`), or what `read` reads.
+    fn or_null<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
         if self.peek()? == b'n' {
             return self.literal(b"null").map(|()| None);
         }
-        let mut cached = None;
-        self.object(|s, key| match key {
-            b"cached_tokens" if cached.is_none() => {
-                cached = Some(s.count()?);
-                Some(())
-            }
-            b"cached_tokens" => None,
-            _ if key.is_ascii() => s.value(DEPTH),
-            _ => None,
-        })?;
-        Some(Some(PromptDetails {
-            cached_tokens: cached.flatten(),
-        }))
+        read(self).map(Some)
     }
 }
 
