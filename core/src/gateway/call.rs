@@ -4,13 +4,13 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use bytes::Bytes;
 
 use super::lookups::Chosen;
 use super::send::release;
+use super::stream::Outlet;
 use super::{Caller, ChatStream, Completion, Gateway, StreamEvent};
 use crate::knowledge::search::Passage;
 use crate::llm::anthropic::{self, StreamTranslator, Translation};
@@ -367,27 +367,22 @@ impl Call {
     }
 
     pub fn stream(self, response: crate::egress::Response) -> ChatStream {
-        let (tx, rx) = mpsc::channel(64);
-        let stream = ChatStream {
-            id: self.reservation.reservation().id,
-            model: self.model.clone(),
-            provider: self.chosen.provider,
-            sources: self.sources.clone(),
-            rx,
-        };
-        tokio::spawn(self.pump(response, tx));
-        stream
+        let outlet = Outlet::default();
+        ChatStream::pumped(
+            self.reservation.reservation().id,
+            self.model.clone(),
+            self.chosen.provider,
+            self.sources.clone(),
+            outlet.clone(),
+            self.pump(response, outlet),
+        )
     }
 
     /// Forwards the provider's stream, then settles: the provider's usage on success (counted
     /// here and marked if it sent none); what was generated if the client went away (the
     /// provider's count when it sent one, else the text counted); what was delivered if the
     /// provider failed part-way; nothing if it failed before any text.
-    async fn pump(
-        self,
-        response: crate::egress::Response,
-        tx: mpsc::Sender<Result<StreamEvent, LlmError>>,
-    ) {
+    async fn pump(self, response: crate::egress::Response, tx: Outlet) {
         let provider = self.chosen.provider;
         let mut read = self.read(response, &tx).await;
         let reported = read
@@ -450,11 +445,7 @@ impl Call {
 
     /// Reads the provider's stream until it ends, fails, goes quiet for the provider timeout,
     /// or the client goes away, forwarding text and finish reasons as they come.
-    async fn read(
-        &self,
-        response: crate::egress::Response,
-        tx: &mpsc::Sender<Result<StreamEvent, LlmError>>,
-    ) -> Read {
+    async fn read(&self, response: crate::egress::Response, tx: &Outlet) -> Read {
         let provider = self.chosen.provider;
         let idle = Duration::from_secs(self.gateway.config.provider_timeout_secs);
         let mut body = http_body_util::BodyDataStream::new(response.into_body());
@@ -497,7 +488,7 @@ impl Call {
             }
             let next = loop {
                 tokio::select! {
-                    _ = tx.closed() => { read.cancelled = true; return read; }
+                    () = tx.gone() => { read.cancelled = true; return read; }
                     () = &mut quiet => {
                         let deadline = now + idle;
                         if Instant::now() < deadline {

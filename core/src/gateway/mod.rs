@@ -18,16 +18,16 @@ mod call;
 mod embed;
 mod lookups;
 mod send;
+mod stream;
 
 pub use embed::{Embedded, DEFAULT_EMBEDDING_MODEL, MAX_EMBEDDING_INPUTS};
 pub use lookups::{provider_for_model, ModelInfo};
+pub use stream::{ChatStream, StreamEvent};
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::changes::Changes;
@@ -103,78 +103,6 @@ pub fn beta_header(value: &str) -> Result<String, String> {
         Err(format!(
             "anthropic-beta: expected comma-separated beta names (letters, digits, '-', '_', '.'; at most {BETA_HEADER_MAX} characters)."
         ))
-    }
-}
-
-/// What a streamed reply yields.
-#[derive(Clone, Debug, PartialEq)]
-pub enum StreamEvent {
-    Text(String),
-    Finish(String),
-    /// The last event of a successful stream: the usage as recorded.
-    Usage(Usage),
-    /// Server-sent events to pass to the client as they are (a request made with
-    /// [`Gateway::forward`]).
-    Raw(bytes::Bytes),
-}
-
-/// A streamed reply. Dropping it (the client went away, or pressed Stop) ends the provider call
-/// and charges what was generated.
-pub struct ChatStream {
-    pub id: Uuid,
-    pub model: String,
-    pub provider: Provider,
-    /// The passages an agent's reply is grounded in, in citation order (`[1]` first).
-    pub sources: Vec<Passage>,
-    rx: mpsc::Receiver<Result<StreamEvent, LlmError>>,
-}
-
-impl futures_util::Stream for ChatStream {
-    type Item = Result<StreamEvent, LlmError>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl ChatStream {
-    /// The same reply given whole: nothing is passed on until the provider has finished; then
-    /// the text comes as one event (and a forwarded stream's events as one piece), followed by
-    /// the closing events. Dropping it still ends the provider call at once.
-    pub fn whole(mut self) -> ChatStream {
-        let (tx, rx) = mpsc::channel(8);
-        let inner_rx = std::mem::replace(&mut self.rx, rx);
-        tokio::spawn(gather(inner_rx, tx));
-        self
-    }
-}
-
-/// Collects a stream's events, joining neighbouring text and raw events, and sends them once
-/// the stream has ended (or stops when the receiver goes away).
-async fn gather(
-    mut inner: mpsc::Receiver<Result<StreamEvent, LlmError>>,
-    tx: mpsc::Sender<Result<StreamEvent, LlmError>>,
-) {
-    let mut gathered: Vec<Result<StreamEvent, LlmError>> = Vec::new();
-    loop {
-        let next = tokio::select! {
-            next = inner.recv() => next,
-            _ = tx.closed() => return,
-        };
-        let Some(event) = next else { break };
-        match (gathered.last_mut(), event) {
-            (Some(Ok(StreamEvent::Text(all))), Ok(StreamEvent::Text(more))) => all.push_str(&more),
-            (Some(Ok(StreamEvent::Raw(all))), Ok(StreamEvent::Raw(more))) => {
-                let mut joined = bytes::BytesMut::from(&all[..]);
-                joined.extend_from_slice(&more);
-                *all = joined.freeze();
-            }
-            (_, event) => gathered.push(event),
-        }
-    }
-    for event in gathered {
-        if tx.send(event).await.is_err() {
-            return;
-        }
     }
 }
 
