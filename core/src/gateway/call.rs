@@ -14,6 +14,7 @@ use super::stream::Outlet;
 use super::{Caller, ChatStream, Completion, Gateway, StreamEvent};
 use crate::knowledge::search::Passage;
 use crate::llm::anthropic::{self, StreamTranslator, Translation};
+use crate::llm::body::Body;
 use crate::llm::tokens::{count_tokens, message_tokens};
 use crate::llm::wire::{self, Piece};
 use crate::llm::{ChatMessage, LlmError, Usage};
@@ -50,11 +51,11 @@ pub(super) enum Mode {
 /// The prompt, for counting it when the provider reports no usage.
 pub(super) enum Prompt {
     Messages(Vec<ChatMessage>),
-    /// The messages' JSON text as the client sent it (counting it over-counts by its
-    /// punctuation), and the prompt's upper bound, which caps the count (images are counted
-    /// by their text otherwise).
+    /// The body as the client sent it, whose messages' JSON text is counted (over-counting
+    /// by its punctuation), and the prompt's upper bound, which caps the count (images are
+    /// counted by their text otherwise).
     Json {
-        messages: Option<Box<serde_json::value::RawValue>>,
+        body: Body,
         bound: i64,
     },
 }
@@ -281,12 +282,11 @@ impl Call {
             .unwrap_or_else(|| match &self.prompt {
                 Prompt::Messages(messages) => messages.iter().map(message_tokens).sum::<i64>() + 3,
                 // Long texts (images, audio) are not worth tokenizing: the bound stands.
-                Prompt::Json {
-                    messages: Some(text),
-                    bound,
-                } if text.get().len() <= 256 << 10 => count_tokens(text.get()).min(*bound),
-                Prompt::Json { messages: None, .. } => 0,
-                Prompt::Json { bound, .. } => *bound,
+                Prompt::Json { body, bound } => match body.raw("messages") {
+                    Some(text) if text.len() <= 256 << 10 => count_tokens(text).min(*bound),
+                    Some(_) => *bound,
+                    None => 0,
+                },
             });
         Usage {
             prompt_tokens: prompt,

@@ -420,7 +420,7 @@ impl Gateway {
             }
         };
         let prompt = Prompt::Json {
-            messages: body.remove("messages"),
+            body,
             bound: prompt_bound,
         };
         let call = Outgoing {

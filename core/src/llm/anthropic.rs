@@ -142,7 +142,7 @@ pub fn request(
 ) -> Result<(Vec<u8>, Translation), String> {
     let get = |key: &str| -> Value {
         body.raw(key)
-            .and_then(|r| serde_json::from_str(r.get()).ok())
+            .and_then(|r| serde_json::from_str(r).ok())
             .unwrap_or(Value::Null)
     };
     if get("n").as_u64().is_some_and(|n| n > 1) {

@@ -23,42 +23,71 @@ pub const MAX_REPLY_TOKENS: u64 = 200_000;
 /// The most choices (`n`) one request may ask for (OpenAI's own limit).
 pub const MAX_CHOICES: u64 = 128;
 
-/// A request body's top-level fields in the order they came, each value as its JSON text.
+/// A request body's top-level fields in the order they came, each value as its JSON text: the
+/// text that came, kept once, with each field a range of it until it is set.
 #[derive(Clone, Debug, Default)]
 pub struct Body {
-    fields: Vec<(String, Box<RawValue>)>,
+    text: Box<str>,
+    fields: Vec<(Text, Text)>,
+}
+
+/// A field's name or value.
+#[derive(Clone, Debug)]
+enum Text {
+    /// A range of the body's text.
+    At(usize, usize),
+    /// Set, or a name with escapes (its text as read).
+    Own(Box<str>),
+}
+
+/// A field's name as read: borrowed from the body's text unless it had escapes.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field's name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(NameVisitor)
+    }
 }
 
 struct FieldsVisitor;
 
 impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Vec<(String, Box<RawValue>)>;
+    type Value = Vec<(Name<'de>, &'de RawValue)>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields: Vec<(String, Box<RawValue>)> = Vec::new();
-        while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
+        let mut fields: Self::Value = Vec::with_capacity(8);
+        while let Some((key, value)) = map.next_entry::<Name<'de>, &'de RawValue>()? {
             // A field given twice could be read one way here and another by the provider
             // (a small limit for the budget, a large one for the reply): refused.
-            if fields.iter().any(|(k, _)| *k == key) {
+            if fields.iter().any(|(k, _)| k.0 == key.0) {
                 return Err(de::Error::custom(format!(
-                    "the field {key:?} is given twice"
+                    "the field {:?} is given twice",
+                    key.0
                 )));
             }
             fields.push((key, value));
         }
         Ok(fields)
-    }
-}
-
-impl<'de> Deserialize<'de> for Body {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Body {
-            fields: d.deserialize_map(FieldsVisitor)?,
-        })
     }
 }
 
@@ -69,62 +98,95 @@ impl Body {
         if !trimmed.starts_with(b"{") {
             return Err("The request body must be a JSON object.".into());
         }
-        serde_json::from_slice(bytes)
-            .map_err(|e| format!("We could not parse the JSON body of your request ({e})."))
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| "The request body must be JSON text in UTF-8.".to_string())?;
+        let parse = |e: serde_json::Error| {
+            format!("We could not parse the JSON body of your request ({e}).")
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        let read = de.deserialize_map(FieldsVisitor).map_err(parse)?;
+        de.end().map_err(parse)?;
+        // Where a borrowed piece of `text` starts and ends in it.
+        let at = |piece: &str| {
+            let start = (piece.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+            match text.get(start..start + piece.len()) {
+                Some(same) if same.as_ptr() == piece.as_ptr() => {
+                    Text::At(start, start + piece.len())
+                }
+                _ => Text::Own(piece.into()),
+            }
+        };
+        let fields = read
+            .iter()
+            .map(|(name, value)| {
+                let name = match &name.0 {
+                    Cow::Borrowed(name) => at(name),
+                    Cow::Owned(name) => Text::Own(name.as_str().into()),
+                };
+                (name, at(value.get()))
+            })
+            .collect();
+        Ok(Body {
+            text: text.into(),
+            fields,
+        })
+    }
+
+    fn text<'a>(&'a self, t: &'a Text) -> &'a str {
+        match t {
+            Text::At(start, end) => self.text.get(*start..*end).unwrap_or_default(),
+            Text::Own(text) => text,
+        }
+    }
+
+    /// The fields, names and values as their JSON text, in order.
+    fn fields(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.fields
+            .iter()
+            .map(|(k, v)| (self.text(k), self.text(v)))
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.fields.iter().position(|(k, _)| self.text(k) == key)
     }
 
     /// The JSON text of a field (`None` when absent).
-    pub fn raw(&self, key: &str) -> Option<&RawValue> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_ref())
+    pub fn raw(&self, key: &str) -> Option<&str> {
+        let i = self.position(key)?;
+        Some(self.text(&self.fields[i].1))
     }
 
     /// A field read as `T` (`None` when absent or `null`); `Err` when it has another shape.
     pub fn get<'a, T: Deserialize<'a>>(&'a self, key: &str) -> serde_json::Result<Option<T>> {
         match self.raw(key) {
-            None => Ok(None),
-            Some(raw) if raw.get() == "null" => Ok(None),
-            Some(raw) => serde_json::from_str(raw.get()).map(Some),
+            None | Some("null") => Ok(None),
+            Some(raw) => serde_json::from_str(raw).map(Some),
         }
     }
 
     pub fn has(&self, key: &str) -> bool {
-        self.raw(key).is_some_and(|v| v.get() != "null")
+        self.raw(key).is_some_and(|v| v != "null")
     }
 
-    /// Sets a field (in its place when present, else at the end).
-    pub fn set_raw(&mut self, key: &str, value: Box<RawValue>) {
-        match self.fields.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) => *v = value,
-            None => self.fields.push((key.to_string(), value)),
-        }
-    }
-
-    /// Sets a field to `value` serialised.
+    /// Sets a field to `value` serialised (in its place when present, else at the end).
     pub fn set<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
         // Serialising plain data (strings, numbers, `Value`s) cannot fail.
-        if let Ok(raw) = serde_json::value::to_raw_value(value) {
-            self.set_raw(key, raw);
+        let Ok(text) = serde_json::to_string(value) else {
+            return;
+        };
+        let value = Text::Own(text.into());
+        match self.position(key) {
+            Some(i) => self.fields[i].1 = value,
+            None => self.fields.push((Text::Own(key.into()), value)),
         }
-    }
-
-    pub fn remove(&mut self, key: &str) -> Option<Box<RawValue>> {
-        let i = self.fields.iter().position(|(k, _)| k == key)?;
-        Some(self.fields.remove(i).1)
     }
 
     /// The body as JSON text: each field as it came, changed ones as set.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let size: usize = self
-            .fields
-            .iter()
-            .map(|(k, v)| k.len() + v.get().len() + 4)
-            .sum();
+        let size: usize = self.fields().map(|(k, v)| k.len() + v.len() + 4).sum();
         let mut out = Vec::with_capacity(size + 2);
         out.push(b'{');
-        for (i, (key, value)) in self.fields.iter().enumerate() {
+        for (i, (key, value)) in self.fields().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -138,7 +200,7 @@ impl Body {
                 out.push(b'"');
             }
             out.push(b':');
-            out.extend_from_slice(value.get().as_bytes());
+            out.extend_from_slice(value.as_bytes());
         }
         out.push(b'}');
         out
@@ -235,23 +297,32 @@ pub fn facts(body: &Body, dialect: Dialect) -> Result<Facts, String> {
 /// providers tens of tokens).
 pub fn prompt_bound(body: &Body) -> Result<i64, String> {
     let mut bound = 8;
-    for (key, value) in &body.fields {
+    for (key, value) in body.fields() {
         bound += key.len() as i64 + 1;
         bound += if key == "messages" {
             messages_bound(value)?
         } else {
-            value.get().len() as i64
+            value.len() as i64
         };
     }
     Ok(bound)
 }
 
-fn messages_bound(raw: &RawValue) -> Result<i64, String> {
-    // One pass over the list: each message is read as it comes (its other fields skipped),
-    // and the bound is the list's whole text with each content's text replaced by its bound
-    // (the brackets and commas between messages count too: still an upper bound).
+/// The list's whole text with each content's text replaced by its bound (the brackets and
+/// commas between messages count too: still an upper bound).
+fn messages_bound(raw: &str) -> Result<i64, String> {
+    // Most lists have only text contents, which count as they are: found so in one pass over
+    // the bytes, without serde's visitors.
+    if crate::llm::wire::plain_messages(raw.as_bytes()) {
+        return Ok(raw.len() as i64);
+    }
+    serde_messages_bound(raw)
+}
+
+fn serde_messages_bound(raw: &str) -> Result<i64, String> {
+    // One pass over the list: each message is read as it comes (its other fields skipped).
     let mut refused = None;
-    let change = serde_json::Deserializer::from_str(raw.get())
+    let change = serde_json::Deserializer::from_str(raw)
         .deserialize_seq(Contents {
             refused: &mut refused,
         })
@@ -260,7 +331,7 @@ fn messages_bound(raw: &RawValue) -> Result<i64, String> {
                 .take()
                 .unwrap_or_else(|| "messages must be an array of messages.".to_string())
         })?;
-    Ok(raw.get().len() as i64 + change)
+    Ok(raw.len() as i64 + change)
 }
 
 /// Reads a list of messages for what their contents change in the prompt's bound (each
@@ -380,7 +451,7 @@ mod tests {
         // A name with something to escape is written escaped, as serde writes it.
         let text = r#"{"a\"b":1,"c\\d\n":2,"\u0001":3,"é":4}"#;
         let body = Body::parse(text.as_bytes()).unwrap();
-        assert_eq!(body.raw("a\"b").map(RawValue::get), Some("1"));
+        assert_eq!(body.raw("a\"b"), Some("1"));
         assert_eq!(
             String::from_utf8(body.to_bytes()).unwrap(),
             r#"{"a\"b":1,"c\\d\n":2,"\u0001":3,"é":4}"#
@@ -473,8 +544,7 @@ mod tests {
             (r#"[]"#, "at least one message"),
             (r#"{"role":"user"}"#, "messages must be an array"),
         ] {
-            let raw = RawValue::from_string(bad.to_string()).unwrap();
-            let err = messages_bound(&raw).unwrap_err();
+            let err = messages_bound(bad).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
     }
@@ -488,5 +558,72 @@ mod tests {
         )
         .unwrap();
         assert!(prompt_bound(&body).unwrap() >= crate::llm::count_tokens(&text) + 10);
+    }
+
+    /// Lists of messages, of the shapes clients send.
+    const LISTS: [&str; 5] = [
+        r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"Summarise the clinic's opening hours.","name":"x"}]"#,
+        "[\n  {\"role\": \"user\", \"content\": \"Line one\\nline \\\"two\\\" \\u00e9 \\ud83d\\ude00\"},\n  {\"role\": \"assistant\", \"content\": null, \"tool_calls\": [{\"id\": \"t\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{\\\"a\\\": [1, 2.5e3, true]}\"}}]},\n  {\"role\": \"tool\", \"tool_call_id\": \"t\", \"content\": \"42\"}\n]",
+        r#"[{"role":"user","content":[{"type":"text","text":"What is this?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]"#,
+        r#"[{"role":"user","content":"Ça va — très bien 👍","x":{"content":[1]}},{"content":"y","role":"user"}]"#,
+        r#"[{"role":"user","content":[{"type":"input_audio","input_audio":{"data":"QUJDREVG","format":"wav"}}]},{"role":"user","content":"z"}]"#,
+    ];
+
+    /// Wherever the one pass over the bytes answers, it answers as serde's reading does: for
+    /// every valid list made from the ones above by changing one byte (to each of a set of
+    /// bytes that matter in JSON) or removing one.
+    #[test]
+    fn a_changed_list_of_messages_is_bounded_as_serde_bounds_it() {
+        let replacements = b" \t\n\"\\{}[],:0123456789-+.eEtrufalsn/xuA\x01\xc3";
+        let (mut texts, mut answered) = (0, 0);
+        for list in LISTS {
+            assert_eq!(messages_bound(list), serde_messages_bound(list), "{list}");
+            let bytes = list.as_bytes();
+            let mut changed: Vec<Vec<u8>> = Vec::new();
+            for i in 0..bytes.len() {
+                for &r in replacements {
+                    let mut b = bytes.to_vec();
+                    b[i] = r;
+                    changed.push(b);
+                }
+                let mut b = bytes.to_vec();
+                b.remove(i);
+                changed.push(b);
+            }
+            for b in changed {
+                // The body's parse has read every list given here as JSON.
+                let Ok(text) = std::str::from_utf8(&b) else {
+                    continue;
+                };
+                if serde_json::from_str::<&RawValue>(text).is_err() {
+                    continue;
+                }
+                texts += 1;
+                if crate::llm::wire::plain_messages(text.as_bytes()) {
+                    answered += 1;
+                    assert_eq!(Ok(text.len() as i64), serde_messages_bound(text), "{text}");
+                }
+            }
+        }
+        assert!(
+            texts > 1_000 && answered > texts / 4,
+            "{answered} of {texts}"
+        );
+    }
+
+    #[test]
+    fn a_body_keeps_its_text_once_and_its_changes_in_place() {
+        let text = "{ \"model\" : \"gpt-4o\",\n\"a\\u0062\":[1, 2],\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}] }";
+        let mut body = Body::parse(text.as_bytes()).unwrap();
+        assert_eq!(body.raw("ab"), Some("[1, 2]"));
+        assert_eq!(body.raw("model"), Some("\"gpt-4o\""));
+        body.set("model", "gpt-4o-mini");
+        body.set("max_tokens", &5);
+        assert_eq!(
+            String::from_utf8(body.to_bytes()).unwrap(),
+            r#"{"model":"gpt-4o-mini","ab":[1, 2],"messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#
+        );
+        assert!(Body::parse(b"{\"a\":1} x").is_err());
+        assert!(Body::parse(b"{\"a\":\"\xff\"}").is_err());
     }
 }

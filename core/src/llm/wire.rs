@@ -12,7 +12,7 @@ use super::{ChatRequest, MessageRole, Usage};
 use crate::Provider;
 
 mod skim;
-pub(crate) use skim::string_end;
+pub(crate) use skim::{plain_messages, string_end};
 
 /// The version of Anthropic's API the requests are written for.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";

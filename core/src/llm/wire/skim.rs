@@ -1,4 +1,6 @@
-//! A whole OpenAI-format reply read for its usage in one pass over its bytes, for the replies
+//! JSON read in one pass over its bytes where serde's visitors cost more than the answer needs:
+//! a request's messages checked for contents other than text ([`plain_messages`]), and a whole
+//! OpenAI-format reply read for its usage, for the replies
 //! forwarded as they came (see [`super::read_openai_reply`]). serde reads such a reply through
 //! its visitors, most of the cost per token rather than per byte (a reply is mostly short keys
 //! and values): about 10,500 instructions for the simulator's 655-byte reply. This walks the
@@ -19,7 +21,11 @@ const DEPTH: u8 = 32;
 /// A reply's usage as [`super::serde_reply_usage`] would read it (`Some(None)`: a reply
 /// without usage), or `None` when only serde can tell (see the module's documentation).
 pub(super) fn reply_usage(bytes: &[u8]) -> Option<Option<Usage>> {
-    let mut s = Skim { b: bytes, i: 0 };
+    let mut s = Skim {
+        b: bytes,
+        i: 0,
+        escapes: false,
+    };
     let mut choices = None;
     let mut usage: Option<Option<UsageWire>> = None;
     let mut error = false;
@@ -47,9 +53,40 @@ pub(super) fn reply_usage(bytes: &[u8]) -> Option<Option<Usage>> {
     Some(usage.flatten().as_ref().and_then(UsageWire::usage))
 }
 
+/// Whether `bytes`, a list of messages already read as JSON, is one serde's reading in
+/// `body::messages_bound` would find nothing to change in: a list of one or more objects, each
+/// with at most one `content` (a key without escapes), none of them a list of parts. Its
+/// prompt bound is then its length. `false` leaves the answer to serde.
+pub(crate) fn plain_messages(bytes: &[u8]) -> bool {
+    let mut s = Skim {
+        b: bytes,
+        i: 0,
+        escapes: true,
+    };
+    let n = s.elements(|s| {
+        let mut content = false;
+        s.object(|s, key| {
+            if key.contains(&b'\\') {
+                // Possibly `content` written otherwise.
+                return None;
+            }
+            if key == b"content" {
+                if content || s.peek()? == b'[' {
+                    return None;
+                }
+                content = true;
+            }
+            s.value(DEPTH)
+        })
+    });
+    n.is_some_and(|n| n > 0) && s.peek().is_none()
+}
+
 struct Skim<'a> {
     b: &'a [u8],
     i: usize,
+    /// Strings with escapes are passed over (their text is not read).
+    escapes: bool,
 }
 
 impl<'a> Skim<'a> {
@@ -75,11 +112,16 @@ impl<'a> Skim<'a> {
         rest.starts_with(word).then(|| self.i += word.len())
     }
 
-    /// A string without escapes or control characters: its bytes between the quotes.
+    /// A string without control characters, and without escapes unless they are allowed: its
+    /// bytes between the quotes (escapes as written).
     fn string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
-        let end = string_end(self.b, start);
+        let mut end = string_end(self.b, start);
+        while self.escapes && self.b.get(end) == Some(&b'\\') {
+            // The escaped character (`u` of `\uXXXX`, whose digits are plain) is passed over.
+            end = string_end(self.b, end + 2);
+        }
         if self.b.get(end) != Some(&b'"') {
             return None;
         }
@@ -111,6 +153,11 @@ impl<'a> Skim<'a> {
 
     /// An array's number of elements.
     fn array(&mut self, depth: u8) -> Option<usize> {
+        self.elements(|s| s.value(depth))
+    }
+
+    /// An array, each of whose elements `element` takes; their number.
+    fn elements(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<usize> {
         self.eat(b'[')?;
         if self.peek()? == b']' {
             self.i += 1;
@@ -118,7 +165,7 @@ impl<'a> Skim<'a> {
         }
         let mut n = 0;
         loop {
-            self.value(depth)?;
+            element(self)?;
             n += 1;
             match self.peek()? {
                 b',' => self.i += 1,
