@@ -103,8 +103,16 @@ struct Read {
     failure: Option<LlmError>,
     /// Chunks forwarded without being read ([`wire::plain_openai_delta`]): their text is read
     /// only when it must be counted, or when they grow past [`UNREAD_LIMIT`].
-    unread: Vec<String>,
+    unread: Vec<Unread>,
     unread_bytes: usize,
+}
+
+/// Chunks forwarded unread.
+enum Unread {
+    /// One chunk's data.
+    Data(String),
+    /// Whole events as they came ([`wire::plain_openai_frame`]).
+    Events(Bytes),
 }
 
 /// The most bytes of forwarded chunks a stream keeps unread.
@@ -150,9 +158,18 @@ impl Read {
     /// (in another order than it came, which counting does not mind).
     fn catch_up(&mut self, provider: Provider, provider_error: impl Fn(&str) -> LlmError) {
         let mut pieces = Vec::new();
-        for data in std::mem::take(&mut self.unread) {
-            let event = wire::SseEvent { event: None, data };
-            wire::parse_event(provider, &event, &mut pieces);
+        for unread in std::mem::take(&mut self.unread) {
+            match unread {
+                Unread::Data(data) => {
+                    let event = wire::SseEvent { event: None, data };
+                    wire::parse_event(provider, &event, &mut pieces);
+                }
+                Unread::Events(bytes) => {
+                    for event in wire::sse_events(&String::from_utf8_lossy(&bytes)) {
+                        wire::parse_event(provider, &event, &mut pieces);
+                    }
+                }
+            }
         }
         self.unread_bytes = 0;
         for piece in pieces {
@@ -513,6 +530,23 @@ impl Call {
                 }
                 Some(Some(Ok(bytes))) => bytes,
             };
+            if unread_ok && parser.is_idle() && wire::plain_openai_frame(&bytes) {
+                // Nothing but generated text, in whole events: forwarded as the bytes that
+                // came, as a proxy would, and read only if its text must be counted.
+                read.unread_bytes += bytes.len();
+                read.unread.push(Unread::Events(bytes.clone()));
+                if read.unread_bytes > UNREAD_LIMIT {
+                    read.catch_up(provider, |m| self.provider_error(m));
+                }
+                if tx.send(Ok(StreamEvent::Raw(bytes))).await.is_err() {
+                    read.cancelled = true;
+                    return read;
+                }
+                if read.failure.is_some() {
+                    return read;
+                }
+                continue;
+            }
             let mut out: Vec<StreamEvent> = Vec::new();
             // What the client gets of this read, as one piece: one write to the client per
             // read from the provider, as a proxy would, rather than one per event.
@@ -522,7 +556,7 @@ impl Call {
                     // Forwarded as it came, read later only if its text must be counted.
                     frame(&ev, &mut raw);
                     read.unread_bytes += ev.data.len();
-                    read.unread.push(ev.data);
+                    read.unread.push(Unread::Data(ev.data));
                     continue;
                 }
                 let before = pieces.len();

@@ -196,6 +196,36 @@ pub fn plain_openai_delta(data: &str) -> bool {
     plain_keys(data.as_bytes(), AT_ONCE.as_ref())
 }
 
+/// Whether `bytes`, read from an event stream where an event begins, is whole events, each one
+/// `data: ` line (ended by `\n` alone) that [`plain_openai_delta`] finds plain: such a piece
+/// can be forwarded as the bytes that came, and read only if its text must be counted. Anything
+/// else (another field, a comment, a `\r`, an event cut off at the end) is for [`SseParser`].
+pub fn plain_openai_frame(bytes: &[u8]) -> bool {
+    static AT_ONCE: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> =
+        std::sync::LazyLock::new(|| aho_corasick::packed::Searcher::new(PLAIN_KEYS));
+    plain_frame(bytes, AT_ONCE.as_ref())
+}
+
+fn plain_frame(bytes: &[u8], at_once: Option<&aho_corasick::packed::Searcher>) -> bool {
+    if bytes.is_empty() || memchr::memchr(b'\r', bytes).is_some() {
+        return false;
+    }
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let Some(data) = rest.strip_prefix(b"data: ") else {
+            return false;
+        };
+        let Some(end) = memchr::memchr(b'\n', data) else {
+            return false;
+        };
+        if data.get(end + 1) != Some(&b'\n') || !plain_keys(&data[..end], at_once) {
+            return false;
+        }
+        rest = &data[end + 2..];
+    }
+    true
+}
+
 /// [`plain_openai_delta`] with `at_once`, or without.
 fn plain_keys(data: &[u8], at_once: Option<&aho_corasick::packed::Searcher>) -> bool {
     use memchr::memmem::Finder;
@@ -544,6 +574,11 @@ pub struct SseEvent {
 }
 
 impl SseParser {
+    /// Whether nothing is held: the next bytes begin an event.
+    pub fn is_idle(&self) -> bool {
+        self.buf.is_empty() && self.data.is_empty() && self.event.is_none()
+    }
+
     /// Feeds bytes; returns the events they complete.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
         self.buf.extend_from_slice(bytes);
@@ -852,6 +887,62 @@ mod tests {
         let mut out = Vec::new();
         openai_chunk(plain[1], &mut out);
         assert!(matches!(&out[..], [Piece::Text(t)] if t == "an \"error\" here"));
+
+        // Whole events of plain chunks are forwarded as they came; any other event among them,
+        // or anything the parser would read otherwise, sends the piece to the parser.
+        let searcher = aho_corasick::packed::Searcher::new(PLAIN_KEYS);
+        let frame_ok = |bytes: &[u8]| {
+            let ok = plain_openai_frame(bytes);
+            assert_eq!(
+                ok,
+                plain_frame(bytes, None),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+            assert_eq!(ok, plain_frame(bytes, searcher.as_ref()));
+            ok
+        };
+        let events =
+            |datas: &[&str]| -> String { datas.iter().map(|d| format!("data: {d}\n\n")).collect() };
+        let whole = events(&plain);
+        assert!(frame_ok(whole.as_bytes()));
+        for other in read {
+            for at in 0..=plain.len() {
+                let mut datas = plain.to_vec();
+                datas.insert(at, other);
+                assert!(!frame_ok(events(&datas).as_bytes()), "{other}");
+            }
+        }
+        for other in [
+            format!("data:{}\n\n", plain[0]),
+            format!("data: {}\r\n\r\n", plain[0]),
+            format!("event: x\ndata: {}\n\n", plain[0]),
+            format!(": keep-alive\n\ndata: {}\n\n", plain[0]),
+            format!("data: {}\ndata: {}\n\n", plain[0], plain[1]),
+            format!("id: 1\ndata: {}\n\n", plain[0]),
+            String::new(),
+        ] {
+            assert!(!frame_ok(other.as_bytes()), "{other:?}");
+        }
+        // Cut anywhere, the piece is whole events only where an event ends.
+        let two = events(&plain[..2]);
+        let first_end = events(&plain[..1]).len();
+        for cut in 0..=two.len() {
+            let whole_events = cut == first_end || cut == two.len();
+            assert_eq!(
+                frame_ok(&two.as_bytes()[..cut]),
+                whole_events,
+                "cut at {cut}"
+            );
+        }
+        // The events read later are the events that came.
+        assert_eq!(
+            sse_events(&whole)
+                .into_iter()
+                .map(|e| e.data)
+                .collect::<Vec<_>>(),
+            plain
+        );
     }
 
     #[test]
