@@ -109,10 +109,9 @@ impl Body {
         // Where a borrowed piece of `text` starts and ends in it.
         let at = |piece: &str| {
             let start = (piece.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-            match text.get(start..start + piece.len()) {
-                Some(same) if same.as_ptr() == piece.as_ptr() => {
-                    Text::At(start, start + piece.len())
-                }
+            let end = start.saturating_add(piece.len());
+            match text.get(start..end) {
+                Some(same) if same.as_ptr() == piece.as_ptr() => Text::At(start, end),
                 _ => Text::Own(piece.into()),
             }
         };
