@@ -530,88 +530,17 @@ impl Call {
                 }
                 Some(Some(Ok(bytes))) => bytes,
             };
-            if unread_ok && parser.is_idle() && wire::plain_openai_frame(&bytes) {
+            let out = if unread_ok && parser.is_idle() && wire::plain_openai_frame(&bytes) {
                 // Nothing but generated text, in whole events: forwarded as the bytes that
                 // came, as a proxy would, and read only if its text must be counted.
                 read.unread_bytes += bytes.len();
                 read.unread.push(Unread::Events(bytes.clone()));
-                if read.unread_bytes > UNREAD_LIMIT {
-                    read.catch_up(provider, |m| self.provider_error(m));
-                }
-                if tx.send(Ok(StreamEvent::Raw(bytes))).await.is_err() {
-                    read.cancelled = true;
-                    return read;
-                }
-                if read.failure.is_some() {
-                    return read;
-                }
-                continue;
-            }
-            let mut out: Vec<StreamEvent> = Vec::new();
-            // What the client gets of this read, as one piece: one write to the client per
-            // read from the provider, as a proxy would, rather than one per event.
-            let mut raw: Vec<u8> = Vec::new();
-            for ev in parser.feed(&bytes) {
-                if unread_ok && wire::plain_openai_delta(&ev.data) {
-                    // Forwarded as it came, read later only if its text must be counted.
-                    frame(&ev, &mut raw);
-                    read.unread_bytes += ev.data.len();
-                    read.unread.push(Unread::Data(ev.data));
-                    continue;
-                }
-                let before = pieces.len();
-                wire::parse_event(provider, &ev, &mut pieces);
-                let ends = pieces[before..].iter().any(|p| matches!(p, Piece::Done));
-                let fails = pieces[before..]
-                    .iter()
-                    .any(|p| matches!(p, Piece::Error(_)));
-                // At once, for the translator (merging the same usage again later changes
-                // nothing).
-                for p in &pieces[before..] {
-                    if let Piece::Usage(u) = p {
-                        read.usage = Some(wire::merge_usage(read.usage, *u));
-                    }
-                }
-                match &self.mode {
-                    Mode::Typed => {}
-                    // A provider's error event is worded by the gateway instead.
-                    _ if fails => {}
-                    Mode::Raw { hide_usage } => {
-                        if *hide_usage && wire::is_usage_chunk(&ev.data) {
-                            continue;
-                        }
-                        if ends {
-                            let mut held = Vec::new();
-                            frame(&ev, &mut held);
-                            read.held.push(Bytes::from(held));
-                        } else {
-                            frame(&ev, &mut raw);
-                        }
-                    }
-                    Mode::Translated { .. } => {
-                        if !ends {
-                            if let Some(t) = read.translator.as_mut() {
-                                for b in t.event(&ev.data, read.usage) {
-                                    raw.extend_from_slice(&b);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            let typed = matches!(self.mode, Mode::Typed);
-            for piece in pieces.drain(..) {
-                match read.take(piece, |m| self.provider_error(m)) {
-                    Some(Piece::Text(t)) if typed => out.push(StreamEvent::Text(t)),
-                    Some(Piece::Finish(r)) if typed => out.push(StreamEvent::Finish(r)),
-                    _ => {}
-                }
-            }
+                vec![StreamEvent::Raw(bytes)]
+            } else {
+                self.take_events(parser.feed(&bytes), unread_ok, &mut pieces, &mut read)
+            };
             if read.unread_bytes > UNREAD_LIMIT {
                 read.catch_up(provider, |m| self.provider_error(m));
-            }
-            if !raw.is_empty() {
-                out.push(StreamEvent::Raw(Bytes::from(raw)));
             }
             for event in out {
                 if tx.send(Ok(event)).await.is_err() {
@@ -626,6 +555,81 @@ impl Call {
                 return read;
             }
         }
+    }
+
+    /// Takes in the events of one read from the provider: what the client gets of them (as
+    /// one piece for a forwarded stream: one write to the client per read from the provider,
+    /// as a proxy would, rather than one per event), with their pieces taken into `read`.
+    fn take_events(
+        &self,
+        events: Vec<wire::SseEvent>,
+        unread_ok: bool,
+        pieces: &mut Vec<Piece>,
+        read: &mut Read,
+    ) -> Vec<StreamEvent> {
+        let provider = self.chosen.provider;
+        let mut out: Vec<StreamEvent> = Vec::new();
+        let mut raw: Vec<u8> = Vec::new();
+        for ev in events {
+            if unread_ok && wire::plain_openai_delta(&ev.data) {
+                // Forwarded as it came, read later only if its text must be counted.
+                frame(&ev, &mut raw);
+                read.unread_bytes += ev.data.len();
+                read.unread.push(Unread::Data(ev.data));
+                continue;
+            }
+            let before = pieces.len();
+            wire::parse_event(provider, &ev, pieces);
+            let ends = pieces[before..].iter().any(|p| matches!(p, Piece::Done));
+            let fails = pieces[before..]
+                .iter()
+                .any(|p| matches!(p, Piece::Error(_)));
+            // At once, for the translator (merging the same usage again later changes
+            // nothing).
+            for p in &pieces[before..] {
+                if let Piece::Usage(u) = p {
+                    read.usage = Some(wire::merge_usage(read.usage, *u));
+                }
+            }
+            match &self.mode {
+                Mode::Typed => {}
+                // A provider's error event is worded by the gateway instead.
+                _ if fails => {}
+                Mode::Raw { hide_usage } => {
+                    if *hide_usage && wire::is_usage_chunk(&ev.data) {
+                        continue;
+                    }
+                    if ends {
+                        let mut held = Vec::new();
+                        frame(&ev, &mut held);
+                        read.held.push(Bytes::from(held));
+                    } else {
+                        frame(&ev, &mut raw);
+                    }
+                }
+                Mode::Translated { .. } => {
+                    if !ends {
+                        if let Some(t) = read.translator.as_mut() {
+                            for b in t.event(&ev.data, read.usage) {
+                                raw.extend_from_slice(&b);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let typed = matches!(self.mode, Mode::Typed);
+        for piece in pieces.drain(..) {
+            match read.take(piece, |m| self.provider_error(m)) {
+                Some(Piece::Text(t)) if typed => out.push(StreamEvent::Text(t)),
+                Some(Piece::Finish(r)) if typed => out.push(StreamEvent::Finish(r)),
+                _ => {}
+            }
+        }
+        if !raw.is_empty() {
+            out.push(StreamEvent::Raw(Bytes::from(raw)));
+        }
+        out
     }
 
     /// An error event inside a stream, worded like a provider's error answer.

@@ -189,15 +189,7 @@ impl Body {
             if i > 0 {
                 out.push(b',');
             }
-            if key.bytes().any(|b| matches!(b, b'"' | b'\\' | 0..=0x1f)) {
-                // Writing a string into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut out, key);
-            } else {
-                // Nothing in it to escape (a field's name, nearly always).
-                out.push(b'"');
-                out.extend_from_slice(key.as_bytes());
-                out.push(b'"');
-            }
+            crate::llm::wire::write_json_string(&mut out, key);
             out.push(b':');
             out.extend_from_slice(value.as_bytes());
         }

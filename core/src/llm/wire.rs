@@ -14,6 +14,19 @@ use crate::Provider;
 mod skim;
 pub(crate) use skim::{plain_messages, string_end};
 
+/// Writes `text` as a JSON string, as serde writes one: as it is, quoted, when nothing in it is
+/// to escape (found eight bytes at a time), else by serde.
+pub(crate) fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    if string_end(text.as_bytes(), 0) == text.len() {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+    }
+}
+
 /// The version of Anthropic's API the requests are written for.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
@@ -191,9 +204,14 @@ fn openai_chunk(data: &str, out: &mut Vec<Piece>) -> usize {
 /// without): a quoted `usage` must hold `null`, `finish_reason` must be a quoted key holding
 /// `null`, and a quoted `error` makes the chunk read.
 pub fn plain_openai_delta(data: &str) -> bool {
+    plain_keys(data.as_bytes(), keys_at_once())
+}
+
+/// The searcher for [`PLAIN_KEYS`] at once, built on first use (`None` on a CPU without SIMD).
+fn keys_at_once() -> Option<&'static aho_corasick::packed::Searcher> {
     static AT_ONCE: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> =
         std::sync::LazyLock::new(|| aho_corasick::packed::Searcher::new(PLAIN_KEYS));
-    plain_keys(data.as_bytes(), AT_ONCE.as_ref())
+    AT_ONCE.as_ref()
 }
 
 /// Whether `bytes`, read from an event stream where an event begins, is whole events, each one
@@ -201,9 +219,7 @@ pub fn plain_openai_delta(data: &str) -> bool {
 /// can be forwarded as the bytes that came, and read only if its text must be counted. Anything
 /// else (another field, a comment, a `\r`, an event cut off at the end) is for [`SseParser`].
 pub fn plain_openai_frame(bytes: &[u8]) -> bool {
-    static AT_ONCE: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> =
-        std::sync::LazyLock::new(|| aho_corasick::packed::Searcher::new(PLAIN_KEYS));
-    plain_frame(bytes, AT_ONCE.as_ref())
+    plain_frame(bytes, keys_at_once())
 }
 
 fn plain_frame(bytes: &[u8], at_once: Option<&aho_corasick::packed::Searcher>) -> bool {
@@ -809,9 +825,6 @@ mod tests {
         );
     }
 
-    /// Only chunks that can carry nothing but generated text are forwarded unread: every
-    /// chunk with a usage object, an error, a finish reason, or the end marker is read, and a
-    /// plain chunk read later gives what reading it at once would have.
     /// The keys searched for at once are found wherever they are: the same answer as a look
     /// at every byte, whatever the offsets and neighbours.
     #[test]
@@ -854,6 +867,9 @@ mod tests {
         assert!(checked > 100);
     }
 
+    /// Only chunks that can carry nothing but generated text are forwarded unread: every
+    /// chunk with a usage object, an error, a finish reason, or the end marker is read, and a
+    /// plain chunk read later gives what reading it at once would have.
     #[test]
     fn only_plain_text_chunks_are_left_unread() {
         let plain = [

@@ -92,17 +92,6 @@ impl UsageEvent {
             );
             out.push(b'"');
         }
-        /// A string as serde writes one: as it is, quoted, when nothing in it is to escape.
-        fn text(out: &mut Vec<u8>, text: &str) {
-            if crate::llm::wire::string_end(text.as_bytes(), 0) == text.len() {
-                out.push(b'"');
-                out.extend_from_slice(text.as_bytes());
-                out.push(b'"');
-            } else {
-                // Writing to a `Vec` cannot fail.
-                let _ = serde_json::to_writer(&mut *out, text);
-            }
-        }
         fn optional(out: &mut Vec<u8>, id: Option<&Uuid>) {
             match id {
                 Some(id) => uuid(out, id),
@@ -124,7 +113,7 @@ impl UsageEvent {
         out.extend_from_slice(b",\"provider\":\"");
         out.extend_from_slice(self.provider.as_str().as_bytes());
         out.extend_from_slice(b"\",\"model\":");
-        text(&mut out, &self.model);
+        crate::llm::wire::write_json_string(&mut out, &self.model);
         for (key, value) in [
             (&b",\"prompt_tokens\":"[..], self.prompt_tokens),
             (b",\"completion_tokens\":", self.completion_tokens),
@@ -144,7 +133,7 @@ impl UsageEvent {
             out.extend_from_slice(if value { &b"true"[..] } else { b"false" });
         }
         out.extend_from_slice(b",\"idempotency_key\":");
-        text(&mut out, &self.idempotency_key);
+        crate::llm::wire::write_json_string(&mut out, &self.idempotency_key);
         out.extend_from_slice(b",\"occurred_at_ms\":");
         out.extend_from_slice(number.format(self.occurred_at_ms).as_bytes());
         out.extend_from_slice(b",\"kind\":\"");
