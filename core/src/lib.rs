@@ -127,7 +127,6 @@ impl Services {
         let stop = &self.shutdown;
         let mut handles = vec![tokio::spawn(
             metering::LedgerWriter::new(self.db.clone(), self.redis.clone())
-                .woken_by(self.gateway.metering.handed())
                 .run(stop.clone(), std::time::Duration::from_secs(10)),
         )];
         for _ in 0..self.config.ingest_workers {

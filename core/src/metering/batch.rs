@@ -604,8 +604,6 @@ pub(super) struct Batch {
     queue: Arc<Mutex<Queue>>,
     /// Scripts sent and the operations they carried, since the start.
     sent: Arc<[AtomicU64; 2]>,
-    /// Told how many events each script handed to the ledger.
-    handed: Arc<super::ledger::Handed>,
 }
 
 impl Batch {
@@ -615,13 +613,7 @@ impl Batch {
             script: Arc::new(redis::Script::new(SCRIPT)),
             queue: Arc::default(),
             sent: Arc::default(),
-            handed: Arc::default(),
         }
-    }
-
-    /// What counts the events this batch's scripts hand to the ledger.
-    pub fn handed(&self) -> &Arc<super::ledger::Handed> {
-        &self.handed
     }
 
     /// Scripts sent so far, and the operations they carried.
@@ -846,11 +838,6 @@ impl Batch {
             }
         }
         let numbers: Vec<i64> = call.invoke_async(&mut self.redis.conn()).await?;
-        self.handed.add(
-            ops.iter()
-                .filter(|op| matches!(op, Op::Settle { event, .. } if !event.is_empty()))
-                .count(),
-        );
         if numbers.len() != sent.len() * 3 {
             return Err(Error::Internal(format!(
                 "the budget script answered {} numbers for {} operations",

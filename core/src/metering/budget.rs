@@ -327,12 +327,6 @@ impl Metering {
         }))
     }
 
-    /// Counts the events this metering's settles hand to the ledger: a ledger writer in the
-    /// same process is woken by it ([`crate::metering::LedgerWriter::woken_by`]).
-    pub fn handed(&self) -> Arc<super::ledger::Handed> {
-        Arc::clone(self.batch.handed())
-    }
-
     fn counters_key(&self, tenant: TenantId, month: Month) -> String {
         self.month_keys(tenant, month).counters.clone()
     }

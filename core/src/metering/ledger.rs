@@ -5,7 +5,7 @@
 //! commit, and claims what a crashed writer left pending; the idempotency key makes replays
 //! harmless. An event that can never be written is set aside in `ledger-dead` for an operator.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -338,40 +338,6 @@ pub struct LedgerWriter {
     /// Entries another writer took but did not acknowledge for this long are claimed.
     pub claim_after: Duration,
     pub batch: usize,
-    /// Events this process's settles handed off since the writer last looked.
-    handed: Arc<Handed>,
-}
-
-/// How many events handed off in this process wake its ledger writer before [`GATHER`] is
-/// over.
-pub const WAKE_AT: usize = 128;
-
-/// Counts the events a process's settles hand to the ledger, and wakes its writer once
-/// [`WAKE_AT`] have gathered since it last looked ([`LedgerWriter::woken_by`]). Under load the
-/// writer then inserts batches of about that size as they fill, one every few milliseconds,
-/// instead of one large batch per [`GATHER`]: a large batch held one of the server's runtime
-/// threads, and then Postgres, long enough to stretch the calls in flight meanwhile (the tail
-/// of calls at concurrency 32, `bench/README.md`). Events other processes hand off are found
-/// at the writer's next look, as before.
-#[derive(Debug, Default)]
-pub struct Handed {
-    since: AtomicUsize,
-    gathered: tokio::sync::Notify,
-}
-
-impl Handed {
-    /// `n` more events are in the hand-off.
-    pub(crate) fn add(&self, n: usize) {
-        let before = self.since.fetch_add(n, Ordering::Relaxed);
-        if before < WAKE_AT && before + n >= WAKE_AT {
-            self.gathered.notify_one();
-        }
-    }
-
-    /// The writer looks now: counting starts again.
-    fn looked(&self) {
-        self.since.store(0, Ordering::Relaxed);
-    }
 }
 
 /// How long the writer lets events gather after a partial batch.
@@ -389,57 +355,36 @@ impl LedgerWriter {
             own_pending: Arc::new(AtomicBool::new(false)),
             claim_after: Duration::from_secs(30),
             batch: 500,
-            handed: Arc::default(),
         }
-    }
-
-    /// A writer that also looks when `handed` says enough events have gathered, not only
-    /// after its pause ([`Handed`]).
-    pub fn woken_by(mut self, handed: Arc<Handed>) -> Self {
-        self.handed = handed;
-        self
     }
 
     /// Runs until `stop` is triggered: drains, then waits a moment when there is nothing to
     /// do. After a partial batch it waits briefly too, so that under load the events of that
     /// moment go to Postgres together: batches grow with the load (up to [`Self::batch`], then
     /// back to back) instead of one small insert per event, and an event waits at most about
-    /// [`GATHER`] longer for the ledger. A pause ends early when [`WAKE_AT`] events of this
-    /// process have gathered ([`Handed`]), so a batch under load stays about that size. On
-    /// `stop` it drains what is left (the hand-off is flushed) for up to `flush_within`, then
-    /// returns.
+    /// [`GATHER`] longer for the ledger. On `stop` it drains what is left (the hand-off is
+    /// flushed) for up to `flush_within`, then returns.
     pub async fn run(self, stop: crate::shutdown::Shutdown, flush_within: Duration) {
         let mut backoff = Duration::from_millis(200);
         loop {
-            self.handed.looked();
-            let (pause, wakes) = match self.drain_once().await {
-                Ok(0) => (Duration::from_millis(200), true),
+            let pause = match self.drain_once().await {
+                Ok(0) => Duration::from_millis(200),
                 Ok(n) if n < self.batch => {
                     backoff = Duration::from_millis(200);
-                    (GATHER, true)
+                    GATHER
                 }
                 Ok(_) => {
                     backoff = Duration::from_millis(200);
-                    (Duration::ZERO, false)
+                    Duration::ZERO
                 }
                 Err(e) => {
                     tracing::warn!(error = ?e, "ledger writer failed; retrying");
                     let pause = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
-                    (pause, false)
+                    pause
                 }
             };
-            let stopped = if pause.is_zero() {
-                false
-            } else if wakes {
-                tokio::select! {
-                    stopped = stop.sleep(pause) => stopped,
-                    _ = self.handed.gathered.notified() => false,
-                }
-            } else {
-                stop.sleep(pause).await
-            };
-            if stopped || stop.is_triggered() {
+            if stop.is_triggered() || (!pause.is_zero() && stop.sleep(pause).await) {
                 break;
             }
         }
@@ -977,38 +922,6 @@ mod tests {
 
     /// The hand-written JSON is serde's, byte for byte, and reads back as the same event:
     /// writers of either kind and every reader agree.
-    /// Whether `handed` has woken its writer (a wake-up is kept until the writer waits).
-    async fn woken(handed: &Handed) -> bool {
-        tokio::time::timeout(Duration::from_millis(20), handed.gathered.notified())
-            .await
-            .is_ok()
-    }
-
-    #[tokio::test]
-    async fn a_writer_is_woken_once_enough_events_have_gathered_since_it_looked() {
-        let handed = Handed::default();
-        handed.add(WAKE_AT - 1);
-        assert!(!woken(&handed).await, "one short of the mark");
-        handed.add(1);
-        assert!(woken(&handed).await, "at the mark");
-        handed.add(WAKE_AT);
-        assert!(
-            !woken(&handed).await,
-            "once per crossing, not per settle after it"
-        );
-        handed.looked();
-        handed.add(WAKE_AT / 2);
-        assert!(
-            !woken(&handed).await,
-            "counting starts again when the writer looks"
-        );
-        handed.add(WAKE_AT);
-        assert!(
-            woken(&handed).await,
-            "one script's events can cross the mark"
-        );
-    }
-
     #[test]
     fn an_events_json_is_serdes() {
         let all_bytes: String = (0u8..0x80).map(char::from).collect();

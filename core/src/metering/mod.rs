@@ -45,7 +45,7 @@ mod slices;
 
 pub use budget::{Held, Metering, Reservation};
 pub use ledger::{
-    dead_letters, handoff_length, now_ms, write_events, CallKind, Handed, LedgerWriter, UsageEvent,
+    dead_letters, handoff_length, now_ms, write_events, CallKind, LedgerWriter, UsageEvent,
     DEAD_LETTER_MAX,
 };
 pub use limits::{grace_ends, limits, set_spending_cap, Limits};
