@@ -321,6 +321,51 @@ async fn a_writer_crash_mid_batch_loses_and_doubles_nothing(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn a_batch_of_many_pieces_is_written_whole_and_once(pool: PgPool) {
+    // Arrange: two and a half pieces' worth of one clinic's events in the hand-off, then a few
+    // of another's; one event of the second piece is in the ledger already (a settle that
+    // seemed to fail, written directly).
+    let db = app_db(&pool).await;
+    let big = clinic(&db, "Busy Clinic").await;
+    let small = clinic(&db, "Quiet Clinic").await;
+    let r = redis().await;
+    let m = Metering::new(db.clone(), r.clone());
+    let many = metering::INSERT_PIECE * 5 / 2;
+    let mut month = tessera_core::Month::now();
+    let mut written_already = None;
+    for (tenant, count) in [(big.tenant, many), (small.tenant, 3)] {
+        let limits = metering::limits(&db, tenant).await.unwrap();
+        for i in 0..count {
+            let res = m.reserve(tenant, &limits, 100).await.unwrap();
+            month = res.month;
+            let ev = event(&res, 1, 2);
+            if tenant == big.tenant && i == metering::INSERT_PIECE + 7 {
+                written_already = Some(ev.clone());
+            }
+            m.settle(res, &ev).await.unwrap();
+        }
+    }
+    metering::write_events(&db, [written_already.as_ref().unwrap()])
+        .await
+        .unwrap();
+
+    // Act
+    let writer = LedgerWriter::new(db.clone(), r.clone());
+    assert_eq!(writer.drain_all().await.unwrap(), many + 3);
+
+    // Assert: every event once, in its own clinic.
+    for (tenant, count) in [(big.tenant, many), (small.tenant, 3)] {
+        let totals = metering::report::ledger_totals(&db, tenant, month)
+            .await
+            .unwrap();
+        assert_eq!(
+            (totals.requests, totals.tokens),
+            (count as i64, 3 * count as i64)
+        );
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn the_ledger_is_isolated_and_append_only_for_the_app(pool: PgPool) {
     let db = app_db(&pool).await;
     let a = clinic(&db, "Alpha Ledger").await;

@@ -828,6 +828,17 @@ const INSERT: &str = insert_rows!();
 /// A batch's rows, skipping those in the ledger already.
 const INSERT_SKIPPING: &str = concat!(insert_rows!(), " ON CONFLICT (id) DO NOTHING");
 
+/// Rows per statement of [`write_events`]. Under load a batch holds hundreds of events (about
+/// 650 at concurrency 32 on two cores): as one statement, several milliseconds of Postgres at a
+/// stretch, during which the calls in flight wait for a core. So a batch goes in as statements
+/// of at most this many rows, still in one transaction (one commit), and after each such piece
+/// the writer pauses as long as the piece took (at most [`GATHER`]): the calls in flight are
+/// stretched by one piece at a time instead of the whole batch. A batch of one piece, as at
+/// low load, goes in without a pause. Each further statement costs Postgres more than its rows
+/// (about a fifth of a millisecond), so pieces are no smaller than this: in pieces of 128 the
+/// tail was a little shorter than in these, for more added cost (bench/README.md).
+pub const INSERT_PIECE: usize = 256;
+
 /// One transaction of [`write_events`]; `skip_existing`: rows whose id is in the ledger
 /// already are skipped instead of refusing the batch.
 async fn insert_events(
@@ -836,6 +847,9 @@ async fn insert_events(
     skip_existing: bool,
 ) -> Result<()> {
     let mut tx = db.pool().begin().await?;
+    // Rows written since the last pause, and when that stretch began.
+    let mut rows = 0;
+    let mut stretch = std::time::Instant::now();
     for (&tenant, events) in by_tenant {
         db::set_tenant(&mut tx, tenant).await?;
         let (known,): (bool,) =
@@ -846,50 +860,69 @@ async fn insert_events(
         if !known {
             return Err(Error::NotFound);
         }
-        let occurred: Vec<OffsetDateTime> = events.iter().map(|e| occurred_at(e)).collect();
         let statement = if skip_existing {
             INSERT_SKIPPING
         } else {
             INSERT
         };
-        sqlx::query(statement)
-            .bind(tenant)
-            .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.user.map(|u| u.0))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(events.iter().map(|e| e.api_key).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.provider).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.model.as_str()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.prompt_tokens).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.completion_tokens)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(events.iter().map(|e| e.cached_tokens).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.cost_micro_usd).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.latency_ms).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.estimated).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.streamed).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.cancelled).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.idempotency_key.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(occurred)
-            .bind(events.iter().map(|e| e.agent).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
+        for events in events.chunks(INSERT_PIECE) {
+            if rows >= INSERT_PIECE {
+                tokio::time::sleep(stretch.elapsed().min(GATHER)).await;
+                rows = 0;
+                stretch = std::time::Instant::now();
+            }
+            rows += events.len();
+            insert_piece(&mut tx, statement, tenant, events).await?;
+        }
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// One statement of [`insert_events`]: `events`, all of `tenant`, as rows of `statement`.
+async fn insert_piece(
+    tx: &mut db::Tx,
+    statement: &'static str,
+    tenant: TenantId,
+    events: &[&UsageEvent],
+) -> Result<()> {
+    let occurred: Vec<OffsetDateTime> = events.iter().map(|e| occurred_at(e)).collect();
+    sqlx::query(statement)
+        .bind(tenant)
+        .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.user.map(|u| u.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.api_key).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.provider).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.model.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.prompt_tokens).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.completion_tokens)
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.cached_tokens).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.cost_micro_usd).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.latency_ms).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.estimated).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.streamed).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.cancelled).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.idempotency_key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(occurred)
+        .bind(events.iter().map(|e| e.agent).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -46,7 +46,7 @@ mod slices;
 pub use budget::{Held, Metering, Reservation};
 pub use ledger::{
     dead_letters, handoff_length, now_ms, write_events, CallKind, LedgerWriter, UsageEvent,
-    DEAD_LETTER_MAX,
+    DEAD_LETTER_MAX, INSERT_PIECE,
 };
 pub use limits::{grace_ends, limits, set_spending_cap, Limits};
 pub use prices::Prices;
