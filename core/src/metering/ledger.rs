@@ -765,10 +765,11 @@ fn occurred_at(e: &UsageEvent) -> OffsetDateTime {
         .unwrap_or_else(|_| OffsetDateTime::now_utc())
 }
 
-/// Inserts events into the ledger in one transaction, one statement per clinic; events already
-/// there (same id, which is also their idempotency key) are skipped. A clinic that does not
-/// exist refuses its events ([`Error::NotFound`]): the ledger checks that once per clinic and
-/// batch rather than by a foreign key per row, which cost more than half of each insert.
+/// Inserts events into the ledger in one transaction, one statement per clinic and
+/// [`INSERT_PIECE`] rows (pausing between pieces); events already there (same id, which is also
+/// their idempotency key) are skipped. A clinic that does not exist refuses its events
+/// ([`Error::NotFound`]): the ledger checks that once per clinic and batch rather than by a
+/// foreign key per row, which cost more than half of each insert.
 ///
 /// An event is almost never there already: only when a writer died between its commit and its
 /// acknowledgement, or a settle that seemed to fail reached Redis after its event had been
