@@ -517,6 +517,78 @@ async fn the_dashboard_splits_a_month_by_model_agent_and_caller(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn calls_through_an_agent_deleted_since_stay_in_the_ledger_under_no_agent(pool: PgPool) {
+    // Arrange: a call through an agent in the ledger, the agent deleted by an admin, and a
+    // second call through it still in the hand-off (settled before the deletion, written after).
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Gone Agent Clinic").await;
+    let agent = tessera_core::agents::create(
+        &db,
+        &common::CHANGES,
+        c.tenant,
+        c.owner(),
+        &tessera_core::agents::AgentInput {
+            name: "Intake".into(),
+            model: "gpt-4o-mini".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let r = redis().await;
+    let m = Metering::new(db.clone(), r.clone());
+    let through_agent = |reservation: &metering::Reservation, tokens| UsageEvent {
+        agent: Some(agent.id),
+        user: Some(c.owner),
+        ..event(reservation, tokens, 1)
+    };
+    let writer = LedgerWriter::new(db.clone(), r.clone());
+    let first = m.reserve(c.tenant, &limits, 100).await.unwrap();
+    let first_event = through_agent(&first, 40);
+    m.settle(first, &first_event).await.unwrap();
+    writer.drain_all().await.unwrap();
+    let second = m.reserve(c.tenant, &limits, 100).await.unwrap();
+    let second_event = through_agent(&second, 20);
+    m.settle(second, &second_event).await.unwrap();
+
+    // Act
+    tessera_core::agents::delete(&db, &common::CHANGES, c.tenant, c.owner(), agent.id)
+        .await
+        .unwrap();
+    writer.drain_all().await.unwrap();
+
+    // Assert: both calls are in the ledger with the agent they were made through, and the
+    // reports, which read agents as they are now, show them under no agent.
+    let agents: Vec<(uuid::Uuid, Option<uuid::Uuid>)> = db
+        .tenant_all(
+            c.tenant,
+            sqlx::query_as("SELECT id, agent_id FROM usage_events ORDER BY prompt_tokens"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        agents,
+        [
+            (second_event.id, Some(agent.id)),
+            (first_event.id, Some(agent.id))
+        ]
+    );
+    let month = Month::now();
+    let by_agent: Vec<(String, i64)> =
+        report::daily_usage(&db, c.tenant, month, report::Breakdown::Agent)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.key, r.tokens))
+            .collect();
+    assert_eq!(by_agent, [("No agent".to_string(), 62)]);
+    let rows = report::ledger_rows(&db, c.tenant, month).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.agent.is_none()));
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn one_event_postgres_refuses_never_holds_up_the_others(pool: PgPool) {
     // Arrange: three calls settled together (as calls that answer at once are: their events
     // reach the hand-off as one entry), one of them with a model name Postgres cannot store

@@ -801,7 +801,9 @@ pub async fn write_events<'a>(
 const LEDGER_KEY: &str = "usage_events_pkey";
 
 /// The ledger's insert of a clinic's batch ([`insert_events`]): one row per element of the
-/// arrays; `$1` the clinic.
+/// arrays; `$1` the clinic. The agent is recorded as the call made it: the ledger has no key to
+/// `agents` (migration 17), so a batch with an agent deleted since its calls goes in whole, and
+/// reports show those calls under no agent.
 macro_rules! insert_rows {
     () => {
         "INSERT INTO usage_events (id, tenant_id, user_id, api_key_id, provider, model,
@@ -809,11 +811,7 @@ macro_rules! insert_rows {
                     estimated, streamed, cancelled, idempotency_key, occurred_at, agent_id, kind)
              SELECT u.id, $1, u.user_id, u.api_key_id, u.provider, u.model, u.prompt_tokens,
                     u.completion_tokens, u.cached_tokens, u.cost, u.latency_ms, u.estimated,
-                    u.streamed, u.cancelled, u.idempotency_key, u.occurred_at,
-                    -- An agent deleted since the call is recorded as none (and a call
-                    -- through none looks up nothing).
-                    CASE WHEN u.agent_id IS NOT NULL
-                         THEN (SELECT a.id FROM agents a WHERE a.id = u.agent_id) END, u.kind
+                    u.streamed, u.cancelled, u.idempotency_key, u.occurred_at, u.agent_id, u.kind
                FROM UNNEST($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
                            $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::int[],
                            $12::bool[], $13::bool[], $14::bool[], $15::text[], $16::timestamptz[],
