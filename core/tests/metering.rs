@@ -34,6 +34,22 @@ fn event(r: &metering::Reservation, prompt: i64, completion: i64) -> UsageEvent 
     }
 }
 
+/// An agent of the clinic, made by its owner.
+async fn agent(
+    db: &tessera_core::Db,
+    c: &common::Clinic,
+    name: &str,
+) -> tessera_core::agents::Agent {
+    let input = tessera_core::agents::AgentInput {
+        name: name.into(),
+        model: "gpt-4o-mini".into(),
+        ..Default::default()
+    };
+    tessera_core::agents::create(db, &common::CHANGES, c.tenant, c.owner(), &input)
+        .await
+        .unwrap()
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn concurrent_reservations_never_exceed_the_limit(pool: PgPool) {
     // Arrange: a budget that admits exactly 7 reservations of 140,000.
@@ -434,19 +450,7 @@ async fn an_event_that_cannot_be_written_is_set_aside_without_blocking_others(po
 async fn the_dashboard_splits_a_month_by_model_agent_and_caller(pool: PgPool) {
     let db = app_db(&pool).await;
     let c = clinic(&db, "Dash Clinic").await;
-    let agent = tessera_core::agents::create(
-        &db,
-        &common::CHANGES,
-        c.tenant,
-        c.owner(),
-        &tessera_core::agents::AgentInput {
-            name: "Triage".into(),
-            model: "gpt-4o-mini".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let agent = agent(&db, &c, "Triage").await;
     let (key, _) = tessera_core::api_keys::create(&db, c.tenant, c.owner(), "Reception")
         .await
         .unwrap();
@@ -522,19 +526,7 @@ async fn calls_through_an_agent_deleted_since_stay_in_the_ledger_under_no_agent(
     // second call through it still in the hand-off (settled before the deletion, written after).
     let db = app_db(&pool).await;
     let c = clinic(&db, "Gone Agent Clinic").await;
-    let agent = tessera_core::agents::create(
-        &db,
-        &common::CHANGES,
-        c.tenant,
-        c.owner(),
-        &tessera_core::agents::AgentInput {
-            name: "Intake".into(),
-            model: "gpt-4o-mini".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let agent = agent(&db, &c, "Intake").await;
     let limits = metering::limits(&db, c.tenant).await.unwrap();
     let r = redis().await;
     let m = Metering::new(db.clone(), r.clone());
