@@ -12,6 +12,9 @@ pub struct Redis {
     client: std::sync::Arc<redis::Client>,
     conn: ConnectionManager,
     prefix: std::sync::Arc<str>,
+    /// The usage events this process handed to the ledger stream and has not written yet
+    /// (shared by every clone, as the process's settles and its ledger writer share them).
+    handed: std::sync::Arc<crate::metering::ledger::Handed>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -38,6 +41,7 @@ impl Redis {
             client: std::sync::Arc::new(client),
             conn,
             prefix: prefix.into(),
+            handed: Default::default(),
         })
     }
 
@@ -51,12 +55,22 @@ impl Redis {
         Ok(self.client.get_async_pubsub().await?)
     }
 
+    /// The prefix of every key of this installation.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// `prefix + name`.
     pub fn key(&self, name: &str) -> String {
         let mut key = String::with_capacity(self.prefix.len() + name.len());
         key.push_str(&self.prefix);
         key.push_str(name);
         key
+    }
+
+    /// The usage events this process handed to the ledger stream, for its ledger writer.
+    pub(crate) fn handed(&self) -> &crate::metering::ledger::Handed {
+        &self.handed
     }
 
     /// Readiness: Redis answers PING.

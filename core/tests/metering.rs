@@ -313,14 +313,21 @@ async fn a_writer_crash_mid_batch_loses_and_doubles_nothing(pool: PgPool) {
         m.settle(res, &ev).await.unwrap();
     }
 
-    // Act: one writer takes the batch and dies before writing it; another takes over, and a
+    // Act: the process that settled them ends before its writer wrote them; another writer
+    // leaves them to it until they are `claim_after` old, then takes them from the stream; a
     // replay of events already written changes nothing; a batch that holds one of them and a
     // new event writes the new one.
     let crashed = LedgerWriter::new(db.clone(), r.clone());
-    assert_eq!(crashed.read_and_abandon(10).await.unwrap(), 3);
+    assert_eq!(crashed.forget_own(), 3);
     let mut survivor = LedgerWriter::new(db.clone(), r.clone());
+    assert_eq!(
+        survivor.drain_all().await.unwrap(),
+        0,
+        "too young to be left behind"
+    );
     survivor.claim_after = std::time::Duration::ZERO;
     assert_eq!(survivor.drain_all().await.unwrap(), 3);
+    assert_eq!(metering::handoff_length(&r).await.unwrap(), 0);
     metering::write_events(&db, &events).await.unwrap();
     let mut late = events[0].clone();
     late.id = uuid::Uuid::new_v4();
@@ -334,6 +341,48 @@ async fn a_writer_crash_mid_batch_loses_and_doubles_nothing(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!((totals.requests, totals.tokens), (4, 40));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn each_process_writes_the_events_it_settled_from_memory(pool: PgPool) {
+    // Arrange: two processes on one Redis (two connections, one key prefix), each settling
+    // calls of the same clinic.
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Two Servers Clinic").await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let a = redis().await;
+    let b = common::redis_like(&a).await;
+    let mut month = tessera_core::Month::now();
+    for (r, calls) in [(&a, 3), (&b, 2)] {
+        let m = Metering::new(db.clone(), r.clone());
+        for _ in 0..calls {
+            let res = m.reserve(c.tenant, &limits, 100).await.unwrap();
+            month = res.month;
+            let ev = event(&res, 2, 3);
+            m.settle(res, &ev).await.unwrap();
+        }
+    }
+    assert_eq!(metering::handoff_length(&a).await.unwrap(), 5);
+
+    // Act: the second process's writer drains; then the first's.
+    let by_b = LedgerWriter::new(db.clone(), b.clone())
+        .drain_all()
+        .await
+        .unwrap();
+    let left_by_b = metering::handoff_length(&a).await.unwrap();
+    let by_a = LedgerWriter::new(db.clone(), a.clone())
+        .drain_all()
+        .await
+        .unwrap();
+
+    // Assert: each wrote its own process's events, without reading the other's back from the
+    // stream, and removed their entries; the ledger has each call once.
+    assert_eq!((by_b, left_by_b, by_a), (2, 3, 3));
+    assert_eq!(metering::handoff_length(&a).await.unwrap(), 0);
+    let totals = metering::report::ledger_totals(&db, c.tenant, month)
+        .await
+        .unwrap();
+    assert_eq!((totals.requests, totals.tokens), (5, 25));
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::ledger::{ledger_stream, HandedEntry, UsageEvent};
 use crate::{Error, Redis, Result};
 
 /// The most operations one script carries (a script holds Redis while it runs).
@@ -41,7 +42,9 @@ pub(super) const MOST: usize = 128;
 pub(super) const LINGER: Duration = Duration::from_millis(5);
 
 // Runs each operation in turn; each takes its keys from KEYS and its arguments from ARGV where
-// the one before it left off, and answers three numbers.
+// the one before it left off, and answers three numbers. After the answers come two numbers
+// per stream that settles added an entry to, in the order of the first settle of each: the
+// entry's id (`<ms>-<seq>`), so that the process keeps its events for its ledger writer.
 //
 // reserve  KEYS counters, reservations[, the clinic's and the key's requests this minute]
 //          ARGV 'r', id, amount, limit (-1: none), now (ms), expiry (ms), counters' lifetime (s),
@@ -62,8 +65,8 @@ pub(super) const LINGER: Duration = Duration::from_millis(5);
 //          field of its own. The settles of several calls on one slice may come as one
 //          (`calls` of them: their events one per line, their numbers summed; see
 //          `Batch::send`). The events of a script's settles go to the stream as one entry
-//          (field `e`: the events, one JSON object per line), which the ledger writer reads
-//          and acknowledges as one.
+//          (field `e`: the events, one JSON object per line), whose id follows the answers
+//          (see below). The ledger writer removes the entry once its events are written.
 // return   KEYS counters, reservations
 //          ARGV 'g', the slice's id
 //          -> {1, what it held, 0}: a slice is given back whole
@@ -263,7 +266,10 @@ end
 apply_takes()
 for _, st in ipairs(streams) do
   local e = events[st]
-  redis.call('XADD', st, '*', 'e', #e == 1 and e[1] or table.concat(e, '\n'))
+  local added = redis.call('XADD', st, '*', 'e', #e == 1 and e[1] or table.concat(e, '\n'))
+  local ms, seq = string.match(added, '^(%d+)%-(%d+)$')
+  out[#out + 1] = tonumber(ms)
+  out[#out + 1] = tonumber(seq)
 end
 for _, c in ipairs(order) do
   local s = seen[c]
@@ -311,6 +317,9 @@ pub(super) enum Op {
         id: Uuid,
         /// The usage event's JSON; empty to release without charging.
         event: String,
+        /// The event itself, kept in this process for its ledger writer once its entry is in
+        /// the stream (`None`: the writer reads it back from the stream, later).
+        usage: Option<Arc<UsageEvent>>,
         prompt_tokens: i64,
         completion_tokens: i64,
         cost_micro_usd: i64,
@@ -381,6 +390,7 @@ impl Op {
                 cost_micro_usd,
                 amount,
                 slice,
+                usage: _,
             } => {
                 // As the first of settles taken together, it carries theirs.
                 let (event, prompt, completion, cost, amount, calls) = match together {
@@ -600,6 +610,8 @@ struct Queue {
 #[derive(Clone)]
 pub(super) struct Batch {
     redis: Redis,
+    /// The ledger stream, whose entries' events the process keeps for its writer.
+    ledger: Arc<str>,
     script: Arc<redis::Script>,
     queue: Arc<Mutex<Queue>>,
     /// Scripts sent and the operations they carried, since the start.
@@ -609,6 +621,7 @@ pub(super) struct Batch {
 impl Batch {
     pub fn new(redis: Redis) -> Self {
         Self {
+            ledger: ledger_stream(&redis).into(),
             redis,
             script: Arc::new(redis::Script::new(SCRIPT)),
             queue: Arc::default(),
@@ -838,12 +851,18 @@ impl Batch {
             }
         }
         let numbers: Vec<i64> = call.invoke_async(&mut self.redis.conn()).await?;
-        if numbers.len() != sent.len() * 3 {
+        let streams = streams_of(ops);
+        if numbers.len() != sent.len() * 3 + streams.len() * 2 {
             return Err(Error::Internal(format!(
                 "the budget script answered {} numbers for {} operations",
                 numbers.len(),
                 sent.len()
             )));
+        }
+        for (stream, entry) in streams.iter().zip(numbers[sent.len() * 3..].chunks(2)) {
+            if **stream == *self.ledger {
+                self.hand_over(ops, stream, entry[0], entry[1]);
+            }
         }
         Ok(of
             .iter()
@@ -853,6 +872,49 @@ impl Batch {
             })
             .collect())
     }
+}
+
+impl Batch {
+    /// Keeps the events of the entry `<ms>-<seq>` that `ops`' settles added to `stream`, for
+    /// the process's ledger writer; unless one of them came without its event (then the writer
+    /// reads the entry back from the stream).
+    fn hand_over(&self, ops: &[Op], stream: &str, ms: i64, seq: i64) {
+        let mut events = Vec::new();
+        for op in ops {
+            if let Op::Settle {
+                stream: s,
+                event,
+                usage,
+                ..
+            } = op
+            {
+                if s == stream && !event.is_empty() {
+                    match usage {
+                        Some(usage) => events.push(usage.clone()),
+                        None => return,
+                    }
+                }
+            }
+        }
+        self.redis.handed().add(HandedEntry {
+            id: format!("{ms}-{seq}"),
+            events,
+        });
+    }
+}
+
+/// The streams `ops`' settles add an entry to, in the order the script adds them (of the
+/// first settle with an event of each).
+fn streams_of(ops: &[Op]) -> Vec<&str> {
+    let mut streams: Vec<&str> = Vec::new();
+    for op in ops {
+        if let Op::Settle { stream, event, .. } = op {
+            if !event.is_empty() && !streams.contains(&stream.as_str()) {
+                streams.push(stream);
+            }
+        }
+    }
+    streams
 }
 
 /// Whoever sends a script hands the queue on when it is back, or when it is dropped before (its
@@ -957,6 +1019,7 @@ mod tests {
             cost_micro_usd: 3,
             amount,
             slice: false,
+            usage: None,
         }
     }
 
@@ -991,6 +1054,88 @@ mod tests {
             .into_iter()
             .flat_map(|(_, fields)| fields.into_iter().map(|(_, v)| v))
             .collect()
+    }
+
+    /// A usage event of the settle of `id` (the rest as a gateway call's).
+    fn usage(id: Uuid) -> Arc<UsageEvent> {
+        Arc::new(UsageEvent {
+            id,
+            tenant: crate::tenancy::TenantId::new(),
+            user: None,
+            api_key: None,
+            agent: None,
+            provider: crate::Provider::OpenAi,
+            model: "gpt-4o-mini".into(),
+            prompt_tokens: 1,
+            completion_tokens: 2,
+            cached_tokens: 0,
+            cost_micro_usd: 3,
+            latency_ms: 4,
+            estimated: false,
+            streamed: false,
+            cancelled: false,
+            idempotency_key: id.to_string(),
+            occurred_at_ms: 5,
+            kind: crate::metering::CallKind::Chat,
+        })
+    }
+
+    /// The settle of `id` on `stream` with its usage event (kept in the process when the
+    /// stream is the ledger's).
+    fn settle_with_usage(c: &str, z: &str, stream: &str, id: Uuid) -> Op {
+        let mut op = settle(c, z, stream, id, (1, 2), 10);
+        if let Op::Settle { usage, .. } = &mut op {
+            *usage = Some(self::usage(id));
+        }
+        op
+    }
+
+    /// A script's entry in the ledger stream is kept in the process, with its id as Redis gave
+    /// it, for the process's ledger writer: the events of the settles that charged, as one
+    /// entry. A release adds nothing, and an entry of another stream is not kept.
+    #[tokio::test]
+    async fn a_scripts_ledger_entry_is_kept_for_the_writer_with_its_id() {
+        let redis = test_redis().await;
+        let (c, z) = (redis.key("c"), redis.key("z"));
+        let (ledger, other) = (ledger_stream(&redis), redis.key("other"));
+        empty_counters(&redis, &c).await;
+        let batch = Batch::new(redis.clone());
+        let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+        for &id in &ids {
+            batch.run(reserve(&c, &z, id, 10, -1)).await.unwrap();
+        }
+
+        let answers = batch
+            .send(&[
+                settle_with_usage(&c, &z, &ledger, ids[0]),
+                settle(&c, &z, &ledger, ids[1], (0, 0), 10),
+                settle_with_usage(&c, &z, &other, ids[2]),
+                settle_with_usage(&c, &z, &ledger, ids[3]),
+            ])
+            .await
+            .unwrap();
+
+        assert_eq!(answers, vec![[1, 0, 0]; 4]);
+        let entry_ids = |stream: String| {
+            let redis = redis.clone();
+            async move {
+                let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                    .arg(stream)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut redis.conn())
+                    .await
+                    .unwrap();
+                entries.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
+            }
+        };
+        let in_ledger = entry_ids(ledger).await;
+        assert_eq!(in_ledger.len(), 1);
+        assert_eq!(entry_ids(other).await.len(), 1);
+        assert_eq!(
+            redis.handed().held(),
+            vec![(in_ledger[0].clone(), vec![ids[0], ids[3]])]
+        );
     }
 
     /// Operations of one script see the ones before them, although the counters are read once

@@ -91,6 +91,7 @@ impl Held {
         };
         let metering = self.metering.clone();
         let busy = metering.settling.enter();
+        let event = Arc::new(event);
         let op = metering.settle_op(&r, &event);
         let batch = &self.metering.batch;
         batch.defer_then(op, move |settled| match settled {
@@ -171,7 +172,13 @@ impl Drop for Unanswered<'_> {
 
 /// What follows a queued settle that failed ([`Held::settle_soon`]): the event written to
 /// the ledger directly, in a task (none when the runtime is gone, at exit).
-fn settle_failed(metering: Metering, r: Reservation, event: UsageEvent, e: Error, busy: Entered) {
+fn settle_failed(
+    metering: Metering,
+    r: Reservation,
+    event: Arc<UsageEvent>,
+    e: Error,
+    busy: Entered,
+) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
             metering.after_settle(r, &event, Err(e)).await;
@@ -694,19 +701,24 @@ impl Metering {
     }
 
     /// The settle of `r` with `event`.
-    fn settle_op(&self, r: &Reservation, event: &UsageEvent) -> Op {
-        self.settle_of(
+    fn settle_op(&self, r: &Reservation, event: &Arc<UsageEvent>) -> Op {
+        let mut op = self.settle_of(
             r,
             event.to_json(),
             event.prompt_tokens,
             event.completion_tokens,
             event.cost_micro_usd,
-        )
+        );
+        if let Op::Settle { usage, .. } = &mut op {
+            *usage = Some(event.clone());
+        }
+        op
     }
 
     /// Sends the settle of `r` with `event` (with others', see `batch.rs`); its answer.
     async fn run_settle(&self, r: &Reservation, event: &UsageEvent) -> Result<Answer> {
-        self.batch.run(self.settle_op(r, event)).await
+        let event = Arc::new(event.clone());
+        self.batch.run(self.settle_op(r, &event)).await
     }
 
     /// What follows a settle's answer: the slice told (retired when Redis no longer held it);
@@ -830,6 +842,7 @@ impl Metering {
             cost_micro_usd,
             amount: r.amount,
             slice: r.slice.is_some(),
+            usage: None,
         }
     }
 

@@ -1,11 +1,12 @@
 //! The ledger: one row of `usage_events` per model call, written off the request path.
 //!
-//! Settled events reach Postgres through a Redis stream (see the module above): the
-//! [`LedgerWriter`] drains it in batches through a consumer group, acknowledging only after
-//! commit, and claims what a crashed writer left pending; the idempotency key makes replays
-//! harmless. An event that can never be written is set aside in `ledger-dead` for an operator.
+//! Settled events reach Postgres through a Redis stream (see the module above). Each process's
+//! [`LedgerWriter`] writes the events its own settle scripts added, in batches, from memory
+//! ([`Handed`]), and removes their entries from the stream only after commit; entries left in
+//! the stream longer than [`LedgerWriter::claim_after`] (their process died) are read back and
+//! written by any writer. The idempotency key makes replays harmless. An event that can never
+//! be written is set aside in `ledger-dead` for an operator.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +19,6 @@ use super::MonthUsage;
 use crate::db::{self, Db};
 use crate::tenancy::{TenantId, UserId};
 use crate::{Error, Provider, Redis, Result};
-
-/// The consumer group that writes the ledger.
-const LEDGER_GROUP: &str = "ledger-writer";
 
 /// The Redis stream that hands settled events to the ledger writer.
 pub(crate) fn ledger_stream(redis: &Redis) -> String {
@@ -322,20 +320,113 @@ impl CallKind {
     }
 }
 
-/// Drains the hand-off stream into the Postgres ledger. Run one per process (`serve` and
-/// `worker` do); any number may run at once.
+/// The events a process handed to the ledger stream and has not written yet, kept so that its
+/// writer writes them from memory instead of reading them back from Redis (one per
+/// [`Redis`] and its clones: the process's settle scripts add to it, its ledger writers take
+/// from it). Reading them back, with their parse, was most of a writer's work per call after
+/// the insert's. The stream stays the durable copy: an entry leaves it only once its events
+/// are in the ledger, and entries a process leaves there (it died, or it held
+/// [`HANDED_MOST`] events already) are written by any writer that finds them older than its
+/// [`LedgerWriter::claim_after`].
+#[derive(Default)]
+pub struct Handed {
+    held: std::sync::Mutex<HandedQueue>,
+}
+
+#[derive(Default)]
+struct HandedQueue {
+    entries: std::collections::VecDeque<HandedEntry>,
+    /// Events of all the entries.
+    events: usize,
+}
+
+/// One entry of the ledger stream, with the events it carries.
+pub(crate) struct HandedEntry {
+    /// Its id in the stream (`<ms>-<seq>`).
+    pub id: String,
+    pub events: Vec<Arc<UsageEvent>>,
+}
+
+/// The most events a process keeps for its writer (Postgres out of reach for a while). Beyond
+/// it, entries stay in the stream only, where a writer finds them once they are older than its
+/// [`LedgerWriter::claim_after`].
+pub const HANDED_MOST: usize = 100_000;
+
+impl Handed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HandedQueue> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `entry`, just added to the stream, for this process's writer.
+    pub(crate) fn add(&self, entry: HandedEntry) {
+        let mut held = self.lock();
+        if held.events + entry.events.len() > HANDED_MOST {
+            return;
+        }
+        held.events += entry.events.len();
+        held.entries.push_back(entry);
+    }
+
+    /// Whole entries, oldest first, of at most `most` events (one entry at least, if any).
+    fn take(&self, most: usize) -> Vec<HandedEntry> {
+        let mut held = self.lock();
+        let mut taken = Vec::new();
+        let mut events = 0;
+        while let Some(next) = held.entries.front() {
+            if !taken.is_empty() && events + next.events.len() > most {
+                break;
+            }
+            events += next.events.len();
+            taken.extend(held.entries.pop_front());
+        }
+        held.events -= events;
+        taken
+    }
+
+    /// Puts back, in front and in their order, entries whose batch failed.
+    fn put_back(&self, entries: Vec<HandedEntry>) {
+        let mut held = self.lock();
+        for entry in entries.into_iter().rev() {
+            held.events += entry.events.len();
+            held.entries.push_front(entry);
+        }
+    }
+
+    /// Each entry's id and its events' ids, oldest first.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> Vec<(String, Vec<Uuid>)> {
+        let held = self.lock();
+        held.entries
+            .iter()
+            .map(|e| (e.id.clone(), e.events.iter().map(|ev| ev.id).collect()))
+            .collect()
+    }
+
+    /// Forgets every entry, as the process's end would; how many events they held.
+    fn forget(&self) -> usize {
+        let mut held = self.lock();
+        held.entries.clear();
+        std::mem::take(&mut held.events)
+    }
+}
+
+/// An event of a batch: the entry it came in, the event (`None` when its text cannot be
+/// read), and its text as the stream holds it (`None` for one written from memory).
+type Item<'a> = (usize, Option<&'a UsageEvent>, Option<&'a [u8]>);
+
+/// Writes the hand-off stream's events into the Postgres ledger. Run one per process (`serve`
+/// and `worker` do); any number may run at once. Each writes the events its own process
+/// handed over, from memory ([`Handed`]), and any entries older than [`Self::claim_after`]
+/// (left by a process that died) from the stream.
 #[derive(Clone)]
 pub struct LedgerWriter {
     db: Db,
     redis: Redis,
     stream: String,
-    consumer: String,
-    /// The consumer group exists (created once, and again after an error).
-    group_ready: Arc<AtomicBool>,
-    /// A batch failed (Postgres out of reach): its entries are still this writer's, pending,
-    /// and are taken again before anything new.
-    own_pending: Arc<AtomicBool>,
-    /// Entries another writer took but did not acknowledge for this long are claimed.
+    /// Entries still in the stream this long after they were added are taken from it: their
+    /// process is gone, or could not write them for that long (Postgres out of reach). A
+    /// process's own entries are written from memory, normally well within it; one written
+    /// both ways goes in once (the ledger skips an event it has).
     pub claim_after: Duration,
     pub batch: usize,
 }
@@ -350,9 +441,6 @@ impl LedgerWriter {
             db,
             redis,
             stream,
-            consumer: format!("writer-{}", Uuid::new_v4()),
-            group_ready: Arc::new(AtomicBool::new(false)),
-            own_pending: Arc::new(AtomicBool::new(false)),
             claim_after: Duration::from_secs(30),
             batch: 500,
         }
@@ -399,105 +487,91 @@ impl LedgerWriter {
         }
     }
 
-    async fn ensure_group(&self) -> Result<()> {
-        if self.group_ready.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let created: redis::RedisResult<String> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.stream)
-            .arg(LEDGER_GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut self.redis.conn())
-            .await;
-        match created {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.group_ready.store(true, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Up to `count` entries never delivered to any writer.
-    async fn read_new(&self, count: usize) -> Result<Vec<(String, Option<Vec<u8>>)>> {
-        self.read_group(count, ">").await
-    }
-
-    /// Up to `count` entries from `from` on: `>` for new ones, `0` for this writer's own
-    /// pending ones.
-    async fn read_group(&self, count: usize, from: &str) -> Result<Vec<(String, Option<Vec<u8>>)>> {
-        let read: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(LEDGER_GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("STREAMS")
-            .arg(&self.stream)
-            .arg(from)
-            .query_async(&mut self.redis.conn())
-            .await?;
-        let mut entries = Vec::new();
-        if let Value::Array(streams) = read {
-            for s in streams {
-                if let Value::Array(parts) = s {
-                    if parts.len() == 2 {
-                        entries.extend(parse_entries(&parts[1]));
-                    }
+    /// Writes one batch: this process's events, from memory, then (with room left) entries
+    /// left in the stream longer than [`Self::claim_after`]. Returns how many events it
+    /// handled. The events of a batch that fails stay: this process's are taken again first,
+    /// and the stream's are still there.
+    pub async fn drain_once(&self) -> Result<usize> {
+        let handed = self.redis.handed();
+        let own = handed.take(self.batch);
+        let mut done = 0;
+        if !own.is_empty() {
+            let ids: Vec<&str> = own.iter().map(|e| e.id.as_str()).collect();
+            let items: Vec<Item<'_>> = own
+                .iter()
+                .enumerate()
+                .flat_map(|(i, e)| e.events.iter().map(move |ev| (i, Some(&**ev), None)))
+                .collect();
+            match self.write(&ids, &items).await {
+                Ok(n) => done = n,
+                Err(e) => {
+                    handed.put_back(own);
+                    return Err(e);
                 }
             }
-        }
-        Ok(entries)
-    }
-
-    /// Writes one batch: entries abandoned by a crashed writer first, then new ones. Returns how
-    /// many entries it handled.
-    pub async fn drain_once(&self) -> Result<usize> {
-        let result = self.drain_batch().await;
-        if result.is_err() {
-            // The group may be gone with a flushed Redis: create it again next time. The batch
-            // stays this writer's: take it again first (another writer could claim it only
-            // after `claim_after`).
-            self.group_ready.store(false, Ordering::Relaxed);
-            self.own_pending.store(true, Ordering::Relaxed);
-        }
-        result
-    }
-
-    async fn drain_batch(&self) -> Result<usize> {
-        self.ensure_group().await?;
-        let entries = self.next_entries().await?;
-        if entries.is_empty() {
-            return Ok(0);
-        }
-        // Each event of each entry (one per line: a settle script hands over its settles'
-        // events as one entry), read once: the entry it came in, its text, and the event, or
-        // `None` for one that cannot be read.
-        let mut parsed: Vec<(usize, &[u8], Option<UsageEvent>)> = Vec::new();
-        for (i, (_, payload)) in entries.iter().enumerate() {
-            match payload {
-                Some(payload) => parsed
-                    .extend(events_of(payload).map(|line| (i, line, UsageEvent::from_json(line)))),
-                None => parsed.push((i, &[], None)),
+            if done >= self.batch {
+                return Ok(done);
             }
         }
-        let mut aside: Vec<usize> = (0..parsed.len())
-            .filter(|&i| parsed[i].2.is_none())
+        let left = self.left_behind(self.batch - done).await?;
+        if left.is_empty() {
+            return Ok(done);
+        }
+        let ids: Vec<&str> = left.iter().map(|(id, _)| id.as_str()).collect();
+        // Each event of each entry (one per line: a settle script hands over its settles'
+        // events as one entry), read once; an entry without events is one that cannot be read.
+        let read: Vec<(usize, &[u8], Option<UsageEvent>)> = left
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, payload))| {
+                let lines = payload.as_deref().map(events_of).into_iter().flatten();
+                let none = payload.is_none().then_some((i, &[][..], None));
+                lines
+                    .map(move |line| (i, line, UsageEvent::from_json(line)))
+                    .chain(none)
+            })
             .collect();
-        let events = parsed.iter().filter_map(|p| p.2.as_ref());
-        if let Err(e) = write_events(&self.db, events).await {
+        let items: Vec<Item<'_>> = read
+            .iter()
+            .map(|(i, line, event)| (*i, event.as_ref(), Some(*line)))
+            .collect();
+        Ok(done + self.write(&ids, &items).await?)
+    }
+
+    /// Entries of the stream added more than [`Self::claim_after`] ago, oldest first, at most
+    /// `count`.
+    async fn left_behind(&self, count: usize) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+        let through = now_ms() - self.claim_after.as_millis() as i64;
+        if through < 0 || count == 0 {
+            return Ok(Vec::new());
+        }
+        let raw: Value = redis::cmd("XRANGE")
+            .arg(&self.stream)
+            .arg("-")
+            .arg(through)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.redis.conn())
+            .await?;
+        Ok(parse_entries(&raw))
+    }
+
+    /// Writes a batch's events (`items`, of the entries `ids`) to the ledger, sets aside those
+    /// that cannot be read or that Postgres refuses, and removes the entries from the stream.
+    /// Returns how many events it handled.
+    async fn write(&self, ids: &[&str], items: &[Item<'_>]) -> Result<usize> {
+        let mut aside: Vec<usize> = (0..items.len()).filter(|&i| items[i].1.is_none()).collect();
+        if let Err(e) = write_events(&self.db, items.iter().filter_map(|p| p.1)).await {
             if !is_refused_by_postgres(&e) {
-                // Postgres is unreachable or similar: leave the batch pending and retry.
+                // Postgres is unreachable or similar: the batch stays, to be taken again.
                 return Err(e);
             }
             // Postgres refused the batch (say one event's clinic was deleted meanwhile, or a
             // value it cannot store): write the events one by one, and set aside the ones it
             // refuses again, so one bad event never holds up the others.
-            for (i, (_, _, event)) in parsed.iter().enumerate() {
+            for (i, (_, event, _)) in items.iter().enumerate() {
                 let Some(event) = event else { continue };
-                if let Err(e) = write_events(&self.db, [event]).await {
+                if let Err(e) = write_events(&self.db, [*event]).await {
                     if !is_refused_by_postgres(&e) {
                         return Err(e);
                     }
@@ -507,26 +581,27 @@ impl LedgerWriter {
             }
         }
         for &i in &aside {
-            let (entry, text, _) = parsed[i];
-            self.set_aside(&entries[entry].0, text).await?;
+            let (entry, event, text) = items[i];
+            let json;
+            let text = match (text, event) {
+                (Some(text), _) => text,
+                (None, Some(event)) => {
+                    json = event.to_json();
+                    json.as_bytes()
+                }
+                (None, None) => &[],
+            };
+            self.set_aside(ids[entry], text).await?;
         }
-        let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
-        let mut pipe = redis::pipe();
-        pipe.cmd("XACK")
+        let _: () = redis::cmd("XDEL")
             .arg(&self.stream)
-            .arg(LEDGER_GROUP)
-            .arg(&ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&self.stream)
-            .arg(&ids)
-            .ignore();
-        let _: () = pipe.query_async(&mut self.redis.conn()).await?;
+            .arg(ids)
+            .query_async(&mut self.redis.conn())
+            .await?;
         // A stream entry's id starts with the time (ms) Redis took it: the settle.
         let now = now_ms();
         let lag = |entry: usize| {
-            let added = entries[entry]
-                .0
+            let added = ids[entry]
                 .split('-')
                 .next()
                 .and_then(|ms| ms.parse::<i64>().ok())
@@ -535,43 +610,13 @@ impl LedgerWriter {
         };
         // Only what reached the ledger (not what was set aside).
         crate::observe::ledger_written(
-            parsed
+            items
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| !aside.contains(i))
                 .map(|(_, (entry, _, _))| lag(*entry)),
         );
-        Ok(parsed.len())
-    }
-
-    /// This writer's own entries of a failed batch, else entries another writer left pending
-    /// too long, else new ones.
-    async fn next_entries(&self) -> Result<Vec<(String, Option<Vec<u8>>)>> {
-        if self.own_pending.load(Ordering::Relaxed) {
-            let own = self.read_group(self.batch, "0").await?;
-            if !own.is_empty() {
-                return Ok(own);
-            }
-            self.own_pending.store(false, Ordering::Relaxed);
-        }
-        let claimed: Value = redis::cmd("XAUTOCLAIM")
-            .arg(&self.stream)
-            .arg(LEDGER_GROUP)
-            .arg(&self.consumer)
-            .arg(self.claim_after.as_millis() as u64)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(self.batch)
-            .query_async(&mut self.redis.conn())
-            .await?;
-        let entries = match &claimed {
-            Value::Array(parts) if parts.len() >= 2 => parse_entries(&parts[1]),
-            _ => Vec::new(),
-        };
-        if entries.is_empty() {
-            return self.read_new(self.batch).await;
-        }
-        Ok(entries)
+        Ok(items.len())
     }
 
     /// Keeps an event that cannot be written for an operator (`server ledger dead-letters`)
@@ -604,12 +649,12 @@ impl LedgerWriter {
         }
     }
 
-    /// Reads up to `count` new entries without writing them, as a writer that then crashes
-    /// would. For tests of the recovery path.
+    /// Forgets the events this process handed over and has not written, as its end would:
+    /// their entries stay in the stream, for a writer that finds them left behind. How many
+    /// events it forgot. For tests of the recovery path.
     #[doc(hidden)]
-    pub async fn read_and_abandon(&self, count: usize) -> Result<usize> {
-        self.ensure_group().await?;
-        Ok(self.read_new(count).await?.len())
+    pub fn forget_own(&self) -> usize {
+        self.redis.handed().forget()
     }
 }
 
@@ -771,9 +816,10 @@ fn occurred_at(e: &UsageEvent) -> OffsetDateTime {
 /// ([`Error::NotFound`]): the ledger checks that once per clinic and batch rather than by a
 /// foreign key per row, which cost more than half of each insert.
 ///
-/// An event is almost never there already: only when a writer died between its commit and its
-/// acknowledgement, or a settle that seemed to fail reached Redis after its event had been
-/// written directly. So the batch is inserted without looking for each row first (the check
+/// An event is almost never there already: only when a writer died between its commit and the
+/// entry's deletion from the stream, a process's own entry was also taken as left behind (it
+/// could not write it for [`LedgerWriter::claim_after`]), or a settle that seemed to fail
+/// reached Redis after its event had been written directly. So the batch is inserted without looking for each row first (the check
 /// costs about a sixth of an insert, `bench/ledger-dedup.sh`), and only when Postgres finds one
 /// there (the ledger's key refuses it) is it inserted again, skipping what is there.
 pub async fn write_events<'a>(

@@ -19,11 +19,12 @@
 //!
 //! The settle script does two things atomically: it moves the reservation into the live
 //! counters and appends the call's usage event to a Redis stream (`ledger`). A request therefore
-//! makes one Redis round trip to settle and never waits for Postgres. The [`LedgerWriter`] drains
-//! the stream into `usage_events` in batches through a consumer group: an entry is acknowledged
-//! only after its batch is committed, so a server that crashes mid-batch leaves its entries
-//! pending and another writer claims them (`XAUTOCLAIM`) and writes them again, which the
-//! idempotency key makes harmless. Once settled, an event survives a crash of the server that
+//! makes one Redis round trip to settle and never waits for Postgres. Each process's
+//! [`LedgerWriter`] writes the events its own scripts added into `usage_events` in batches, from
+//! memory, and deletes an entry from the stream only after its batch is committed, so a server
+//! that crashes mid-batch leaves its entries in the stream, where any writer finds them once
+//! they are [`LedgerWriter::claim_after`] old and writes them again, which the idempotency key
+//! makes harmless. Once settled, an event survives a crash of the server that
 //! made the call. It lives in Redis until written (normally well under a second), so Redis
 //! should run with append-only persistence (`appendonly yes`) to survive a Redis restart in
 //! that window as well.

@@ -27,6 +27,14 @@ pub async fn redis() -> Redis {
         .expect("connect to Redis")
 }
 
+/// A connection of another process to the same Redis and key prefix as `r`.
+pub async fn redis_like(r: &Redis) -> Redis {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    Redis::connect(&url, r.prefix())
+        .await
+        .expect("connect to Redis")
+}
+
 /// What fixtures need, over `db`.
 pub fn env(db: &Db) -> fixtures::Env<'_> {
     fixtures::Env {
