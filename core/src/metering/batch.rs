@@ -872,9 +872,7 @@ impl Batch {
             })
             .collect())
     }
-}
 
-impl Batch {
     /// Keeps the events of the entry `<ms>-<seq>` that `ops`' settles added to `stream`, for
     /// the process's ledger writer; unless one of them came without its event (then the writer
     /// reads the entry back from the stream).

@@ -367,19 +367,13 @@ impl Handed {
         held.entries.push_back(entry);
     }
 
-    /// Whole entries, oldest first, of at most `most` events (one entry at least, if any).
+    /// Up to `most` entries, oldest first (as the stream's reading took them before:
+    /// `XREADGROUP ... COUNT`).
     fn take(&self, most: usize) -> Vec<HandedEntry> {
         let mut held = self.lock();
-        let mut taken = Vec::new();
-        let mut events = 0;
-        while let Some(next) = held.entries.front() {
-            if !taken.is_empty() && events + next.events.len() > most {
-                break;
-            }
-            events += next.events.len();
-            taken.extend(held.entries.pop_front());
-        }
-        held.events -= events;
+        let n = most.min(held.entries.len());
+        let taken: Vec<HandedEntry> = held.entries.drain(..n).collect();
+        held.events -= taken.iter().map(|e| e.events.len()).sum::<usize>();
         taken
     }
 
@@ -428,6 +422,7 @@ pub struct LedgerWriter {
     /// process's own entries are written from memory, normally well within it; one written
     /// both ways goes in once (the ledger skips an event it has).
     pub claim_after: Duration,
+    /// The most entries a batch takes (each holds the events of one settle script).
     pub batch: usize,
 }
 
@@ -1064,6 +1059,36 @@ mod tests {
             None
         );
         assert_eq!(UsageEvent::from_json(json.as_bytes()), Some(e));
+    }
+
+    /// A process's handed-over entries are taken oldest first, a batch's number of them at a
+    /// time; a failed batch's go back in front, in their order; beyond [`HANDED_MOST`] events
+    /// an entry is left to the stream.
+    #[test]
+    fn handed_entries_are_taken_whole_in_order_and_kept_up_to_the_most() {
+        let entry = |id: &str, n: usize| HandedEntry {
+            id: id.into(),
+            events: (0..n).map(|_| Arc::new(event())).collect(),
+        };
+        let ids =
+            |entries: &[HandedEntry]| entries.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let handed = Handed::default();
+        for (id, n) in [("1-0", 3), ("2-0", 4), ("3-0", 2)] {
+            handed.add(entry(id, n));
+        }
+
+        let first = handed.take(1);
+        assert_eq!(ids(&first), ["1-0"]);
+        handed.put_back(first);
+        assert_eq!(ids(&handed.take(2)), ["1-0", "2-0"]);
+        assert_eq!(ids(&handed.take(10)), ["3-0"]);
+        assert!(handed.take(10).is_empty());
+
+        handed.add(entry("4-0", HANDED_MOST - 1));
+        handed.add(entry("5-0", 2));
+        handed.add(entry("6-0", 1));
+        assert_eq!(ids(&handed.take(usize::MAX)), ["4-0", "6-0"]);
+        assert_eq!(handed.forget(), 0);
     }
 
     /// An entry's lines are split as `split` splits them: empty lines and a last line without
