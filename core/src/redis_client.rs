@@ -12,10 +12,12 @@ pub struct Redis {
     client: std::sync::Arc<redis::Client>,
     conn: ConnectionManager,
     prefix: std::sync::Arc<str>,
-    /// The usage events this process handed to the ledger stream and has not written yet
-    /// (shared by every clone, as the process's settles and its ledger writer share them).
-    handed: std::sync::Arc<crate::metering::ledger::Handed>,
+    /// Values every clone shares, one per type ([`Redis::shared`]).
+    shared: std::sync::Arc<std::sync::Mutex<Vec<Shared>>>,
 }
+
+/// A value of [`Redis::shared`].
+type Shared = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,7 +43,7 @@ impl Redis {
             client: std::sync::Arc::new(client),
             conn,
             prefix: prefix.into(),
-            handed: Default::default(),
+            shared: Default::default(),
         })
     }
 
@@ -68,9 +70,18 @@ impl Redis {
         key
     }
 
-    /// The usage events this process handed to the ledger stream, for its ledger writer.
-    pub(crate) fn handed(&self) -> &crate::metering::ledger::Handed {
-        &self.handed
+    /// The value of type `T` that every clone of this handle shares, made by the first to ask
+    /// for it: state a process keeps beside its connection for the modules that use it (the
+    /// usage events its settles handed to the ledger stream, which its ledger writer takes:
+    /// `metering::ledger::Handed`). Asked for once by whoever keeps it, not per command.
+    pub fn shared<T: Default + Send + Sync + 'static>(&self) -> std::sync::Arc<T> {
+        let mut values = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(value) = values.iter().find_map(|v| v.clone().downcast::<T>().ok()) {
+            return value;
+        }
+        let value = std::sync::Arc::new(T::default());
+        values.push(value.clone());
+        value
     }
 
     /// Readiness: Redis answers PING.

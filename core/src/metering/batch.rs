@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::ledger::{ledger_stream, HandedEntry, UsageEvent};
+use super::ledger::{ledger_stream, Handed, HandedEntry, UsageEvent};
 use crate::{Error, Redis, Result};
 
 /// The most operations one script carries (a script holds Redis while it runs).
@@ -610,8 +610,10 @@ struct Queue {
 #[derive(Clone)]
 pub(super) struct Batch {
     redis: Redis,
-    /// The ledger stream, whose entries' events the process keeps for its writer.
+    /// The ledger stream, whose entries' events the process keeps for its writer, in
+    /// `handed`.
     ledger: Arc<str>,
+    handed: Arc<Handed>,
     script: Arc<redis::Script>,
     queue: Arc<Mutex<Queue>>,
     /// Scripts sent and the operations they carried, since the start.
@@ -622,6 +624,7 @@ impl Batch {
     pub fn new(redis: Redis) -> Self {
         Self {
             ledger: ledger_stream(&redis).into(),
+            handed: redis.shared(),
             redis,
             script: Arc::new(redis::Script::new(SCRIPT)),
             queue: Arc::default(),
@@ -894,7 +897,7 @@ impl Batch {
                 }
             }
         }
-        self.redis.handed().add(HandedEntry {
+        self.handed.add(HandedEntry {
             id: format!("{ms}-{seq}"),
             events,
         });
@@ -1039,16 +1042,21 @@ mod tests {
             .unwrap();
     }
 
-    /// The `e` field of each entry of `stream`, oldest first.
-    async fn handed_over(redis: &Redis, stream: &str) -> Vec<String> {
-        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+    /// The entries of `stream`, oldest first: each one's id and fields.
+    async fn entries(redis: &Redis, stream: &str) -> Vec<(String, Vec<(String, String)>)> {
+        redis::cmd("XRANGE")
             .arg(stream)
             .arg("-")
             .arg("+")
             .query_async(&mut redis.conn())
             .await
-            .unwrap();
-        entries
+            .unwrap()
+    }
+
+    /// The `e` field of each entry of `stream`, oldest first.
+    async fn handed_over(redis: &Redis, stream: &str) -> Vec<String> {
+        entries(redis, stream)
+            .await
             .into_iter()
             .flat_map(|(_, fields)| fields.into_iter().map(|(_, v)| v))
             .collect()
@@ -1114,25 +1122,12 @@ mod tests {
             .unwrap();
 
         assert_eq!(answers, vec![[1, 0, 0]; 4]);
-        let entry_ids = |stream: String| {
-            let redis = redis.clone();
-            async move {
-                let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-                    .arg(stream)
-                    .arg("-")
-                    .arg("+")
-                    .query_async(&mut redis.conn())
-                    .await
-                    .unwrap();
-                entries.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
-            }
-        };
-        let in_ledger = entry_ids(ledger).await;
+        let in_ledger = entries(&redis, &ledger).await;
         assert_eq!(in_ledger.len(), 1);
-        assert_eq!(entry_ids(other).await.len(), 1);
+        assert_eq!(entries(&redis, &other).await.len(), 1);
         assert_eq!(
-            redis.handed().held(),
-            vec![(in_ledger[0].clone(), vec![ids[0], ids[3]])]
+            batch.handed.held(),
+            vec![(in_ledger[0].0.clone(), vec![ids[0], ids[3]])]
         );
     }
 

@@ -322,8 +322,8 @@ impl CallKind {
 
 /// The events a process handed to the ledger stream and has not written yet, kept so that its
 /// writer writes them from memory instead of reading them back from Redis (one per
-/// [`Redis`] and its clones: the process's settle scripts add to it, its ledger writers take
-/// from it). Reading them back, with their parse, was most of a writer's work per call after
+/// [`Redis`] handle and its clones, [`Redis::shared`]: the process's settle scripts add to it,
+/// its ledger writers take from it). Reading them back, with their parse, was most of a writer's work per call after
 /// the insert's. The stream stays the durable copy: an entry leaves it only once its events
 /// are in the ledger, and entries a process leaves there (it died, or it held
 /// [`HANDED_MOST`] events already) are written by any writer that finds them older than its
@@ -417,6 +417,9 @@ pub struct LedgerWriter {
     db: Db,
     redis: Redis,
     stream: String,
+    /// This process's events not yet written (shared with its settles through the Redis
+    /// handle).
+    handed: Arc<Handed>,
     /// Entries still in the stream this long after they were added are taken from it: their
     /// process is gone, or could not write them for that long (Postgres out of reach). A
     /// process's own entries are written from memory, normally well within it; one written
@@ -434,6 +437,7 @@ impl LedgerWriter {
         let stream = ledger_stream(&redis);
         Self {
             db,
+            handed: redis.shared(),
             redis,
             stream,
             claim_after: Duration::from_secs(30),
@@ -487,8 +491,9 @@ impl LedgerWriter {
     /// handled. The events of a batch that fails stay: this process's are taken again first,
     /// and the stream's are still there.
     pub async fn drain_once(&self) -> Result<usize> {
-        let handed = self.redis.handed();
+        let handed = &self.handed;
         let own = handed.take(self.batch);
+        let taken = own.len();
         let mut done = 0;
         if !own.is_empty() {
             let ids: Vec<&str> = own.iter().map(|e| e.id.as_str()).collect();
@@ -504,11 +509,12 @@ impl LedgerWriter {
                     return Err(e);
                 }
             }
-            if done >= self.batch {
-                return Ok(done);
-            }
         }
-        let left = self.left_behind(self.batch - done).await?;
+        if taken >= self.batch {
+            // A full batch of its own: what was left behind waits for a lighter moment.
+            return Ok(done);
+        }
+        let left = self.left_behind(self.batch - taken).await?;
         if left.is_empty() {
             return Ok(done);
         }
@@ -649,7 +655,7 @@ impl LedgerWriter {
     /// events it forgot. For tests of the recovery path.
     #[doc(hidden)]
     pub fn forget_own(&self) -> usize {
-        self.redis.handed().forget()
+        self.handed.forget()
     }
 }
 
