@@ -702,17 +702,7 @@ impl Metering {
 
     /// The settle of `r` with `event`.
     fn settle_op(&self, r: &Reservation, event: &Arc<UsageEvent>) -> Op {
-        let mut op = self.settle_of(
-            r,
-            event.to_json(),
-            event.prompt_tokens,
-            event.completion_tokens,
-            event.cost_micro_usd,
-        );
-        if let Op::Settle { usage, .. } = &mut op {
-            *usage = Some(event.clone());
-        }
-        op
+        self.settle_of(r, Some(event))
     }
 
     /// Sends the settle of `r` with `event` (with others', see `batch.rs`); its answer.
@@ -815,34 +805,28 @@ impl Metering {
             return Ok(());
         }
         self.batch
-            .run(self.settle_of(&reservation, String::new(), 0, 0, 0))
+            .run(self.settle_of(&reservation, None))
             .await
             .map(|_| ())
     }
 
-    /// The settle script's operation: releases `r`, and with a non-empty `event_json` counts
-    /// its tokens and cost and hands the event to the ledger.
-    fn settle_of(
-        &self,
-        r: &Reservation,
-        event_json: String,
-        prompt_tokens: i64,
-        completion_tokens: i64,
-        cost_micro_usd: i64,
-    ) -> Op {
+    /// The settle script's operation: releases `r`, and with an `event` counts its tokens and
+    /// cost and hands the event to the ledger (its JSON to the stream, the event itself to this
+    /// process's writer once the script is back).
+    fn settle_of(&self, r: &Reservation, event: Option<&Arc<UsageEvent>>) -> Op {
         let keys = self.month_keys(r.tenant, r.month);
         Op::Settle {
             counters: keys.counters.clone(),
             reservations: keys.reservations.clone(),
             stream: self.stream.clone(),
             id: r.held_as(),
-            event: event_json,
-            prompt_tokens,
-            completion_tokens,
-            cost_micro_usd,
+            event: event.map(|e| e.to_json()).unwrap_or_default(),
+            prompt_tokens: event.map_or(0, |e| e.prompt_tokens),
+            completion_tokens: event.map_or(0, |e| e.completion_tokens),
+            cost_micro_usd: event.map_or(0, |e| e.cost_micro_usd),
             amount: r.amount,
             slice: r.slice.is_some(),
-            usage: None,
+            usage: event.cloned(),
         }
     }
 
