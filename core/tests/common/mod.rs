@@ -21,16 +21,18 @@ pub async fn app_db(owner_pool: &PgPool) -> Db {
 
 /// Redis with a key prefix of its own, so tests never see each other's keys.
 pub async fn redis() -> Redis {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    Redis::connect(&url, &format!("test:{}:", uuid::Uuid::new_v4()))
-        .await
-        .expect("connect to Redis")
+    redis_with_prefix(&format!("test:{}:", uuid::Uuid::new_v4())).await
 }
 
 /// A connection of another process to the same Redis and key prefix as `r`.
 pub async fn redis_like(r: &Redis) -> Redis {
+    redis_with_prefix(r.prefix()).await
+}
+
+/// A connection to the tests' Redis (`REDIS_URL`, or the local one) under `prefix`.
+async fn redis_with_prefix(prefix: &str) -> Redis {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    Redis::connect(&url, r.prefix())
+    Redis::connect(&url, prefix)
         .await
         .expect("connect to Redis")
 }
