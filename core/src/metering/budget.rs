@@ -92,7 +92,7 @@ impl Held {
         let metering = self.metering.clone();
         let busy = metering.settling.enter();
         let event = Arc::new(event);
-        let op = metering.settle_op(&r, &event);
+        let op = metering.settle_of(&r, Some(&event));
         let batch = &self.metering.batch;
         batch.defer_then(op, move |settled| match settled {
             Ok([_, gone, _]) => {
@@ -700,15 +700,10 @@ impl Metering {
         }
     }
 
-    /// The settle of `r` with `event`.
-    fn settle_op(&self, r: &Reservation, event: &Arc<UsageEvent>) -> Op {
-        self.settle_of(r, Some(event))
-    }
-
     /// Sends the settle of `r` with `event` (with others', see `batch.rs`); its answer.
     async fn run_settle(&self, r: &Reservation, event: &UsageEvent) -> Result<Answer> {
         let event = Arc::new(event.clone());
-        self.batch.run(self.settle_op(r, &event)).await
+        self.batch.run(self.settle_of(r, Some(&event))).await
     }
 
     /// What follows a settle's answer: the slice told (retired when Redis no longer held it);

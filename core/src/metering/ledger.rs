@@ -321,10 +321,10 @@ impl CallKind {
 }
 
 /// The events a process handed to the ledger stream and has not written yet, kept so that its
-/// writer writes them from memory instead of reading them back from Redis (one per
-/// [`Redis`] handle and its clones, [`Redis::shared`]: the process's settle scripts add to it,
-/// its ledger writers take from it). Reading them back, with their parse, was most of a writer's work per call after
-/// the insert's. The stream stays the durable copy: an entry leaves it only once its events
+/// writer writes them from memory instead of reading them back from Redis (one per [`Redis`]
+/// handle and its clones, [`Redis::shared`]: the process's settle scripts add to it, its ledger
+/// writers take from it). Reading them back, with their parse, was most of a writer's work per
+/// call after the insert's. The stream stays the durable copy: an entry leaves it only once its events
 /// are in the ledger, and entries a process leaves there (it died, or it held
 /// [`HANDED_MOST`] events already) are written by any writer that finds them older than its
 /// [`LedgerWriter::claim_after`].
