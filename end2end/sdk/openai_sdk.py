@@ -1,5 +1,5 @@
 """The official OpenAI Python SDK against Tessera's /v1 API: a JSON call, a streamed call with
-usage, and the SDK's own error classes for Tessera's errors.
+usage, the models listed and retrieved, and the SDK's own error classes for Tessera's errors.
 
 Run by server/tests/openai_sdk.rs with TESSERA_BASE_URL (…/v1) and TESSERA_API_KEY set. Prints
 one JSON line with what it saw; exits non-zero when a check fails.
@@ -44,6 +44,21 @@ def main() -> int:
     streamed = "".join(parts)
     assert "opening hours" in streamed, streamed
     assert usage is not None and usage.completion_tokens > 0, usage
+
+    listed = [m.id for m in client.models.list()]
+    assert "gpt-4o-mini" in listed, listed
+    model = client.models.retrieve("gpt-4o-mini")
+    assert model.id == "gpt-4o-mini" and model.object == "model", model
+    try:
+        client.models.retrieve("no-such-model")
+        raise AssertionError("an unknown model must not be found")
+    except openai.NotFoundError as e:
+        assert "no-such-model" in str(e), e
+    try:
+        client.completions.create(model="gpt-4o-mini", prompt="hi")
+        raise AssertionError("an endpoint Tessera does not serve must fail")
+    except openai.NotFoundError as e:
+        assert "/v1/completions" in str(e), e
 
     try:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])

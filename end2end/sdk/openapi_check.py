@@ -74,4 +74,9 @@ for method, path, body, key, expected in [
     assert status == expected, (method, path, status, answer)
     check(method, path, status, headers, answer)
 
+for model, expected in [("gpt-4o-mini", 200), ("no-such-model", 404)]:
+    status, headers, answer = call("GET", f"/v1/models/{model}", None, KEY)
+    assert status == expected, (model, status, answer)
+    check("GET", "/v1/models/{model}", status, headers, answer)
+
 print(json.dumps({"validated": validated}))

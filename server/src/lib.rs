@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use app::server::AppState;
 use app::{shell, App};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -85,6 +85,7 @@ pub fn api_routes() -> Vec<(&'static str, http::Method, MethodRouter<AppState>)>
             Method::GET,
             get(openai_api::models).layer(compression()),
         ),
+        ("/v1/models/{*model}", Method::GET, get(openai_api::model)),
         (
             "/v1/chat/completions",
             Method::POST,
@@ -132,6 +133,8 @@ pub fn router(services: Services, leptos_options: LeptosOptions) -> Router {
     let api = api_routes()
         .into_iter()
         .fold(Router::new(), |r, (path, _, route)| r.route(path, route))
+        // Any other address under /v1 answers as the API does (JSON), not with the site's page.
+        .route("/v1/{*rest}", any(openai_api::unknown))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route(

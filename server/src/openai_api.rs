@@ -11,13 +11,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use app::server::AppState;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tessera_core::gateway::{Caller, ChatOutcome, ChatStream, Forward, StreamEvent};
+use tessera_core::gateway::{Caller, ChatOutcome, ChatStream, Forward, ModelInfo, StreamEvent};
 use tessera_core::knowledge::search::Passage;
 use tessera_core::llm::body::{Body as RequestBody, Dialect};
 use tessera_core::llm::{LlmError, LlmErrorKind};
@@ -245,11 +245,61 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
         Ok(models) => models,
         Err(e) => return llm_error(&LlmError::from(e)),
     };
-    let data: Vec<Value> = models
-        .into_iter()
-        .map(|m| json!({ "id": m.id, "object": "model", "created": 0, "owned_by": m.provider.as_str() }))
-        .collect();
+    let data: Vec<Value> = models.iter().map(model_json).collect();
     Json(json!({ "object": "list", "data": data })).into_response()
+}
+
+fn model_json(m: &ModelInfo) -> Value {
+    json!({ "id": m.id, "object": "model", "created": 0, "owned_by": m.provider.as_str() })
+}
+
+/// `GET /v1/models/{model}`: one of the models `GET /v1/models` lists (an id may hold `/`, as
+/// some compatible providers' do), or OpenAI's 404.
+pub async fn model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match caller(&state, &headers).await {
+        Ok(c) => c,
+        Err(e) => return e.openai(),
+    };
+    let models = match state.services.gateway.available_models(caller.tenant).await {
+        Ok(models) => models,
+        Err(e) => return llm_error(&LlmError::from(e)),
+    };
+    match models.iter().find(|m| m.id == id) {
+        Some(m) => Json(model_json(m)).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!(
+                "The model `{id}` does not exist or this clinic cannot use it; GET /v1/models lists the ones it can."
+            ),
+        )
+        .openai(),
+    }
+}
+
+/// Any other path under `/v1`: a 404 in the shape the caller's SDK reads (Anthropic's under
+/// `/v1/messages` and `/v1/complete`, OpenAI's elsewhere), naming what is served, instead of
+/// the site's page for a missing address.
+pub async fn unknown(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    let error = ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "unknown_url",
+        format!(
+            "Unknown request URL: {method} {path}. Tessera serves POST /v1/chat/completions, POST /v1/embeddings, POST /v1/messages, GET /v1/models and GET /v1/models/{{model}}."
+        ),
+    );
+    if path.starts_with("/v1/messages") || path == "/v1/complete" {
+        error.anthropic()
+    } else {
+        error.openai()
+    }
 }
 
 /// The passages an agent's reply was grounded in (Tessera's extra field `sources`): the number

@@ -655,6 +655,55 @@ async fn an_api_key_lists_the_clinics_models_until_revoked(pool: PgPool) {
         assert!(ids.contains(id), "{id} missing from {ids:?}");
     }
 
+    // One model, as the SDKs' `models.retrieve` asks for it; an id may hold `/`.
+    let res = api
+        .get(format!("{}/v1/models/{}", app.url, ids[0]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let one: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(one, body["data"][0]);
+    for missing in ["no-such-model", "vendor/no-such-model"] {
+        let res = api
+            .get(format!("{}/v1/models/{missing}", app.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+        let err: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "model_not_found", "{err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains(missing));
+    }
+
+    // Other addresses under /v1 answer in the API's shapes, not with the site's page.
+    let res = api
+        .post(format!("{}/v1/responses", app.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "model": "gpt-4o-mini", "input": "hi" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let err: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "unknown_url", "{err}");
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("POST /v1/responses"));
+    let res = api
+        .post(format!("{}/v1/messages/count_tokens", app.url))
+        .header("x-api-key", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let err: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(err["type"], "error");
+    assert_eq!(err["error"]["type"], "not_found_error", "{err}");
+
     // Errors in OpenAI's shape.
     let res = api
         .get(format!("{}/v1/models", app.url))

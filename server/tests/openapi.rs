@@ -34,7 +34,9 @@ async fn the_document_describes_exactly_the_routes_and_each_answers(pool: PgPool
 
     let routes: BTreeSet<(String, String)> = server::api_routes()
         .into_iter()
-        .map(|(path, method, _)| (path.to_string(), method.to_string()))
+        // A route's catch-all parameter (`{*model}`, an id may hold `/`) is a plain one in
+        // the document.
+        .map(|(path, method, _)| (path.replace("{*", "{"), method.to_string()))
         .collect();
     assert_eq!(document_operations(&doc), routes);
 
@@ -77,5 +79,5 @@ async fn real_answers_validate_against_the_document(pool: PgPool) {
         &[],
     )
     .await;
-    assert_eq!(seen["validated"], 6, "{seen}");
+    assert_eq!(seen["validated"], 8, "{seen}");
 }
