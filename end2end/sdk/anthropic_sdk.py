@@ -1,6 +1,6 @@
-"""The official Anthropic Python SDK against Tessera's /v1/messages: a message, a stream read
-with the SDK's helper, a tool round trip, a call with beta features, and the SDK's own error
-classes for Tessera's errors.
+"""The official Anthropic Python SDK against Tessera's /v1/messages: the models listed and
+retrieved, a message and its prompt's token count, a stream read with the SDK's helper, a tool
+round trip, a call with beta features, and the SDK's own error classes for Tessera's errors.
 
 Run by server/tests/openai_sdk.rs with TESSERA_BASE_URL (the server's root: the SDK adds
 /v1/messages) and TESSERA_API_KEY set. Prints one JSON line with what it saw; exits non-zero
@@ -25,6 +25,18 @@ def main() -> int:
     client = anthropic.Anthropic(base_url=os.environ["TESSERA_BASE_URL"], api_key=os.environ["TESSERA_API_KEY"], max_retries=0)
     seen = {}
 
+    # The models, in Anthropic's shape: Claude's, the ones /v1/messages serves.
+    listed = [m.id for m in client.models.list()]
+    assert MODEL in listed and all(i.startswith("claude-") for i in listed), listed
+    model = client.models.retrieve(MODEL)
+    assert model.type == "model" and model.id == MODEL, model
+    try:
+        client.models.retrieve("claude-no-such-model")
+        raise AssertionError("an unknown model must not be found")
+    except anthropic.NotFoundError as e:
+        assert "claude-no-such-model" in str(e), e
+    seen["models"] = len(listed)
+
     message = client.messages.create(
         model=MODEL, max_tokens=64, system="Be brief.",
         messages=[{"role": "user", "content": "What does triage mean?"}],
@@ -32,6 +44,12 @@ def main() -> int:
     assert message.type == "message" and message.stop_reason == "end_turn", message
     assert "triage" in message.content[0].text, message
     seen["message_tokens"] = message.usage.input_tokens + message.usage.output_tokens
+
+    # The same prompt counted as the message reported it (a count is not charged).
+    counted = client.messages.count_tokens(
+        model=MODEL, system="Be brief.", messages=[{"role": "user", "content": "What does triage mean?"}],
+    )
+    assert counted.input_tokens == message.usage.input_tokens, (counted, message.usage)
 
     with client.messages.stream(
         model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "List the clinic opening hours"}],

@@ -94,6 +94,11 @@ pub fn api_routes() -> Vec<(&'static str, http::Method, MethodRouter<AppState>)>
         ("/v1/embeddings", Method::POST, post(openai_api::embeddings)),
         ("/v1/messages", Method::POST, post(openai_api::messages)),
         (
+            "/v1/messages/count_tokens",
+            Method::POST,
+            post(openai_api::count_tokens),
+        ),
+        (
             OPENAPI_URL,
             Method::GET,
             get(openapi::document).layer(compression()),

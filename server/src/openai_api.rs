@@ -21,6 +21,7 @@ use tessera_core::gateway::{Caller, ChatOutcome, ChatStream, Forward, ModelInfo,
 use tessera_core::knowledge::search::Passage;
 use tessera_core::llm::body::{Body as RequestBody, Dialect};
 use tessera_core::llm::{LlmError, LlmErrorKind};
+use tessera_core::Provider;
 
 /// A refusal, rendered in either provider's error shape.
 struct ApiError {
@@ -235,51 +236,98 @@ async fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<Caller, 
     }
 }
 
-/// `GET /v1/models`: the models this clinic can use, from each provider it has a key for.
+/// `GET /v1/models`: the models this clinic can use, from each provider it has a key for. In
+/// OpenAI's shape, or, for Anthropic's SDK (which sends `anthropic-version` on every call),
+/// in Anthropic's with Claude's models (the ones `/v1/messages` serves).
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let caller = match caller(&state, &headers).await {
-        Ok(c) => c,
-        Err(e) => return e.openai(),
-    };
-    let models = match state.services.gateway.available_models(caller.tenant).await {
+    let anthropic = headers.contains_key(ANTHROPIC_VERSION);
+    let models = match listed(&state, &headers, anthropic).await {
         Ok(models) => models,
-        Err(e) => return llm_error(&LlmError::from(e)),
+        Err(res) => return res,
     };
+    if anthropic {
+        let data: Vec<Value> = models.iter().map(anthropic_model_json).collect();
+        let first = models.first().map(|m| &m.id);
+        let last = models.last().map(|m| &m.id);
+        return Json(
+            json!({ "data": data, "has_more": false, "first_id": first, "last_id": last }),
+        )
+        .into_response();
+    }
     let data: Vec<Value> = models.iter().map(model_json).collect();
     Json(json!({ "object": "list", "data": data })).into_response()
+}
+
+/// `GET /v1/models/{model}`: one of the models `GET /v1/models` lists, in the same shape (an
+/// id may hold `/`, as some compatible providers' do), or a 404.
+pub async fn model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let anthropic = headers.contains_key(ANTHROPIC_VERSION);
+    let models = match listed(&state, &headers, anthropic).await {
+        Ok(models) => models,
+        Err(res) => return res,
+    };
+    match models.iter().find(|m| m.id == id) {
+        Some(m) if anthropic => Json(anthropic_model_json(m)).into_response(),
+        Some(m) => Json(model_json(m)).into_response(),
+        None => {
+            let error = ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                format!(
+                    "The model `{id}` does not exist or this clinic cannot use it; GET /v1/models lists the ones it can."
+                ),
+            );
+            if anthropic {
+                error.anthropic()
+            } else {
+                error.openai()
+            }
+        }
+    }
+}
+
+/// The header Anthropic's SDK sends with every request.
+const ANTHROPIC_VERSION: &str = "anthropic-version";
+
+/// The caller's models (Claude's alone for Anthropic's SDK), or the refusal in its shape.
+async fn listed(
+    state: &AppState,
+    headers: &HeaderMap,
+    anthropic: bool,
+) -> Result<Vec<ModelInfo>, Response> {
+    let render = |e: ApiError| {
+        if anthropic {
+            e.anthropic()
+        } else {
+            e.openai()
+        }
+    };
+    let caller = caller(state, headers).await.map_err(render)?;
+    let mut models = state
+        .services
+        .gateway
+        .available_models(caller.tenant)
+        .await
+        .map_err(|e| render(ApiError::from(&LlmError::from(e))))?;
+    if anthropic {
+        models.retain(|m| m.provider == Provider::Anthropic);
+    }
+    Ok(models)
 }
 
 fn model_json(m: &ModelInfo) -> Value {
     json!({ "id": m.id, "object": "model", "created": 0, "owned_by": m.provider.as_str() })
 }
 
-/// `GET /v1/models/{model}`: one of the models `GET /v1/models` lists (an id may hold `/`, as
-/// some compatible providers' do), or OpenAI's 404.
-pub async fn model(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let caller = match caller(&state, &headers).await {
-        Ok(c) => c,
-        Err(e) => return e.openai(),
-    };
-    let models = match state.services.gateway.available_models(caller.tenant).await {
-        Ok(models) => models,
-        Err(e) => return llm_error(&LlmError::from(e)),
-    };
-    match models.iter().find(|m| m.id == id) {
-        Some(m) => Json(model_json(m)).into_response(),
-        None => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "model_not_found",
-            format!(
-                "The model `{id}` does not exist or this clinic cannot use it; GET /v1/models lists the ones it can."
-            ),
-        )
-        .openai(),
-    }
+/// A model in Anthropic's shape (`created_at` is not known here: the epoch, as OpenAI's shape
+/// has `created` 0).
+fn anthropic_model_json(m: &ModelInfo) -> Value {
+    json!({ "type": "model", "id": m.id, "display_name": m.id, "created_at": "1970-01-01T00:00:00Z" })
 }
 
 /// Any other path under `/v1`: a 404 in the shape the caller's SDK reads (Anthropic's under
@@ -292,7 +340,7 @@ pub async fn unknown(method: axum::http::Method, uri: axum::http::Uri) -> Respon
         "invalid_request_error",
         "unknown_url",
         format!(
-            "Unknown request URL: {method} {path}. Tessera serves POST /v1/chat/completions, POST /v1/embeddings, POST /v1/messages, GET /v1/models and GET /v1/models/{{model}}."
+            "Unknown request URL: {method} {path}. Tessera serves POST /v1/chat/completions, POST /v1/embeddings, POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models and GET /v1/models/{{model}}."
         ),
     );
     if path.starts_with("/v1/messages") || path == "/v1/complete" {
@@ -400,18 +448,9 @@ pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(b) => b,
         Err(message) => return ApiError::invalid(message).anthropic(),
     };
-    // Beta features (`anthropic-beta`, as the SDK's `betas` sends them) go to Anthropic as
-    // asked, once checked.
-    let anthropic_beta = match headers.get("anthropic-beta").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(value)) => match tessera_core::gateway::beta_header(value) {
-            Ok(value) => Some(value),
-            Err(message) => return ApiError::invalid(message).anthropic(),
-        },
-        Some(Err(_)) => {
-            return ApiError::invalid("anthropic-beta: expected plain ASCII beta names.")
-                .anthropic()
-        }
+    let anthropic_beta = match anthropic_beta(&headers) {
+        Ok(beta) => beta,
+        Err(e) => return e.anthropic(),
     };
     let forward = Forward {
         dialect: Dialect::Anthropic,
@@ -427,6 +466,51 @@ pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: B
             let id = stream.id;
             with_call_id(streamed(stream, Dialect::Anthropic), id)
         }
+    }
+}
+
+/// Beta features (`anthropic-beta`, as the Anthropic SDK's `betas` sends them), checked, to go
+/// to Anthropic as asked.
+fn anthropic_beta(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("anthropic-beta").map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(value)) => tessera_core::gateway::beta_header(value)
+            .map(Some)
+            .map_err(ApiError::invalid),
+        Some(Err(_)) => Err(ApiError::invalid(
+            "anthropic-beta: expected plain ASCII beta names.",
+        )),
+    }
+}
+
+/// `POST /v1/messages/count_tokens`: Anthropic's count of a Messages body's input tokens, as
+/// its SDK's `messages.count_tokens` asks for it. Counted against the plan's requests per
+/// minute, not metered (Anthropic does not charge for it).
+pub async fn count_tokens(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let caller = match caller(&state, &headers).await {
+        Ok(c) => c,
+        Err(e) => return e.anthropic(),
+    };
+    let body = match RequestBody::parse(&body) {
+        Ok(b) => b,
+        Err(message) => return ApiError::invalid(message).anthropic(),
+    };
+    let beta = match anthropic_beta(&headers) {
+        Ok(beta) => beta,
+        Err(e) => return e.anthropic(),
+    };
+    match state
+        .services
+        .gateway
+        .count_tokens(&caller, body, beta.as_deref())
+        .await
+    {
+        Ok(bytes) => json_bytes(bytes),
+        Err(e) => ApiError::from(&e).anthropic(),
     }
 }
 

@@ -678,6 +678,53 @@ async fn an_api_key_lists_the_clinics_models_until_revoked(pool: PgPool) {
         assert!(err["error"]["message"].as_str().unwrap().contains(missing));
     }
 
+    // Anthropic's SDK (`anthropic-version` on every call) gets Anthropic's shape: Claude's
+    // models, the ones /v1/messages serves.
+    let res = api
+        .get(format!("{}/v1/models", app.url))
+        .header("x-api-key", &token)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let claude: serde_json::Value = res.json().await.unwrap();
+    let claude_ids: Vec<&str> = claude["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(claude_ids, testkit::ANTHROPIC_MODELS, "{claude}");
+    assert_eq!(claude["has_more"], false);
+    assert_eq!(claude["data"][0]["type"], "model");
+    assert_eq!(claude["first_id"], testkit::ANTHROPIC_MODELS[0]);
+
+    // Anthropic's token count, as its SDK's `messages.count_tokens` asks for it; Claude's
+    // models only.
+    let count = |model: &str| {
+        api.post(format!("{}/v1/messages/count_tokens", app.url))
+            .header("x-api-key", &token)
+            .header("anthropic-version", "2023-06-01")
+            .json(&serde_json::json!({
+                "model": model,
+                "messages": [{ "role": "user", "content": "How long is a flu shot good for?" }],
+            }))
+            .send()
+    };
+    let res = count(testkit::ANTHROPIC_MODELS[0]).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let counted: serde_json::Value = res.json().await.unwrap();
+    assert!(counted["input_tokens"].as_u64().unwrap() > 0, "{counted}");
+    let res = count("gpt-4o-mini").await.unwrap();
+    assert_eq!(res.status(), 400);
+    let err: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["type"], "invalid_request_error", "{err}");
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("gpt-4o-mini"));
+
     // Other addresses under /v1 answer in the API's shapes, not with the site's page.
     let res = api
         .post(format!("{}/v1/responses", app.url))
@@ -694,7 +741,7 @@ async fn an_api_key_lists_the_clinics_models_until_revoked(pool: PgPool) {
         .unwrap()
         .contains("POST /v1/responses"));
     let res = api
-        .post(format!("{}/v1/messages/count_tokens", app.url))
+        .post(format!("{}/v1/messages/batches", app.url))
         .header("x-api-key", &token)
         .send()
         .await

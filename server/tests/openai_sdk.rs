@@ -134,6 +134,11 @@ async fn the_anthropic_python_sdk_works_against_v1_messages(pool: PgPool) {
         c.token().to_string(),
     )
     .await;
+    assert_eq!(
+        seen["models"].as_u64(),
+        Some(testkit::ANTHROPIC_MODELS.len() as u64),
+        "{seen}"
+    );
     app.flush_ledger().await;
     let recorded = app.ledger_usage(c.tenant).await;
     assert_eq!(

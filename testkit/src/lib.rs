@@ -135,6 +135,10 @@ pub fn router_with(options: SimOptions) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/anthropic/v1/messages", post(messages))
+        .route(
+            "/anthropic/v1/messages/count_tokens",
+            post(count_message_tokens),
+        )
         .route("/sim/stats", get(stats))
         .route("/sim/last", get(last))
         .route("/sim/last-headers", get(last_headers))
@@ -1046,6 +1050,27 @@ async fn chat_completions(State(sim): State<Sim>, headers: HeaderMap, body: Byte
         events,
         directive_num(directives, "chunk_ms").unwrap_or(sim.options.chunk_ms),
     )
+}
+
+/// Anthropic's `POST /v1/messages/count_tokens`: the input tokens a message with this body
+/// would report (its body is a message's without `max_tokens`).
+async fn count_message_tokens(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+    remember(&sim, &headers, &body);
+    if let Err(res) = check(&headers, Flavor::Anthropic) {
+        return res;
+    }
+    let mut req: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return bad_request(Flavor::Anthropic, "body", "body: expected a JSON object"),
+    };
+    req["max_tokens"] = json!(1);
+    let conv = match parse_anthropic_messages(&Bytes::from(req.to_string())) {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
+    let input = prompt_tokens(&texts) + conv.extras.images as i64 * features::IMAGE_TOKENS;
+    Json(json!({ "input_tokens": input })).into_response()
 }
 
 async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {

@@ -504,6 +504,58 @@ impl Gateway {
             call.complete(response).await.map(ChatOutcome::Complete)
         }
     }
+
+    /// Anthropic's count of a Messages body's input tokens (`/v1/messages/count_tokens`, as
+    /// Anthropic's SDK's `messages.count_tokens` calls it): the body forwarded with the
+    /// clinic's key (or the platform's, where the plan allows) and Anthropic's answer
+    /// returned as it came. Nothing is reserved or charged: Anthropic does not charge for it,
+    /// and its route counts it against the plan's requests per minute.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %caller.tenant))]
+    pub async fn count_tokens(
+        &self,
+        caller: &Caller,
+        body: Body,
+        anthropic_beta: Option<&str>,
+    ) -> Result<bytes::Bytes, LlmError> {
+        let model = match body.get::<std::borrow::Cow<str>>("model") {
+            Ok(Some(model)) if !model.trim().is_empty() => model.into_owned(),
+            Ok(_) => return Err(LlmError::bad_request("model: name a Claude model.")),
+            Err(_) => return Err(LlmError::bad_request("model: expected a string.")),
+        };
+        if provider_for_model(&model) != Some(Provider::Anthropic) {
+            return Err(LlmError::bad_request(format!(
+                "model: only Claude's models count tokens here (got `{model}`)."
+            )));
+        }
+        let limits = self.limits(caller.tenant).await?;
+        if !limits.active {
+            return Err(Error::forbidden("This clinic has been deactivated.").into());
+        }
+        let chosen = self.choose(caller.tenant, &limits, &model).await?;
+        let response = self
+            .send(
+                &chosen,
+                send::Op::CountTokens,
+                body.to_bytes().into(),
+                anthropic_beta,
+            )
+            .await?;
+        let timeout = std::time::Duration::from_secs(self.config.provider_timeout_secs);
+        match tokio::time::timeout(timeout, wire::read_limited(response, wire::ERROR_LIMIT)).await {
+            Ok(Ok(bytes)) if counted(&bytes) => Ok(bytes.into()),
+            Ok(_) => Err(LlmError::malformed(chosen.provider)),
+            Err(_) => Err(LlmError::timeout(chosen.provider, timeout)),
+        }
+    }
+}
+
+/// Whether Anthropic's answer to a token count is one: an object with a whole
+/// `input_tokens` of at least zero.
+fn counted(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("input_tokens")?.as_u64())
+        .is_some()
 }
 
 /// A call ready to send: its provider and key, its body, its worst case.

@@ -58,6 +58,8 @@ fn put_headers(
 pub(super) enum Op {
     Chat,
     Embeddings,
+    /// Anthropic's count of a Messages body's input tokens (nothing else offers it).
+    CountTokens,
 }
 
 impl Op {
@@ -65,14 +67,16 @@ impl Op {
         match self {
             Op::Chat => "chat",
             Op::Embeddings => "embeddings",
+            Op::CountTokens => "count_tokens",
         }
     }
 
-    /// Its path under an OpenAI-format base URL.
-    fn path(self) -> &'static str {
+    /// Its path under an OpenAI-format base URL (`None`: no OpenAI-format API has it).
+    fn path(self) -> Option<&'static str> {
         match self {
-            Op::Chat => "chat/completions",
-            Op::Embeddings => "embeddings",
+            Op::Chat => Some("chat/completions"),
+            Op::Embeddings => Some("embeddings"),
+            Op::CountTokens => None,
         }
     }
 }
@@ -81,10 +85,14 @@ impl Op {
 /// Anthropic's Messages API), not a clinic.
 fn installation_url(config: &crate::config::Config, provider: Provider, op: Op) -> Option<String> {
     match (provider, op) {
-        (Provider::OpenAi, _) => Some(format!("{}/{}", config.openai_base_url, op.path())),
+        (Provider::OpenAi, _) => Some(format!("{}/{}", config.openai_base_url, op.path()?)),
         (Provider::Anthropic, Op::Chat) => {
             Some(format!("{}/v1/messages", config.anthropic_base_url))
         }
+        (Provider::Anthropic, Op::CountTokens) => Some(format!(
+            "{}/v1/messages/count_tokens",
+            config.anthropic_base_url
+        )),
         _ => None,
     }
 }
@@ -97,6 +105,7 @@ pub(super) struct Endpoints {
     openai_chat: Option<egress::Address>,
     openai_embeddings: Option<egress::Address>,
     anthropic_messages: Option<egress::Address>,
+    anthropic_count_tokens: Option<egress::Address>,
 }
 
 impl Endpoints {
@@ -109,6 +118,7 @@ impl Endpoints {
             openai_chat: parse(Provider::OpenAi, Op::Chat),
             openai_embeddings: parse(Provider::OpenAi, Op::Embeddings),
             anthropic_messages: parse(Provider::Anthropic, Op::Chat),
+            anthropic_count_tokens: parse(Provider::Anthropic, Op::CountTokens),
         }
     }
 
@@ -118,6 +128,7 @@ impl Endpoints {
             (Provider::OpenAi, Op::Chat) => self.openai_chat.as_ref(),
             (Provider::OpenAi, Op::Embeddings) => self.openai_embeddings.as_ref(),
             (Provider::Anthropic, Op::Chat) => self.anthropic_messages.as_ref(),
+            (Provider::Anthropic, Op::CountTokens) => self.anthropic_count_tokens.as_ref(),
             _ => None,
         }
     }
@@ -155,13 +166,20 @@ impl Gateway {
                     "The OpenAI-compatible endpoint has no base URL. An admin can set it under Settings → Provider keys.",
                 )
             })?;
-            return Ok(format!("{}/{}", base.trim_end_matches('/'), op.path()));
+            let path = op.path().ok_or_else(|| {
+                LlmError::bad_request(
+                    "Only Anthropic counts a message's tokens; name a Claude model.",
+                )
+            })?;
+            return Ok(format!("{}/{}", base.trim_end_matches('/'), path));
         }
-        // The installation has every address but Anthropic's for embeddings.
+        // The installation has every address but Anthropic's for embeddings and OpenAI's for
+        // counting tokens.
         installation_url(&self.config, chosen.provider, op).ok_or_else(|| {
-            LlmError::bad_request(
-                "Anthropic does not offer embeddings; choose an OpenAI or OpenAI-compatible embedding model.",
-            )
+            LlmError::bad_request(match op {
+                Op::CountTokens => "Only Anthropic counts a message's tokens; name a Claude model.",
+                _ => "Anthropic does not offer embeddings; choose an OpenAI or OpenAI-compatible embedding model.",
+            })
         })
     }
 
