@@ -444,12 +444,8 @@ pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(c) => c,
         Err(e) => return e.anthropic(),
     };
-    let body = match RequestBody::parse(&body) {
-        Ok(b) => b,
-        Err(message) => return ApiError::invalid(message).anthropic(),
-    };
-    let anthropic_beta = match anthropic_beta(&headers) {
-        Ok(beta) => beta,
+    let (body, anthropic_beta) = match anthropic_parts(&headers, &body) {
+        Ok(parts) => parts,
         Err(e) => return e.anthropic(),
     };
     let forward = Forward {
@@ -467,6 +463,15 @@ pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: B
             with_call_id(streamed(stream, Dialect::Anthropic), id)
         }
     }
+}
+
+/// An Anthropic-format request's body and beta features, or why it is refused.
+fn anthropic_parts(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(RequestBody, Option<String>), ApiError> {
+    let body = RequestBody::parse(body).map_err(ApiError::invalid)?;
+    Ok((body, anthropic_beta(headers)?))
 }
 
 /// Beta features (`anthropic-beta`, as the Anthropic SDK's `betas` sends them), checked, to go
@@ -495,12 +500,8 @@ pub async fn count_tokens(
         Ok(c) => c,
         Err(e) => return e.anthropic(),
     };
-    let body = match RequestBody::parse(&body) {
-        Ok(b) => b,
-        Err(message) => return ApiError::invalid(message).anthropic(),
-    };
-    let beta = match anthropic_beta(&headers) {
-        Ok(beta) => beta,
+    let (body, beta) = match anthropic_parts(&headers, &body) {
+        Ok(parts) => parts,
         Err(e) => return e.anthropic(),
     };
     match state
