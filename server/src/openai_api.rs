@@ -94,6 +94,15 @@ impl ApiError {
     fn anthropic(self) -> Response {
         self.respond(self.anthropic_body())
     }
+
+    /// In Anthropic's shape when `anthropic`, else in OpenAI's.
+    fn in_shape(self, anthropic: bool) -> Response {
+        if anthropic {
+            self.anthropic()
+        } else {
+            self.openai()
+        }
+    }
 }
 
 impl From<&LlmError> for ApiError {
@@ -273,21 +282,15 @@ pub async fn model(
     match models.iter().find(|m| m.id == id) {
         Some(m) if anthropic => Json(anthropic_model_json(m)).into_response(),
         Some(m) => Json(model_json(m)).into_response(),
-        None => {
-            let error = ApiError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-                format!(
-                    "The model `{id}` does not exist or this clinic cannot use it; GET /v1/models lists the ones it can."
-                ),
-            );
-            if anthropic {
-                error.anthropic()
-            } else {
-                error.openai()
-            }
-        }
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!(
+                "The model `{id}` does not exist or this clinic cannot use it; GET /v1/models lists the ones it can."
+            ),
+        )
+        .in_shape(anthropic),
     }
 }
 
@@ -300,13 +303,7 @@ async fn listed(
     headers: &HeaderMap,
     anthropic: bool,
 ) -> Result<Vec<ModelInfo>, Response> {
-    let render = |e: ApiError| {
-        if anthropic {
-            e.anthropic()
-        } else {
-            e.openai()
-        }
-    };
+    let render = |e: ApiError| e.in_shape(anthropic);
     let caller = caller(state, headers).await.map_err(render)?;
     let mut models = state
         .services
@@ -343,11 +340,7 @@ pub async fn unknown(method: axum::http::Method, uri: axum::http::Uri) -> Respon
             "Unknown request URL: {method} {path}. Tessera serves POST /v1/chat/completions, POST /v1/embeddings, POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models and GET /v1/models/{{model}}."
         ),
     );
-    if path.starts_with("/v1/messages") || path == "/v1/complete" {
-        error.anthropic()
-    } else {
-        error.openai()
-    }
+    error.in_shape(path.starts_with("/v1/messages") || path == "/v1/complete")
 }
 
 /// The passages an agent's reply was grounded in (Tessera's extra field `sources`): the number
