@@ -1,5 +1,6 @@
 """The official OpenAI Python SDK against Tessera's /v1 API: a JSON call, a streamed call with
-usage, the models listed and retrieved, and the SDK's own error classes for Tessera's errors.
+usage, the Responses API (JSON, streamed, a function tool's round trip), the models listed and
+retrieved, and the SDK's own error classes for Tessera's errors.
 
 Run by server/tests/openai_sdk.rs with TESSERA_BASE_URL (…/v1) and TESSERA_API_KEY set. Prints
 one JSON line with what it saw; exits non-zero when a check fails.
@@ -45,6 +46,45 @@ def main() -> int:
     assert "opening hours" in streamed, streamed
     assert usage is not None and usage.completion_tokens > 0, usage
 
+    # The Responses API: JSON, streamed, and a function tool's round trip.
+    response = client.responses.create(
+        model="gpt-4o-mini", instructions="Be brief.", input="What does triage mean?", max_output_tokens=50
+    )
+    assert response.status == "completed", response
+    assert "triage" in response.output_text, response.output_text
+    responses_tokens = response.usage.total_tokens
+    deltas, completed = [], None
+    for event in client.responses.create(model="gpt-4o-mini", input="List the clinic opening hours", stream=True):
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+        elif event.type == "response.completed":
+            completed = event.response
+    assert completed is not None, "the stream must end with response.completed"
+    assert "".join(deltas) == completed.output_text, (deltas, completed.output_text)
+    responses_tokens += completed.usage.total_tokens
+    weather = {
+        "type": "function",
+        "name": "weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+    asked = [{"role": "user", "content": "What is the weather in Oslo?"}]
+    first = client.responses.create(model="gpt-4o-mini", input=asked, tools=[weather])
+    call = next(item for item in first.output if item.type == "function_call")
+    assert call.name == "weather" and json.loads(call.arguments) == {"city": "Oslo"}, call
+    answered = client.responses.create(
+        model="gpt-4o-mini",
+        tools=[weather],
+        input=asked + [call, {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"}],
+    )
+    assert answered.output_text.endswith("Sunny, 21 C"), answered.output_text
+    responses_tokens += first.usage.total_tokens + answered.usage.total_tokens
+    try:
+        client.responses.create(model="gpt-4o-mini", input="And then?", previous_response_id=response.id)
+        raise AssertionError("a response kept by the provider cannot be bounded and must be refused")
+    except openai.BadRequestError as e:
+        assert "previous_response_id" in str(e), e
+
     listed = [m.id for m in client.models.list()]
     assert "gpt-4o-mini" in listed, listed
     model = client.models.retrieve("gpt-4o-mini")
@@ -77,6 +117,7 @@ def main() -> int:
     print(json.dumps({
         "json_total_tokens": reply.usage.total_tokens,
         "stream_total_tokens": usage.total_tokens,
+        "responses_total_tokens": responses_tokens,
         "sdk_version": openai.__version__,
     }))
     return 0

@@ -91,6 +91,7 @@ pub fn api_routes() -> Vec<(&'static str, http::Method, MethodRouter<AppState>)>
             Method::POST,
             post(openai_api::chat_completions),
         ),
+        ("/v1/responses", Method::POST, post(openai_api::responses)),
         ("/v1/embeddings", Method::POST, post(openai_api::embeddings)),
         ("/v1/messages", Method::POST, post(openai_api::messages)),
         (

@@ -1,8 +1,8 @@
 //! The provider-compatible API under `/v1`, authenticated by an API key (`tsk_...`) sent as
-//! `Authorization: Bearer` or, as Anthropic's SDK sends it, `x-api-key`. Chat completions and
-//! embeddings answer in OpenAI's shapes, `/v1/messages` in Anthropic's (errors included), so
-//! the official SDKs work by setting their base URL and key. Chat bodies are forwarded as the
-//! client sent them (see [`tessera_core::gateway::Gateway::forward`]); the replies come back
+//! `Authorization: Bearer` or, as Anthropic's SDK sends it, `x-api-key`. Chat completions, the
+//! Responses API and embeddings answer in OpenAI's shapes, `/v1/messages` in Anthropic's
+//! (errors included), so the official SDKs work by setting their base URL and key. Chat and
+//! Responses bodies are forwarded as the client sent them (see [`tessera_core::gateway::Gateway::forward`]); the replies come back
 //! as the provider's bytes. This module is the one place that knows both error shapes and
 //! which status each failure gets.
 
@@ -337,7 +337,7 @@ pub async fn unknown(method: axum::http::Method, uri: axum::http::Uri) -> Respon
         "invalid_request_error",
         "unknown_url",
         format!(
-            "Unknown request URL: {method} {path}. Tessera serves POST /v1/chat/completions, POST /v1/embeddings, POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models and GET /v1/models/{{model}}."
+            "Unknown request URL: {method} {path}. Tessera serves POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models and GET /v1/models/{{model}}."
         ),
     );
     error.in_shape(path.starts_with("/v1/messages") || path == "/v1/complete")
@@ -426,6 +426,37 @@ pub async fn chat_completions(
         Ok(ChatOutcome::Stream(stream)) => {
             let id = stream.id;
             with_call_id(streamed(stream, Dialect::OpenAi), id)
+        }
+    }
+}
+
+/// `POST /v1/responses`: OpenAI's Responses API for OpenAI's and OpenAI-compatible models,
+/// forwarded through the gateway as sent (budget, key and ledger as for chat completions); the
+/// reply as the provider gave it, JSON or server-sent events. What would make a call's cost
+/// unknown before it is made (responses and conversations kept by the provider, background
+/// calls, hosted tools) is refused by name.
+pub async fn responses(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let caller = match authenticated(&state, &headers).await {
+        Ok(c) => c,
+        Err(e) => return e.openai(),
+    };
+    let body = match RequestBody::parse(&body) {
+        Ok(b) => b,
+        Err(message) => return invalid(message),
+    };
+    let forward = Forward {
+        dialect: Dialect::Responses,
+        body,
+        anthropic_beta: None,
+    };
+    match state.services.gateway.forward(&caller, forward).await {
+        Err(e) => ApiError::from(&e).openai(),
+        Ok(ChatOutcome::Complete(c)) => {
+            with_call_id(json_bytes(c.body.clone().unwrap_or_default()), c.id)
+        }
+        Ok(ChatOutcome::Stream(stream)) => {
+            let id = stream.id;
+            with_call_id(streamed(stream, Dialect::Responses), id)
         }
     }
 }
@@ -532,6 +563,17 @@ fn streamed(stream: ChatStream, dialect: Dialect) -> Response {
                 Dialect::Anthropic => {
                     let mut out = b"event: error\n".to_vec();
                     out.extend_from_slice(&sse(&ApiError::from(&e).anthropic_body()));
+                    Bytes::from(out)
+                }
+                Dialect::Responses => {
+                    let error = ApiError::from(&e);
+                    let mut out = b"event: error\n".to_vec();
+                    out.extend_from_slice(&sse(&json!({
+                        "type": "error",
+                        "code": error.code,
+                        "message": error.message,
+                        "param": null,
+                    })));
                     Bytes::from(out)
                 }
             }),

@@ -818,8 +818,9 @@ async fn a_clinic_that_does_not_pay_stays_within_its_allowance(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn any_body_a_client_sends_is_answered_without_a_server_error(pool: PgPool) {
-    // Random request bodies, shaped like OpenAI's and not: each gets a 4xx in OpenAI's error
-    // shape, or goes through; never a 5xx for the client's mistake, never a panic.
+    // Random request bodies, shaped like OpenAI's and not, to chat completions and to the
+    // Responses API: each gets a 4xx in OpenAI's error shape, or goes through; never a 5xx for
+    // the client's mistake, never a panic.
     use proptest::prelude::*;
     use proptest::strategy::ValueTree;
     let app = TestApp::spawn(&pool).await;
@@ -851,6 +852,11 @@ async fn any_body_a_client_sends_is_answered_without_a_server_error(pool: PgPool
         "tools",
         "role",
         "content",
+        "input",
+        "max_output_tokens",
+        "previous_response_id",
+        "background",
+        "instructions",
     ]);
     let body = prop::collection::btree_map(field, value.clone(), 0..6).prop_map(|mut m| {
         if m.contains_key("model") {
@@ -868,14 +874,20 @@ async fn any_body_a_client_sends_is_answered_without_a_server_error(pool: PgPool
     });
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let client = reqwest::Client::new();
-    for i in 0..200 {
-        let sent = if i % 2 == 0 {
-            body.new_tree(&mut runner).unwrap().current()
-        } else {
-            messages.new_tree(&mut runner).unwrap().current()
+    for i in 0..300 {
+        let (sent, path) = match i % 3 {
+            0 => (
+                body.new_tree(&mut runner).unwrap().current(),
+                "chat/completions",
+            ),
+            1 => (
+                messages.new_tree(&mut runner).unwrap().current(),
+                "chat/completions",
+            ),
+            _ => (body.new_tree(&mut runner).unwrap().current(), "responses"),
         };
         let res = client
-            .post(format!("{}/v1/chat/completions", app.url))
+            .post(format!("{}/v1/{path}", app.url))
             .bearer_auth(c.token())
             .body(sent.to_string())
             .send()
@@ -883,7 +895,7 @@ async fn any_body_a_client_sends_is_answered_without_a_server_error(pool: PgPool
             .unwrap();
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
-        assert!(status < 500, "{status} for {sent}: {text}");
+        assert!(status < 500, "{status} for {path} {sent}: {text}");
         if status >= 400 {
             let error: Value = serde_json::from_str(&text).unwrap();
             assert!(error["error"]["message"].is_string(), "{text}");
@@ -1397,4 +1409,157 @@ async fn v1_messages_forwards_anthropic_bodies_and_answers_in_anthropics_shape(p
         .unwrap()
         .starts_with("anthropic-beta:"));
     assert_eq!(ledger(&app, c.tenant).await.requests, before);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn v1_responses_forwards_openais_responses_api_and_meters_it(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Responses Clinic").await;
+    let client = reqwest::Client::new();
+    let post = |body: Value| {
+        client
+            .post(format!("{}/v1/responses", app.url))
+            .bearer_auth(c.token())
+            .json(&body)
+            .send()
+    };
+    // A JSON call: the body reaches OpenAI as sent, with a reply limit added when none was
+    // given, and the answer comes back as OpenAI's.
+    let sent = json!({ "model": "gpt-4o-mini", "instructions": "Be brief.",
+        "input": [{ "role": "user", "content": [
+            { "type": "input_text", "text": "What is triage?" },
+            { "type": "input_image", "image_url": "https://example.org/x.png" },
+        ] }],
+        "store": false, "metadata": { "ward": "B" }, "a_field_from_next_year": [1] });
+    let res = post(sent.clone()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("x-tessera-call-id"));
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["object"], "response");
+    assert_eq!(body["status"], "completed");
+    let text = body["output"][0]["content"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("I see 1 image."), "{text}");
+    let mut forwarded = sim_last(&app).await;
+    assert!(forwarded["max_output_tokens"].as_u64().is_some());
+    forwarded
+        .as_object_mut()
+        .unwrap()
+        .remove("max_output_tokens");
+    assert_eq!(forwarded, sent);
+    let json_tokens = body["usage"]["total_tokens"].as_i64().unwrap();
+    assert_eq!(ledger(&app, c.tenant).await.tokens, json_tokens);
+
+    // Streamed: OpenAI's events as they came, the last one `response.completed` with the
+    // usage the ledger records.
+    let res = post(
+        json!({ "model": "gpt-4o-mini", "input": "Summarise the rota", "stream": true,
+        "max_output_tokens": 64 }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let events = common::sse(&res.text().await.unwrap());
+    assert_eq!(events[0].event.as_deref(), Some("response.created"));
+    let last = events.last().unwrap();
+    assert_eq!(last.event.as_deref(), Some("response.completed"));
+    let done: Value = serde_json::from_str(&last.data).unwrap();
+    let streamed: String = events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("response.output_text.delta"))
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.data).unwrap()["delta"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        streamed,
+        testkit::reply_text("gpt-4o-mini", "Summarise the rota")
+    );
+    let stream_tokens = done["response"]["usage"]["total_tokens"].as_i64().unwrap();
+    let recorded = ledger(&app, c.tenant).await;
+    assert_eq!(recorded.requests, 2);
+    assert_eq!(recorded.tokens, json_tokens + stream_tokens);
+
+    // Function tools round trip: the call, then its output answered.
+    let tools = json!([{ "type": "function", "name": "weather",
+        "parameters": { "type": "object", "properties": { "city": { "type": "string" } } } }]);
+    let body: Value = post(json!({ "model": "gpt-4o-mini", "tools": tools,
+        "input": "What is the weather in Oslo?" }))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let call = &body["output"][0];
+    assert_eq!(call["type"], "function_call");
+    assert_eq!(call["arguments"], r#"{"city":"Oslo"}"#);
+    let answer: Value = post(json!({ "model": "gpt-4o-mini", "tools": tools, "input": [
+        { "role": "user", "content": "What is the weather in Oslo?" },
+        call,
+        { "type": "function_call_output", "call_id": call["call_id"], "output": "Sunny, 21 C" },
+    ] }))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(answer["output"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .ends_with("the tool said Sunny, 21 C"));
+
+    // What would make a call's cost unknown beforehand is refused by name, before anything is
+    // sent or reserved; so are Claude's models and agents.
+    let before = sim_requests(&app).await;
+    for (body, names) in [
+        (
+            json!({ "model": "gpt-4o-mini", "input": "hi", "previous_response_id": "resp_1" }),
+            "previous_response_id",
+        ),
+        (
+            json!({ "model": "gpt-4o-mini", "input": "hi", "tools": [{ "type": "web_search" }] }),
+            "tools[0]",
+        ),
+        (
+            json!({ "model": "gpt-4o-mini", "input": "hi", "background": true }),
+            "background",
+        ),
+        (json!({ "model": "gpt-4o-mini" }), "input"),
+        (
+            json!({ "model": "claude-3-5-haiku-latest", "input": "hi" }),
+            "model",
+        ),
+        (
+            json!({ "model": "agent:front-desk", "input": "hi" }),
+            "model",
+        ),
+    ] {
+        let res = post(body.clone()).await.unwrap();
+        assert_eq!(res.status(), 400, "{body}");
+        let error: Value = res.json().await.unwrap();
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(names), "{body}: {message}");
+    }
+    assert_eq!(sim_requests(&app).await, before);
+    assert_eq!(ledger(&app, c.tenant).await.requests, 4);
+
+    // A provider that fails part-way: the client gets an error event in the Responses API's
+    // shape; what reached it is charged.
+    let res = post(json!({ "model": "gpt-4o-mini", "stream": true,
+        "input": "one two three four five [sim:fail_midstream]" }))
+    .await
+    .unwrap();
+    let events = common::sse(&res.text().await.unwrap());
+    let last = events.last().unwrap();
+    assert_eq!(last.event.as_deref(), Some("error"), "{events:?}");
+    let error: Value = serde_json::from_str(&last.data).unwrap();
+    assert_eq!(error["type"], "error");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{error}"
+    );
+    assert_eq!(ledger(&app, c.tenant).await.requests, 5);
 }

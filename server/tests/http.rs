@@ -727,9 +727,9 @@ async fn an_api_key_lists_the_clinics_models_until_revoked(pool: PgPool) {
 
     // Other addresses under /v1 answer in the API's shapes, not with the site's page.
     let res = api
-        .post(format!("{}/v1/responses", app.url))
+        .post(format!("{}/v1/completions", app.url))
         .bearer_auth(&token)
-        .json(&serde_json::json!({ "model": "gpt-4o-mini", "input": "hi" }))
+        .json(&serde_json::json!({ "model": "gpt-4o-mini", "prompt": "hi" }))
         .send()
         .await
         .unwrap();
@@ -739,7 +739,7 @@ async fn an_api_key_lists_the_clinics_models_until_revoked(pool: PgPool) {
     assert!(err["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("POST /v1/responses"));
+        .contains("POST /v1/completions"));
     let res = api
         .post(format!("{}/v1/messages/batches", app.url))
         .header("x-api-key", &token)

@@ -32,12 +32,14 @@ async fn the_openai_python_sdk_works_against_v1(pool: PgPool) {
     app.flush_ledger().await;
     let recorded = app.ledger_usage(tenant).await;
     assert_eq!(
-        recorded.requests, 2,
-        "the JSON and the streamed call; failures are not charged"
+        recorded.requests, 6,
+        "the JSON and the streamed chat calls and four Responses calls; failures are not charged"
     );
     assert_eq!(
         recorded.tokens,
-        seen["json_total_tokens"].as_i64().unwrap() + seen["stream_total_tokens"].as_i64().unwrap()
+        seen["json_total_tokens"].as_i64().unwrap()
+            + seen["stream_total_tokens"].as_i64().unwrap()
+            + seen["responses_total_tokens"].as_i64().unwrap()
     );
 }
 

@@ -11,7 +11,8 @@
 //!   reply is text: `Simulated reply from <model>: the tool said <result>`.
 //! - **Structured output.** `json_schema`: the reply is a JSON object built from the schema
 //!   the same way; `json_object`: `{"reply": "<the usual reply>"}`.
-//! - **Images.** Each image part (OpenAI `image_url`, Anthropic `image`) costs
+//! - **Images.** Each image part (OpenAI `image_url`, Responses `input_image`, Anthropic
+//!   `image`) costs
 //!   [`IMAGE_TOKENS`] prompt tokens, and the reply starts `I see N image(s).`
 //! - **`n`** (OpenAI): that many identical choices, each counted in the completion tokens.
 //! - **`logprobs`** (OpenAI): each choice carries a log probability of -0.1 per word.
@@ -53,7 +54,7 @@ pub enum Answer {
     Tool(String, Value),
 }
 
-fn text_of(content: &Value) -> String {
+pub fn text_of(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
         Value::Array(parts) => parts
@@ -111,6 +112,47 @@ pub fn openai(req: &Value) -> Extras {
         images: count_images(&messages, &["image_url"]),
         choices: req["n"].as_u64().unwrap_or(1).clamp(1, 128) as usize,
         logprobs: req["logprobs"].as_bool().unwrap_or(false),
+    }
+}
+
+/// The features of a Responses API body (`input` items, `tools`, `text.format`).
+pub fn responses(req: &Value) -> Extras {
+    let items = req["input"].as_array().cloned().unwrap_or_default();
+    let tools = req["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["type"] == "function")
+        .filter_map(|t| {
+            Some(Tool {
+                name: t["name"].as_str()?.to_string(),
+                schema: t["parameters"].clone(),
+            })
+        })
+        .collect();
+    let (forced, no_tools) = match &req["tool_choice"] {
+        Value::String(s) if s == "none" => (None, true),
+        Value::String(s) if s == "required" => (Some(String::new()), false),
+        v => (v["name"].as_str().map(str::to_string), false),
+    };
+    let trailing: Vec<String> = items
+        .iter()
+        .rev()
+        .take_while(|i| i["type"] == "function_call_output")
+        .map(|i| text_of(&i["output"]))
+        .collect();
+    let format = &req["text"]["format"];
+    Extras {
+        tools,
+        forced,
+        no_tools,
+        tool_result: (!trailing.is_empty())
+            .then(|| trailing.into_iter().rev().collect::<Vec<_>>().join(" ")),
+        schema: (format["type"] == "json_schema").then(|| format["schema"].clone()),
+        json_object: format["type"] == "json_object",
+        images: count_images(&items, &["input_image"]),
+        choices: 1,
+        logprobs: false,
     }
 }
 

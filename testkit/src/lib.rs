@@ -7,8 +7,9 @@
 //! `ratelimited` gets 429 and `outage` gets 503, each in the provider's own error shape.
 //!
 //! Routes:
-//! - `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/embeddings` (OpenAI,
-//!   `Authorization: Bearer`);
+//! - `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/responses` (the Responses API:
+//!   `input` text or items, function tools, `text.format`; its events streamed),
+//!   `POST /v1/embeddings` (OpenAI, `Authorization: Bearer`);
 //! - `GET /anthropic/v1/models`, `POST /anthropic/v1/messages` (Anthropic, `x-api-key` and
 //!   `anthropic-version`);
 //! - `GET /sim/stats`: `{"requests": n}`, the number of chat, messages and embeddings requests
@@ -28,7 +29,8 @@
 //! - `[sim:flaky=N]`: the first N requests carrying this exact text get 503, later ones succeed;
 //! - `[sim:fail_midstream]`: a stream sends its first events (the opening ones and two words),
 //!   then the connection is cut with no terminating chunk; unstreamed, the answer is 500;
-//! - `[sim:no_usage]`: an OpenAI stream never sends its usage chunk (Anthropic: ignored);
+//! - `[sim:no_usage]`: an OpenAI stream never sends its usage chunk, a response has no usage
+//!   (Anthropic: ignored);
 //! - `[sim:latency=MS]`: wait MS milliseconds before answering (overrides
 //!   [`SimOptions::latency_ms`]);
 //! - `[sim:chunk_ms=MS]`: wait MS milliseconds between streamed events (overrides
@@ -133,6 +135,7 @@ pub fn router_with(options: SimOptions) -> Router {
             get(models).with_state(Flavor::Anthropic),
         )
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/responses", post(responses))
         .route("/v1/embeddings", post(embeddings))
         .route("/anthropic/v1/messages", post(messages))
         .route(
@@ -1045,6 +1048,305 @@ async fn chat_completions(State(sim): State<Sim>, headers: HeaderMap, body: Byte
             events.push(chunk(json!([]), Some(usage)));
         }
         events.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+    }
+    sse(
+        events,
+        directive_num(directives, "chunk_ms").unwrap_or(sim.options.chunk_ms),
+    )
+}
+
+/// OpenAI's smallest `max_output_tokens`.
+const MIN_OUTPUT_TOKENS: i64 = 16;
+
+/// A Responses API request: its conversation (instructions and every input item's text), as
+/// OpenAI checks it.
+fn parse_responses(body: &Bytes) -> Result<(Conversation, Value), Response> {
+    let flavor = Flavor::OpenAi;
+    let req = parse_json(flavor, body)?;
+    let model = parse_model(flavor, &req)?;
+    let mut texts = Vec::new();
+    if let Some(instructions) = req["instructions"].as_str() {
+        texts.push(instructions.to_string());
+    }
+    let mut last_user = String::new();
+    match &req["input"] {
+        Value::String(s) => {
+            last_user = s.clone();
+            texts.push(s.clone());
+        }
+        Value::Array(items) => {
+            let mut calls: Vec<&str> = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match item["type"].as_str().unwrap_or("message") {
+                    "message" => {
+                        let text = match &item["content"] {
+                            Value::String(s) => s.clone(),
+                            Value::Array(parts) => parts
+                                .iter()
+                                .filter_map(|p| p["text"].as_str())
+                                .collect::<Vec<_>>()
+                                .join("\n"),
+                            _ => {
+                                return Err(bad_request(
+                                    flavor,
+                                    &format!("input[{i}].content"),
+                                    &format!("Invalid value for 'input[{i}].content'."),
+                                ))
+                            }
+                        };
+                        match item["role"].as_str() {
+                            Some("user") => last_user = text.clone(),
+                            Some("system" | "developer" | "assistant") => {}
+                            _ => {
+                                return Err(bad_request(
+                                    flavor,
+                                    &format!("input[{i}].role"),
+                                    &format!("Invalid value for 'input[{i}].role'. Supported values are: 'user', 'assistant', 'system', and 'developer'."),
+                                ))
+                            }
+                        }
+                        texts.push(text);
+                    }
+                    "function_call" => {
+                        calls.push(item["call_id"].as_str().unwrap_or_default());
+                        texts.push(item["arguments"].as_str().unwrap_or_default().to_string());
+                    }
+                    "function_call_output" => {
+                        let id = item["call_id"].as_str().unwrap_or_default();
+                        if !calls.contains(&id) {
+                            return Err(bad_request(
+                                flavor,
+                                "input",
+                                &format!("No tool call found for function call output with call_id {id}."),
+                            ));
+                        }
+                        texts.push(features::text_of(&item["output"]));
+                    }
+                    other => {
+                        return Err(bad_request(
+                            flavor,
+                            &format!("input[{i}].type"),
+                            &format!("Invalid value: '{other}'."),
+                        ))
+                    }
+                }
+            }
+        }
+        Value::Null => {
+            return Err(bad_request(
+                flavor,
+                "input",
+                "Missing required parameter: 'input'.",
+            ))
+        }
+        _ => {
+            return Err(bad_request(
+                flavor,
+                "input",
+                "Invalid type for 'input': expected one of a string or array of input items.",
+            ))
+        }
+    }
+    let max_tokens = match &req["max_output_tokens"] {
+        Value::Null => None,
+        v => match v.as_i64() {
+            Some(n) if n >= MIN_OUTPUT_TOKENS => Some(n),
+            _ => {
+                return Err(bad_request(
+                    flavor,
+                    "max_output_tokens",
+                    &format!("Invalid 'max_output_tokens': integer below minimum value. Expected a value >= {MIN_OUTPUT_TOKENS}, but got {v} instead."),
+                ))
+            }
+        },
+    };
+    let conv = Conversation {
+        model,
+        texts,
+        last_user,
+        max_tokens,
+        stream: req["stream"].as_bool().unwrap_or(false),
+        include_usage: false,
+        extras: features::responses(&req),
+    };
+    Ok((conv, req))
+}
+
+/// OpenAI's `POST /v1/responses`: a response object, or its events (`response.created`, the
+/// output item's, text or function-call argument deltas, and `response.completed` or
+/// `response.incomplete` with the usage), each with its `sequence_number`.
+async fn responses(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+    sim.requests.fetch_add(1, Ordering::SeqCst);
+    remember(&sim, &headers, &body);
+    let flavor = Flavor::OpenAi;
+    if let Err(res) = check(&headers, flavor) {
+        return res;
+    }
+    let (conv, req) = match parse_responses(&body) {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    let directives = conv.last_user.as_str();
+    if let Err(res) = prelude(&sim, flavor, directives).await {
+        return res;
+    }
+    let fail = directive(directives, "fail_midstream").is_some();
+    if fail && !conv.stream {
+        return status_error(flavor, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
+    let input = reported_prompt(
+        directives,
+        prompt_tokens(&texts) + conv.extras.images as i64 * features::IMAGE_TOKENS,
+    );
+    let usual = reply_text(&conv.model, &conv.last_user);
+    let answer = conv.extras.answer(&conv.model, &conv.last_user, usual);
+    let next = || sim.ids.fetch_add(1, Ordering::SeqCst) + 1;
+    let id = format!("resp_sim_{}", next());
+    let item_id = format!("msg_sim_{}", next());
+    let (item, text, truncated, output) = match &answer {
+        features::Answer::Text(t) => {
+            let (reply, truncated) = limit_reply(t, conv.max_tokens);
+            let n = count_tokens(&reply);
+            let item = json!({
+                "type": "message", "id": item_id, "status": "completed", "role": "assistant",
+                "content": [{ "type": "output_text", "text": reply, "annotations": [], "logprobs": [] }],
+            });
+            (item, reply, truncated, n)
+        }
+        features::Answer::Tool(name, args) => {
+            let item = json!({
+                "type": "function_call", "id": format!("fc_sim_{}", next()),
+                "call_id": format!("call_sim_{}", next()), "name": name,
+                "arguments": args.to_string(), "status": "completed",
+            });
+            (
+                item,
+                String::new(),
+                false,
+                count_tokens(&format!("{name} {args}")).max(1),
+            )
+        }
+    };
+    let usage = (directive(directives, "no_usage").is_none()).then(|| {
+        json!({
+            "input_tokens": input,
+            "input_tokens_details": { "cached_tokens": 0 },
+            "output_tokens": output,
+            "output_tokens_details": { "reasoning_tokens": 0 },
+            "total_tokens": input.saturating_add(output),
+        })
+    });
+    let response = |status: &str, output: Vec<Value>, usage: Option<&Value>| {
+        json!({
+            "id": id, "object": "response", "created_at": now(), "status": status,
+            "background": false, "error": null,
+            "incomplete_details": if status == "incomplete" { json!({ "reason": "max_output_tokens" }) } else { Value::Null },
+            "instructions": req["instructions"], "max_output_tokens": req["max_output_tokens"],
+            "model": conv.model, "output": output, "parallel_tool_calls": true,
+            "previous_response_id": null, "reasoning": { "effort": null, "summary": null },
+            "store": req["store"].as_bool().unwrap_or(true), "temperature": 1.0,
+            "text": { "format": req["text"]["format"].as_object().map_or(json!({ "type": "text" }), |f| Value::Object(f.clone())) },
+            "tool_choice": req["tool_choice"].as_str().unwrap_or("auto"),
+            "tools": req["tools"].as_array().cloned().unwrap_or_default(),
+            "top_p": 1.0, "truncation": "disabled",
+            "usage": usage.cloned().unwrap_or(Value::Null),
+            "user": null, "metadata": {},
+        })
+    };
+    let status = if truncated { "incomplete" } else { "completed" };
+    if !conv.stream {
+        return Json(response(status, vec![item], usage.as_ref())).into_response();
+    }
+    let mut seq = 0u64;
+    let mut events = Vec::new();
+    let mut event = |kind: &str, mut data: Value| {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(seq);
+        seq += 1;
+        events.push(Ok(Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))));
+    };
+    event(
+        "response.created",
+        json!({ "response": response("in_progress", vec![], None) }),
+    );
+    event(
+        "response.in_progress",
+        json!({ "response": response("in_progress", vec![], None) }),
+    );
+    let mut started = item.clone();
+    started["status"] = json!("in_progress");
+    let item_key = started["id"].clone();
+    match &answer {
+        features::Answer::Text(_) => {
+            started["content"] = json!([]);
+            event(
+                "response.output_item.added",
+                json!({ "output_index": 0, "item": started }),
+            );
+            let part =
+                json!({ "type": "output_text", "text": "", "annotations": [], "logprobs": [] });
+            event(
+                "response.content_part.added",
+                json!({ "item_id": item_key, "output_index": 0, "content_index": 0, "part": part }),
+            );
+            for (i, piece) in pieces(&text).into_iter().enumerate() {
+                if fail && i == 2 {
+                    break;
+                }
+                event(
+                    "response.output_text.delta",
+                    json!({ "item_id": item_key, "output_index": 0, "content_index": 0, "delta": piece, "logprobs": [] }),
+                );
+            }
+            if !fail {
+                event(
+                    "response.output_text.done",
+                    json!({ "item_id": item_key, "output_index": 0, "content_index": 0, "text": text, "logprobs": [] }),
+                );
+                let part = &item["content"][0];
+                event(
+                    "response.content_part.done",
+                    json!({ "item_id": item_key, "output_index": 0, "content_index": 0, "part": part }),
+                );
+            }
+        }
+        features::Answer::Tool(..) => {
+            let arguments = item["arguments"].as_str().unwrap_or_default().to_string();
+            started["arguments"] = json!("");
+            event(
+                "response.output_item.added",
+                json!({ "output_index": 0, "item": started }),
+            );
+            let (first, second) = arguments.split_at(features::middle(&arguments));
+            for part in [first, second] {
+                event(
+                    "response.function_call_arguments.delta",
+                    json!({ "item_id": item_key, "output_index": 0, "delta": part }),
+                );
+            }
+            event(
+                "response.function_call_arguments.done",
+                json!({ "item_id": item_key, "output_index": 0, "arguments": arguments }),
+            );
+        }
+    }
+    if fail {
+        events.push(cut());
+    } else {
+        event(
+            "response.output_item.done",
+            json!({ "output_index": 0, "item": item }),
+        );
+        let ending = if truncated {
+            "response.incomplete"
+        } else {
+            "response.completed"
+        };
+        event(
+            ending,
+            json!({ "response": response(status, vec![item.clone()], usage.as_ref()) }),
+        );
     }
     sse(
         events,

@@ -41,6 +41,8 @@ pub(super) enum Mode {
     /// The provider's own format, forwarded as it came; `hide_usage`: the client did not ask
     /// for OpenAI's usage chunk (the gateway always does).
     Raw { hide_usage: bool },
+    /// OpenAI's Responses API, forwarded as it came (its usage is always in the reply).
+    Responses,
     /// OpenAI's format translated from Anthropic's.
     Translated {
         translation: Translation,
@@ -299,7 +301,7 @@ impl Call {
             .unwrap_or_else(|| match &self.prompt {
                 Prompt::Messages(messages) => messages.iter().map(message_tokens).sum::<i64>() + 3,
                 // Long texts (images, audio) are not worth tokenizing: the bound stands.
-                Prompt::Json { body, bound } => match body.raw("messages") {
+                Prompt::Json { body, bound } => match body.raw("messages").or(body.raw("input")) {
                     Some(text) if text.len() <= 256 << 10 => count_tokens(text).min(*bound),
                     Some(_) => *bound,
                     None => 0,
@@ -341,7 +343,11 @@ impl Call {
             }
         } else {
             let tree: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
-            match tree.as_ref().and_then(|t| wire::parse_reply(provider, t)) {
+            let reply = tree.as_ref().and_then(|t| match self.mode {
+                Mode::Responses => wire::parse_responses_reply(t),
+                _ => wire::parse_reply(provider, t),
+            });
+            match reply {
                 Some(reply) => (reply, String::new(), tree),
                 None => {
                     release(self.reservation).await;
@@ -361,7 +367,7 @@ impl Call {
             Mode::Translated { translation, .. } => Some(translation.clone()),
             _ => None,
         };
-        let raw = matches!(self.mode, Mode::Raw { .. });
+        let raw = matches!(self.mode, Mode::Raw { .. } | Mode::Responses);
         let usage = self.settle_soon(usage, false, false).await;
         let body = match (translation, tree) {
             (Some(t), Some(tree)) => Some(Bytes::from(
@@ -579,7 +585,11 @@ impl Call {
                 continue;
             }
             let before = pieces.len();
-            wire::parse_event(provider, &ev, pieces);
+            if matches!(self.mode, Mode::Responses) {
+                wire::parse_responses_event(&ev, pieces);
+            } else {
+                wire::parse_event(provider, &ev, pieces);
+            }
             let ends = pieces[before..].iter().any(|p| matches!(p, Piece::Done));
             let fails = pieces[before..]
                 .iter()
@@ -595,8 +605,10 @@ impl Call {
                 Mode::Typed => {}
                 // A provider's error event is worded by the gateway instead.
                 _ if fails => {}
-                Mode::Raw { hide_usage } => {
-                    if *hide_usage && wire::is_usage_chunk(&ev.data) {
+                Mode::Raw { .. } | Mode::Responses => {
+                    if matches!(self.mode, Mode::Raw { hide_usage: true })
+                        && wire::is_usage_chunk(&ev.data)
+                    {
                         continue;
                     }
                     if ends {

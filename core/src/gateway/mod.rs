@@ -288,12 +288,13 @@ impl Gateway {
             counted: false,
             entered,
             anthropic_beta: None,
+            op: send::Op::Chat,
         };
         self.dispatch(caller, &limits, call).await
     }
 
-    /// Forwards a request in a provider's own format (OpenAI chat completions or Anthropic
-    /// messages) with every step of [`Gateway::chat`]: the body goes to the provider as the
+    /// Forwards a request in a provider's own format (OpenAI chat completions, OpenAI's
+    /// Responses API or Anthropic messages) with every step of [`Gateway::chat`]: the body goes to the provider as the
     /// client sent it, the model name and an agent's settings aside (and, for OpenAI's
     /// streams, the request for usage), so tools, response formats, images and fields Tessera
     /// does not know pass through; the reply comes back as the provider's bytes. An OpenAI body
@@ -318,10 +319,18 @@ impl Gateway {
         let mut agent_id = None;
         let mut default_limit = self.config.default_max_tokens;
         if let Some(slug) = facts.model.strip_prefix(agents::MODEL_PREFIX) {
-            if dialect == Dialect::Anthropic {
-                return Err(LlmError::bad_request(
-                    "model: agents answer on /v1/chat/completions; name a Claude model here.",
-                ));
+            match dialect {
+                Dialect::OpenAi => {}
+                Dialect::Anthropic => {
+                    return Err(LlmError::bad_request(
+                        "model: agents answer on /v1/chat/completions; name a Claude model here.",
+                    ))
+                }
+                Dialect::Responses => {
+                    return Err(LlmError::bad_request(
+                        "model: agents answer on /v1/chat/completions; name an OpenAI model here.",
+                    ))
+                }
             }
             let Some(agent) = self.agent(caller.tenant, slug).await? else {
                 return Err(LlmError::unknown_model(&facts.model));
@@ -363,6 +372,7 @@ impl Gateway {
         let limit = max_tokens.unwrap_or(default_limit).max(1);
         // Passed on only to Anthropic, with a body in its own format.
         let mut beta = None;
+        let mut op = send::Op::Chat;
         // The worst case: the prompt's bound and every choice's reply at its limit.
         let worst = prompt_bound + i64::from(choices) * i64::from(limit);
         let (bytes, mode) = match (dialect, chosen.provider) {
@@ -418,6 +428,19 @@ impl Gateway {
                     "model: /v1/messages answers with Claude models; send {model:?} to /v1/chat/completions."
                 )))
             }
+            (Dialect::Responses, Provider::OpenAi | Provider::OpenAiCompatible) => {
+                if max_tokens.is_none() {
+                    // Without a limit a reply could outgrow its reservation.
+                    body.set("max_output_tokens", &limit);
+                }
+                op = send::Op::Responses;
+                (body.to_bytes(), Mode::Responses)
+            }
+            (Dialect::Responses, Provider::Anthropic) => {
+                return Err(LlmError::bad_request(format!(
+                    "model: /v1/responses answers with OpenAI's and OpenAI-compatible models; send {model:?} to /v1/chat/completions or /v1/messages."
+                )))
+            }
         };
         let prompt = Prompt::Json {
             body,
@@ -438,6 +461,7 @@ impl Gateway {
             counted: caller.api_key.is_some(),
             entered,
             anthropic_beta: beta,
+            op,
         };
         self.dispatch(caller, &limits, call).await
     }
@@ -463,7 +487,7 @@ impl Gateway {
         let response = match self
             .send(
                 &out.chosen,
-                send::Op::Chat,
+                out.op,
                 bytes::Bytes::from(out.bytes),
                 out.anthropic_beta.as_deref(),
             )
@@ -579,6 +603,8 @@ struct Outgoing {
     entered: Instant,
     /// The client's `anthropic-beta` header, for a call to Anthropic in its own format.
     anthropic_beta: Option<String>,
+    /// What is asked of the provider (chat, or OpenAI's Responses API).
+    op: send::Op,
 }
 
 #[cfg(test)]

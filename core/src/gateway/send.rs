@@ -57,6 +57,8 @@ fn put_headers(
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Op {
     Chat,
+    /// OpenAI's Responses API (OpenAI and compatible providers only).
+    Responses,
     Embeddings,
     /// Anthropic's count of a Messages body's input tokens (nothing else offers it).
     CountTokens,
@@ -66,6 +68,7 @@ impl Op {
     pub(super) fn as_str(self) -> &'static str {
         match self {
             Op::Chat => "chat",
+            Op::Responses => "responses",
             Op::Embeddings => "embeddings",
             Op::CountTokens => "count_tokens",
         }
@@ -75,6 +78,7 @@ impl Op {
     fn path(self) -> Option<&'static str> {
         match self {
             Op::Chat => Some("chat/completions"),
+            Op::Responses => Some("responses"),
             Op::Embeddings => Some("embeddings"),
             Op::CountTokens => None,
         }
@@ -103,6 +107,7 @@ fn installation_url(config: &crate::config::Config, provider: Provider, op: Op) 
 #[derive(Debug)]
 pub(super) struct Endpoints {
     openai_chat: Option<egress::Address>,
+    openai_responses: Option<egress::Address>,
     openai_embeddings: Option<egress::Address>,
     anthropic_messages: Option<egress::Address>,
     anthropic_count_tokens: Option<egress::Address>,
@@ -116,6 +121,7 @@ impl Endpoints {
         };
         Self {
             openai_chat: parse(Provider::OpenAi, Op::Chat),
+            openai_responses: parse(Provider::OpenAi, Op::Responses),
             openai_embeddings: parse(Provider::OpenAi, Op::Embeddings),
             anthropic_messages: parse(Provider::Anthropic, Op::Chat),
             anthropic_count_tokens: parse(Provider::Anthropic, Op::CountTokens),
@@ -126,6 +132,7 @@ impl Endpoints {
     fn get(&self, provider: Provider, op: Op) -> Option<&egress::Address> {
         match (provider, op) {
             (Provider::OpenAi, Op::Chat) => self.openai_chat.as_ref(),
+            (Provider::OpenAi, Op::Responses) => self.openai_responses.as_ref(),
             (Provider::OpenAi, Op::Embeddings) => self.openai_embeddings.as_ref(),
             (Provider::Anthropic, Op::Chat) => self.anthropic_messages.as_ref(),
             (Provider::Anthropic, Op::CountTokens) => self.anthropic_count_tokens.as_ref(),
@@ -178,6 +185,7 @@ impl Gateway {
         installation_url(&self.config, chosen.provider, op).ok_or_else(|| {
             LlmError::bad_request(match op {
                 Op::CountTokens => "Only Anthropic counts a message's tokens; name a Claude model.",
+                Op::Responses => "model: /v1/responses answers with OpenAI's and OpenAI-compatible models; send Claude models to /v1/chat/completions or /v1/messages.",
                 _ => "Anthropic does not offer embeddings; choose an OpenAI or OpenAI-compatible embedding model.",
             })
         })

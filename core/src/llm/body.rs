@@ -220,6 +220,8 @@ pub enum Dialect {
     OpenAi,
     /// Anthropic messages (`/v1/messages`).
     Anthropic,
+    /// OpenAI's Responses API (`/v1/responses`).
+    Responses,
 }
 
 fn reply_limit(body: &Body, key: &str) -> Result<Option<u32>, String> {
@@ -270,6 +272,14 @@ pub fn facts(body: &Body, dialect: Dialect) -> Result<Facts, String> {
             }
             (false, 1, limit)
         }
+        Dialect::Responses => {
+            unbounded_responses_fields(body)?;
+            (false, 1, reply_limit(body, "max_output_tokens")?)
+        }
+    };
+    let prompt_bound = match dialect {
+        Dialect::Responses => responses_prompt_bound(body)?,
+        _ => prompt_bound(body)?,
     };
     Ok(Facts {
         model,
@@ -277,8 +287,111 @@ pub fn facts(body: &Body, dialect: Dialect) -> Result<Facts, String> {
         include_usage,
         choices,
         max_tokens,
-        prompt_bound: prompt_bound(body)?,
+        prompt_bound,
     })
+}
+
+/// Refuses what would make a Responses call's cost unknown before it is made: what the
+/// provider keeps (an earlier response, a conversation, a prompt template), whose size the
+/// body does not show; a call in the background, whose usage comes after its reply; and
+/// OpenAI's hosted tools (web and file search, code, computer use, images, remote MCP servers),
+/// whose results cost input tokens (and fees) the body does not bound. Function and custom
+/// tools, run by the client, pass.
+fn unbounded_responses_fields(body: &Body) -> Result<(), String> {
+    for (field, what) in [
+        (
+            "previous_response_id",
+            "earlier responses kept by the provider",
+        ),
+        ("conversation", "conversations kept by the provider"),
+        ("prompt", "prompt templates kept by the provider"),
+    ] {
+        if body.raw(field).is_some_and(|v| v != "null") {
+            return Err(format!(
+                "{field}: {what} are not served, since their size cannot be bounded for the clinic's budget; send the whole conversation in input."
+            ));
+        }
+    }
+    if body.get::<bool>("background").ok().flatten() == Some(true) {
+        return Err("background: background responses are not served, since their usage comes after the reply; leave it out (stream: true sends the reply as it is made).".into());
+    }
+    #[derive(Deserialize)]
+    struct Tool<'a> {
+        #[serde(rename = "type", borrow, default)]
+        kind: Option<Cow<'a, str>>,
+    }
+    let tools = body
+        .get::<Vec<Tool>>("tools")
+        .map_err(|_| "tools must be an array of tools.".to_string())?
+        .unwrap_or_default();
+    for (i, tool) in tools.iter().enumerate() {
+        match tool.kind.as_deref() {
+            Some("function" | "custom") => {}
+            other => {
+                let kind = other.unwrap_or("(none)");
+                return Err(format!(
+                    "tools[{i}]: OpenAI's hosted tools ({kind}) are not served, since what they add to the prompt cannot be bounded for the clinic's budget; offer function tools, which the client runs."
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`prompt_bound`] for a Responses body, whose prompt is `input` (text, or items whose image
+/// parts count [`IMAGE_TOKENS`] each) beside the other fields' text. Items the provider keeps
+/// (`item_reference`) and files by id or address are refused: the body does not show their
+/// size.
+fn responses_prompt_bound(body: &Body) -> Result<i64, String> {
+    let Some(input) = body.raw("input").filter(|v| *v != "null") else {
+        return Err("input: this field is required (a string, or an array of input items).".into());
+    };
+    let mut bound = prompt_bound(body)?;
+    if input.starts_with('[') {
+        let items: serde_json::Value = serde_json::from_str(input)
+            .map_err(|_| "input must be a string or an array of input items.".to_string())?;
+        bound += input_change(&items, "input")?;
+    } else if !input.starts_with('"') {
+        return Err("input must be a string or an array of input items.".into());
+    }
+    Ok(bound)
+}
+
+/// What `value`'s parts change in its text's bound: an image counts [`IMAGE_TOKENS`] instead of
+/// its text (as written again compactly, which is no longer than the text that came).
+fn input_change(value: &serde_json::Value, at: &str) -> Result<i64, String> {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => {
+            let mut change = 0;
+            for (i, item) in items.iter().enumerate() {
+                change += input_change(item, &format!("{at}[{i}]"))?;
+            }
+            Ok(change)
+        }
+        Value::Object(map) => match map.get("type").and_then(Value::as_str) {
+            Some("input_image") => {
+                let len = serde_json::to_string(value).map_or(0, |t| t.len() as i64);
+                Ok(IMAGE_TOKENS - len)
+            }
+            Some("item_reference") => Err(format!(
+                "{at}: items kept by the provider (item_reference) are not served, since their size cannot be bounded for the clinic's budget; send the item itself."
+            )),
+            Some("input_file") if map.contains_key("file_id") || map.contains_key("file_url") => {
+                Err(format!(
+                    "{at}: files kept by the provider or fetched from an address are not served, since their size cannot be bounded for the clinic's budget; send the file's contents as file_data."
+                ))
+            }
+            _ => {
+                let mut change = 0;
+                for (key, inner) in map {
+                    change += input_change(inner, &format!("{at}.{key}"))?;
+                }
+                Ok(change)
+            }
+        },
+        _ => Ok(0),
+    }
 }
 
 /// An upper bound of the tokens a body's prompt can cost: a token is at least one byte of text,
@@ -455,6 +568,64 @@ mod tests {
         assert!(err.contains("twice"), "{err}");
         assert!(Body::parse(b"[1]").is_err());
         assert!(Body::parse(b"{").is_err());
+    }
+
+    #[test]
+    fn responses_bodies_are_bounded_or_refused_by_name() {
+        let read = |text: &str| facts(&Body::parse(text.as_bytes()).unwrap(), Dialect::Responses);
+        let f = read(r#"{"model":"gpt-4o","input":"hello","max_output_tokens":50,"stream":true}"#)
+            .unwrap();
+        assert_eq!((f.choices, f.max_tokens, f.stream), (1, Some(50), true));
+        // An image counts IMAGE_TOKENS, however short or long its text.
+        let long = "A".repeat(100_000);
+        for url in ["https://example.com/x.png", long.as_str()] {
+            let text = format!(
+                r#"{{"model":"gpt-4o","input":[{{"role":"user","content":[{{"type":"input_text","text":"what is it?"}},{{"type":"input_image","image_url":"{url}"}}]}}]}}"#
+            );
+            let bound = read(&text).unwrap().prompt_bound;
+            assert!(bound >= IMAGE_TOKENS, "{bound}");
+            assert!(bound < IMAGE_TOKENS + 300, "{bound}");
+        }
+        for (bad, names) in [
+            (r#"{"model":"m"}"#, "input"),
+            (r#"{"model":"m","input":7}"#, "input"),
+            (
+                r#"{"model":"m","input":"x","previous_response_id":"resp_1"}"#,
+                "previous_response_id",
+            ),
+            (
+                r#"{"model":"m","input":"x","conversation":"conv_1"}"#,
+                "conversation",
+            ),
+            (
+                r#"{"model":"m","input":"x","prompt":{"id":"pmpt_1"}}"#,
+                "prompt",
+            ),
+            (
+                r#"{"model":"m","input":"x","background":true}"#,
+                "background",
+            ),
+            (
+                r#"{"model":"m","input":"x","tools":[{"type":"function","name":"f"},{"type":"web_search"}]}"#,
+                "tools[1]",
+            ),
+            (
+                r#"{"model":"m","input":[{"type":"item_reference","id":"msg_1"}]}"#,
+                "input[0]",
+            ),
+            (
+                r#"{"model":"m","input":[{"role":"user","content":[{"type":"input_file","file_id":"file-1"}]}]}"#,
+                "input[0].content[0]",
+            ),
+            (
+                r#"{"model":"m","input":"x","max_output_tokens":0}"#,
+                "max_output_tokens",
+            ),
+        ] {
+            let err = read(bad).unwrap_err();
+            assert!(err.starts_with(names), "{bad}: {err}");
+        }
+        assert!(read(r#"{"model":"m","input":"x","previous_response_id":null,"background":false,"tools":[{"type":"custom","name":"c"}]}"#).is_ok());
     }
 
     #[test]

@@ -721,6 +721,121 @@ pub fn parse_event(provider: Provider, ev: &SseEvent, out: &mut Vec<Piece>) {
     }
 }
 
+/// The usage of a Responses API reply (`input_tokens`, `output_tokens`, cached input in
+/// `input_tokens_details`).
+fn responses_usage(v: &Value) -> Option<Usage> {
+    Some(Usage {
+        prompt_tokens: v["input_tokens"].as_i64()?,
+        completion_tokens: v["output_tokens"].as_i64().unwrap_or(0),
+        cached_tokens: v["input_tokens_details"]["cached_tokens"]
+            .as_i64()
+            .unwrap_or(0),
+        estimated: false,
+    })
+}
+
+/// Why a Responses API reply stopped, in OpenAI's chat words.
+fn responses_finish(response: &Value) -> String {
+    match response["status"].as_str() {
+        Some("incomplete") => match response["incomplete_details"]["reason"].as_str() {
+            Some("content_filter") => "content_filter",
+            _ => "length",
+        },
+        _ if response["output"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|i| i["type"] == "function_call")) =>
+        {
+            "tool_calls"
+        }
+        _ => "stop",
+    }
+    .to_string()
+}
+
+/// Reads a Responses API reply (`object: "response"`): its message text, why it stopped and
+/// its usage; `None` when it is not one. Text the client does not see as the reply (a
+/// function call's arguments, a refusal, a reasoning summary) is counted with it when the
+/// provider reports no usage.
+pub fn parse_responses_reply(body: &Value) -> Option<Reply> {
+    let output = body["output"].as_array()?;
+    let mut text = String::new();
+    for item in output {
+        for part in item["content"].as_array().into_iter().flatten() {
+            for key in ["text", "refusal"] {
+                if let Some(t) = part[key].as_str() {
+                    text.push_str(t);
+                }
+            }
+        }
+        for summary in item["summary"].as_array().into_iter().flatten() {
+            text.push_str(summary["text"].as_str().unwrap_or_default());
+        }
+        if let Some(arguments) = item["arguments"].as_str().or(item["input"].as_str()) {
+            text.push_str(arguments);
+        }
+    }
+    Some(Reply {
+        text,
+        finish_reason: responses_finish(body),
+        usage: responses_usage(&body["usage"]),
+    })
+}
+
+/// Turns one event of a Responses API stream into pieces: text deltas, other generated text
+/// (function call arguments, refusals, reasoning summaries) as [`Piece::Unseen`], and the
+/// ending event (`response.completed`, `response.incomplete`, `response.failed`) as the usage
+/// it carries, the finish, and the end. An `error` event or a failed response is an error.
+pub fn parse_responses_event(ev: &SseEvent, out: &mut Vec<Piece>) {
+    let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+        return;
+    };
+    let kind = v["type"]
+        .as_str()
+        .or(ev.event.as_deref())
+        .unwrap_or_default();
+    match kind {
+        "response.output_text.delta" => {
+            if let Some(text) = v["delta"].as_str().filter(|t| !t.is_empty()) {
+                out.push(Piece::Text(text.to_string()));
+            }
+        }
+        "response.function_call_arguments.delta"
+        | "response.custom_tool_call_input.delta"
+        | "response.refusal.delta"
+        | "response.reasoning_summary_text.delta"
+        | "response.reasoning_text.delta" => {
+            if let Some(text) = v["delta"].as_str() {
+                out.push(Piece::Unseen(text.to_string()));
+            }
+        }
+        "response.completed" | "response.incomplete" | "response.failed" => {
+            let response = &v["response"];
+            if let Some(usage) = responses_usage(&response["usage"]) {
+                out.push(Piece::Usage(usage));
+            }
+            if kind == "response.failed" {
+                out.push(Piece::Error(
+                    response["error"]["message"]
+                        .as_str()
+                        .unwrap_or("the response failed")
+                        .to_string(),
+                ));
+            } else {
+                out.push(Piece::Finish(responses_finish(response)));
+                out.push(Piece::Done);
+            }
+        }
+        "error" => out.push(Piece::Error(
+            v["message"]
+                .as_str()
+                .or(v["error"]["message"].as_str())
+                .unwrap_or("stream error")
+                .to_string(),
+        )),
+        _ => {}
+    }
+}
+
 /// Merges a usage piece into what is known so far (`-1` fields leave a value unchanged).
 pub fn merge_usage(known: Option<Usage>, new: Usage) -> Usage {
     let base = known.unwrap_or_default();
@@ -1032,5 +1147,70 @@ mod tests {
         // The stream goes on after it.
         let events = parser.feed(b"\n\ndata: next\n\n");
         assert_eq!(events.last().map(|e| e.data.as_str()), Some("next"));
+    }
+
+    #[test]
+    fn responses_replies_and_events_give_their_usage_text_and_end() {
+        let reply = serde_json::json!({
+            "object": "response", "status": "incomplete",
+            "incomplete_details": { "reason": "max_output_tokens" },
+            "output": [
+                { "type": "reasoning", "summary": [{ "type": "summary_text", "text": "thinking " }] },
+                { "type": "message", "content": [{ "type": "output_text", "text": "Hello" }] },
+                { "type": "function_call", "name": "f", "arguments": "{}" },
+            ],
+            "usage": { "input_tokens": 12, "input_tokens_details": { "cached_tokens": 4 }, "output_tokens": 7 },
+        });
+        let read = parse_responses_reply(&reply).unwrap();
+        assert_eq!(read.text, "thinking Hello{}");
+        assert_eq!(read.finish_reason, "length");
+        assert_eq!(
+            read.usage,
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 7,
+                cached_tokens: 4,
+                estimated: false
+            })
+        );
+        assert!(parse_responses_reply(&serde_json::json!({ "choices": [] })).is_none());
+
+        let mut pieces = Vec::new();
+        for body in [
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\n\n",
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n",
+            "event: response.function_call_arguments.delta\ndata: {\"type\":\"response.function_call_arguments.delta\",\"delta\":\"{}\"}\n\n",
+            "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"status\":\"completed\",\"output\":[],\"usage\":{\"input_tokens\":3,\"output_tokens\":2}}}\n\n",
+        ] {
+            for ev in sse_events(body) {
+                parse_responses_event(&ev, &mut pieces);
+            }
+        }
+        assert_eq!(
+            pieces,
+            vec![
+                Piece::Text("Hi".into()),
+                Piece::Unseen("{}".into()),
+                Piece::Usage(Usage {
+                    prompt_tokens: 3,
+                    completion_tokens: 2,
+                    cached_tokens: 0,
+                    estimated: false
+                }),
+                Piece::Finish("stop".into()),
+                Piece::Done,
+            ]
+        );
+        let mut pieces = Vec::new();
+        for ev in sse_events("event: error\ndata: {\"type\":\"error\",\"message\":\"overloaded\"}\n\nevent: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"message\":\"bad\"}}}\n\n") {
+            parse_responses_event(&ev, &mut pieces);
+        }
+        assert_eq!(
+            pieces,
+            vec![
+                Piece::Error("overloaded".into()),
+                Piece::Error("bad".into())
+            ]
+        );
     }
 }
