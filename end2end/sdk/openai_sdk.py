@@ -1,6 +1,6 @@
 """The official OpenAI Python SDK against Tessera's /v1 API: a JSON call, a streamed call with
-usage, the Responses API (JSON, streamed, a function tool's round trip), the models listed and
-retrieved, and the SDK's own error classes for Tessera's errors.
+usage, the Responses API (JSON, streamed, a function tool's round trip, the SDK's stream and
+parse helpers), the models listed and retrieved, and the SDK's own error classes for Tessera's errors.
 
 Run by server/tests/openai_sdk.rs with TESSERA_BASE_URL (…/v1) and TESSERA_API_KEY set. Prints
 one JSON line with what it saw; exits non-zero when a check fails.
@@ -12,6 +12,12 @@ import sys
 
 import openai
 from openai import OpenAI
+from pydantic import BaseModel
+
+
+class Shift(BaseModel):
+    ward: str
+    nurses: int
 
 
 def main() -> int:
@@ -79,6 +85,15 @@ def main() -> int:
     )
     assert answered.output_text.endswith("Sunny, 21 C"), answered.output_text
     responses_tokens += first.usage.total_tokens + answered.usage.total_tokens
+    # The SDK's helpers: a stream it gathers into the final response, and structured output it
+    # parses into a model.
+    with client.responses.stream(model="gpt-4o-mini", input="Summarise the rota") as stream:
+        gathered = [event.delta for event in stream if event.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(gathered) == final.output_text and final.output_text, (gathered, final.output_text)
+    parsed = client.responses.parse(model="gpt-4o-mini", input="Plan the shift for ward B", text_format=Shift)
+    assert parsed.output_parsed == Shift(ward="B", nurses=1), parsed.output_parsed
+    responses_tokens += final.usage.total_tokens + parsed.usage.total_tokens
     try:
         client.responses.create(model="gpt-4o-mini", input="And then?", previous_response_id=response.id)
         raise AssertionError("a response kept by the provider cannot be bounded and must be refused")

@@ -1510,6 +1510,31 @@ async fn v1_responses_forwards_openais_responses_api_and_meters_it(pool: PgPool)
         .unwrap()
         .ends_with("the tool said Sunny, 21 C"));
 
+    // A clinic's OpenAI-compatible endpoint (Ollama, vLLM) is asked at its own base URL.
+    let compatible = testkit::fixtures::clinic("Responses Compatible Clinic")
+        .endpoint(&format!("http://{}/v1", app.sim), "sk-compatible-key")
+        .api_key("tests")
+        .create(&app.env())
+        .await;
+    let res = client
+        .post(format!("{}/v1/responses", app.url))
+        .bearer_auth(compatible.token())
+        .json(&json!({ "model": "llama3.1:8b", "input": "Who is on call?" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["output"][0]["content"][0]["text"],
+        testkit::reply_text("llama3.1:8b", "Who is on call?")
+    );
+    let recorded = ledger(&app, compatible.tenant).await;
+    assert_eq!(
+        (recorded.requests, recorded.tokens),
+        (1, body["usage"]["total_tokens"].as_i64().unwrap())
+    );
+
     // What would make a call's cost unknown beforehand is refused by name, before anything is
     // sent or reserved; so are Claude's models and agents.
     let before = sim_requests(&app).await;

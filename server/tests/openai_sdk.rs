@@ -32,8 +32,8 @@ async fn the_openai_python_sdk_works_against_v1(pool: PgPool) {
     app.flush_ledger().await;
     let recorded = app.ledger_usage(tenant).await;
     assert_eq!(
-        recorded.requests, 6,
-        "the JSON and the streamed chat calls and four Responses calls; failures are not charged"
+        recorded.requests, 8,
+        "the JSON and the streamed chat calls and six Responses calls; failures are not charged"
     );
     assert_eq!(
         recorded.tokens,
