@@ -392,21 +392,8 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match authenticated(&state, &headers).await {
-        Ok(c) => c,
-        Err(e) => return e.openai(),
-    };
-    let body = match RequestBody::parse(&body) {
-        Ok(b) => b,
-        Err(message) => return invalid(message),
-    };
-    let forward = Forward {
-        dialect: Dialect::OpenAi,
-        body,
-        anthropic_beta: None,
-    };
-    match state.services.gateway.forward(&caller, forward).await {
-        Err(e) => ApiError::from(&e).openai(),
+    match forward_openai(&state, &headers, &body, Dialect::OpenAi).await {
+        Err(e) => e.openai(),
         Ok(ChatOutcome::Complete(c)) => {
             let bytes = c.body.clone().unwrap_or_default();
             let res = if c.sources.is_empty() {
@@ -430,27 +417,37 @@ pub async fn chat_completions(
     }
 }
 
+/// An OpenAI-format body (chat completions or the Responses API) forwarded through the
+/// gateway for the API key's clinic, or why it is refused.
+async fn forward_openai(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    dialect: Dialect,
+) -> Result<ChatOutcome, ApiError> {
+    let caller = authenticated(state, headers).await?;
+    let body = RequestBody::parse(body).map_err(ApiError::invalid)?;
+    let forward = Forward {
+        dialect,
+        body,
+        anthropic_beta: None,
+    };
+    state
+        .services
+        .gateway
+        .forward(&caller, forward)
+        .await
+        .map_err(|e| ApiError::from(&e))
+}
+
 /// `POST /v1/responses`: OpenAI's Responses API for OpenAI's and OpenAI-compatible models,
 /// forwarded through the gateway as sent (budget, key and ledger as for chat completions); the
 /// reply as the provider gave it, JSON or server-sent events. What would make a call's cost
 /// unknown before it is made (responses and conversations kept by the provider, background
 /// calls, hosted tools) is refused by name.
 pub async fn responses(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let caller = match authenticated(&state, &headers).await {
-        Ok(c) => c,
-        Err(e) => return e.openai(),
-    };
-    let body = match RequestBody::parse(&body) {
-        Ok(b) => b,
-        Err(message) => return invalid(message),
-    };
-    let forward = Forward {
-        dialect: Dialect::Responses,
-        body,
-        anthropic_beta: None,
-    };
-    match state.services.gateway.forward(&caller, forward).await {
-        Err(e) => ApiError::from(&e).openai(),
+    match forward_openai(&state, &headers, &body, Dialect::Responses).await {
+        Err(e) => e.openai(),
         Ok(ChatOutcome::Complete(c)) => {
             with_call_id(json_bytes(c.body.clone().unwrap_or_default()), c.id)
         }

@@ -75,25 +75,36 @@ fn count_images(messages: &[Value], kinds: &[&str]) -> usize {
         .count()
 }
 
-/// The features of an OpenAI chat body.
-pub fn openai(req: &Value) -> Extras {
-    let messages = req["messages"].as_array().cloned().unwrap_or_default();
-    let tools = req["tools"]
-        .as_array()
+/// The tools in `list` whose definition (`def` of each: its `name` and `parameters`) names one.
+fn function_tools(list: &Value, def: impl Fn(&Value) -> &Value) -> Vec<Tool> {
+    list.as_array()
         .into_iter()
         .flatten()
         .filter_map(|t| {
+            let d = def(t);
             Some(Tool {
-                name: t["function"]["name"].as_str()?.to_string(),
-                schema: t["function"]["parameters"].clone(),
+                name: d["name"].as_str()?.to_string(),
+                schema: d["parameters"].clone(),
             })
         })
-        .collect();
-    let (forced, no_tools) = match &req["tool_choice"] {
+        .collect()
+}
+
+/// What `tool_choice` asks: the tool that must be called (`Some("")`: any), and whether none
+/// may be; a forced tool's `name` is in `named` of the choice.
+fn tool_choice(choice: &Value, named: impl Fn(&Value) -> &Value) -> (Option<String>, bool) {
+    match choice {
         Value::String(s) if s == "none" => (None, true),
         Value::String(s) if s == "required" => (Some(String::new()), false),
-        v => (v["function"]["name"].as_str().map(str::to_string), false),
-    };
+        v => (named(v)["name"].as_str().map(str::to_string), false),
+    }
+}
+
+/// The features of an OpenAI chat body.
+pub fn openai(req: &Value) -> Extras {
+    let messages = req["messages"].as_array().cloned().unwrap_or_default();
+    let tools = function_tools(&req["tools"], |t| &t["function"]);
+    let (forced, no_tools) = tool_choice(&req["tool_choice"], |c| &c["function"]);
     let trailing: Vec<String> = messages
         .iter()
         .rev()
@@ -118,23 +129,15 @@ pub fn openai(req: &Value) -> Extras {
 /// The features of a Responses API body (`input` items, `tools`, `text.format`).
 pub fn responses(req: &Value) -> Extras {
     let items = req["input"].as_array().cloned().unwrap_or_default();
-    let tools = req["tools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["type"] == "function")
-        .filter_map(|t| {
-            Some(Tool {
-                name: t["name"].as_str()?.to_string(),
-                schema: t["parameters"].clone(),
-            })
-        })
-        .collect();
-    let (forced, no_tools) = match &req["tool_choice"] {
-        Value::String(s) if s == "none" => (None, true),
-        Value::String(s) if s == "required" => (Some(String::new()), false),
-        v => (v["name"].as_str().map(str::to_string), false),
-    };
+    // Function tools only (a custom tool has no schema to answer by).
+    let tools = function_tools(&req["tools"], |t| {
+        if t["type"] == "function" {
+            t
+        } else {
+            &Value::Null
+        }
+    });
+    let (forced, no_tools) = tool_choice(&req["tool_choice"], |c| c);
     let trailing: Vec<String> = items
         .iter()
         .rev()

@@ -774,6 +774,52 @@ fn parse_anthropic_messages(body: &Bytes) -> Result<Conversation, Response> {
     })
 }
 
+/// A chat-like request past its opening (see [`open`]).
+struct Opened {
+    conv: Conversation,
+    /// `[sim:fail_midstream]`: a stream is cut part-way.
+    fail: bool,
+    /// The prompt tokens the answer reports.
+    prompt: i64,
+    answer: features::Answer,
+}
+
+/// The opening every chat-like answer shares (chat completions, responses, messages): the
+/// request counted and remembered, its key checked, its body read by `parse`, the directives'
+/// latency, status and flakiness applied, and then its prompt tokens and what to answer. `Err`
+/// is the answer to send instead.
+async fn open(
+    sim: &Sim,
+    flavor: Flavor,
+    headers: &HeaderMap,
+    body: &Bytes,
+    parse: fn(&Bytes) -> Result<Conversation, Response>,
+) -> Result<Opened, Response> {
+    sim.requests.fetch_add(1, Ordering::SeqCst);
+    remember(sim, headers, body);
+    check(headers, flavor)?;
+    let conv = parse(body)?;
+    let directives = conv.last_user.as_str();
+    prelude(sim, flavor, directives).await?;
+    let fail = directive(directives, "fail_midstream").is_some();
+    if fail && !conv.stream {
+        return Err(status_error(flavor, StatusCode::INTERNAL_SERVER_ERROR));
+    }
+    let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
+    let prompt = reported_prompt(
+        directives,
+        prompt_tokens(&texts) + conv.extras.images as i64 * features::IMAGE_TOKENS,
+    );
+    let usual = reply_text(&conv.model, &conv.last_user);
+    let answer = conv.extras.answer(&conv.model, &conv.last_user, usual);
+    Ok(Opened {
+        conv,
+        fail,
+        prompt,
+        answer,
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Responses
 // ---------------------------------------------------------------------------------------------
@@ -871,31 +917,17 @@ async fn stats(State(sim): State<Sim>) -> Response {
 }
 
 async fn chat_completions(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
-    sim.requests.fetch_add(1, Ordering::SeqCst);
-    remember(&sim, &headers, &body);
     let flavor = Flavor::OpenAi;
-    if let Err(res) = check(&headers, flavor) {
-        return res;
-    }
-    let conv = match parse_openai_chat(&body) {
-        Ok(c) => c,
+    let Opened {
+        conv,
+        fail,
+        prompt,
+        answer,
+    } = match open(&sim, flavor, &headers, &body, parse_openai_chat).await {
+        Ok(opened) => opened,
         Err(res) => return res,
     };
     let directives = conv.last_user.as_str();
-    if let Err(res) = prelude(&sim, flavor, directives).await {
-        return res;
-    }
-    let fail = directive(directives, "fail_midstream").is_some();
-    if fail && !conv.stream {
-        return status_error(flavor, StatusCode::INTERNAL_SERVER_ERROR);
-    }
-    let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
-    let prompt = reported_prompt(
-        directives,
-        prompt_tokens(&texts) + conv.extras.images as i64 * features::IMAGE_TOKENS,
-    );
-    let usual = reply_text(&conv.model, &conv.last_user);
-    let answer = conv.extras.answer(&conv.model, &conv.last_user, usual);
     let choices = conv.extras.choices;
     let call_id = format!("call_sim_{}", sim.ids.fetch_add(1, Ordering::SeqCst) + 1);
     let (reply, finish, each) = match &answer {
@@ -1060,7 +1092,7 @@ const MIN_OUTPUT_TOKENS: i64 = 16;
 
 /// A Responses API request: its conversation (instructions and every input item's text), as
 /// OpenAI checks it.
-fn parse_responses(body: &Bytes) -> Result<(Conversation, Value), Response> {
+fn parse_responses(body: &Bytes) -> Result<Conversation, Response> {
     let flavor = Flavor::OpenAi;
     let req = parse_json(flavor, body)?;
     let model = parse_model(flavor, &req)?;
@@ -1160,7 +1192,7 @@ fn parse_responses(body: &Bytes) -> Result<(Conversation, Value), Response> {
             }
         },
     };
-    let conv = Conversation {
+    Ok(Conversation {
         model,
         texts,
         last_user,
@@ -1168,39 +1200,26 @@ fn parse_responses(body: &Bytes) -> Result<(Conversation, Value), Response> {
         stream: req["stream"].as_bool().unwrap_or(false),
         include_usage: false,
         extras: features::responses(&req),
-    };
-    Ok((conv, req))
+    })
 }
 
 /// OpenAI's `POST /v1/responses`: a response object, or its events (`response.created`, the
 /// output item's, text or function-call argument deltas, and `response.completed` or
 /// `response.incomplete` with the usage), each with its `sequence_number`.
 async fn responses(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
-    sim.requests.fetch_add(1, Ordering::SeqCst);
-    remember(&sim, &headers, &body);
     let flavor = Flavor::OpenAi;
-    if let Err(res) = check(&headers, flavor) {
-        return res;
-    }
-    let (conv, req) = match parse_responses(&body) {
-        Ok(c) => c,
+    let Opened {
+        conv,
+        fail,
+        prompt: input,
+        answer,
+    } = match open(&sim, flavor, &headers, &body, parse_responses).await {
+        Ok(opened) => opened,
         Err(res) => return res,
     };
     let directives = conv.last_user.as_str();
-    if let Err(res) = prelude(&sim, flavor, directives).await {
-        return res;
-    }
-    let fail = directive(directives, "fail_midstream").is_some();
-    if fail && !conv.stream {
-        return status_error(flavor, StatusCode::INTERNAL_SERVER_ERROR);
-    }
-    let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
-    let input = reported_prompt(
-        directives,
-        prompt_tokens(&texts) + conv.extras.images as i64 * features::IMAGE_TOKENS,
-    );
-    let usual = reply_text(&conv.model, &conv.last_user);
-    let answer = conv.extras.answer(&conv.model, &conv.last_user, usual);
+    // Read whole by `parse_responses` already.
+    let req: Value = serde_json::from_slice(&body).unwrap_or_default();
     let next = || sim.ids.fetch_add(1, Ordering::SeqCst) + 1;
     let id = format!("resp_sim_{}", next());
     let item_id = format!("msg_sim_{}", next());
@@ -1376,31 +1395,17 @@ async fn count_message_tokens(State(sim): State<Sim>, headers: HeaderMap, body: 
 }
 
 async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
-    sim.requests.fetch_add(1, Ordering::SeqCst);
-    remember(&sim, &headers, &body);
     let flavor = Flavor::Anthropic;
-    if let Err(res) = check(&headers, flavor) {
-        return res;
-    }
-    let conv = match parse_anthropic_messages(&body) {
-        Ok(c) => c,
+    let Opened {
+        conv,
+        fail,
+        prompt: input,
+        answer,
+    } = match open(&sim, flavor, &headers, &body, parse_anthropic_messages).await {
+        Ok(opened) => opened,
         Err(res) => return res,
     };
     let directives = conv.last_user.as_str();
-    if let Err(res) = prelude(&sim, flavor, directives).await {
-        return res;
-    }
-    let fail = directive(directives, "fail_midstream").is_some();
-    if fail && !conv.stream {
-        return status_error(flavor, StatusCode::INTERNAL_SERVER_ERROR);
-    }
-    let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
-    let input = reported_prompt(
-        directives,
-        prompt_tokens(&texts) + conv.extras.images as i64 * features::IMAGE_TOKENS,
-    );
-    let usual = reply_text(&conv.model, &conv.last_user);
-    let answer = conv.extras.answer(&conv.model, &conv.last_user, usual);
     let tool_id = format!("toolu_sim_{}", sim.ids.fetch_add(1, Ordering::SeqCst) + 1);
     let (reply, stop, output) = match &answer {
         features::Answer::Text(text) => {
