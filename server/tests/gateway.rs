@@ -1510,6 +1510,25 @@ async fn v1_responses_forwards_openais_responses_api_and_meters_it(pool: PgPool)
         .unwrap()
         .ends_with("the tool said Sunny, 21 C"));
 
+    // A long reply to long instructions: the closing events carry both (over a megabyte
+    // here), and still arrive whole and are charged as reported.
+    let res = post(
+        json!({ "model": "gpt-4o-mini", "stream": true, "max_output_tokens": 100_000,
+        "instructions": "Be brief. ".repeat(15_000), "input": "[sim:words=100000]" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    let closing = text.rsplit("event: ").next().unwrap();
+    let data = closing
+        .strip_prefix("response.completed\ndata: ")
+        .unwrap_or_else(|| panic!("{}", &closing[..closing.len().min(200)]));
+    assert!(data.len() > tessera_core::llm::wire::LINE_LIMIT);
+    let done: Value = serde_json::from_str(data.trim_end()).unwrap();
+    assert_eq!(done["response"]["usage"]["output_tokens"], 100_000);
+    assert_eq!(ledger(&app, c.tenant).await.requests, 5);
+
     // A clinic's OpenAI-compatible endpoint (Ollama, vLLM) is asked at its own base URL.
     let compatible = testkit::fixtures::clinic("Responses Compatible Clinic")
         .endpoint(&format!("http://{}/v1", app.sim), "sk-compatible-key")
@@ -1569,7 +1588,7 @@ async fn v1_responses_forwards_openais_responses_api_and_meters_it(pool: PgPool)
         assert!(message.starts_with(names), "{body}: {message}");
     }
     assert_eq!(sim_requests(&app).await, before);
-    assert_eq!(ledger(&app, c.tenant).await.requests, 4);
+    assert_eq!(ledger(&app, c.tenant).await.requests, 5);
 
     // A provider that fails part-way: the client gets an error event in the Responses API's
     // shape; what reached it is charged.
@@ -1586,5 +1605,5 @@ async fn v1_responses_forwards_openais_responses_api_and_meters_it(pool: PgPool)
         error["message"].as_str().is_some_and(|m| !m.is_empty()),
         "{error}"
     );
-    assert_eq!(ledger(&app, c.tenant).await.requests, 5);
+    assert_eq!(ledger(&app, c.tenant).await.requests, 6);
 }

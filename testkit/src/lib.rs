@@ -60,6 +60,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 pub mod features;
@@ -829,6 +830,10 @@ type Event = Result<Bytes, std::io::Error>;
 /// Pause before a `[sim:fail_midstream]` cut, so the events before it are flushed first.
 const CUT_DELAY_MS: u64 = 50;
 
+/// The most bytes of an event written at once: a long event goes out in pieces, as a TLS
+/// connection delivers it (in records of at most 16 KiB), so its reader must join them.
+const RECORD: usize = 16 << 10;
+
 /// An event stream of `events`, `chunk_ms` apart.
 fn sse(events: Vec<Event>, chunk_ms: u64) -> Response {
     let body = futures_util::stream::unfold(
@@ -844,13 +849,27 @@ fn sse(events: Vec<Event>, chunk_ms: u64) -> Response {
             }
             Some((event, (events, false)))
         },
-    );
+    )
+    .flat_map(|event| futures_util::stream::iter(records(event)));
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(body))
         .expect("valid response")
+}
+
+/// An event's bytes in pieces of at most [`RECORD`] bytes (a cut as it is).
+fn records(event: Event) -> impl Iterator<Item = Event> {
+    let (bytes, cut) = match event {
+        Ok(bytes) => (bytes, None),
+        Err(e) => (Bytes::new(), Some(e)),
+    };
+    let len = bytes.len();
+    (0..len)
+        .step_by(RECORD)
+        .map(move |at| Ok(bytes.slice(at..len.min(at + RECORD))))
+        .chain(cut.map(Err))
 }
 
 fn cut() -> Event {

@@ -472,7 +472,11 @@ impl Call {
         let provider = self.chosen.provider;
         let idle = Duration::from_secs(self.gateway.config.provider_timeout_secs);
         let mut body = http_body_util::BodyDataStream::new(response.into_body());
-        let mut parser = wire::SseParser::default();
+        let mut parser = match self.mode {
+            // Its closing events carry the whole response (and echo its instructions).
+            Mode::Responses => wire::SseParser::with_limit(wire::REPLY_LIMIT),
+            _ => wire::SseParser::default(),
+        };
         let mut pieces = Vec::new();
         let mut read = Read::default();
         // OpenAI's chunks forwarded as they came need not be read as they pass.

@@ -294,10 +294,11 @@ impl Gateway {
     }
 
     /// Forwards a request in a provider's own format (OpenAI chat completions, OpenAI's
-    /// Responses API or Anthropic messages) with every step of [`Gateway::chat`]: the body goes to the provider as the
-    /// client sent it, the model name and an agent's settings aside (and, for OpenAI's
-    /// streams, the request for usage), so tools, response formats, images and fields Tessera
-    /// does not know pass through; the reply comes back as the provider's bytes. An OpenAI body
+    /// Responses API or Anthropic messages) with every step of [`Gateway::chat`]: the body goes
+    /// to the provider as the client sent it, the model name and an agent's settings aside
+    /// (and, for OpenAI's streams, the request for usage), so tools, response formats, images
+    /// and fields Tessera does not know pass through; the reply comes back as the provider's
+    /// bytes. An OpenAI body
     /// for a Claude model is translated to Anthropic's format and the reply back. A call made
     /// with an API key is counted against the plan's requests per minute together with its
     /// reservation (one Redis round trip), so its route need not [`Gateway::admit`] it.

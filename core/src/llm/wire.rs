@@ -575,11 +575,18 @@ pub async fn read_limited(
 }
 
 /// Splits a byte stream into server-sent events (`event:` and `data:` fields).
-#[derive(Default)]
 pub struct SseParser {
     buf: Vec<u8>,
     event: Option<String>,
     data: String,
+    /// The longest line or event kept ([`LINE_LIMIT`] unless made [`SseParser::with_limit`]).
+    limit: usize,
+}
+
+impl Default for SseParser {
+    fn default() -> Self {
+        Self::with_limit(LINE_LIMIT)
+    }
 }
 
 /// One server-sent event.
@@ -590,6 +597,18 @@ pub struct SseEvent {
 }
 
 impl SseParser {
+    /// A parser that keeps lines and events of up to `limit` bytes: for streams whose events
+    /// carry a whole reply (the Responses API's closing events echo the response, its
+    /// instructions included).
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            event: None,
+            data: String::new(),
+            limit,
+        }
+    }
+
     /// Whether nothing is held: the next bytes begin an event.
     pub fn is_idle(&self) -> bool {
         self.buf.is_empty() && self.data.is_empty() && self.event.is_none()
@@ -641,7 +660,7 @@ impl SseParser {
             }
         }
         self.buf.drain(..start);
-        if self.buf.len() > LINE_LIMIT || self.data.len() > LINE_LIMIT {
+        if self.buf.len() > self.limit || self.data.len() > self.limit {
             // A line or an event without end: drop it rather than grow without bound.
             tracing::warn!("an event-stream line over the limit was dropped");
             self.buf.clear();
