@@ -2,8 +2,9 @@
 //! `Authorization: Bearer` or, as Anthropic's SDK sends it, `x-api-key`. Chat completions, the
 //! Responses API and embeddings answer in OpenAI's shapes, `/v1/messages` in Anthropic's
 //! (errors included), so the official SDKs work by setting their base URL and key. Chat and
-//! Responses bodies are forwarded as the client sent them (see [`tessera_core::gateway::Gateway::forward`]); the replies come back
-//! as the provider's bytes. This module is the one place that knows both error shapes and
+//! Responses bodies are forwarded as the client sent them (see
+//! [`tessera_core::gateway::Gateway::forward`]); the replies come back as the provider's
+//! bytes. This module is the one place that knows both error shapes and
 //! which status each failure gets.
 
 use std::convert::Infallible;
