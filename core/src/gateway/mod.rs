@@ -288,7 +288,6 @@ impl Gateway {
             counted: false,
             entered,
             anthropic_beta: None,
-            op: send::Op::Chat,
         };
         self.dispatch(caller, &limits, call).await
     }
@@ -373,7 +372,6 @@ impl Gateway {
         let limit = max_tokens.unwrap_or(default_limit).max(1);
         // Passed on only to Anthropic, with a body in its own format.
         let mut beta = None;
-        let mut op = send::Op::Chat;
         // The worst case: the prompt's bound and every choice's reply at its limit.
         let worst = prompt_bound + i64::from(choices) * i64::from(limit);
         let (bytes, mode) = match (dialect, chosen.provider) {
@@ -434,7 +432,6 @@ impl Gateway {
                     // Without a limit a reply could outgrow its reservation.
                     body.set("max_output_tokens", &limit);
                 }
-                op = send::Op::Responses;
                 (body.to_bytes(), Mode::Responses)
             }
             (Dialect::Responses, Provider::Anthropic) => {
@@ -462,7 +459,6 @@ impl Gateway {
             counted: caller.api_key.is_some(),
             entered,
             anthropic_beta: beta,
-            op,
         };
         self.dispatch(caller, &limits, call).await
     }
@@ -485,10 +481,15 @@ impl Gateway {
         let reservation = self.metering.hold(reserved);
         let started = Instant::now();
         let before_provider = out.entered.elapsed();
+        // The Responses API has an address of its own; every other call is a chat.
+        let op = match out.mode {
+            Mode::Responses => send::Op::Responses,
+            _ => send::Op::Chat,
+        };
         let response = match self
             .send(
                 &out.chosen,
-                out.op,
+                op,
                 bytes::Bytes::from(out.bytes),
                 out.anthropic_beta.as_deref(),
             )
@@ -604,8 +605,6 @@ struct Outgoing {
     entered: Instant,
     /// The client's `anthropic-beta` header, for a call to Anthropic in its own format.
     anthropic_beta: Option<String>,
-    /// What is asked of the provider (chat, or OpenAI's Responses API).
-    op: send::Op,
 }
 
 #[cfg(test)]

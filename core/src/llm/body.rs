@@ -306,7 +306,7 @@ fn unbounded_responses_fields(body: &Body) -> Result<(), String> {
         ("conversation", "conversations kept by the provider"),
         ("prompt", "prompt templates kept by the provider"),
     ] {
-        if body.raw(field).is_some_and(|v| v != "null") {
+        if body.has(field) {
             return Err(format!(
                 "{field}: {what} are not served, since their size cannot be bounded for the clinic's budget; send the whole conversation in input."
             ));
