@@ -1,11 +1,12 @@
 """The official OpenAI Python SDK against Tessera's /v1 with what passes through the gateway:
-tools (a round trip, JSON and streamed), JSON-schema output, an image part, several choices, and
-embeddings; for OpenAI's models and, translated, for Claude's.
+tools (a round trip, JSON and streamed), JSON-schema output, an image part, a PDF file part,
+several choices, and embeddings; for OpenAI's models and, translated, for Claude's.
 
 Run by server/tests/openai_sdk.rs with TESSERA_BASE_URL (…/v1) and TESSERA_API_KEY set. Prints
 one JSON line with what it saw; exits non-zero when a check fails.
 """
 
+import base64
 import json
 import os
 import sys
@@ -98,6 +99,30 @@ def image(client: OpenAI, model: str) -> None:
     assert reply.choices[0].message.content.startswith("I see 1 image."), reply
 
 
+def pdf(pages: int) -> str:
+    """A PDF of empty pages, as a data URL."""
+    objects = ["<</Type /Catalog /Pages 2 0 R>>"]
+    objects.append(f"<</Type /Pages /Count {pages} /Kids [{' '.join(f'{i + 3} 0 R' for i in range(pages))}]>>")
+    objects += ["<</Type /Page /Parent 2 0 R>>"] * pages
+    text = "%PDF-1.4\n" + "".join(f"{i + 1} 0 obj {o} endobj\n" for i, o in enumerate(objects)) + "%%EOF\n"
+    return "data:application/pdf;base64," + base64.b64encode(text.encode()).decode()
+
+
+def document(client: OpenAI, model: str) -> int:
+    """A PDF file part: each page costs the prompt more than its bytes. Returns the prompt's tokens."""
+    reply = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Sum up the discharge letter."},
+            {"type": "file", "file": {"filename": "letter.pdf", "file_data": pdf(3)}},
+        ]}],
+        max_tokens=60,
+    )
+    # The simulator counts 1,500 tokens a page, as providers count a page's text and image.
+    assert reply.usage.prompt_tokens >= 3 * 1500, reply.usage
+    return reply.usage.prompt_tokens
+
+
 def main() -> int:
     client = OpenAI(base_url=os.environ["TESSERA_BASE_URL"], api_key=os.environ["TESSERA_API_KEY"], max_retries=0)
     seen = {"tokens": 0}
@@ -105,6 +130,7 @@ def main() -> int:
         seen["tokens"] += tools_round_trip(client, model)
         structured(client, model)
         image(client, model)
+        seen["document_prompt_tokens"] = seen.get("document_prompt_tokens", 0) + document(client, model)
 
     # Fields Tessera does not read pass through to OpenAI: several choices, a seed, logprobs.
     many = client.chat.completions.create(

@@ -1,6 +1,6 @@
 """The official OpenAI Python SDK against Tessera's /v1 API: a JSON call, a streamed call with
 usage, the Responses API (JSON, streamed, a function tool's round trip, the SDK's stream and
-parse helpers), the models listed and retrieved, and the SDK's own error classes for Tessera's errors.
+parse helpers), moderations, the models listed and retrieved, and the SDK's own error classes for Tessera's errors.
 
 Run by server/tests/openai_sdk.rs with TESSERA_BASE_URL (…/v1) and TESSERA_API_KEY set. Prints
 one JSON line with what it saw; exits non-zero when a check fails.
@@ -99,6 +99,19 @@ def main() -> int:
         raise AssertionError("a response kept by the provider cannot be bounded and must be refused")
     except openai.BadRequestError as e:
         assert "previous_response_id" in str(e), e
+
+    # Moderation: forwarded to OpenAI and not metered, as OpenAI does not charge for it.
+    moderation = client.moderations.create(model="omni-moderation-latest", input="Take two tablets daily.")
+    assert moderation.results[0].flagged is False, moderation
+    flagged = client.moderations.create(input=["A calm note.", "[sim:flagged=violence] a threat"])
+    assert [r.flagged for r in flagged.results] == [False, True], flagged
+    assert flagged.results[1].categories.violence, flagged.results[1]
+    assert flagged.results[1].category_scores.violence > 0.5, flagged.results[1]
+    try:
+        client.moderations.create(model="gpt-4o-mini", input="hi")
+        raise AssertionError("a chat model does not moderate")
+    except openai.BadRequestError as e:
+        assert "moderation" in str(e), e
 
     listed = [m.id for m in client.models.list()]
     assert "gpt-4o-mini" in listed, listed

@@ -93,6 +93,11 @@ pub fn api_routes() -> Vec<(&'static str, http::Method, MethodRouter<AppState>)>
         ),
         ("/v1/responses", Method::POST, post(openai_api::responses)),
         ("/v1/embeddings", Method::POST, post(openai_api::embeddings)),
+        (
+            "/v1/moderations",
+            Method::POST,
+            post(openai_api::moderations),
+        ),
         ("/v1/messages", Method::POST, post(openai_api::messages)),
         (
             "/v1/messages/count_tokens",

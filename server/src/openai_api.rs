@@ -338,7 +338,7 @@ pub async fn unknown(method: axum::http::Method, uri: axum::http::Uri) -> Respon
         "invalid_request_error",
         "unknown_url",
         format!(
-            "Unknown request URL: {method} {path}. Tessera serves POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models and GET /v1/models/{{model}}."
+            "Unknown request URL: {method} {path}. Tessera serves POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, POST /v1/moderations, POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models and GET /v1/models/{{model}}."
         ),
     );
     error.in_shape(path.starts_with("/v1/messages") || path == "/v1/complete")
@@ -534,6 +534,28 @@ pub async fn count_tokens(
     {
         Ok(bytes) => json_bytes(bytes),
         Err(e) => ApiError::from(&e).anthropic(),
+    }
+}
+
+/// `POST /v1/moderations`: OpenAI's moderation of text and images, as its SDK's
+/// `moderations.create` asks for it. Counted against the plan's requests per minute, not
+/// metered (OpenAI does not charge for it).
+pub async fn moderations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let caller = match caller(&state, &headers).await {
+        Ok(c) => c,
+        Err(e) => return e.openai(),
+    };
+    let body = match RequestBody::parse(&body) {
+        Ok(body) => body,
+        Err(e) => return invalid(e),
+    };
+    match state.services.gateway.moderate(&caller, body).await {
+        Ok(bytes) => json_bytes(bytes),
+        Err(e) => ApiError::from(&e).openai(),
     }
 }
 

@@ -818,9 +818,9 @@ async fn a_clinic_that_does_not_pay_stays_within_its_allowance(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn any_body_a_client_sends_is_answered_without_a_server_error(pool: PgPool) {
-    // Random request bodies, shaped like OpenAI's and not, to chat completions and to the
-    // Responses API: each gets a 4xx in OpenAI's error shape, or goes through; never a 5xx for
-    // the client's mistake, never a panic.
+    // Random request bodies, shaped like OpenAI's and not, to chat completions, the Responses
+    // API and moderations: each gets a 4xx in OpenAI's error shape, or goes through; never a
+    // 5xx for the client's mistake, never a panic.
     use proptest::prelude::*;
     use proptest::strategy::ValueTree;
     let app = TestApp::spawn(&pool).await;
@@ -874,8 +874,8 @@ async fn any_body_a_client_sends_is_answered_without_a_server_error(pool: PgPool
     });
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let client = reqwest::Client::new();
-    for i in 0..300 {
-        let (sent, path) = match i % 3 {
+    for i in 0..400 {
+        let (sent, path) = match i % 4 {
             0 => (
                 body.new_tree(&mut runner).unwrap().current(),
                 "chat/completions",
@@ -884,7 +884,8 @@ async fn any_body_a_client_sends_is_answered_without_a_server_error(pool: PgPool
                 messages.new_tree(&mut runner).unwrap().current(),
                 "chat/completions",
             ),
-            _ => (body.new_tree(&mut runner).unwrap().current(), "responses"),
+            2 => (body.new_tree(&mut runner).unwrap().current(), "responses"),
+            _ => (body.new_tree(&mut runner).unwrap().current(), "moderations"),
         };
         let res = client
             .post(format!("{}/v1/{path}", app.url))
@@ -1001,6 +1002,71 @@ async fn chat_calls_count_against_the_rate_with_their_reservation(pool: PgPool) 
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert_eq!(ledger(&app, c.tenant).await.requests, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn v1_moderations_forwards_to_openai_and_is_not_charged(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Moderation Clinic").await;
+    let client = reqwest::Client::new();
+    let post = |body: Value| {
+        client
+            .post(format!("{}/v1/moderations", app.url))
+            .bearer_auth(c.token())
+            .json(&body)
+            .send()
+    };
+    // Text and an image as one input, sent on as they came.
+    let sent = json!({ "model": "omni-moderation-latest", "input": [
+        { "type": "text", "text": "[sim:flagged=self-harm] I want to stop my medication" },
+        { "type": "image_url", "image_url": { "url": "https://example.com/x.png" } } ] });
+    let res = post(sent.clone()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(sim_last(&app).await, sent);
+    assert_eq!(body["model"], "omni-moderation-latest");
+    let result = &body["results"][0];
+    assert_eq!(result["flagged"], true);
+    assert_eq!(result["categories"]["self-harm"], true);
+    assert_eq!(result["categories"]["violence"], false);
+    assert_eq!(
+        result["category_applied_input_types"]["violence"],
+        json!(["text", "image"])
+    );
+    // Without a model, OpenAI's default answers: one result per text.
+    let res = post(json!({ "input": ["a", "b", "c"] })).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["results"].as_array().unwrap().len(), 3);
+    assert!(
+        sim_last(&app).await.get("model").is_none(),
+        "sent as it came"
+    );
+    // The client's mistakes, named, and nothing sent.
+    let before = sim_requests(&app).await;
+    for (bad, names) in [
+        (json!({ "model": "gpt-4o-mini", "input": "hi" }), "model"),
+        (json!({ "model": 7, "input": "hi" }), "model"),
+        (json!({ "model": "omni-moderation-latest" }), "input"),
+        (json!({ "input": null }), "input"),
+    ] {
+        let res = post(bad.clone()).await.unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+        let error: Value = res.json().await.unwrap();
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(names), "{bad}: {message}");
+    }
+    assert_eq!(sim_requests(&app).await, before);
+    // The provider's failure (retried, then given up) is the provider's, in OpenAI's shape.
+    let res = post(json!({ "input": "[sim:status=503]" })).await.unwrap();
+    assert_eq!(res.status(), 502);
+    let error: Value = res.json().await.unwrap();
+    assert!(error["error"]["message"].is_string(), "{error}");
+    // Free at OpenAI: nothing in the ledger, nothing reserved.
+    let recorded = ledger(&app, c.tenant).await;
+    assert_eq!(recorded.requests, 0);
+    let (_, reserved) = live(&app, c.tenant).await;
+    assert_eq!(reserved, 0);
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -1232,6 +1298,122 @@ async fn the_reservation_counts_every_choice_and_image(pool: PgPool) {
             .contains("twice"),
         "{error}"
     );
+}
+
+/// A PDF of `pages` empty pages, as base64: a few bytes a page, where a provider counts each
+/// page's text and an image of it.
+fn pdf_base64(pages: usize) -> String {
+    use base64::Engine as _;
+    let mut pdf = String::from("%PDF-1.4\n1 0 obj <</Type /Catalog /Pages 2 0 R>> endobj\n");
+    let kids: Vec<String> = (0..pages).map(|i| format!("{} 0 R", i + 3)).collect();
+    pdf += &format!(
+        "2 0 obj <</Type /Pages /Count {pages} /Kids [{}]>> endobj\n",
+        kids.join(" ")
+    );
+    for i in 0..pages {
+        pdf += &format!("{} 0 obj <</Type /Page /Parent 2 0 R>> endobj\n", i + 3);
+    }
+    pdf += "%%EOF\n";
+    base64::engine::general_purpose::STANDARD.encode(pdf)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_documents_reservation_is_its_models_context_window(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Documents Clinic").await;
+    let limit = app
+        .services
+        .gateway
+        .limits(c.tenant)
+        .await
+        .unwrap()
+        .token_limit()
+        .expect("Starter without a subscription has a limit");
+    assert_eq!(limit, 1_000_000);
+    // 60 pages in under 5 KB of base64: 90,000 prompt tokens at the simulator's count, within
+    // gpt-4o-mini's window of 128,000.
+    let pdf = pdf_base64(60);
+    assert!(pdf.len() < 5_000, "{}", pdf.len());
+    let with_pdf = |model: &str| {
+        json!({ "model": model, "max_completion_tokens": 20, "messages": [{ "role": "user", "content": [
+            { "type": "text", "text": "Sum up the referral." },
+            { "type": "file", "file": { "filename": "referral.pdf",
+                "file_data": format!("data:application/pdf;base64,{pdf}") } } ] }] })
+    };
+    let res = chat(&app, c.token(), with_pdf("gpt-4o-mini")).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let prompt = body["usage"]["prompt_tokens"].as_i64().unwrap();
+    assert!(prompt >= 60 * testkit::features::PAGE_TOKENS, "{body}");
+    // Charged what the provider counted: the reservation was the model's window (128,000),
+    // not the few thousand bytes of the file, so nothing was cut to fit it.
+    let recorded = ledger(&app, c.tenant).await;
+    assert_eq!(recorded.prompt_tokens, prompt);
+    assert_eq!(recorded.requests, 1);
+    // A model whose window is larger than what the clinic has left is refused before the call.
+    let before = sim_requests(&app).await;
+    let res = chat(&app, c.token(), with_pdf("gpt-4.1-mini")).await;
+    assert_eq!(res.status(), 429, "{}", res.text().await.unwrap());
+    assert_eq!(
+        sim_requests(&app).await,
+        before,
+        "refused before the provider"
+    );
+    // The same words without the file fit.
+    let res = chat(
+        &app,
+        c.token(),
+        json!({ "model": "gpt-4.1-mini", "messages": [{ "role": "user", "content": [
+            { "type": "text", "text": "Sum up the referral." } ] }] }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    // A file the provider keeps does not show its size: refused by name.
+    let res = chat(
+        &app,
+        c.token(),
+        json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": [
+            { "type": "text", "text": "Sum up the referral." },
+            { "type": "file", "file": { "file_id": "file-abc" } } ] }] }),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    let error: Value = res.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("messages[0].content[1].file.file_id: "),
+        "{message}"
+    );
+    assert_eq!(sim_requests(&app).await, before + 1);
+
+    // Anthropic's documents, on /v1/messages: Claude's window, or its long one when asked for.
+    let document = json!({ "model": "claude-3-5-haiku-latest", "max_tokens": 20,
+        "messages": [{ "role": "user", "content": [
+            { "type": "document", "source": { "type": "base64", "media_type": "application/pdf", "data": pdf } },
+            { "type": "text", "text": "Sum up the referral." } ] }] });
+    let post = |beta: Option<&str>| {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/v1/messages", app.url))
+            .header("x-api-key", c.token())
+            .header("anthropic-version", "2023-06-01");
+        if let Some(beta) = beta {
+            req = req.header("anthropic-beta", beta);
+        }
+        req.json(&document).send()
+    };
+    let res = post(None).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let input = body["usage"]["input_tokens"].as_i64().unwrap();
+    assert!(input >= 60 * testkit::features::PAGE_TOKENS, "{body}");
+    let res = post(Some("context-1m-2025-08-07")).await.unwrap();
+    assert_eq!(res.status(), 429, "{}", res.text().await.unwrap());
+    let recorded = ledger(&app, c.tenant).await;
+    assert_eq!(recorded.requests, 3);
+    // The two documents' prompts whole, and the text-only call's few tokens.
+    assert!(recorded.prompt_tokens > prompt + input, "{recorded:?}");
+    let (_, reserved) = live(&app, c.tenant).await;
+    assert_eq!(reserved, 0);
 }
 
 #[sqlx::test(migrations = "../migrations")]

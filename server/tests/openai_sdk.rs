@@ -33,7 +33,7 @@ async fn the_openai_python_sdk_works_against_v1(pool: PgPool) {
     let recorded = app.ledger_usage(tenant).await;
     assert_eq!(
         recorded.requests, 8,
-        "the JSON and the streamed chat calls and six Responses calls; failures are not charged"
+        "the JSON and the streamed chat calls and six Responses calls; failures and moderations are not charged"
     );
     assert_eq!(
         recorded.tokens,
@@ -119,9 +119,12 @@ async fn tools_structured_output_images_and_choices_pass_through_for_openai_and_
     assert!(each > 0 && each % 3 == 0, "{seen}");
     app.flush_ledger().await;
     let recorded = app.ledger_usage(c.tenant).await;
-    // Per model: three tool calls, one structured, one image; then the choices and the
-    // embeddings.
-    assert_eq!(recorded.requests, 12, "{recorded:?}");
+    // Per model: three tool calls, one structured, one image, one PDF; then the choices and
+    // the embeddings.
+    assert_eq!(recorded.requests, 14, "{recorded:?}");
+    // The PDFs' prompts were charged whole (a document reserves the model's context window).
+    let documents = seen["document_prompt_tokens"].as_i64().unwrap();
+    assert!(recorded.prompt_tokens > documents, "{recorded:?} {seen}");
 }
 
 #[sqlx::test(migrations = "../migrations")]

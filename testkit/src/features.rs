@@ -14,6 +14,10 @@
 //! - **Images.** Each image part (OpenAI `image_url`, Responses `input_image`, Anthropic
 //!   `image`) costs
 //!   [`IMAGE_TOKENS`] prompt tokens, and the reply starts `I see N image(s).`
+//! - **Documents.** A PDF sent as data (OpenAI's `file` part, Responses' `input_file`,
+//!   Anthropic's `document`) costs [`PAGE_TOKENS`] prompt tokens per page (its `/Type /Page`
+//!   objects, at least one), as the providers count each page's text and an image of it: a few
+//!   bytes of PDF can cost thousands of tokens.
 //! - **`n`** (OpenAI): that many identical choices, each counted in the completion tokens.
 //! - **`logprobs`** (OpenAI): each choice carries a log probability of -0.1 per word.
 
@@ -21,6 +25,9 @@ use serde_json::{json, Map, Value};
 
 /// Prompt tokens of one image.
 pub const IMAGE_TOKENS: i64 = 85;
+
+/// Prompt tokens of one page of a document.
+pub const PAGE_TOKENS: i64 = 1_500;
 
 /// A tool a request offers: its name and the JSON schema of its arguments.
 #[derive(Clone, Debug)]
@@ -42,6 +49,8 @@ pub struct Extras {
     pub schema: Option<Value>,
     pub json_object: bool,
     pub images: usize,
+    /// The pages of the documents sent as data.
+    pub pages: usize,
     pub choices: usize,
     pub logprobs: bool,
 }
@@ -64,6 +73,41 @@ pub fn text_of(content: &Value) -> String {
             .join("\n"),
         _ => String::new(),
     }
+}
+
+impl Extras {
+    /// The prompt tokens the images and documents cost.
+    pub fn media_tokens(&self) -> i64 {
+        self.images as i64 * IMAGE_TOKENS + self.pages as i64 * PAGE_TOKENS
+    }
+}
+
+/// The pages of the documents among `messages`' parts: `data` of a part is its PDF's base64
+/// text (a data URL's or bare).
+fn count_pages(messages: &[Value], data: impl Fn(&Value) -> Option<&str>) -> usize {
+    use base64::Engine as _;
+    messages
+        .iter()
+        .filter_map(|m| m["content"].as_array())
+        .flatten()
+        .filter_map(data)
+        .map(|text| {
+            let text = text.split_once(";base64,").map_or(text, |(_, b)| b);
+            let pdf = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap_or_default();
+            let pages = (0..pdf.len())
+                .filter(|&i| {
+                    let Some(rest) = pdf[i..].strip_prefix(b"/Type") else {
+                        return false;
+                    };
+                    let rest = rest.trim_ascii_start();
+                    rest.starts_with(b"/Page") && rest.get(5) != Some(&b's')
+                })
+                .count();
+            pages.max(1)
+        })
+        .sum()
 }
 
 fn count_images(messages: &[Value], kinds: &[&str]) -> usize {
@@ -121,6 +165,9 @@ pub fn openai(req: &Value) -> Extras {
         schema: (format["type"] == "json_schema").then(|| format["json_schema"]["schema"].clone()),
         json_object: format["type"] == "json_object",
         images: count_images(&messages, &["image_url"]),
+        pages: count_pages(&messages, |p| {
+            (p["type"] == "file").then(|| p["file"]["file_data"].as_str())?
+        }),
         choices: req["n"].as_u64().unwrap_or(1).clamp(1, 128) as usize,
         logprobs: req["logprobs"].as_bool().unwrap_or(false),
     }
@@ -154,6 +201,9 @@ pub fn responses(req: &Value) -> Extras {
         schema: (format["type"] == "json_schema").then(|| format["schema"].clone()),
         json_object: format["type"] == "json_object",
         images: count_images(&items, &["input_image"]),
+        pages: count_pages(&items, |p| {
+            (p["type"] == "input_file").then(|| p["file_data"].as_str())?
+        }),
         choices: 1,
         logprobs: false,
     }
@@ -194,6 +244,10 @@ pub fn anthropic(req: &Value) -> Extras {
         no_tools,
         tool_result: (!results.is_empty()).then(|| results.join(" ")),
         images: count_images(&messages, &["image"]),
+        pages: count_pages(&messages, |b| {
+            (b["type"] == "document" && b["source"]["type"] == "base64")
+                .then(|| b["source"]["data"].as_str())?
+        }),
         choices: 1,
         ..Extras::default()
     }

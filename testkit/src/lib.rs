@@ -138,6 +138,7 @@ pub fn router_with(options: SimOptions) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/responses", post(responses))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/moderations", post(moderations))
         .route("/anthropic/v1/messages", post(messages))
         .route(
             "/anthropic/v1/messages/count_tokens",
@@ -809,7 +810,7 @@ async fn open(
     let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
     let prompt = reported_prompt(
         directives,
-        prompt_tokens(&texts) + conv.extras.images as i64 * features::IMAGE_TOKENS,
+        prompt_tokens(&texts) + conv.extras.media_tokens(),
     );
     let usual = reply_text(&conv.model, &conv.last_user);
     let answer = conv.extras.answer(&conv.model, &conv.last_user, usual);
@@ -1409,7 +1410,7 @@ async fn count_message_tokens(State(sim): State<Sim>, headers: HeaderMap, body: 
         Err(res) => return res,
     };
     let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
-    let input = prompt_tokens(&texts) + conv.extras.images as i64 * features::IMAGE_TOKENS;
+    let input = prompt_tokens(&texts) + conv.extras.media_tokens();
     Json(json!({ "input_tokens": input })).into_response()
 }
 
@@ -1523,28 +1524,6 @@ async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Re
     )
 }
 
-/// Standard base64 of `bytes`, as OpenAI sends `encoding_format: "base64"` embeddings.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 async fn embeddings(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
     sim.requests.fetch_add(1, Ordering::SeqCst);
     let flavor = Flavor::OpenAi;
@@ -1600,7 +1579,8 @@ async fn embeddings(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> 
             let vector = embedding(text, dimensions);
             let value = if base64_format {
                 let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-                json!(base64(&bytes))
+                use base64::Engine as _;
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
                 json!(vector)
             };
@@ -1612,6 +1592,107 @@ async fn embeddings(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> 
         "data": data,
         "model": model,
         "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
+    }))
+    .into_response()
+}
+
+/// The categories of OpenAI's omni moderation model.
+const MODERATION_CATEGORIES: [&str; 13] = [
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+];
+
+/// `/v1/moderations` in OpenAI's shape: one result per input (a string, each string of a
+/// list, or one list of text and image parts). An input is flagged in the category its text
+/// names with `[sim:flagged=CATEGORY]`, scored 0.9 there and 0.001 elsewhere. Free, as
+/// OpenAI's: no usage.
+async fn moderations(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+    sim.requests.fetch_add(1, Ordering::SeqCst);
+    remember(&sim, &headers, &body);
+    let flavor = Flavor::OpenAi;
+    if let Err(res) = check(&headers, flavor) {
+        return res;
+    }
+    let req = match parse_json(flavor, &body) {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let model = match &req["model"] {
+        Value::Null => "omni-moderation-latest".to_string(),
+        Value::String(m) if m.contains("moderation") => m.clone(),
+        _ => {
+            return bad_request(
+                flavor,
+                "model",
+                "'model' must be a moderation model (omni-moderation-latest).",
+            )
+        }
+    };
+    // Each input: its text, and whether it has an image.
+    let inputs: Vec<(String, bool)> = match &req["input"] {
+        Value::String(s) => vec![(s.clone(), false)],
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => items
+            .iter()
+            .map(|i| (i.as_str().unwrap_or_default().to_string(), false))
+            .collect(),
+        Value::Array(parts) if !parts.is_empty() && parts.iter().all(|p| p["type"].is_string()) => {
+            let image = parts.iter().any(|p| p["type"] == "image_url");
+            vec![(features::text_of(&req["input"]), image)]
+        }
+        Value::Null => return bad_request(flavor, "input", "Missing required parameter: 'input'."),
+        _ => return bad_request(
+            flavor,
+            "input",
+            "'input' must be a string, an array of strings, or an array of text and image parts.",
+        ),
+    };
+    let directives: Vec<&str> = inputs.iter().map(|(t, _)| t.as_str()).collect();
+    if let Err(res) = prelude(&sim, flavor, &directives.join("\n")).await {
+        return res;
+    }
+    let results: Vec<Value> = inputs
+        .iter()
+        .map(|(text, image)| {
+            let flagged = directive(text, "flagged").filter(|c| MODERATION_CATEGORIES.contains(c));
+            let mut categories = serde_json::Map::new();
+            let mut scores = serde_json::Map::new();
+            let mut types = serde_json::Map::new();
+            for c in MODERATION_CATEGORIES {
+                categories.insert(c.into(), json!(flagged == Some(c)));
+                scores.insert(
+                    c.into(),
+                    json!(if flagged == Some(c) { 0.9 } else { 0.001 }),
+                );
+                let kinds = if *image {
+                    json!(["text", "image"])
+                } else {
+                    json!(["text"])
+                };
+                types.insert(c.into(), kinds);
+            }
+            json!({
+                "flagged": flagged.is_some(),
+                "categories": categories,
+                "category_scores": scores,
+                "category_applied_input_types": types,
+            })
+        })
+        .collect();
+    Json(json!({
+        "id": format!("modr-{}", sim.requests.load(Ordering::SeqCst)),
+        "model": model,
+        "results": results,
     }))
     .into_response()
 }

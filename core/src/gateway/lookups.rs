@@ -316,6 +316,8 @@ pub fn provider_for_model(model: &str) -> Option<Provider> {
     } else if m.starts_with("gpt-")
         || m.starts_with("chatgpt-")
         || m.starts_with("text-embedding-")
+        || m.starts_with("omni-moderation-")
+        || m.starts_with("text-moderation-")
         || ["o1", "o3", "o4"]
             .iter()
             .any(|p| m == *p || m.starts_with(&format!("{p}-")))

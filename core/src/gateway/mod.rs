@@ -368,7 +368,18 @@ impl Gateway {
             choices,
             max_tokens,
             prompt_bound,
+            documents,
         } = facts;
+        // A document's pages cost what its bytes do not show; the model's window bounds them.
+        let prompt_bound = if documents {
+            let beta = match dialect {
+                Dialect::Anthropic => anthropic_beta.as_deref(),
+                _ => None,
+            };
+            prompt_bound.max(request_body::context_window(&model, beta))
+        } else {
+            prompt_bound
+        };
         let limit = max_tokens.unwrap_or(default_limit).max(1);
         // Passed on only to Anthropic, with a body in its own format.
         let mut beta = None;
@@ -553,26 +564,85 @@ impl Gateway {
                 "model: only Claude's models count tokens here (got `{model}`)."
             )));
         }
+        self.free_call(
+            caller,
+            &model,
+            send::Op::CountTokens,
+            body,
+            anthropic_beta,
+            counted,
+        )
+        .await
+    }
+
+    /// OpenAI's moderation of text and images (`/v1/moderations`, as OpenAI's SDK's
+    /// `moderations.create` calls it): the body forwarded with the clinic's OpenAI key (or the
+    /// platform's, where the plan allows) and OpenAI's answer returned as it came. Nothing is
+    /// reserved or charged: OpenAI does not charge for it, and its route counts it against the
+    /// plan's requests per minute. Without a model, OpenAI's default (`omni-moderation-latest`)
+    /// answers.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %caller.tenant))]
+    pub async fn moderate(&self, caller: &Caller, body: Body) -> Result<bytes::Bytes, LlmError> {
+        let model = match body.get::<std::borrow::Cow<str>>("model") {
+            Ok(None) => MODERATION_MODEL.into(),
+            Ok(Some(model)) if is_moderation_model(&model) => model,
+            _ => {
+                return Err(LlmError::bad_request(format!(
+                    "model: name one of OpenAI's moderation models ({MODERATION_MODEL}, text-moderation-latest), or leave it out."
+                )))
+            }
+        };
+        if body.raw("input").is_none_or(|v| v == "null") {
+            return Err(LlmError::bad_request(
+                "input: this field is required (a string, an array of strings, or an array of text and image parts).",
+            ));
+        }
+        let model = model.into_owned();
+        self.free_call(caller, &model, send::Op::Moderations, body, None, moderated)
+            .await
+    }
+
+    /// A call the provider does not charge for: `body` sent as it came to `model`'s provider
+    /// with the clinic's key (or the platform's), and the answer returned as it came when
+    /// `answered` finds it one.
+    async fn free_call(
+        &self,
+        caller: &Caller,
+        model: &str,
+        op: send::Op,
+        body: Body,
+        anthropic_beta: Option<&str>,
+        answered: fn(&[u8]) -> bool,
+    ) -> Result<bytes::Bytes, LlmError> {
         let limits = self.limits(caller.tenant).await?;
         if !limits.active {
             return Err(Error::forbidden("This clinic has been deactivated.").into());
         }
-        let chosen = self.choose(caller.tenant, &limits, &model).await?;
+        let chosen = self.choose(caller.tenant, &limits, model).await?;
         let response = self
-            .send(
-                &chosen,
-                send::Op::CountTokens,
-                body.to_bytes().into(),
-                anthropic_beta,
-            )
+            .send(&chosen, op, body.to_bytes().into(), anthropic_beta)
             .await?;
         let timeout = std::time::Duration::from_secs(self.config.provider_timeout_secs);
-        match tokio::time::timeout(timeout, wire::read_limited(response, wire::ERROR_LIMIT)).await {
-            Ok(Ok(bytes)) if counted(&bytes) => Ok(bytes.into()),
+        match tokio::time::timeout(timeout, wire::read_limited(response, wire::REPLY_LIMIT)).await {
+            Ok(Ok(bytes)) if answered(&bytes) => Ok(bytes.into()),
             Ok(_) => Err(LlmError::malformed(chosen.provider)),
             Err(_) => Err(LlmError::timeout(chosen.provider, timeout)),
         }
     }
+}
+
+/// OpenAI's default moderation model.
+pub const MODERATION_MODEL: &str = "omni-moderation-latest";
+
+fn is_moderation_model(model: &str) -> bool {
+    model.starts_with("omni-moderation-") || model.starts_with("text-moderation-")
+}
+
+/// Whether OpenAI's answer to a moderation is one: an object with a list of `results`.
+fn moderated(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .is_some_and(|v| v.get("results").is_some_and(serde_json::Value::is_array))
 }
 
 /// Whether Anthropic's answer to a token count is one: an object with a whole

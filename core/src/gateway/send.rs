@@ -60,6 +60,8 @@ pub(super) enum Op {
     /// OpenAI's Responses API (OpenAI and compatible providers only).
     Responses,
     Embeddings,
+    /// OpenAI's moderation of text and images (free; OpenAI only).
+    Moderations,
     /// Anthropic's count of a Messages body's input tokens (nothing else offers it).
     CountTokens,
 }
@@ -70,6 +72,7 @@ impl Op {
             Op::Chat => "chat",
             Op::Responses => "responses",
             Op::Embeddings => "embeddings",
+            Op::Moderations => "moderations",
             Op::CountTokens => "count_tokens",
         }
     }
@@ -80,6 +83,7 @@ impl Op {
             Op::Chat => Some("chat/completions"),
             Op::Responses => Some("responses"),
             Op::Embeddings => Some("embeddings"),
+            Op::Moderations => Some("moderations"),
             Op::CountTokens => None,
         }
     }
@@ -109,6 +113,7 @@ pub(super) struct Endpoints {
     openai_chat: Option<egress::Address>,
     openai_responses: Option<egress::Address>,
     openai_embeddings: Option<egress::Address>,
+    openai_moderations: Option<egress::Address>,
     anthropic_messages: Option<egress::Address>,
     anthropic_count_tokens: Option<egress::Address>,
 }
@@ -123,6 +128,7 @@ impl Endpoints {
             openai_chat: parse(Provider::OpenAi, Op::Chat),
             openai_responses: parse(Provider::OpenAi, Op::Responses),
             openai_embeddings: parse(Provider::OpenAi, Op::Embeddings),
+            openai_moderations: parse(Provider::OpenAi, Op::Moderations),
             anthropic_messages: parse(Provider::Anthropic, Op::Chat),
             anthropic_count_tokens: parse(Provider::Anthropic, Op::CountTokens),
         }
@@ -134,6 +140,7 @@ impl Endpoints {
             (Provider::OpenAi, Op::Chat) => self.openai_chat.as_ref(),
             (Provider::OpenAi, Op::Responses) => self.openai_responses.as_ref(),
             (Provider::OpenAi, Op::Embeddings) => self.openai_embeddings.as_ref(),
+            (Provider::OpenAi, Op::Moderations) => self.openai_moderations.as_ref(),
             (Provider::Anthropic, Op::Chat) => self.anthropic_messages.as_ref(),
             (Provider::Anthropic, Op::CountTokens) => self.anthropic_count_tokens.as_ref(),
             _ => None,

@@ -17,6 +17,49 @@ use serde_json::value::RawValue;
 /// usage check).
 pub const IMAGE_TOKENS: i64 = 3_000;
 
+/// What a prompt holding a document (a PDF or another file sent whole, or a PDF the provider
+/// fetches) can cost: each page's text and an image of it, which the file's compressed bytes do
+/// not bound. Only the model's context window does, so such a prompt's bound is the window of
+/// its model: the longest prefix of `model` listed here, or [`UNKNOWN_WINDOW`]. Claude's models
+/// read up to a million tokens when the call asks for the long context (`anthropic-beta:
+/// context-1m-...`). A larger window than the one listed (a model released later) is charged
+/// no more than the reservation, as for images.
+const CONTEXT_WINDOWS: [(&str, i64); 14] = [
+    ("gpt-3.5", 16_385),
+    ("gpt-4-turbo", 128_000),
+    ("gpt-4.1", 1_047_576),
+    ("gpt-4.5", 128_000),
+    ("gpt-4o", 128_000),
+    ("chatgpt-4o", 128_000),
+    ("gpt-4", 32_768),
+    ("gpt-5", 1_050_000),
+    ("o1", 200_000),
+    ("o3", 200_000),
+    ("o4", 200_000),
+    ("claude-", 200_000),
+    ("gemini-", 2_097_152),
+    ("llama", 131_072),
+];
+
+/// The window taken for a model [`CONTEXT_WINDOWS`] does not list.
+pub const UNKNOWN_WINDOW: i64 = 2_097_152;
+
+/// Claude's long context, asked for by a beta header.
+const CLAUDE_LONG_WINDOW: i64 = 1_000_000;
+
+/// The most tokens a prompt to `model` can hold (see [`CONTEXT_WINDOWS`]); `beta` is the
+/// call's `anthropic-beta` header.
+pub fn context_window(model: &str, beta: Option<&str>) -> i64 {
+    if model.starts_with("claude-") && beta.is_some_and(|b| b.contains("context-1m")) {
+        return CLAUDE_LONG_WINDOW;
+    }
+    CONTEXT_WINDOWS
+        .iter()
+        .filter(|(prefix, _)| model.starts_with(prefix))
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map_or(UNKNOWN_WINDOW, |(_, window)| *window)
+}
+
 /// The largest reply limit a request may ask for.
 pub const MAX_REPLY_TOKENS: u64 = 200_000;
 
@@ -211,6 +254,18 @@ pub struct Facts {
     pub max_tokens: Option<u32>,
     /// An upper bound of the prompt's tokens (see [`prompt_bound`]).
     pub prompt_bound: i64,
+    /// The prompt holds a document, whose bound is the model's context window (see
+    /// [`context_window`]), not its text's.
+    pub documents: bool,
+}
+
+/// An upper bound of a prompt's tokens, as far as the body shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bound {
+    /// The body's text, images and audio counted (see [`prompt_bound`]).
+    pub tokens: i64,
+    /// A document is among the parts: the text does not bound what it costs.
+    pub documents: bool,
 }
 
 /// The request's dialect.
@@ -277,7 +332,7 @@ pub fn facts(body: &Body, dialect: Dialect) -> Result<Facts, String> {
             (false, 1, reply_limit(body, "max_output_tokens")?)
         }
     };
-    let prompt_bound = match dialect {
+    let bound = match dialect {
         Dialect::Responses => responses_prompt_bound(body)?,
         _ => prompt_bound(body)?,
     };
@@ -287,7 +342,8 @@ pub fn facts(body: &Body, dialect: Dialect) -> Result<Facts, String> {
         include_usage,
         choices,
         max_tokens,
-        prompt_bound,
+        prompt_bound: bound.tokens,
+        documents: bound.documents,
     })
 }
 
@@ -339,10 +395,10 @@ fn unbounded_responses_fields(body: &Body) -> Result<(), String> {
 }
 
 /// [`prompt_bound`] for a Responses body, whose prompt is `input` (text, or items whose image
-/// parts count [`IMAGE_TOKENS`] each) beside the other fields' text. Items the provider keeps
-/// (`item_reference`) and files by id or address are refused: the body does not show their
-/// size.
-fn responses_prompt_bound(body: &Body) -> Result<i64, String> {
+/// parts count [`IMAGE_TOKENS`] each and whose files are documents) beside the other fields'
+/// text. Items the provider keeps (`item_reference`) and files by id or address are refused:
+/// the body does not show them.
+fn responses_prompt_bound(body: &Body) -> Result<Bound, String> {
     let Some(input) = body.raw("input").filter(|v| *v != "null") else {
         return Err("input: this field is required (a string, or an array of input items).".into());
     };
@@ -350,7 +406,7 @@ fn responses_prompt_bound(body: &Body) -> Result<i64, String> {
     if input.starts_with('[') {
         let items: serde_json::Value = serde_json::from_str(input)
             .map_err(|_| "input must be a string or an array of input items.".to_string())?;
-        bound += input_change(&items, "input")?;
+        bound.tokens += input_change(&items, "input", &mut bound.documents)?;
     } else if !input.starts_with('"') {
         return Err("input must be a string or an array of input items.".into());
     }
@@ -358,14 +414,15 @@ fn responses_prompt_bound(body: &Body) -> Result<i64, String> {
 }
 
 /// What `value`'s parts change in its text's bound: an image counts [`IMAGE_TOKENS`] instead of
-/// its text (as written again compactly, which is no longer than the text that came).
-fn input_change(value: &serde_json::Value, at: &str) -> Result<i64, String> {
+/// its text (as written again compactly, which is no longer than the text that came); a file
+/// sets `documents`.
+fn input_change(value: &serde_json::Value, at: &str, documents: &mut bool) -> Result<i64, String> {
     use serde_json::Value;
     match value {
         Value::Array(items) => {
             let mut change = 0;
             for (i, item) in items.iter().enumerate() {
-                change += input_change(item, &format!("{at}[{i}]"))?;
+                change += input_change(item, &format!("{at}[{i}]"), documents)?;
             }
             Ok(change)
         }
@@ -382,10 +439,14 @@ fn input_change(value: &serde_json::Value, at: &str) -> Result<i64, String> {
                     "{at}: files kept by the provider or fetched from an address are not served, since their size cannot be bounded for the clinic's budget; send the file's contents as file_data."
                 ))
             }
+            Some("input_file") => {
+                *documents = true;
+                Ok(0)
+            }
             _ => {
                 let mut change = 0;
                 for (key, inner) in map {
-                    change += input_change(inner, &format!("{at}.{key}"))?;
+                    change += input_change(inner, &format!("{at}.{key}"), documents)?;
                 }
                 Ok(change)
             }
@@ -398,13 +459,17 @@ fn input_change(value: &serde_json::Value, at: &str) -> Result<i64, String> {
 /// so every field counts its JSON text (instructions, tools and schemas cost prompt tokens too),
 /// except that an image counts [`IMAGE_TOKENS`] whatever its size, and audio a token per three
 /// bytes of its base64 text (a second of audio is at least a few thousand bytes and costs the
-/// providers tens of tokens).
-pub fn prompt_bound(body: &Body) -> Result<i64, String> {
-    let mut bound = 8;
+/// providers tens of tokens). A document is flagged, since its text does not bound it (see
+/// [`CONTEXT_WINDOWS`]).
+pub fn prompt_bound(body: &Body) -> Result<Bound, String> {
+    let mut bound = Bound {
+        tokens: 8,
+        documents: false,
+    };
     for (key, value) in body.fields() {
-        bound += key.len() as i64 + 1;
-        bound += if key == "messages" {
-            messages_bound(value)?
+        bound.tokens += key.len() as i64 + 1;
+        bound.tokens += if key == "messages" {
+            messages_bound(value, &mut bound.documents)?
         } else {
             value.len() as i64
         };
@@ -414,21 +479,22 @@ pub fn prompt_bound(body: &Body) -> Result<i64, String> {
 
 /// The list's whole text with each content's text replaced by its bound (the brackets and
 /// commas between messages count too: still an upper bound).
-fn messages_bound(raw: &str) -> Result<i64, String> {
+fn messages_bound(raw: &str, documents: &mut bool) -> Result<i64, String> {
     // Most lists have only text contents, which count as they are: found so in one pass over
     // the bytes, without serde's visitors.
     if crate::llm::wire::plain_messages(raw.as_bytes()) {
         return Ok(raw.len() as i64);
     }
-    serde_messages_bound(raw)
+    serde_messages_bound(raw, documents)
 }
 
-fn serde_messages_bound(raw: &str) -> Result<i64, String> {
+fn serde_messages_bound(raw: &str, documents: &mut bool) -> Result<i64, String> {
     // One pass over the list: each message is read as it comes (its other fields skipped).
     let mut refused = None;
     let change = serde_json::Deserializer::from_str(raw)
         .deserialize_seq(Contents {
             refused: &mut refused,
+            documents,
         })
         .map_err(|_| {
             refused
@@ -439,9 +505,11 @@ fn serde_messages_bound(raw: &str) -> Result<i64, String> {
 }
 
 /// Reads a list of messages for what their contents change in the prompt's bound (each
-/// content's bound less its text's length); `refused` says what is wrong with a message.
+/// content's bound less its text's length); `refused` says what is wrong with a message, and
+/// `documents` whether one holds a document.
 struct Contents<'r> {
     refused: &'r mut Option<String>,
+    documents: &'r mut bool,
 }
 
 impl<'de> Visitor<'de> for Contents<'_> {
@@ -471,10 +539,12 @@ impl<'de> Visitor<'de> for Contents<'_> {
                 }
             };
             if let Some(c) = message.content {
-                match content_bound(c) {
+                match content_bound(c, self.documents) {
                     Ok(bound) => change += bound - c.get().len() as i64,
                     Err(e) => {
-                        *self.refused = Some(format!("messages[{i}].content: {e}"));
+                        // A part's fault names its place: `[2].file.file_id: ...`.
+                        let sep = if e.starts_with('[') { "" } else { ": " };
+                        *self.refused = Some(format!("messages[{i}].content{sep}{e}"));
                         return Err(de::Error::custom("a content"));
                     }
                 }
@@ -490,12 +560,27 @@ impl<'de> Visitor<'de> for Contents<'_> {
 }
 
 /// The bound of one message's content: a string, or an array of parts (OpenAI) or blocks
-/// (Anthropic).
-fn content_bound(raw: &RawValue) -> Result<i64, String> {
+/// (Anthropic). A document (OpenAI's `file` part, Anthropic's `document` block with a PDF's data
+/// or address) sets `documents`; a file the provider keeps is refused, as the body does not
+/// show it.
+fn content_bound(raw: &RawValue, documents: &mut bool) -> Result<i64, String> {
     #[derive(Deserialize)]
     struct Audio<'a> {
         #[serde(borrow, default)]
         data: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct File<'a> {
+        #[serde(borrow, default)]
+        file_id: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Source<'a> {
+        #[serde(rename = "type", borrow, default)]
+        kind: Option<Cow<'a, str>>,
+        /// A document's own blocks (`"type": "content"`).
+        #[serde(borrow, default)]
+        content: Option<&'a RawValue>,
     }
     #[derive(Deserialize)]
     struct Part<'a> {
@@ -506,14 +591,27 @@ fn content_bound(raw: &RawValue) -> Result<i64, String> {
         /// An Anthropic tool result's own content (text and images).
         #[serde(borrow, default)]
         content: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        file: Option<File<'a>>,
+        #[serde(borrow, default)]
+        source: Option<Source<'a>>,
     }
+    // A fault inside part `i`'s `field` names its place from the part on.
+    fn within(i: usize, field: &str, e: String) -> String {
+        if e.starts_with('[') {
+            format!("[{i}].{field}{e}")
+        } else {
+            format!("[{i}].{field}: {e}")
+        }
+    }
+    const KEPT: &str = "files kept by the provider are not served, since the body does not show their size for the clinic's budget; send the file's contents as data";
     if !raw.get().starts_with('[') {
         return Ok(raw.get().len() as i64);
     }
     let parts: Vec<&RawValue> =
         serde_json::from_str(raw.get()).map_err(|_| "must be a string or an array of parts.")?;
     let mut bound = 0;
-    for part in parts {
+    for (i, part) in parts.into_iter().enumerate() {
         let len = part.get().len() as i64;
         let Ok(p) = serde_json::from_str::<Part>(part.get()) else {
             bound += len;
@@ -529,8 +627,43 @@ fn content_bound(raw: &RawValue) -> Result<i64, String> {
                 len - data + data / 3
             }
             Some("tool_result") => match p.content {
-                Some(inner) => len - inner.get().len() as i64 + content_bound(inner)?,
+                Some(inner) => {
+                    len - inner.get().len() as i64
+                        + content_bound(inner, documents).map_err(|e| within(i, "content", e))?
+                }
                 None => len,
+            },
+            Some("file") => {
+                if p.file
+                    .and_then(|f| f.file_id)
+                    .is_some_and(|id| id.get() != "null")
+                {
+                    return Err(format!("[{i}].file.file_id: {KEPT} (file.file_data)."));
+                }
+                *documents = true;
+                len
+            }
+            Some("document") => match p.source {
+                Some(Source {
+                    kind: Some(kind), ..
+                }) if kind == "file" => {
+                    return Err(format!("[{i}].source: {KEPT} (a base64 source)."));
+                }
+                Some(Source {
+                    kind: Some(kind),
+                    content: Some(inner),
+                }) if kind == "content" => {
+                    len - inner.get().len() as i64
+                        + content_bound(inner, documents)
+                            .map_err(|e| within(i, "source.content", e))?
+                }
+                Some(Source {
+                    kind: Some(kind), ..
+                }) if kind == "text" => len,
+                _ => {
+                    *documents = true;
+                    len
+                }
             },
             _ => len,
         };
@@ -672,7 +805,7 @@ mod tests {
             .as_bytes(),
         )
         .unwrap();
-        let bound = prompt_bound(&body).unwrap();
+        let bound = prompt_bound(&body).unwrap().tokens;
         assert!(
             bound > IMAGE_TOKENS && bound < IMAGE_TOKENS + 200,
             "{bound}"
@@ -683,7 +816,87 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap();
-        assert!(prompt_bound(&sneaky).unwrap() > 300_000);
+        assert!(prompt_bound(&sneaky).unwrap().tokens > 300_000);
+    }
+
+    #[test]
+    fn documents_are_flagged_and_files_kept_by_the_provider_refused() {
+        let chat = |content: &str| {
+            let text = format!(
+                r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":{content}}}]}}"#
+            );
+            facts(&Body::parse(text.as_bytes()).unwrap(), Dialect::OpenAi)
+        };
+        let messages = |content: &str| {
+            let text = format!(
+                r#"{{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{{"role":"user","content":{content}}}]}}"#
+            );
+            facts(&Body::parse(text.as_bytes()).unwrap(), Dialect::Anthropic)
+        };
+        let pdf = r#"{"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,JVBERi0="}}"#;
+        let f = chat(&format!(r#"[{{"type":"text","text":"sum up"}},{pdf}]"#)).unwrap();
+        assert!(f.documents);
+        assert!(
+            !chat(r#"[{"type":"text","text":"sum up"}]"#)
+                .unwrap()
+                .documents
+        );
+        assert!(!chat(r#""a PDF, {\"type\":\"file\"}""#).unwrap().documents);
+        let err =
+            chat(r#"[{"type":"text","text":"x"},{"type":"file","file":{"file_id":"file-1"}}]"#)
+                .unwrap_err();
+        assert!(
+            err.starts_with("messages[0].content[1].file.file_id: "),
+            "{err}"
+        );
+        // Anthropic's documents: a PDF's data or address is a document, plain text is text.
+        for source in [
+            r#"{"type":"base64","media_type":"application/pdf","data":"JVBERi0="}"#,
+            r#"{"type":"url","url":"https://example.com/a.pdf"}"#,
+            r#"{"type":"content","content":[{"type":"document","source":{"type":"url","url":"https://example.com/a.pdf"}}]}"#,
+        ] {
+            let f = messages(&format!(r#"[{{"type":"document","source":{source}}}]"#)).unwrap();
+            assert!(f.documents, "{source}");
+        }
+        let text = r#"[{"type":"document","source":{"type":"text","media_type":"text/plain","data":"notes"}}]"#;
+        assert!(!messages(text).unwrap().documents);
+        // Inside a tool's result too, and a file kept by the provider is named where it is.
+        let kept = r#"[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"x"},{"type":"document","source":{"type":"file","file_id":"file_1"}}]}]"#;
+        let err = messages(kept).unwrap_err();
+        assert!(
+            err.starts_with("messages[0].content[0].content[1].source: "),
+            "{err}"
+        );
+        let inside = r#"[{"type":"tool_result","tool_use_id":"t","content":[{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0="}}]}]"#;
+        assert!(messages(inside).unwrap().documents);
+        // Responses: a file's data is a document.
+        let text = r#"{"model":"gpt-4o","input":[{"role":"user","content":[{"type":"input_file","filename":"a.pdf","file_data":"data:application/pdf;base64,JVBERi0="}]}]}"#;
+        assert!(
+            facts(&Body::parse(text.as_bytes()).unwrap(), Dialect::Responses)
+                .unwrap()
+                .documents
+        );
+    }
+
+    #[test]
+    fn context_windows_follow_the_longest_prefix() {
+        assert_eq!(context_window("gpt-4o-mini", None), 128_000);
+        assert_eq!(context_window("gpt-4.1-nano", None), 1_047_576);
+        assert_eq!(context_window("gpt-4-0613", None), 32_768);
+        assert_eq!(context_window("o3-mini", None), 200_000);
+        assert_eq!(context_window("claude-sonnet-4-5", None), 200_000);
+        assert_eq!(
+            context_window(
+                "claude-sonnet-4-5",
+                Some("files-api-2025-04-14,context-1m-2025-08-07")
+            ),
+            1_000_000
+        );
+        assert_eq!(
+            context_window("gpt-4o", Some("context-1m-2025-08-07")),
+            128_000
+        );
+        assert_eq!(context_window("mistral-large", None), UNKNOWN_WINDOW);
     }
 
     #[test]
@@ -693,7 +906,10 @@ mod tests {
         let body = Body::parse(text.as_bytes()).unwrap();
         let fields = 8 + ("model".len() + 1 + 3) + ("messages".len() + 1);
         let messages = text.len() - r#"{"model":"m","messages":}"#.len();
-        assert_eq!(prompt_bound(&body).unwrap(), (fields + messages) as i64);
+        assert_eq!(
+            prompt_bound(&body).unwrap().tokens,
+            (fields + messages) as i64
+        );
         for (bad, says) in [
             (
                 r#"[{"role":"user","content":"x"},5]"#,
@@ -706,7 +922,7 @@ mod tests {
             (r#"[]"#, "at least one message"),
             (r#"{"role":"user"}"#, "messages must be an array"),
         ] {
-            let err = messages_bound(bad).unwrap_err();
+            let err = messages_bound(bad, &mut false).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
     }
@@ -719,7 +935,7 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap();
-        assert!(prompt_bound(&body).unwrap() >= crate::llm::count_tokens(&text) + 10);
+        assert!(prompt_bound(&body).unwrap().tokens >= crate::llm::count_tokens(&text) + 10);
     }
 
     /// Lists of messages, of the shapes clients send.
@@ -739,7 +955,11 @@ mod tests {
         let replacements = b" \t\n\"\\{}[],:0123456789-+.eEtrufalsn/xuA\x01\xc3";
         let (mut texts, mut answered) = (0, 0);
         for list in LISTS {
-            assert_eq!(messages_bound(list), serde_messages_bound(list), "{list}");
+            assert_eq!(
+                messages_bound(list, &mut false),
+                serde_messages_bound(list, &mut false),
+                "{list}"
+            );
             let bytes = list.as_bytes();
             let mut changed: Vec<Vec<u8>> = Vec::new();
             for i in 0..bytes.len() {
@@ -763,7 +983,11 @@ mod tests {
                 texts += 1;
                 if crate::llm::wire::plain_messages(text.as_bytes()) {
                     answered += 1;
-                    assert_eq!(Ok(text.len() as i64), serde_messages_bound(text), "{text}");
+                    assert_eq!(
+                        Ok(text.len() as i64),
+                        serde_messages_bound(text, &mut false),
+                        "{text}"
+                    );
                 }
             }
         }
