@@ -40,6 +40,17 @@ async fn live(app: &TestApp, tenant: TenantId) -> (tessera_core::metering::Month
     app.live_usage(tenant).await
 }
 
+/// The clinic's allowance of tokens this month (a clinic without a subscription has one).
+async fn allowance(app: &TestApp, tenant: TenantId) -> i64 {
+    app.services
+        .gateway
+        .limits(tenant)
+        .await
+        .unwrap()
+        .token_limit()
+        .expect("a clinic without a subscription stays within its plan's allowance")
+}
+
 async fn estimated_events(app: &TestApp, tenant: TenantId) -> Vec<(bool, bool, bool, i64)> {
     let mut tx = app.services.db.begin_tenant(tenant).await.unwrap();
     let rows = sqlx::query_as(
@@ -450,14 +461,7 @@ async fn two_hundred_concurrent_requests_never_spend_past_the_budget(pool: PgPoo
     }];
     const MAX_TOKENS: i64 = 190_000;
     let worst = tessera_core::llm::prompt_upper_bound(&messages) + MAX_TOKENS;
-    let limit = app
-        .services
-        .gateway
-        .limits(c.tenant)
-        .await
-        .unwrap()
-        .token_limit()
-        .unwrap();
+    let limit = allowance(&app, c.tenant).await;
     assert_eq!(limit, 1_000_000);
     let n = limit / worst;
     assert_eq!(n, 5);
@@ -1245,15 +1249,7 @@ async fn openai_bodies_reach_the_provider_as_sent_with_tools_formats_and_images(
 async fn the_reservation_counts_every_choice_and_image(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("Choices Clinic").await;
-    // A clinic without a subscription stays within its plan's allowance.
-    let limit = app
-        .services
-        .gateway
-        .limits(c.tenant)
-        .await
-        .unwrap()
-        .token_limit()
-        .expect("Starter without a subscription has a limit");
+    let limit = allowance(&app, c.tenant).await;
     let many = |n: u64, max: u64| {
         json!({ "model": "gpt-4o-mini", "n": n, "max_completion_tokens": max,
                 "messages": [{ "role": "user", "content": "hi" }] })
@@ -1321,15 +1317,7 @@ fn pdf_base64(pages: usize) -> String {
 async fn a_documents_reservation_is_its_models_context_window(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("Documents Clinic").await;
-    let limit = app
-        .services
-        .gateway
-        .limits(c.tenant)
-        .await
-        .unwrap()
-        .token_limit()
-        .expect("Starter without a subscription has a limit");
-    assert_eq!(limit, 1_000_000);
+    assert_eq!(allowance(&app, c.tenant).await, 1_000_000);
     // 60 pages in under 5 KB of base64: 90,000 prompt tokens at the simulator's count, within
     // gpt-4o-mini's window of 128,000.
     let pdf = pdf_base64(60);

@@ -9,12 +9,12 @@
 //! Routes:
 //! - `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/responses` (the Responses API:
 //!   `input` text or items, function tools, `text.format`; its events streamed),
-//!   `POST /v1/embeddings` (OpenAI, `Authorization: Bearer`);
+//!   `POST /v1/embeddings`, `POST /v1/moderations` (OpenAI, `Authorization: Bearer`);
 //! - `GET /anthropic/v1/models`, `POST /anthropic/v1/messages` (Anthropic, `x-api-key` and
 //!   `anthropic-version`);
-//! - `GET /sim/stats`: `{"requests": n}`, the number of chat, messages and embeddings requests
-//!   received so far (whatever their outcome);
-//! - `GET /sim/last`: the body of the last chat or messages request, as received;
+//! - `GET /sim/stats`: `{"requests": n}`, the number of chat, messages, embeddings and
+//!   moderation requests received so far (whatever their outcome);
+//! - `GET /sim/last`: the body of the last chat, messages or moderation request, as received;
 //! - `GET /sim/last-headers`: the `anthropic-version` and `anthropic-beta` headers of that
 //!   request, as `{"anthropic-version": ..., "anthropic-beta": ...}` (null when absent);
 //! - `/stripe/...`: Stripe (see [`stripe`]).
@@ -1524,13 +1524,17 @@ async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Re
     )
 }
 
-async fn embeddings(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
+/// The opening of an OpenAI request other than a chat: counted, its key checked and its body
+/// read as a JSON object. `Err` is the answer to send instead.
+fn open_json(sim: &Sim, headers: &HeaderMap, body: &Bytes) -> Result<Value, Response> {
     sim.requests.fetch_add(1, Ordering::SeqCst);
+    check(headers, Flavor::OpenAi)?;
+    parse_json(Flavor::OpenAi, body)
+}
+
+async fn embeddings(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
     let flavor = Flavor::OpenAi;
-    if let Err(res) = check(&headers, flavor) {
-        return res;
-    }
-    let req = match parse_json(flavor, &body) {
+    let req = match open_json(&sim, &headers, &body) {
         Ok(r) => r,
         Err(res) => return res,
     };
@@ -1618,13 +1622,9 @@ const MODERATION_CATEGORIES: [&str; 13] = [
 /// names with `[sim:flagged=CATEGORY]`, scored 0.9 there and 0.001 elsewhere. Free, as
 /// OpenAI's: no usage.
 async fn moderations(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {
-    sim.requests.fetch_add(1, Ordering::SeqCst);
-    remember(&sim, &headers, &body);
     let flavor = Flavor::OpenAi;
-    if let Err(res) = check(&headers, flavor) {
-        return res;
-    }
-    let req = match parse_json(flavor, &body) {
+    remember(&sim, &headers, &body);
+    let req = match open_json(&sim, &headers, &body) {
         Ok(r) => r,
         Err(res) => return res,
     };

@@ -21,22 +21,30 @@ pub const IMAGE_TOKENS: i64 = 3_000;
 /// fetches) can cost: each page's text and an image of it, which the file's compressed bytes do
 /// not bound. Only the model's context window does, so such a prompt's bound is the window of
 /// its model: the longest prefix of `model` listed here, or [`UNKNOWN_WINDOW`]. Claude's models
-/// read up to a million tokens when the call asks for the long context (`anthropic-beta:
-/// context-1m-...`). A larger window than the one listed (a model released later) is charged
-/// no more than the reservation, as for images.
-const CONTEXT_WINDOWS: [(&str, i64); 14] = [
+/// from Opus 4.6 on read a million tokens; the older ones 200,000, or a million when the call
+/// asks for the long context (`anthropic-beta: context-1m-...`). A model released later with a
+/// larger window than its prefix lists is charged no more than the reservation, as for images.
+const CONTEXT_WINDOWS: [(&str, i64); 22] = [
     ("gpt-3.5", 16_385),
+    ("gpt-4", 32_768),
     ("gpt-4-turbo", 128_000),
     ("gpt-4.1", 1_047_576),
     ("gpt-4.5", 128_000),
     ("gpt-4o", 128_000),
     ("chatgpt-4o", 128_000),
-    ("gpt-4", 32_768),
     ("gpt-5", 1_050_000),
     ("o1", 200_000),
     ("o3", 200_000),
     ("o4", 200_000),
-    ("claude-", 200_000),
+    ("claude-", 1_000_000),
+    ("claude-3", 200_000),
+    ("claude-haiku-4", 200_000),
+    ("claude-opus-4-0", 200_000),
+    ("claude-opus-4-1", 200_000),
+    ("claude-opus-4-2025", 200_000),
+    ("claude-sonnet-4-0", 200_000),
+    ("claude-sonnet-4-2025", 200_000),
+    ("claude-sonnet-4-5", 200_000),
     ("gemini-", 2_097_152),
     ("llama", 131_072),
 ];
@@ -885,6 +893,9 @@ mod tests {
         assert_eq!(context_window("gpt-4-0613", None), 32_768);
         assert_eq!(context_window("o3-mini", None), 200_000);
         assert_eq!(context_window("claude-sonnet-4-5", None), 200_000);
+        assert_eq!(context_window("claude-3-5-haiku-latest", None), 200_000);
+        assert_eq!(context_window("claude-opus-4-20250514", None), 200_000);
+        assert_eq!(context_window("claude-opus-4-6", None), 1_000_000);
         assert_eq!(
             context_window(
                 "claude-sonnet-4-5",

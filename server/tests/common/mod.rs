@@ -102,8 +102,8 @@ impl TestApp {
             .unwrap()
     }
 
-    /// A JSON answer of the provider simulator, e.g. `/sim/last` (the body of the last chat or
-    /// messages request it received) or `/sim/last-headers`.
+    /// A JSON answer of the provider simulator, e.g. `/sim/last` (the body of the last chat,
+    /// messages or moderation request it received) or `/sim/last-headers`.
     pub async fn sim(&self, path: &str) -> serde_json::Value {
         reqwest::get(format!("http://{}{path}", self.sim))
             .await
