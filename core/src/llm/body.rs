@@ -621,9 +621,12 @@ fn content_bound(raw: &RawValue, documents: &mut bool) -> Result<i64, String> {
     let mut bound = 0;
     for (i, part) in parts.into_iter().enumerate() {
         let len = part.get().len() as i64;
+        // A part read otherwise here than by the provider could hide an image or a document
+        // (a `type` given twice: serde refuses it, the provider may take the last).
         let Ok(p) = serde_json::from_str::<Part>(part.get()) else {
-            bound += len;
-            continue;
+            return Err(format!(
+                "[{i}] must be an object with a type, each of its fields given once."
+            ));
         };
         bound += match p.kind.as_deref() {
             Some("image_url" | "image") => IMAGE_TOKENS,
@@ -875,6 +878,11 @@ mod tests {
             err.starts_with("messages[0].content[0].content[1].source: "),
             "{err}"
         );
+        // A part the provider could read otherwise (its type given twice) is refused.
+        let twice = r#"[{"type":"text","type":"file","file":{"file_data":"data:application/pdf;base64,JVBERi0="}}]"#;
+        let err = chat(twice).unwrap_err();
+        assert!(err.starts_with("messages[0].content[0] must be"), "{err}");
+        assert!(chat(r#"[{"type":"text","text":"x"},5]"#).is_err());
         let inside = r#"[{"type":"tool_result","tool_use_id":"t","content":[{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0="}}]}]"#;
         assert!(messages(inside).unwrap().documents);
         // Responses: a file's data is a document.
