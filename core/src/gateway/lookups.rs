@@ -307,6 +307,11 @@ impl Gateway {
     }
 }
 
+/// OpenAI's moderation models (`omni-moderation-latest`, `text-moderation-latest`, ...).
+pub(super) fn is_moderation_model(model: &str) -> bool {
+    model.starts_with("omni-moderation-") || model.starts_with("text-moderation-")
+}
+
 /// Which provider serves a model, by its name; `None` for names no provider claims (left to the
 /// clinic's OpenAI-compatible endpoint).
 pub fn provider_for_model(model: &str) -> Option<Provider> {
@@ -316,8 +321,7 @@ pub fn provider_for_model(model: &str) -> Option<Provider> {
     } else if m.starts_with("gpt-")
         || m.starts_with("chatgpt-")
         || m.starts_with("text-embedding-")
-        || m.starts_with("omni-moderation-")
-        || m.starts_with("text-moderation-")
+        || is_moderation_model(m)
         || ["o1", "o3", "o4"]
             .iter()
             .any(|p| m == *p || m.starts_with(&format!("{p}-")))

@@ -585,7 +585,7 @@ impl Gateway {
     pub async fn moderate(&self, caller: &Caller, body: Body) -> Result<bytes::Bytes, LlmError> {
         let model = match body.get::<std::borrow::Cow<str>>("model") {
             Ok(None) => MODERATION_MODEL.into(),
-            Ok(Some(model)) if is_moderation_model(&model) => model,
+            Ok(Some(model)) if lookups::is_moderation_model(&model) => model,
             _ => {
                 return Err(LlmError::bad_request(format!(
                     "model: name one of OpenAI's moderation models ({MODERATION_MODEL}, text-moderation-latest), or leave it out."
@@ -633,10 +633,6 @@ impl Gateway {
 
 /// OpenAI's default moderation model.
 pub const MODERATION_MODEL: &str = "omni-moderation-latest";
-
-fn is_moderation_model(model: &str) -> bool {
-    model.starts_with("omni-moderation-") || model.starts_with("text-moderation-")
-}
 
 /// Whether OpenAI's answer to a moderation is one: an object with a list of `results`.
 fn moderated(bytes: &[u8]) -> bool {
