@@ -45,15 +45,24 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-const DONE: &[u8] = b"data: [DONE]";
+/// How an API's replies are checked: what a whole reply holds, what ends its stream, and
+/// what marks an error event in it.
+#[derive(Clone, Copy)]
+pub struct Check {
+    pub reply: &'static [u8],
+    pub done: &'static [u8],
+    pub error: &'static [u8],
+}
 
 /// One request. Its latency runs from sending until the whole body is read, or for a stream
-/// until the `[DONE]` event; the rest of the stream is still read so the connection is reused.
+/// until its last event (`[DONE]`, `response.completed`); the rest of the stream is still read
+/// so the connection is reused.
 async fn one(
     client: &reqwest::Client,
     target: &Target,
     body: Bytes,
     stream: bool,
+    check: Check,
 ) -> Result<Duration, String> {
     let started = Instant::now();
     let mut res = client
@@ -68,9 +77,9 @@ async fn one(
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut done_at = None;
     while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
-        let from = buf.len().saturating_sub(DONE.len());
+        let from = buf.len().saturating_sub(check.done.len());
         buf.extend_from_slice(&chunk);
-        if stream && done_at.is_none() && contains(&buf[from..], DONE) {
+        if stream && done_at.is_none() && contains(&buf[from..], check.done) {
             done_at = Some(started.elapsed());
         }
     }
@@ -80,14 +89,18 @@ async fn one(
         return Err(format!("HTTP {status}: {}", shown()));
     }
     if stream {
-        if contains(&buf, b"\"error\"") {
+        if contains(&buf, check.error) {
             return Err(format!("error event in the stream: {}", shown()));
         }
-        done_at.ok_or_else(|| format!("stream ended without [DONE]: {}", shown()))
-    } else if contains(&buf, b"\"choices\"") {
+        done_at.ok_or_else(|| {
+            let done = String::from_utf8_lossy(check.done);
+            format!("stream ended without {done}: {}", shown())
+        })
+    } else if contains(&buf, check.reply) {
         Ok(read_all)
     } else {
-        Err(format!("no choices in the reply: {}", shown()))
+        let reply = String::from_utf8_lossy(check.reply);
+        Err(format!("no {reply} in the reply: {}", shown()))
     }
 }
 
@@ -97,6 +110,7 @@ pub async fn run(
     target: &Target,
     body: Bytes,
     stream: bool,
+    check: Check,
     concurrency: usize,
     n: usize,
 ) -> Measured {
@@ -111,7 +125,7 @@ pub async fn run(
             let mut errors = 0;
             let mut first_error = None;
             while next.fetch_add(1, Ordering::Relaxed) < n {
-                match one(&client, &target, body.clone(), stream).await {
+                match one(&client, &target, body.clone(), stream, check).await {
                     Ok(d) => latencies.push(d.as_micros() as u64),
                     Err(e) => {
                         errors += 1;

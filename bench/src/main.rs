@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use cpu::{Group, Watched};
-use load::{Measured, Target};
+use load::{Check, Measured, Target};
 use serde_json::{json, Value};
 use tessera_core::Config;
 
@@ -43,6 +43,8 @@ run options:
   --pause-ms MS        pause after each run's line, before the next run, so that a
                        tool watching the output can act between runs (default 0)
   --model NAME         model asked for (default gpt-4o-mini)
+  --api API            chat (POST /v1/chat/completions, the default) or responses
+                       (POST /v1/responses, OpenAI's Responses API; LiteLLM left out)
   --proxy-workers N    runtime threads of the bare proxy (default: Tokio's, one per core);
                        give the server the same with TOKIO_WORKER_THREADS
   --out FILE           also write the results as JSON
@@ -112,6 +114,46 @@ impl Kind {
     }
 }
 
+/// Which of OpenAI's APIs the calls use: chat completions, or the Responses API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Api {
+    Chat,
+    Responses,
+}
+
+impl Api {
+    fn name(self) -> &'static str {
+        match self {
+            Api::Chat => "chat",
+            Api::Responses => "responses",
+        }
+    }
+    /// The address of its calls, under a base URL.
+    fn path(self) -> &'static str {
+        match self {
+            Api::Chat => "/v1/chat/completions",
+            Api::Responses => "/v1/responses",
+        }
+    }
+    /// How a reply or a stream of it is checked and timed.
+    fn check(self) -> Check {
+        match self {
+            Api::Chat => Check {
+                reply: b"\"choices\"",
+                done: b"data: [DONE]",
+                error: b"\"error\"",
+            },
+            // A response object carries `"error":null`; a failed stream sends an `error` or a
+            // `response.failed` event.
+            Api::Responses => Check {
+                reply: b"\"status\":\"completed\"",
+                done: b"\"type\":\"response.completed\"",
+                error: b"event: error",
+            },
+        }
+    }
+}
+
 struct Options {
     sim: String,
     tessera: String,
@@ -128,14 +170,16 @@ struct Options {
     litellm: Option<(String, String, u32)>,
     /// Runtime threads of the bare proxy (`TOKIO_WORKER_THREADS`); Tokio's default if unset.
     proxy_workers: Option<usize>,
+    api: Api,
 }
 
 impl Options {
     /// The paths this run measures, in order.
     fn paths(&self) -> Vec<Path> {
+        // LiteLLM is measured on chat completions only.
         Path::ALL
             .into_iter()
-            .filter(|p| *p != Path::LiteLlm || self.litellm.is_some())
+            .filter(|p| *p != Path::LiteLlm || (self.litellm.is_some() && self.api == Api::Chat))
             .collect()
     }
 }
@@ -166,6 +210,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         out: None,
         litellm: None,
         proxy_workers: None,
+        api: Api::Chat,
     };
     let (mut litellm_url, mut litellm_key, mut litellm_pid) = (None, None, None);
     let mut concurrency = vec![1, 32];
@@ -216,6 +261,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                     Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
                         format!("{a}: expected a positive whole number, got {v:?}")
                     })?)
+            }
+            "--api" => {
+                o.api = match value()?.as_str() {
+                    "chat" => Api::Chat,
+                    "responses" => Api::Responses,
+                    other => return Err(format!("{a}: expected chat or responses, got {other:?}")),
+                }
             }
             "--out" => o.out = Some(value()?),
             "--litellm" => litellm_url = Some(value()?.trim_end_matches('/').to_string()),
@@ -325,18 +377,21 @@ impl Drop for ProxyProcess {
     }
 }
 
-fn request_body(model: &str, kind: Kind) -> Bytes {
-    let mut body = json!({
-        "model": model,
-        "messages": [
-            { "role": "system", "content": "You are the front-desk assistant of a small clinic." },
-            { "role": "user", "content": "Summarise the clinic's opening hours for a patient in one short sentence." },
-        ],
-        "max_tokens": 64,
-    });
+/// The same request in either API: a system and a user message, at most 64 tokens back.
+fn request_body(model: &str, kind: Kind, api: Api) -> Bytes {
+    let messages = json!([
+        { "role": "system", "content": "You are the front-desk assistant of a small clinic." },
+        { "role": "user", "content": "Summarise the clinic's opening hours for a patient in one short sentence." },
+    ]);
+    let mut body = match api {
+        Api::Chat => json!({ "model": model, "messages": messages, "max_tokens": 64 }),
+        Api::Responses => json!({ "model": model, "input": messages, "max_output_tokens": 64 }),
+    };
     if kind == Kind::Sse {
         body["stream"] = json!(true);
-        body["stream_options"] = json!({ "include_usage": true });
+        if api == Api::Chat {
+            body["stream_options"] = json!({ "include_usage": true });
+        }
     }
     Bytes::from(body.to_string())
 }
@@ -609,25 +664,25 @@ async fn run(o: Options) -> Result<bool, String> {
         .map_err(|e| format!("HTTP client: {e}"))?;
     let target = |p: Path| match p {
         Path::Direct => Target {
-            url: format!("{}/v1/chat/completions", o.sim),
+            url: format!("{}{}", o.sim, o.api.path()),
             authorization: format!("Bearer {PROVIDER_KEY}"),
         },
         Path::Proxy => Target {
-            url: format!("{}/v1/chat/completions", proxy.url),
+            url: format!("{}{}", proxy.url, o.api.path()),
             authorization: format!("Bearer {PROVIDER_KEY}"),
         },
         Path::Tessera => Target {
-            url: format!("{}/v1/chat/completions", o.tessera),
+            url: format!("{}{}", o.tessera, o.api.path()),
             authorization: format!("Bearer {}", clinic.token),
         },
         Path::Compatible => Target {
-            url: format!("{}/v1/chat/completions", o.tessera),
+            url: format!("{}{}", o.tessera, o.api.path()),
             authorization: format!("Bearer {}", compatible.token),
         },
         Path::LiteLlm => {
             let (url, key, _) = o.litellm.clone().unwrap_or_default();
             Target {
-                url: format!("{url}/v1/chat/completions"),
+                url: format!("{url}{}", o.api.path()),
                 authorization: format!("Bearer {key}"),
             }
         }
@@ -649,8 +704,9 @@ async fn run(o: Options) -> Result<bool, String> {
             let m = load::run(
                 &client,
                 &target(p),
-                request_body(&model_for(p), kind),
+                request_body(&model_for(p), kind, o.api),
                 kind == Kind::Sse,
+                o.api.check(),
                 1,
                 1,
             )
@@ -687,12 +743,13 @@ async fn run(o: Options) -> Result<bool, String> {
         for &(c, n) in &o.runs {
             for p in o.paths() {
                 let t = target(p);
-                let body = request_body(&model_for(p), kind);
+                let body = request_body(&model_for(p), kind, o.api);
                 let warmup = o.warmup.unwrap_or((n / 10).max(50));
-                let w = load::run(&client, &t, body.clone(), stream, c, warmup).await;
+                let w =
+                    load::run(&client, &t, body.clone(), stream, o.api.check(), c, warmup).await;
                 tokio::time::sleep(o.settle).await;
                 let before = watched.sample();
-                let m = load::run(&client, &t, body.clone(), stream, c, n).await;
+                let m = load::run(&client, &t, body.clone(), stream, o.api.check(), c, n).await;
                 tokio::time::sleep(o.settle).await;
                 let after = watched.sample();
                 let used = cpu::used(&before, &after);
@@ -771,6 +828,7 @@ async fn run(o: Options) -> Result<bool, String> {
             "clock_ticks_per_second": tick,
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "model": o.model,
+            "api": o.api.name(),
             "settle_ms": o.settle.as_millis() as u64,
             "proxy_workers": o.proxy_workers,
             "unix_time": std::time::SystemTime::now()

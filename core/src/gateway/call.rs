@@ -16,7 +16,7 @@ use crate::knowledge::search::Passage;
 use crate::llm::anthropic::{self, StreamTranslator, Translation};
 use crate::llm::body::Body;
 use crate::llm::tokens::{count_tokens, message_tokens};
-use crate::llm::wire::{self, Piece};
+use crate::llm::wire::{self, Piece, Reply};
 use crate::llm::{ChatMessage, LlmError, Usage};
 use crate::metering::{CallKind, Held, Prices, UsageEvent};
 use crate::Provider;
@@ -333,6 +333,10 @@ impl Call {
         // An OpenAI-format reply forwarded as it came is read without building a tree, and
         // only for its usage when the provider reported it (its client reads the bytes).
         let fast = matches!(self.mode, Mode::Raw { .. }) && provider != Provider::Anthropic;
+        // A Responses API reply that reported its usage likewise.
+        let responses_usage = matches!(self.mode, Mode::Responses)
+            .then(|| wire::responses_reply_usage(&bytes))
+            .flatten();
         let (reply, unseen, tree) = if fast {
             match wire::read_openai_reply(&bytes) {
                 Some((reply, unseen)) => (reply, unseen, None),
@@ -341,6 +345,13 @@ impl Call {
                     return Err(LlmError::malformed(provider));
                 }
             }
+        } else if let Some(usage) = responses_usage {
+            let reply = Reply {
+                text: String::new(),
+                finish_reason: String::new(),
+                usage: Some(usage),
+            };
+            (reply, String::new(), None)
         } else {
             let tree: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
             let reply = tree.as_ref().and_then(|t| match self.mode {

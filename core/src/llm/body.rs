@@ -412,6 +412,9 @@ fn responses_prompt_bound(body: &Body) -> Result<Bound, String> {
     };
     let mut bound = prompt_bound(body)?;
     if input.starts_with('[') {
+        if plain_input(input) {
+            return Ok(bound);
+        }
         let items: serde_json::Value = serde_json::from_str(input)
             .map_err(|_| "input must be a string or an array of input items.".to_string())?;
         bound.tokens += input_change(&items, "input", &mut bound.documents)?;
@@ -419,6 +422,17 @@ fn responses_prompt_bound(body: &Body) -> Result<Bound, String> {
         return Err("input must be a string or an array of input items.".into());
     }
     Ok(bound)
+}
+
+/// Whether a Responses `input` (the text of an array, read as JSON with the body) holds
+/// nothing [`input_change`] reads: none of the types it looks for, quoted, and no backslash
+/// (with which a type could be written otherwise). Its bound is then its text, without a tree.
+fn plain_input(input: &str) -> bool {
+    let b = input.as_bytes();
+    memchr::memchr(b'\\', b).is_none()
+        && ["\"input_image\"", "\"item_reference\"", "\"input_file\""]
+            .iter()
+            .all(|t| memchr::memmem::find(b, t.as_bytes()).is_none())
 }
 
 /// What `value`'s parts change in its text's bound: an image counts [`IMAGE_TOKENS`] instead of
@@ -770,6 +784,41 @@ mod tests {
             assert!(err.starts_with(names), "{bad}: {err}");
         }
         assert!(read(r#"{"model":"m","input":"x","previous_response_id":null,"background":false,"tools":[{"type":"custom","name":"c"}]}"#).is_ok());
+    }
+
+    #[test]
+    fn a_plain_input_is_bounded_as_its_tree_would_bound_it() {
+        let inputs = [
+            r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"}]"#,
+            r#"[{"role":"user","content":[{"type":"input_text","text":"what is input_text?"}]}]"#,
+            r#"[{"type":"function_call_output","call_id":"c","output":"{}"},1,null,[]]"#,
+            r#"[{"role":"user","content":[{"type":"input_image","image_url":"https://e.x/a.png"}]}]"#,
+            r#"[{"role":"user","content":[{"type":"input_\u0069mage","image_url":"x"}]}]"#,
+            r#"[{"role":"user","content":[{"type":"input_file","file_data":"data:;base64,"}]}]"#,
+            r#"[{"type":"item_reference","id":"msg_1"}]"#,
+            r#"[{"role":"user","content":"say \"input_image\" twice"}]"#,
+        ];
+        let mut plain = 0;
+        for (n, input) in inputs.iter().enumerate() {
+            let tree: serde_json::Value = serde_json::from_str(input).unwrap();
+            let mut documents = false;
+            let by_tree = input_change(&tree, "input", &mut documents);
+            if plain_input(input) {
+                plain += 1;
+                assert_eq!(by_tree, Ok(0), "{input}");
+                assert!(!documents, "{input}");
+            }
+            // The first three are plain; the others each hold what the tree reads.
+            assert_eq!(plain_input(input), n < 3, "{input}");
+            let body = format!(r#"{{"model":"gpt-4o","input":{input}}}"#);
+            let read = facts(&Body::parse(body.as_bytes()).unwrap(), Dialect::Responses);
+            if n < 3 {
+                // 8, and each field's name, a byte, and its text: its text alone for input.
+                let expected = 8 + (5 + 1 + 8) + (5 + 1) + input.len() as i64;
+                assert_eq!(read.unwrap().prompt_bound, expected, "{input}");
+            }
+        }
+        assert_eq!(plain, 3);
     }
 
     #[test]

@@ -513,7 +513,15 @@ fn read_openai_text(bytes: &[u8]) -> Option<(Reply, String)> {
 /// counted. Read in one pass over its bytes ([`skim`]) where that reads it as serde does, by
 /// serde otherwise.
 fn openai_reply_usage(bytes: &[u8]) -> Option<Option<Usage>> {
-    skim::reply_usage(bytes).or_else(|| serde_reply_usage(bytes))
+    skim::reply_usage(bytes, &skim::CHAT).or_else(|| serde_reply_usage(bytes))
+}
+
+/// A Responses API reply's usage, read without building a tree, when the reply reported it
+/// and reads plainly (see [`skim`]); `None` leaves the reply to [`parse_responses_reply`]
+/// (which reads a tree, and so refuses text that is not UTF-8, as this does).
+pub fn responses_reply_usage(bytes: &[u8]) -> Option<Usage> {
+    std::str::from_utf8(bytes).ok()?;
+    skim::reply_usage(bytes, &skim::RESPONSES).flatten()
 }
 
 /// [`openai_reply_usage`] read by serde.
@@ -804,7 +812,40 @@ pub fn parse_responses_reply(body: &Value) -> Option<Reply> {
 /// (function call arguments, refusals, reasoning summaries) as [`Piece::Unseen`], and the
 /// ending event (`response.completed`, `response.incomplete`, `response.failed`) as the usage
 /// it carries, the finish, and the end. An `error` event or a failed response is an error.
+///
+/// Most events are read without building a tree ([`ResponsesEvent`]); only the ending event's
+/// response, and an event that does not read that way (not an object, a field given twice),
+/// are read as one.
 pub fn parse_responses_event(ev: &SseEvent, out: &mut Vec<Piece>) {
+    let object = ev
+        .data
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{');
+    match serde_json::from_str::<ResponsesEvent>(&ev.data) {
+        Ok(e) if object => {
+            let kind = e
+                .kind
+                .as_deref()
+                .or(ev.event.as_deref())
+                .unwrap_or_default();
+            responses_pieces(
+                kind,
+                || raw_str(e.delta),
+                || raw_tree(e.response),
+                || {
+                    raw_str(e.message)
+                        .map(Cow::into_owned)
+                        .or_else(|| raw_tree(e.error)["message"].as_str().map(str::to_string))
+                },
+                out,
+            );
+        }
+        _ => responses_event_by_tree(ev, out),
+    }
+}
+
+/// [`parse_responses_event`] reading the event as a tree.
+fn responses_event_by_tree(ev: &SseEvent, out: &mut Vec<Piece>) {
     let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
         return;
     };
@@ -812,10 +853,61 @@ pub fn parse_responses_event(ev: &SseEvent, out: &mut Vec<Piece>) {
         .as_str()
         .or(ev.event.as_deref())
         .unwrap_or_default();
+    responses_pieces(
+        kind,
+        || v["delta"].as_str().map(Cow::Borrowed),
+        || v["response"].clone(),
+        || {
+            v["message"]
+                .as_str()
+                .or(v["error"]["message"].as_str())
+                .map(str::to_string)
+        },
+        out,
+    );
+}
+
+/// One Responses API event, read without building a tree: its type, and the fields the
+/// gateway reads as their JSON text, read further only when the type asks for them.
+#[derive(serde::Deserialize)]
+struct ResponsesEvent<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    delta: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    response: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    message: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A JSON text's string; `None` when absent or not a string.
+fn raw_str(raw: Option<&serde_json::value::RawValue>) -> Option<Cow<'_, str>> {
+    serde_json::from_str(raw?.get()).ok()
+}
+
+/// A JSON text as a tree; `Null` when absent.
+fn raw_tree(raw: Option<&serde_json::value::RawValue>) -> Value {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The pieces of a Responses API event of type `kind`, whose fields are read only as the type
+/// needs them: `delta` (a string), `response` (the ending event's), and the message of an
+/// `error` event.
+fn responses_pieces<'a>(
+    kind: &str,
+    delta: impl FnOnce() -> Option<Cow<'a, str>>,
+    response: impl FnOnce() -> Value,
+    message: impl FnOnce() -> Option<String>,
+    out: &mut Vec<Piece>,
+) {
     match kind {
         "response.output_text.delta" => {
-            if let Some(text) = v["delta"].as_str().filter(|t| !t.is_empty()) {
-                out.push(Piece::Text(text.to_string()));
+            if let Some(text) = delta().filter(|t| !t.is_empty()) {
+                out.push(Piece::Text(text.into_owned()));
             }
         }
         "response.function_call_arguments.delta"
@@ -823,12 +915,12 @@ pub fn parse_responses_event(ev: &SseEvent, out: &mut Vec<Piece>) {
         | "response.refusal.delta"
         | "response.reasoning_summary_text.delta"
         | "response.reasoning_text.delta" => {
-            if let Some(text) = v["delta"].as_str() {
-                out.push(Piece::Unseen(text.to_string()));
+            if let Some(text) = delta() {
+                out.push(Piece::Unseen(text.into_owned()));
             }
         }
         "response.completed" | "response.incomplete" | "response.failed" => {
-            let response = &v["response"];
+            let response = response();
             if let Some(usage) = responses_usage(&response["usage"]) {
                 out.push(Piece::Usage(usage));
             }
@@ -840,16 +932,12 @@ pub fn parse_responses_event(ev: &SseEvent, out: &mut Vec<Piece>) {
                         .to_string(),
                 ));
             } else {
-                out.push(Piece::Finish(responses_finish(response)));
+                out.push(Piece::Finish(responses_finish(&response)));
                 out.push(Piece::Done);
             }
         }
         "error" => out.push(Piece::Error(
-            v["message"]
-                .as_str()
-                .or(v["error"]["message"].as_str())
-                .unwrap_or("stream error")
-                .to_string(),
+            message().unwrap_or_else(|| "stream error".to_string()),
         )),
         _ => {}
     }
@@ -1166,6 +1254,71 @@ mod tests {
         // The stream goes on after it.
         let events = parser.feed(b"\n\ndata: next\n\n");
         assert_eq!(events.last().map(|e| e.data.as_str()), Some("next"));
+    }
+
+    /// Events of a Responses stream, each changed in one byte (replaced by each of a set of
+    /// bytes that matter to JSON, or removed) and cut at every length: read without a tree,
+    /// each gives the pieces the tree gives.
+    #[test]
+    fn responses_events_read_without_a_tree_give_what_the_tree_gives() {
+        let events = [
+            r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","status":"in_progress","error":null,"output":[],"usage":null}}"#,
+            r#"{"type":"response.output_text.delta","item_id":"msg_1","delta":"Hi \"there\"","sequence_number":4}"#,
+            r#"{"type":"response.function_call_arguments.delta","delta":"{\"a\":1}"}"#,
+            r#"{"type":"response.completed","response":{"status":"completed","output":[{"type":"function_call"}],"usage":{"input_tokens":3,"input_tokens_details":{"cached_tokens":1},"output_tokens":2}}}"#,
+            r#"{"type":"response.incomplete","response":{"status":"incomplete","incomplete_details":{"reason":"content_filter"},"usage":{"input_tokens":3}}}"#,
+            r#"{"type":"response.failed","response":{"error":{"message":"bad"}}}"#,
+            r#"{"type":"error","message":7,"error":{"message":"overloaded"}}"#,
+            r#"{"delta":"no type","type":"response.refusal.delta"}"#,
+        ];
+        for data in events {
+            // Each read without a tree, as it is.
+            assert!(
+                serde_json::from_str::<ResponsesEvent>(data).is_ok(),
+                "{data}"
+            );
+        }
+        let swaps = b"\"\\{}[],: \n0123456789-+.eEntfrul\x01x";
+        let mut checked = 0;
+        let mut check = |data: &str, event: Option<&str>| {
+            let ev = SseEvent {
+                event: event.map(str::to_string),
+                data: data.to_string(),
+            };
+            let (mut fast, mut tree) = (Vec::new(), Vec::new());
+            parse_responses_event(&ev, &mut fast);
+            responses_event_by_tree(&ev, &mut tree);
+            assert_eq!(fast, tree, "{data}");
+            checked += 1;
+        };
+        for data in events {
+            check(data, None);
+            check(data, Some("response.output_text.delta"));
+            let bytes = data.as_bytes();
+            for at in 0..bytes.len() {
+                let mut changed = bytes.to_vec();
+                for &swap in swaps {
+                    changed[at] = swap;
+                    if let Ok(text) = std::str::from_utf8(&changed) {
+                        check(text, Some("error"));
+                    }
+                }
+                changed.remove(at);
+                if let Ok(text) = std::str::from_utf8(&changed) {
+                    check(text, None);
+                }
+                check(&data[..at], None);
+            }
+        }
+        // The fields given twice, or an array: read as a tree.
+        for data in [
+            r#"{"type":"response.output_text.delta","delta":"a","delta":"b"}"#,
+            r#"["response.output_text.delta","a"]"#,
+            r#" {"type":"response.output_text.delta","type":"error","message":"m"}"#,
+        ] {
+            check(data, None);
+        }
+        assert!(checked > 10_000);
     }
 
     #[test]

@@ -18,24 +18,63 @@ use super::{PromptDetails, Usage, UsageWire};
 /// Deepest nesting read here; deeper replies are left to serde.
 const DEPTH: u8 = 32;
 
-/// A reply's usage as [`super::serde_reply_usage`] would read it (`Some(None)`: a reply
-/// without usage), or `None` when only serde can tell (see the module's documentation).
-pub(super) fn reply_usage(bytes: &[u8]) -> Option<Option<Usage>> {
+/// The names a whole reply's usage is read by: chat completions' ([`CHAT`]) or the Responses
+/// API's ([`RESPONSES`]).
+pub(super) struct Shape {
+    /// What the reply holds its output in, an array.
+    list: &'static [u8],
+    /// Whether that array must hold something (a chat completion has at least one choice).
+    filled: bool,
+    prompt: &'static [u8],
+    completion: &'static [u8],
+    details: &'static [u8],
+    /// Whether numbers must read as a tree reads them (as `f64` where they are not whole
+    /// numbers of 64 bits, which fails past its range): numbers with an exponent, or more than
+    /// 20 digits before any fraction, are then left to serde.
+    tree: bool,
+}
+
+/// A chat completion, read as [`super::serde_reply_usage`] reads it.
+pub(super) const CHAT: Shape = Shape {
+    list: b"choices",
+    filled: true,
+    prompt: b"prompt_tokens",
+    completion: b"completion_tokens",
+    details: b"prompt_tokens_details",
+    tree: false,
+};
+
+/// A Responses API reply (`output`, and `input_tokens`, `output_tokens` and
+/// `input_tokens_details` in its usage), read as [`super::parse_responses_reply`] reads its
+/// usage.
+pub(super) const RESPONSES: Shape = Shape {
+    list: b"output",
+    filled: false,
+    prompt: b"input_tokens",
+    completion: b"output_tokens",
+    details: b"input_tokens_details",
+    tree: true,
+};
+
+/// A reply's usage as serde would read it (`Some(None)`: a reply without usage), or `None`
+/// when only serde can tell (see the module's documentation).
+pub(super) fn reply_usage(bytes: &[u8], shape: &Shape) -> Option<Option<Usage>> {
     let mut s = Skim {
         b: bytes,
         i: 0,
         escapes: false,
+        tree_numbers: shape.tree,
     };
-    let mut choices = None;
+    let mut list = None;
     let mut usage: Option<Option<UsageWire>> = None;
     let mut error = false;
     s.object(|s, key| match key {
-        b"choices" if choices.is_none() => {
-            choices = Some(s.array(DEPTH)?);
+        _ if key == shape.list && list.is_none() => {
+            list = Some(s.array(DEPTH)?);
             Some(())
         }
         b"usage" if usage.is_none() => {
-            usage = Some(s.usage()?);
+            usage = Some(s.usage(shape)?);
             Some(())
         }
         // Only `"error": null` is a reply; any other error is serde's to read.
@@ -43,11 +82,12 @@ pub(super) fn reply_usage(bytes: &[u8]) -> Option<Option<Usage>> {
             error = true;
             s.literal(b"null")
         }
-        b"choices" | b"usage" | b"error" => None,
+        _ if key == shape.list || key == b"usage" || key == b"error" => None,
         _ if key.is_ascii() => s.value(DEPTH),
         _ => None,
     })?;
-    if s.peek().is_some() || choices? == 0 {
+    let n = list?;
+    if s.peek().is_some() || (shape.filled && n == 0) {
         return None;
     }
     Some(usage.flatten().as_ref().and_then(UsageWire::usage))
@@ -62,6 +102,7 @@ pub(crate) fn plain_messages(bytes: &[u8]) -> bool {
         b: bytes,
         i: 0,
         escapes: true,
+        tree_numbers: false,
     };
     let n = s.elements(|s| {
         let mut content = false;
@@ -87,6 +128,9 @@ struct Skim<'a> {
     i: usize,
     /// Strings with escapes are passed over (their text is not read).
     escapes: bool,
+    /// Numbers with an exponent or more than 20 whole digits are refused (see
+    /// [`Shape::tree`]).
+    tree_numbers: bool,
 }
 
 impl<'a> Skim<'a> {
@@ -200,16 +244,23 @@ impl<'a> Skim<'a> {
     /// A number's digits after its sign, in JSON's grammar: no leading zeros, a fraction and an
     /// exponent each with digits.
     fn number(&mut self) -> Option<()> {
+        let start = self.i;
         match self.b.get(self.i)? {
             b'0' => self.i += 1,
             b'1'..=b'9' => self.digits(),
             _ => return None,
+        }
+        if self.tree_numbers && self.i - start > 20 {
+            return None;
         }
         if self.b.get(self.i) == Some(&b'.') {
             self.i += 1;
             self.some_digits()?;
         }
         if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            if self.tree_numbers {
+                return None;
+            }
             self.i += 1;
             if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
                 self.i += 1;
@@ -257,29 +308,34 @@ impl<'a> Skim<'a> {
         )
     }
 
-    /// The usage: `null`, or an object read as [`UsageWire`] reads it.
-    fn usage(&mut self) -> Option<Option<UsageWire>> {
-        self.or_null(Self::usage_object)
+    /// The usage: `null`, or an object read as [`UsageWire`] reads it (with `shape`'s names).
+    fn usage(&mut self, shape: &Shape) -> Option<Option<UsageWire>> {
+        self.or_null(|s| s.usage_object(shape))
     }
 
-    fn usage_object(&mut self) -> Option<UsageWire> {
+    fn usage_object(&mut self, shape: &Shape) -> Option<UsageWire> {
         let (mut prompt, mut completion, mut details) = (None, None, None);
-        self.object(|s, key| match key {
-            b"prompt_tokens" if prompt.is_none() => {
-                prompt = Some(s.count()?);
-                Some(())
-            }
-            b"completion_tokens" if completion.is_none() => {
-                completion = Some(s.count()?);
-                Some(())
-            }
-            b"prompt_tokens_details" if details.is_none() => {
+        self.object(|s, key| {
+            let slot = if key == shape.prompt {
+                &mut prompt
+            } else if key == shape.completion {
+                &mut completion
+            } else if key == shape.details {
+                if details.is_some() {
+                    return None;
+                }
                 details = Some(s.details()?);
-                Some(())
+                return Some(());
+            } else if key.is_ascii() {
+                return s.value(DEPTH);
+            } else {
+                return None;
+            };
+            if slot.is_some() {
+                return None;
             }
-            b"prompt_tokens" | b"completion_tokens" | b"prompt_tokens_details" => None,
-            _ if key.is_ascii() => s.value(DEPTH),
-            _ => None,
+            *slot = Some(s.count()?);
+            Some(())
         })?;
         Some(UsageWire {
             prompt_tokens: prompt.flatten(),
@@ -359,7 +415,7 @@ mod tests {
     fn replies_are_read_here_as_serde_reads_them() {
         for (n, reply) in REPLIES.iter().enumerate() {
             let bytes = reply.as_bytes();
-            let here = reply_usage(bytes);
+            let here = reply_usage(bytes, &CHAT);
             // The tab in the last is a control character: left to serde (which refuses it).
             if n == 5 {
                 assert_eq!(here, None);
@@ -368,7 +424,7 @@ mod tests {
             assert!(here.is_some(), "reply {n} was left to serde");
             assert_eq!(here, serde_reply_usage(bytes), "reply {n}");
         }
-        let usage = reply_usage(REPLIES[0].as_bytes()).flatten().unwrap();
+        let usage = reply_usage(REPLIES[0].as_bytes(), &CHAT).flatten().unwrap();
         assert_eq!(
             (
                 usage.prompt_tokens,
@@ -377,7 +433,7 @@ mod tests {
             ),
             (30, 16, 7)
         );
-        assert_eq!(reply_usage(REPLIES[2].as_bytes()), Some(None));
+        assert_eq!(reply_usage(REPLIES[2].as_bytes(), &CHAT), Some(None));
     }
 
     #[test]
@@ -400,7 +456,7 @@ mod tests {
             r#"[{"choices":[{}]}]"#,
             "",
         ] {
-            assert_eq!(reply_usage(body.as_bytes()), None, "{body}");
+            assert_eq!(reply_usage(body.as_bytes(), &CHAT), None, "{body}");
         }
     }
 
@@ -409,20 +465,32 @@ mod tests {
     /// answers, serde answers the same.
     #[test]
     fn a_changed_reply_is_never_read_otherwise_than_by_serde() {
+        let checked = changed_replies(&REPLIES, |b| reply_usage(b, &CHAT), serde_reply_usage);
+        // Most changes keep a reply readable here (a changed letter of a text, a digit).
+        assert!(checked > 10_000, "only {checked} changed replies read here");
+    }
+
+    /// Each of `replies` changed in one byte, or cut: where `here` answers, `serde` answers the
+    /// same. The number of changed replies `here` answered.
+    fn changed_replies(
+        replies: &[&str],
+        here: impl Fn(&[u8]) -> Option<Option<Usage>>,
+        serde: impl Fn(&[u8]) -> Option<Option<Usage>>,
+    ) -> usize {
         let swaps = b"\"\\{}[],: \n0123456789-+.eEntfrul\x01\x7f\xc3\xffx";
         let mut checked = 0;
         let mut check = |bytes: &[u8]| {
-            if let Some(here) = reply_usage(bytes) {
+            if let Some(here) = here(bytes) {
                 assert_eq!(
                     Some(here),
-                    serde_reply_usage(bytes),
+                    serde(bytes),
                     "{}",
                     String::from_utf8_lossy(bytes)
                 );
                 checked += 1;
             }
         };
-        for reply in REPLIES {
+        for reply in replies {
             let bytes = reply.as_bytes();
             for at in 0..bytes.len() {
                 let mut changed = bytes.to_vec();
@@ -435,7 +503,64 @@ mod tests {
                 check(&bytes[..at]);
             }
         }
-        // Most changes keep a reply readable here (a changed letter of a text, a digit).
+        checked
+    }
+
+    /// Responses API replies: the simulator's, one with a function call and escapes, one
+    /// without usage, one with an empty output, one with numbers a tree reads as `f64`.
+    const RESPONSES_REPLIES: [&str; 5] = [
+        r#"{"id":"resp_sim_1","object":"response","created_at":1796524107,"status":"completed","background":false,"error":null,"incomplete_details":null,"instructions":null,"max_output_tokens":64,"model":"gpt-4o-mini","output":[{"type":"message","id":"msg_sim_2","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Simulated reply from gpt-4o-mini: Summarise the clinic's opening hours.","annotations":[],"logprobs":[]}]}],"parallel_tool_calls":true,"previous_response_id":null,"reasoning":{"effort":null,"summary":null},"store":true,"temperature":1.0,"text":{"format":{"type":"text"}},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled","usage":{"input_tokens":30,"input_tokens_details":{"cached_tokens":7},"output_tokens":16,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":46},"user":null,"metadata":{}}"#,
+        r#"{"object":"response","status":"completed","output":[{"type":"function_call","name":"f","arguments":"{\"a\":1}"}],"usage":{"input_tokens":5,"output_tokens":3}}"#,
+        r#"{"object":"response","status":"completed","output":[{"type":"message","content":[{"type":"output_text","text":"Hi"}]}]}"#,
+        r#"{"object":"response","status":"incomplete","output":[],"usage":{"input_tokens":9,"output_tokens":0,"input_tokens_details":null}}"#,
+        r#"{"output":[{"logprob":-1.25e-5}],"temperature":1.5e300,"usage":{"input_tokens":2}}"#,
+    ];
+
+    /// A Responses API reply's usage as the gateway reads it by serde (`None`: not a reply).
+    fn serde_responses_usage(bytes: &[u8]) -> Option<Option<Usage>> {
+        let tree: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        super::super::parse_responses_reply(&tree).map(|r| r.usage)
+    }
+
+    #[test]
+    fn responses_replies_are_read_here_as_serde_reads_them() {
+        // The second has an escape in a string: left to serde.
+        let read: Vec<_> = RESPONSES_REPLIES
+            .iter()
+            .map(|r| super::super::responses_reply_usage(r.as_bytes()).map(Some))
+            .collect();
+        let usage = read[0].flatten().unwrap();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens
+            ),
+            (30, 16, 7)
+        );
+        assert_eq!(read[1], None);
+        // No usage: the text is to be counted, from the tree.
+        assert_eq!(read[2], None);
+        assert_eq!(
+            reply_usage(RESPONSES_REPLIES[2].as_bytes(), &RESPONSES),
+            Some(None)
+        );
+        assert_eq!(read[3].flatten().map(|u| u.prompt_tokens), Some(9));
+        // An exponent is left to the tree, which reads 1.5e300 but not 1.5e400.
+        assert_eq!(read[4], None);
+        for (n, reply) in RESPONSES_REPLIES.iter().enumerate() {
+            if let Some(here) = read[n] {
+                assert_eq!(Some(here), serde_responses_usage(reply.as_bytes()), "{n}");
+            }
+        }
+        // A chat completion is no response, nor a response a chat completion.
+        assert_eq!(reply_usage(REPLIES[0].as_bytes(), &RESPONSES), None);
+        assert_eq!(reply_usage(RESPONSES_REPLIES[0].as_bytes(), &CHAT), None);
+        let checked = changed_replies(
+            &RESPONSES_REPLIES,
+            |b| super::super::responses_reply_usage(b).map(Some),
+            serde_responses_usage,
+        );
         assert!(checked > 10_000, "only {checked} changed replies read here");
     }
 
