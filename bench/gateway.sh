@@ -32,6 +32,12 @@ BENCH_OUT="${BENCH_OUT:-$CARGO_TARGET_DIR/gateway-bench.json}"
 BENCH_SIM="${BENCH_SIM:-bench}"
 # LiteLLM's proxy in the same run (installed from PyPI on first use); 0 leaves it out.
 BENCH_LITELLM="${BENCH_LITELLM:-1}"
+# LiteLLM is measured on chat completions only: not started for a run of the Responses API.
+prev=""
+for arg in "$@"; do
+  if [ "$prev" = --api ] && [ "$arg" = responses ]; then BENCH_LITELLM=0; fi
+  prev="$arg"
+done
 BENCH_WORKERS="${BENCH_WORKERS:-}"
 case "$BENCH_WORKERS" in
   "" | [1-9] | [1-9][0-9]) ;;
