@@ -1,5 +1,5 @@
-//! The bare proxy: `POST /v1/chat/completions` forwarded to the provider as it came, and the
-//! answer streamed back untouched. No authentication, no accounting: the baseline for what any
+//! The bare proxy: `POST /v1/chat/completions` and `POST /v1/responses` forwarded to the
+//! provider as they came, and the answer streamed back untouched. No authentication, no accounting: the baseline for what any
 //! proxy in the path costs. It calls the provider with the HTTP client Tessera's gateway uses
 //! (`tessera_core::egress::Http`), so the comparison is of what each does around the call, not
 //! of two clients. It runs as its own process (`gateway-bench proxy`) so that its CPU can be
@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -18,14 +19,24 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use tessera_core::egress::{Chain, Http};
 
-#[derive(Clone)]
 struct Upstream {
     client: Http,
-    url: axum::http::Uri,
+    chat: axum::http::Uri,
+    responses: axum::http::Uri,
 }
 
-async fn forward(State(up): State<Upstream>, headers: HeaderMap, body: Bytes) -> Response {
-    let mut request = axum::http::Request::post(up.url.clone());
+async fn chat(State(up): State<Arc<Upstream>>, headers: HeaderMap, body: Bytes) -> Response {
+    let url = up.chat.clone();
+    forward(&up, url, headers, body).await
+}
+
+async fn responses(State(up): State<Arc<Upstream>>, headers: HeaderMap, body: Bytes) -> Response {
+    let url = up.responses.clone();
+    forward(&up, url, headers, body).await
+}
+
+async fn forward(up: &Upstream, url: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let mut request = axum::http::Request::post(url);
     for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
         if let Some(value) = headers.get(&name) {
             request = request.header(name, value);
@@ -83,19 +94,21 @@ pub async fn main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let url = match format!("{upstream}/v1/chat/completions").parse() {
-        Ok(url) => url,
-        Err(_) => {
-            eprintln!("proxy: --upstream must be an http(s) URL (got {upstream:?})");
-            return ExitCode::from(2);
-        }
+    let (Ok(chat_url), Ok(responses_url)) = (
+        format!("{upstream}/v1/chat/completions").parse(),
+        format!("{upstream}/v1/responses").parse(),
+    ) else {
+        eprintln!("proxy: --upstream must be an http(s) URL (got {upstream:?})");
+        return ExitCode::from(2);
     };
-    let state = Upstream {
+    let state = Arc::new(Upstream {
         client: Http::installation(),
-        url,
-    };
+        chat: chat_url,
+        responses: responses_url,
+    });
     let app = Router::new()
-        .route("/v1/chat/completions", post(forward))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/responses", post(responses))
         .with_state(state);
     match listener.local_addr() {
         Ok(bound) => println!("listening on http://{bound}"),

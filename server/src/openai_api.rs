@@ -328,10 +328,24 @@ fn anthropic_model_json(m: &ModelInfo) -> Value {
     json!({ "type": "model", "id": m.id, "display_name": m.id, "created_at": "1970-01-01T00:00:00Z" })
 }
 
+/// The most of a body sent to an address not served that is read (and dropped) before the
+/// answer.
+const UNSERVED_BODY_LIMIT: usize = 1 << 20;
+
 /// Any other path under `/v1`: a 404 in the shape the caller's SDK reads (Anthropic's under
 /// `/v1/messages` and `/v1/complete`, OpenAI's elsewhere), naming what is served, instead of
 /// the site's page for a missing address.
-pub async fn unknown(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+///
+/// The body is read to its end first (up to [`UNSERVED_BODY_LIMIT`]): answered with a body
+/// still on its way, the connection would be closed after the answer, and a client that sends
+/// its next call on it (as SDKs do, with kept-alive connections) would find it gone.
+pub async fn unknown(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    body: axum::body::Body,
+) -> Response {
+    // A longer body, or one that breaks off, ends the connection after the answer, as before.
+    let _ = axum::body::to_bytes(body, UNSERVED_BODY_LIMIT).await;
     let path = uri.path();
     let error = ApiError::new(
         StatusCode::NOT_FOUND,

@@ -781,6 +781,67 @@ async fn an_api_key_lists_the_clinics_models_until_revoked(pool: PgPool) {
     assert_eq!(body["error"]["type"], "invalid_request_error");
 }
 
+/// A call to an address not served whose body arrives after its headers is answered once the
+/// body is in, on a connection that then carries the next call: answered before, the
+/// connection was closed under the client's next call (an SDK's "server disconnected").
+#[sqlx::test]
+async fn an_unserved_calls_connection_carries_the_next_call(pool: PgPool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn(&pool).await;
+    let addr = app.url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"model":"gpt-4o-mini","prompt":"hi"}"#;
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    conn.write_all(body.as_bytes()).await.unwrap();
+    // Each answer is read whole (its length is given) before the next call is sent.
+    let mut read = Vec::new();
+    let answer = |read: &mut Vec<u8>| -> Option<usize> {
+        let text = String::from_utf8_lossy(read).to_lowercase();
+        let end = text.find("\r\n\r\n")? + 4;
+        let length: usize = text[..end]
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))?
+            .trim()
+            .parse()
+            .ok()?;
+        (read.len() >= end + length).then_some(end + length)
+    };
+    for call in 0..2 {
+        let mut buf = [0u8; 4096];
+        let whole = loop {
+            if let Some(n) = answer(&mut read) {
+                break n;
+            }
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut buf))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            assert!(n > 0, "call {call}: the connection was closed");
+            read.extend_from_slice(&buf[..n]);
+        };
+        let text = String::from_utf8_lossy(&read[..whole]).to_string();
+        assert!(text.starts_with("HTTP/1.1 404"), "call {call}: {text}");
+        assert!(text.contains("unknown_url"), "call {call}: {text}");
+        assert!(!text.to_lowercase().contains("connection: close"), "{text}");
+        read.drain(..whole);
+        if call == 0 {
+            let next = format!(
+                "POST /v1/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(next.as_bytes())
+                .await
+                .expect("the connection is still open for the next call");
+        }
+    }
+}
+
 /// Posts a server function's form as a browser behind the trusted proxy at `client`.
 async fn from_address(
     app: &TestApp,
