@@ -813,35 +813,26 @@ pub fn parse_responses_reply(body: &Value) -> Option<Reply> {
 /// ending event (`response.completed`, `response.incomplete`, `response.failed`) as the usage
 /// it carries, the finish, and the end. An `error` event or a failed response is an error.
 ///
-/// Most events are read without building a tree ([`ResponsesEvent`]); only the ending event's
-/// response, and an event that does not read that way (not an object, a field given twice),
-/// are read as one.
+/// Most events are read in one pass over their text ([`skim::responses_event`]); only the
+/// ending event's response, and an event that does not read that way (a field given twice, a
+/// `\u` escape, ...), are read as a tree.
 pub fn parse_responses_event(ev: &SseEvent, out: &mut Vec<Piece>) {
-    let object = ev
-        .data
-        .trim_start_matches([' ', '\t', '\n', '\r'])
-        .starts_with('{');
-    match serde_json::from_str::<ResponsesEvent>(&ev.data) {
-        Ok(e) if object => {
-            let kind = e
-                .kind
-                .as_deref()
-                .or(ev.event.as_deref())
-                .unwrap_or_default();
-            responses_pieces(
-                kind,
-                || raw_str(e.delta),
-                || raw_tree(e.response),
-                || {
-                    raw_str(e.message)
-                        .map(Cow::into_owned)
-                        .or_else(|| raw_tree(e.error)["message"].as_str().map(str::to_string))
-                },
-                out,
-            );
-        }
-        _ => responses_event_by_tree(ev, out),
-    }
+    let Some(f) = skim::responses_event(&ev.data) else {
+        return responses_event_by_tree(ev, out);
+    };
+    let kind = json_str(f.kind);
+    let kind = kind.as_deref().or(ev.event.as_deref()).unwrap_or_default();
+    responses_pieces(
+        kind,
+        || json_str(f.delta),
+        || json_tree(f.response),
+        || {
+            json_str(f.message)
+                .map(Cow::into_owned)
+                .or_else(|| json_tree(f.error)["message"].as_str().map(str::to_string))
+        },
+        out,
+    );
 }
 
 /// [`parse_responses_event`] reading the event as a tree.
@@ -867,30 +858,20 @@ fn responses_event_by_tree(ev: &SseEvent, out: &mut Vec<Piece>) {
     );
 }
 
-/// One Responses API event, read without building a tree: its type, and the fields the
-/// gateway reads as their JSON text, read further only when the type asks for them.
-#[derive(serde::Deserialize)]
-struct ResponsesEvent<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    delta: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    response: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    message: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    error: Option<&'a serde_json::value::RawValue>,
-}
-
-/// A JSON text's string; `None` when absent or not a string.
-fn raw_str(raw: Option<&serde_json::value::RawValue>) -> Option<Cow<'_, str>> {
-    serde_json::from_str(raw?.get()).ok()
+/// A JSON text's string (unescaped); `None` when absent or not a string.
+fn json_str(text: Option<&str>) -> Option<Cow<'_, str>> {
+    let text = text?;
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
 }
 
 /// A JSON text as a tree; `Null` when absent.
-fn raw_tree(raw: Option<&serde_json::value::RawValue>) -> Value {
-    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+fn json_tree(text: Option<&str>) -> Value {
+    text.and_then(|t| serde_json::from_str(t).ok())
         .unwrap_or(Value::Null)
 }
 
@@ -1272,11 +1253,8 @@ mod tests {
             r#"{"delta":"no type","type":"response.refusal.delta"}"#,
         ];
         for data in events {
-            // Each read without a tree, as it is.
-            assert!(
-                serde_json::from_str::<ResponsesEvent>(data).is_ok(),
-                "{data}"
-            );
+            // Each read in one pass, as it is.
+            assert!(skim::responses_event(data).is_some(), "{data}");
         }
         let swaps = b"\"\\{}[],: \n0123456789-+.eEntfrul\x01x";
         let mut checked = 0;
@@ -1289,7 +1267,7 @@ mod tests {
             parse_responses_event(&ev, &mut fast);
             responses_event_by_tree(&ev, &mut tree);
             assert_eq!(fast, tree, "{data}");
-            checked += 1;
+            checked += usize::from(skim::responses_event(data).is_some());
         };
         for data in events {
             check(data, None);
@@ -1310,15 +1288,24 @@ mod tests {
                 check(&data[..at], None);
             }
         }
-        // The fields given twice, or an array: read as a tree.
+        // The fields given twice, an array, \u escapes, exponents: read as a tree.
         for data in [
             r#"{"type":"response.output_text.delta","delta":"a","delta":"b"}"#,
             r#"["response.output_text.delta","a"]"#,
             r#" {"type":"response.output_text.delta","type":"error","message":"m"}"#,
+            r#"{"type":"response.output_text.delta","delta":"\ud83d\ude00"}"#,
+            r#"{"type":"response.output_text.delta","delta":"\ud83d"}"#,
+            r#"{"type":"response.output_text.delta","delta":"a","n":1e999}"#,
+            r#"{"typ\u0065":"error","message":"m"}"#,
         ] {
+            assert!(skim::responses_event(data).is_none(), "{data}");
             check(data, None);
         }
-        assert!(checked > 10_000);
+        // Most changes keep an event readable in one pass (a changed letter, a digit).
+        assert!(
+            checked > 10_000,
+            "only {checked} changed events read in one pass"
+        );
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub(super) fn reply_usage(bytes: &[u8], shape: &Shape) -> Option<Option<Usage>> 
         b: bytes,
         i: 0,
         escapes: false,
-        tree_numbers: shape.tree,
+        tree: shape.tree,
     };
     let mut list = None;
     let mut usage: Option<Option<UsageWire>> = None;
@@ -102,7 +102,7 @@ pub(crate) fn plain_messages(bytes: &[u8]) -> bool {
         b: bytes,
         i: 0,
         escapes: true,
-        tree_numbers: false,
+        tree: false,
     };
     let n = s.elements(|s| {
         let mut content = false;
@@ -123,14 +123,64 @@ pub(crate) fn plain_messages(bytes: &[u8]) -> bool {
     n.is_some_and(|n| n > 0) && s.peek().is_none()
 }
 
+/// The fields of a Responses API event that the gateway reads, each as its JSON text (a
+/// string with its quotes and escapes as written), as [`super::parse_responses_event`] takes
+/// them.
+#[derive(Default)]
+pub(super) struct EventFields<'a> {
+    pub kind: Option<&'a str>,
+    pub delta: Option<&'a str>,
+    pub response: Option<&'a str>,
+    pub message: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+/// A Responses API event's fields, read in one pass over its text where that reads the event
+/// as a tree (`serde_json::Value`) reads it: an object with each of those fields at most once,
+/// no key with an escape, no escape but the two-character ones, no number a tree reads
+/// otherwise. `None` leaves the event to the tree.
+pub(super) fn responses_event(data: &str) -> Option<EventFields<'_>> {
+    let mut s = Skim {
+        b: data.as_bytes(),
+        i: 0,
+        escapes: true,
+        tree: true,
+    };
+    let mut f = EventFields::default();
+    s.object(|s, key| {
+        if key.contains(&b'\\') {
+            // Possibly one of the fields written otherwise.
+            return None;
+        }
+        let slot = match key {
+            b"type" => &mut f.kind,
+            b"delta" => &mut f.delta,
+            b"response" => &mut f.response,
+            b"message" => &mut f.message,
+            b"error" => &mut f.error,
+            _ => return s.value(DEPTH),
+        };
+        if slot.is_some() {
+            return None;
+        }
+        s.peek()?;
+        let start = s.i;
+        s.value(DEPTH)?;
+        *slot = Some(data.get(start..s.i)?);
+        Some(())
+    })?;
+    s.peek().is_none().then_some(f)
+}
+
 struct Skim<'a> {
     b: &'a [u8],
     i: usize,
     /// Strings with escapes are passed over (their text is not read).
     escapes: bool,
-    /// Numbers with an exponent or more than 20 whole digits are refused (see
-    /// [`Shape::tree`]).
-    tree_numbers: bool,
+    /// What a tree (`serde_json::Value`) would refuse or read otherwise is refused: numbers
+    /// with an exponent or more than 20 whole digits (see [`Shape::tree`]), and escapes other
+    /// than the two-character ones (`\u` ones may be halves of a pair a tree checks).
+    tree: bool,
 }
 
 impl<'a> Skim<'a> {
@@ -163,6 +213,14 @@ impl<'a> Skim<'a> {
         let start = self.i;
         let mut end = string_end(self.b, start);
         while self.escapes && self.b.get(end) == Some(&b'\\') {
+            if self.tree
+                && !matches!(
+                    self.b.get(end + 1),
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')
+                )
+            {
+                return None;
+            }
             // The escaped character (`u` of `\uXXXX`, whose digits are plain) is passed over.
             end = string_end(self.b, end + 2);
         }
@@ -250,7 +308,7 @@ impl<'a> Skim<'a> {
             b'1'..=b'9' => self.digits(),
             _ => return None,
         }
-        if self.tree_numbers && self.i - start > 20 {
+        if self.tree && self.i - start > 20 {
             return None;
         }
         if self.b.get(self.i) == Some(&b'.') {
@@ -258,7 +316,7 @@ impl<'a> Skim<'a> {
             self.some_digits()?;
         }
         if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
-            if self.tree_numbers {
+            if self.tree {
                 return None;
             }
             self.i += 1;
