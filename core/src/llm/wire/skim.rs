@@ -1,7 +1,9 @@
 //! JSON read in one pass over its bytes where serde's visitors cost more than the answer needs:
-//! a request's messages checked for contents other than text ([`plain_messages`]), and a whole
-//! OpenAI-format reply read for its usage, for the replies
-//! forwarded as they came (see [`super::read_openai_reply`]). serde reads such a reply through
+//! a request's messages checked for contents other than text ([`plain_messages`]), a whole
+//! OpenAI-format reply read for its usage, for the replies forwarded as they came (chat
+//! completions: [`super::read_openai_reply`]; the Responses API:
+//! [`super::responses_reply_usage`]), and a Responses API event read for the fields the
+//! gateway needs ([`responses_event`]). serde reads such a reply through
 //! its visitors, most of the cost per token rather than per byte (a reply is mostly short keys
 //! and values): about 10,500 instructions for the simulator's 655-byte reply. This walks the
 //! bytes once, strings eight bytes at a time, and makes only the usage's counts into numbers:
@@ -12,6 +14,10 @@
 //! usage's) are ASCII, whose usage numbers are plain non-negative integers below 10^18, and
 //! which has choices and no error. Anything else (an escape anywhere, a float where a count
 //! goes, an error, a duplicate field, any text that is not JSON) is left to serde: `None`.
+//! What is compared with a tree (`serde_json::Value`, the Responses API's replies and events)
+//! also leaves to it what a tree reads otherwise than serde's visitors: numbers with an
+//! exponent or over 20 whole digits (a tree makes them `f64`, and fails past its range) and
+//! `\u` escapes (a tree checks their pairs).
 
 use super::{PromptDetails, Usage, UsageWire};
 
