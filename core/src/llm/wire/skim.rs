@@ -14,10 +14,11 @@
 //! usage's) are ASCII, whose usage numbers are plain non-negative integers below 10^18, and
 //! which has choices and no error. Anything else (an escape anywhere, a float where a count
 //! goes, an error, a duplicate field, any text that is not JSON) is left to serde: `None`.
-//! What is compared with a tree (`serde_json::Value`, the Responses API's replies and events)
-//! also leaves to it what a tree reads otherwise than serde's visitors: numbers with an
-//! exponent or over 20 whole digits (a tree makes them `f64`, and fails past its range) and
-//! `\u` escapes (a tree checks their pairs).
+//! What is compared with a tree (`serde_json::Value`: the Responses API's replies and events)
+//! passes over strings with the two-character escapes (`\n`, `\"`, ...), which a reply's text
+//! often has, but leaves to the tree what it reads otherwise than serde's visitors: numbers
+//! with an exponent or over 20 whole digits (a tree makes them `f64`, and fails past its range)
+//! and `\u` escapes (a tree checks their pairs).
 
 use super::{PromptDetails, Usage, UsageWire};
 
@@ -34,6 +35,9 @@ pub(super) struct Shape {
     prompt: &'static [u8],
     completion: &'static [u8],
     details: &'static [u8],
+    /// Whether strings with escapes are read (passed over): only where `tree` is, which
+    /// refuses the escapes a tree reads otherwise. A reply's text often has one (`\n`).
+    escapes: bool,
     /// Whether numbers must read as a tree reads them (as `f64` where they are not whole
     /// numbers of 64 bits, which fails past its range): numbers with an exponent, or more than
     /// 20 digits before any fraction, are then left to serde.
@@ -47,6 +51,7 @@ pub(super) const CHAT: Shape = Shape {
     prompt: b"prompt_tokens",
     completion: b"completion_tokens",
     details: b"prompt_tokens_details",
+    escapes: false,
     tree: false,
 };
 
@@ -59,6 +64,7 @@ pub(super) const RESPONSES: Shape = Shape {
     prompt: b"input_tokens",
     completion: b"output_tokens",
     details: b"input_tokens_details",
+    escapes: true,
     tree: true,
 };
 
@@ -68,7 +74,7 @@ pub(super) fn reply_usage(bytes: &[u8], shape: &Shape) -> Option<Option<Usage>> 
     let mut s = Skim {
         b: bytes,
         i: 0,
-        escapes: false,
+        escapes: shape.escapes,
         tree: shape.tree,
     };
     let mut list = None;
@@ -588,7 +594,7 @@ mod tests {
 
     #[test]
     fn responses_replies_are_read_here_as_serde_reads_them() {
-        // The second has an escape in a string: left to serde.
+        // The second has escapes in a string: passed over, as a tree reads them.
         let read: Vec<_> = RESPONSES_REPLIES
             .iter()
             .map(|r| super::super::responses_reply_usage(r.as_bytes()).map(Some))
@@ -602,7 +608,7 @@ mod tests {
             ),
             (30, 16, 7)
         );
-        assert_eq!(read[1], None);
+        assert_eq!(read[1].flatten().map(|u| u.completion_tokens), Some(3));
         // No usage: the text is to be counted, from the tree.
         assert_eq!(read[2], None);
         assert_eq!(
