@@ -35,12 +35,10 @@ pub(super) struct Shape {
     prompt: &'static [u8],
     completion: &'static [u8],
     details: &'static [u8],
-    /// Whether strings with escapes are read (passed over): only where `tree` is, which
-    /// refuses the escapes a tree reads otherwise. A reply's text often has one (`\n`).
-    escapes: bool,
     /// Whether numbers must read as a tree reads them (as `f64` where they are not whole
     /// numbers of 64 bits, which fails past its range): numbers with an exponent, or more than
-    /// 20 digits before any fraction, are then left to serde.
+    /// 20 digits before any fraction, are then left to serde, as are `\u` escapes; the
+    /// two-character escapes are then passed over.
     tree: bool,
 }
 
@@ -51,7 +49,6 @@ pub(super) const CHAT: Shape = Shape {
     prompt: b"prompt_tokens",
     completion: b"completion_tokens",
     details: b"prompt_tokens_details",
-    escapes: false,
     tree: false,
 };
 
@@ -64,7 +61,6 @@ pub(super) const RESPONSES: Shape = Shape {
     prompt: b"input_tokens",
     completion: b"output_tokens",
     details: b"input_tokens_details",
-    escapes: true,
     tree: true,
 };
 
@@ -74,7 +70,9 @@ pub(super) fn reply_usage(bytes: &[u8], shape: &Shape) -> Option<Option<Usage>> 
     let mut s = Skim {
         b: bytes,
         i: 0,
-        escapes: shape.escapes,
+        // Escapes are passed over only where those a tree reads otherwise are refused; a
+        // reply's text often has one (`\n`).
+        escapes: shape.tree,
         tree: shape.tree,
     };
     let mut list = None;
