@@ -1633,18 +1633,8 @@ async fn v1_responses_forwards_openais_responses_api_and_meters_it(pool: PgPool)
     let last = events.last().unwrap();
     assert_eq!(last.event.as_deref(), Some("response.completed"));
     let done: Value = serde_json::from_str(&last.data).unwrap();
-    let streamed: String = events
-        .iter()
-        .filter(|e| e.event.as_deref() == Some("response.output_text.delta"))
-        .map(|e| {
-            serde_json::from_str::<Value>(&e.data).unwrap()["delta"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
     assert_eq!(
-        streamed,
+        text_deltas(&events),
         testkit::reply_text("gpt-4o-mini", "Summarise the rota")
     );
     let stream_tokens = done["response"]["usage"]["total_tokens"].as_i64().unwrap();
@@ -1776,4 +1766,44 @@ async fn v1_responses_forwards_openais_responses_api_and_meters_it(pool: PgPool)
         "{error}"
     );
     assert_eq!(ledger(&app, c.tenant).await.requests, 6);
+
+    // A provider that reports no usage: the text it streamed is counted (every delta, though
+    // they pass unread) and the call marked as counted by Tessera.
+    let res = post(
+        json!({ "model": "gpt-4o-mini", "stream": true, "max_output_tokens": 1000,
+        "input": "[sim:words=300] [sim:no_usage]" }),
+    )
+    .await
+    .unwrap();
+    let events = common::sse(&res.text().await.unwrap());
+    let last = events.last().unwrap();
+    assert_eq!(last.event.as_deref(), Some("response.completed"));
+    assert!(last.data.contains(r#""usage":null"#), "{}", last.data);
+    let streamed = text_deltas(&events);
+    assert!(streamed.ends_with("word300"), "{streamed}");
+    assert_eq!(ledger(&app, c.tenant).await.requests, 7);
+    let recorded = estimated_events(&app, c.tenant).await;
+    assert_eq!(
+        recorded.last(),
+        Some(&(
+            true,
+            true,
+            false,
+            tessera_core::llm::count_tokens(&streamed)
+        ))
+    );
+}
+
+/// The text of a Responses API stream's `response.output_text.delta` events, joined.
+fn text_deltas(events: &[tessera_core::llm::wire::SseEvent]) -> String {
+    events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("response.output_text.delta"))
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.data).unwrap()["delta"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
 }

@@ -103,8 +103,9 @@ struct Read {
     /// The caller went away (or pressed Stop).
     cancelled: bool,
     failure: Option<LlmError>,
-    /// Chunks forwarded without being read ([`wire::plain_openai_delta`]): their text is read
-    /// only when it must be counted, or when they grow past [`UNREAD_LIMIT`].
+    /// Chunks forwarded without being read ([`wire::plain_openai_delta`],
+    /// [`wire::passing_responses_event`]): their text is read only when it must be counted, or
+    /// when they grow past [`UNREAD_LIMIT`].
     unread: Vec<Unread>,
     unread_bytes: usize,
 }
@@ -115,6 +116,8 @@ enum Unread {
     Data(String),
     /// Whole events as they came ([`wire::plain_openai_frame`]).
     Events(Bytes),
+    /// A Responses API event ([`wire::passing_responses_event`]).
+    Responses(wire::SseEvent),
 }
 
 /// The most bytes of forwarded chunks a stream keeps unread.
@@ -171,6 +174,7 @@ impl Read {
                         wire::parse_event(provider, &event, &mut pieces);
                     }
                 }
+                Unread::Responses(event) => wire::parse_responses_event(&event, &mut pieces),
             }
         }
         self.unread_bytes = 0;
@@ -599,8 +603,16 @@ impl Call {
                 read.unread.push(Unread::Data(ev.data));
                 continue;
             }
+            let responses = matches!(self.mode, Mode::Responses);
+            if responses && wire::passing_responses_event(&ev) {
+                // Forwarded as it came, read later only if its text must be counted.
+                frame(&ev, &mut raw);
+                read.unread_bytes += ev.data.len();
+                read.unread.push(Unread::Responses(ev));
+                continue;
+            }
             let before = pieces.len();
-            if matches!(self.mode, Mode::Responses) {
+            if responses {
                 wire::parse_responses_event(&ev, pieces);
             } else {
                 wire::parse_event(provider, &ev, pieces);

@@ -244,22 +244,76 @@ fn plain_frame(bytes: &[u8], at_once: Option<&aho_corasick::packed::Searcher>) -
 
 /// [`plain_openai_delta`] with `at_once`, or without.
 fn plain_keys(data: &[u8], at_once: Option<&aho_corasick::packed::Searcher>) -> bool {
-    use memchr::memmem::Finder;
-    static EACH: std::sync::LazyLock<[Finder<'static>; 3]> =
-        std::sync::LazyLock::new(|| PLAIN_KEYS.map(Finder::new));
-    if !data.starts_with(b"{") {
-        return false;
-    }
+    static EACH: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 3]> =
+        std::sync::LazyLock::new(|| PLAIN_KEYS.map(memchr::memmem::Finder::new));
+    data.starts_with(b"{") && every_mark(data, at_once, &*EACH, |at, key| plain_at(data, at, key))
+}
+
+/// Whether `ok` holds at every place in `data` where one of a set of marks is found (with
+/// `at_once`, a searcher for them all, or else `each`, one searcher per mark), given where and
+/// which. The marks must not overlap (none ends with what another begins with), so a search
+/// without overlaps finds every one.
+fn every_mark(
+    data: &[u8],
+    at_once: Option<&aho_corasick::packed::Searcher>,
+    each: &[memchr::memmem::Finder<'static>],
+    ok: impl Fn(usize, usize) -> bool,
+) -> bool {
     match at_once {
-        Some(keys) => keys
+        Some(marks) => marks
             .find_iter(data)
-            .all(|m| plain_at(data, m.start(), m.pattern().as_usize())),
-        None => EACH
+            .all(|m| ok(m.start(), m.pattern().as_usize())),
+        None => each
             .iter()
             .enumerate()
-            .all(|(key, f)| f.find_iter(data).all(|at| plain_at(data, at, key))),
+            .all(|(mark, f)| f.find_iter(data).all(|at| ok(at, mark))),
     }
 }
+
+/// Whether a Responses API event is sure not to be one the gateway reads as it passes: an
+/// ending event (`response.completed`, `response.incomplete`, `response.failed`) or an
+/// `error`. Its type is its data's `type`, or else its event name, and neither can be one of
+/// those when the name is none of them and the data holds none of their names, `"error"`
+/// only as a key, and no `\u` escape (which could spell one). Such an event (most of a
+/// stream: the text's deltas, the parts and items as they begin and end) is forwarded
+/// unread, and read only if its text must be counted (see `gateway::call`). Conservative: an
+/// event these marks cannot clear is read.
+pub fn passing_responses_event(ev: &SseEvent) -> bool {
+    static AT_ONCE: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> =
+        std::sync::LazyLock::new(|| aho_corasick::packed::Searcher::new(ENDING_MARKS));
+    static EACH: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 5]> =
+        std::sync::LazyLock::new(|| ENDING_MARKS.map(memchr::memmem::Finder::new));
+    if ev
+        .event
+        .as_deref()
+        .is_some_and(|name| ENDINGS.contains(&name))
+    {
+        return false;
+    }
+    let data = ev.data.as_bytes();
+    every_mark(data, AT_ONCE.as_ref(), &*EACH, |at, mark| {
+        // `"error"` followed by a colon is a key, not the type's value.
+        mark == 3 && data[at + 7..].trim_ascii_start().starts_with(b":")
+    })
+}
+
+/// The types of the Responses API's events that the gateway reads as they pass.
+const ENDINGS: [&str; 4] = [
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+    "error",
+];
+
+/// What [`passing_responses_event`] looks for. None overlaps another, and `"error"` overlaps
+/// itself only in text that is no JSON (its closing quote would open a string too).
+const ENDING_MARKS: [&str; 5] = [
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+    "\"error\"",
+    "\\u",
+];
 
 /// The keys [`plain_openai_delta`] looks for. None overlaps another (none ends with what
 /// another begins with), so searching them without overlaps finds every one.
@@ -813,9 +867,10 @@ pub fn parse_responses_reply(body: &Value) -> Option<Reply> {
 /// ending event (`response.completed`, `response.incomplete`, `response.failed`) as the usage
 /// it carries, the finish, and the end. An `error` event or a failed response is an error.
 ///
-/// Most events are read in one pass over their text ([`skim::responses_event`]); only the
-/// ending event's response, and an event that does not read that way (a field given twice, a
-/// `\u` escape, ...), are read as a tree.
+/// Most events are read in one pass over their text ([`skim::responses_event`]), the ending
+/// event's response too ([`ending_in_one_pass`]); an event that does not read that way (a
+/// field given twice, a `\u` escape, ...), a failed response and one whose output may hold a
+/// function call are read as a tree.
 pub fn parse_responses_event(ev: &SseEvent, out: &mut Vec<Piece>) {
     let Some(f) = skim::responses_event(&ev.data) else {
         return responses_event_by_tree(ev, out);
@@ -825,7 +880,12 @@ pub fn parse_responses_event(ev: &SseEvent, out: &mut Vec<Piece>) {
     responses_pieces(
         kind,
         || json_str(f.delta),
-        || json_tree(f.response),
+        |failed| {
+            f.response
+                .filter(|_| !failed)
+                .and_then(ending_in_one_pass)
+                .unwrap_or_else(|| ending_of(&json_tree(f.response), failed))
+        },
         || {
             json_str(f.message)
                 .map(Cow::into_owned)
@@ -847,7 +907,7 @@ fn responses_event_by_tree(ev: &SseEvent, out: &mut Vec<Piece>) {
     responses_pieces(
         kind,
         || v["delta"].as_str().map(Cow::Borrowed),
-        || v["response"].clone(),
+        |failed| ending_of(&v["response"], failed),
         || {
             v["message"]
                 .as_str()
@@ -875,13 +935,48 @@ fn json_tree(text: Option<&str>) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// What an ending event's response says: its usage, and why it stopped (in OpenAI's chat
+/// words) or, when it failed, its error's message.
+fn ending_of(response: &Value, failed: bool) -> (Option<Usage>, String) {
+    let said = if failed {
+        response["error"]["message"]
+            .as_str()
+            .unwrap_or("the response failed")
+            .to_string()
+    } else {
+        responses_finish(response)
+    };
+    (responses_usage(&response["usage"]), said)
+}
+
+/// [`ending_of`] a completed or incomplete response read in one pass over its text
+/// ([`skim::responses_ending`]), where that reads it as the tree reads it; `None` leaves it to
+/// the tree. Its output is not read: a response whose text has no `"function_call"` string
+/// (with `\u` escapes refused, nothing else spells it) has no function call in its output.
+fn ending_in_one_pass(text: &str) -> Option<(Option<Usage>, String)> {
+    static CALL: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"function_call\""));
+    let ending = skim::responses_ending(text)?;
+    if CALL.find(text.as_bytes()).is_some() {
+        return None;
+    }
+    let finish = match json_str(ending.status).as_deref() {
+        Some("incomplete") => match json_tree(ending.incomplete)["reason"].as_str() {
+            Some("content_filter") => "content_filter",
+            _ => "length",
+        },
+        _ => "stop",
+    };
+    Some((ending.usage, finish.to_string()))
+}
+
 /// The pieces of a Responses API event of type `kind`, whose fields are read only as the type
-/// needs them: `delta` (a string), `response` (the ending event's), and the message of an
-/// `error` event.
+/// needs them: `delta` (a string), the ending event's response (its usage and what it says,
+/// given whether it failed: [`ending_of`]), and the message of an `error` event.
 fn responses_pieces<'a>(
     kind: &str,
     delta: impl FnOnce() -> Option<Cow<'a, str>>,
-    response: impl FnOnce() -> Value,
+    ending: impl FnOnce(bool) -> (Option<Usage>, String),
     message: impl FnOnce() -> Option<String>,
     out: &mut Vec<Piece>,
 ) {
@@ -901,19 +996,15 @@ fn responses_pieces<'a>(
             }
         }
         "response.completed" | "response.incomplete" | "response.failed" => {
-            let response = response();
-            if let Some(usage) = responses_usage(&response["usage"]) {
+            let failed = kind == "response.failed";
+            let (usage, said) = ending(failed);
+            if let Some(usage) = usage {
                 out.push(Piece::Usage(usage));
             }
-            if kind == "response.failed" {
-                out.push(Piece::Error(
-                    response["error"]["message"]
-                        .as_str()
-                        .unwrap_or("the response failed")
-                        .to_string(),
-                ));
+            if failed {
+                out.push(Piece::Error(said));
             } else {
-                out.push(Piece::Finish(responses_finish(&response)));
+                out.push(Piece::Finish(said));
                 out.push(Piece::Done);
             }
         }
@@ -1247,6 +1338,8 @@ mod tests {
             r#"{"type":"response.output_text.delta","item_id":"msg_1","delta":"Hi \"there\"","sequence_number":4}"#,
             r#"{"type":"response.function_call_arguments.delta","delta":"{\"a\":1}"}"#,
             r#"{"type":"response.completed","response":{"status":"completed","output":[{"type":"function_call"}],"usage":{"input_tokens":3,"input_tokens_details":{"cached_tokens":1},"output_tokens":2}}}"#,
+            ENDING,
+            r#"{"type":"response.incomplete","response":{"status":"incomplete","error":null,"incomplete_details":{"reason":"max_output_tokens"},"output":[],"usage":null}}"#,
             r#"{"type":"response.incomplete","response":{"status":"incomplete","incomplete_details":{"reason":"content_filter"},"usage":{"input_tokens":3}}}"#,
             r#"{"type":"response.failed","response":{"error":{"message":"bad"}}}"#,
             r#"{"type":"error","message":7,"error":{"message":"overloaded"}}"#,
@@ -1256,6 +1349,14 @@ mod tests {
             // Each read in one pass, as it is.
             assert!(skim::responses_event(data).is_some(), "{data}");
         }
+        // An ending's response too, unless it may hold a function call.
+        let response = |data: &str| {
+            let v: Value = serde_json::from_str(data).unwrap();
+            v["response"].to_string()
+        };
+        assert!(ending_in_one_pass(&response(ENDING)).is_some());
+        assert!(ending_in_one_pass(&response(events[5])).is_some());
+        assert!(ending_in_one_pass(&response(events[3])).is_none());
         let swaps = b"\"\\{}[],: \n0123456789-+.eEntfrul\x01x";
         let mut checked = 0;
         let mut check = |data: &str, event: Option<&str>| {
@@ -1267,6 +1368,14 @@ mod tests {
             parse_responses_event(&ev, &mut fast);
             responses_event_by_tree(&ev, &mut tree);
             assert_eq!(fast, tree, "{data}");
+            // One that may pass unread has nothing but text to give.
+            if passing_responses_event(&ev) {
+                assert!(
+                    tree.iter()
+                        .all(|p| matches!(p, Piece::Text(_) | Piece::Unseen(_))),
+                    "{data}: {tree:?}"
+                );
+            }
             checked += usize::from(skim::responses_event(data).is_some());
         };
         for data in events {
@@ -1306,6 +1415,60 @@ mod tests {
             checked > 10_000,
             "only {checked} changed events read in one pass"
         );
+    }
+
+    /// A `response.completed` event as OpenAI sends it (the response whole, its text with
+    /// escapes).
+    const ENDING: &str = r#"{"type":"response.completed","sequence_number":23,"response":{"id":"resp_1","object":"response","created_at":1765000000,"status":"completed","background":false,"error":null,"incomplete_details":null,"instructions":"Be \"brief\".\n","max_output_tokens":64,"output":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hi","annotations":[],"logprobs":[]}]}],"temperature":1.0,"top_p":1.0,"usage":{"input_tokens":3,"input_tokens_details":{"cached_tokens":0},"output_tokens":2,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":5},"metadata":{}}}"#;
+
+    /// Which events pass unread: the many that carry text or nothing the gateway reads, not
+    /// the endings and errors, by their data or their name, however spelled.
+    #[test]
+    fn responses_events_that_pass_unread_are_none_the_gateway_reads() {
+        let passes = |event: Option<&str>, data: &str| {
+            passing_responses_event(&SseEvent {
+                event: event.map(str::to_string),
+                data: data.to_string(),
+            })
+        };
+        for (event, data) in [
+            (
+                "response.output_text.delta",
+                r#"{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":" word","logprobs":[]}"#,
+            ),
+            (
+                "response.created",
+                r#"{"type":"response.created","response":{"status":"in_progress","error":null,"output":[],"usage":null}}"#,
+            ),
+            (
+                "response.output_text.done",
+                r#"{"type":"response.output_text.done","text":"An error: \"error\" and response.done"}"#,
+            ),
+            (
+                "response.output_item.added",
+                r#"{"type":"response.output_item.added","item":{"type":"message", "error" : null}}"#,
+            ),
+        ] {
+            assert!(passes(Some(event), data), "{data}");
+            assert!(passes(None, data), "{data}");
+        }
+        for (event, data) in [
+            (None, ENDING),
+            (None, r#"{"type":"response.incomplete"}"#),
+            (None, r#"{"type":"response.failed"}"#),
+            (None, r#"{"type":"error","message":"overloaded"}"#),
+            (None, r#"{"type" : "error" }"#),
+            (None, r#"{"message":"m","type":"error"}"#),
+            (None, r#"{"type":"error"}"#),
+            (
+                None,
+                r#"{"type":"response.output_text.delta","delta":"C:\users"}"#,
+            ),
+            (Some("error"), r#"{"message":"overloaded"}"#),
+            (Some("response.completed"), r#"{"response":{}}"#),
+        ] {
+            assert!(!passes(event, data), "{data}");
+        }
     }
 
     #[test]

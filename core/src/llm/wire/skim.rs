@@ -3,7 +3,7 @@
 //! OpenAI-format reply read for its usage, for the replies forwarded as they came (chat
 //! completions: [`super::read_openai_reply`]; the Responses API:
 //! [`super::responses_reply_usage`]), and a Responses API event read for the fields the
-//! gateway needs ([`responses_event`]). serde reads such a reply through
+//! gateway needs ([`responses_event`]; an ending event's response: [`responses_ending`]). serde reads such a reply through
 //! its visitors, most of the cost per token rather than per byte (a reply is mostly short keys
 //! and values): about 10,500 instructions for the simulator's 655-byte reply. This walks the
 //! bytes once, strings eight bytes at a time, and makes only the usage's counts into numbers:
@@ -67,6 +67,49 @@ pub(super) const RESPONSES: Shape = Shape {
 /// A reply's usage as serde would read it (`Some(None)`: a reply without usage), or `None`
 /// when only serde can tell (see the module's documentation).
 pub(super) fn reply_usage(bytes: &[u8], shape: &Shape) -> Option<Option<Usage>> {
+    read_reply(bytes, shape, |s, _| s.value(DEPTH))
+}
+
+/// What the gateway reads of the response a Responses API stream's ending event carries: its
+/// usage (as [`reply_usage`] reads it), and its `status` and `incomplete_details`, each as its
+/// JSON text.
+pub(super) struct Ending<'a> {
+    pub usage: Option<Usage>,
+    pub status: Option<&'a str>,
+    pub incomplete: Option<&'a str>,
+}
+
+/// An ending event's response read in one pass, where [`reply_usage`] reads it (with
+/// [`RESPONSES`]' names) and neither `status` nor `incomplete_details` is given twice; `None`
+/// leaves it to the tree.
+pub(super) fn responses_ending(text: &str) -> Option<Ending<'_>> {
+    let (mut status, mut incomplete) = (None, None);
+    let usage = read_reply(text.as_bytes(), &RESPONSES, |s, key| {
+        let slot = match key {
+            b"status" => &mut status,
+            b"incomplete_details" => &mut incomplete,
+            _ => return s.value(DEPTH),
+        };
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(s.captured(text)?);
+        Some(())
+    })?;
+    Some(Ending {
+        usage,
+        status,
+        incomplete,
+    })
+}
+
+/// [`reply_usage`], with `other` taking the value of each other key (ASCII, without escapes
+/// that could make it one of the keys read here).
+fn read_reply<'a>(
+    bytes: &'a [u8],
+    shape: &Shape,
+    mut other: impl FnMut(&mut Skim<'a>, &'a [u8]) -> Option<()>,
+) -> Option<Option<Usage>> {
     let mut s = Skim {
         b: bytes,
         i: 0,
@@ -93,7 +136,7 @@ pub(super) fn reply_usage(bytes: &[u8], shape: &Shape) -> Option<Option<Usage>> 
             s.literal(b"null")
         }
         _ if key == shape.list || key == b"usage" || key == b"error" => None,
-        _ if key.is_ascii() => s.value(DEPTH),
+        _ if key.is_ascii() => other(s, key),
         _ => None,
     })?;
     let n = list?;
@@ -173,10 +216,7 @@ pub(super) fn responses_event(data: &str) -> Option<EventFields<'_>> {
         if slot.is_some() {
             return None;
         }
-        s.peek()?;
-        let start = s.i;
-        s.value(DEPTH)?;
-        *slot = Some(data.get(start..s.i)?);
+        *slot = Some(s.captured(data)?);
         Some(())
     })?;
     s.peek().is_none().then_some(f)
@@ -203,6 +243,14 @@ impl<'a> Skim<'a> {
             self.i += 1;
         }
         None
+    }
+
+    /// The next value, passed over, as its text in `text` (what is being read).
+    fn captured(&mut self, text: &'a str) -> Option<&'a str> {
+        self.peek()?;
+        let start = self.i;
+        self.value(DEPTH)?;
+        text.get(start..self.i)
     }
 
     /// Takes `c` after any whitespace.
