@@ -10,6 +10,8 @@
 #
 # Defaults to `--requests 300,640` (each run also makes its warm-up calls, counted too).
 # Environment: as bench/gateway.sh (BENCH_DB, BENCH_SERVER_BIN, ...); BENCH_LITELLM is off.
+# BENCH_PROFILES=<folder> keeps callgrind's files there (one per process and run, for
+# `callgrind_annotate --inclusive=yes <file>`).
 # Prints, for each run, the instructions per call (warm-up and measured calls) of the server
 # (tessera rows) or of the proxy (bare proxy rows), and the server's per call over the proxy's
 # in the same shape. Under valgrind every call is some twenty times slower, so the latencies
@@ -37,6 +39,10 @@ cleanup() {
   if [ -n "$BENCH_PID" ] && kill -0 "$BENCH_PID" 2>/dev/null; then
     kill "$BENCH_PID" 2>/dev/null || true
     wait "$BENCH_PID" 2>/dev/null || true
+  fi
+  if [ -n "${BENCH_PROFILES:-}" ]; then
+    mkdir -p "$BENCH_PROFILES"
+    cp "$WORK"/server.* "$WORK"/proxy.* "$BENCH_PROFILES"/ 2>/dev/null || true
   fi
   rm -rf "$WORK"
 }

@@ -631,7 +631,6 @@ async fn run(o: Options) -> Result<bool, String> {
         &[("provider-sim", None), ("gateway-bench", Some("sim"))],
         "--sim-pid",
     )?;
-    let tick = cpu::clock_ticks_per_second();
 
     eprintln!(
         "setting up two clinics (an OpenAI key; an OpenAI-compatible endpoint) and their API keys"
@@ -729,12 +728,7 @@ async fn run(o: Options) -> Result<bool, String> {
     tokio::time::sleep(idle_window).await;
     let idle: HashMap<Group, f64> = cpu::used(&before, &watched.sample())
         .into_iter()
-        .map(|(g, t)| {
-            (
-                g,
-                t as f64 * 1000.0 / tick as f64 / idle_window.as_secs_f64(),
-            )
-        })
+        .map(|(g, t)| (g, t as f64 / 1e6 / idle_window.as_secs_f64()))
         .collect();
 
     let mut rows = Vec::new();
@@ -756,7 +750,7 @@ async fn run(o: Options) -> Result<bool, String> {
                 let per_request = n.max(1) as f64;
                 let cpu_ms = used
                     .into_iter()
-                    .map(|(g, t)| (g, t as f64 * 1000.0 / tick as f64 / per_request))
+                    .map(|(g, t)| (g, t as f64 / 1e6 / per_request))
                     .collect();
                 if p == Path::Tessera {
                     tessera_ok += w.latencies_us.len() + m.latencies_us.len();
@@ -825,7 +819,7 @@ async fn run(o: Options) -> Result<bool, String> {
     let errors: usize = rows.iter().map(|r| r.measured.errors).sum();
     if let Some(out) = &o.out {
         let meta = json!({
-            "clock_ticks_per_second": tick,
+            "cpu_time": "the processes' CPU-time clocks, in nanoseconds",
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "model": o.model,
             "api": o.api.name(),
