@@ -428,11 +428,13 @@ fn responses_prompt_bound(body: &Body) -> Result<Bound, String> {
 /// nothing [`input_change`] reads: none of the types it looks for, quoted, and no backslash
 /// (with which a type could be written otherwise). Its bound is then its text, without a tree.
 fn plain_input(input: &str) -> bool {
+    use memchr::memmem::Finder;
+    // Built once: a searcher's set-up costs more than a short input's search.
+    static TYPES: std::sync::LazyLock<[Finder<'static>; 3]> = std::sync::LazyLock::new(|| {
+        ["\"input_image\"", "\"item_reference\"", "\"input_file\""].map(Finder::new)
+    });
     let b = input.as_bytes();
-    memchr::memchr(b'\\', b).is_none()
-        && ["\"input_image\"", "\"item_reference\"", "\"input_file\""]
-            .iter()
-            .all(|t| memchr::memmem::find(b, t.as_bytes()).is_none())
+    memchr::memchr(b'\\', b).is_none() && TYPES.iter().all(|t| t.find(b).is_none())
 }
 
 /// What `value`'s parts change in its text's bound: an image counts [`IMAGE_TOKENS`] instead of

@@ -273,8 +273,8 @@ fn every_mark(
 /// Whether a Responses API event is sure not to be one the gateway reads as it passes: an
 /// ending event (`response.completed`, `response.incomplete`, `response.failed`) or an
 /// `error`. Its type is its data's `type`, or else its event name, and neither can be one of
-/// those when the name is none of them and the data holds none of their names, `"error"`
-/// only as a key, and no `\u` escape (which could spell one). Such an event (most of a
+/// those when the name is none of them and the data holds none of their names as a string's
+/// end ([`ENDING_MARKS`]), `"error"` only as a key, and no `\u` escape (which could spell one). Such an event (most of a
 /// stream: the text's deltas, the parts and items as they begin and end) is forwarded
 /// unread, and read only if its text must be counted (see `gateway::call`). Conservative: an
 /// event these marks cannot clear is read.
@@ -305,12 +305,15 @@ const ENDINGS: [&str; 4] = [
     "error",
 ];
 
-/// What [`passing_responses_event`] looks for. None overlaps another, and `"error"` overlaps
-/// itself only in text that is no JSON (its closing quote would open a string too).
+/// What [`passing_responses_event`] looks for: the ends of the endings' names (each type's
+/// JSON string holds its mark), `"error"`, and `\u`. Each begins with two bytes rare in an
+/// event's text, so that few places are candidates to check (`response.` begins every type).
+/// Marks overlap only where a quote would close one string and open another, in text that is
+/// no JSON.
 const ENDING_MARKS: [&str; 5] = [
-    "response.completed",
-    "response.incomplete",
-    "response.failed",
+    ".completed\"",
+    ".incomplete\"",
+    ".failed\"",
     "\"error\"",
     "\\u",
 ];
