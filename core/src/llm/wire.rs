@@ -274,10 +274,10 @@ fn every_mark(
 /// ending event (`response.completed`, `response.incomplete`, `response.failed`) or an
 /// `error`. Its type is its data's `type`, or else its event name, and neither can be one of
 /// those when the name is none of them and the data holds none of their names as a string's
-/// end ([`ENDING_MARKS`]), `"error"` only as a key, and no `\u` escape (which could spell one). Such an event (most of a
-/// stream: the text's deltas, the parts and items as they begin and end) is forwarded
-/// unread, and read only if its text must be counted (see `gateway::call`). Conservative: an
-/// event these marks cannot clear is read.
+/// end ([`ENDING_MARKS`]), `"error"` only as a key, and no `\u` escape (which could spell
+/// one). Such an event (most of a stream: the text's deltas, the parts and items as they begin
+/// and end) is forwarded unread, and read only if its text must be counted (see
+/// `gateway::call`). Conservative: an event these marks cannot clear is read.
 pub fn passing_responses_event(ev: &SseEvent) -> bool {
     static AT_ONCE: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> =
         std::sync::LazyLock::new(|| aho_corasick::packed::Searcher::new(ENDING_MARKS));

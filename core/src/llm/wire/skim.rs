@@ -3,11 +3,12 @@
 //! OpenAI-format reply read for its usage, for the replies forwarded as they came (chat
 //! completions: [`super::read_openai_reply`]; the Responses API:
 //! [`super::responses_reply_usage`]), and a Responses API event read for the fields the
-//! gateway needs ([`responses_event`]; an ending event's response: [`responses_ending`]). serde reads such a reply through
-//! its visitors, most of the cost per token rather than per byte (a reply is mostly short keys
-//! and values): about 10,500 instructions for the simulator's 655-byte reply. This walks the
-//! bytes once, strings eight bytes at a time, and makes only the usage's counts into numbers:
-//! about 7,200 for the same reply (`bench/README.md`).
+//! gateway needs ([`responses_event`]; an ending event's response: [`responses_ending`]).
+//! serde reads such a reply through its visitors, most of the cost per token rather than per
+//! byte (a reply is mostly short keys and values): about 10,500 instructions for the
+//! simulator's 655-byte reply. This walks the bytes once, strings eight bytes at a time, and
+//! makes only the usage's counts into numbers: about 7,200 for the same reply
+//! (`bench/README.md`).
 //!
 //! It answers only where it is sure to answer as serde does: a reply whose every string is
 //! free of escapes and control characters, whose keys serde reads (the top level's, the
