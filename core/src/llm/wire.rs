@@ -1361,7 +1361,7 @@ mod tests {
         assert!(ending_in_one_pass(&response(events[5])).is_some());
         assert!(ending_in_one_pass(&response(events[3])).is_none());
         let swaps = b"\"\\{}[],: \n0123456789-+.eEntfrul\x01x";
-        let mut checked = 0;
+        let (mut checked, mut passed) = (0, 0);
         let mut check = |data: &str, event: Option<&str>| {
             let ev = SseEvent {
                 event: event.map(str::to_string),
@@ -1371,13 +1371,22 @@ mod tests {
             parse_responses_event(&ev, &mut fast);
             responses_event_by_tree(&ev, &mut tree);
             assert_eq!(fast, tree, "{data}");
-            // One that may pass unread has nothing but text to give.
-            if passing_responses_event(&ev) {
-                assert!(
-                    tree.iter()
-                        .all(|p| matches!(p, Piece::Text(_) | Piece::Unseen(_))),
-                    "{data}: {tree:?}"
-                );
+            // One that may pass unread has nothing but text to give, named or not.
+            let unnamed = SseEvent {
+                event: None,
+                data: data.to_string(),
+            };
+            for ev in [&ev, &unnamed] {
+                if passing_responses_event(ev) {
+                    passed += 1;
+                    let mut tree = Vec::new();
+                    responses_event_by_tree(ev, &mut tree);
+                    assert!(
+                        tree.iter()
+                            .all(|p| matches!(p, Piece::Text(_) | Piece::Unseen(_))),
+                        "{data}: {tree:?}"
+                    );
+                }
             }
             checked += usize::from(skim::responses_event(data).is_some());
         };
@@ -1413,11 +1422,13 @@ mod tests {
             assert!(skim::responses_event(data).is_none(), "{data}");
             check(data, None);
         }
-        // Most changes keep an event readable in one pass (a changed letter, a digit).
+        // Most changes keep an event readable in one pass (a changed letter, a digit), and
+        // many leave it passing unread.
         assert!(
             checked > 10_000,
             "only {checked} changed events read in one pass"
         );
+        assert!(passed > 5_000, "only {passed} changed events pass unread");
     }
 
     /// A `response.completed` event as OpenAI sends it (the response whole, its text with
