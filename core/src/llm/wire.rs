@@ -886,7 +886,7 @@ pub fn parse_responses_event(ev: &SseEvent, out: &mut Vec<Piece>) {
         |failed| {
             f.response
                 .filter(|_| !failed)
-                .and_then(ending_in_one_pass)
+                .and_then(|text| ending_in_one_pass(text, f.ending))
                 .unwrap_or_else(|| ending_of(&json_tree(f.response), failed))
         },
         || {
@@ -952,18 +952,20 @@ fn ending_of(response: &Value, failed: bool) -> (Option<Usage>, String) {
     (responses_usage(&response["usage"]), said)
 }
 
-/// [`ending_of`] a completed or incomplete response read in one pass over its text
-/// ([`skim::responses_ending`]), where that reads it as the tree reads it; `None` leaves it to
-/// the tree. Its output is not read: a response whose text has no `"function_call"` string
+/// [`ending_of`] a completed or incomplete response `text` read in one pass over it (`ending`,
+/// made as the event was read: [`skim::EventFields::ending`]), where that reads it as the
+/// tree reads it; `None` leaves it to the tree. Its output is not read: a response whose text has no `"function_call"` string
 /// (with `\u` escapes refused, nothing else spells it) has no function call in its output.
-fn ending_in_one_pass(text: &str) -> Option<(Option<Usage>, String)> {
+fn ending_in_one_pass<'a>(
+    text: &'a str,
+    ending: Option<skim::Ending<'a>>,
+) -> Option<(Option<Usage>, String)> {
     static CALL: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"function_call\""));
-    // The search first: it costs less than the pass it can spare.
+    let ending = ending?;
     if CALL.find(text.as_bytes()).is_some() {
         return None;
     }
-    let ending = skim::responses_ending(text)?;
     let finish = match json_str(ending.status).as_deref() {
         Some("incomplete") => match json_tree(ending.incomplete)["reason"].as_str() {
             Some("content_filter") => "content_filter",
@@ -1353,14 +1355,14 @@ mod tests {
             // Each read in one pass, as it is.
             assert!(skim::responses_event(data).is_some(), "{data}");
         }
-        // An ending's response too, unless it may hold a function call.
-        let response = |data: &str| {
-            let v: Value = serde_json::from_str(data).unwrap();
-            v["response"].to_string()
+        // An ending's response too, in the same pass, unless it may hold a function call.
+        let one_pass = |data: &str| {
+            let f = skim::responses_event(data).unwrap();
+            ending_in_one_pass(f.response.unwrap(), f.ending).is_some()
         };
-        assert!(ending_in_one_pass(&response(ENDING)).is_some());
-        assert!(ending_in_one_pass(&response(events[5])).is_some());
-        assert!(ending_in_one_pass(&response(events[3])).is_none());
+        assert!(one_pass(ENDING));
+        assert!(one_pass(events[5]));
+        assert!(!one_pass(events[3]));
         let swaps = b"\"\\{}[],: \n0123456789-+.eEntfrul\x01x";
         let (mut checked, mut passed) = (0, 0);
         let mut check = |data: &str, event: Option<&str>| {

@@ -3,7 +3,7 @@
 //! OpenAI-format reply read for its usage, for the replies forwarded as they came (chat
 //! completions: [`super::read_openai_reply`]; the Responses API:
 //! [`super::responses_reply_usage`]), and a Responses API event read for the fields the
-//! gateway needs ([`responses_event`]; an ending event's response: [`responses_ending`]).
+//! gateway needs ([`responses_event`], an ending event's response in the same pass).
 //! serde reads such a reply through its visitors, most of the cost per token rather than per
 //! byte (a reply is mostly short keys and values): about 10,500 instructions for the
 //! simulator's 655-byte reply. This walks the bytes once, strings eight bytes at a time, and
@@ -80,12 +80,12 @@ pub(super) struct Ending<'a> {
     pub incomplete: Option<&'a str>,
 }
 
-/// An ending event's response read in one pass, where [`reply_usage`] reads it (with
-/// [`RESPONSES`]' names) and neither `status` nor `incomplete_details` is given twice; `None`
-/// leaves it to the tree.
-pub(super) fn responses_ending(text: &str) -> Option<Ending<'_>> {
+/// An ending event's response, at `s`'s place in `text` (what `s` reads), read in one pass,
+/// where [`reply_usage`] reads it (with [`RESPONSES`]' names) and neither `status` nor
+/// `incomplete_details` is given twice; `None` leaves it to the tree. Leaves `s` after it.
+fn ending_at<'a>(s: &mut Skim<'a>, text: &'a str) -> Option<Ending<'a>> {
     let (mut status, mut incomplete) = (None, None);
-    let usage = read_reply(text.as_bytes(), &RESPONSES, |s, key| {
+    let usage = reply_at(s, &RESPONSES, |s, key| {
         let slot = match key {
             b"status" => &mut status,
             b"incomplete_details" => &mut incomplete,
@@ -109,16 +109,19 @@ pub(super) fn responses_ending(text: &str) -> Option<Ending<'_>> {
 fn read_reply<'a>(
     bytes: &'a [u8],
     shape: &Shape,
+    other: impl FnMut(&mut Skim<'a>, &'a [u8]) -> Option<()>,
+) -> Option<Option<Usage>> {
+    let mut s = Skim::new(bytes, shape);
+    let usage = reply_at(&mut s, shape, other)?;
+    s.peek().is_none().then_some(usage)
+}
+
+/// [`read_reply`] of the reply at `s`'s place, leaving `s` after it.
+fn reply_at<'a>(
+    s: &mut Skim<'a>,
+    shape: &Shape,
     mut other: impl FnMut(&mut Skim<'a>, &'a [u8]) -> Option<()>,
 ) -> Option<Option<Usage>> {
-    let mut s = Skim {
-        b: bytes,
-        i: 0,
-        // Escapes are passed over only where those a tree reads otherwise are refused; a
-        // reply's text often has one (`\n`).
-        escapes: shape.tree,
-        tree: shape.tree,
-    };
     let mut list = None;
     let mut usage: Option<Option<UsageWire>> = None;
     let mut error = false;
@@ -141,7 +144,7 @@ fn read_reply<'a>(
         _ => None,
     })?;
     let n = list?;
-    if s.peek().is_some() || (shape.filled && n == 0) {
+    if shape.filled && n == 0 {
         return None;
     }
     Some(usage.flatten().as_ref().and_then(UsageWire::usage))
@@ -185,6 +188,9 @@ pub(super) struct EventFields<'a> {
     pub kind: Option<&'a str>,
     pub delta: Option<&'a str>,
     pub response: Option<&'a str>,
+    /// The response read as an ending ([`ending_at`]), in the same pass, where that reads it
+    /// (else `None`, the response's text left to the tree).
+    pub ending: Option<Ending<'a>>,
     pub message: Option<&'a str>,
     pub error: Option<&'a str>,
 }
@@ -194,17 +200,25 @@ pub(super) struct EventFields<'a> {
 /// no key with an escape, no escape but the two-character ones, no number a tree reads
 /// otherwise. `None` leaves the event to the tree.
 pub(super) fn responses_event(data: &str) -> Option<EventFields<'_>> {
-    let mut s = Skim {
-        b: data.as_bytes(),
-        i: 0,
-        escapes: true,
-        tree: true,
-    };
+    let mut s = Skim::new(data.as_bytes(), &RESPONSES);
     let mut f = EventFields::default();
     s.object(|s, key| {
         if key.contains(&b'\\') {
             // Possibly one of the fields written otherwise.
             return None;
+        }
+        if key == b"response" && f.response.is_none() {
+            // Read as an ending as it is passed over: the one pass an ending event's response
+            // is read in. What does not read so is passed over again, as any other value.
+            s.peek()?;
+            let start = s.i;
+            f.ending = ending_at(s, data);
+            if f.ending.is_none() {
+                s.i = start;
+                s.value(DEPTH)?;
+            }
+            f.response = Some(data.get(start..s.i)?);
+            return Some(());
         }
         let slot = match key {
             b"type" => &mut f.kind,
@@ -235,6 +249,18 @@ struct Skim<'a> {
 }
 
 impl<'a> Skim<'a> {
+    /// A reading of `b` from its start, with escapes and numbers as `shape` reads them.
+    fn new(b: &'a [u8], shape: &Shape) -> Self {
+        Self {
+            b,
+            i: 0,
+            // Escapes are passed over only where those a tree reads otherwise are refused; a
+            // reply's text often has one (`\n`).
+            escapes: shape.tree,
+            tree: shape.tree,
+        }
+    }
+
     /// The next byte after any whitespace (JSON's four), not taken.
     fn peek(&mut self) -> Option<u8> {
         while let Some(&c) = self.b.get(self.i) {
