@@ -80,6 +80,9 @@ pub const MAX_CHOICES: u64 = 128;
 pub struct Body {
     text: Box<str>,
     fields: Vec<(Text, Text)>,
+    /// The range of the text that was a plain list of messages (`wire::plain_messages`) when
+    /// it was read, found in the same pass.
+    plain_messages: Option<(usize, usize)>,
 }
 
 /// A field's name or value.
@@ -151,6 +154,24 @@ impl Body {
         }
         let text = std::str::from_utf8(bytes)
             .map_err(|_| "The request body must be JSON text in UTF-8.".to_string())?;
+        // Most bodies are read in one pass over their bytes, without serde's visitors; serde
+        // reads the others the same way (or says what is wrong with them).
+        match crate::llm::wire::body_fields(text.as_bytes()) {
+            Some(read) => Ok(Body {
+                text: text.into(),
+                fields: read
+                    .fields
+                    .into_iter()
+                    .map(|((a, b), (c, d))| (Text::At(a, b), Text::At(c, d)))
+                    .collect(),
+                plain_messages: read.plain_messages,
+            }),
+            None => Self::parse_by_serde(text),
+        }
+    }
+
+    /// [`Body::parse`] by serde.
+    fn parse_by_serde(text: &str) -> Result<Self, String> {
         let parse = |e: serde_json::Error| {
             format!("We could not parse the JSON body of your request ({e}).")
         };
@@ -179,7 +200,16 @@ impl Body {
         Ok(Body {
             text: text.into(),
             fields,
+            plain_messages: None,
         })
+    }
+
+    /// Whether `value`, a field's text, is the list of messages found plain when the body was
+    /// read (unchanged since: a field set since is text of its own).
+    fn known_plain(&self, value: &str) -> bool {
+        self.plain_messages
+            .and_then(|(start, end)| self.text.get(start..end))
+            .is_some_and(|plain| std::ptr::eq(plain, value))
     }
 
     fn text<'a>(&'a self, t: &'a Text) -> &'a str {
@@ -492,7 +522,9 @@ pub fn prompt_bound(body: &Body) -> Result<Bound, String> {
     };
     for (key, value) in body.fields() {
         bound.tokens += key.len() as i64 + 1;
-        bound.tokens += if key == "messages" {
+        bound.tokens += if key == "messages" && body.known_plain(value) {
+            value.len() as i64
+        } else if key == "messages" {
             messages_bound(value, &mut bound.documents)?
         } else {
             value.len() as i64
@@ -1064,6 +1096,72 @@ mod tests {
         assert!(
             texts > 1_000 && answered > texts / 4,
             "{answered} of {texts}"
+        );
+    }
+
+    /// The fields of a body as text, its plain messages' range, and its prompt's bound.
+    fn read_as(
+        body: &Result<Body, String>,
+    ) -> Option<(Vec<(String, String)>, Result<i64, String>)> {
+        let body = body.as_ref().ok()?;
+        let fields = body
+            .fields()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some((fields, prompt_bound(body).map(|b| b.tokens)))
+    }
+
+    #[test]
+    fn a_body_read_in_one_pass_is_read_as_serde_reads_it() {
+        let bodies = [
+            r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi \"you\" \u00e9"}],"max_tokens":64,"stream":false}"#,
+            "{ \"model\" : \"m\",\n \"messages\" : [ {\"role\":\"system\",\"content\":\"a\\nb\"}, {\"content\":null} ],\"n\":2, \"x\":[1.5e3,-0,true,{\"y\":[]}] } ",
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"t"}]}],"model":"m","temperature":0.25}"#,
+            r#"{"model":"m","input":"plain","tools":[{"type":"function","name":"f","parameters":{}}]}"#,
+            r#"{}"#,
+        ];
+        let replacements = b" \t\n\"\\{}[],:0123456789-+.eEtrufalsn/xuA\x01\xc3";
+        let (mut checked, mut one_pass) = (0, 0);
+        for body in bodies {
+            let bytes = body.as_bytes();
+            let mut changed = vec![bytes.to_vec()];
+            for i in 0..bytes.len() {
+                for &r in replacements {
+                    let mut b = bytes.to_vec();
+                    b[i] = r;
+                    changed.push(b);
+                }
+                let mut b = bytes.to_vec();
+                b.remove(i);
+                changed.push(b);
+            }
+            for b in changed {
+                let Ok(text) = std::str::from_utf8(&b) else {
+                    continue;
+                };
+                if !text.trim_start().starts_with('{') {
+                    continue;
+                }
+                checked += 1;
+                let fast = Body::parse(&b);
+                let serde = Body::parse_by_serde(text);
+                assert_eq!(fast.is_ok(), serde.is_ok(), "{text}");
+                assert_eq!(read_as(&fast), read_as(&serde), "{text}");
+                if crate::llm::wire::body_fields(&b).is_some() {
+                    one_pass += 1;
+                    let fast = fast.unwrap();
+                    let messages = fast.raw("messages");
+                    assert_eq!(
+                        messages.is_some_and(|m| fast.known_plain(m)),
+                        messages.is_some_and(|m| crate::llm::wire::plain_messages(m.as_bytes())),
+                        "{text}"
+                    );
+                }
+            }
+        }
+        assert!(
+            checked > 3_000 && one_pass > checked / 4,
+            "{one_pass} of {checked}"
         );
     }
 

@@ -12,7 +12,7 @@ use super::{ChatRequest, MessageRole, Usage};
 use crate::Provider;
 
 mod skim;
-pub(crate) use skim::{plain_messages, string_end};
+pub(crate) use skim::{body_fields, plain_messages, string_end};
 
 /// Writes `text` as a JSON string, as serde writes one: as it is, quoted, when nothing in it is
 /// to escape (found eight bytes at a time), else by serde.

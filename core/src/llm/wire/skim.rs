@@ -160,24 +160,61 @@ pub(crate) fn plain_messages(bytes: &[u8]) -> bool {
         i: 0,
         escapes: true,
         tree: false,
+        checked: false,
     };
-    let n = s.elements(|s| {
-        let mut content = false;
-        s.object(|s, key| {
-            if key.contains(&b'\\') {
-                // Possibly `content` written otherwise.
-                return None;
-            }
-            if key == b"content" {
-                if content || s.peek()? == b'[' {
-                    return None;
-                }
-                content = true;
-            }
-            s.value(DEPTH)
-        })
-    });
-    n.is_some_and(|n| n > 0) && s.peek().is_none()
+    s.plain_list().is_some() && s.peek().is_none()
+}
+
+/// A request body's top-level fields read in one pass ([`body_fields`]): each name (between
+/// its quotes) and value as a range of the text, in order, and the range of a `messages` value
+/// that is plain ([`plain_messages`]).
+pub(crate) struct BodyFields {
+    pub fields: Vec<((usize, usize), (usize, usize))>,
+    pub plain_messages: Option<(usize, usize)>,
+}
+
+/// A JSON object's fields, where that reads it as serde reads it into names and raw values
+/// (`body::Body::parse`): an object of fields with distinct names without escapes, every value
+/// in JSON's grammar, escapes as serde checks a value it passes over (`\u` with four hex
+/// digits, the two-character ones), nothing but whitespace after it. `None` leaves it to serde,
+/// which also says what is wrong with it.
+pub(crate) fn body_fields(bytes: &[u8]) -> Option<BodyFields> {
+    let mut s = Skim {
+        b: bytes,
+        i: 0,
+        escapes: true,
+        tree: false,
+        checked: true,
+    };
+    let mut read = BodyFields {
+        fields: Vec::with_capacity(8),
+        plain_messages: None,
+    };
+    s.object(|s, key| {
+        if key.contains(&b'\\') {
+            return None;
+        }
+        let name = s.at(key);
+        if read
+            .fields
+            .iter()
+            .any(|&((start, end), _)| &bytes[start..end] == key)
+        {
+            // serde refuses a field given twice, and says so.
+            return None;
+        }
+        s.peek()?;
+        let start = s.i;
+        if key == b"messages" && s.plain_list().is_some() {
+            read.plain_messages = Some((start, s.i));
+        } else {
+            s.i = start;
+            s.value(DEPTH)?;
+        }
+        read.fields.push((name, (start, s.i)));
+        Some(())
+    })?;
+    s.peek().is_none().then_some(read)
 }
 
 /// The fields of a Responses API event that the gateway reads, each as its JSON text (a
@@ -246,6 +283,9 @@ struct Skim<'a> {
     /// with an exponent or more than 20 whole digits (see [`Shape::tree`]), and escapes other
     /// than the two-character ones (`\u` ones may be halves of a pair a tree checks).
     tree: bool,
+    /// Escapes are checked as serde checks those of a value it passes over: the
+    /// two-character ones, and `\u` with four hex digits.
+    checked: bool,
 }
 
 impl<'a> Skim<'a> {
@@ -258,7 +298,36 @@ impl<'a> Skim<'a> {
             // reply's text often has one (`\n`).
             escapes: shape.tree,
             tree: shape.tree,
+            checked: false,
         }
+    }
+
+    /// Where `piece`, a slice of what is read, starts and ends in it.
+    fn at(&self, piece: &[u8]) -> (usize, usize) {
+        let start = (piece.as_ptr() as usize).wrapping_sub(self.b.as_ptr() as usize);
+        (start, start + piece.len())
+    }
+
+    /// A list of messages [`plain_messages`] calls plain, passed over; `None` when it is not
+    /// one (or not JSON), having read part of it.
+    fn plain_list(&mut self) -> Option<()> {
+        let n = self.elements(|s| {
+            let mut content = false;
+            s.object(|s, key| {
+                if key.contains(&b'\\') {
+                    // Possibly `content` written otherwise.
+                    return None;
+                }
+                if key == b"content" {
+                    if content || s.peek()? == b'[' {
+                        return None;
+                    }
+                    content = true;
+                }
+                s.value(DEPTH)
+            })
+        })?;
+        (n > 0).then_some(())
     }
 
     /// The next byte after any whitespace (JSON's four), not taken.
@@ -298,12 +367,18 @@ impl<'a> Skim<'a> {
         let start = self.i;
         let mut end = string_end(self.b, start);
         while self.escapes && self.b.get(end) == Some(&b'\\') {
-            if self.tree
-                && !matches!(
-                    self.b.get(end + 1),
-                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')
-                )
-            {
+            let plain = matches!(
+                self.b.get(end + 1),
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')
+            );
+            let hex = || {
+                self.b.get(end + 1) == Some(&b'u')
+                    && self
+                        .b
+                        .get(end + 2..end + 6)
+                        .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+            };
+            if (self.tree || self.checked) && !plain && (self.tree || !hex()) {
                 return None;
             }
             // The escaped character (`u` of `\uXXXX`, whose digits are plain) is passed over.
