@@ -1099,10 +1099,11 @@ mod tests {
         );
     }
 
-    /// The fields of a body as text, its plain messages' range, and its prompt's bound.
-    fn read_as(
-        body: &Result<Body, String>,
-    ) -> Option<(Vec<(String, String)>, Result<i64, String>)> {
+    /// A body's fields as text, in order.
+    type Fields = Vec<(String, String)>;
+
+    /// The fields of a body as text, and its prompt's bound.
+    fn read_as(body: &Result<Body, String>) -> Option<(Fields, Result<i64, String>)> {
         let body = body.as_ref().ok()?;
         let fields = body
             .fields()
