@@ -1062,19 +1062,7 @@ mod tests {
                 serde_messages_bound(list, &mut false),
                 "{list}"
             );
-            let bytes = list.as_bytes();
-            let mut changed: Vec<Vec<u8>> = Vec::new();
-            for i in 0..bytes.len() {
-                for &r in replacements {
-                    let mut b = bytes.to_vec();
-                    b[i] = r;
-                    changed.push(b);
-                }
-                let mut b = bytes.to_vec();
-                b.remove(i);
-                changed.push(b);
-            }
-            for b in changed {
+            for b in one_byte_changes(list.as_bytes(), replacements) {
                 // The body's parse has read every list given here as JSON.
                 let Ok(text) = std::str::from_utf8(&b) else {
                     continue;
@@ -1097,6 +1085,22 @@ mod tests {
             texts > 1_000 && answered > texts / 4,
             "{answered} of {texts}"
         );
+    }
+
+    /// `bytes` with each byte replaced by each of `replacements`, and with each byte removed.
+    fn one_byte_changes(bytes: &[u8], replacements: &[u8]) -> Vec<Vec<u8>> {
+        let mut changed = Vec::new();
+        for i in 0..bytes.len() {
+            for &r in replacements {
+                let mut b = bytes.to_vec();
+                b[i] = r;
+                changed.push(b);
+            }
+            let mut b = bytes.to_vec();
+            b.remove(i);
+            changed.push(b);
+        }
+        changed
     }
 
     /// A body's fields as text, in order.
@@ -1124,19 +1128,8 @@ mod tests {
         let replacements = b" \t\n\"\\{}[],:0123456789-+.eEtrufalsn/xuA\x01\xc3";
         let (mut checked, mut one_pass) = (0, 0);
         for body in bodies {
-            let bytes = body.as_bytes();
-            let mut changed = vec![bytes.to_vec()];
-            for i in 0..bytes.len() {
-                for &r in replacements {
-                    let mut b = bytes.to_vec();
-                    b[i] = r;
-                    changed.push(b);
-                }
-                let mut b = bytes.to_vec();
-                b.remove(i);
-                changed.push(b);
-            }
-            for b in changed {
+            let changed = one_byte_changes(body.as_bytes(), replacements);
+            for b in std::iter::once(body.as_bytes().to_vec()).chain(changed) {
                 let Ok(text) = std::str::from_utf8(&b) else {
                     continue;
                 };
