@@ -954,8 +954,9 @@ fn ending_of(response: &Value, failed: bool) -> (Option<Usage>, String) {
 
 /// [`ending_of`] a completed or incomplete response `text` read in one pass over it (`ending`,
 /// made as the event was read: [`skim::EventFields::ending`]), where that reads it as the
-/// tree reads it; `None` leaves it to the tree. Its output is not read: a response whose text has no `"function_call"` string
-/// (with `\u` escapes refused, nothing else spells it) has no function call in its output.
+/// tree reads it; `None` leaves it to the tree. Its output is not read: a response whose text
+/// has no `"function_call"` string (with `\u` escapes refused, nothing else spells it) has no
+/// function call in its output.
 fn ending_in_one_pass<'a>(
     text: &'a str,
     ending: Option<skim::Ending<'a>>,
