@@ -378,7 +378,14 @@ impl<'a> Skim<'a> {
                         .get(end + 2..end + 6)
                         .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
             };
-            if (self.tree || self.checked) && !plain && (self.tree || !hex()) {
+            let allowed = if self.tree {
+                plain
+            } else if self.checked {
+                plain || hex()
+            } else {
+                true
+            };
+            if !allowed {
                 return None;
             }
             // The escaped character (`u` of `\uXXXX`, whose digits are plain) is passed over.
