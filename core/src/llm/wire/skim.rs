@@ -331,6 +331,7 @@ impl<'a> Skim<'a> {
     }
 
     /// The next byte after any whitespace (JSON's four), not taken.
+    #[inline(always)]
     fn peek(&mut self) -> Option<u8> {
         while let Some(&c) = self.b.get(self.i) {
             if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
@@ -350,6 +351,7 @@ impl<'a> Skim<'a> {
     }
 
     /// Takes `c` after any whitespace.
+    #[inline(always)]
     fn eat(&mut self, c: u8) -> Option<()> {
         (self.peek()? == c).then(|| self.i += 1)
     }
@@ -362,6 +364,10 @@ impl<'a> Skim<'a> {
 
     /// A string without control characters, and without escapes unless they are allowed: its
     /// bytes between the quotes (escapes as written).
+    ///
+    /// Inlined where it is called, with what it calls: a call's set-up costs more than most
+    /// keys' bytes (bench/README.md, "What was tried, and what it did").
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
@@ -598,6 +604,7 @@ impl<'a> Skim<'a> {
 
 /// The index of the first `"`, `\` or control character at or after `i` (`b.len()` if none),
 /// eight bytes at a time.
+#[inline(always)]
 pub(crate) fn string_end(b: &[u8], mut i: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
