@@ -347,13 +347,7 @@ impl Gateway {
             sources.truncate(used);
             agent_id = Some(agent.id);
             facts = request_body::facts(&body, dialect).map_err(LlmError::bad_request)?;
-        } else if body
-            .get::<std::borrow::Cow<str>>("model")
-            .ok()
-            .flatten()
-            .as_deref()
-            != Some(&facts.model)
-        {
+        } else if body.get_str("model").ok().flatten().as_deref() != Some(&facts.model) {
             body.set("model", &facts.model);
         }
         let now = time::OffsetDateTime::now_utc();

@@ -227,7 +227,15 @@ impl Body {
     }
 
     fn position(&self, key: &str) -> Option<usize> {
-        self.fields.iter().position(|(k, _)| self.text(k) == key)
+        // Compared as bytes, lengths first: a lookup is made for every field the gateway reads.
+        let text = self.text.as_bytes();
+        self.fields.iter().position(|(k, _)| match k {
+            Text::At(start, end) => {
+                end.checked_sub(*start) == Some(key.len())
+                    && text.get(*start..*end) == Some(key.as_bytes())
+            }
+            Text::Own(k) => **k == *key,
+        })
     }
 
     /// The JSON text of a field (`None` when absent).
@@ -241,6 +249,45 @@ impl Body {
         match self.raw(key) {
             None | Some("null") => Ok(None),
             Some(raw) => serde_json::from_str(raw).map(Some),
+        }
+    }
+
+    /// A string field, as [`Body::get`] reads it, without serde where its text has no escapes
+    /// (most names of models): the text between its quotes.
+    pub fn get_str(&self, key: &str) -> serde_json::Result<Option<Cow<'_, str>>> {
+        match self.raw(key) {
+            // A field's text is one JSON value: from a quote on, one string, whose text has no
+            // control characters and, without a backslash, no escapes.
+            Some(raw) if raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\') => {
+                Ok(raw.get(1..raw.len() - 1).map(Cow::Borrowed))
+            }
+            _ => self.get(key),
+        }
+    }
+
+    /// A whole-number field, as [`Body::get`] reads it, without serde where its text is
+    /// digits alone that fit (most limits).
+    pub fn get_u64(&self, key: &str) -> serde_json::Result<Option<u64>> {
+        match self.raw(key) {
+            // A field's text is one JSON value, so its digits have no leading zero; 19 of them
+            // always fit.
+            Some(raw)
+                if (1..=19).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                Ok(Some(
+                    raw.bytes().fold(0, |n, d| n * 10 + u64::from(d - b'0')),
+                ))
+            }
+            _ => self.get(key),
+        }
+    }
+
+    /// A field that is `true` or `false`, as [`Body::get`] reads it, without serde.
+    pub fn get_bool(&self, key: &str) -> serde_json::Result<Option<bool>> {
+        match self.raw(key) {
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            _ => self.get(key),
         }
     }
 
@@ -261,18 +308,32 @@ impl Body {
         }
     }
 
-    /// The body as JSON text: each field as it came, changed ones as set.
+    /// The body as JSON text: each field as it came, changed ones as set (the text that came,
+    /// when nothing was set).
     pub fn to_bytes(&self) -> Vec<u8> {
+        let read = |t: &Text| matches!(t, Text::At(..));
+        if self.fields.iter().all(|(k, v)| read(k) && read(v)) {
+            return self.text.as_bytes().to_vec();
+        }
         let size: usize = self.fields().map(|(k, v)| k.len() + v.len() + 4).sum();
         let mut out = Vec::with_capacity(size + 2);
         out.push(b'{');
-        for (i, (key, value)) in self.fields().enumerate() {
+        for (i, (key, value)) in self.fields.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            crate::llm::wire::write_json_string(&mut out, key);
+            match key {
+                // A name read from the text has neither escapes nor control characters (or it
+                // would be a name of its own, as read): written as it came.
+                Text::At(..) => {
+                    out.push(b'"');
+                    out.extend_from_slice(self.text(key).as_bytes());
+                    out.push(b'"');
+                }
+                Text::Own(name) => crate::llm::wire::write_json_string(&mut out, name),
+            }
             out.push(b':');
-            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(self.text(value).as_bytes());
         }
         out.push(b'}');
         out
@@ -318,7 +379,7 @@ pub enum Dialect {
 }
 
 fn reply_limit(body: &Body, key: &str) -> Result<Option<u32>, String> {
-    match body.get::<u64>(key) {
+    match body.get_u64(key) {
         Ok(None) => Ok(None),
         Ok(Some(n)) if (1..=MAX_REPLY_TOKENS).contains(&n) => Ok(Some(n as u32)),
         _ => Err(format!(
@@ -329,13 +390,13 @@ fn reply_limit(body: &Body, key: &str) -> Result<Option<u32>, String> {
 
 /// Reads and checks what the gateway needs from a chat body in `dialect`.
 pub fn facts(body: &Body, dialect: Dialect) -> Result<Facts, String> {
-    let model = match body.get::<Cow<str>>("model") {
+    let model = match body.get_str("model") {
         Ok(Some(m)) if !m.trim().is_empty() && m.len() <= 200 => m.trim().to_string(),
         Ok(None) => return Err("model: this field is required.".into()),
         _ => return Err("model must be a non-empty string.".into()),
     };
     let stream = body
-        .get::<bool>("stream")
+        .get_bool("stream")
         .map_err(|_| "stream must be true or false.".to_string())?
         .unwrap_or(false);
     let (include_usage, choices, max_tokens) = match dialect {
@@ -349,7 +410,7 @@ pub fn facts(body: &Body, dialect: Dialect) -> Result<Facts, String> {
                 .map_err(|_| "stream_options must be an object.".to_string())?
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false);
-            let choices = match body.get::<u64>("n") {
+            let choices = match body.get_u64("n") {
                 Ok(None) => 1,
                 Ok(Some(n)) if (1..=MAX_CHOICES).contains(&n) => n as u32,
                 _ => return Err(format!("n must be a whole number from 1 to {MAX_CHOICES}.")),
@@ -406,7 +467,7 @@ fn unbounded_responses_fields(body: &Body) -> Result<(), String> {
             ));
         }
     }
-    if body.get::<bool>("background").ok().flatten() == Some(true) {
+    if body.get_bool("background").ok().flatten() == Some(true) {
         return Err("background: background responses are not served, since their usage comes after the reply; leave it out (stream: true sends the reply as it is made).".into());
     }
     #[derive(Deserialize)]
@@ -752,6 +813,51 @@ mod tests {
             String::from_utf8(body.to_bytes()).unwrap(),
             r#"{"a\"b":1,"c\\d\n":2,"\u0001":3,"é":4}"#
         );
+    }
+
+    #[test]
+    fn strings_numbers_and_flags_read_as_serde_reads_them() {
+        fn either<T>(r: serde_json::Result<T>) -> Result<T, ()> {
+            r.map_err(drop)
+        }
+        for value in [
+            r#""gpt-4o""#,
+            r#""""#,
+            r#""a\"b""#,
+            r#""\u00e9t\u00e9""#,
+            r#""é""#,
+            "0",
+            "7",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "1.0",
+            "1e2",
+            "-1",
+            "true",
+            "false",
+            "null",
+            "[]",
+            r#"{"a":1}"#,
+        ] {
+            let body = Body::parse(format!(r#"{{"f": {value} }}"#).as_bytes()).unwrap();
+            assert_eq!(
+                either(body.get_str("f")),
+                either(body.get::<Cow<str>>("f")),
+                "{value}"
+            );
+            assert_eq!(
+                either(body.get_u64("f")),
+                either(body.get::<u64>("f")),
+                "{value}"
+            );
+            assert_eq!(
+                either(body.get_bool("f")),
+                either(body.get::<bool>("f")),
+                "{value}"
+            );
+            assert_eq!(either(body.get_str("g")), Ok(None));
+        }
     }
 
     #[test]

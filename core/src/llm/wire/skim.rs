@@ -5,10 +5,11 @@
 //! [`super::responses_reply_usage`]), and a Responses API event read for the fields the
 //! gateway needs ([`responses_event`], an ending event's response in the same pass).
 //! serde reads such a reply through its visitors, most of the cost per token rather than per
-//! byte (a reply is mostly short keys and values): about 10,500 instructions for the
-//! simulator's 655-byte reply. This walks the bytes once, strings eight bytes at a time, and
-//! makes only the usage's counts into numbers: about 7,200 for the same reply
-//! (`bench/README.md`).
+//! byte (a reply is mostly short keys and values). This walks the bytes once, strings eight
+//! bytes at a time, and makes only the usage's counts into numbers. What it passes over, it
+//! passes over in one loop ([`pass`]) with its place in a local, or, for a string, number or
+//! word, where it is read ([`Skim::value`]): a call's set-up cost more than most such values
+//! (`bench/README.md`, "What was tried, and what it did").
 //!
 //! It answers only where it is sure to answer as serde does: a reply whose every string is
 //! free of escapes and control characters, whose keys serde reads (the top level's, the
@@ -126,6 +127,14 @@ fn reply_at<'a>(
     let mut usage: Option<Option<UsageWire>> = None;
     let mut error = false;
     s.object(|s, key| match key {
+        // Most keys are none of the three: told by their length.
+        _ if key.len() != shape.list.len() && key.len() != 5 => {
+            if key.is_ascii() {
+                other(s, key)
+            } else {
+                None
+            }
+        }
         _ if key == shape.list && list.is_none() => {
             list = Some(s.array(DEPTH)?);
             Some(())
@@ -158,9 +167,11 @@ pub(crate) fn plain_messages(bytes: &[u8]) -> bool {
     let mut s = Skim {
         b: bytes,
         i: 0,
-        escapes: true,
-        tree: false,
-        checked: false,
+        mode: Mode {
+            escapes: true,
+            tree: false,
+            checked: false,
+        },
     };
     s.plain_list().is_some() && s.peek().is_none()
 }
@@ -182,9 +193,11 @@ pub(crate) fn body_fields(bytes: &[u8]) -> Option<BodyFields> {
     let mut s = Skim {
         b: bytes,
         i: 0,
-        escapes: true,
-        tree: false,
-        checked: true,
+        mode: Mode {
+            escapes: true,
+            tree: false,
+            checked: true,
+        },
     };
     let mut read = BodyFields {
         fields: Vec::with_capacity(8),
@@ -277,15 +290,7 @@ pub(super) fn responses_event(data: &str) -> Option<EventFields<'_>> {
 struct Skim<'a> {
     b: &'a [u8],
     i: usize,
-    /// Strings with escapes are passed over (their text is not read).
-    escapes: bool,
-    /// What a tree (`serde_json::Value`) would refuse or read otherwise is refused: numbers
-    /// with an exponent or more than 20 whole digits (see [`Shape::tree`]), and escapes other
-    /// than the two-character ones (`\u` ones may be halves of a pair a tree checks).
-    tree: bool,
-    /// Escapes are checked as serde checks those of a value it passes over: the
-    /// two-character ones, and `\u` with four hex digits.
-    checked: bool,
+    mode: Mode,
 }
 
 impl<'a> Skim<'a> {
@@ -294,11 +299,13 @@ impl<'a> Skim<'a> {
         Self {
             b,
             i: 0,
-            // Escapes are passed over only where those a tree reads otherwise are refused; a
-            // reply's text often has one (`\n`).
-            escapes: shape.tree,
-            tree: shape.tree,
-            checked: false,
+            mode: Mode {
+                // Escapes are passed over only where those a tree reads otherwise are refused;
+                // a reply's text often has one (`\n`).
+                escapes: shape.tree,
+                tree: shape.tree,
+                checked: false,
+            },
         }
     }
 
@@ -356,10 +363,10 @@ impl<'a> Skim<'a> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
+    fn literal(&mut self, w: &[u8]) -> Option<()> {
         self.peek()?;
-        let rest = self.b.get(self.i..)?;
-        rest.starts_with(word).then(|| self.i += word.len())
+        self.i = word(self.b, self.i, w)?;
+        Some(())
     }
 
     /// A string without control characters, and without escapes unless they are allowed: its
@@ -371,37 +378,8 @@ impl<'a> Skim<'a> {
     fn string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
-        let mut end = string_end(self.b, start);
-        while self.escapes && self.b.get(end) == Some(&b'\\') {
-            let plain = matches!(
-                self.b.get(end + 1),
-                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')
-            );
-            let hex = || {
-                self.b.get(end + 1) == Some(&b'u')
-                    && self
-                        .b
-                        .get(end + 2..end + 6)
-                        .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
-            };
-            let allowed = if self.tree {
-                plain
-            } else if self.checked {
-                plain || hex()
-            } else {
-                true
-            };
-            if !allowed {
-                return None;
-            }
-            // The escaped character (`u` of `\uXXXX`, whose digits are plain) is passed over.
-            end = string_end(self.b, end + 2);
-        }
-        if self.b.get(end) != Some(&b'"') {
-            return None;
-        }
-        self.i = end + 1;
-        Some(&self.b[start..end])
+        self.i = string_from(self.b, start, self.mode)?;
+        Some(&self.b[start..self.i - 1])
     }
 
     /// An object, each of whose keys is handed to `value`, which takes the key's value.
@@ -453,65 +431,29 @@ impl<'a> Skim<'a> {
         }
     }
 
-    /// Any value, passed over.
+    /// Any value, passed over: a string, number or word here, where it is read, an array or
+    /// object by [`pass`] (most values a reply's reading passes over are short: a call's
+    /// set-up costs more than they do).
+    #[inline(always)]
     fn value(&mut self, depth: u8) -> Option<()> {
-        let depth = depth.checked_sub(1)?;
-        match self.peek()? {
-            b'"' => self.string().map(drop),
-            b'{' => self.object(|s, _| s.value(depth)),
-            b'[' => self.array(depth).map(drop),
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            b'-' => {
-                self.i += 1;
-                self.number()
-            }
-            b'0'..=b'9' => self.number(),
-            _ => None,
-        }
-    }
-
-    /// A number's digits after its sign, in JSON's grammar: no leading zeros, a fraction and an
-    /// exponent each with digits.
-    fn number(&mut self) -> Option<()> {
-        let start = self.i;
-        match self.b.get(self.i)? {
-            b'0' => self.i += 1,
-            b'1'..=b'9' => self.digits(),
-            _ => return None,
-        }
-        if self.tree && self.i - start > 20 {
-            return None;
-        }
-        if self.b.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            self.some_digits()?;
-        }
-        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
-            if self.tree {
-                return None;
-            }
-            self.i += 1;
-            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            self.some_digits()?;
-        }
-        // A digit after a leading zero is no number.
-        (!matches!(self.b.get(self.i), Some(b'0'..=b'9'))).then_some(())
+        let b = self.b;
+        let i = blank(b, self.i);
+        self.i = match *b.get(i)? {
+            b'"' => string_from(b, i + 1, self.mode)?,
+            b'-' => number_from(b, i + 1, self.mode.tree)?,
+            b'0'..=b'9' => number_from(b, i, self.mode.tree)?,
+            b't' => word(b, i, b"true")?,
+            b'f' => word(b, i, b"false")?,
+            b'n' => word(b, i, b"null")?,
+            _ => pass(b, i, depth, self.mode)?,
+        };
+        Some(())
     }
 
     fn digits(&mut self) {
         while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
             self.i += 1;
         }
-    }
-
-    fn some_digits(&mut self) -> Option<()> {
-        let start = self.i;
-        self.digits();
-        (self.i > start).then_some(())
     }
 
     /// A count: `null`, or a whole number from 0 to 10^18 − 1 written plainly (what serde
@@ -600,6 +542,186 @@ impl<'a> Skim<'a> {
         }
         read(self).map(Some)
     }
+}
+
+/// How strings and numbers are read.
+#[derive(Clone, Copy)]
+struct Mode {
+    /// Strings with escapes are passed over (their text is not read).
+    escapes: bool,
+    /// What a tree (`serde_json::Value`) would refuse or read otherwise is refused: numbers
+    /// with an exponent or more than 20 whole digits (see [`Shape::tree`]), and escapes other
+    /// than the two-character ones (`\u` ones may be halves of a pair a tree checks).
+    tree: bool,
+    /// Escapes are checked as serde checks those of a value it passes over: the
+    /// two-character ones, and `\u` with four hex digits.
+    checked: bool,
+}
+
+/// Where whitespace (JSON's four) from `i` on ends.
+#[inline(always)]
+fn blank(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// A string whose text starts at `i` (after its opening quote), as `mode` reads it (see
+/// [`Skim::string`]): where it ends, after its closing quote.
+#[inline(always)]
+fn string_from(b: &[u8], i: usize, mode: Mode) -> Option<usize> {
+    let mut end = string_end(b, i);
+    while mode.escapes && b.get(end) == Some(&b'\\') {
+        let plain = matches!(
+            b.get(end + 1),
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')
+        );
+        let hex = || {
+            b.get(end + 1) == Some(&b'u')
+                && b.get(end + 2..end + 6)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        };
+        let allowed = if mode.tree {
+            plain
+        } else if mode.checked {
+            plain || hex()
+        } else {
+            true
+        };
+        if !allowed {
+            return None;
+        }
+        // The escaped character (`u` of `\uXXXX`, whose digits are plain) is passed over.
+        end = string_end(b, end + 2);
+    }
+    (b.get(end) == Some(&b'"')).then_some(end + 1)
+}
+
+/// An object's key at `i` (after any whitespace) and its colon passed over: where its value
+/// starts.
+#[inline(always)]
+fn key(b: &[u8], i: usize, mode: Mode) -> Option<usize> {
+    let i = blank(b, i);
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let i = blank(b, string_from(b, i + 1, mode)?);
+    (b.get(i) == Some(&b':')).then_some(i + 1)
+}
+
+/// A number's digits at `i` (after its sign), in JSON's grammar (no leading zeros, a fraction
+/// and an exponent each with digits), as `tree` reads them (see [`Shape::tree`]): where it
+/// ends.
+fn number_from(b: &[u8], mut i: usize, tree: bool) -> Option<usize> {
+    let digits = |mut i: usize| {
+        while let Some(b'0'..=b'9') = b.get(i) {
+            i += 1;
+        }
+        i
+    };
+    let start = i;
+    i = match b.get(i)? {
+        b'0' => i + 1,
+        b'1'..=b'9' => digits(i + 1),
+        _ => return None,
+    };
+    if tree && i - start > 20 {
+        return None;
+    }
+    if b.get(i) == Some(&b'.') {
+        let end = digits(i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        if tree {
+            return None;
+        }
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        let end = digits(i);
+        if end == i {
+            return None;
+        }
+        i = end;
+    }
+    // A digit after a leading zero is no number.
+    (!matches!(b.get(i), Some(b'0'..=b'9'))).then_some(i)
+}
+
+/// Any value at `i` (after any whitespace) passed over in one loop, with every place in a local
+/// rather than a field written back at each step, and its open arrays and objects as bits of a
+/// word: where it ends, or `None` where it is not JSON as `mode` reads it, or where it nests
+/// more than `depth` values deep.
+fn pass(b: &[u8], mut i: usize, depth: u8, mode: Mode) -> Option<usize> {
+    // Arrays and objects that may be open at once: a value at the deepest level is not one.
+    let most = u32::from(depth.min(64)).checked_sub(1)?;
+    let mut open = 0u32;
+    // Bit k is set when the container k levels out from the innermost open one is an object.
+    let mut objects = 0u64;
+    loop {
+        i = blank(b, i);
+        let c = *b.get(i)?;
+        match c {
+            b'"' => i = string_from(b, i + 1, mode)?,
+            b'{' | b'[' => {
+                i = blank(b, i + 1);
+                // `}` and `]` come two places after `{` and `[` in ASCII.
+                if b.get(i) == Some(&(c + 2)) {
+                    i += 1;
+                } else {
+                    if open == most {
+                        return None;
+                    }
+                    open += 1;
+                    objects = objects << 1 | u64::from(c == b'{');
+                    if c == b'{' {
+                        i = key(b, i, mode)?;
+                    }
+                    continue;
+                }
+            }
+            b't' => i = word(b, i, b"true")?,
+            b'f' => i = word(b, i, b"false")?,
+            b'n' => i = word(b, i, b"null")?,
+            b'-' => i = number_from(b, i + 1, mode.tree)?,
+            b'0'..=b'9' => i = number_from(b, i, mode.tree)?,
+            _ => return None,
+        }
+        // After a value: a comma and the next (its key first, in an object), or the ends of
+        // the containers it closes.
+        loop {
+            if open == 0 {
+                return Some(i);
+            }
+            i = blank(b, i);
+            let c = *b.get(i)?;
+            i += 1;
+            let object = objects & 1 == 1;
+            if c == b',' {
+                if object {
+                    i = key(b, i, mode)?;
+                }
+                break;
+            }
+            if c != if object { b'}' } else { b']' } {
+                return None;
+            }
+            open -= 1;
+            objects >>= 1;
+        }
+    }
+}
+
+/// `word` at `i`: where it ends.
+#[inline(always)]
+fn word(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    b.get(i..)?.starts_with(word).then_some(i + word.len())
 }
 
 /// The index of the first `"`, `\` or control character at or after `i` (`b.len()` if none),
@@ -794,6 +916,24 @@ mod tests {
             serde_responses_usage,
         );
         assert!(checked > 10_000, "only {checked} changed replies read here");
+    }
+
+    /// Values nested deeper than is read here are left to serde; shallower ones are read.
+    #[test]
+    fn deep_values_are_read_as_serde_reads_them_or_left_to_it() {
+        for depth in [1, 30, 31, 32, 33, 64, 65, 200] {
+            let arrays = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            let objects = format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+            for deep in [arrays, objects] {
+                let reply =
+                    format!(r#"{{"choices":[{{}}],"x":{deep},"usage":{{"prompt_tokens":1}}}}"#);
+                if let Some(here) = reply_usage(reply.as_bytes(), &CHAT) {
+                    assert!(depth < 32, "{depth}");
+                    assert_eq!(Some(here), serde_reply_usage(reply.as_bytes()), "{depth}");
+                }
+            }
+        }
+        assert!(reply_usage(br#"{"choices":[[[{"a":[1]}]]]}"#, &CHAT).is_some());
     }
 
     #[test]
