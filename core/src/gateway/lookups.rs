@@ -322,12 +322,36 @@ pub fn provider_for_model(model: &str) -> Option<Provider> {
         || m.starts_with("chatgpt-")
         || m.starts_with("text-embedding-")
         || is_moderation_model(m)
-        || ["o1", "o3", "o4"]
-            .iter()
-            .any(|p| m == *p || m.starts_with(&format!("{p}-")))
+        || ["o1", "o3", "o4"].iter().any(|p| {
+            m.strip_prefix(p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+        })
     {
         Some(Provider::OpenAi)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_go_to_the_provider_their_name_names() {
+        for (model, provider) in [
+            ("claude-sonnet-4-5", Some(Provider::Anthropic)),
+            ("gpt-4o-mini", Some(Provider::OpenAi)),
+            ("text-embedding-3-small", Some(Provider::OpenAi)),
+            ("omni-moderation-latest", Some(Provider::OpenAi)),
+            ("o1", Some(Provider::OpenAi)),
+            ("o3-mini", Some(Provider::OpenAi)),
+            (" o4-mini ", Some(Provider::OpenAi)),
+            ("o10", None),
+            ("o3mini", None),
+            ("llama3.1:8b", None),
+        ] {
+            assert_eq!(provider_for_model(model), provider, "{model}");
+        }
     }
 }
