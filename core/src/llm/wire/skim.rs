@@ -439,13 +439,8 @@ impl<'a> Skim<'a> {
         let b = self.b;
         let i = blank(b, self.i);
         self.i = match *b.get(i)? {
-            b'"' => string_from(b, i + 1, self.mode)?,
-            b'-' => number_from(b, i + 1, self.mode.tree)?,
-            b'0'..=b'9' => number_from(b, i, self.mode.tree)?,
-            b't' => word(b, i, b"true")?,
-            b'f' => word(b, i, b"false")?,
-            b'n' => word(b, i, b"null")?,
-            _ => pass(b, i, depth, self.mode)?,
+            b'{' | b'[' => pass(b, i, depth, self.mode)?,
+            c => scalar(b, i, c, self.mode)?,
         };
         Some(())
     }
@@ -668,7 +663,6 @@ fn pass(b: &[u8], mut i: usize, depth: u8, mode: Mode) -> Option<usize> {
         i = blank(b, i);
         let c = *b.get(i)?;
         match c {
-            b'"' => i = string_from(b, i + 1, mode)?,
             b'{' | b'[' => {
                 i = blank(b, i + 1);
                 // `}` and `]` come two places after `{` and `[` in ASCII.
@@ -686,12 +680,7 @@ fn pass(b: &[u8], mut i: usize, depth: u8, mode: Mode) -> Option<usize> {
                     continue;
                 }
             }
-            b't' => i = word(b, i, b"true")?,
-            b'f' => i = word(b, i, b"false")?,
-            b'n' => i = word(b, i, b"null")?,
-            b'-' => i = number_from(b, i + 1, mode.tree)?,
-            b'0'..=b'9' => i = number_from(b, i, mode.tree)?,
-            _ => return None,
+            _ => i = scalar(b, i, c, mode)?,
         }
         // After a value: a comma and the next (its key first, in an object), or the ends of
         // the containers it closes.
@@ -715,6 +704,21 @@ fn pass(b: &[u8], mut i: usize, depth: u8, mode: Mode) -> Option<usize> {
             open -= 1;
             objects >>= 1;
         }
+    }
+}
+
+/// A string, number, `true`, `false` or `null` at `i`, whose first byte is `c`: where it ends;
+/// `None` for anything else.
+#[inline(always)]
+fn scalar(b: &[u8], i: usize, c: u8, mode: Mode) -> Option<usize> {
+    match c {
+        b'"' => string_from(b, i + 1, mode),
+        b'-' => number_from(b, i + 1, mode.tree),
+        b'0'..=b'9' => number_from(b, i, mode.tree),
+        b't' => word(b, i, b"true"),
+        b'f' => word(b, i, b"false"),
+        b'n' => word(b, i, b"null"),
+        _ => None,
     }
 }
 
