@@ -575,9 +575,9 @@ fn openai_reply_usage(bytes: &[u8]) -> Option<Option<Usage>> {
 
 /// A Responses API reply's usage, read without building a tree, when the reply reported it
 /// and reads plainly (see [`skim`]); `None` leaves the reply to [`parse_responses_reply`]
-/// (which reads a tree, and so refuses text that is not UTF-8, as this does).
+/// (which reads a tree, and so refuses text that is not UTF-8, as this does: its strings are
+/// checked as they are passed over, and nothing else in JSON is outside ASCII).
 pub fn responses_reply_usage(bytes: &[u8]) -> Option<Usage> {
-    std::str::from_utf8(bytes).ok()?;
     skim::reply_usage(bytes, &skim::RESPONSES).flatten()
 }
 

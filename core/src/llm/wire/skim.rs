@@ -13,14 +13,18 @@
 //!
 //! It answers only where it is sure to answer as serde does: a reply whose every string is
 //! free of escapes and control characters, whose keys serde reads (the top level's, the
-//! usage's) are ASCII, whose usage numbers are plain non-negative integers below 10^18, and
-//! which has choices and no error. Anything else (an escape anywhere, a float where a count
-//! goes, an error, a duplicate field, any text that is not JSON) is left to serde: `None`.
+//! usage's) are ASCII without escapes, whose usage numbers are plain non-negative integers
+//! below 10^18, and which has choices and no error. Anything else (an escape anywhere, a float
+//! where a count goes, an error, a duplicate field, any text that is not JSON) is left to
+//! serde: `None`. The reply's top level and its usage are read in loops of their own, with
+//! their place in a local, as [`pass`] passes over values.
 //! What is compared with a tree (`serde_json::Value`: the Responses API's replies and events)
 //! passes over strings with the two-character escapes (`\n`, `\"`, ...), which a reply's text
 //! often has, but leaves to the tree what it reads otherwise than serde's visitors: numbers
 //! with an exponent or over 20 whole digits (a tree makes them `f64`, and fails past its range)
-//! and `\u` escapes (a tree checks their pairs).
+//! and `\u` escapes (a tree checks their pairs). Its strings' bytes outside ASCII are checked to
+//! be UTF-8 where they are met (a tree refuses text that is not; nothing else in JSON is
+//! outside ASCII), so the reply needs no second pass for that.
 
 use super::{PromptDetails, Usage, UsageWire};
 
@@ -69,7 +73,10 @@ pub(super) const RESPONSES: Shape = Shape {
 /// A reply's usage as serde would read it (`Some(None)`: a reply without usage), or `None`
 /// when only serde can tell (see the module's documentation).
 pub(super) fn reply_usage(bytes: &[u8], shape: &Shape) -> Option<Option<Usage>> {
-    read_reply(bytes, shape, |s, _| s.value(DEPTH))
+    let mut s = Skim::new(bytes, shape);
+    let mode = s.mode;
+    let usage = reply_at(&mut s, shape, |_, b, i| value_end(b, i, DEPTH, mode))?;
+    s.peek().is_none().then_some(usage)
 }
 
 /// What the gateway reads of the response a Responses API stream's ending event carries: its
@@ -86,17 +93,19 @@ pub(super) struct Ending<'a> {
 /// `incomplete_details` is given twice; `None` leaves it to the tree. Leaves `s` after it.
 fn ending_at<'a>(s: &mut Skim<'a>, text: &'a str) -> Option<Ending<'a>> {
     let (mut status, mut incomplete) = (None, None);
-    let usage = reply_at(s, &RESPONSES, |s, key| {
+    let mode = s.mode;
+    let usage = reply_at(s, &RESPONSES, |key, b, i| {
+        let end = value_end(b, i, DEPTH, mode)?;
         let slot = match key {
             b"status" => &mut status,
             b"incomplete_details" => &mut incomplete,
-            _ => return s.value(DEPTH),
+            _ => return Some(end),
         };
         if slot.is_some() {
             return None;
         }
-        *slot = Some(s.captured(text)?);
-        Some(())
+        *slot = Some(text.get(i..end)?);
+        Some(end)
     })?;
     Some(Ending {
         usage,
@@ -105,58 +114,213 @@ fn ending_at<'a>(s: &mut Skim<'a>, text: &'a str) -> Option<Ending<'a>> {
     })
 }
 
-/// [`reply_usage`], with `other` taking the value of each other key (ASCII, without escapes
-/// that could make it one of the keys read here).
-fn read_reply<'a>(
-    bytes: &'a [u8],
-    shape: &Shape,
-    other: impl FnMut(&mut Skim<'a>, &'a [u8]) -> Option<()>,
-) -> Option<Option<Usage>> {
-    let mut s = Skim::new(bytes, shape);
-    let usage = reply_at(&mut s, shape, other)?;
-    s.peek().is_none().then_some(usage)
-}
-
-/// [`read_reply`] of the reply at `s`'s place, leaving `s` after it.
+/// [`reply_usage`] of the reply at `s`'s place, leaving `s` after it, with `other` passing over
+/// the value of each other key (ASCII, without escapes) at a place in the bytes: where it
+/// ends. The top level is read in one loop with its place in a local, as [`pass`] reads what
+/// it passes over; a key with an escape or a byte outside ASCII leaves the reply to serde.
 fn reply_at<'a>(
     s: &mut Skim<'a>,
     shape: &Shape,
-    mut other: impl FnMut(&mut Skim<'a>, &'a [u8]) -> Option<()>,
+    mut other: impl FnMut(&'a [u8], &'a [u8], usize) -> Option<usize>,
 ) -> Option<Option<Usage>> {
-    let mut list = None;
+    let (b, mode) = (s.b, s.mode);
+    let mut i = blank(b, s.i);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = blank(b, i + 1);
+    // Whether the list came and held something; the usage if it came; whether `error` came.
+    let mut list: Option<bool> = None;
     let mut usage: Option<Option<UsageWire>> = None;
     let mut error = false;
-    s.object(|s, key| match key {
-        // Most keys are none of the three: told by their length.
-        _ if key.len() != shape.list.len() && key.len() != 5 => {
-            if key.is_ascii() {
-                other(s, key)
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            let (key, at) = plain_key(b, i)?;
+            i = at;
+            // Most keys are none of the three: told by their length.
+            if key.len() == shape.list.len() && key == shape.list {
+                if list.is_some() || b.get(i) != Some(&b'[') {
+                    return None;
+                }
+                list = Some(b.get(blank(b, i + 1)) != Some(&b']'));
+                i = pass(b, i, DEPTH, mode)?;
+            } else if key == b"usage" {
+                if usage.is_some() {
+                    return None;
+                }
+                let (end, read) = usage_from(b, i, shape, mode)?;
+                (i, usage) = (end, Some(read));
+            } else if key == b"error" {
+                // Only `"error": null` is a reply; any other error is serde's to read.
+                if error {
+                    return None;
+                }
+                error = true;
+                i = word(b, i, b"null")?;
             } else {
-                None
+                i = other(key, b, i)?;
+            }
+            i = blank(b, i);
+            match b.get(i) {
+                Some(b',') => i = blank(b, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
             }
         }
-        _ if key == shape.list && list.is_none() => {
-            list = Some(s.array(DEPTH)?);
-            Some(())
-        }
-        b"usage" if usage.is_none() => {
-            usage = Some(s.usage(shape)?);
-            Some(())
-        }
-        // Only `"error": null` is a reply; any other error is serde's to read.
-        b"error" if !error => {
-            error = true;
-            s.literal(b"null")
-        }
-        _ if key == shape.list || key == b"usage" || key == b"error" => None,
-        _ if key.is_ascii() => other(s, key),
-        _ => None,
-    })?;
-    let n = list?;
-    if shape.filled && n == 0 {
+    }
+    s.i = i;
+    if !list? && shape.filled {
         return None;
     }
     Some(usage.flatten().as_ref().and_then(UsageWire::usage))
+}
+
+/// An object's key at `i` (its opening quote) that is ASCII and has no escape, with its colon
+/// and the whitespace around it passed over: the key's text and where its value starts.
+#[inline(always)]
+fn plain_key(b: &[u8], i: usize) -> Option<(&[u8], usize)> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let end = ascii_string_end(b, i + 1);
+    if b.get(end) != Some(&b'"') {
+        return None;
+    }
+    let at = blank(b, end + 1);
+    if b.get(at) != Some(&b':') {
+        return None;
+    }
+    Some((&b[i + 1..end], blank(b, at + 1)))
+}
+
+/// A reply's usage at `i`: `null`, or an object read as [`UsageWire`] reads it (with `shape`'s
+/// names); where it ends.
+fn usage_from(b: &[u8], i: usize, shape: &Shape, mode: Mode) -> Option<(usize, Option<UsageWire>)> {
+    if b.get(i) == Some(&b'n') {
+        return Some((word(b, i, b"null")?, None));
+    }
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    let mut i = blank(b, i + 1);
+    let (mut prompt, mut completion, mut details) = (None, None, None);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            let (key, at) = plain_key(b, i)?;
+            i = if key == shape.prompt || key == shape.completion {
+                let slot = if key == shape.prompt {
+                    &mut prompt
+                } else {
+                    &mut completion
+                };
+                if slot.is_some() {
+                    return None;
+                }
+                let (end, n) = count_from(b, at)?;
+                *slot = Some(n);
+                end
+            } else if key == shape.details {
+                if details.is_some() {
+                    return None;
+                }
+                let (end, read) = details_from(b, at, mode)?;
+                details = Some(read);
+                end
+            } else {
+                value_end(b, at, DEPTH, mode)?
+            };
+            i = blank(b, i);
+            match b.get(i) {
+                Some(b',') => i = blank(b, i + 1),
+                Some(b'}') => break,
+                _ => return None,
+            }
+        }
+        i += 1;
+    }
+    Some((
+        i,
+        Some(UsageWire {
+            prompt_tokens: prompt.flatten(),
+            completion_tokens: completion.flatten(),
+            prompt_tokens_details: details.flatten(),
+        }),
+    ))
+}
+
+/// A usage's details at `i`: `null`, or an object read as [`PromptDetails`] reads it; where it
+/// ends.
+fn details_from(b: &[u8], i: usize, mode: Mode) -> Option<(usize, Option<PromptDetails>)> {
+    if b.get(i) == Some(&b'n') {
+        return Some((word(b, i, b"null")?, None));
+    }
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    let mut i = blank(b, i + 1);
+    let mut cached = None;
+    if b.get(i) != Some(&b'}') {
+        loop {
+            let (key, at) = plain_key(b, i)?;
+            i = if key == b"cached_tokens" {
+                if cached.is_some() {
+                    return None;
+                }
+                let (end, n) = count_from(b, at)?;
+                cached = Some(n);
+                end
+            } else {
+                value_end(b, at, DEPTH, mode)?
+            };
+            i = blank(b, i);
+            match b.get(i) {
+                Some(b',') => i = blank(b, i + 1),
+                Some(b'}') => break,
+                _ => return None,
+            }
+        }
+    }
+    Some((
+        i + 1,
+        Some(PromptDetails {
+            cached_tokens: cached.flatten(),
+        }),
+    ))
+}
+
+/// A count at `i`: `null`, or a whole number from 0 to 10^18 − 1 written plainly (what serde
+/// reads into an `Option<i64>` alike; other numbers are left to it); where it ends.
+#[inline(always)]
+fn count_from(b: &[u8], i: usize) -> Option<(usize, Option<i64>)> {
+    if b.get(i) == Some(&b'n') {
+        return Some((word(b, i, b"null")?, None));
+    }
+    let mut end = i;
+    let mut n = 0i64;
+    while let Some(&d @ b'0'..=b'9') = b.get(end) {
+        // At most 19 digits are read before the length is checked: no overflow.
+        if end - i == 18 {
+            return None;
+        }
+        n = n * 10 + i64::from(d - b'0');
+        end += 1;
+    }
+    let plain = match end - i {
+        0 => false,
+        1 => true,
+        _ => b[i] != b'0',
+    };
+    if !plain || matches!(b.get(end), Some(b'.' | b'e' | b'E')) {
+        return None;
+    }
+    Some((end, Some(n)))
 }
 
 /// Whether `bytes`, a list of messages already read as JSON, is one serde's reading in
@@ -363,12 +527,6 @@ impl<'a> Skim<'a> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
-    fn literal(&mut self, w: &[u8]) -> Option<()> {
-        self.peek()?;
-        self.i = word(self.b, self.i, w)?;
-        Some(())
-    }
-
     /// A string without control characters, and without escapes unless they are allowed: its
     /// bytes between the quotes (escapes as written).
     ///
@@ -404,11 +562,6 @@ impl<'a> Skim<'a> {
         }
     }
 
-    /// An array's number of elements.
-    fn array(&mut self, depth: u8) -> Option<usize> {
-        self.elements(|s| s.value(depth))
-    }
-
     /// An array, each of whose elements `element` takes; their number.
     fn elements(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<usize> {
         self.eat(b'[')?;
@@ -436,106 +589,8 @@ impl<'a> Skim<'a> {
     /// set-up costs more than they do).
     #[inline(always)]
     fn value(&mut self, depth: u8) -> Option<()> {
-        let b = self.b;
-        let i = blank(b, self.i);
-        self.i = match *b.get(i)? {
-            b'{' | b'[' => pass(b, i, depth, self.mode)?,
-            c => scalar(b, i, c, self.mode)?,
-        };
+        self.i = value_end(self.b, blank(self.b, self.i), depth, self.mode)?;
         Some(())
-    }
-
-    fn digits(&mut self) {
-        while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-            self.i += 1;
-        }
-    }
-
-    /// A count: `null`, or a whole number from 0 to 10^18 − 1 written plainly (what serde
-    /// reads into an `Option<i64>` alike; other numbers are left to it).
-    fn count(&mut self) -> Option<Option<i64>> {
-        self.or_null(Self::plain_number)
-    }
-
-    fn plain_number(&mut self) -> Option<i64> {
-        let start = self.i;
-        self.digits();
-        let digits = &self.b[start..self.i];
-        let plain = match digits {
-            [] => false,
-            [b'0'] => true,
-            [first, ..] => *first != b'0' && digits.len() <= 18,
-        };
-        if !plain || matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E')) {
-            return None;
-        }
-        Some(
-            digits
-                .iter()
-                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0')),
-        )
-    }
-
-    /// The usage: `null`, or an object read as [`UsageWire`] reads it (with `shape`'s names).
-    fn usage(&mut self, shape: &Shape) -> Option<Option<UsageWire>> {
-        self.or_null(|s| s.usage_object(shape))
-    }
-
-    fn usage_object(&mut self, shape: &Shape) -> Option<UsageWire> {
-        let (mut prompt, mut completion, mut details) = (None, None, None);
-        self.object(|s, key| {
-            let slot = if key == shape.prompt {
-                &mut prompt
-            } else if key == shape.completion {
-                &mut completion
-            } else if key == shape.details {
-                if details.is_some() {
-                    return None;
-                }
-                details = Some(s.details()?);
-                return Some(());
-            } else if key.is_ascii() {
-                return s.value(DEPTH);
-            } else {
-                return None;
-            };
-            if slot.is_some() {
-                return None;
-            }
-            *slot = Some(s.count()?);
-            Some(())
-        })?;
-        Some(UsageWire {
-            prompt_tokens: prompt.flatten(),
-            completion_tokens: completion.flatten(),
-            prompt_tokens_details: details.flatten(),
-        })
-    }
-
-    fn details(&mut self) -> Option<Option<PromptDetails>> {
-        self.or_null(|s| {
-            let mut cached = None;
-            s.object(|s, key| match key {
-                b"cached_tokens" if cached.is_none() => {
-                    cached = Some(s.count()?);
-                    Some(())
-                }
-                b"cached_tokens" => None,
-                _ if key.is_ascii() => s.value(DEPTH),
-                _ => None,
-            })?;
-            Some(PromptDetails {
-                cached_tokens: cached.flatten(),
-            })
-        })
-    }
-
-    /// `null` (`Some(None)`), or what `read` reads.
-    fn or_null<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
-        if self.peek()? == b'n' {
-            return self.literal(b"null").map(|()| None);
-        }
-        read(self).map(Some)
     }
 }
 
@@ -553,44 +608,66 @@ struct Mode {
     checked: bool,
 }
 
-/// Where whitespace (JSON's four) from `i` on ends.
+/// Where whitespace (JSON's four) from `i` on ends. Most places have none: a byte above the
+/// space, told in one comparison, ends it at once.
 #[inline(always)]
 fn blank(b: &[u8], mut i: usize) -> usize {
-    while let Some(b' ' | b'\n' | b'\r' | b'\t') = b.get(i) {
+    while let Some(&c) = b.get(i) {
+        if c > b' ' || !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+            break;
+        }
         i += 1;
     }
     i
 }
 
 /// A string whose text starts at `i` (after its opening quote), as `mode` reads it (see
-/// [`Skim::string`]): where it ends, after its closing quote.
+/// [`Skim::string`]; where `mode.tree`, its bytes outside ASCII must be UTF-8, as a tree's
+/// strings are): where it ends, after its closing quote.
 #[inline(always)]
 fn string_from(b: &[u8], i: usize, mode: Mode) -> Option<usize> {
-    let mut end = string_end(b, i);
-    while mode.escapes && b.get(end) == Some(&b'\\') {
-        let plain = matches!(
-            b.get(end + 1),
-            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')
-        );
-        let hex = || {
-            b.get(end + 1) == Some(&b'u')
-                && b.get(end + 2..end + 6)
-                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
-        };
-        let allowed = if mode.tree {
-            plain
-        } else if mode.checked {
-            plain || hex()
-        } else {
-            true
-        };
-        if !allowed {
-            return None;
+    let mut end = stop(b, i, mode.tree);
+    loop {
+        match *b.get(end)? {
+            b'"' => return Some(end + 1),
+            b'\\' if mode.escapes => {
+                let plain = matches!(
+                    b.get(end + 1),
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't')
+                );
+                let hex = || {
+                    b.get(end + 1) == Some(&b'u')
+                        && b.get(end + 2..end + 6)
+                            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+                };
+                let allowed = if mode.tree {
+                    plain
+                } else if mode.checked {
+                    plain || hex()
+                } else {
+                    true
+                };
+                if !allowed {
+                    return None;
+                }
+                // The escaped character (`u` of `\uXXXX`, whose digits are plain) is passed
+                // over.
+                end = stop(b, end + 2, mode.tree);
+            }
+            // Only where `mode.tree` does the search stop at such a byte: one character's
+            // bytes, checked (a continuation byte first is no character).
+            c @ 0x80.. => {
+                let width = match c {
+                    0xf0.. => 4,
+                    0xe0.. => 3,
+                    _ => 2,
+                };
+                std::str::from_utf8(b.get(end..end + width)?).ok()?;
+                end = stop(b, end + width, mode.tree);
+            }
+            _ => return None,
         }
-        // The escaped character (`u` of `\uXXXX`, whose digits are plain) is passed over.
-        end = string_end(b, end + 2);
     }
-    (b.get(end) == Some(&b'"')).then_some(end + 1)
 }
 
 /// An object's key at `i` (after any whitespace) and its colon passed over: where its value
@@ -707,6 +784,15 @@ fn pass(b: &[u8], mut i: usize, depth: u8, mode: Mode) -> Option<usize> {
     }
 }
 
+/// Any value at `i` (not whitespace), passed over as [`Skim::value`] passes it: where it ends.
+#[inline(always)]
+fn value_end(b: &[u8], i: usize, depth: u8, mode: Mode) -> Option<usize> {
+    match *b.get(i)? {
+        b'{' | b'[' => pass(b, i, depth, mode),
+        c => scalar(b, i, c, mode),
+    }
+}
+
 /// A string, number, `true`, `false` or `null` at `i`, whose first byte is `c`: where it ends;
 /// `None` for anything else.
 #[inline(always)]
@@ -731,25 +817,39 @@ fn word(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
 /// The index of the first `"`, `\` or control character at or after `i` (`b.len()` if none),
 /// eight bytes at a time.
 #[inline(always)]
-pub(crate) fn string_end(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn string_end(b: &[u8], i: usize) -> usize {
+    stop(b, i, false)
+}
+
+/// [`string_end`], stopping at a byte outside ASCII too.
+#[inline(always)]
+fn ascii_string_end(b: &[u8], i: usize) -> usize {
+    stop(b, i, true)
+}
+
+/// The index of the first `"`, `\` or control character at or after `i`, or byte outside
+/// ASCII if `ascii` (`b.len()` if none), eight bytes at a time.
+#[inline(always)]
+fn stop(b: &[u8], mut i: usize, ascii: bool) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     while let Some(chunk) = b.get(i..i + 8) {
         let w = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
         let quote = w ^ (ONES * u64::from(b'"'));
         let slash = w ^ (ONES * u64::from(b'\\'));
-        // A zero byte of `quote` or `slash`, or a byte of `w` below 0x20, sets its high bit;
-        // the lowest one set is the first such byte (borrows only run upwards).
+        // A zero byte of `quote` or `slash`, or a byte of `w` below 0x20 (or from 0x80), sets
+        // its high bit; the lowest one set is the first such byte (borrows only run upwards).
         let found = (quote.wrapping_sub(ONES) & !quote
             | slash.wrapping_sub(ONES) & !slash
-            | w.wrapping_sub(ONES * 0x20) & !w)
+            | w.wrapping_sub(ONES * 0x20) & !w
+            | if ascii { w } else { 0 })
             & HIGH;
         if found != 0 {
             return i + (found.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
+    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) && !(ascii && b[i] >= 0x80) {
         i += 1;
     }
     i
@@ -922,6 +1022,52 @@ mod tests {
         assert!(checked > 10_000, "only {checked} changed replies read here");
     }
 
+    /// A Responses API reply's text outside ASCII is read where it is UTF-8 and left to the
+    /// tree (which refuses it) where it is not; keys with escapes or outside ASCII are left
+    /// to it too.
+    #[test]
+    fn a_replys_text_is_checked_for_utf8_as_it_is_passed_over() {
+        let reply = |text: &[u8], key: &[u8]| {
+            let mut r = br#"{"output":[{"type":"message","content":[{"text":""#.to_vec();
+            r.extend_from_slice(text);
+            r.extend_from_slice(br#""}]}],""#);
+            r.extend_from_slice(key);
+            r.extend_from_slice(br#"":1,"usage":{"input_tokens":4,"output_tokens":2}}"#);
+            r
+        };
+        let read = |bytes: &[u8]| {
+            let here = super::super::responses_reply_usage(bytes);
+            if here.is_some() {
+                assert_eq!(here.map(Some), serde_responses_usage(bytes));
+            }
+            here.map(|u| u.completion_tokens)
+        };
+        for text in [
+            "Ça va — très bien 👍".as_bytes(),
+            "日本語のテキスト, long enough to be read eight bytes at a time".as_bytes(),
+            "é".as_bytes(),
+            b"",
+        ] {
+            assert_eq!(read(&reply(text, b"x")), Some(2), "{text:?}");
+        }
+        for text in [
+            &b"\xc3("[..],
+            b"abcdefgh\xff",
+            b"\xed\xa0\x80 a surrogate",
+            b"\xc0\xaf overlong",
+            b"\x80",
+            b"cut \xf0\x9f\x91",
+        ] {
+            let bytes = reply(text, b"x");
+            assert_eq!(read(&bytes), None, "{text:?}");
+            assert_eq!(serde_responses_usage(&bytes), None, "{text:?}");
+        }
+        // A key written with an escape, or outside ASCII, is left to the tree.
+        for key in [&br"outp\u0075t"[..], br"a\nb", "clé".as_bytes()] {
+            assert_eq!(read(&reply(b"hi", key)), None, "{key:?}");
+        }
+    }
+
     /// Values nested deeper than is read here are left to serde; shallower ones are read.
     #[test]
     fn deep_values_are_read_as_serde_reads_them_or_left_to_it() {
@@ -950,5 +1096,11 @@ mod tests {
         assert_eq!(string_end(b"abcdefgh\x1fij", 0), 8);
         assert_eq!(string_end(b"\xc3\xa9\xf0\x9f\x91\x8d12345", 0), 11);
         assert_eq!(string_end(b"", 0), 0);
+        // Outside ASCII, too, where asked: in words and in the bytes after them.
+        assert_eq!(ascii_string_end(b"abcdefgh\xc3\xa9\"", 0), 8);
+        assert_eq!(ascii_string_end(b"abcdefghi\xc3\xa9\"", 0), 9);
+        assert_eq!(ascii_string_end(b"abc\xc3\xa9defgh\"", 0), 3);
+        assert_eq!(ascii_string_end(b"ab\xc3", 0), 2);
+        assert_eq!(ascii_string_end(b"abcdefghij\"", 0), 10);
     }
 }
