@@ -124,55 +124,36 @@ fn reply_at<'a>(
     mut other: impl FnMut(&'a [u8], &'a [u8], usize) -> Option<usize>,
 ) -> Option<Option<Usage>> {
     let (b, mode) = (s.b, s.mode);
-    let mut i = blank(b, s.i);
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
-    i = blank(b, i + 1);
     // Whether the list came and held something; the usage if it came; whether `error` came.
     let mut list: Option<bool> = None;
     let mut usage: Option<Option<UsageWire>> = None;
     let mut error = false;
-    if b.get(i) == Some(&b'}') {
-        i += 1;
-    } else {
-        loop {
-            let (key, at) = plain_key(b, i)?;
-            i = at;
-            // Most keys are none of the three: told by their length.
-            if key.len() == shape.list.len() && key == shape.list {
-                if list.is_some() || b.get(i) != Some(&b'[') {
-                    return None;
-                }
-                list = Some(b.get(blank(b, i + 1)) != Some(&b']'));
-                i = pass(b, i, DEPTH, mode)?;
-            } else if key == b"usage" {
-                if usage.is_some() {
-                    return None;
-                }
-                let (end, read) = usage_from(b, i, shape, mode)?;
-                (i, usage) = (end, Some(read));
-            } else if key == b"error" {
-                // Only `"error": null` is a reply; any other error is serde's to read.
-                if error {
-                    return None;
-                }
-                error = true;
-                i = word(b, i, b"null")?;
-            } else {
-                i = other(key, b, i)?;
+    let i = plain_object(b, blank(b, s.i), |key, i| {
+        // Most keys are none of the three: told by their length.
+        if key.len() == shape.list.len() && key == shape.list {
+            if list.is_some() || b.get(i) != Some(&b'[') {
+                return None;
             }
-            i = blank(b, i);
-            match b.get(i) {
-                Some(b',') => i = blank(b, i + 1),
-                Some(b'}') => {
-                    i += 1;
-                    break;
-                }
-                _ => return None,
+            list = Some(b.get(blank(b, i + 1)) != Some(&b']'));
+            pass(b, i, DEPTH, mode)
+        } else if key == b"usage" {
+            if usage.is_some() {
+                return None;
             }
+            let (end, read) = or_null(b, i, |i| usage_from(b, i, shape, mode))?;
+            usage = Some(read);
+            Some(end)
+        } else if key == b"error" {
+            // Only `"error": null` is a reply; any other error is serde's to read.
+            if error {
+                return None;
+            }
+            error = true;
+            word(b, i, b"null")
+        } else {
+            other(key, b, i)
         }
-    }
+    })?;
     s.i = i;
     if !list? && shape.filled {
         return None;
@@ -198,100 +179,105 @@ fn plain_key(b: &[u8], i: usize) -> Option<(&[u8], usize)> {
     Some((&b[i + 1..end], blank(b, at + 1)))
 }
 
-/// A reply's usage at `i`: `null`, or an object read as [`UsageWire`] reads it (with `shape`'s
-/// names); where it ends.
-fn usage_from(b: &[u8], i: usize, shape: &Shape, mode: Mode) -> Option<(usize, Option<UsageWire>)> {
-    if b.get(i) == Some(&b'n') {
-        return Some((word(b, i, b"null")?, None));
-    }
+/// An object at `i` whose keys are ASCII without escapes, each of whose values `value` reads,
+/// given its key and where it starts, answering where it ends: where the object ends. Read in
+/// one loop with its place in a local, as [`pass`] reads what it passes over.
+#[inline(always)]
+fn plain_object<'a>(
+    b: &'a [u8],
+    i: usize,
+    mut value: impl FnMut(&'a [u8], usize) -> Option<usize>,
+) -> Option<usize> {
     if b.get(i) != Some(&b'{') {
         return None;
     }
     let mut i = blank(b, i + 1);
-    let (mut prompt, mut completion, mut details) = (None, None, None);
     if b.get(i) == Some(&b'}') {
-        i += 1;
-    } else {
-        loop {
-            let (key, at) = plain_key(b, i)?;
-            i = if key == shape.prompt || key == shape.completion {
-                let slot = if key == shape.prompt {
-                    &mut prompt
-                } else {
-                    &mut completion
-                };
-                if slot.is_some() {
-                    return None;
-                }
-                let (end, n) = count_from(b, at)?;
-                *slot = Some(n);
-                end
-            } else if key == shape.details {
-                if details.is_some() {
-                    return None;
-                }
-                let (end, read) = details_from(b, at, mode)?;
-                details = Some(read);
-                end
-            } else {
-                value_end(b, at, DEPTH, mode)?
-            };
-            i = blank(b, i);
-            match b.get(i) {
-                Some(b',') => i = blank(b, i + 1),
-                Some(b'}') => break,
-                _ => return None,
-            }
-        }
-        i += 1;
+        return Some(i + 1);
     }
+    loop {
+        let (key, at) = plain_key(b, i)?;
+        i = blank(b, value(key, at)?);
+        match b.get(i) {
+            Some(b',') => i = blank(b, i + 1),
+            Some(b'}') => return Some(i + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// `null` at `i` (`None`), or what `read` reads there (what it reads, and where it ends).
+#[inline(always)]
+fn or_null<T>(
+    b: &[u8],
+    i: usize,
+    read: impl FnOnce(usize) -> Option<(usize, T)>,
+) -> Option<(usize, Option<T>)> {
+    if b.get(i) == Some(&b'n') {
+        return Some((word(b, i, b"null")?, None));
+    }
+    let (end, read) = read(i)?;
+    Some((end, Some(read)))
+}
+
+/// A reply's usage object at `i`, read as [`UsageWire`] reads it (with `shape`'s names): where
+/// it ends, and what it holds.
+fn usage_from(b: &[u8], i: usize, shape: &Shape, mode: Mode) -> Option<(usize, UsageWire)> {
+    let (mut prompt, mut completion, mut details) = (None, None, None);
+    let end = plain_object(b, i, |key, i| {
+        if key == shape.prompt || key == shape.completion {
+            let slot = if key == shape.prompt {
+                &mut prompt
+            } else {
+                &mut completion
+            };
+            if slot.is_some() {
+                return None;
+            }
+            let (end, n) = count_from(b, i)?;
+            *slot = Some(n);
+            Some(end)
+        } else if key == shape.details {
+            if details.is_some() {
+                return None;
+            }
+            let (end, read) = or_null(b, i, |i| details_from(b, i, mode))?;
+            details = Some(read);
+            Some(end)
+        } else {
+            value_end(b, i, DEPTH, mode)
+        }
+    })?;
     Some((
-        i,
-        Some(UsageWire {
+        end,
+        UsageWire {
             prompt_tokens: prompt.flatten(),
             completion_tokens: completion.flatten(),
             prompt_tokens_details: details.flatten(),
-        }),
+        },
     ))
 }
 
-/// A usage's details at `i`: `null`, or an object read as [`PromptDetails`] reads it; where it
-/// ends.
-fn details_from(b: &[u8], i: usize, mode: Mode) -> Option<(usize, Option<PromptDetails>)> {
-    if b.get(i) == Some(&b'n') {
-        return Some((word(b, i, b"null")?, None));
-    }
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
-    let mut i = blank(b, i + 1);
+/// A usage's details object at `i`, read as [`PromptDetails`] reads it: where it ends, and what
+/// it holds.
+fn details_from(b: &[u8], i: usize, mode: Mode) -> Option<(usize, PromptDetails)> {
     let mut cached = None;
-    if b.get(i) != Some(&b'}') {
-        loop {
-            let (key, at) = plain_key(b, i)?;
-            i = if key == b"cached_tokens" {
-                if cached.is_some() {
-                    return None;
-                }
-                let (end, n) = count_from(b, at)?;
-                cached = Some(n);
-                end
-            } else {
-                value_end(b, at, DEPTH, mode)?
-            };
-            i = blank(b, i);
-            match b.get(i) {
-                Some(b',') => i = blank(b, i + 1),
-                Some(b'}') => break,
-                _ => return None,
-            }
+    let end = plain_object(b, i, |key, i| {
+        if key != b"cached_tokens" {
+            return value_end(b, i, DEPTH, mode);
         }
-    }
+        if cached.is_some() {
+            return None;
+        }
+        let (end, n) = count_from(b, i)?;
+        cached = Some(n);
+        Some(end)
+    })?;
     Some((
-        i + 1,
-        Some(PromptDetails {
+        end,
+        PromptDetails {
             cached_tokens: cached.flatten(),
-        }),
+        },
     ))
 }
 
@@ -299,9 +285,12 @@ fn details_from(b: &[u8], i: usize, mode: Mode) -> Option<(usize, Option<PromptD
 /// reads into an `Option<i64>` alike; other numbers are left to it); where it ends.
 #[inline(always)]
 fn count_from(b: &[u8], i: usize) -> Option<(usize, Option<i64>)> {
-    if b.get(i) == Some(&b'n') {
-        return Some((word(b, i, b"null")?, None));
-    }
+    or_null(b, i, |i| plain_count(b, i))
+}
+
+/// A whole number from 0 to 10^18 − 1 written plainly at `i`: where it ends, and its value.
+#[inline(always)]
+fn plain_count(b: &[u8], i: usize) -> Option<(usize, i64)> {
     let mut end = i;
     let mut n = 0i64;
     while let Some(&d @ b'0'..=b'9') = b.get(end) {
@@ -320,7 +309,7 @@ fn count_from(b: &[u8], i: usize) -> Option<(usize, Option<i64>)> {
     if !plain || matches!(b.get(end), Some(b'.' | b'e' | b'E')) {
         return None;
     }
-    Some((end, Some(n)))
+    Some((end, n))
 }
 
 /// Whether `bytes`, a list of messages already read as JSON, is one serde's reading in
