@@ -294,7 +294,7 @@ fn plain_count(b: &[u8], i: usize) -> Option<(usize, i64)> {
     let mut end = i;
     let mut n = 0i64;
     while let Some(&d @ b'0'..=b'9') = b.get(end) {
-        // At most 19 digits are read before the length is checked: no overflow.
+        // A 19th digit is refused before it is added: no overflow.
         if end - i == 18 {
             return None;
         }
