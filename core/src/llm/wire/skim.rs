@@ -590,7 +590,8 @@ struct Mode {
     escapes: bool,
     /// What a tree (`serde_json::Value`) would refuse or read otherwise is refused: numbers
     /// with an exponent or more than 20 whole digits (see [`Shape::tree`]), and escapes other
-    /// than the two-character ones (`\u` ones may be halves of a pair a tree checks).
+    /// than the two-character ones (`\u` ones may be halves of a pair a tree checks); and a
+    /// string's bytes outside ASCII are checked to be UTF-8 (a tree's strings are).
     tree: bool,
     /// Escapes are checked as serde checks those of a value it passes over: the
     /// two-character ones, and `\u` with four hex digits.
