@@ -1,6 +1,6 @@
 """The official OpenAI Python SDK against Tessera's /v1 API: a JSON call, a streamed call with
 usage, the Responses API (JSON, streamed, a function tool's round trip, the SDK's stream and
-parse helpers), moderations, the models listed and retrieved, and the SDK's own error classes for Tessera's errors.
+parse helpers, a count of input tokens), moderations, the models listed and retrieved, and the SDK's own error classes for Tessera's errors.
 
 Run by server/tests/openai_sdk.rs with TESSERA_BASE_URL (…/v1) and TESSERA_API_KEY set. Prints
 one JSON line with what it saw; exits non-zero when a check fails.
@@ -99,6 +99,19 @@ def main() -> int:
         raise AssertionError("a response kept by the provider cannot be bounded and must be refused")
     except openai.BadRequestError as e:
         assert "previous_response_id" in str(e), e
+
+    # The count of a Responses body's input tokens: the provider's, and not metered, as OpenAI
+    # does not charge for it. The model names the provider to ask, so it is required.
+    count = client.responses.input_tokens.count(
+        model="gpt-4o-mini", instructions="Be brief.", input="What does triage mean?"
+    )
+    assert count.object == "response.input_tokens", count
+    assert count.input_tokens == response.usage.input_tokens, (count, response.usage)
+    try:
+        client.responses.input_tokens.count(input="What does triage mean?")
+        raise AssertionError("a count without a model must be refused")
+    except openai.BadRequestError as e:
+        assert "model" in str(e), e
 
     # Moderation: forwarded to OpenAI and not metered, as OpenAI does not charge for it.
     moderation = client.moderations.create(model="omni-moderation-latest", input="Take two tablets daily.")

@@ -68,6 +68,8 @@ for method, path, body, key, expected in [
     ("POST", "/v1/embeddings", {"model": "text-embedding-3-small", "input": ["a", "b"]}, KEY, 200),
     ("POST", "/v1/responses", {"model": "gpt-4o-mini", "input": "hello"}, KEY, 200),
     ("POST", "/v1/responses", {"model": "gpt-4o-mini", "input": "hello", "previous_response_id": "resp_1"}, KEY, 400),
+    ("POST", "/v1/responses/input_tokens", {"model": "gpt-4o-mini", "input": "hello"}, KEY, 200),
+    ("POST", "/v1/responses/input_tokens", {"input": "hello"}, KEY, 400),
     ("POST", "/v1/moderations", {"input": ["hello", "[sim:flagged=violence] a threat"]}, KEY, 200),
     ("POST", "/v1/chat/completions", chat, "tsk_not-a-key", 401),
     ("POST", "/v1/chat/completions", {"model": "no-such-model", "messages": chat["messages"]}, KEY, 404),

@@ -92,6 +92,11 @@ pub fn api_routes() -> Vec<(&'static str, http::Method, MethodRouter<AppState>)>
             post(openai_api::chat_completions),
         ),
         ("/v1/responses", Method::POST, post(openai_api::responses)),
+        (
+            "/v1/responses/input_tokens",
+            Method::POST,
+            post(openai_api::input_tokens),
+        ),
         ("/v1/embeddings", Method::POST, post(openai_api::embeddings)),
         (
             "/v1/moderations",

@@ -352,10 +352,23 @@ pub async fn unknown(
         "invalid_request_error",
         "unknown_url",
         format!(
-            "Unknown request URL: {method} {path}. Tessera serves POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, POST /v1/moderations, POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models and GET /v1/models/{{model}}."
+            "Unknown request URL: {method} {path}.{} Tessera serves POST /v1/chat/completions, POST /v1/responses, POST /v1/responses/input_tokens, POST /v1/embeddings, POST /v1/moderations, POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models and GET /v1/models/{{model}}.",
+            unserved_why(path)
         ),
     );
     error.in_shape(path.starts_with("/v1/messages") || path == "/v1/complete")
+}
+
+/// Why an address the providers serve is not served here, for the ones an SDK user is likely
+/// to try; empty for the others.
+fn unserved_why(path: &str) -> &'static str {
+    if path.starts_with("/v1/responses/") {
+        " Responses are not kept by Tessera nor referred to by id (previous_response_id is refused, since an earlier response's size cannot be bounded for the clinic's budget): each reply is whole as it came, so there is none to retrieve, list or delete."
+    } else if path.starts_with("/v1/messages/batches") || path.starts_with("/v1/batches") {
+        " Batches are not served: their usage comes after the call, so their cost cannot be reserved against the clinic's budget."
+    } else {
+        ""
+    }
 }
 
 /// The passages an agent's reply was grounded in (Tessera's extra field `sources`): the number
@@ -581,6 +594,29 @@ pub async fn moderations(
         Err(e) => return invalid(e),
     };
     match state.services.gateway.moderate(&caller, body).await {
+        Ok(bytes) => json_bytes(bytes),
+        Err(e) => ApiError::from(&e).openai(),
+    }
+}
+
+/// `POST /v1/responses/input_tokens`: the count of a Responses body's input tokens, as
+/// OpenAI's SDK's `responses.input_tokens.count` asks for it, from the model's provider.
+/// Counted against the plan's requests per minute, not metered (OpenAI does not charge for
+/// it).
+pub async fn input_tokens(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let caller = match caller(&state, &headers).await {
+        Ok(c) => c,
+        Err(e) => return e.openai(),
+    };
+    let body = match RequestBody::parse(&body) {
+        Ok(body) => body,
+        Err(e) => return invalid(e),
+    };
+    match state.services.gateway.input_tokens(&caller, body).await {
         Ok(bytes) => json_bytes(bytes),
         Err(e) => ApiError::from(&e).openai(),
     }

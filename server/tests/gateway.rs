@@ -1074,6 +1074,122 @@ async fn v1_moderations_forwards_to_openai_and_is_not_charged(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn v1_responses_input_tokens_are_counted_by_the_provider_and_not_charged(pool: PgPool) {
+    let app = TestApp::spawn(&pool).await;
+    let c = app.api_clinic("Token Count Clinic").await;
+    let client = reqwest::Client::new();
+    let post = |token: String, body: Value| {
+        client
+            .post(format!("{}/v1/responses/input_tokens", app.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    // Sent on as it came (fields the provider keeps count too: nothing is spent), and
+    // answered with the provider's count.
+    let sent = json!({ "model": "gpt-4o-mini", "instructions": "Be brief.", "input": [
+        { "role": "user", "content": [
+            { "type": "input_text", "text": "What is triage?" },
+            { "type": "input_image", "image_url": "https://example.org/x.png" } ] }],
+        "previous_response_id": "resp_1", "a_field_from_next_year": true });
+    let res = post(c.token().to_string(), sent.clone()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(sim_last(&app).await, sent);
+    assert_eq!(body["object"], "response.input_tokens");
+    let counted = body["input_tokens"].as_i64().unwrap();
+    assert!(counted > 0, "{body}");
+    // Free at the provider: nothing in the ledger, nothing reserved.
+    assert_eq!(ledger(&app, c.tenant).await.requests, 0);
+    assert_eq!(live(&app, c.tenant).await.1, 0);
+
+    // The count is what the same body costs as a response.
+    let mut asked = sent.clone();
+    asked
+        .as_object_mut()
+        .unwrap()
+        .remove("previous_response_id");
+    let res = client
+        .post(format!("{}/v1/responses", app.url))
+        .bearer_auth(c.token())
+        .json(&asked)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let response: Value = res.json().await.unwrap();
+    assert_eq!(response["usage"]["input_tokens"].as_i64(), Some(counted));
+
+    // A clinic's OpenAI-compatible endpoint counts its own models' tokens.
+    let compatible = testkit::fixtures::clinic("Count Compatible Clinic")
+        .endpoint(&format!("http://{}/v1", app.sim), "sk-compatible-key")
+        .api_key("tests")
+        .create(&app.env())
+        .await;
+    let res = post(
+        compatible.token().to_string(),
+        json!({ "model": "llama3.1:8b", "input": "Who is on call tonight?" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["input_tokens"].as_i64().unwrap() > 0, "{body}");
+    assert_eq!(ledger(&app, compatible.tenant).await.requests, 0);
+
+    // The client's mistakes, named, and nothing sent.
+    let before = sim_requests(&app).await;
+    for (bad, status, names) in [
+        (json!({ "input": "hi" }), 400, "model"),
+        (json!({ "model": 7, "input": "hi" }), 400, "model"),
+        (json!({ "model": "  ", "input": "hi" }), 400, "model"),
+        (
+            json!({ "model": "claude-3-5-haiku-latest", "input": "hi" }),
+            400,
+            "model: /v1/responses/input_tokens",
+        ),
+        (json!({ "model": "no-such-model", "input": "hi" }), 404, ""),
+    ] {
+        let res = post(c.token().to_string(), bad.clone()).await.unwrap();
+        assert_eq!(res.status(), status, "{bad}");
+        let error: Value = res.json().await.unwrap();
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(names), "{bad}: {message}");
+    }
+    let res = client
+        .post(format!("{}/v1/responses/input_tokens", app.url))
+        .bearer_auth(c.token())
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(sim_requests(&app).await, before);
+    // Without a key: the API's 401, nothing sent.
+    let res = client
+        .post(format!("{}/v1/responses/input_tokens", app.url))
+        .json(&json!({ "model": "gpt-4o-mini", "input": "hi" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(sim_requests(&app).await, before);
+
+    // The provider's failure (retried, then given up) is the provider's, in OpenAI's shape.
+    let res = post(
+        c.token().to_string(),
+        json!({ "model": "gpt-4o-mini", "input": "[sim:status=503]" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 502);
+    let error: Value = res.json().await.unwrap();
+    assert!(error["error"]["message"].is_string(), "{error}");
+    assert_eq!(ledger(&app, c.tenant).await.requests, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn v1_embeddings_answers_in_openais_shape_and_is_metered(pool: PgPool) {
     let app = TestApp::spawn(&pool).await;
     let c = app.api_clinic("Embedding Clinic").await;

@@ -750,6 +750,25 @@ async fn an_api_key_lists_the_clinics_models_until_revoked(pool: PgPool) {
     let err: serde_json::Value = res.json().await.unwrap();
     assert_eq!(err["type"], "error");
     assert_eq!(err["error"]["type"], "not_found_error", "{err}");
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Batches are not served"));
+    // A stored response, asked for by id: none is kept, and the answer says why.
+    let res = api
+        .get(format!("{}/v1/responses/resp_123", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let err: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "unknown_url", "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("GET /v1/responses/resp_123") && message.contains("not kept"),
+        "{message}"
+    );
 
     // Errors in OpenAI's shape.
     let res = api

@@ -33,7 +33,7 @@ async fn the_openai_python_sdk_works_against_v1(pool: PgPool) {
     let recorded = app.ledger_usage(tenant).await;
     assert_eq!(
         recorded.requests, 8,
-        "the JSON and the streamed chat calls and six Responses calls; failures and moderations are not charged"
+        "the JSON and the streamed chat calls and six Responses calls; failures, token counts and moderations are not charged"
     );
     assert_eq!(
         recorded.tokens,

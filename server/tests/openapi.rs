@@ -79,5 +79,5 @@ async fn real_answers_validate_against_the_document(pool: PgPool) {
         &[],
     )
     .await;
-    assert_eq!(seen["validated"], 11, "{seen}");
+    assert_eq!(seen["validated"], 13, "{seen}");
 }

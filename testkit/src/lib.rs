@@ -9,12 +9,14 @@
 //! Routes:
 //! - `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/responses` (the Responses API:
 //!   `input` text or items, function tools, `text.format`; its events streamed),
-//!   `POST /v1/embeddings`, `POST /v1/moderations` (OpenAI, `Authorization: Bearer`);
+//!   `POST /v1/responses/input_tokens`, `POST /v1/embeddings`, `POST /v1/moderations` (OpenAI,
+//!   `Authorization: Bearer`);
 //! - `GET /anthropic/v1/models`, `POST /anthropic/v1/messages` (Anthropic, `x-api-key` and
 //!   `anthropic-version`);
-//! - `GET /sim/stats`: `{"requests": n}`, the number of chat, messages, embeddings and
-//!   moderation requests received so far (whatever their outcome);
-//! - `GET /sim/last`: the body of the last chat, messages or moderation request, as received;
+//! - `GET /sim/stats`: `{"requests": n}`, the number of chat, messages, embeddings,
+//!   moderation and input token count requests received so far (whatever their outcome);
+//! - `GET /sim/last`: the body of the last chat, messages, moderation or count request, as
+//!   received;
 //! - `GET /sim/last-headers`: the `anthropic-version` and `anthropic-beta` headers of that
 //!   request, as `{"anthropic-version": ..., "anthropic-beta": ...}` (null when absent);
 //! - `/stripe/...`: Stripe (see [`stripe`]).
@@ -137,6 +139,7 @@ pub fn router_with(options: SimOptions) -> Router {
         )
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/responses", post(responses))
+        .route("/v1/responses/input_tokens", post(response_input_tokens))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/moderations", post(moderations))
         .route("/anthropic/v1/messages", post(messages))
@@ -1412,6 +1415,38 @@ async fn count_message_tokens(State(sim): State<Sim>, headers: HeaderMap, body: 
     let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
     let input = prompt_tokens(&texts) + conv.extras.media_tokens();
     Json(json!({ "input_tokens": input })).into_response()
+}
+
+/// OpenAI's `POST /v1/responses/input_tokens`: what a Responses body's input would cost
+/// ([`prompt_tokens`] of its instructions and input, and its images and files), as
+/// `{"object": "response.input_tokens", "input_tokens": n}`. The model and the input may be
+/// left out, as at OpenAI. Free: no usage.
+async fn response_input_tokens(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    remember(&sim, &headers, &body);
+    let mut req = match open_json(&sim, &headers, &body) {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    if req["model"].is_null() {
+        req["model"] = json!("gpt-4o");
+    }
+    if req["input"].is_null() {
+        req["input"] = json!("");
+    }
+    let conv = match parse_responses(&Bytes::from(req.to_string())) {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    if let Err(res) = prelude(&sim, Flavor::OpenAi, &conv.last_user).await {
+        return res;
+    }
+    let texts: Vec<&str> = conv.texts.iter().map(String::as_str).collect();
+    let input = prompt_tokens(&texts) + conv.extras.media_tokens();
+    Json(json!({ "object": "response.input_tokens", "input_tokens": input })).into_response()
 }
 
 async fn messages(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response {

@@ -569,6 +569,36 @@ impl Gateway {
         .await
     }
 
+    /// OpenAI's count of a Responses body's input tokens (`/v1/responses/input_tokens`, as
+    /// OpenAI's SDK's `responses.input_tokens.count` calls it): the body forwarded to the
+    /// model's provider (OpenAI, or the clinic's OpenAI-compatible endpoint) with the clinic's
+    /// key and the answer returned as it came. Nothing is reserved or charged: OpenAI does not
+    /// charge for it, and its route counts it against the plan's requests per minute. The
+    /// model is required here (OpenAI would pick one): it names the provider to ask.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %caller.tenant))]
+    pub async fn input_tokens(
+        &self,
+        caller: &Caller,
+        body: Body,
+    ) -> Result<bytes::Bytes, LlmError> {
+        let model = match body.get::<std::borrow::Cow<str>>("model") {
+            Ok(Some(model)) if !model.trim().is_empty() => model.into_owned(),
+            Ok(_) => {
+                return Err(LlmError::bad_request(
+                    "model: name the model whose tokens to count (one of OpenAI's, or one your clinic's OpenAI-compatible endpoint serves).",
+                ))
+            }
+            Err(_) => return Err(LlmError::bad_request("model: expected a string.")),
+        };
+        if provider_for_model(&model) == Some(Provider::Anthropic) {
+            return Err(LlmError::bad_request(format!(
+                "model: /v1/responses/input_tokens counts for OpenAI's and OpenAI-compatible models (got `{model}`); count a Claude model's tokens with /v1/messages/count_tokens."
+            )));
+        }
+        self.free_call(caller, &model, send::Op::InputTokens, body, None, counted)
+            .await
+    }
+
     /// OpenAI's moderation of text and images (`/v1/moderations`, as OpenAI's SDK's
     /// `moderations.create` calls it): the body forwarded with the clinic's OpenAI key (or the
     /// platform's, where the plan allows) and OpenAI's answer returned as it came. Nothing is
@@ -635,8 +665,8 @@ fn moderated(bytes: &[u8]) -> bool {
         .is_some_and(|v| v.get("results").is_some_and(serde_json::Value::is_array))
 }
 
-/// Whether Anthropic's answer to a token count is one: an object with a whole
-/// `input_tokens` of at least zero.
+/// Whether an answer to a token count (Anthropic's, or OpenAI's of a Responses body) is one:
+/// an object with a whole `input_tokens` of at least zero.
 fn counted(bytes: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(bytes)
         .ok()

@@ -64,6 +64,9 @@ pub(super) enum Op {
     Moderations,
     /// Anthropic's count of a Messages body's input tokens (nothing else offers it).
     CountTokens,
+    /// OpenAI's count of a Responses body's input tokens (free; OpenAI and compatible
+    /// providers).
+    InputTokens,
 }
 
 impl Op {
@@ -74,6 +77,7 @@ impl Op {
             Op::Embeddings => "embeddings",
             Op::Moderations => "moderations",
             Op::CountTokens => "count_tokens",
+            Op::InputTokens => "input_tokens",
         }
     }
 
@@ -85,6 +89,7 @@ impl Op {
             Op::Embeddings => Some("embeddings"),
             Op::Moderations => Some("moderations"),
             Op::CountTokens => None,
+            Op::InputTokens => Some("responses/input_tokens"),
         }
     }
 }
@@ -114,6 +119,7 @@ pub(super) struct Endpoints {
     openai_responses: Option<egress::Address>,
     openai_embeddings: Option<egress::Address>,
     openai_moderations: Option<egress::Address>,
+    openai_input_tokens: Option<egress::Address>,
     anthropic_messages: Option<egress::Address>,
     anthropic_count_tokens: Option<egress::Address>,
 }
@@ -129,6 +135,7 @@ impl Endpoints {
             openai_responses: parse(Provider::OpenAi, Op::Responses),
             openai_embeddings: parse(Provider::OpenAi, Op::Embeddings),
             openai_moderations: parse(Provider::OpenAi, Op::Moderations),
+            openai_input_tokens: parse(Provider::OpenAi, Op::InputTokens),
             anthropic_messages: parse(Provider::Anthropic, Op::Chat),
             anthropic_count_tokens: parse(Provider::Anthropic, Op::CountTokens),
         }
@@ -141,6 +148,7 @@ impl Endpoints {
             (Provider::OpenAi, Op::Responses) => self.openai_responses.as_ref(),
             (Provider::OpenAi, Op::Embeddings) => self.openai_embeddings.as_ref(),
             (Provider::OpenAi, Op::Moderations) => self.openai_moderations.as_ref(),
+            (Provider::OpenAi, Op::InputTokens) => self.openai_input_tokens.as_ref(),
             (Provider::Anthropic, Op::Chat) => self.anthropic_messages.as_ref(),
             (Provider::Anthropic, Op::CountTokens) => self.anthropic_count_tokens.as_ref(),
             _ => None,
@@ -187,12 +195,13 @@ impl Gateway {
             })?;
             return Ok(format!("{}/{}", base.trim_end_matches('/'), path));
         }
-        // The installation has every address but Anthropic's for embeddings and OpenAI's for
-        // counting tokens.
+        // The installation has every address but Anthropic's for embeddings and OpenAI's
+        // Responses API, and OpenAI's for counting a Messages body's tokens.
         installation_url(&self.config, chosen.provider, op).ok_or_else(|| {
             LlmError::bad_request(match op {
                 Op::CountTokens => "Only Anthropic counts a message's tokens; name a Claude model.",
                 Op::Responses => "model: /v1/responses answers with OpenAI's and OpenAI-compatible models; send Claude models to /v1/chat/completions or /v1/messages.",
+                Op::InputTokens => "model: /v1/responses/input_tokens counts for OpenAI's and OpenAI-compatible models; count a Claude model's tokens with /v1/messages/count_tokens.",
                 _ => "Anthropic does not offer embeddings; choose an OpenAI or OpenAI-compatible embedding model.",
             })
         })
