@@ -585,18 +585,11 @@ pub async fn moderations(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match caller(&state, &headers).await {
-        Ok(c) => c,
-        Err(e) => return e.openai(),
+    let (caller, body) = match free_call_parts(&state, &headers, &body).await {
+        Ok(parts) => parts,
+        Err(res) => return res,
     };
-    let body = match RequestBody::parse(&body) {
-        Ok(body) => body,
-        Err(e) => return invalid(e),
-    };
-    match state.services.gateway.moderate(&caller, body).await {
-        Ok(bytes) => json_bytes(bytes),
-        Err(e) => ApiError::from(&e).openai(),
-    }
+    free_call_answer(state.services.gateway.moderate(&caller, body).await)
 }
 
 /// `POST /v1/responses/input_tokens`: the count of a Responses body's input tokens, as
@@ -608,15 +601,28 @@ pub async fn input_tokens(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let caller = match caller(&state, &headers).await {
-        Ok(c) => c,
-        Err(e) => return e.openai(),
+    let (caller, body) = match free_call_parts(&state, &headers, &body).await {
+        Ok(parts) => parts,
+        Err(res) => return res,
     };
-    let body = match RequestBody::parse(&body) {
-        Ok(body) => body,
-        Err(e) => return invalid(e),
-    };
-    match state.services.gateway.input_tokens(&caller, body).await {
+    free_call_answer(state.services.gateway.input_tokens(&caller, body).await)
+}
+
+/// The caller (counted against the plan's requests per minute) and the body of an OpenAI-format
+/// call the provider does not charge for, or the answer to a request that is neither.
+async fn free_call_parts(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Caller, RequestBody), Response> {
+    let caller = caller(state, headers).await.map_err(|e| e.openai())?;
+    let body = RequestBody::parse(body).map_err(invalid)?;
+    Ok((caller, body))
+}
+
+/// The provider's answer to such a call as it came, or its failure in OpenAI's shape.
+fn free_call_answer(answer: Result<Bytes, LlmError>) -> Response {
+    match answer {
         Ok(bytes) => json_bytes(bytes),
         Err(e) => ApiError::from(&e).openai(),
     }
