@@ -344,6 +344,64 @@ async fn a_writer_crash_mid_batch_loses_and_doubles_nothing(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn a_running_writer_takes_entries_left_behind_once_they_are_old(pool: PgPool) {
+    // Arrange: three events left in the stream by a process that ended before writing them,
+    // and one of this process's own.
+    let db = app_db(&pool).await;
+    let c = clinic(&db, "Left Behind Clinic").await;
+    let limits = metering::limits(&db, c.tenant).await.unwrap();
+    let r = redis().await;
+    let m = Metering::new(db.clone(), r.clone());
+    let mut month = tessera_core::Month::now();
+    for _ in 0..3 {
+        let res = m.reserve(c.tenant, &limits, 100).await.unwrap();
+        month = res.month;
+        let ev = event(&res, 5, 5);
+        m.settle(res, &ev).await.unwrap();
+    }
+    assert_eq!(LedgerWriter::new(db.clone(), r.clone()).forget_own(), 3);
+    let res = m.reserve(c.tenant, &limits, 100).await.unwrap();
+    let ev = event(&res, 1, 1);
+    m.settle(res, &ev).await.unwrap();
+
+    // Act: this process's writer runs, taking entries left behind after 400 ms.
+    let mut writer = LedgerWriter::new(db.clone(), r.clone());
+    writer.claim_after = std::time::Duration::from_millis(400);
+    let stop = tessera_core::shutdown::Shutdown::new();
+    let running = tokio::spawn(writer.run(stop.clone(), std::time::Duration::from_secs(5)));
+    let requests = || async {
+        metering::report::ledger_totals(&db, c.tenant, month)
+            .await
+            .unwrap()
+            .requests
+    };
+    let mut own_first = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while requests().await < 4 && std::time::Instant::now() < deadline {
+        if own_first.is_none() && requests().await == 1 {
+            own_first = Some(std::time::Instant::now());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let while_running = requests().await;
+    stop.trigger();
+    running.await.unwrap();
+
+    // Assert: its own event went at once; the others once old enough, while it ran (not only
+    // as it stopped), each once; the stream is empty.
+    assert_eq!(while_running, 4);
+    let totals = metering::report::ledger_totals(&db, c.tenant, month)
+        .await
+        .unwrap();
+    assert_eq!((totals.requests, totals.tokens), (4, 32));
+    assert!(
+        own_first.is_some(),
+        "its own event is written before those left behind"
+    );
+    assert_eq!(metering::handoff_length(&r).await.unwrap(), 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn each_process_writes_the_events_it_settled_from_memory(pool: PgPool) {
     // Arrange: two processes on one Redis (two connections, one key prefix), each settling
     // calls of the same clinic.

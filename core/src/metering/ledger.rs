@@ -451,10 +451,25 @@ impl LedgerWriter {
     /// back to back) instead of one small insert per event, and an event waits at most about
     /// [`GATHER`] longer for the ledger. On `stop` it drains what is left (the hand-off is
     /// flushed) for up to `flush_within`, then returns.
+    ///
+    /// It looks for entries left behind in the stream (a Redis round trip) at most once per
+    /// [`Self::claim_after`] / 8, and again at once while it finds a full batch of them: they
+    /// are that old anyway, and a batch of its own events pays no such look.
     pub async fn run(self, stop: crate::shutdown::Shutdown, flush_within: Duration) {
         let mut backoff = Duration::from_millis(200);
+        let look_every = self.claim_after / 8;
+        let mut looked: Option<std::time::Instant> = None;
         loop {
-            let pause = match self.drain_once().await {
+            let look = looked.is_none_or(|at| at.elapsed() >= look_every);
+            let drained = self.drain_step(look).await;
+            if look {
+                looked = match drained {
+                    Ok((_, true)) => None,
+                    Ok(_) => Some(std::time::Instant::now()),
+                    Err(_) => looked,
+                };
+            }
+            let pause = match drained.map(|(n, _)| n) {
                 Ok(0) => Duration::from_millis(200),
                 Ok(n) if n < self.batch => {
                     backoff = Duration::from_millis(200);
@@ -491,6 +506,12 @@ impl LedgerWriter {
     /// handled. The events of a batch that fails stay: this process's are taken again first,
     /// and the stream's are still there.
     pub async fn drain_once(&self) -> Result<usize> {
+        self.drain_step(true).await.map(|(n, _)| n)
+    }
+
+    /// [`Self::drain_once`], looking for entries left behind in the stream only if `look`.
+    /// Also returns whether it found a full batch's room of them (more may wait).
+    async fn drain_step(&self, look: bool) -> Result<(usize, bool)> {
         let handed = &self.handed;
         let own = handed.take(self.batch);
         let taken = own.len();
@@ -510,14 +531,16 @@ impl LedgerWriter {
                 }
             }
         }
-        if taken >= self.batch {
+        if taken >= self.batch || !look {
             // A full batch of its own: what was left behind waits for a lighter moment.
-            return Ok(done);
+            return Ok((done, false));
         }
-        let left = self.left_behind(self.batch - taken).await?;
+        let room = self.batch - taken;
+        let left = self.left_behind(room).await?;
         if left.is_empty() {
-            return Ok(done);
+            return Ok((done, false));
         }
+        let full = left.len() >= room;
         let ids: Vec<&str> = left.iter().map(|(id, _)| id.as_str()).collect();
         // Each event of each entry (one per line: a settle script hands over its settles'
         // events as one entry), read once; an entry without events is one that cannot be read.
@@ -536,7 +559,7 @@ impl LedgerWriter {
             .iter()
             .map(|(i, line, event)| (*i, event.as_ref(), Some(*line)))
             .collect();
-        Ok(done + self.write(&ids, &items).await?)
+        Ok((done + self.write(&ids, &items).await?, full))
     }
 
     /// Entries of the stream added more than [`Self::claim_after`] ago, oldest first, at most
@@ -814,8 +837,9 @@ fn occurred_at(e: &UsageEvent) -> OffsetDateTime {
 /// Inserts events into the ledger in one transaction, one statement per clinic and
 /// [`INSERT_PIECE`] rows (pausing between pieces); events already there (same id, which is also
 /// their idempotency key) are skipped. A clinic that does not exist refuses its events
-/// ([`Error::NotFound`]): the ledger checks that once per clinic and batch rather than by a
-/// foreign key per row, which cost more than half of each insert.
+/// ([`Error::NotFound`]): each statement inserts its rows only if the clinic exists (checked
+/// once per statement rather than by a foreign key per row, which cost more than half of each
+/// insert), and only when it inserts fewer rows than it was given is the clinic looked up.
 ///
 /// An event is almost never there already: only when a writer died between its commit and the
 /// entry's deletion from the stream, a process's own entry was also taken as left behind (it
@@ -848,7 +872,7 @@ pub async fn write_events<'a>(
 const LEDGER_KEY: &str = "usage_events_pkey";
 
 /// The ledger's insert of a clinic's batch ([`insert_events`]): one row per element of the
-/// arrays; `$1` the clinic. The agent is recorded as the call made it: the ledger has no key to
+/// arrays; `$1` the clinic, and none at all if the clinic does not exist. The agent is recorded as the call made it: the ledger has no key to
 /// `agents` (migration 17), so a batch with an agent deleted since its calls goes in whole, and
 /// reports show those calls under no agent.
 macro_rules! insert_rows {
@@ -865,7 +889,8 @@ macro_rules! insert_rows {
                            $17::uuid[], $18::text[])
                  AS u(id, user_id, api_key_id, provider, model, prompt_tokens, completion_tokens,
                       cached_tokens, cost, latency_ms, estimated, streamed, cancelled,
-                      idempotency_key, occurred_at, agent_id, kind)"
+                      idempotency_key, occurred_at, agent_id, kind)
+              WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1)"
     };
 }
 
@@ -898,14 +923,6 @@ async fn insert_events(
     let mut stretch = std::time::Instant::now();
     for (&tenant, events) in by_tenant {
         db::set_tenant(&mut tx, tenant).await?;
-        let (known,): (bool,) =
-            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
-                .bind(tenant)
-                .fetch_one(&mut *tx)
-                .await?;
-        if !known {
-            return Err(Error::NotFound);
-        }
         let statement = if skip_existing {
             INSERT_SKIPPING
         } else {
@@ -918,22 +935,36 @@ async fn insert_events(
                 stretch = std::time::Instant::now();
             }
             rows += events.len();
-            insert_piece(&mut tx, statement, tenant, events).await?;
+            let inserted = insert_piece(&mut tx, statement, tenant, events).await?;
+            // Fewer rows than events: the clinic is gone, or (skipping) some were there.
+            if inserted < events.len() as u64 && !clinic_exists(&mut tx, tenant).await? {
+                return Err(Error::NotFound);
+            }
         }
     }
     tx.commit().await?;
     Ok(())
 }
 
+/// Whether `tenant` exists (seen as `tenant`, in a transaction set to it).
+async fn clinic_exists(tx: &mut db::Tx, tenant: TenantId) -> Result<bool> {
+    let (known,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)")
+        .bind(tenant)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(known)
+}
+
 /// One statement of [`insert_events`]: `events`, all of `tenant`, as rows of `statement`.
+/// Returns how many rows it inserted.
 async fn insert_piece(
     tx: &mut db::Tx,
     statement: &'static str,
     tenant: TenantId,
     events: &[&UsageEvent],
-) -> Result<()> {
+) -> Result<u64> {
     let occurred: Vec<OffsetDateTime> = events.iter().map(|e| occurred_at(e)).collect();
-    sqlx::query(statement)
+    let done = sqlx::query(statement)
         .bind(tenant)
         .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
         .bind(
@@ -969,7 +1000,7 @@ async fn insert_piece(
         .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    Ok(done.rows_affected())
 }
 
 #[cfg(test)]
