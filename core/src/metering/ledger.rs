@@ -532,7 +532,7 @@ impl LedgerWriter {
             }
         }
         if taken >= self.batch || !look {
-            // A full batch of its own: what was left behind waits for a lighter moment.
+            // A full batch of its own, or not the time to look: what was left behind waits.
             return Ok((done, false));
         }
         let room = self.batch - taken;
@@ -872,9 +872,10 @@ pub async fn write_events<'a>(
 const LEDGER_KEY: &str = "usage_events_pkey";
 
 /// The ledger's insert of a clinic's batch ([`insert_events`]): one row per element of the
-/// arrays; `$1` the clinic, and none at all if the clinic does not exist. The agent is recorded as the call made it: the ledger has no key to
-/// `agents` (migration 17), so a batch with an agent deleted since its calls goes in whole, and
-/// reports show those calls under no agent.
+/// arrays; `$1` the clinic, and no row at all if the clinic does not exist. The agent is
+/// recorded as the call made it: the ledger has no key to `agents` (migration 17), so a batch
+/// with an agent deleted since its calls goes in whole, and reports show those calls under no
+/// agent.
 macro_rules! insert_rows {
     () => {
         "INSERT INTO usage_events (id, tenant_id, user_id, api_key_id, provider, model,
